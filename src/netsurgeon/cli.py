@@ -1,0 +1,63 @@
+"""The ``netsurgeon`` command: thin subcommands over library calls.
+
+Each capability registers its own subcommands (``netsurgeon.pruning.cli``,
+``netsurgeon.oov.cli``, ...). User errors (:class:`~netsurgeon.errors.NetsurgeonError`)
+become one line on stderr and exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from netsurgeon import __version__
+from netsurgeon.errors import NetsurgeonError
+
+# Modules that define ``add_commands(subparsers)``; each subcommand sets ``func(args) -> int``.
+_COMMAND_MODULES = (
+    "netsurgeon.pruning.cli",
+    "netsurgeon.vision.cli",
+    "netsurgeon.oov.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="netsurgeon",
+        description="Prune CNNs and predict embeddings for out-of-vocabulary words.",
+    )
+    parser.add_argument("--version", action="version", version=f"netsurgeon {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):  # capability not installed yet
+                continue
+            raise
+        module.add_commands(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except NetsurgeonError as exc:
+        print(f"netsurgeon: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("netsurgeon: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

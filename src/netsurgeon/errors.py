@@ -1,0 +1,21 @@
+"""The one exception family that netsurgeon raises for user errors."""
+
+from __future__ import annotations
+
+__all__ = ["CheckpointError", "ConfigError", "NetsurgeonError", "TraceError"]
+
+
+class NetsurgeonError(Exception):
+    """Base class for errors caused by user input; the CLI prints them as one line."""
+
+
+class ConfigError(NetsurgeonError, ValueError):
+    """An argument has a bad value; the message names the value and what is allowed."""
+
+
+class TraceError(NetsurgeonError):
+    """A model could not be traced into a graph, so it cannot be pruned safely."""
+
+
+class CheckpointError(NetsurgeonError):
+    """A file is not a netsurgeon checkpoint, is corrupt, or does not fit the model."""
