@@ -1,0 +1,28 @@
+"""Structural filter pruning for CNNs.
+
+The pieces follow Torch-Pruning's split of concerns: :mod:`~netsurgeon.pruning.graph` traces
+what must be pruned together, :mod:`~netsurgeon.pruning.criteria` scores filters,
+:mod:`~netsurgeon.pruning.surgery` cuts layers, :mod:`~netsurgeon.pruning.pruner` plans, and
+:mod:`~netsurgeon.pruning.stats` measures.
+"""
+
+from netsurgeon.pruning.criteria import CRITERIA, Filters, get_criterion
+from netsurgeon.pruning.graph import ChannelGroup, PruningGraph, register_passthrough, trace_graph
+from netsurgeon.pruning.pruner import Footprint, Pruner, PruneResult, prune
+from netsurgeon.pruning.stats import count_macs, count_params
+
+__all__ = [
+    "CRITERIA",
+    "ChannelGroup",
+    "Filters",
+    "Footprint",
+    "PruneResult",
+    "Pruner",
+    "PruningGraph",
+    "count_macs",
+    "count_params",
+    "get_criterion",
+    "prune",
+    "register_passthrough",
+    "trace_graph",
+]

@@ -1,0 +1,350 @@
+"""Importance criteria: callables that give one score per filter; low scores are pruned.
+
+A criterion is called with a :class:`Filters` (the layer's name, module and following norm
+layer) and returns a 1-D tensor with one score per output filter. Any callable with that
+signature works, for example ``lambda f: f.module.weight.flatten(1).abs().amax(1)``.
+
+Data-driven criteria (``activation``, ``apoz``, ``taylor``) first look at real data: the
+pruner calls their ``collect`` method with a data loader and a loss function, then scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import fx, nn
+
+from netsurgeon.errors import ConfigError
+from netsurgeon.pruning.graph import PruningGraph
+
+__all__ = [
+    "CRITERIA",
+    "APoZ",
+    "Activation",
+    "BNScale",
+    "DataCriterion",
+    "Filters",
+    "L1Norm",
+    "L2Norm",
+    "Random",
+    "Taylor",
+    "get_criterion",
+]
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The filters of one prunable layer, as a criterion sees them.
+
+    Attributes:
+        name: Qualified name of the layer in the model.
+        module: The conv or linear layer whose output filters are scored.
+        norm: The BatchNorm (or other per-channel norm) right after it, if any.
+    """
+
+    name: str
+    module: nn.Module
+    norm: nn.Module | None = None
+
+
+Criterion = Callable[[Filters], torch.Tensor]
+
+
+def _rows(module: nn.Module) -> torch.Tensor:
+    weight = module.weight.detach()
+    if isinstance(module, nn.Linear):
+        return weight
+    return weight.flatten(1)
+
+
+class L1Norm:
+    """Sum of absolute filter weights (Li et al. 2017)."""
+
+    def __call__(self, filters: Filters) -> torch.Tensor:
+        return _rows(filters.module).abs().sum(1).float()
+
+
+class L2Norm:
+    """Euclidean norm of each filter's weights."""
+
+    def __call__(self, filters: Filters) -> torch.Tensor:
+        return _rows(filters.module).float().norm(dim=1)
+
+
+class Random:
+    """Uniform random scores from a seeded generator, the baseline every criterion must beat."""
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, filters: Filters) -> torch.Tensor:
+        return torch.rand(_rows(filters.module).shape[0], generator=self.generator)
+
+
+class BNScale:
+    """|gamma| of the BatchNorm that follows the layer (network slimming, Liu et al. 2017).
+
+    Layers without a following affine norm (such as a squeeze-excitation's convs) fall back to
+    the L1 norm of their filters.
+    """
+
+    def __call__(self, filters: Filters) -> torch.Tensor:
+        norm = filters.norm
+        if norm is not None and getattr(norm, "weight", None) is not None:
+            return norm.weight.detach().abs().float()
+        return L1Norm()(filters)
+
+
+@runtime_checkable
+class DataCriterion(Protocol):
+    """A criterion that needs to see data before it can score filters."""
+
+    requires_data: bool
+
+    def collect(
+        self,
+        graph: PruningGraph,
+        data: Iterable[Any],
+        loss_fn: Callable[[Any, Any], torch.Tensor] | None,
+    ) -> None:
+        """Run ``data`` through the traced model and accumulate statistics."""
+
+    def __call__(self, filters: Filters) -> torch.Tensor:
+        """Scores for the filters of one layer, after :meth:`collect`."""
+
+
+def _split_batch(batch: Any) -> tuple[tuple[Any, ...], Any]:
+    if isinstance(batch, dict):
+        raise ConfigError(
+            "data batches must be (inputs, targets) pairs, got a dict; wrap the loader"
+        )
+    if isinstance(batch, (list, tuple)) and len(batch) >= 2:
+        inputs, targets = batch[0], batch[1]
+    else:
+        inputs, targets = batch, None
+    if isinstance(inputs, torch.Tensor):
+        inputs = (inputs,)
+    return tuple(inputs), targets
+
+
+class _Recorder(fx.Interpreter):
+    """Runs the traced model and hands chosen intermediate tensors to a callback."""
+
+    def __init__(
+        self, gm: fx.GraphModule, wanted: dict[str, list[str]], sink: Callable[[str, Any], None]
+    ) -> None:
+        super().__init__(gm)
+        self.wanted = wanted
+        self.sink = sink
+
+    def run_node(self, n: fx.Node) -> Any:
+        result = super().run_node(n)
+        layers = self.wanted.get(n.name, ())
+        if not layers:
+            return result
+        for layer in layers:
+            self.sink(layer, result)
+        # Later in-place ops (``out += identity``) must not change the recorded tensor.
+        return result.clone()
+
+
+class _ActivationStatistic:
+    """Shared machinery: per-channel statistics of the tensors a layer's consumers read."""
+
+    requires_data = True
+    needs_loss = False
+
+    def __init__(self) -> None:
+        self.scores: dict[str, torch.Tensor] = {}
+
+    def collect(
+        self,
+        graph: PruningGraph,
+        data: Iterable[Any],
+        loss_fn: Callable[[Any, Any], torch.Tensor] | None,
+    ) -> None:
+        model = graph.model
+        wanted: dict[str, list[str]] = {}
+        for layer, (node, _dim) in graph.observe.items():
+            wanted.setdefault(node, []).append(layer)
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        modes = {m: m.training for m in model.modules()}
+        model.eval()
+        graph.graph_module.eval()
+        try:
+            for batch in data:
+                inputs, targets = _split_batch(batch)
+                inputs = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
+                if isinstance(targets, torch.Tensor):
+                    targets = targets.to(device)
+                self._batch(graph, wanted, inputs, targets, loss_fn, sums, counts)
+        finally:
+            for module, mode in modes.items():
+                module.training = mode
+        if not counts:
+            raise ConfigError("the data loader given to the criterion yielded no batches")
+        self.scores = self._finish(sums, counts)
+
+    def _batch(
+        self,
+        graph: PruningGraph,
+        wanted: dict[str, list[str]],
+        inputs: tuple[Any, ...],
+        targets: Any,
+        loss_fn: Callable[[Any, Any], torch.Tensor] | None,
+        sums: dict[str, torch.Tensor],
+        counts: dict[str, int],
+    ) -> None:
+        seen: dict[str, torch.Tensor] = {}
+
+        def sink(layer: str, value: Any) -> None:
+            seen[layer] = value
+
+        with torch.no_grad():
+            _Recorder(graph.graph_module, wanted, sink).run(*inputs)
+        for layer, value in seen.items():
+            dim = graph.observe[layer][1]
+            stat = self._statistic(value.detach().float(), dim)
+            sums[layer] = sums.get(layer, 0) + stat
+            counts[layer] = counts.get(layer, 0) + 1
+
+    @staticmethod
+    def _per_channel(t: torch.Tensor, dim: int) -> torch.Tensor:
+        """Mean over every dimension except ``dim``."""
+        return t.transpose(0, dim).reshape(t.shape[dim], -1).mean(1)
+
+    def _statistic(self, activation: torch.Tensor, dim: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _finish(
+        self, sums: dict[str, torch.Tensor], counts: dict[str, int]
+    ) -> dict[str, torch.Tensor]:
+        return {k: (v / counts[k]).cpu() for k, v in sums.items()}
+
+    def __call__(self, filters: Filters) -> torch.Tensor:
+        if filters.name not in self.scores:
+            raise ConfigError(
+                f"{type(self).__name__} has no statistics for layer '{filters.name}': "
+                "call collect() with data first"
+            )
+        return self.scores[filters.name]
+
+
+class Activation(_ActivationStatistic):
+    """Mean absolute activation of each channel after the layer's norm and non-linearity."""
+
+    def _statistic(self, activation: torch.Tensor, dim: int) -> torch.Tensor:
+        return self._per_channel(activation.abs(), dim)
+
+
+class APoZ(_ActivationStatistic):
+    """Average percentage of zeros (Hu et al. 2016), scored as ``1 - APoZ``.
+
+    Channels that are mostly zero after the non-linearity get low scores and go first.
+    """
+
+    def _statistic(self, activation: torch.Tensor, dim: int) -> torch.Tensor:
+        return self._per_channel((activation <= 0).float(), dim)
+
+    def _finish(
+        self, sums: dict[str, torch.Tensor], counts: dict[str, int]
+    ) -> dict[str, torch.Tensor]:
+        return {k: 1.0 - v for k, v in super()._finish(sums, counts).items()}
+
+
+class Taylor(_ActivationStatistic):
+    """First-order Taylor expansion of the loss change (Molchanov et al. 2017).
+
+    For each batch, the score of channel k is ``|mean over batch and positions of a_k * dL/da_k|``
+    where ``a_k`` is the activation that the layer's consumers read; batch scores are summed,
+    then each layer's scores are divided by their L2 norm.
+    """
+
+    needs_loss = True
+
+    def _batch(
+        self,
+        graph: PruningGraph,
+        wanted: dict[str, list[str]],
+        inputs: tuple[Any, ...],
+        targets: Any,
+        loss_fn: Callable[[Any, Any], torch.Tensor] | None,
+        sums: dict[str, torch.Tensor],
+        counts: dict[str, int],
+    ) -> None:
+        assert loss_fn is not None
+        seen: dict[str, torch.Tensor] = {}
+
+        def sink(layer: str, value: Any) -> None:
+            seen[layer] = value
+
+        with torch.enable_grad():
+            # Gradients only with respect to the activations: parameters' .grad stay untouched.
+            inputs = tuple(
+                x.detach().requires_grad_(True)
+                if isinstance(x, torch.Tensor) and x.is_floating_point()
+                else x
+                for x in inputs
+            )
+            outputs = _Recorder(graph.graph_module, wanted, sink).run(*inputs)
+            loss = loss_fn(outputs, targets)
+            layers = [k for k, v in seen.items() if v.requires_grad]
+            grads = torch.autograd.grad(loss, [seen[k] for k in layers], allow_unused=True)
+        for layer, grad in zip(layers, grads, strict=True):
+            act = seen[layer].detach()
+            dim = graph.observe[layer][1]
+            if grad is None:
+                stat = torch.zeros(act.shape[dim], device=act.device)
+            else:
+                stat = self._per_channel((act * grad).float(), dim).abs()
+            sums[layer] = sums.get(layer, 0) + stat
+            counts[layer] = counts.get(layer, 0) + 1
+
+    def _finish(
+        self, sums: dict[str, torch.Tensor], counts: dict[str, int]
+    ) -> dict[str, torch.Tensor]:
+        out = {}
+        for layer, total in sums.items():
+            total = total.cpu()
+            out[layer] = total / total.norm().clamp_min(1e-12)
+        return out
+
+
+CRITERIA: dict[str, Callable[[], Any]] = {
+    "random": Random,
+    "l1": L1Norm,
+    "l2": L2Norm,
+    "activation": Activation,
+    "apoz": APoZ,
+    "taylor": Taylor,
+    "bn_scale": BNScale,
+}
+
+
+def get_criterion(criterion: str | Criterion) -> Any:
+    """Resolve a criterion name (see :data:`CRITERIA`) or pass a callable through.
+
+    Raises:
+        ConfigError: The name is unknown; the message lists the valid names.
+    """
+    if callable(criterion):
+        return criterion
+    if isinstance(criterion, str) and criterion in CRITERIA:
+        return CRITERIA[criterion]()
+    valid = ", ".join(sorted(CRITERIA))
+    raise ConfigError(f"unknown criterion {criterion!r}; valid criteria are: {valid}")
+
+
+def requires_data(criterion: Any) -> bool:
+    """Whether ``criterion`` must see data before scoring."""
+    return bool(getattr(criterion, "requires_data", False))
+
+
+def needs_loss(criterion: Any) -> bool:
+    """Whether ``criterion`` needs a loss function with its data."""
+    return bool(getattr(criterion, "needs_loss", False))

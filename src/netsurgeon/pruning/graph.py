@@ -1,0 +1,1049 @@
+"""Trace a model into channel groups: the channels that must be pruned together.
+
+The model is traced with :mod:`torch.fx` and run once on example inputs. Every tensor in the
+graph carries a :class:`Channels` description of which prunable channels lie along one of its
+dimensions. Convolutions and linear layers create new channel *spaces* (their filters);
+residual additions and multiplications unify spaces; concatenations lay spaces side by side;
+``flatten`` into a ``Linear`` gives each channel a block of features. Any operation the tracer
+does not understand on a tracked dimension *blocks* the spaces involved: their channels are
+kept, and the reason is recorded, so the engine never produces a broken model.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from netsurgeon.errors import TraceError
+from netsurgeon.pruning.stats import as_input_tuple
+
+__all__ = [
+    "ChannelGroup",
+    "Channels",
+    "ConsumerRecord",
+    "PruningGraph",
+    "Segment",
+    "output_shapes",
+    "register_passthrough",
+    "trace_graph",
+]
+
+_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_INSTANCE_NORM_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+# Modules that act on each channel independently and keep the tensor's layout.
+_PASSTHROUGH_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
+    nn.Softsign, nn.Tanhshrink, nn.LogSigmoid, nn.Identity,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)  # fmt: skip
+# Modules that act on the trailing spatial dimensions only (dimension count in the value).
+_SPATIAL_MODULES: dict[type[nn.Module], int] = {
+    nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3,
+    nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3,
+    nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3,
+    nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3,
+    nn.LPPool1d: 1, nn.LPPool2d: 2, nn.Upsample: 3, nn.UpsamplingNearest2d: 2,
+    nn.UpsamplingBilinear2d: 2, nn.ZeroPad2d: 2, nn.ReflectionPad2d: 2,
+    nn.ReplicationPad2d: 2, nn.ConstantPad2d: 2, nn.ZeroPad1d: 1, nn.ConstantPad1d: 1,
+}  # fmt: skip
+
+_UNARY_FUNCTIONS: set[Any] = {
+    F.relu, F.relu_, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish,
+    F.hardswish, F.hardsigmoid, F.hardtanh, F.sigmoid, F.tanh, F.softplus, F.dropout,
+    F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, torch.relu, torch.relu_,
+    torch.sigmoid, torch.tanh, torch.clamp, torch.clip, torch.exp, torch.abs, torch.neg,
+    torch.sqrt, torch.square, torch.nn.functional.logsigmoid,
+}  # fmt: skip
+_UNARY_METHODS = {
+    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "clip",
+    "clamp_min", "clamp_max", "exp", "abs", "neg", "sqrt", "square", "contiguous", "clone",
+    "detach", "float", "half", "double", "bfloat16", "to", "type", "type_as", "cpu", "cuda",
+    "requires_grad_", "hardswish", "sqrt_", "exp_", "abs_",
+}  # fmt: skip
+_SPATIAL_FUNCTIONS: dict[Any, int] = {
+    F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3, F.avg_pool1d: 1, F.avg_pool2d: 2,
+    F.avg_pool3d: 3, F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2,
+    F.adaptive_avg_pool3d: 3, F.adaptive_max_pool1d: 1, F.adaptive_max_pool2d: 2,
+    F.adaptive_max_pool3d: 3, F.interpolate: 3, F.upsample: 3, F.lp_pool2d: 2,
+}  # fmt: skip
+_ELEMENTWISE_FUNCTIONS: set[Any] = {
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub,
+    operator.imul, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div,
+    torch.maximum, torch.minimum, torch.where, torch.true_divide,
+}  # fmt: skip
+_ELEMENTWISE_METHODS = {
+    "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "maximum", "minimum",
+    "masked_fill", "masked_fill_", "expand_as",
+}  # fmt: skip
+# Calls that return shapes or other non-tensor facts; they never constrain channels.
+_NON_TENSOR_METHODS = {"size", "dim", "numel", "ndimension", "nelement", "__len__"}
+_NON_TENSOR_FUNCTIONS: set[Any] = {getattr, len, torch.numel}
+
+# Extra functions registered by users (or below) as channel-wise pass-through ops.
+_USER_PASSTHROUGH: set[Any] = set()
+
+
+def register_passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Declare that ``fn(x, ...)`` acts on each channel of ``x`` independently.
+
+    Use it for a function that :func:`torch.fx.wrap` keeps opaque, so that the tracer can see
+    through it instead of keeping the channels it touches. Returns ``fn`` (usable as a decorator).
+    """
+    _USER_PASSTHROUGH.add(fn)
+    return fn
+
+
+try:  # torchvision wraps stochastic depth for fx; it scales whole samples, so it is channel-wise
+    from torchvision.ops import stochastic_depth as _stochastic_depth
+
+    register_passthrough(_stochastic_depth)
+except ImportError:  # pragma: no cover - torchvision is an optional extra
+    pass
+
+
+@dataclass(frozen=True)
+class Segment:
+    """``length`` channels of channel space ``space``, starting at index ``start``."""
+
+    space: int
+    start: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Channels:
+    """The prunable channels that lie along dimension ``dim`` of a tensor.
+
+    Position ``p`` along ``dim`` belongs to channel ``p // repeat`` of the concatenation of
+    ``segments``: after ``flatten``, each channel owns a block of ``repeat`` features.
+    """
+
+    dim: int
+    segments: tuple[Segment, ...]
+    repeat: int = 1
+
+    @property
+    def size(self) -> int:
+        """Number of positions along ``dim``."""
+        return sum(s.length for s in self.segments) * self.repeat
+
+
+@dataclass
+class _Space:
+    id: int
+    size: int
+    parent: int
+    group: int = 1  # filters must be pruned in equal numbers from `group` equal slices
+    blocked: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ConsumerRecord:
+    """A module whose parameters index the channels of one tensor."""
+
+    name: str
+    module: nn.Module
+    channels: Channels
+    role: str  # "input" (conv/linear input), or "member" (pruned along its outputs too)
+
+
+@dataclass
+class _MacRecord:
+    name: str
+    macs: int
+    out_space: int | None
+    in_channels: Channels | None
+    depthwise: bool
+
+
+@dataclass
+class ChannelGroup:
+    """Channels that are pruned together, with the same indices everywhere.
+
+    Attributes:
+        id: Stable identifier within one :class:`PruningGraph`.
+        size: Number of channels.
+        sources: Names of the layers whose output filters are these channels.
+        divisor: Filters must be removed in equal numbers from ``divisor`` equal slices
+            (grouped convolutions), so the kept count is a multiple of it.
+        blocked: Why these channels must be kept; empty when the group is prunable.
+    """
+
+    id: int
+    size: int
+    sources: list[str]
+    divisor: int
+    blocked: list[str]
+
+    @property
+    def prunable(self) -> bool:
+        """Whether any channel of this group may be removed."""
+        return not self.blocked
+
+
+class PruningGraph:
+    """The result of tracing: channel groups and every layer that depends on them."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        graph_module: fx.GraphModule,
+        spaces: dict[int, _Space],
+        sources: dict[str, tuple[int, nn.Module, str, int]],
+        consumers: dict[str, ConsumerRecord],
+        macs: list[_MacRecord],
+        observe: dict[str, tuple[str, int]],
+        norms: dict[str, str],
+    ) -> None:
+        self.model = model
+        self.graph_module = graph_module
+        self._spaces = spaces
+        self._sources = sources
+        self.consumers = consumers
+        self._macs = macs
+        self.observe = observe
+        self.norms = norms
+        self.output_shapes: Any = None
+        self.mode_sensitive = False  # the forward differs between train and eval mode
+        self.notes: list[str] = []
+        self.groups: dict[int, ChannelGroup] = {}
+        for name, (space, _module, _node, _dim) in sources.items():
+            root = self.find(space)
+            group = self.groups.get(root)
+            if group is None:
+                info = spaces[root]
+                group = ChannelGroup(root, info.size, [], info.group, list(info.blocked))
+                self.groups[root] = group
+            group.sources.append(name)
+
+    def find(self, space: int) -> int:
+        """The root id of a channel space."""
+        while self._spaces[space].parent != space:
+            parent = self._spaces[space].parent
+            self._spaces[space].parent = self._spaces[parent].parent
+            space = parent
+        return space
+
+    def source_group(self, name: str) -> int:
+        """The group id of the output channels of source layer ``name``."""
+        return self.find(self._sources[name][0])
+
+    def source_module(self, name: str) -> nn.Module:
+        """The module of source layer ``name``."""
+        return self._sources[name][1]
+
+    @property
+    def source_names(self) -> list[str]:
+        """Names of every layer that creates channels (conv and linear layers)."""
+        return list(self._sources)
+
+    def prunable_groups(self) -> list[ChannelGroup]:
+        """Groups that may lose channels."""
+        return [g for g in self.groups.values() if g.prunable]
+
+    def skipped(self) -> list[str]:
+        """One human-readable reason per group that must keep its channels."""
+        reasons = []
+        for group in self.groups.values():
+            if group.blocked:
+                names = ", ".join(group.sources[:4]) + (" ..." if len(group.sources) > 4 else "")
+                unique = list(dict.fromkeys(group.blocked))
+                reasons.append(f"{names} ({group.size} channels) kept: {'; '.join(unique[:3])}")
+        return reasons + self.notes
+
+    def positions(self, channels: Channels, keep: dict[int, torch.Tensor]) -> torch.Tensor | None:
+        """Positions along ``channels.dim`` that remain when groups keep ``keep[group]``.
+
+        Returns ``None`` when no group of these channels loses anything.
+        """
+        roots = [self.find(s.space) for s in channels.segments]
+        if not any(r in keep for r in roots):
+            return None
+        parts = []
+        offset = 0
+        for seg, root in zip(channels.segments, roots, strict=True):
+            kept = keep.get(root)
+            if kept is None:
+                local = torch.arange(seg.length)
+            else:
+                inside = kept[(kept >= seg.start) & (kept < seg.start + seg.length)]
+                local = inside - seg.start
+            parts.append(local + offset)
+            offset += seg.length
+        idx = torch.cat(parts)
+        if channels.repeat > 1:
+            r = channels.repeat
+            idx = (idx[:, None] * r + torch.arange(r)[None, :]).reshape(-1)
+        return idx
+
+    def predicted_macs(self, kept_counts: dict[int, int]) -> int:
+        """MACs of the traced convs and linears when groups keep ``kept_counts[group]``."""
+        total = 0.0
+        for rec in self._macs:
+            frac = 1.0
+            if rec.out_space is not None:
+                root = self.find(rec.out_space)
+                if root in kept_counts:
+                    frac *= kept_counts[root] / self._spaces[root].size
+            if rec.in_channels is not None:
+                kept = 0
+                for seg in rec.in_channels.segments:
+                    root = self.find(seg.space)
+                    share = kept_counts.get(root, self._spaces[root].size) / self._spaces[root].size
+                    kept += seg.length * share
+                frac *= kept / sum(s.length for s in rec.in_channels.segments)
+            total += rec.macs * frac
+        return round(total)
+
+    @property
+    def traced_macs(self) -> int:
+        """MACs of the traced convs and linears of the unpruned model."""
+        return sum(rec.macs for rec in self._macs)
+
+
+class _Tracer(fx.Tracer):
+    """An fx tracer that remembers which submodule it is inside, for error messages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+
+    def call_module(
+        self,
+        m: nn.Module,
+        forward: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        self.stack.append(self.path_of_module(m))
+        try:
+            result = super().call_module(m, forward, args, kwargs)
+        except Exception:
+            raise  # keep the stack: it names the innermost module that failed
+        self.stack.pop()
+        return result
+
+
+def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    tracer = _Tracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:
+        where = tracer.stack[-1] if tracer.stack else ""
+        place = f"module '{where}' ({type(model.get_submodule(where)).__name__})" if where else (
+            f"the forward of {type(model).__name__}"
+        )
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TraceError(
+            f"cannot trace {type(model).__name__} with torch.fx: {place} failed "
+            f"({type(exc).__name__}: {first_line}). Prune a traceable sub-module instead "
+            f"(for example model.{where or 'features'}), or make that forward free of "
+            "data-dependent control flow."
+        ) from None
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def _shape_of(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (list, tuple)) and not isinstance(value, torch.Size):
+        return [_shape_of(v) for v in value]
+    return None
+
+
+def output_shapes(output: Any) -> Any:
+    """The shapes of a model's output, with the same nesting (for before/after checks)."""
+    if isinstance(output, torch.Tensor):
+        return tuple(output.shape)
+    if isinstance(output, (list, tuple)):
+        return tuple(output_shapes(o) for o in output)
+    if isinstance(output, dict):
+        return {k: output_shapes(v) for k, v in output.items()}
+    return None
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, tuple) and all(isinstance(v, int) for v in value)
+
+
+class _Analyzer(fx.Interpreter):
+    """Runs the traced graph and derives each tensor's :class:`Channels`."""
+
+    def __init__(
+        self, gm: fx.GraphModule, ignored: set[str], shared: _Analyzer | None = None
+    ) -> None:
+        super().__init__(gm)
+        self.modules = dict(gm.named_modules())
+        self.ignored = ignored
+        self.info: dict[fx.Node, Any] = {}
+        self.shapes: dict[fx.Node, Any] = {}
+        # A second trace (the model's other train/eval mode) adds its constraints to the first.
+        self.spaces: dict[int, _Space] = shared.spaces if shared else {}
+        self.sources: dict[str, tuple[int, nn.Module, str, int]] = (
+            shared.sources if shared else {}
+        )
+        self.consumers: dict[str, ConsumerRecord] = shared.consumers if shared else {}
+        self.macs: list[_MacRecord] = []
+        self.chain_nodes: set[str] = set()  # channel-wise ops that may follow a source
+        self.norm_nodes: dict[str, str] = {}  # node name -> module name of a BN-like member
+
+    # ----- channel spaces -------------------------------------------------------------
+    def _new_space(self, size: int) -> int:
+        sid = len(self.spaces)
+        self.spaces[sid] = _Space(sid, size, sid)
+        return sid
+
+    def _find(self, sid: int) -> int:
+        while self.spaces[sid].parent != sid:
+            sid = self.spaces[sid].parent
+        return sid
+
+    def _block_space(self, sid: int, reason: str) -> None:
+        self.spaces[self._find(sid)].blocked.append(reason)
+
+    def _block(self, info: Any, reason: str) -> None:
+        for channels in _iter_channels(info):
+            for seg in channels.segments:
+                self._block_space(seg.space, reason)
+
+    def _constrain(self, sid: int, divisor: int) -> None:
+        space = self.spaces[self._find(sid)]
+        combined = math.lcm(space.group, divisor)
+        if space.size % combined:
+            space.blocked.append(
+                f"grouped convolutions need {divisor} equal slices of {space.size} channels"
+            )
+        else:
+            space.group = combined
+
+    def _union(self, a: int, b: int) -> None:
+        ra, rb = self._find(a), self._find(b)
+        if ra == rb:
+            return
+        sa, sb = self.spaces[ra], self.spaces[rb]
+        sb.parent = ra
+        sa.blocked.extend(sb.blocked)
+        self._constrain(ra, sb.group)
+
+    def _unify(self, a: Channels, b: Channels, reason: str) -> bool:
+        """Make the channels of ``a`` and ``b`` pruned with the same indices, or block both."""
+        segs_a = [Segment(self._find(s.space), s.start, s.length) for s in a.segments]
+        segs_b = [Segment(self._find(s.space), s.start, s.length) for s in b.segments]
+        if a.repeat == b.repeat and segs_a == segs_b:
+            return True
+        full = all(
+            s.start == 0 and s.length == self.spaces[s.space].size for s in segs_a + segs_b
+        )
+        if (
+            a.repeat == b.repeat
+            and full
+            and len(segs_a) == len(segs_b)
+            and all(x.length == y.length for x, y in zip(segs_a, segs_b, strict=True))
+        ):
+            for x, y in zip(segs_a, segs_b, strict=True):
+                self._union(x.space, y.space)
+            return True
+        self._block(a, reason)
+        self._block(b, reason)
+        return False
+
+    # ----- interpretation ---------------------------------------------------------------
+    def run_node(self, n: fx.Node) -> Any:
+        result = super().run_node(n)
+        self.shapes[n] = _shape_of(result)
+        try:
+            self.info[n] = self._visit(n, result)
+        except _Unsupported as exc:
+            self._block(self._arg_infos(n), f"{_describe(n)}: {exc}")
+            self.info[n] = None
+        return result
+
+    def _arg_infos(self, n: fx.Node) -> list[Any]:
+        out: list[Any] = []
+
+        def collect(a: Any) -> Any:
+            if isinstance(a, fx.Node):
+                out.append(self.info.get(a))
+            return a
+
+        fx.node.map_arg((n.args, n.kwargs), collect)
+        return out
+
+    def _visit(self, n: fx.Node, result: Any) -> Any:
+        if n.op in ("placeholder", "get_attr"):
+            return None
+        if n.op == "output":
+            self._block(self._arg_infos(n), "it reaches the model's output")
+            return None
+        if n.op == "call_module":
+            return self._visit_module(n, self.modules[str(n.target)], result)
+        if n.op == "call_function":
+            return self._visit_function(n, n.target, result)
+        if n.op == "call_method":
+            return self._visit_method(n, str(n.target), result)
+        raise _Unsupported("unknown node kind")
+
+    def _in(self, n: fx.Node, index: int = 0, key: str | None = None) -> tuple[Any, Any]:
+        arg = n.args[index] if index < len(n.args) else (n.kwargs.get(key) if key else None)
+        if isinstance(arg, fx.Node):
+            return self.info.get(arg), self.shapes.get(arg)
+        return None, None
+
+    def _arg(self, n: fx.Node, index: int, key: str, default: Any = None) -> Any:
+        if index < len(n.args):
+            return n.args[index]
+        return n.kwargs.get(key, default)
+
+    # modules ---------------------------------------------------------------------------
+    def _visit_module(self, n: fx.Node, module: nn.Module, result: Any) -> Any:
+        name = str(n.target)
+        info, shape = self._in(n)
+        if name in self.ignored:
+            self._block(info, f"'{name}' is ignored")
+        if isinstance(module, _CONV_TYPES):
+            return self._conv(n, name, module, info, result)
+        if isinstance(module, nn.Linear):
+            return self._linear(n, name, module, info, shape, result)
+        if isinstance(module, _BN_TYPES + _INSTANCE_NORM_TYPES) or (
+            isinstance(module, nn.PReLU) and module.num_parameters > 1
+        ):
+            has_state = any(True for _ in module.parameters()) or any(
+                b is not None for b in module.buffers()
+            )
+            if info is None:
+                return None
+            if info.dim != 1 or info.repeat != 1:
+                raise _Unsupported("a per-channel layer sees channels on another dimension")
+            if has_state:
+                self._member(name, module, info)
+                self.norm_nodes[n.name] = name
+            self.chain_nodes.add(n.name)
+            return info
+        if isinstance(module, _PASSTHROUGH_MODULES) or (
+            isinstance(module, nn.PReLU) and module.num_parameters == 1
+        ):
+            self.chain_nodes.add(n.name)
+            return self._same(info, shape, result)
+        for kind, ndims in _SPATIAL_MODULES.items():
+            if isinstance(module, kind):
+                return self._spatial(info, shape, result, ndims)
+        if isinstance(module, nn.Flatten):
+            return self._reshape(n, info, shape, result, literal_shape=None)
+        if isinstance(module, (nn.Softmax, nn.LogSoftmax, nn.Softmin)):
+            return self._softmax(info, shape, module.dim)
+        if isinstance(module, nn.LayerNorm):
+            if info is None:
+                return None
+            if info.dim >= len(shape) - len(module.normalized_shape):
+                raise _Unsupported("it normalises across the channels")
+            return info
+        if info is None and not any(i is not None for i in self._arg_infos(n)):
+            return None
+        raise _Unsupported(f"{type(module).__name__} is not understood")
+
+    def _conv(
+        self, n: fx.Node, name: str, conv: nn.Module, info: Any, result: torch.Tensor
+    ) -> Channels | None:
+        assert isinstance(conv, _CONV_TYPES)
+        groups, cin, cout = conv.groups, conv.in_channels, conv.out_channels
+        kernel = math.prod(conv.kernel_size)
+        macs = result.numel() * (cin // groups) * kernel
+        if info is not None and (info.dim != 1 or info.repeat != 1):
+            self._block(info, f"{_describe(n)} reads channels on another dimension")
+            info = None
+        if groups > 1 and groups == cin == cout:  # depthwise: filter i reads channel i only
+            self.macs.append(_MacRecord(name, macs, None, info, True))
+            if info is None:
+                return None
+            if name in self.ignored:
+                return None
+            self._member(name, conv, info)
+            return info
+        if info is not None:
+            if groups > 1:
+                whole = len(info.segments) == 1 and info.segments[0].length == self.spaces[
+                    info.segments[0].space
+                ].size
+                if cin // groups == 1 or not whole:
+                    self._block(info, f"'{name}' is a grouped convolution ({groups} groups)")
+                else:
+                    self._constrain(info.segments[0].space, groups)
+            self._consumer(name, conv, info)
+        out = self._source(name, conv, n, cout, dim=1)
+        if groups > 1:
+            self._constrain(out.segments[0].space, groups)
+        self.macs.append(_MacRecord(name, macs, out.segments[0].space, info, False))
+        return out
+
+    def _linear(
+        self,
+        n: fx.Node,
+        name: str,
+        linear: nn.Linear,
+        info: Any,
+        shape: Any,
+        result: torch.Tensor,
+    ) -> Channels:
+        last = len(shape) - 1
+        if info is not None and info.dim != last:
+            self._block(info, f"{_describe(n)} reads channels on another dimension")
+            info = None
+        if info is not None:
+            self._consumer(name, linear, info)
+        out = self._source(name, linear, n, linear.out_features, dim=last)
+        self.macs.append(
+            _MacRecord(name, result.numel() * linear.in_features, out.segments[0].space, info,
+                       False)
+        )  # fmt: skip
+        return out
+
+    def _source(self, name: str, module: nn.Module, n: fx.Node, size: int, dim: int) -> Channels:
+        if name in self.sources:  # a module called twice shares its filters
+            sid = self.sources[name][0]
+        else:
+            sid = self._new_space(size)
+            self.sources[name] = (sid, module, n.name, dim)
+            if name in self.ignored:
+                self._block_space(sid, f"'{name}' is ignored")
+        return Channels(dim, (Segment(sid, 0, size),))
+
+    def _consumer(self, name: str, module: nn.Module, info: Channels) -> None:
+        self._record(name, module, info, "input")
+
+    def _member(self, name: str, module: nn.Module, info: Channels) -> None:
+        self._record(name, module, info, "member")
+
+    def _record(self, name: str, module: nn.Module, info: Channels, role: str) -> None:
+        if name in self.ignored:
+            self._block(info, f"'{name}' is ignored")
+        previous = self.consumers.get(name)
+        if previous is not None:  # a module called twice must see the same channels
+            self._unify(previous.channels, info, f"'{name}' is called on different channels")
+            return
+        self.consumers[name] = ConsumerRecord(name, module, info, role)
+
+    # functions and methods --------------------------------------------------------------
+    def _visit_function(self, n: fx.Node, fn: Any, result: Any) -> Any:
+        info, shape = self._in(n)
+        if fn in _NON_TENSOR_FUNCTIONS:
+            return None
+        if fn is operator.getitem:
+            return self._getitem(n, result)
+        if fn in _UNARY_FUNCTIONS or fn in _USER_PASSTHROUGH:
+            self.chain_nodes.add(n.name)
+            return self._same(info, shape, result)
+        if fn in _SPATIAL_FUNCTIONS:
+            return self._spatial(info, shape, result, _SPATIAL_FUNCTIONS[fn])
+        if fn in _ELEMENTWISE_FUNCTIONS:
+            return self._elementwise(n, result)
+        if fn in (torch.cat, torch.concat, torch.concatenate):
+            return self._cat(n, result)
+        if fn is torch.flatten:
+            return self._reshape(n, info, shape, result, literal_shape=None)
+        if fn is torch.reshape:
+            return self._reshape(n, info, shape, result, literal_shape=self._arg(n, 1, "shape"))
+        if fn in (torch.mean, torch.sum, torch.amax, torch.amin, torch.std, torch.var):
+            return self._reduce(n, info, shape, result, 1)
+        if fn is torch.permute:
+            return self._permute(info, self._arg(n, 1, "dims"))
+        if fn is torch.transpose:
+            return self._transpose(info, shape, self._arg(n, 1, "dim0"), self._arg(n, 2, "dim1"))
+        if fn is torch.unsqueeze:
+            return self._unsqueeze(info, shape, self._arg(n, 1, "dim"))
+        if fn is torch.squeeze:
+            return self._squeeze(info, shape, result, self._arg(n, 1, "dim"))
+        if fn in (torch.chunk, torch.split, torch.tensor_split):
+            return self._split(info, shape, result, self._arg(n, 2, "dim", 0))
+        if fn is F.pad:
+            return self._pad(info, shape, self._arg(n, 1, "pad"))
+        if fn in (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax):
+            return self._softmax(info, shape, self._arg(n, 1, "dim"))
+        if all(i is None for i in self._arg_infos(n)):
+            return None
+        raise _Unsupported("this function is not understood on the channel dimension")
+
+    def _visit_method(self, n: fx.Node, method: str, result: Any) -> Any:
+        info, shape = self._in(n)
+        if method in _NON_TENSOR_METHODS:
+            return None
+        if method in _UNARY_METHODS:
+            self.chain_nodes.add(n.name)
+            return self._same(info, shape, result)
+        if method in _ELEMENTWISE_METHODS:
+            return self._elementwise(n, result)
+        if method in ("view", "reshape"):
+            literal = n.args[1:] if len(n.args) > 2 or not isinstance(
+                n.args[1] if len(n.args) > 1 else None, (list, tuple)
+            ) else n.args[1]
+            return self._reshape(n, info, shape, result, literal_shape=literal)
+        if method == "flatten":
+            return self._reshape(n, info, shape, result, literal_shape=None)
+        if method in ("mean", "sum", "amax", "amin", "std", "var", "max", "min"):
+            return self._reduce(n, info, shape, result, 1)
+        if method == "permute":
+            dims = n.args[1:] if len(n.args) > 2 else self._arg(n, 1, "dims")
+            return self._permute(info, dims)
+        if method == "transpose":
+            return self._transpose(info, shape, self._arg(n, 1, "dim0"), self._arg(n, 2, "dim1"))
+        if method == "unsqueeze":
+            return self._unsqueeze(info, shape, self._arg(n, 1, "dim"))
+        if method == "squeeze":
+            return self._squeeze(info, shape, result, self._arg(n, 1, "dim"))
+        if method in ("chunk", "split", "tensor_split"):
+            return self._split(info, shape, result, self._arg(n, 2, "dim", 0))
+        if method in ("softmax", "log_softmax"):
+            return self._softmax(info, shape, self._arg(n, 1, "dim"))
+        if method == "expand":
+            return self._expand(n, info, shape)
+        if all(i is None for i in self._arg_infos(n)):
+            return None
+        raise _Unsupported(f"method .{method}() is not understood on the channel dimension")
+
+    # op families -----------------------------------------------------------------------
+    def _same(self, info: Any, shape: Any, result: Any) -> Any:
+        if info is None:
+            return None
+        if not isinstance(result, torch.Tensor) or tuple(result.shape) != tuple(shape):
+            raise _Unsupported("it changes the tensor's shape")
+        return info
+
+    def _spatial(self, info: Any, shape: Any, result: Any, ndims: int) -> Any:
+        if info is None:
+            return None
+        out_shape = tuple(result.shape)
+        if len(out_shape) != len(shape) or info.dim >= len(shape) - ndims or (
+            out_shape[info.dim] != shape[info.dim]
+        ):
+            raise _Unsupported("it pools or resizes along the channels")
+        return info
+
+    def _elementwise(self, n: fx.Node, result: Any) -> Any:
+        if not isinstance(result, torch.Tensor):
+            return None
+        out_ndim = result.dim()
+        operands = [
+            (self.info.get(a), self.shapes.get(a))
+            for a in (*n.args, *n.kwargs.values())
+            if isinstance(a, fx.Node) and _is_shape(self.shapes.get(a))
+        ]
+        tracked = [(i, s) for i, s in operands if i is not None]
+        if not tracked:
+            return None
+        first, first_shape = tracked[0]
+        d_out = first.dim + out_ndim - len(first_shape)
+        reason = f"{_describe(n)} combines channels that cannot be aligned"
+        for info, shape in operands:
+            aligned = d_out - (out_ndim - len(shape))
+            involved = 0 <= aligned < len(shape) and shape[aligned] != 1
+            if info is None:
+                if involved:
+                    for i, _ in tracked:
+                        self._block(i, f"{_describe(n)} combines channels with a fixed tensor")
+                    return None
+            elif info.dim != aligned:
+                for i, _ in tracked:
+                    self._block(i, reason)
+                return None
+        for info, _ in tracked[1:]:
+            if not self._unify(first, info, reason):
+                return None
+        return first
+
+    def _cat(self, n: fx.Node, result: torch.Tensor) -> Any:
+        tensors = self._arg(n, 0, "tensors")
+        dim = self._arg(n, 1, "dim", 0)
+        ndim = result.dim()
+        dim = dim % ndim
+        infos = [self.info.get(t) for t in tensors]
+        shapes = [self.shapes.get(t) for t in tensors]
+        tracked = [i for i in infos if i is not None]
+        if not tracked:
+            return None
+        if all(i is not None and i.dim == dim for i in infos):
+            repeats = {i.repeat for i in infos}
+            if len(repeats) == 1:
+                segments = tuple(s for i in infos for s in i.segments)
+                return Channels(dim, segments, repeats.pop())
+        if all(i is not None and i.dim == tracked[0].dim != dim for i in infos):
+            for info in infos[1:]:
+                if not self._unify(infos[0], info, f"{_describe(n)} joins unaligned channels"):
+                    return None
+            return infos[0]
+        del shapes
+        raise _Unsupported("it concatenates tracked channels with fixed ones")
+
+    def _getitem(self, n: fx.Node, result: Any) -> Any:
+        src = n.args[0]
+        info = self.info.get(src) if isinstance(src, fx.Node) else None
+        index = n.args[1]
+        if isinstance(info, (list, tuple)):
+            return info[index] if isinstance(index, int) else None
+        if info is None:
+            return None
+        shape = self.shapes.get(src)
+        if not isinstance(result, torch.Tensor):
+            return None
+        items = index if isinstance(index, tuple) else (index,)
+        if any(isinstance(i, (fx.Node, list, torch.Tensor)) for i in items):
+            raise _Unsupported("it indexes with tensors")
+        explicit = sum(1 for i in items if i is not None and i is not Ellipsis)
+        expanded: list[Any] = []
+        for item in items:
+            if item is Ellipsis:
+                expanded.extend([slice(None)] * (len(shape) - explicit))
+            else:
+                expanded.append(item)
+        p = q = 0
+        new_dim = None
+        for item in expanded:
+            if item is None:
+                q += 1
+                continue
+            if p == info.dim:
+                if not (isinstance(item, slice) and item == slice(None)):
+                    raise _Unsupported("it slices the channels")
+                new_dim = q
+            p += 1
+            if isinstance(item, slice):
+                q += 1
+        if new_dim is None:  # the channel dim is after every index: it maps one to one
+            new_dim = info.dim - p + q
+        return Channels(new_dim, info.segments, info.repeat)
+
+    def _reshape(
+        self, n: fx.Node, info: Any, shape: Any, result: Any, literal_shape: Any
+    ) -> Any:
+        if info is None:
+            return None
+        out = tuple(result.shape)
+        d = info.dim
+        before = math.prod(shape[:d])
+        for j in range(len(out)):
+            if math.prod(out[:j]) != before:
+                continue
+            e = d + 1
+            size = shape[d]
+            while size < out[j] and e < len(shape):
+                size *= shape[e]
+                e += 1
+            if size != out[j]:
+                continue
+            if literal_shape is not None:
+                literal = list(literal_shape) if isinstance(literal_shape, (list, tuple)) else [
+                    literal_shape
+                ]
+                if j < len(literal) and isinstance(literal[j], int) and literal[j] != -1:
+                    raise _Unsupported(f"it hard-codes {literal[j]} channels in a reshape")
+            return Channels(j, info.segments, info.repeat * math.prod(shape[d + 1 : e]))
+        raise _Unsupported("it reshapes the channel dimension")
+
+    def _reduce(self, n: fx.Node, info: Any, shape: Any, result: Any, dim_index: int) -> Any:
+        if info is None:
+            return None
+        dims = self._arg(n, dim_index, "dim")
+        keepdim = bool(self._arg(n, dim_index + 1, "keepdim", False))
+        if dims is None:
+            raise _Unsupported("it reduces over the channels")
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        dims = [x % len(shape) for x in dims]
+        if info.dim in dims:
+            raise _Unsupported("it reduces over the channels")
+        if not isinstance(result, torch.Tensor):
+            raise _Unsupported("it returns several values")
+        new_dim = info.dim if keepdim else info.dim - sum(1 for x in dims if x < info.dim)
+        return Channels(new_dim, info.segments, info.repeat)
+
+    def _permute(self, info: Any, dims: Any) -> Any:
+        if info is None:
+            return None
+        dims = [int(x) % len(dims) for x in dims]
+        return Channels(dims.index(info.dim), info.segments, info.repeat)
+
+    def _transpose(self, info: Any, shape: Any, a: int, b: int) -> Any:
+        if info is None:
+            return None
+        a, b = a % len(shape), b % len(shape)
+        d = b if info.dim == a else a if info.dim == b else info.dim
+        return Channels(d, info.segments, info.repeat)
+
+    def _unsqueeze(self, info: Any, shape: Any, dim: int) -> Any:
+        if info is None:
+            return None
+        dim = dim % (len(shape) + 1)
+        return Channels(info.dim + (1 if dim <= info.dim else 0), info.segments, info.repeat)
+
+    def _squeeze(self, info: Any, shape: Any, result: Any, dim: Any) -> Any:
+        if info is None:
+            return None
+        if dim is None:
+            removed = [i for i, s in enumerate(shape) if s == 1]
+        else:
+            dims = [dim] if isinstance(dim, int) else list(dim)
+            removed = [x % len(shape) for x in dims if shape[x % len(shape)] == 1]
+        if info.dim in removed:
+            raise _Unsupported("it squeezes the channel dimension")
+        return Channels(info.dim - sum(1 for x in removed if x < info.dim), info.segments,
+                        info.repeat)  # fmt: skip
+
+    def _split(self, info: Any, shape: Any, result: Any, dim: int) -> Any:
+        if info is None:
+            return None
+        if dim % len(shape) == info.dim:
+            raise _Unsupported("it splits the channels")
+        return tuple(info for _ in result)
+
+    def _pad(self, info: Any, shape: Any, pad: Sequence[int]) -> Any:
+        if info is None:
+            return None
+        k = len(shape) - 1 - info.dim  # pad pairs run from the last dim backwards
+        if 2 * k + 1 < len(pad) and (pad[2 * k] or pad[2 * k + 1]):
+            raise _Unsupported("it pads the channel dimension")
+        return info
+
+    def _softmax(self, info: Any, shape: Any, dim: Any) -> Any:
+        if info is None:
+            return None
+        if dim is None or int(dim) % len(shape) == info.dim:
+            raise _Unsupported("it normalises across the channels")
+        return info
+
+    def _expand(self, n: fx.Node, info: Any, shape: Any) -> Any:
+        if info is None:
+            return None
+        sizes = n.args[1:] if len(n.args) > 2 or not isinstance(n.args[1], (list, tuple)) else (
+            n.args[1]
+        )
+        offset = len(sizes) - len(shape)
+        literal = sizes[info.dim + offset]
+        if isinstance(literal, int) and literal != -1:
+            raise _Unsupported(f"it hard-codes {literal} channels in expand")
+        return Channels(info.dim + offset, info.segments, info.repeat)
+
+
+class _Unsupported(Exception):
+    """Raised inside the analyzer when an op must keep the channels it touches."""
+
+
+def _iter_channels(info: Any) -> Iterable[Channels]:
+    if isinstance(info, Channels):
+        yield info
+    elif isinstance(info, (list, tuple)):
+        for item in info:
+            yield from _iter_channels(item)
+
+
+def _describe(n: fx.Node) -> str:
+    if n.op == "call_module":
+        return f"module '{n.target}'"
+    if n.op == "call_method":
+        return f"`.{n.target}()` (node {n.name})"
+    target = getattr(n.target, "__name__", str(n.target))
+    module = getattr(n.target, "__module__", "") or ""
+    prefix = "F." if module.startswith("torch.nn.functional") else ""
+    return f"`{prefix}{target}` (node {n.name})"
+
+
+def trace_graph(
+    model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = ()
+) -> PruningGraph:
+    """Trace ``model`` into channel groups.
+
+    The model is traced in its current mode and, when its forward differs between training
+    and evaluation (auxiliary heads, for example), in the other mode too, so that pruning is
+    safe in both. The traced graphs run once on ``example_inputs`` in eval mode without
+    gradients (batch-norm statistics are untouched); training flags are restored afterwards.
+
+    Args:
+        model: The network to analyse. It is not modified.
+        example_inputs: A tensor or a tuple of positional inputs.
+        ignore: Qualified names of modules whose parameters must not change.
+
+    Returns:
+        The channel groups, their consumers, and the reasons some channels must be kept.
+
+    Raises:
+        TraceError: The model cannot be traced with torch.fx.
+    """
+    modes = {m: m.training for m in model.modules()}
+    try:
+        gm = _symbolic_trace(model)
+        model.train(not model.training)
+        try:
+            other: fx.GraphModule | None = _symbolic_trace(model)
+        except TraceError:
+            other = None
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+    ignored = set(ignore)
+    analyzer = _Analyzer(gm, ignored)
+    output = _run(model, analyzer, example_inputs)
+    mode_sensitive = other is not None and other.code != gm.code
+    if mode_sensitive:
+        assert other is not None
+        _run(model, _Analyzer(other, ignored, shared=analyzer), example_inputs)
+    observe, norms = _observation_points(gm, analyzer)
+    graph = PruningGraph(
+        model, gm, analyzer.spaces, analyzer.sources, analyzer.consumers, analyzer.macs,
+        observe, norms,
+    )  # fmt: skip
+    graph.output_shapes = output_shapes(output)
+    graph.mode_sensitive = mode_sensitive
+    if other is None:
+        mode = "evaluation" if model.training else "training"
+        graph.notes.append(f"the model cannot be traced in {mode} mode: only the other was checked")
+    return graph
+
+
+def _run(model: nn.Module, analyzer: _Analyzer, example_inputs: Any) -> Any:
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            return analyzer.run(*as_input_tuple(example_inputs))
+    except Exception as exc:
+        raise TraceError(
+            f"{type(model).__name__} failed on the example inputs while tracing "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "check their shape and dtype"
+        ) from None
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+
+
+def _observation_points(
+    gm: fx.GraphModule, analyzer: _Analyzer
+) -> tuple[dict[str, tuple[str, int]], dict[str, str]]:
+    """For each source layer, the node whose output its consumers read, and its norm layer.
+
+    Data-driven criteria look at the activation after the norm and non-linearity that follow a
+    convolution: that is the tensor that disappears when a filter is removed.
+    """
+    nodes = {node.name: node for node in gm.graph.nodes}
+    observe: dict[str, tuple[str, int]] = {}
+    norms: dict[str, str] = {}
+    for name, (_sid, _module, node_name, dim) in analyzer.sources.items():
+        node = nodes.get(node_name)
+        if node is None or node.op != "call_module" or node.target != name:
+            continue  # a layer that only runs in the model's other mode
+        while len(node.users) == 1:
+            user = next(iter(node.users))
+            if user.name not in analyzer.chain_nodes or user.args[0] is not node:
+                break
+            if user.name in analyzer.norm_nodes and name not in norms:
+                norms[name] = analyzer.norm_nodes[user.name]
+            node = user
+        observe[name] = (node.name, dim)
+    return observe, norms

@@ -1,0 +1,545 @@
+"""Plan and apply pruning: scope, targets, bounds, and the iterative schedule.
+
+:func:`prune` removes filters once. :class:`Pruner` follows Molchanov et al. 2017: it prunes a
+slice, lets the caller fine-tune, and repeats until the target is reached.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from numbers import Real
+from typing import Any
+
+import torch
+from torch import nn
+
+from netsurgeon.errors import ConfigError
+from netsurgeon.pruning.criteria import (
+    Filters,
+    get_criterion,
+    needs_loss,
+    requires_data,
+)
+from netsurgeon.pruning.graph import PruningGraph, output_shapes, trace_graph
+from netsurgeon.pruning.stats import as_input_tuple, count_macs, count_params
+from netsurgeon.pruning.surgery import prune_conv, prune_linear, prune_norm, restorable
+
+__all__ = ["Footprint", "PruneResult", "Pruner", "prune"]
+
+SCOPES = ("layer", "global")
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a model costs: parameters and multiply-accumulates on the example inputs."""
+
+    params: int
+    macs: int
+
+
+@dataclass
+class PruneResult:
+    """What a prune did.
+
+    Attributes:
+        before: Parameters and MACs before pruning.
+        after: Parameters and MACs after pruning.
+        skipped: One reason per set of filters that had to be kept.
+        channels: Output channels (before, after) of every layer that lost filters.
+    """
+
+    before: Footprint
+    after: Footprint
+    skipped: list[str] = field(default_factory=list)
+    channels: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def macs_ratio(self) -> float:
+        """MACs after divided by MACs before."""
+        return self.after.macs / self.before.macs if self.before.macs else 1.0
+
+    @property
+    def params_ratio(self) -> float:
+        """Parameters after divided by parameters before."""
+        return self.after.params / self.before.params if self.before.params else 1.0
+
+
+def _check_fraction(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 < float(value) < 1.0:
+        raise ConfigError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def _check_target(amount: Any, target_macs: Any) -> tuple[float | None, float | None]:
+    if (amount is None) == (target_macs is None):
+        given = "both" if amount is not None else "neither"
+        raise ConfigError(
+            f"give exactly one of amount (fraction of filters to remove) and target_macs "
+            f"(fraction of MACs to keep); got {given} "
+            f"(amount={amount!r}, target_macs={target_macs!r})"
+        )
+    if amount is not None:
+        return _check_fraction("amount", amount), None
+    return None, _check_fraction("target_macs", target_macs)
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _resolve_ignore(model: nn.Module, ignore: Iterable[str | nn.Module] | None) -> set[str]:
+    if ignore is None:
+        return set()
+    if isinstance(ignore, (str, nn.Module)):
+        ignore = [ignore]
+    names = dict(model.named_modules())
+    by_module = {id(m): n for n, m in names.items()}
+    resolved: set[str] = set()
+    for item in ignore:
+        if isinstance(item, nn.Module):
+            if id(item) not in by_module:
+                raise ConfigError(f"ignore: module {type(item).__name__} is not part of the model")
+            item = by_module[id(item)]
+        if not isinstance(item, str) or item not in names:
+            close = difflib.get_close_matches(str(item), [n for n in names if n], n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ConfigError(f"ignore: the model has no module named {item!r}{hint}")
+        prefix = f"{item}." if item else ""
+        resolved.update(n for n in names if n == item or n.startswith(prefix))
+    return resolved
+
+
+def _resolve_criterion(criterion: Any, data: Any, loss_fn: Any) -> Any:
+    resolved = get_criterion(criterion)
+    label = criterion if isinstance(criterion, str) else type(resolved).__name__
+    if requires_data(resolved) and data is None:
+        raise ConfigError(
+            f"criterion {label!r} is data-driven: pass data=<an iterable of (inputs, targets) "
+            "batches>" + (" and loss_fn=<callable(outputs, targets)>" if needs_loss(resolved)
+                          else "")
+        )  # fmt: skip
+    if needs_loss(resolved) and loss_fn is None:
+        raise ConfigError(f"criterion {label!r} needs loss_fn=<callable(outputs, targets)>")
+    return resolved
+
+
+def _group_scores(
+    graph: PruningGraph, criterion: Any, skipped: list[str]
+) -> dict[int, torch.Tensor]:
+    """One score per channel of every prunable group: the mean of its layers' normalised scores."""
+    per_group: dict[int, list[torch.Tensor]] = {}
+    data_driven = requires_data(criterion)
+    for group in graph.prunable_groups():
+        sources = group.sources
+        if data_driven:
+            sources = [name for name in sources if name in graph.observe]
+            if not sources:
+                skipped.append(
+                    f"{', '.join(group.sources)} ({group.size} channels) kept: only runs in the "
+                    "model's other train/eval mode, so the data-driven criterion cannot score it"
+                )
+                continue
+        for name in sources:
+            module = graph.source_module(name)
+            norm_name = graph.norms.get(name)
+            norm = graph.model.get_submodule(norm_name) if norm_name else None
+            scores = criterion(Filters(name, module, norm))
+            if not isinstance(scores, torch.Tensor) or scores.shape != (group.size,):
+                shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)
+                raise ConfigError(
+                    f"criterion returned {shape} for layer '{name}'; it must return a 1-D "
+                    f"tensor with one score per filter ({group.size})"
+                )
+            scores = scores.detach().float().cpu()
+            per_group.setdefault(group.id, []).append(scores / scores.abs().mean().clamp_min(_EPS))
+    return {gid: torch.stack(s).mean(0) for gid, s in per_group.items()}
+
+
+def _bounded_keep(n_keep: int, size: int, divisor: int, min_channels: int, round_to: int) -> int:
+    step = math.lcm(divisor, round_to)
+    keep = max(n_keep, min_channels, 1)
+    keep = math.ceil(keep / step) * step
+    return min(keep, size)
+
+
+def _select(scores: torch.Tensor, keep: int, divisor: int) -> torch.Tensor:
+    """Indices of the ``keep`` best channels, equally many from each of ``divisor`` slices."""
+    size = scores.numel()
+    per = size // divisor
+    k = keep // divisor
+    chosen = []
+    for g in range(divisor):
+        block = scores[g * per : (g + 1) * per]
+        top = torch.topk(block, k, largest=True, sorted=False).indices
+        chosen.append(top + g * per)
+    return torch.cat(chosen).sort().values
+
+
+def _plan(
+    graph: PruningGraph,
+    scores: dict[int, torch.Tensor],
+    *,
+    amount: float | None,
+    num_filters: int | None,
+    scope: str,
+    min_channels: int,
+    round_to: int,
+) -> dict[int, torch.Tensor]:
+    """Indices each group keeps; groups that keep everything are left out."""
+    groups = {g.id: g for g in graph.prunable_groups() if g.id in scores}
+    n_prune: dict[int, int] = {}
+    if scope == "layer" and num_filters is None:
+        assert amount is not None
+        n_prune = {gid: math.floor(amount * g.size) for gid, g in groups.items()}
+    else:
+        ids = list(groups)
+        if not ids:
+            return {}
+        flat = torch.cat([scores[gid] for gid in ids])
+        owner = torch.cat([torch.full((groups[gid].size,), i) for i, gid in enumerate(ids)])
+        k = num_filters if num_filters is not None else math.floor(amount * flat.numel())
+        k = min(k, flat.numel())
+        lowest = torch.argsort(flat, stable=True)[:k]
+        counts = torch.bincount(owner[lowest], minlength=len(ids))
+        n_prune = {gid: int(counts[i]) for i, gid in enumerate(ids)}
+    keep: dict[int, torch.Tensor] = {}
+    for gid, group in groups.items():
+        n_keep = _bounded_keep(
+            group.size - n_prune.get(gid, 0), group.size, group.divisor, min_channels, round_to
+        )
+        if n_keep < group.size:
+            keep[gid] = _select(scores[gid], n_keep, group.divisor)
+    return keep
+
+
+def _apply(graph: PruningGraph, keep: dict[int, torch.Tensor], example_inputs: Any) -> None:
+    """Cut every affected layer; restore all of them if the pruned model does not run."""
+    out_keep: dict[str, torch.Tensor] = {}
+    for name in graph.source_names:
+        gid = graph.source_group(name)
+        if gid in keep:
+            out_keep[name] = keep[gid]
+    in_keep: dict[str, torch.Tensor] = {}
+    member_keep: dict[str, torch.Tensor] = {}
+    for name, record in graph.consumers.items():
+        positions = graph.positions(record.channels, keep)
+        if positions is not None:
+            (member_keep if record.role == "member" else in_keep)[name] = positions
+    names = set(out_keep) | set(in_keep) | set(member_keep)
+    modules = {name: graph.model.get_submodule(name) for name in names}
+    with restorable(list(modules.values())):
+        for name, module in modules.items():
+            if name in member_keep:
+                if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                    prune_conv(module, out_keep=member_keep[name], in_keep=member_keep[name])
+                else:
+                    prune_norm(module, member_keep[name])
+            elif isinstance(module, nn.Linear):
+                prune_linear(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
+            else:
+                prune_conv(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
+        _verify(graph, example_inputs)
+
+
+def _verify(graph: PruningGraph, example_inputs: Any) -> None:
+    model = graph.model
+    modes = {m: m.training for m in model.modules()}
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            if graph.mode_sensitive:  # e.g. auxiliary heads that run only in training
+                model.train()
+                model(*as_input_tuple(example_inputs))
+            model.eval()
+            output = model(*as_input_tuple(example_inputs))
+    except Exception as exc:  # a bug in the engine: undo and report loudly
+        raise RuntimeError(
+            f"netsurgeon produced a model that does not run ({type(exc).__name__}: {exc}); "
+            "the model was restored. Please report this with the model's code."
+        ) from exc
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+        if graph.mode_sensitive:  # a training-mode pass updated batch-norm statistics
+            model.load_state_dict(buffers, strict=False)
+    shapes = output_shapes(output)
+    if shapes != graph.output_shapes:
+        raise RuntimeError(
+            f"pruning changed the output shapes from {graph.output_shapes} to {shapes}; "
+            "the model was restored. Please report this with the model's code."
+        )
+
+
+def _prune_once(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    amount: float | None,
+    target_macs: float | None,
+    num_filters: int | None,
+    criterion: Any,
+    scope: str,
+    ignore: set[str],
+    data: Any,
+    loss_fn: Any,
+    min_channels: int,
+    round_to: int,
+) -> PruneResult:
+    before = Footprint(count_params(model), count_macs(model, example_inputs))
+    graph = trace_graph(model, example_inputs, ignore=ignore)
+    if requires_data(criterion):
+        criterion.collect(graph, data, loss_fn)
+    skipped = graph.skipped()
+    scores = _group_scores(graph, criterion, skipped)
+    plan = {"scope": scope, "min_channels": min_channels, "round_to": round_to}
+    if target_macs is not None:
+        keep, note = _search_macs(graph, scores, before.macs, target_macs, plan)
+        if note:
+            skipped.append(note)
+    else:
+        keep = _plan(graph, scores, amount=amount, num_filters=num_filters, **plan)
+    sizes = {name: graph.source_module(name) for name in graph.source_names}
+    channels_before = {name: _out_channels(m) for name, m in sizes.items()}
+    if keep:
+        _apply(graph, keep, example_inputs)
+    channels = {
+        name: (channels_before[name], _out_channels(m))
+        for name, m in sizes.items()
+        if _out_channels(m) != channels_before[name]
+    }
+    after = Footprint(count_params(model), count_macs(model, example_inputs))
+    return PruneResult(before, after, skipped, channels)
+
+
+def _out_channels(module: nn.Module) -> int:
+    return int(module.weight.shape[0])
+
+
+def _search_macs(
+    graph: PruningGraph,
+    scores: dict[int, torch.Tensor],
+    macs_before: int,
+    target: float,
+    plan: dict[str, Any],
+) -> tuple[dict[int, torch.Tensor], str | None]:
+    """Bisect the pruning amount until the predicted MACs fall to ``target`` of the original."""
+    untraced = macs_before - graph.traced_macs
+
+    def ratio(keep: dict[int, torch.Tensor]) -> float:
+        counts = {gid: int(idx.numel()) for gid, idx in keep.items()}
+        return (untraced + graph.predicted_macs(counts)) / max(macs_before, 1)
+
+    lo, hi = 0.0, 0.999
+    best = _plan(graph, scores, amount=hi, num_filters=None, **plan)
+    reached = ratio(best)
+    if reached > target:
+        return best, (
+            f"target_macs={target:g} is not reachable with these bounds; "
+            f"pruned as far as allowed (about {reached:.3f} of the MACs remain)"
+        )
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        keep = _plan(graph, scores, amount=mid, num_filters=None, **plan)
+        if ratio(keep) <= target:
+            hi, best = mid, keep
+        else:
+            lo = mid
+    return best, None
+
+
+def prune(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    amount: float | None = None,
+    target_macs: float | None = None,
+    criterion: str | Callable[[Filters], torch.Tensor] = "l1",
+    scope: str = "layer",
+    ignore: Iterable[str | nn.Module] | None = None,
+    data: Iterable[Any] | None = None,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    min_channels: int = 1,
+    round_to: int = 1,
+) -> PruneResult:
+    """Physically remove convolution filters (and linear units) from ``model``, in place.
+
+    Everything tied to a removed filter goes with it: its BatchNorm channel, the matching input
+    channels of every consumer, residual partners, concatenation slices and flattened features.
+    Channels that reach the model's output, or pass through an op the tracer does not
+    understand, are kept and reported in ``result.skipped``.
+
+    Args:
+        model: The network to prune. Its modules keep their names and identity.
+        example_inputs: A tensor or tuple of inputs the model accepts (batch 1 is enough).
+        amount: Fraction of filters to remove, in (0, 1): per layer with ``scope="layer"``, or
+            of all prunable filters with ``scope="global"``.
+        target_macs: Instead of ``amount``, the fraction of MACs to keep, in (0, 1).
+        criterion: A name from :data:`~netsurgeon.pruning.criteria.CRITERIA` or a callable
+            ``f(filters) -> scores``; lower scores are pruned.
+        scope: ``"layer"`` or ``"global"`` (one ranking of per-layer normalised scores).
+        ignore: Names (or module objects) of modules that must not change; a container
+            protects all its children.
+        data: Batches of ``(inputs, targets)`` for data-driven criteria.
+        loss_fn: ``loss_fn(outputs, targets)``, needed by ``taylor``.
+        min_channels: Fewest channels any layer keeps.
+        round_to: Kept channel counts are multiples of this (where the layer is big enough).
+
+    Returns:
+        Parameters and MACs before and after, skipped reasons, and per-layer channel counts.
+
+    Raises:
+        ConfigError: An argument is invalid; the model is unchanged.
+        TraceError: The model cannot be traced; the model is unchanged.
+    """
+    amount, target_macs = _check_target(amount, target_macs)
+    crit = _resolve_criterion(criterion, data, loss_fn)
+    if scope not in SCOPES:
+        raise ConfigError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    min_channels = _check_positive_int("min_channels", min_channels)
+    round_to = _check_positive_int("round_to", round_to)
+    if example_inputs is None:
+        raise ConfigError("example_inputs is required: a tensor the model accepts")
+    ignored = _resolve_ignore(model, ignore)
+    return _prune_once(
+        model, example_inputs, amount=amount, target_macs=target_macs, num_filters=None,
+        criterion=crit, scope=scope, ignore=ignored, data=data, loss_fn=loss_fn,
+        min_channels=min_channels, round_to=round_to,
+    )  # fmt: skip
+
+
+FinetuneHook = Callable[[nn.Module, int, PruneResult], None]
+
+
+class Pruner:
+    """Iterative pruning: prune a slice, fine-tune, repeat (Molchanov et al. 2017).
+
+    Example:
+        >>> pruner = Pruner(model, x, criterion="taylor", target_macs=0.5, steps=5,
+        ...                 data=loader, loss_fn=nn.functional.cross_entropy)
+        >>> result = pruner.run(lambda model, step, res: finetune(model, steps=100))
+
+    Args:
+        model: The network to prune, in place.
+        example_inputs: Inputs the model accepts.
+        amount: Overall fraction of filters to remove (see :func:`prune`).
+        target_macs: Overall fraction of MACs to keep.
+        steps: Number of slices; each slice removes a geometric share of what is left so that
+            the last one lands on the target. Mutually exclusive with ``filters_per_step``.
+        filters_per_step: Instead of ``steps``, remove this many filters per slice (global
+            ranking), Molchanov's original schedule, until the target is met.
+        criterion, scope, ignore, data, loss_fn, min_channels, round_to: As in :func:`prune`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        *,
+        amount: float | None = None,
+        target_macs: float | None = None,
+        steps: int | None = None,
+        filters_per_step: int | None = None,
+        criterion: str | Callable[[Filters], torch.Tensor] = "taylor",
+        scope: str = "global",
+        ignore: Iterable[str | nn.Module] | None = None,
+        data: Iterable[Any] | None = None,
+        loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+        min_channels: int = 1,
+        round_to: int = 1,
+    ) -> None:
+        self.amount, self.target_macs = _check_target(amount, target_macs)
+        if steps is not None and filters_per_step is not None:
+            raise ConfigError(
+                f"give steps or filters_per_step, not both (got {steps!r} and "
+                f"{filters_per_step!r})"
+            )
+        if filters_per_step is None:
+            self.steps: int | None = _check_positive_int("steps", 5 if steps is None else steps)
+            self.filters_per_step: int | None = None
+        else:
+            self.steps = None
+            self.filters_per_step = _check_positive_int("filters_per_step", filters_per_step)
+        self.criterion = _resolve_criterion(criterion, data, loss_fn)
+        if scope not in SCOPES:
+            raise ConfigError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        self.scope = scope
+        self.min_channels = _check_positive_int("min_channels", min_channels)
+        self.round_to = _check_positive_int("round_to", round_to)
+        self.model = model
+        self.example_inputs = example_inputs
+        self.ignore = _resolve_ignore(model, ignore)
+        self.data = data
+        self.loss_fn = loss_fn
+        self.history: list[PruneResult] = []
+        self._start = Footprint(count_params(model), count_macs(model, example_inputs))
+        self._start_filters = self._prunable_filters()
+
+    def _prunable_filters(self) -> int:
+        graph = trace_graph(self.model, self.example_inputs, ignore=self.ignore)
+        return sum(g.size for g in graph.prunable_groups())
+
+    @property
+    def done(self) -> bool:
+        """Whether the overall target has been reached (or no slice can remove more)."""
+        if self.steps is not None:
+            return len(self.history) >= self.steps
+        if self.history and not self.history[-1].channels:
+            return True
+        current = self.history[-1].after if self.history else self._start
+        if self.target_macs is not None:
+            return current.macs <= self.target_macs * self._start.macs
+        assert self.amount is not None
+        removed = self._start_filters - self._prunable_filters()
+        return removed >= self.amount * self._start_filters
+
+    def step(self) -> PruneResult:
+        """Prune one slice and return what it did."""
+        kwargs: dict[str, Any] = {"amount": None, "target_macs": None, "num_filters": None}
+        current = self.history[-1].after if self.history else self._start
+        if self.filters_per_step is not None:
+            kwargs["num_filters"] = self.filters_per_step
+            scope = "global"
+        else:
+            assert self.steps is not None
+            i = len(self.history) + 1
+            scope = self.scope
+            if self.target_macs is not None:
+                goal = self.target_macs ** (i / self.steps) * self._start.macs
+                kwargs["target_macs"] = min(max(goal / max(current.macs, 1), 1e-6), 1 - 1e-9)
+            else:
+                assert self.amount is not None
+                kwargs["amount"] = 1 - (1 - self.amount) ** (1 / self.steps)
+        result = _prune_once(
+            self.model, self.example_inputs, criterion=self.criterion, scope=scope,
+            ignore=self.ignore, data=self.data, loss_fn=self.loss_fn,
+            min_channels=self.min_channels, round_to=self.round_to, **kwargs,
+        )  # fmt: skip
+        self.history.append(result)
+        return result
+
+    def run(self, finetune: FinetuneHook | None = None) -> PruneResult:
+        """Alternate :meth:`step` and ``finetune(model, step_index, result)`` until done.
+
+        The hook must rebuild its optimiser: pruning replaces the parameters.
+
+        Returns:
+            The overall result, from the first slice's ``before`` to the last one's ``after``.
+        """
+        while not self.done:
+            result = self.step()
+            if finetune is not None:
+                finetune(self.model, len(self.history) - 1, result)
+        channels: dict[str, tuple[int, int]] = {}
+        for result in self.history:
+            for name, (old, new) in result.channels.items():
+                channels[name] = (channels.get(name, (old, new))[0], new)
+        skipped = list(dict.fromkeys(s for r in self.history for s in r.skipped))
+        after = self.history[-1].after if self.history else self._start
+        return PruneResult(self._start, after, skipped, channels)
+

@@ -1,0 +1,153 @@
+"""Make layers smaller: new parameters that keep only the given channel indices.
+
+Each function changes one module in place (the module object, and so its name in the model,
+stays the same) and keeps dtype, device and ``requires_grad``. Index tensors are positions to
+keep, sorted. Optimisers that hold the old parameters must be rebuilt after surgery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "prune_conv",
+    "prune_linear",
+    "prune_norm",
+    "restorable",
+]
+
+_SHAPE_ATTRS = (
+    "in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
+    "num_parameters",
+)  # fmt: skip
+
+
+def _take(t: torch.Tensor | None, index: torch.Tensor, dim: int = 0) -> torch.Tensor | None:
+    if t is None:
+        return None
+    return t.detach().index_select(dim, index.to(t.device)).clone()
+
+
+def _set_param(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
+    old = getattr(module, name)
+    if old is None or value is None:
+        return
+    module._parameters[name] = nn.Parameter(value, requires_grad=old.requires_grad)
+
+
+def _set_buffer(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
+    if name in module._buffers and module._buffers[name] is not None and value is not None:
+        module._buffers[name] = value
+
+
+def prune_conv(
+    conv: nn.Module,
+    *,
+    out_keep: torch.Tensor | None = None,
+    in_keep: torch.Tensor | None = None,
+) -> None:
+    """Keep output filters ``out_keep`` and input channels ``in_keep`` of a convolution.
+
+    Grouped convolutions keep their number of groups: every group must keep the same number of
+    input channels (and of output filters), which the planner guarantees. A depthwise
+    convolution pruned as one channel set should be given the same indices for both.
+
+    Args:
+        conv: A :class:`~torch.nn.Conv1d`, ``Conv2d`` or ``Conv3d``.
+        out_keep: Output filters to keep, or ``None`` to keep all.
+        in_keep: Input channels to keep (positions in the full input), or ``None``.
+    """
+    assert isinstance(conv, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+    weight = conv.weight.detach()
+    groups = conv.groups
+    depthwise = groups > 1 and groups == conv.in_channels == conv.out_channels
+    if depthwise:
+        keep = out_keep if out_keep is not None else in_keep
+        if keep is None:
+            return
+        _set_param(conv, "weight", _take(weight, keep))
+        _set_param(conv, "bias", _take(conv.bias, keep))
+        conv.in_channels = conv.out_channels = conv.groups = int(keep.numel())
+        return
+    out_idx = out_keep if out_keep is not None else torch.arange(conv.out_channels)
+    weight = weight.index_select(0, out_idx.to(weight.device))
+    if in_keep is not None:
+        if groups == 1:
+            weight = weight.index_select(1, in_keep.to(weight.device))
+        else:
+            per_in = conv.in_channels // groups
+            per_out = conv.out_channels // groups
+            local = [in_keep[(in_keep // per_in) == g] - g * per_in for g in range(groups)]
+            counts = {int(x.numel()) for x in local}
+            if len(counts) != 1:
+                raise RuntimeError(f"uneven input pruning across {groups} groups: {counts}")
+            cols = torch.stack(local).to(weight.device)[out_idx.to(weight.device) // per_out]
+            shape = (-1, cols.shape[1]) + (1,) * (weight.dim() - 2)
+            index = cols.reshape(shape).expand(-1, -1, *weight.shape[2:])
+            weight = weight.gather(1, index)
+        conv.in_channels = int(in_keep.numel())
+    _set_param(conv, "weight", weight.clone())
+    if out_keep is not None:
+        _set_param(conv, "bias", _take(conv.bias, out_keep))
+        conv.out_channels = int(out_keep.numel())
+
+
+def prune_linear(
+    linear: nn.Linear,
+    *,
+    out_keep: torch.Tensor | None = None,
+    in_keep: torch.Tensor | None = None,
+) -> None:
+    """Keep output features ``out_keep`` and input features ``in_keep`` of a linear layer."""
+    weight = linear.weight.detach()
+    if out_keep is not None:
+        weight = weight.index_select(0, out_keep.to(weight.device))
+        _set_param(linear, "bias", _take(linear.bias, out_keep))
+        linear.out_features = int(out_keep.numel())
+    if in_keep is not None:
+        weight = weight.index_select(1, in_keep.to(weight.device))
+        linear.in_features = int(in_keep.numel())
+    _set_param(linear, "weight", weight.clone())
+
+
+def prune_norm(module: nn.Module, keep: torch.Tensor) -> None:
+    """Keep channels ``keep`` of a per-channel layer (BatchNorm, InstanceNorm, PReLU)."""
+    for name in ("weight", "bias"):
+        if getattr(module, name, None) is not None:
+            _set_param(module, name, _take(getattr(module, name), keep))
+    for name in ("running_mean", "running_var"):
+        _set_buffer(module, name, _take(module._buffers.get(name), keep))
+    if hasattr(module, "num_features"):
+        module.num_features = int(keep.numel())
+    if hasattr(module, "num_parameters"):
+        module.num_parameters = int(keep.numel())
+
+
+@contextmanager
+def restorable(modules: list[nn.Module]) -> Iterator[None]:
+    """Undo every parameter, buffer and size change to ``modules`` if the block raises."""
+    saved: list[tuple[nn.Module, dict[str, Any], dict[str, Any], dict[str, Any]]] = [
+        (
+            m,
+            dict(m._parameters),
+            dict(m._buffers),
+            {a: getattr(m, a) for a in _SHAPE_ATTRS if hasattr(m, a)},
+        )
+        for m in modules
+    ]
+    try:
+        yield
+    except BaseException:
+        for module, params, buffers, attrs in saved:
+            module._parameters.clear()
+            module._parameters.update(params)
+            module._buffers.clear()
+            module._buffers.update(buffers)
+            for name, value in attrs.items():
+                setattr(module, name, value)
+        raise
