@@ -341,8 +341,10 @@ def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
         graph = tracer.trace(model)
     except Exception as exc:
         where = tracer.stack[-1] if tracer.stack else ""
-        place = f"module '{where}' ({type(model.get_submodule(where)).__name__})" if where else (
-            f"the forward of {type(model).__name__}"
+        place = (
+            f"module '{where}' ({type(model.get_submodule(where)).__name__})"
+            if where
+            else (f"the forward of {type(model).__name__}")
         )
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TraceError(
@@ -390,9 +392,7 @@ class _Analyzer(fx.Interpreter):
         self.shapes: dict[fx.Node, Any] = {}
         # A second trace (the model's other train/eval mode) adds its constraints to the first.
         self.spaces: dict[int, _Space] = shared.spaces if shared else {}
-        self.sources: dict[str, tuple[int, nn.Module, str, int]] = (
-            shared.sources if shared else {}
-        )
+        self.sources: dict[str, tuple[int, nn.Module, str, int]] = shared.sources if shared else {}
         self.consumers: dict[str, ConsumerRecord] = shared.consumers if shared else {}
         self.macs: list[_MacRecord] = []
         self.chain_nodes: set[str] = set()  # channel-wise ops that may follow a source
@@ -442,9 +442,7 @@ class _Analyzer(fx.Interpreter):
         segs_b = [Segment(self._find(s.space), s.start, s.length) for s in b.segments]
         if a.repeat == b.repeat and segs_a == segs_b:
             return True
-        full = all(
-            s.start == 0 and s.length == self.spaces[s.space].size for s in segs_a + segs_b
-        )
+        full = all(s.start == 0 and s.length == self.spaces[s.space].size for s in segs_a + segs_b)
         if (
             a.repeat == b.repeat
             and full
@@ -572,9 +570,10 @@ class _Analyzer(fx.Interpreter):
             return info
         if info is not None:
             if groups > 1:
-                whole = len(info.segments) == 1 and info.segments[0].length == self.spaces[
-                    info.segments[0].space
-                ].size
+                whole = (
+                    len(info.segments) == 1
+                    and info.segments[0].length == self.spaces[info.segments[0].space].size
+                )
                 if cin // groups == 1 or not whole:
                     self._block(info, f"'{name}' is a grouped convolution ({groups} groups)")
                 else:
@@ -683,9 +682,12 @@ class _Analyzer(fx.Interpreter):
         if method in _ELEMENTWISE_METHODS:
             return self._elementwise(n, result)
         if method in ("view", "reshape"):
-            literal = n.args[1:] if len(n.args) > 2 or not isinstance(
-                n.args[1] if len(n.args) > 1 else None, (list, tuple)
-            ) else n.args[1]
+            literal = (
+                n.args[1:]
+                if len(n.args) > 2
+                or not isinstance(n.args[1] if len(n.args) > 1 else None, (list, tuple))
+                else n.args[1]
+            )
             return self._reshape(n, info, shape, result, literal_shape=literal)
         if method == "flatten":
             return self._reshape(n, info, shape, result, literal_shape=None)
@@ -722,8 +724,10 @@ class _Analyzer(fx.Interpreter):
         if info is None:
             return None
         out_shape = tuple(result.shape)
-        if len(out_shape) != len(shape) or info.dim >= len(shape) - ndims or (
-            out_shape[info.dim] != shape[info.dim]
+        if (
+            len(out_shape) != len(shape)
+            or info.dim >= len(shape) - ndims
+            or (out_shape[info.dim] != shape[info.dim])
         ):
             raise _Unsupported("it pools or resizes along the channels")
         return info
@@ -821,9 +825,7 @@ class _Analyzer(fx.Interpreter):
             new_dim = info.dim - p + q
         return Channels(new_dim, info.segments, info.repeat)
 
-    def _reshape(
-        self, n: fx.Node, info: Any, shape: Any, result: Any, literal_shape: Any
-    ) -> Any:
+    def _reshape(self, n: fx.Node, info: Any, shape: Any, result: Any, literal_shape: Any) -> Any:
         if info is None:
             return None
         out = tuple(result.shape)
@@ -840,9 +842,11 @@ class _Analyzer(fx.Interpreter):
             if size != out[j]:
                 continue
             if literal_shape is not None:
-                literal = list(literal_shape) if isinstance(literal_shape, (list, tuple)) else [
-                    literal_shape
-                ]
+                literal = (
+                    list(literal_shape)
+                    if isinstance(literal_shape, (list, tuple))
+                    else [literal_shape]
+                )
                 if j < len(literal) and isinstance(literal[j], int) and literal[j] != -1:
                     raise _Unsupported(f"it hard-codes {literal[j]} channels in a reshape")
             return Channels(j, info.segments, info.repeat * math.prod(shape[d + 1 : e]))
@@ -921,8 +925,10 @@ class _Analyzer(fx.Interpreter):
     def _expand(self, n: fx.Node, info: Any, shape: Any) -> Any:
         if info is None:
             return None
-        sizes = n.args[1:] if len(n.args) > 2 or not isinstance(n.args[1], (list, tuple)) else (
-            n.args[1]
+        sizes = (
+            n.args[1:]
+            if len(n.args) > 2 or not isinstance(n.args[1], (list, tuple))
+            else (n.args[1])
         )
         offset = len(sizes) - len(shape)
         literal = sizes[info.dim + offset]

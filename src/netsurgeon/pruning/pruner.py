@@ -456,8 +456,7 @@ class Pruner:
         self.amount, self.target_macs = _check_target(amount, target_macs)
         if steps is not None and filters_per_step is not None:
             raise ConfigError(
-                f"give steps or filters_per_step, not both (got {steps!r} and "
-                f"{filters_per_step!r})"
+                f"give steps or filters_per_step, not both (got {steps!r} and {filters_per_step!r})"
             )
         if filters_per_step is None:
             self.steps: int | None = _check_positive_int("steps", 5 if steps is None else steps)
@@ -542,4 +541,3 @@ class Pruner:
         skipped = list(dict.fromkeys(s for r in self.history for s in r.skipped))
         after = self.history[-1].after if self.history else self._start
         return PruneResult(self._start, after, skipped, channels)
-

@@ -1,0 +1,99 @@
+"""Tiny networks that exercise every kind of channel dependency."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SeqNet(nn.Module):
+    """Plain CNN with a depthwise conv and a flatten into a hidden linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, padding=1, bias=False),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 16, 3, padding=1, groups=16),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(16 * 4 * 4, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 10)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        return self.classifier(torch.flatten(x, 1))
+
+
+class Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.se1 = nn.Conv2d(cout, 4, 1)
+        self.se2 = nn.Conv2d(4, cout, 1)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                      nn.BatchNorm2d(cout))  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        scale = torch.sigmoid(self.se2(F.relu(self.se1(F.adaptive_avg_pool2d(out, 1)))))
+        out = out * scale
+        identity = x if self.down is None else self.down(x)
+        return F.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """Residual network with squeeze-excitation and a projection shortcut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.layer1 = nn.Sequential(Block(8, 8), Block(8, 8))
+        self.layer2 = nn.Sequential(Block(8, 16, stride=2), Block(16, 16))
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer2(self.layer1(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class ConcatNet(nn.Module):
+    """DenseNet-style concatenations, a norm over the concatenation, and an inception cat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.grow1 = nn.Conv2d(8, 4, 3, padding=1)
+        self.norm1 = nn.BatchNorm2d(12)
+        self.grow2 = nn.Conv2d(12, 6, 3, padding=1)
+        self.branch_a = nn.Conv2d(18, 4, 1)
+        self.branch_b = nn.Conv2d(18, 6, 3, padding=1)
+        self.norm2 = nn.BatchNorm2d(10)
+        self.head = nn.Conv2d(10, 8, 1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x0 = F.relu(self.stem(x))
+        x1 = F.relu(self.grow1(x0))
+        c1 = torch.cat([x0, x1], dim=1)
+        x2 = F.relu(self.grow2(F.relu(self.norm1(c1))))
+        c2 = torch.cat([c1, x2], 1)
+        y = torch.cat([self.branch_a(c2), self.branch_b(c2)], dim=1)
+        y = F.relu(self.head(F.relu(self.norm2(y))))
+        return self.fc(y.mean(dim=(2, 3)))

@@ -1,0 +1,153 @@
+"""Importance criteria: one score per filter, and Taylor agrees with the real loss change."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from nets import ResNet, SeqNet
+from torch import nn
+
+from netsurgeon import ConfigError
+from netsurgeon.pruning import CRITERIA, Filters, get_criterion, trace_graph
+from netsurgeon.pruning.criteria import APoZ, Taylor
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ra = a.argsort().argsort().double()
+    rb = b.argsort().argsort().double()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 12, 3, padding=1)
+        self.act1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(12, 12, 3, padding=1)
+        self.act2 = nn.ReLU()
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act2(self.conv2(self.act1(self.conv1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def _task(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three classes of 8x8 images: a bright top, a bright left side, or neither."""
+    x = torch.randn(n, 1, 8, 8, generator=generator) * 0.5
+    y = torch.randint(0, 3, (n,), generator=generator)
+    x[y == 0, :, :3, :] += 1.5
+    x[y == 1, :, :, :3] += 1.5
+    return x, y
+
+
+def test_taylor_ranking_matches_brute_force_loss_change() -> None:
+    g = torch.Generator().manual_seed(0)
+    model = Tiny()
+    x, y = _task(512, g)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(20):  # partly trained: filters matter unequally, the loss is not yet ~0
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+    graph = trace_graph(model, x[:1])
+    taylor = Taylor()
+    taylor.collect(graph, [(x, y)], F.cross_entropy)
+
+    with torch.no_grad():
+        base = F.cross_entropy(model(x), y)
+    for layer, act in (("conv1", model.act1), ("conv2", model.act2)):
+        oracle = []
+        for k in range(12):
+
+            def ablate(_m: nn.Module, _i: object, out: torch.Tensor, k: int = k) -> torch.Tensor:
+                out = out.clone()
+                out[:, k] = 0
+                return out
+
+            handle = act.register_forward_hook(ablate)
+            with torch.no_grad():
+                oracle.append(float((F.cross_entropy(model(x), y) - base).abs()))
+            handle.remove()
+        scores = taylor(Filters(layer, model.get_submodule(layer)))
+        assert scores.shape == (12,)
+        assert torch.isclose(scores.norm(), torch.tensor(1.0))  # per-layer L2 normalisation
+        rho = _spearman(scores, torch.tensor(oracle))
+        assert rho >= 0.8, f"{layer}: Spearman {rho:.3f}"
+
+
+@pytest.mark.parametrize("name", sorted(CRITERIA))
+def test_every_criterion_scores_each_filter(name: str) -> None:
+    model = ResNet().eval()
+    x = torch.randn(4, 3, 8, 8)
+    graph = trace_graph(model, x[:1])
+    criterion = get_criterion(name)
+    if getattr(criterion, "requires_data", False):
+        criterion.collect(graph, [(x, torch.randint(0, 10, (4,)))], F.cross_entropy)
+    for layer in graph.source_names:
+        module = graph.source_module(layer)
+        norm = graph.norms.get(layer)
+        scores = criterion(Filters(layer, module, model.get_submodule(norm) if norm else None))
+        assert scores.shape == (module.weight.shape[0],)
+        assert torch.isfinite(scores).all()
+
+
+def test_norm_following_each_conv_is_found() -> None:
+    model = SeqNet()
+    graph = trace_graph(model, torch.randn(1, 3, 8, 8))
+    assert graph.norms["features.0"] == "features.1"
+    assert graph.norms["features.3"] == "features.4"
+    assert "classifier.0" not in graph.norms
+    assert get_criterion("bn_scale")(Filters("features.0", model.features[0],
+                                             model.features[1])).shape == (8,)  # fmt: skip
+
+
+def test_weight_norms_are_exact() -> None:
+    conv = nn.Conv2d(2, 3, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[1.0, -2.0], [3.0, 4.0], [0.0, 0.0]]).view(3, 2, 1, 1))
+    filters = Filters("conv", conv)
+    assert get_criterion("l1")(filters).tolist() == [3.0, 7.0, 0.0]
+    assert get_criterion("l2")(filters).tolist() == pytest.approx([5**0.5, 5.0, 0.0])
+
+
+def test_apoz_scores_mostly_zero_channels_lowest() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 1)
+            self.act = nn.ReLU()
+            self.head = nn.Conv2d(3, 1, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.act(self.conv(x)))
+
+    model = Net()
+    with torch.no_grad():
+        model.conv.weight.copy_(torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1, 1))
+        model.conv.bias.copy_(torch.tensor([0.0, -1.0, 1.0]))  # channel 1 is always zero
+    x = torch.randn(8, 1, 4, 4)
+    apoz = APoZ()
+    apoz.collect(trace_graph(model, x), [(x, None)], None)
+    scores = apoz(Filters("conv", model.conv))
+    assert scores[1] == 0.0 and scores[2] == 1.0
+    assert 0.3 < scores[0] < 0.7
+
+
+def test_custom_callable_and_random_are_deterministic() -> None:
+    assert get_criterion(len) is len
+    conv = nn.Conv2d(1, 5, 1)
+    a = get_criterion("random")(Filters("c", conv))
+    b = get_criterion("random")(Filters("c", conv))
+    assert torch.equal(a, b)
+
+
+def test_unknown_criterion_lists_valid_ones() -> None:
+    with pytest.raises(ConfigError) as err:
+        get_criterion("magnitude")
+    assert "'magnitude'" in str(err.value)
+    for name in CRITERIA:
+        assert name in str(err.value)

@@ -1,0 +1,276 @@
+"""The planner's options, and every way a prune can be refused without touching the model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from nets import ConcatNet, ResNet, SeqNet
+from torch import nn
+
+from netsurgeon import ConfigError, TraceError
+from netsurgeon.pruning import Pruner, prune, trace_graph
+from netsurgeon.pruning import pruner as pruner_module
+
+
+def _snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    return state, [(n, repr(m)) for n, m in model.named_modules()]
+
+
+def _assert_unchanged(model: nn.Module, snapshot: tuple) -> None:
+    state, structure = snapshot
+    now = model.state_dict()
+    assert now.keys() == state.keys()
+    for key, value in state.items():
+        assert now[key].shape == value.shape and torch.equal(now[key], value), key
+    assert [(n, repr(m)) for n, m in model.named_modules()] == structure
+
+
+X = torch.randn(1, 3, 8, 8)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"amount": 0.0}, "amount must be a number strictly between 0 and 1, got 0.0"),
+        ({"amount": 1.0}, "got 1.0"),
+        ({"amount": -0.2}, "got -0.2"),
+        ({"amount": True}, "got True"),
+        ({"amount": "half"}, "got 'half'"),
+        ({"target_macs": 1.5}, "target_macs must be a number strictly between 0 and 1, got 1.5"),
+        ({"amount": 0.5, "target_macs": 0.5}, "got both"),
+        ({}, "got neither"),
+        ({"amount": 0.5, "criterion": "l3"}, "valid criteria are: activation, apoz, bn_scale"),
+        ({"amount": 0.5, "criterion": "taylor"}, "criterion 'taylor' is data-driven: pass data="),
+        ({"amount": 0.5, "criterion": "apoz"}, "criterion 'apoz' is data-driven"),
+        ({"amount": 0.5, "scope": "model"}, "scope must be one of layer, global, got 'model'"),
+        ({"amount": 0.5, "ignore": ["features.99"]}, "no module named 'features.99'"),
+        ({"amount": 0.5, "ignore": ["classifer"]}, "did you mean 'classifier'"),
+        ({"amount": 0.5, "min_channels": 0}, "min_channels must be an integer >= 1, got 0"),
+        ({"amount": 0.5, "round_to": 2.5}, "round_to must be an integer >= 1, got 2.5"),
+    ],
+)
+def test_bad_arguments_raise_and_change_nothing(kwargs: dict, message: str) -> None:
+    model = SeqNet()
+    snapshot = _snapshot(model)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        prune(model, X, **kwargs)
+    _assert_unchanged(model, snapshot)
+
+
+def test_taylor_without_loss_fn_is_refused() -> None:
+    model = SeqNet()
+    data = [(X, torch.tensor([1]))]
+    with pytest.raises(ConfigError, match="needs loss_fn"):
+        prune(model, X, amount=0.5, criterion="taylor", data=data)
+
+
+def test_criterion_with_wrong_shape_is_refused_and_changes_nothing() -> None:
+    model = SeqNet()
+    snapshot = _snapshot(model)
+    with pytest.raises(ConfigError, match=r"one score per filter \(8\)"):
+        prune(model, X, amount=0.5, criterion=lambda f: torch.ones(3))
+    _assert_unchanged(model, snapshot)
+
+
+class Gate(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:  # data-dependent control flow: fx cannot trace it
+            return x
+        return -x
+
+
+class Untraceable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.gate = Gate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate(self.conv(x))
+
+
+def test_untraceable_model_names_the_module() -> None:
+    model = Untraceable()
+    snapshot = _snapshot(model)
+    with pytest.raises(TraceError, match=r"module 'gate' \(Gate\) failed.*Prune a traceable"):
+        prune(model, X, amount=0.5)
+    _assert_unchanged(model, snapshot)
+
+
+def test_failure_during_surgery_restores_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = ResNet()
+    snapshot = _snapshot(model)
+
+    def broken(graph: object, example_inputs: object) -> None:
+        raise RuntimeError("simulated failure after cutting the layers")
+
+    monkeypatch.setattr(pruner_module, "_verify", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        prune(model, X, amount=0.5)
+    _assert_unchanged(model, snapshot)
+    assert model.layer1[0].conv1.out_channels == 8
+
+
+def test_data_driven_prune_leaves_grads_and_norm_statistics_alone() -> None:
+    model = SeqNet().train()
+    data = [(torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))) for _ in range(2)]
+    stats_before = model.features[1].running_mean.clone()
+    prune(model, X, amount=0.25, criterion="taylor", data=data, loss_fn=F.cross_entropy)
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+    kept = model.features[1].running_mean
+    assert kept.numel() == 6
+    assert set(kept.tolist()) <= set(stats_before.tolist())
+
+
+def test_layer_scope_removes_the_fraction_from_each_layer() -> None:
+    model = SeqNet()
+    result = prune(model, X, amount=0.5)
+    assert result.channels == {
+        "features.0": (8, 4),
+        "features.3": (16, 8),
+        "classifier.0": (32, 16),
+    }
+    assert model.features[7].groups == model.features[7].out_channels == 8  # depthwise follows
+    assert model.classifier[0].in_features == 8 * 4 * 4  # each channel owned 4x4 features
+    assert result.after.params == sum(p.numel() for p in model.parameters())
+    assert result.after.macs < result.before.macs
+    assert any("classifier.3" in s and "output" in s for s in result.skipped)
+
+
+def test_global_scope_ranks_across_layers() -> None:
+    model = SeqNet()
+    with torch.no_grad():
+        model.features[3].weight[:5].mul_(0.01)  # five filters far weaker than their peers
+    total = 8 + 16 + 32  # prunable filters: features.0, features.3, classifier.0
+    result = prune(model, X, amount=5 / total + 1e-6, scope="global", criterion="l1")
+    assert result.channels == {"features.3": (16, 11)}
+    assert torch.all(model.features[3].weight.abs().sum((1, 2, 3)) > 0.5)
+
+
+def test_bounds_min_channels_round_to_and_ignore() -> None:
+    model = SeqNet()
+    prune(model, X, amount=0.9, min_channels=3, round_to=2, ignore=["classifier"])
+    assert model.features[0].out_channels == 4  # ceil(max(0.8, 3) / 2) * 2
+    assert model.classifier[0].out_features == 32  # ignored
+    # Its inputs may not change either, so the filters that feed it are kept.
+    assert model.classifier[0].in_features == 16 * 4 * 4
+    assert model.features[3].out_channels == 16
+
+
+def test_min_channels_and_round_to_bound_each_layer() -> None:
+    model = SeqNet()
+    prune(model, X, amount=0.9, min_channels=3, round_to=2)
+    assert model.features[0].out_channels == 4  # 8 - 7 = 1 -> at least 3 -> multiple of 2
+    assert model.features[3].out_channels == 4  # 16 - 14 = 2 -> 3 -> 4
+    assert model.classifier[0].out_features == 4  # 32 - 28 = 4
+
+
+def test_ignore_accepts_module_objects() -> None:
+    model = SeqNet()
+    prune(model, X, amount=0.5, ignore=[model.features[0]])
+    assert model.features[0].out_channels == 8
+    assert model.features[3].out_channels == 8
+
+
+@pytest.mark.parametrize("target", [0.7, 0.4])
+def test_target_macs_is_reached(target: float) -> None:
+    model = ConcatNet()
+    x = torch.randn(1, 3, 16, 16)
+    result = prune(model, x, target_macs=target, scope="global")
+    assert result.macs_ratio <= target + 0.02
+    assert result.macs_ratio >= target - 0.15  # not pruned far beyond the target
+
+
+def test_grouped_convolutions_keep_equal_groups() -> None:
+    class Grouped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 16, 1)
+            self.b = nn.Conv2d(16, 8, 3, padding=1, groups=4)
+            self.c = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c(F.relu(self.b(F.relu(self.a(x)))))
+
+    model = Grouped()
+    prune(model, X, amount=0.5)
+    assert model.b.groups == 4
+    assert model.a.out_channels == model.b.in_channels == 8
+    assert model.b.out_channels == model.c.in_channels == 4
+    assert model(X).shape == (1, 4, 8, 8)
+
+
+def test_unknown_channel_op_keeps_channels_and_says_why() -> None:
+    class Shuffle(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1)
+            self.b = nn.Conv2d(3, 8, 1)
+            self.c = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = F.pad(self.a(x), (0, 0, 0, 0, 2, 2))[:, 2:-2]  # pads the channel dimension
+            z = self.b(x)
+            n, c, h, w = z.shape
+            z = z.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)  # shuffle
+            return self.c(y + z)
+
+    model = Shuffle()
+    result = prune(model, X, amount=0.5)
+    assert model.a.out_channels == 8 and model.b.out_channels == 8
+    joined = "\n".join(result.skipped)
+    assert "F.pad" in joined or "pad" in joined
+    assert model(X).shape == (1, 4, 8, 8)
+
+
+def test_hard_coded_reshape_keeps_channels() -> None:
+    class OldStyle(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4 * 8 * 8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.conv(x).view(-1, 4 * 8 * 8))
+
+    model = OldStyle()
+    result = prune(model, X, amount=0.5)
+    assert model.conv.out_channels == 4
+    assert any("hard-codes 256" in s for s in result.skipped)
+
+
+def test_iterative_pruner_calls_the_hook_between_slices() -> None:
+    model = ResNet()
+    data = [(torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)))]
+    calls: list[int] = []
+
+    def finetune(m: nn.Module, step: int, result: object) -> None:
+        assert m is model
+        calls.append(step)
+
+    pruner = Pruner(model, X, target_macs=0.5, steps=3, criterion="taylor", data=data,
+                    loss_fn=F.cross_entropy)  # fmt: skip
+    result = pruner.run(finetune)
+    assert calls == [0, 1, 2]
+    assert result.macs_ratio <= 0.52
+    assert model(X).shape == (1, 10)
+
+
+def test_iterative_pruner_filters_per_step_until_amount() -> None:
+    model = SeqNet()
+    total = sum(g.size for g in trace_graph(model, X).prunable_groups())
+    pruner = Pruner(model, X, amount=0.25, filters_per_step=4, criterion="l2")
+    result = pruner.run()
+    removed = sum(old - new for old, new in result.channels.values())
+    assert removed >= 0.25 * total
+    assert len(pruner.history) == -(-int(0.25 * total) // 4)
+
+
+def test_pruner_validates_arguments() -> None:
+    with pytest.raises(ConfigError, match="steps or filters_per_step, not both"):
+        Pruner(SeqNet(), X, amount=0.5, steps=2, filters_per_step=3, criterion="l1")
+    with pytest.raises(ConfigError, match="steps must be an integer >= 1, got 0"):
+        Pruner(SeqNet(), X, amount=0.5, steps=0, criterion="l1")

@@ -1,0 +1,82 @@
+"""Real torchvision architectures: prune half the filters, and the model still runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from netsurgeon.pruning import prune
+
+torchvision = pytest.importorskip("torchvision", reason="the vision extra is not installed")
+
+MUST_HALVE = [
+    "alexnet",
+    pytest.param("vgg16", marks=pytest.mark.slow),
+    pytest.param("vgg16_bn", marks=pytest.mark.slow),
+    "resnet18",
+    pytest.param("resnet50", marks=pytest.mark.slow),
+    pytest.param("resnext50_32x4d", marks=pytest.mark.slow),
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    pytest.param("densenet121", marks=pytest.mark.slow),
+    "squeezenet1_1",
+    pytest.param("googlenet", marks=pytest.mark.slow),
+    "regnet_y_400mf",
+]
+
+
+def _build(name: str) -> torch.nn.Module:
+    kwargs = {"init_weights": False} if name == "googlenet" else {}
+    return torchvision.models.get_model(name, weights=None, num_classes=10, **kwargs)
+
+
+def _check_trains(model: torch.nn.Module) -> None:
+    """The pruned model runs forward and backward in training mode."""
+    model.train()
+    out = model(torch.randn(2, 3, 96, 96))
+    outputs = list(out) if isinstance(out, tuple) else [out]  # googlenet adds auxiliary heads
+    assert all(o.shape == (2, 10) for o in outputs)
+    sum(o.sum() for o in outputs).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", MUST_HALVE)
+def test_half_the_filters_go_and_macs_fall_by_40_percent(name: str) -> None:
+    model = _build(name).eval()
+    x = torch.randn(1, 3, 224, 224)
+    result = prune(model, x, amount=0.5, criterion="l1")
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (1, 10)
+    assert result.after.macs <= 0.6 * result.before.macs, result.macs_ratio
+    assert result.after.params < result.before.params
+    _check_trains(model)
+
+
+@pytest.mark.parametrize("name", ["shufflenet_v2_x1_0", pytest.param("convnext_tiny",
+                                                                     marks=pytest.mark.slow)])
+def test_partly_prunable_models_prune_what_is_safe(name: str) -> None:
+    model = _build(name).eval()
+    x = torch.randn(1, 3, 224, 224)
+    result = prune(model, x, amount=0.5, criterion="l1")
+    with torch.no_grad():
+        assert model(x).shape == (1, 10)
+    assert result.after.macs < 0.9 * result.before.macs
+    assert result.skipped  # the shuffles / layer norms it had to keep are reported
+    _check_trains(model)
+
+
+def test_googlenet_auxiliary_heads_stay_valid() -> None:
+    model = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False,
+                                         num_classes=10)  # fmt: skip
+    model.eval()  # pruned in eval mode, where the auxiliary heads do not run
+    prune(model, torch.randn(1, 3, 224, 224), amount=0.5)
+    model.train()
+    out = model(torch.randn(2, 3, 224, 224))
+    assert out.logits.shape == out.aux_logits1.shape == out.aux_logits2.shape == (2, 10)
+    assert model.aux1.conv.conv.in_channels == model.inception4a.branch1.conv.out_channels + (
+        model.inception4a.branch2[1].conv.out_channels
+        + model.inception4a.branch3[1].conv.out_channels
+        + model.inception4a.branch4[1].conv.out_channels
+    )
