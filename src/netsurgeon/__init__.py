@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError, TraceError
+from netsurgeon.pruning import Pruner, PruneResult, prune
+from netsurgeon.pruning.io import load, save
 
 try:
     __version__ = version("netsurgeon")
@@ -15,6 +17,11 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "NetsurgeonError",
+    "PruneResult",
+    "Pruner",
     "TraceError",
     "__version__",
+    "load",
+    "prune",
+    "save",
 ]

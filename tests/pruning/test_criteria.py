@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from nets import ResNet, SeqNet
+from tests.pruning.nets import ResNet, SeqNet
 from torch import nn
 
 from netsurgeon import ConfigError

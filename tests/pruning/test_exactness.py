@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nets import ConcatNet, ResNet, SeqNet
+from tests.pruning.nets import ConcatNet, ResNet, SeqNet
 from torch import nn
 
 from netsurgeon.pruning import Filters, prune, trace_graph

@@ -1,0 +1,321 @@
+"""Checkpoints without pickled code: exact round trips of pruned models, and every bad file."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from netsurgeon.errors import CheckpointError, ConfigError
+from netsurgeon.pruning import io
+from netsurgeon.vision import build_model, cifar_resnet20, register_builder
+from netsurgeon.vision import models as registry
+
+# Hand-made pruning: the same edits the engine makes, module objects changed in place.
+
+
+def _keep_out(conv: nn.Conv2d, keep: torch.Tensor) -> None:
+    conv.weight = nn.Parameter(conv.weight.detach()[keep].clone())
+    if conv.bias is not None:
+        conv.bias = nn.Parameter(conv.bias.detach()[keep].clone())
+    conv.out_channels = len(keep)
+
+
+def _keep_in(conv: nn.Conv2d, keep: torch.Tensor) -> None:
+    conv.weight = nn.Parameter(conv.weight.detach()[:, keep].clone())
+    conv.in_channels = len(keep)
+
+
+def _keep_depthwise(conv: nn.Conv2d, keep: torch.Tensor) -> None:
+    _keep_out(conv, keep)  # weight (C, 1, k, k): one filter per channel
+    conv.in_channels = conv.groups = len(keep)
+
+
+def _keep_bn(bn: nn.BatchNorm2d, keep: torch.Tensor) -> None:
+    bn.weight = nn.Parameter(bn.weight.detach()[keep].clone())
+    bn.bias = nn.Parameter(bn.bias.detach()[keep].clone())
+    bn.running_mean = bn.running_mean[keep].clone()
+    bn.running_var = bn.running_var[keep].clone()
+    bn.num_features = len(keep)
+
+
+def _randomise_bn(model: nn.Module) -> None:
+    """Non-trivial running statistics, so that a lost buffer would change the outputs."""
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5, generator=generator)
+            module.running_var.uniform_(0.5, 1.5, generator=generator)
+
+
+def _outputs(model: nn.Module, size: int = 64) -> torch.Tensor:
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        return model.eval()(x.to(next(model.parameters()).dtype))
+
+
+def _pruned_resnet18() -> nn.Module:
+    model = build_model("resnet18", num_classes=10)
+    _randomise_bn(model)
+    block = model.layer1[0]
+    keep = torch.randperm(64, generator=torch.Generator().manual_seed(2))[:40].sort().values
+    _keep_out(block.conv1, keep)
+    _keep_bn(block.bn1, keep)
+    _keep_in(block.conv2, keep)
+    return model
+
+
+def test_round_trip_of_a_pruned_resnet18(tmp_path: Path) -> None:
+    model = _pruned_resnet18()
+    extra = {"prune": {"amount": 0.4, "levels": [0.1, 0.2]}, "mask": torch.arange(3)}
+    path = io.save(model, tmp_path / "sub" / "resnet18.pt", extra=extra)
+    assert path == tmp_path / "sub" / "resnet18.pt"
+    assert [p.name for p in path.parent.iterdir()] == ["resnet18.pt"]  # no temporary left
+
+    loaded = io.load(path)
+    assert not loaded.training
+    assert loaded.netsurgeon_arch == {"name": "resnet18", "kwargs": {"num_classes": 10}}
+    conv1 = loaded.layer1[0].conv1
+    assert (conv1.out_channels, tuple(conv1.weight.shape)) == (40, (40, 64, 3, 3))
+    assert loaded.layer1[0].bn1.num_features == 40 and loaded.layer1[0].conv2.in_channels == 40
+    assert torch.equal(_outputs(loaded), _outputs(model))
+
+    payload = io.read_checkpoint(path)
+    assert payload["extra"]["prune"] == extra["prune"]
+    assert torch.equal(payload["extra"]["mask"], extra["mask"])
+    assert payload["modules"]["layer1.0.conv1"] == {
+        "type": "Conv2d",
+        "in_channels": 64,
+        "out_channels": 40,
+        "groups": 1,
+    }
+    assert payload["modules"]["fc"] == {"type": "Linear", "in_features": 512, "out_features": 10}
+
+
+def test_round_trip_of_a_depthwise_conv_whose_groups_change(tmp_path: Path) -> None:
+    model = build_model("mobilenet_v2", num_classes=5)
+    _randomise_bn(model)
+    keep = torch.arange(0, 32, 4)  # the stem's 32 channels down to 8
+    stem, first = model.features[0], model.features[1].conv
+    _keep_out(stem[0], keep)
+    _keep_bn(stem[1], keep)
+    _keep_depthwise(first[0][0], keep)
+    _keep_bn(first[0][1], keep)
+    _keep_in(first[1], keep)
+    assert first[0][0].groups == 8
+
+    loaded = io.load(io.save(model, tmp_path / "mobilenet.pt"))
+    depthwise = loaded.features[1].conv[0][0]
+    assert (depthwise.in_channels, depthwise.out_channels, depthwise.groups) == (8, 8, 8)
+    assert torch.equal(_outputs(loaded), _outputs(model))
+
+
+def test_round_trip_of_a_pruned_cifar_resnet_in_double(tmp_path: Path) -> None:
+    model = cifar_resnet20().double()  # the builder alone records the architecture
+    _randomise_bn(model)
+    block = model.layer2[1]
+    keep = torch.tensor([0, 3, 5, 30])
+    _keep_out(block.conv1, keep)
+    _keep_bn(block.bn1, keep)
+    _keep_in(block.conv2, keep)
+    loaded = io.load(io.save(model, tmp_path / "cifar.pt"))
+    assert loaded.linear.weight.dtype == torch.float64
+    assert torch.equal(_outputs(loaded, size=32), _outputs(model, size=32))
+
+
+def test_builder_flags_survive_the_round_trip(tmp_path: Path) -> None:
+    model = build_model("googlenet", num_classes=3, transform_input=True, init_weights=False)
+    loaded = io.load(io.save(model, tmp_path / "googlenet.pt"))
+    assert loaded.transform_input and loaded.aux1 is None
+    assert torch.equal(_outputs(loaded, size=32), _outputs(model, size=32))
+
+
+def test_arch_for_a_model_not_built_by_netsurgeon(tmp_path: Path) -> None:
+    model = torchvision.models.resnet18(num_classes=4)
+    with pytest.raises(ConfigError, match="arch="):
+        io.save(model, tmp_path / "x.pt")
+    loaded = io.load(
+        io.save(model, tmp_path / "x.pt", arch="resnet18", arch_kwargs={"num_classes": 4})
+    )
+    assert torch.equal(_outputs(loaded), _outputs(model))
+
+
+class GroupNormNet(nn.Module):
+    def __init__(self, *, num_classes: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.norm = nn.GroupNorm(4, 8)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(self.conv(x)).mean((2, 3)))
+
+
+def test_another_norm_is_one_registration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_USER_BUILDERS", {})
+    monkeypatch.setattr(io, "_RESIZABLE", dict(io._RESIZABLE))
+    register_builder("groupnormnet", GroupNormNet)
+    model = build_model("groupnormnet")
+    keep = torch.tensor([0, 1, 4, 5])  # two whole groups
+    _keep_out(model.conv, keep)
+    model.norm.weight = nn.Parameter(model.norm.weight.detach()[keep].clone())
+    model.norm.bias = nn.Parameter(model.norm.bias.detach()[keep].clone())
+    model.norm.num_channels, model.norm.num_groups = 4, 2
+    model.fc.weight = nn.Parameter(model.fc.weight.detach()[:, keep].clone())
+    model.fc.in_features = 4
+    path = io.save(model, tmp_path / "gn.pt")
+    with pytest.raises(CheckpointError, match=r"norm.weight"):  # GroupNorm not known yet
+        io.load(path)
+
+    def group_norm_shapes(module: nn.Module, sizes: dict[str, int]) -> dict[str, tuple[int, ...]]:
+        if sizes["num_channels"] % sizes["num_groups"]:
+            raise ValueError("num_channels must be divisible by num_groups")
+        return {"weight": (sizes["num_channels"],), "bias": (sizes["num_channels"],)}
+
+    io.register_resizable(
+        nn.GroupNorm, attrs=("num_groups", "num_channels"), shapes=group_norm_shapes
+    )
+    loaded = io.load(io.save(model, path))
+    assert (loaded.norm.num_groups, loaded.norm.num_channels) == (2, 4)
+    assert torch.equal(_outputs(loaded, size=16), _outputs(model, size=16))
+
+
+# ---- save: bad input ------------------------------------------------------------------------
+
+
+def test_save_rejects_attributes_that_contradict_the_tensors(tmp_path: Path) -> None:
+    model = build_model("cifar_resnet20")
+    conv = model.layer1[0].conv1
+    conv.weight = nn.Parameter(conv.weight.detach()[:8].clone())  # out_channels left at 16
+    with pytest.raises(ConfigError, match=r"'layer1.0.conv1'.*update those attributes"):
+        io.save(model, tmp_path / "x.pt")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"arch": "no_such_net"}, "unknown architecture 'no_such_net'"),
+        ({"arch_kwargs": ["num_classes", 4]}, "arch_kwargs must be a dict"),
+        ({"arch_kwargs": {"num_classes": 4}}, "num_classes=4 but the model's classifier has 10"),
+        ({"arch_kwargs": {"act": nn.ReLU}}, "arch_kwargs may hold only"),
+        ({"extra": {"callback": print}}, "extra may hold only"),
+        ({"extra": {1: "a"}}, "string keys"),
+    ],
+)
+def test_save_rejects_bad_arguments(tmp_path: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        io.save(build_model("cifar_resnet20"), tmp_path / "x.pt", **kwargs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = build_model("cifar_resnet20")
+    path = io.save(model, tmp_path / "model.pt")
+    before = path.read_bytes()
+
+    def disk_full(obj: object, handle: object) -> None:
+        handle.write(b"partial")  # type: ignore[attr-defined]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        io.save(model, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+# ---- load: bad files ------------------------------------------------------------------------
+
+
+def _payload(tmp_path: Path) -> dict:
+    return io.read_checkpoint(io.save(build_model("cifar_resnet20"), tmp_path / "good.pt"))
+
+
+def _write(tmp_path: Path, obj: object) -> Path:
+    path = tmp_path / "bad.pt"
+    torch.save(obj, path)
+    return path
+
+
+def test_load_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no such file"):
+        io.load(tmp_path / "absent.pt")
+
+
+def test_load_truncated_file(tmp_path: Path) -> None:
+    path = io.save(build_model("cifar_resnet20"), tmp_path / "model.pt")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"model\.pt: not a readable PyTorch file"):
+        io.load(path)
+
+
+def test_load_text_file(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("these are not weights\n")
+    with pytest.raises(CheckpointError, match=r"notes\.txt: not a readable PyTorch file"):
+        io.load(path)
+
+
+@pytest.mark.parametrize("obj", [{1, 2, 3}, nn.Linear(2, 2), pickle.dumps])
+def test_load_random_pickles(tmp_path: Path, obj: object) -> None:
+    path = tmp_path / "thing.pkl"
+    with path.open("wb") as handle:
+        pickle.dump(obj, handle, protocol=2)
+    with pytest.raises(CheckpointError, match=r"thing\.pkl: "):
+        io.load(path)
+
+
+@pytest.mark.parametrize(
+    ("obj", "match"),
+    [
+        ({"conv.weight": torch.zeros(1)}, "plain state dict"),
+        ({"state_dict": {"conv.weight": torch.zeros(1)}, "best_prec1": 1.0}, "legacy"),
+        ([torch.zeros(1)], "holds a list"),
+    ],
+)
+def test_load_foreign_torch_files(tmp_path: Path, obj: object, match: str) -> None:
+    with pytest.raises(CheckpointError, match=f"not a netsurgeon checkpoint.*{match}"):
+        io.load(_write(tmp_path, obj))
+
+
+def test_load_other_format_version(tmp_path: Path) -> None:
+    payload = {**_payload(tmp_path), "version": 99}
+    with pytest.raises(CheckpointError, match=r"format version 99.*reads version 1"):
+        io.load(_write(tmp_path, payload))
+
+
+def test_load_unknown_architecture(tmp_path: Path) -> None:
+    payload = _payload(tmp_path)
+    payload["arch"] = {"name": "my_private_net", "kwargs": {}}
+    with pytest.raises(CheckpointError, match=r"'my_private_net'.*register_builder"):
+        io.load(_write(tmp_path, payload))
+
+
+def test_load_damaged_payloads(tmp_path: Path) -> None:
+    payload = _payload(tmp_path)
+    with pytest.raises(CheckpointError, match="'state_dict' is not a dict of tensors"):
+        io.load(_write(tmp_path, {**payload, "state_dict": {"a": 1}}))
+    with pytest.raises(CheckpointError, match="'arch' is not"):
+        io.load(_write(tmp_path, {**payload, "arch": "cifar_resnet20"}))
+    modules = {**payload["modules"], "layer1.0.bn1": {"type": "Conv2d", "in_channels": 1}}
+    with pytest.raises(CheckpointError, match=r"'layer1.0.bn1' was saved as Conv2d"):
+        io.load(_write(tmp_path, {**payload, "modules": modules}))
+    modules = {**payload["modules"], "layer9.conv": payload["modules"]["conv1"]}
+    with pytest.raises(CheckpointError, match=r"'layer9.conv' is not in the rebuilt"):
+        io.load(_write(tmp_path, {**payload, "modules": modules}))
+    modules = {**payload["modules"], "conv1": {**payload["modules"]["conv1"], "groups": 5}}
+    with pytest.raises(CheckpointError, match=r"'conv1' has invalid sizes.*divisible"):
+        io.load(_write(tmp_path, {**payload, "modules": modules}))
+
+
+def test_load_state_that_does_not_fit(tmp_path: Path) -> None:
+    payload = _payload(tmp_path)
+    state = dict(payload["state_dict"])
+    state["layer1.0.conv1.weight"] = torch.zeros(4, 16, 3, 3)
+    with pytest.raises(CheckpointError, match=r"layer1.0.conv1.weight: checkpoint \(4, 16, 3, 3\)"):
+        io.load(_write(tmp_path, {**payload, "state_dict": state}))

@@ -1,0 +1,301 @@
+"""The model registry: names, random/downloaded/local weights, head replacement."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.error import URLError
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import netsurgeon.vision as vision
+from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
+from netsurgeon.pruning import io
+from netsurgeon.vision import build_model, list_models, register_builder, replace_head
+from netsurgeon.vision import models as registry
+
+
+def _structure(model: nn.Module) -> tuple[str, dict[str, tuple[int, ...]]]:
+    """Everything that defines an architecture: module reprs and every tensor's shape."""
+    return repr(model), {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _equal_outputs(a: nn.Module, b: nn.Module, size: int = 64) -> bool:
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        return torch.equal(a.eval()(x), b.eval()(x))
+
+
+@pytest.fixture
+def no_user_builders(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_USER_BUILDERS", {})
+
+
+class TinyNet(nn.Module):
+    def __init__(self, *, num_classes: int = 4, width: int = 8) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, width, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.features(x), 1))
+
+
+def _natural(name: str) -> list[object]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def test_public_api_is_sorted_and_complete() -> None:
+    # ruff's RUF022 order: case-sensitive, numbers compared as numbers.
+    assert vision.__all__ == sorted(vision.__all__, key=_natural)
+    assert all(hasattr(vision, name) for name in vision.__all__)
+
+
+def test_list_models_covers_torchvision_and_cifar() -> None:
+    names = list_models()
+    expected = torchvision.models.list_models(module=torchvision.models)
+    assert set(expected) <= set(names)
+    assert {f"cifar_resnet{d}" for d in (20, 32, 44, 56, 110)} <= set(names)
+    assert names == sorted(names)
+
+
+def test_random_build_records_how_to_rebuild() -> None:
+    model = build_model("resnet18", num_classes=5)
+    assert model.fc.out_features == 5 and model.training
+    assert model.netsurgeon_arch == {"name": "resnet18", "kwargs": {"num_classes": 5}}
+    default = build_model("cifar_resnet20", weights=None)
+    assert default.netsurgeon_arch == {"name": "cifar_resnet20", "kwargs": {"num_classes": 10}}
+    googlenet = build_model("googlenet", weights="none", num_classes=3, init_weights=False)
+    assert googlenet.aux1 is None  # no auxiliary heads by default: one output tensor
+    assert googlenet.netsurgeon_arch["kwargs"] == {
+        "num_classes": 3,
+        "aux_logits": False,
+        "transform_input": False,
+    }
+    assert googlenet(torch.randn(1, 3, 64, 64)).shape == (1, 3)  # a tensor, even in training
+
+
+def test_unknown_name_suggests_close_matches() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_model("resnet19")
+    message = str(info.value)
+    assert "'resnet19'" in message and "resnet18" in message
+    assert "netsurgeon models" in message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_classes": 0}, "num_classes"),
+        ({"num_classes": 2.5}, "num_classes"),
+        ({"weights": "IMAGENET_BOGUS"}, "IMAGENET1K_V1"),
+        ({"weights": "missing/file.pth"}, "neither an existing file"),
+        ({"weights": 7}, "weights"),
+        ({"progress": "yes"}, "progress"),
+        ({"norm_layer": nn.BatchNorm2d}, "JSON-able"),
+        ({"no_such_arg": 1}, "no_such_arg"),
+    ],
+)
+def test_bad_arguments_raise_config_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        build_model("resnet18", **kwargs)
+
+
+def test_default_weights_for_a_builder_without_downloads() -> None:
+    with pytest.raises(ConfigError, match="no downloadable weights"):
+        build_model("cifar_resnet20", weights="DEFAULT")
+
+
+@pytest.mark.parametrize("weights", ["DEFAULT", "IMAGENET1K_V1", "ResNet18_Weights.IMAGENET1K_V1"])
+def test_offline_download_fails_with_one_clear_error(
+    weights: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def offline(url: str, *args: object, **kwargs: object) -> None:
+        raise URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached weights
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(NetsurgeonError) as info:
+        build_model("resnet18", weights=weights, progress=False)
+    message = str(info.value)
+    assert "could not download" in message and "resnet18-f37072fd.pth" in message
+    assert "--weights none" in message and "--weights PATH" in message
+    assert isinstance(info.value.__cause__, URLError)
+
+
+def _fake_download(monkeypatch: pytest.MonkeyPatch, state: dict) -> list[str]:
+    """Serve ``state`` where torchvision would download; returns the URLs asked for."""
+    urls: list[str] = []
+
+    def serve(url: str, *args: object, **kwargs: object) -> dict:
+        urls.append(url)
+        return state
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", serve)
+    return urls
+
+
+def test_downloaded_weights_with_another_head_match_the_random_structure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # torchvision's googlenet weights include the auxiliary heads, which it then drops.
+    imagenet = torchvision.models.googlenet(aux_logits=True, init_weights=False).state_dict()
+    urls = _fake_download(monkeypatch, imagenet)
+    model = build_model("googlenet", weights="DEFAULT", num_classes=4)
+    assert urls == [torchvision.models.GoogLeNet_Weights.DEFAULT.url]
+    assert model.netsurgeon_arch == {
+        "name": "googlenet",
+        "kwargs": {"num_classes": 4, "aux_logits": False, "transform_input": True},
+    }
+    reference = build_model("googlenet", num_classes=4, init_weights=False)  # skip slow init
+    assert _structure(model) == _structure(reference)
+    assert torch.equal(model.conv1.conv.weight, imagenet["conv1.conv.weight"])
+    assert model.fc.out_features == 4
+    # The recorded kwargs rebuild the same behaviour, including the input transform.
+    rebuilt = build_model("googlenet", init_weights=False, **model.netsurgeon_arch["kwargs"])
+    rebuilt.load_state_dict(model.state_dict())
+    assert rebuilt.transform_input and _equal_outputs(model, rebuilt)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("resnet18", {}),
+        ("squeezenet1_1", {}),  # a 1x1 conv head
+        ("googlenet", {"aux_logits": True, "init_weights": False}),  # two auxiliary heads
+        ("mobilenet_v3_small", {}),
+        ("cifar_resnet20", {}),
+    ],
+)
+def test_replace_head_gives_the_structure_of_a_fresh_build(name: str, kwargs: dict) -> None:
+    model = build_model(name, **kwargs)
+    body = {k: v.clone() for k, v in model.state_dict().items()}
+    heads = registry.find_heads(model)
+    assert replace_head(model, 7) is model
+    reference = build_model(name, num_classes=7, **kwargs)
+    assert _structure(model) == _structure(reference)
+    assert model.netsurgeon_arch == reference.netsurgeon_arch
+    for key, value in model.state_dict().items():  # everything but the heads is kept
+        if not any(key.startswith(f"{head}.") for head in heads):
+            assert torch.equal(value, body[key]), key
+    if name == "googlenet":
+        assert heads == ["fc", "aux1.fc2", "aux2.fc2"]
+
+
+def test_replace_head_rejects_bad_counts() -> None:
+    with pytest.raises(ConfigError, match="num_classes"):
+        replace_head(build_model("cifar_resnet20"), 0)
+
+
+def test_local_torchvision_state_dict(tmp_path: Path) -> None:
+    source = build_model("resnet18", num_classes=3)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    # The class count comes from the file...
+    model = build_model("resnet18", weights=str(path))
+    assert model.fc.out_features == 3 and _equal_outputs(model, source)
+    assert model.netsurgeon_arch == {"name": "resnet18", "kwargs": {"num_classes": 3}}
+    # ...and a requested one replaces the head after loading.
+    other = build_model("resnet18", weights=path, num_classes=5)
+    assert _structure(other) == _structure(build_model("resnet18", num_classes=5))
+    assert torch.equal(other.conv1.weight, source.conv1.weight)
+
+
+def test_local_legacy_file_with_module_prefix(tmp_path: Path) -> None:
+    source = build_model("mobilenet_v3_small", num_classes=6)
+    path = tmp_path / "legacy.th"
+    state = {f"module.{k}": v for k, v in source.state_dict().items()}
+    torch.save({"state_dict": state, "best_prec1": 50.0}, path)
+    assert _equal_outputs(build_model("mobilenet_v3_small", weights=path), source)
+
+
+def test_local_file_of_another_architecture_lists_the_problems(tmp_path: Path) -> None:
+    path = tmp_path / "resnet34.pth"
+    torch.save(build_model("resnet34").state_dict(), path)
+    with pytest.raises(CheckpointError) as info:
+        build_model("resnet18", weights=path)
+    message = str(info.value)
+    assert str(path) in message and "unexpected keys" in message and "layer1.2.conv1" in message
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"definitely not a torch file", "not a readable PyTorch file"),
+        (nn.ReLU(), "pickled objects"),
+        ([1, 2, 3], "holds a list"),
+        ({"epoch": 3}, "no tensors"),
+    ],
+)
+def test_unreadable_local_files(tmp_path: Path, content: object, match: str) -> None:
+    path = tmp_path / "weights.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(CheckpointError, match=match):
+        build_model("resnet18", weights=path)
+
+
+def test_netsurgeon_checkpoint_as_weights_keeps_pruned_shapes(tmp_path: Path) -> None:
+    source = build_model("cifar_resnet20", num_classes=4)
+    block = source.layer1[0]
+    keep = torch.arange(0, 16, 2)  # prune the block's inner channels by hand
+    with torch.no_grad():
+        block.conv1.weight = nn.Parameter(block.conv1.weight[keep].clone())
+        block.conv1.out_channels = 8
+        for name in ("weight", "bias"):
+            setattr(block.bn1, name, nn.Parameter(getattr(block.bn1, name)[keep].clone()))
+        block.bn1.running_mean = block.bn1.running_mean[keep].clone()
+        block.bn1.running_var = block.bn1.running_var[keep].clone()
+        block.bn1.num_features = 8
+        block.conv2.weight = nn.Parameter(block.conv2.weight[:, keep].clone())
+        block.conv2.in_channels = 8
+    path = io.save(source, tmp_path / "pruned.pt")
+    model = build_model("cifar_resnet20", weights=path)
+    assert model.training and model.layer1[0].conv1.out_channels == 8
+    assert _equal_outputs(model, source, size=32)
+    relabelled = build_model("cifar_resnet20", weights=path, num_classes=2)
+    assert relabelled.linear.out_features == 2
+    assert relabelled.netsurgeon_arch["kwargs"]["num_classes"] == 2
+    with pytest.raises(ConfigError, match="contradicts"):
+        build_model("cifar_resnet20", weights=path, num_blocks=[1, 1, 1])
+    with pytest.raises(CheckpointError, match="holds a 'cifar_resnet20' model, not"):
+        build_model("cifar_resnet32", weights=path)
+    with pytest.raises(CheckpointError, match="pruned model"):
+        vision.cifar_resnet20(weights=path)  # plain loading cannot take pruned shapes
+
+
+def test_register_builder(no_user_builders: None, tmp_path: Path) -> None:
+    register_builder("tinynet", TinyNet)
+    assert "tinynet" in list_models()
+    model = build_model("tinynet", num_classes=3, width=6)
+    assert model.fc.out_features == 3 and model.features[0].out_channels == 6
+    assert model.netsurgeon_arch == {"name": "tinynet", "kwargs": {"width": 6, "num_classes": 3}}
+    path = tmp_path / "tiny.pth"
+    torch.save(model.state_dict(), path)
+    assert _equal_outputs(build_model("tinynet", weights=path, width=6), model, size=16)
+    with pytest.raises(ConfigError, match="already exists"):
+        register_builder("tinynet", TinyNet)
+    with pytest.raises(ConfigError, match="already exists"):
+        register_builder("resnet18", TinyNet)
+    register_builder("tinynet", lambda **kw: TinyNet(width=5, **kw), overwrite=True)
+    assert build_model("tinynet").features[0].out_channels == 5
+    with pytest.raises(ConfigError, match="callable"):
+        register_builder("other", "not a function")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="no downloadable weights"):
+        build_model("tinynet", weights="DEFAULT")
+
+
+def test_load_state_dict_checked_fills_old_batchnorm_counters() -> None:
+    model = build_model("cifar_resnet20")
+    state = {k: v for k, v in model.state_dict().items() if "num_batches_tracked" not in k}
+    target = build_model("cifar_resnet20")
+    vision.load_state_dict_checked(target, state)
+    assert _equal_outputs(target, model, size=32)
+    del state["conv1.weight"]
+    with pytest.raises(CheckpointError, match=r"from here.*missing keys \(conv1.weight\)"):
+        vision.load_state_dict_checked(target, state, source="here")
