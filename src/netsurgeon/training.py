@@ -1,0 +1,1041 @@
+"""The one training loop netsurgeon fine-tunes with: progress, checkpoints, resume, DDP.
+
+:func:`fit` trains for epochs, validates, and writes an atomic checkpoint after every epoch;
+``resume=True`` continues from the last finished epoch and ends with the same weights as an
+uninterrupted run. :func:`finetune_steps` runs exactly K optimizer steps, the inner step of
+iterative pruning. Both run unchanged under ``torchrun --nproc_per_node N``: the process group
+is initialised from the environment, the model is wrapped in DistributedDataParallel, metrics
+are reduced over processes, and only rank 0 writes files or shows progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from netsurgeon.errors import CheckpointError, ConfigError
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "BatchInfo",
+    "Callback",
+    "DataWaitTimer",
+    "DistInfo",
+    "EpochRecord",
+    "History",
+    "StepsResult",
+    "TrainConfig",
+    "TrainState",
+    "atomic_save",
+    "evaluate",
+    "finetune_steps",
+    "fit",
+    "init_distributed",
+    "is_main_process",
+    "load_checkpoint",
+    "load_model_state",
+    "resolve_device",
+    "seed_everything",
+]
+
+CHECKPOINT_FORMAT = "netsurgeon.training.checkpoint/1"
+_OPTIMIZERS = ("sgd", "adam", "adamw")
+_SCHEDULES = ("none", "cosine", "step")
+_DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+# Running loss and accuracy need a device sync; refresh the progress bar this often.
+_PROGRESS_EVERY = 10
+_MAX_LISTED = 10
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands in a (possibly one-process) job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes files and prints."""
+        return self.rank == 0
+
+
+def init_distributed(*, backend: str | None = None) -> DistInfo:
+    """Initialise ``torch.distributed`` from torchrun's environment when it asks for it.
+
+    With ``WORLD_SIZE > 1`` and no process group yet, one is created from the ``env://``
+    variables (``RANK``, ``MASTER_ADDR``...). Otherwise nothing happens, so calling it more
+    than once is safe; :func:`fit` and ``make_loader`` call it themselves.
+
+    Args:
+        backend: ``None`` picks NCCL when CUDA is available, else gloo; the environment
+            variable ``NETSURGEON_DIST_BACKEND`` overrides that choice (e.g. gloo for a CPU
+            run on a GPU machine).
+    """
+    wanted = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if wanted and dist.is_available() and not dist.is_initialized():
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        backend = backend or os.environ.get("NETSURGEON_DIST_BACKEND")
+        if backend is None:
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend)
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(
+            rank=dist.get_rank(),
+            world_size=dist.get_world_size(),
+            local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        )
+    return DistInfo(rank=0, world_size=1, local_rank=0)
+
+
+def is_main_process() -> bool:
+    """True outside distributed jobs and on rank 0 inside them."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def _check_number(name: str, value: Any, *, low: float, allow_low: bool, kind: type) -> None:
+    ok_type = isinstance(value, kind) or (kind is float and isinstance(value, int))
+    if isinstance(value, bool) or not ok_type or (kind is float and not math.isfinite(value)):
+        raise ConfigError(f"{name}={value!r} is not allowed; use a {kind.__name__}")
+    if value < low or (value == low and not allow_low):
+        bound = ">=" if allow_low else ">"
+        raise ConfigError(f"{name}={value!r} is not allowed; use a value {bound} {low}")
+
+
+def _check_device(value: Any) -> None:
+    ok = isinstance(value, str) and (
+        value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
+    )
+    if not ok:
+        raise ConfigError(f"device={value!r} is not allowed; use one of {', '.join(_DEVICES)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How to train; every field is checked when the config is made.
+
+    Attributes:
+        optimizer: ``"sgd"`` (with ``momentum``), ``"adam"`` or ``"adamw"``.
+        lr: Initial learning rate.
+        momentum: SGD momentum; ignored by Adam(W).
+        weight_decay: L2 penalty (decoupled for AdamW).
+        schedule: ``"none"``, ``"cosine"`` (annealed to 0 over the planned steps) or ``"step"``
+            (multiplied by ``gamma`` every ``step_size`` epochs). The learning rate is
+            updated after every optimizer step.
+        step_size: Epochs between decays of the ``"step"`` schedule.
+        gamma: Decay factor of the ``"step"`` schedule.
+        epochs: Epochs to train.
+        seed: Seeds Python, NumPy and torch at the start of a fresh run.
+        amp: Float16 mixed precision with gradient scaling; CUDA only (ignored with a warning
+            when the run lands on the CPU).
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+            Under torchrun, CUDA means this process's ``cuda:LOCAL_RANK``.
+        grad_clip: Clip the global gradient norm to this value; ``None`` does not clip.
+        max_steps: Stop after this many optimizer steps in total, even mid-epoch.
+        progress: Show a progress bar; ``None`` shows it on rank 0 when stderr is a terminal
+            and ``CI`` is not set.
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    step_size: int = 1
+    gamma: float = 0.1
+    epochs: int = 1
+    seed: int = 0
+    amp: bool = False
+    device: str = "auto"
+    grad_clip: float | None = None
+    max_steps: int | None = None
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in _OPTIMIZERS:
+            raise ConfigError(
+                f"optimizer={self.optimizer!r} is not allowed; use one of {', '.join(_OPTIMIZERS)}"
+            )
+        if self.schedule not in _SCHEDULES:
+            raise ConfigError(
+                f"schedule={self.schedule!r} is not allowed; use one of {', '.join(_SCHEDULES)}"
+            )
+        _check_number("lr", self.lr, low=0.0, allow_low=False, kind=float)
+        _check_number("momentum", self.momentum, low=0.0, allow_low=True, kind=float)
+        if self.momentum >= 1:
+            raise ConfigError(f"momentum={self.momentum!r} is not allowed; use a value in [0, 1)")
+        _check_number("weight_decay", self.weight_decay, low=0.0, allow_low=True, kind=float)
+        _check_number("step_size", self.step_size, low=1, allow_low=True, kind=int)
+        _check_number("gamma", self.gamma, low=0.0, allow_low=False, kind=float)
+        _check_number("epochs", self.epochs, low=1, allow_low=True, kind=int)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed={self.seed!r} is not allowed; use an integer >= 0")
+        if not isinstance(self.amp, bool):
+            raise ConfigError(f"amp={self.amp!r} is not allowed; use True or False")
+        _check_device(self.device)
+        if self.amp and self.device == "cpu":
+            raise ConfigError(
+                "amp=True is not allowed with device='cpu'; mixed precision is CUDA only"
+            )
+        if self.grad_clip is not None:
+            _check_number("grad_clip", self.grad_clip, low=0.0, allow_low=False, kind=float)
+        if self.max_steps is not None:
+            _check_number("max_steps", self.max_steps, low=1, allow_low=True, kind=int)
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise ConfigError(f"progress={self.progress!r} is not allowed; use True, False or None")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain values (for results files and checkpoints)."""
+        return asdict(self)
+
+
+def resolve_device(device: str | torch.device = "auto", *, local_rank: int = 0) -> torch.device:
+    """The device a run uses: ``"auto"``/``"cuda"`` become ``cuda:local_rank`` when possible.
+
+    Raises:
+        ConfigError: The name is not a device, or CUDA is asked for but not available.
+    """
+    if isinstance(device, torch.device):
+        return device
+    _check_device(device)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} is not available: this machine has no usable CUDA")
+    if device == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) random generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch did. Accuracies are fractions in [0, 1]; times are wall seconds.
+
+    Attributes:
+        epoch: Zero-based epoch index.
+        steps: Optimizer steps taken in this epoch.
+        samples: Training samples seen in this epoch (all processes together).
+        train_loss: Mean training loss over the epoch's samples.
+        train_accuracy: Top-1 training accuracy (NaN when outputs are not class scores).
+        val_loss: Validation loss, ``None`` without a validation loader.
+        val_accuracy: Top-1 validation accuracy, ``None`` without a validation loader.
+        epoch_time_s: Wall time of the training part of the epoch, validation excluded.
+        val_time_s: Wall time of validation.
+        data_wait_s: Part of ``epoch_time_s`` spent waiting for the next batch.
+        lr: Learning rate at the end of the epoch.
+    """
+
+    epoch: int
+    steps: int
+    samples: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    epoch_time_s: float
+    val_time_s: float
+    data_wait_s: float
+    lr: float
+
+    @property
+    def data_wait_share(self) -> float:
+        """Share of the training time spent waiting for data, in [0, 1]."""
+        return self.data_wait_s / self.epoch_time_s if self.epoch_time_s > 0 else 0.0
+
+
+@dataclass
+class History:
+    """One :class:`EpochRecord` per finished epoch, oldest first."""
+
+    epochs: list[EpochRecord] = field(default_factory=list)
+
+    @property
+    def last(self) -> EpochRecord | None:
+        """The latest epoch, ``None`` before the first one ends."""
+        return self.epochs[-1] if self.epochs else None
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps over all recorded epochs."""
+        return sum(r.steps for r in self.epochs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only, so checkpoints load with ``weights_only=True``."""
+        return {"epochs": [asdict(r) for r in self.epochs]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> History:
+        """The inverse of :meth:`to_dict`."""
+        names = {f.name for f in fields(EpochRecord)}
+        return cls(
+            [EpochRecord(**{k: v for k, v in r.items() if k in names}) for r in data["epochs"]]
+        )
+
+
+@dataclass
+class TrainState:
+    """The live state that callbacks see; only ``request_stop`` is meant to change it."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    config: TrainConfig
+    device: torch.device
+    history: History
+    epoch: int = 0
+    global_step: int = 0
+    stop_requested: bool = False
+
+    def request_stop(self) -> None:
+        """End training after the current step; that epoch is recorded and checkpointed."""
+        self.stop_requested = True
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """One optimizer step, as :meth:`Callback.on_batch_end` sees it."""
+
+    epoch: int
+    batch: int
+    global_step: int
+    loss: torch.Tensor
+    batch_size: int
+
+
+class Callback:
+    """Hooks into :func:`fit` and :func:`finetune_steps`; override the ones you need."""
+
+    def on_fit_start(self, state: TrainState) -> None:
+        """Before the first epoch (after a resumed checkpoint has been restored)."""
+
+    def on_epoch_start(self, state: TrainState, epoch: int) -> None:
+        """Before epoch ``epoch`` (zero-based) begins."""
+
+    def on_batch_end(self, state: TrainState, batch: BatchInfo) -> None:
+        """After each optimizer step; ``batch.loss`` is detached and still on the device."""
+
+    def on_epoch_end(self, state: TrainState, record: EpochRecord) -> None:
+        """After an epoch is validated and its checkpoint written."""
+
+    def on_fit_end(self, state: TrainState, history: History) -> None:
+        """After the last epoch."""
+
+
+class DataWaitTimer:
+    """Wraps an iterable of batches and counts the time spent blocked on ``next()``.
+
+    Whatever the consumer does between batches is not counted, so ``wait_s`` over the whole
+    wall time is the share of time a training loop waits for data.
+    """
+
+    def __init__(self, iterable: Iterable[Any]) -> None:
+        self.iterable = iterable
+        self.wait_s = 0.0
+        self.batches = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        iterator = iter(self.iterable)
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                self.wait_s += time.perf_counter() - start
+                return
+            self.wait_s += time.perf_counter() - start
+            self.batches += 1
+            yield item
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
+
+    A crash or a full disk leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    # Make the rename itself durable; not every platform can open a folder.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a training checkpoint written by :func:`fit` (``weights_only=True``).
+
+    Raises:
+        CheckpointError: The file is missing, unreadable, or not a netsurgeon training
+            checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not a netsurgeon training checkpoint "
+            f"(expected format {CHECKPOINT_FORMAT!r})"
+        )
+    return data
+
+
+def _listed(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    return shown + (f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
+
+
+def load_model_state(
+    model: nn.Module, state_dict: Mapping[str, Any], *, source: str = "checkpoint"
+) -> None:
+    """Load ``state_dict`` into ``model`` only if it fits exactly.
+
+    A ``module.`` prefix on every key (DataParallel checkpoints) is stripped first.
+
+    Raises:
+        CheckpointError: Keys are missing or unexpected, or shapes differ; the message lists
+            them with both shapes.
+    """
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f"{k} {tuple(state_dict[k].shape)} in {source} vs {tuple(expected[k].shape)} in model"
+        for k in expected
+        if k in state_dict
+        and isinstance(state_dict[k], torch.Tensor)
+        and state_dict[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_listed(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_listed(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches: {_listed(shapes)}")
+        raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(parts))
+    model.load_state_dict(state_dict)
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "python": [version, list(internal), gauss_next],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        with contextlib.suppress(RuntimeError):  # fewer GPUs than when it was saved
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _split_batch(batch: Any, device: torch.device) -> tuple[Any, torch.Tensor]:
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise ConfigError(
+            f"a data loader must yield (inputs, targets) pairs; got {type(batch).__name__}"
+        )
+    inputs, targets = batch
+    non_blocking = device.type == "cuda"
+    if isinstance(inputs, torch.Tensor):
+        inputs = inputs.to(device, non_blocking=non_blocking)
+    return inputs, targets.to(device, non_blocking=non_blocking)
+
+
+def _correct(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    if outputs.dim() == 2 and targets.dim() == 1 and not targets.is_floating_point():
+        return (outputs.argmax(dim=1) == targets).sum()
+    return outputs.new_full((), float("nan"))
+
+
+class _Tally:
+    """Loss and accuracy sums kept on the device, so steps never wait for the GPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss * n, correct
+        self.seen = 0
+
+    def add(self, loss: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> int:
+        n = int(targets.shape[0])
+        self.sums[0] += loss.detach().double() * n
+        self.sums[1] += _correct(outputs.detach(), targets).double()
+        self.seen += n
+        return n
+
+    def running(self) -> tuple[float, float]:
+        """Mean loss and accuracy on this process so far (waits for the device)."""
+        loss_sum, correct = self.sums.tolist()
+        return loss_sum / max(1, self.seen), correct / max(1, self.seen)
+
+    def reduced(self) -> tuple[float, float, int]:
+        """Mean loss, accuracy and sample count over all processes."""
+        seen = torch.tensor([float(self.seen)], dtype=torch.float64).to(self.sums.device)
+        loss_sum, correct, total = _all_reduce_sum(torch.cat([self.sums, seen])).tolist()
+        if total == 0:
+            return math.nan, math.nan, 0
+        return loss_sum / total, correct / total, int(total)
+
+
+def _loader_len(loader: Iterable[Any]) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _set_epoch(loader: Iterable[Any], epoch: int) -> None:
+    # DistributedSampler and netsurgeon's SeededRandomSampler reshuffle by epoch.
+    sampler = getattr(loader, "sampler", None)
+    if sampler is not None and hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+
+
+def _show_progress(config: TrainConfig, info: DistInfo) -> bool:
+    if not info.is_main:
+        return False
+    if config.progress is not None:
+        return config.progress
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+class _Trainer:
+    """Model, optimizer, schedule and scaler of one run, and the step that uses them."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        config: TrainConfig,
+        loss_fn: Callable[..., torch.Tensor] | None,
+        callbacks: Sequence[Callback],
+        steps_per_epoch: int | None,
+        total_steps: int | None,
+    ) -> None:
+        self.info = init_distributed()
+        self.device = resolve_device(config.device, local_rank=self.info.local_rank)
+        self.amp = config.amp and self.device.type == "cuda"
+        if config.amp and not self.amp:
+            warnings.warn("amp=True needs CUDA; training on the CPU in float32", stacklevel=3)
+        self.config = config
+        self.model = model.to(self.device)
+        self.loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
+        self.callbacks = tuple(callbacks)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("the model has no trainable parameters (all requires_grad=False)")
+        self.optimizer = _make_optimizer(params, config)
+        self.scheduler = _make_scheduler(self.optimizer, config, steps_per_epoch, total_steps)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.state = TrainState(
+            model=model,
+            optimizer=self.optimizer,
+            config=config,
+            device=self.device,
+            history=History(),
+        )
+        self.show_progress = _show_progress(config, self.info)
+        self.net: nn.Module = model
+
+    def wrap(self) -> None:
+        """Wrap in DDP once the weights are final (DDP broadcasts rank 0's at wrap time)."""
+        if self.info.world_size > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=device_ids)
+
+    def _sync_buffers(self) -> None:
+        # DDP copies rank 0's buffers (BatchNorm statistics) into the others at the start of
+        # each forward, so after the last step they differ; copy them once more so every
+        # process validates and ends with the same model.
+        if self.info.world_size > 1:
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def train_pass(
+        self,
+        batches: Iterable[Any],
+        *,
+        epoch: int,
+        limit: int | None,
+        length: int | None,
+        desc: str,
+    ) -> tuple[int, int, float, float, float, float]:
+        """Train on ``batches`` (at most ``limit`` steps).
+
+        Returns steps, samples, mean loss, accuracy, wall seconds, seconds waiting for data.
+        """
+        self.net.train()
+        timer = DataWaitTimer(batches)
+        tally = _Tally(self.device)
+        steps = 0
+        total = length if limit is None else limit if length is None else min(limit, length)
+        bar = tqdm(total=total, desc=desc, disable=not self.show_progress)
+        start = time.perf_counter()
+        for batch in timer:
+            inputs, targets = _split_batch(batch, self.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                outputs = self.net(inputs)
+                loss = self.loss_fn(outputs, targets)
+            self.scaler.scale(loss).backward()
+            if self.config.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            steps += 1
+            self.state.global_step += 1
+            loss = loss.detach()
+            n = tally.add(loss, outputs, targets)
+            info = BatchInfo(
+                epoch=epoch,
+                batch=steps - 1,
+                global_step=self.state.global_step,
+                loss=loss,
+                batch_size=n,
+            )
+            for callback in self.callbacks:
+                callback.on_batch_end(self.state, info)
+            bar.update(1)
+            if self.show_progress and (steps % _PROGRESS_EVERY == 0 or steps == 1):
+                running_loss, running_acc = tally.running()
+                bar.set_postfix(loss=f"{running_loss:.4f}", acc=f"{running_acc:.3f}")
+            if self.state.stop_requested or (limit is not None and steps >= limit):
+                break
+        self._sync_buffers()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - start
+        bar.close()
+        mean_loss, accuracy, seen = tally.reduced()
+        if seen == 0:
+            raise ConfigError("the training data loader yielded no batches")
+        return steps, seen, mean_loss, accuracy, elapsed, timer.wait_s
+
+
+def _make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _make_scheduler(
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    steps_per_epoch: int | None,
+    total_steps: int | None,
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if config.schedule == "none":
+        return None
+    if config.schedule == "cosine":
+        if total_steps is None:
+            raise ConfigError("schedule='cosine' needs a data loader with a length, or max_steps")
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    if steps_per_epoch is None:
+        raise ConfigError("schedule='step' needs a data loader with a length")
+    return torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=config.step_size * max(1, steps_per_epoch), gamma=config.gamma
+    )
+
+
+def _planned_steps(epochs: int, steps_per_epoch: int | None, max_steps: int | None) -> int | None:
+    planned = epochs * steps_per_epoch if steps_per_epoch is not None else None
+    if max_steps is None:
+        return planned
+    return max_steps if planned is None else min(planned, max_steps)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    device: str | torch.device = "auto",
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    amp: bool = False,
+) -> dict[str, float]:
+    """Mean loss and top-1 accuracy (a fraction in [0, 1]) of ``model`` over ``loader``.
+
+    The model is moved to ``device`` and put in eval mode for the pass, then back in the
+    mode it was in. Under ``torch.distributed`` the sums are reduced over all processes, so
+    each process gets the figures of the whole validation set.
+
+    Args:
+        model: A classifier returning ``(batch, classes)`` scores.
+        loader: Yields ``(inputs, targets)`` pairs.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
+        loss_fn: Defaults to cross-entropy.
+        amp: Float16 autocast on CUDA.
+
+    Returns:
+        ``{"loss": ..., "accuracy": ...}``.
+
+    Raises:
+        ConfigError: The loader yields nothing, or ``device`` is not usable.
+    """
+    info = init_distributed()
+    device = resolve_device(device, local_rank=info.local_rank)
+    loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
+    was_training = model.training
+    model.to(device).eval()
+    tally = _Tally(device)
+    try:
+        for batch in loader:
+            inputs, targets = _split_batch(batch, device)
+            with torch.autocast(
+                device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"
+            ):
+                outputs = model(inputs)
+                loss = loss_fn(outputs, targets)
+            tally.add(loss, outputs, targets)
+    finally:
+        model.train(was_training)
+    mean_loss, accuracy, seen = tally.reduced()
+    if seen == 0:
+        raise ConfigError("the evaluation data loader yielded no batches")
+    return {"loss": mean_loss, "accuracy": accuracy}
+
+
+def _check_ddp_loader(loader: Iterable[Any], info: DistInfo) -> None:
+    if info.world_size > 1 and not isinstance(
+        getattr(loader, "sampler", None), torch.utils.data.DistributedSampler
+    ):
+        warnings.warn(
+            "distributed training with a loader that has no DistributedSampler: every process "
+            "sees the whole data set; build loaders with netsurgeon.vision.data.make_loader",
+            stacklevel=3,
+        )
+
+
+def fit(
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    val_loader: Iterable[Any] | None = None,
+    *,
+    config: TrainConfig,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+) -> History:
+    """Train ``model`` in place for ``config.epochs`` epochs, validating after each.
+
+    After every epoch rank 0 writes ``checkpoint_path`` atomically: model, optimizer,
+    schedule and scaler states, the epoch count, the history and every RNG state, as tensors
+    and plain values only (it loads with ``torch.load(weights_only=True)``). With
+    ``resume=True`` and an existing checkpoint, training continues from the last finished
+    epoch and ends with the same weights an uninterrupted run would have (exactly so on the
+    CPU with in-process data loading; loader worker processes draw fresh augmentation seeds).
+    Without a checkpoint file, ``resume=True`` starts from scratch; with ``resume=False`` an
+    existing file is overwritten after the first epoch.
+
+    Args:
+        model: Trained in place; it is moved to the configured device.
+        train_loader: Yields ``(inputs, targets)``; a sampler with ``set_epoch`` is told the
+            epoch before each pass.
+        val_loader: Validation data, or ``None`` to skip validation.
+        config: Optimizer, schedule, epochs and the rest.
+        checkpoint_path: Where to write the checkpoint; ``None`` writes none.
+        resume: Continue from ``checkpoint_path`` when it exists.
+        callbacks: Hooks called in order.
+        loss_fn: Defaults to cross-entropy.
+
+    Returns:
+        The :class:`History`, including epochs restored from the checkpoint.
+
+    Raises:
+        CheckpointError: The checkpoint is corrupt, not a training checkpoint, or for another
+            model (the message lists mismatched keys and shapes).
+        ConfigError: A loader yields nothing or the device is unusable.
+    """
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config={config!r} is not allowed; pass a TrainConfig")
+    steps_per_epoch = _loader_len(train_loader)
+    trainer = _Trainer(
+        model,
+        config=config,
+        loss_fn=loss_fn,
+        callbacks=callbacks,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=_planned_steps(config.epochs, steps_per_epoch, config.max_steps),
+    )
+    state = trainer.state
+    info = trainer.info
+    _check_ddp_loader(train_loader, info)
+    checkpoint = Path(checkpoint_path) if checkpoint_path is not None else None
+    if resume and checkpoint is not None and checkpoint.exists():
+        _restore(trainer, load_checkpoint(checkpoint), checkpoint)
+        logger.info("resumed from %s after epoch %d", checkpoint, state.epoch)
+    else:
+        if resume:
+            logger.info("no checkpoint at %s; starting from scratch", checkpoint)
+        seed_everything(config.seed)
+    trainer.wrap()
+    for callback in callbacks:
+        callback.on_fit_start(state)
+    while state.epoch < config.epochs and not state.stop_requested:
+        if config.max_steps is not None and state.global_step >= config.max_steps:
+            break
+        epoch = state.epoch
+        _set_epoch(train_loader, epoch)
+        for callback in callbacks:
+            callback.on_epoch_start(state, epoch)
+        limit = None if config.max_steps is None else config.max_steps - state.global_step
+        steps, samples, train_loss, train_acc, elapsed, wait = trainer.train_pass(
+            train_loader,
+            epoch=epoch,
+            limit=limit,
+            length=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+        )
+        val_start = time.perf_counter()
+        val = (
+            evaluate(
+                model, val_loader, device=trainer.device, loss_fn=trainer.loss_fn, amp=trainer.amp
+            )
+            if val_loader is not None
+            else None
+        )
+        record = EpochRecord(
+            epoch=epoch,
+            steps=steps,
+            samples=samples,
+            train_loss=train_loss,
+            train_accuracy=train_acc,
+            val_loss=val["loss"] if val else None,
+            val_accuracy=val["accuracy"] if val else None,
+            epoch_time_s=elapsed,
+            val_time_s=time.perf_counter() - val_start if val else 0.0,
+            data_wait_s=wait,
+            lr=float(trainer.optimizer.param_groups[0]["lr"]),
+        )
+        state.history.epochs.append(record)
+        state.epoch = epoch + 1
+        if checkpoint is not None and info.is_main:
+            atomic_save(_checkpoint_dict(trainer), checkpoint)
+        if info.is_main:
+            logger.info(_format_record(record, config.epochs))
+        for callback in callbacks:
+            callback.on_epoch_end(state, record)
+    for callback in callbacks:
+        callback.on_fit_end(state, state.history)
+    return state.history
+
+
+def _format_record(record: EpochRecord, epochs: int) -> str:
+    text = (
+        f"epoch {record.epoch + 1}/{epochs}: train loss {record.train_loss:.4f} "
+        f"acc {record.train_accuracy:.3f}"
+    )
+    if record.val_accuracy is not None:
+        text += f", val loss {record.val_loss:.4f} acc {record.val_accuracy:.3f}"
+    return text + f", {record.epoch_time_s:.1f}s ({record.data_wait_share:.0%} waiting for data)"
+
+
+def _checkpoint_dict(trainer: _Trainer) -> dict[str, Any]:
+    state = trainer.state
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
+        "scaler": trainer.scaler.state_dict() if trainer.amp else None,
+        "epoch": state.epoch,
+        "global_step": state.global_step,
+        "history": state.history.to_dict(),
+        "config": trainer.config.to_dict(),
+        "rng": _rng_state(),
+    }
+
+
+def _restore(trainer: _Trainer, data: Mapping[str, Any], path: Path) -> None:
+    saved = data.get("config", {}).get("optimizer")
+    if saved != trainer.config.optimizer:
+        raise CheckpointError(
+            f"checkpoint {path} was written with optimizer={saved!r}, but this run uses "
+            f"optimizer={trainer.config.optimizer!r}; resume with the same optimizer"
+        )
+    try:
+        load_model_state(trainer.model, data["model"], source=f"checkpoint {path}")
+        trainer.optimizer.load_state_dict(data["optimizer"])
+        if trainer.scheduler is not None and data["scheduler"] is not None:
+            trainer.scheduler.load_state_dict(data["scheduler"])
+        if trainer.amp and data["scaler"] is not None:
+            trainer.scaler.load_state_dict(data["scaler"])
+        trainer.state.history = History.from_dict(data["history"])
+        trainer.state.epoch = int(data["epoch"])
+        trainer.state.global_step = int(data["global_step"])
+        _set_rng_state(data["rng"])
+    except CheckpointError:
+        raise
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this run ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class StepsResult:
+    """What :func:`finetune_steps` did. Accuracy is a fraction; times are wall seconds."""
+
+    steps: int
+    samples: int
+    loss: float
+    accuracy: float
+    time_s: float
+    data_wait_s: float
+
+
+def finetune_steps(
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    steps: int,
+    config: TrainConfig,
+    epoch_offset: int = 0,
+    callbacks: Sequence[Callback] = (),
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+) -> StepsResult:
+    """Train ``model`` in place for exactly ``steps`` optimizer steps.
+
+    This is the inner step of iterative pruning: a fresh optimizer is made on every call
+    (the model's shapes may have changed since the last one), and the loader is restarted as
+    often as needed. ``config.epochs``, ``config.max_steps`` and ``config.seed`` are not used;
+    a ``"cosine"`` schedule anneals over these ``steps``.
+
+    Args:
+        model: Trained in place.
+        loader: Yields ``(inputs, targets)``.
+        steps: Optimizer steps to take.
+        config: Optimizer, learning rate, schedule, device, AMP and clipping.
+        epoch_offset: The epoch number given to the loader's sampler for the first pass
+            (then +1 per restart); pass the pruning round so rounds see different batches.
+        callbacks: ``on_fit_start``, ``on_batch_end`` and ``on_fit_end`` are called.
+        loss_fn: Defaults to cross-entropy.
+
+    Raises:
+        ConfigError: ``steps`` is not a positive integer, or the loader yields nothing.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"steps={steps!r} is not allowed; use a positive integer")
+    trainer = _Trainer(
+        model,
+        config=config,
+        loss_fn=loss_fn,
+        callbacks=callbacks,
+        steps_per_epoch=_loader_len(loader),
+        total_steps=steps,
+    )
+    trainer.wrap()
+    for callback in callbacks:
+        callback.on_fit_start(trainer.state)
+
+    def cycle() -> Iterator[Any]:
+        epoch = epoch_offset
+        while True:
+            _set_epoch(loader, epoch)
+            empty = True
+            for batch in loader:
+                empty = False
+                yield batch
+            if empty:
+                return
+            epoch += 1
+
+    done, samples, loss, accuracy, elapsed, wait = trainer.train_pass(
+        cycle(), epoch=epoch_offset, limit=steps, length=None, desc="fine-tune"
+    )
+    for callback in callbacks:
+        callback.on_fit_end(trainer.state, trainer.state.history)
+    return StepsResult(
+        steps=done,
+        samples=samples,
+        loss=loss,
+        accuracy=accuracy,
+        time_s=elapsed,
+        data_wait_s=wait,
+    )

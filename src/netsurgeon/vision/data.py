@@ -1,0 +1,629 @@
+"""Image-folder datasets, their standard transforms, and data loaders for fine-tuning.
+
+The layout is torchvision's ImageFolder: ``root/<class>/<image>``. Either ``root`` holds
+``train/`` and ``val/`` folders of that layout, or one such folder is split with a seed.
+Bad folders raise one :class:`~netsurgeon.errors.ConfigError` that names the path; unreadable
+images are skipped, counted and reported in a single warning.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import multiprocessing.context
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence, Sized
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torchvision import transforms as T
+
+from netsurgeon.errors import ConfigError, NetsurgeonError
+from netsurgeon.training import DataWaitTimer, init_distributed
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMG_EXTENSIONS",
+    "DataWaitReport",
+    "ImageData",
+    "ImageFolderDataset",
+    "SeededRandomSampler",
+    "build_transforms",
+    "default_num_workers",
+    "load_image_data",
+    "make_loader",
+    "measure_data_wait",
+    "split_indices",
+]
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+IMG_EXTENSIONS: tuple[str, ...] = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".ppm",
+    ".bmp",
+    ".pgm",
+    ".tif",
+    ".tiff",
+    ".webp",
+)
+_TRAIN_NAMES = ("train",)
+_VAL_NAMES = ("val", "valid", "validation")
+# Inputs at or below this size get CIFAR-style pad-and-crop augmentation instead of
+# RandomResizedCrop, which throws away too much of a tiny image.
+_SMALL_INPUT_MAX = 64
+# What PIL raises for files it cannot identify or decode.
+_IMAGE_ERRORS = (
+    OSError,
+    UnidentifiedImageError,
+    SyntaxError,
+    ValueError,
+    Image.DecompressionBombError,
+)
+
+Transform = Callable[[Image.Image], Any]
+
+
+def build_transforms(*, train: bool, input_size: int = 224, small: bool | None = None) -> Transform:
+    """The standard ImageNet-normalised transforms for fine-tuning.
+
+    Args:
+        train: Augmenting training transforms, or deterministic evaluation ones.
+        input_size: Side of the square tensor the model receives.
+        small: CIFAR-style transforms for small images (resize, pad-4 random crop, flip)
+            instead of ImageNet-style ones (RandomResizedCrop and flip for training; resize to
+            ``input_size * 256 / 224`` and centre crop for evaluation). ``None`` picks small
+            when ``input_size <= 64``.
+
+    Returns:
+        A callable from a PIL image to a normalised ``3 x input_size x input_size`` tensor.
+
+    Raises:
+        ConfigError: ``input_size`` is not an integer of at least 8.
+    """
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 8:
+        raise ConfigError(f"input_size={input_size!r} is not allowed; use an integer >= 8")
+    if small is None:
+        small = input_size <= _SMALL_INPUT_MAX
+    finish = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if small:
+        fit = [T.Resize(input_size), T.CenterCrop(input_size)]
+        if train:
+            pad = max(1, input_size // 8)
+            return T.Compose(
+                [*fit, T.RandomCrop(input_size, padding=pad), T.RandomHorizontalFlip(), *finish]
+            )
+        return T.Compose([*fit, *finish])
+    if train:
+        return T.Compose([T.RandomResizedCrop(input_size), T.RandomHorizontalFlip(), *finish])
+    resize = round(input_size * 256 / 224)
+    return T.Compose([T.Resize(resize), T.CenterCrop(input_size), *finish])
+
+
+class _SkipLog:
+    """Which samples of one folder scan turned out unreadable, shared with loader workers.
+
+    Worker processes decode images, so the flags live in shared memory: the main process
+    sees every skip, and all processes together warn only once.
+    """
+
+    def __init__(self, num_samples: int) -> None:
+        self.flags: Any = multiprocessing.RawArray(ctypes.c_bool, max(1, num_samples))
+        self.warned: Any = multiprocessing.Value(ctypes.c_bool, False)
+
+    def mark(self, index: int) -> None:
+        self.flags[index] = True
+
+    def is_bad(self, index: int) -> bool:
+        return bool(self.flags[index])
+
+    def bad_indices(self) -> list[int]:
+        return [i for i, bad in enumerate(self.flags) if bad]
+
+    def warn_once(self, message: str) -> None:
+        with self.warned.get_lock():
+            if self.warned.value:
+                return
+            self.warned.value = True
+        warnings.warn(message, stacklevel=3)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Shared ctypes can only travel to a process being started (DataLoader workers);
+        # any other pickling (deepcopy, saving) gets a private copy instead of failing.
+        if multiprocessing.context.get_spawning_popen() is not None:
+            return {"flags": self.flags, "warned": self.warned, "shared": True}
+        return {"flags": list(self.flags), "warned": bool(self.warned.value), "shared": False}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state["shared"]:
+            self.flags, self.warned = state["flags"], state["warned"]
+            return
+        self.flags = multiprocessing.RawArray(ctypes.c_bool, state["flags"])
+        self.warned = multiprocessing.Value(ctypes.c_bool, state["warned"])
+
+
+@dataclass
+class _FolderScan:
+    """The result of scanning one ImageFolder: classes, readable samples, skipped files."""
+
+    root: Path
+    classes: tuple[str, ...]
+    samples: list[tuple[Path, int]]
+    scan_skipped: list[Path]
+    log: _SkipLog = field(repr=False)
+
+
+def _check_folder(root: Path) -> None:
+    if not root.exists():
+        raise ConfigError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise ConfigError(f"data folder {root} is not a folder")
+    if not any(p for p in root.iterdir() if not p.name.startswith(".")):
+        raise ConfigError(f"data folder {root} is empty")
+
+
+def _image_files(folder: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS):
+                found.append(Path(dirpath) / name)
+    return found
+
+
+def _readable(path: Path) -> str | None:
+    """``None`` when PIL can identify and verify ``path``, else the reason it cannot."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except _IMAGE_ERRORS as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _scan_folder(root: str | os.PathLike[str], *, verify: bool) -> _FolderScan:
+    root = Path(root)
+    _check_folder(root)
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise ConfigError(
+            f"data folder {root} has no class sub-folders; expected the ImageFolder layout "
+            f"{root}/<class>/<image>"
+        )
+    classes = tuple(p.name for p in class_dirs)
+    samples: list[tuple[Path, int]] = []
+    skipped: list[tuple[Path, str]] = []
+    for label, class_dir in enumerate(class_dirs):
+        files = _image_files(class_dir)
+        if not files:
+            raise ConfigError(
+                f"class folder {class_dir} holds no images (looked for {', '.join(IMG_EXTENSIONS)})"
+            )
+        for path in files:
+            reason = _readable(path) if verify else None
+            if reason is None:
+                samples.append((path, label))
+            else:
+                skipped.append((path, reason))
+    if not samples:
+        detail = f"; first: {skipped[0][0]} ({skipped[0][1]})" if skipped else ""
+        raise ConfigError(
+            f"data folder {root} holds no readable images ({len(skipped)} unreadable{detail})"
+        )
+    scan = _FolderScan(root, classes, samples, [p for p, _ in skipped], _SkipLog(len(samples)))
+    if skipped:
+        first, reason = skipped[0]
+        scan.log.warn_once(
+            f"skipped {len(skipped)} unreadable image(s) in {root}; first: {first} ({reason})"
+        )
+    return scan
+
+
+class ImageFolderDataset(Dataset[tuple[Any, int]]):
+    """An ImageFolder (``root/<class>/<image>``) that skips unreadable images.
+
+    Files PIL cannot identify or verify are skipped while scanning. A file that still fails
+    to decode later is replaced by the next readable sample, so a batch keeps its size and
+    training goes on; either way the file is counted in :attr:`num_skipped`, listed in
+    :attr:`skipped_files`, and the first one is named in a single warning.
+
+    Args:
+        root: The folder with one sub-folder per class.
+        transform: Applied to each RGB PIL image; ``None`` returns the image.
+        verify: Check every file with PIL's ``verify()`` while scanning (cheap: headers and
+            compressed data, no decoding to pixels).
+        num_classes: When given, the number of class folders must equal it.
+
+    Raises:
+        ConfigError: The folder is missing or empty, has no class sub-folders, a class folder
+            has no images, no image is readable, or ``num_classes`` contradicts the data.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        transform: Transform | None = None,
+        verify: bool = True,
+        num_classes: int | None = None,
+    ) -> None:
+        scan = _scan_folder(root, verify=verify)
+        _check_num_classes(num_classes, scan.classes, scan.root)
+        self._scan = scan
+        self._indices = list(range(len(scan.samples)))
+        self.transform = transform
+
+    @classmethod
+    def _from_scan(
+        cls, scan: _FolderScan, indices: Sequence[int], transform: Transform | None
+    ) -> ImageFolderDataset:
+        dataset = cls.__new__(cls)
+        dataset._scan = scan
+        dataset._indices = list(indices)
+        dataset.transform = transform
+        return dataset
+
+    def subset(
+        self, indices: Sequence[int], *, transform: Transform | None = None
+    ) -> ImageFolderDataset:
+        """The samples at ``indices`` (positions in this dataset) with another transform."""
+        return self._from_scan(self._scan, [self._indices[i] for i in indices], transform)
+
+    @property
+    def root(self) -> Path:
+        """The scanned folder."""
+        return self._scan.root
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names, sorted; a sample's label is its class's position here."""
+        return self._scan.classes
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        """Class name to label."""
+        return {name: i for i, name in enumerate(self.classes)}
+
+    @property
+    def samples(self) -> list[tuple[Path, int]]:
+        """``(path, label)`` of every sample, in order."""
+        return [self._scan.samples[i] for i in self._indices]
+
+    @property
+    def targets(self) -> list[int]:
+        """The label of every sample, in order."""
+        return [self._scan.samples[i][1] for i in self._indices]
+
+    @property
+    def skipped_files(self) -> list[Path]:
+        """Unreadable files of the scanned folder: found while scanning or while loading."""
+        at_load = [self._scan.samples[i][0] for i in self._scan.log.bad_indices()]
+        return [*self._scan.scan_skipped, *at_load]
+
+    @property
+    def num_skipped(self) -> int:
+        """How many files of the scanned folder were skipped as unreadable."""
+        return len(self.skipped_files)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def _load(self, scan_index: int) -> Image.Image | None:
+        path = self._scan.samples[scan_index][0]
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except _IMAGE_ERRORS as exc:
+            self._scan.log.mark(scan_index)
+            self._scan.log.warn_once(
+                f"skipped unreadable image {path} ({type(exc).__name__}: {exc}); it is replaced "
+                f"by the next sample, and the count is in dataset.num_skipped"
+            )
+            return None
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        n = len(self._indices)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} is out of range for {n} samples")
+        index %= n
+        for offset in range(n):
+            scan_index = self._indices[(index + offset) % n]
+            if self._scan.log.is_bad(scan_index):
+                continue
+            image = self._load(scan_index)
+            if image is None:
+                continue
+            label = self._scan.samples[scan_index][1]
+            return (self.transform(image) if self.transform else image), label
+        raise NetsurgeonError(f"no readable image left in {self.root}")
+
+
+def _check_num_classes(num_classes: int | None, classes: Sequence[str], root: Path) -> None:
+    if num_classes is None:
+        return
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"num_classes={num_classes!r} is not allowed; use a positive integer")
+    if num_classes != len(classes):
+        raise ConfigError(
+            f"num_classes={num_classes} contradicts the data: {root} has {len(classes)} class "
+            f"folders ({', '.join(classes)})"
+        )
+
+
+def split_indices(
+    targets: Sequence[int], *, val_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """A seeded split, stratified by class, of sample positions into train and validation.
+
+    Each class gives ``round(n * val_fraction)`` samples to validation, at least one when it
+    has two or more, and always keeps at least one for training.
+
+    Returns:
+        Sorted train positions and sorted validation positions.
+
+    Raises:
+        ConfigError: ``val_fraction`` is not in (0, 1), or the split leaves no validation
+            sample.
+    """
+    if isinstance(val_fraction, bool) or not 0.0 < float(val_fraction) < 1.0:
+        raise ConfigError(f"val_fraction={val_fraction!r} is not allowed; use a number in (0, 1)")
+    by_class: dict[int, list[int]] = {}
+    for position, label in enumerate(targets):
+        by_class.setdefault(label, []).append(position)
+    generator = torch.Generator().manual_seed(seed)
+    train, val = [], []
+    for label in sorted(by_class):
+        members = by_class[label]
+        order = torch.randperm(len(members), generator=generator).tolist()
+        n_val = min(len(members) - 1, max(1, round(len(members) * val_fraction)))
+        val += [members[i] for i in order[:n_val]]
+        train += [members[i] for i in order[n_val:]]
+    if not val:
+        raise ConfigError(
+            f"val_fraction={val_fraction} leaves no validation sample out of {len(targets)}"
+        )
+    return sorted(train), sorted(val)
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """Training and validation datasets over the same classes."""
+
+    train: ImageFolderDataset
+    val: ImageFolderDataset
+    classes: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    @property
+    def num_skipped(self) -> int:
+        """Unreadable files skipped so far, training and validation together."""
+        return len(self.skipped_files)
+
+    @property
+    def skipped_files(self) -> list[Path]:
+        """Unreadable files skipped so far, training and validation together."""
+        files = dict.fromkeys([*self.train.skipped_files, *self.val.skipped_files])
+        return list(files)
+
+
+def _find_child(root: Path, names: Sequence[str]) -> Path | None:
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+def load_image_data(
+    root: str | os.PathLike[str],
+    *,
+    input_size: int = 224,
+    val_fraction: float | None = None,
+    seed: int = 0,
+    num_classes: int | None = None,
+    verify: bool = True,
+    small: bool | None = None,
+) -> ImageData:
+    """Training and validation datasets from a data folder, with the standard transforms.
+
+    Layouts:
+
+    * ``root/train/<class>/...`` and ``root/val/<class>/...`` (``valid`` and ``validation``
+      also name the validation folder): used as they are when ``val_fraction`` is ``None``.
+    * ``root/<class>/...``: split with :func:`split_indices`; ``val_fraction`` is required.
+      When ``root`` has a ``train`` folder, that folder is the one split.
+
+    Args:
+        root: The data folder.
+        input_size: Side of the square model input; see :func:`build_transforms`.
+        val_fraction: Share of each class held out for validation when splitting.
+        seed: Seed of the split.
+        num_classes: When given, must equal the number of class folders.
+        verify: Verify every image with PIL while scanning; see :class:`ImageFolderDataset`.
+        small: CIFAR-style transforms; ``None`` decides from ``input_size``.
+
+    Raises:
+        ConfigError: A folder is missing, empty or not in ImageFolder layout, the training and
+            validation class folders differ, ``num_classes`` contradicts the data, or an
+            argument is out of range.
+    """
+    root = Path(root)
+    _check_folder(root)
+    train_tf = build_transforms(train=True, input_size=input_size, small=small)
+    eval_tf = build_transforms(train=False, input_size=input_size, small=small)
+    train_dir = _find_child(root, _TRAIN_NAMES)
+    val_dir = _find_child(root, _VAL_NAMES)
+    if val_fraction is None:
+        if train_dir is None or val_dir is None:
+            raise ConfigError(
+                f"data folder {root} has no train/ and val/ sub-folders; pass val_fraction to "
+                f"split it into training and validation"
+            )
+        train = ImageFolderDataset(train_dir, transform=train_tf, verify=verify)
+        val = ImageFolderDataset(val_dir, transform=eval_tf, verify=verify)
+        if train.classes != val.classes:
+            only_train = sorted(set(train.classes) - set(val.classes))
+            only_val = sorted(set(val.classes) - set(train.classes))
+            raise ConfigError(
+                f"class folders differ between {train_dir} and {val_dir}: only in train: "
+                f"{only_train or '-'}; only in val: {only_val or '-'}"
+            )
+        _check_num_classes(num_classes, train.classes, train_dir)
+        return ImageData(train=train, val=val, classes=train.classes)
+    folder = ImageFolderDataset(train_dir or root, verify=verify)
+    _check_num_classes(num_classes, folder.classes, folder.root)
+    train_idx, val_idx = split_indices(folder.targets, val_fraction=val_fraction, seed=seed)
+    return ImageData(
+        train=folder.subset(train_idx, transform=train_tf),
+        val=folder.subset(val_idx, transform=eval_tf),
+        classes=folder.classes,
+    )
+
+
+class SeededRandomSampler(Sampler[int]):
+    """A shuffling sampler whose order depends only on ``seed`` and the epoch.
+
+    Like :class:`~torch.utils.data.DistributedSampler` on one process: the training loop calls
+    :meth:`set_epoch`, so a resumed run sees exactly the orders an uninterrupted one sees.
+    """
+
+    def __init__(self, data_source: Sized, *, seed: int = 0) -> None:
+        self.num_samples = len(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch``."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def default_num_workers() -> int:
+    """``min(4, CPU cores available to this process)``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(4, cores)
+
+
+def make_loader(
+    dataset: Dataset[Any],
+    *,
+    batch_size: int,
+    train: bool,
+    num_workers: int | None = None,
+    seed: int = 0,
+    pin_memory: bool | None = None,
+    drop_last: bool = False,
+) -> DataLoader[Any]:
+    """A data loader for training (shuffled by seed and epoch) or evaluation (in order).
+
+    Under ``torch.distributed`` (initialised, or ``WORLD_SIZE > 1`` in the environment, in
+    which case the process group is initialised here) each process gets its shard through a
+    :class:`~torch.utils.data.DistributedSampler`.
+
+    Args:
+        dataset: Any map-style dataset.
+        batch_size: Samples per batch (per process under distributed training).
+        train: Shuffle, with an order fixed by ``seed`` and the epoch.
+        num_workers: Loader processes; ``None`` is :func:`default_num_workers`. Workers are
+            kept alive between epochs.
+        seed: Seed of the shuffle.
+        pin_memory: ``None`` pins when CUDA is available.
+        drop_last: Drop a last incomplete batch.
+
+    Raises:
+        ConfigError: ``batch_size`` or ``num_workers`` is out of range.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} is not allowed; use a positive integer")
+    if num_workers is None:
+        num_workers = default_num_workers()
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ConfigError(f"num_workers={num_workers!r} is not allowed; use an integer >= 0")
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
+    init_distributed()
+    sampler: Sampler[int] | None
+    if dist.is_available() and dist.is_initialized():
+        sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=drop_last)
+    elif train:
+        sampler = SeededRandomSampler(dataset, seed=seed)
+    else:
+        sampler = None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        persistent_workers=num_workers > 0,
+    )
+
+
+@dataclass(frozen=True)
+class DataWaitReport:
+    """Where the time of a pass over a loader went."""
+
+    batches: int
+    wait_s: float
+    total_s: float
+
+    @property
+    def wait_share(self) -> float:
+        """Share of the wall time spent waiting for the next batch, in [0, 1]."""
+        return self.wait_s / self.total_s if self.total_s > 0 else 0.0
+
+
+def measure_data_wait(
+    loader: Any,
+    *,
+    step: Callable[[Any], None] | None = None,
+    max_batches: int | None = None,
+) -> DataWaitReport:
+    """Time one pass over ``loader`` and the share of it spent waiting for data.
+
+    Args:
+        loader: Any iterable of batches.
+        step: The work done on each batch (e.g. a training step); without it the report
+            measures bare loading speed, where the share is close to 1.
+        max_batches: Stop after this many batches.
+
+    Returns:
+        The batch count, seconds blocked on the loader, and the total wall seconds. The
+        training loop records the same per epoch in ``History``.
+    """
+    timer = DataWaitTimer(loader)
+    start = time.perf_counter()
+    batches = 0
+    for batch in timer:
+        if step is not None:
+            step(batch)
+        batches += 1
+        if max_batches is not None and batches >= max_batches:
+            break
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return DataWaitReport(batches=batches, wait_s=timer.wait_s, total_s=time.perf_counter() - start)

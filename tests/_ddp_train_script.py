@@ -1,0 +1,69 @@
+"""Run by tests/test_training_ddp.py under ``torchrun --nproc_per_node 2`` (CPU, gloo).
+
+Each rank trains the same tiny CNN with :func:`netsurgeon.training.fit` and saves what the
+test compares into the folder given as the only argument.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from netsurgeon.training import TrainConfig, finetune_steps, fit, init_distributed
+from netsurgeon.vision.data import make_loader
+
+
+def main(out: Path) -> None:
+    torch.set_num_threads(1)
+    rank = int(os.environ["RANK"])
+    logging.basicConfig(level=logging.INFO, format=f"rank{rank}: %(message)s")
+    info = init_distributed()
+    assert dist.is_initialized() and dist.get_backend() == "gloo"
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(40) % 2
+    images = torch.rand(40, 3, 8, 8, generator=generator)
+    images[labels == 1, 0] += 0.5
+    train = make_loader(TensorDataset(images, labels), batch_size=4, train=True, num_workers=0)
+    val = make_loader(TensorDataset(images, labels), batch_size=8, train=False, num_workers=0)
+
+    # Different initial weights per rank: DDP must broadcast rank 0's.
+    torch.manual_seed(100 + rank)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    )
+    config = TrainConfig(device="cpu", epochs=2, lr=0.1, schedule="cosine", progress=True)
+    history = fit(model, train, val, config=config, checkpoint_path=out / "ckpt.pt")
+    torch.save(model.state_dict(), out / f"rank{info.rank}.pt")
+    # the inner step of iterative pruning, on a model whose ranks start out different again
+    with torch.no_grad():
+        model[-1].weight.add_(torch.rand(2, 4) * (rank + 1))
+    steps = finetune_steps(model, train, steps=7, config=config, epoch_offset=3)
+    torch.save(model.state_dict(), out / f"steps{info.rank}.pt")
+    report = {
+        "world_size": info.world_size,
+        "finetune_steps": steps.steps,
+        "finetune_samples": steps.samples,
+        "sampler": type(train.sampler).__name__,
+        "batches_per_epoch": len(train),
+        "history": history.to_dict(),
+    }
+    (out / f"rank{info.rank}.json").write_text(json.dumps(report))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

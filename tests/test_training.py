@@ -1,0 +1,540 @@
+"""Tests of the training loop: config checks, fit/evaluate, checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from netsurgeon.errors import CheckpointError, ConfigError
+from netsurgeon.training import (
+    CHECKPOINT_FORMAT,
+    BatchInfo,
+    Callback,
+    DataWaitTimer,
+    EpochRecord,
+    History,
+    TrainConfig,
+    TrainState,
+    atomic_save,
+    evaluate,
+    finetune_steps,
+    fit,
+    load_checkpoint,
+    load_model_state,
+    resolve_device,
+)
+
+torch.set_num_threads(1)
+
+
+class TinyCNN(nn.Module):
+    """Conv + BN + dropout: exercises buffers and the RNG during training."""
+
+    def __init__(self, classes: int = 3, width: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, 3, padding=1)
+        self.bn = nn.BatchNorm2d(width)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.drop = nn.Dropout(0.2)
+        self.fc = nn.Linear(width * 4, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.bn(self.conv(x))))
+        return self.fc(self.drop(x.flatten(1)))
+
+
+class NoisyDataset(Dataset):
+    """Deterministic images whose class is the brightest channel, plus random noise drawn
+    from torch's global RNG at load time (like a random augmentation)."""
+
+    def __init__(self, n: int = 48, classes: int = 3, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.arange(n) % classes
+        self.images = torch.rand(n, 3, 8, 8, generator=g) * 0.5
+        self.images[torch.arange(n), self.labels] += 0.6
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i] + 0.05 * torch.randn(3, 8, 8), self.labels[i]
+
+
+def loaders(batch_size: int = 8) -> tuple[DataLoader, DataLoader]:
+    train = DataLoader(NoisyDataset(48, seed=0), batch_size=batch_size, shuffle=True)
+    val_data = NoisyDataset(24, seed=1)
+    val = DataLoader(TensorDataset(val_data.images, val_data.labels), batch_size=batch_size)
+    return train, val
+
+
+def make_model(seed: int = 0, classes: int = 3) -> TinyCNN:
+    torch.manual_seed(seed)
+    return TinyCNN(classes)
+
+
+def cpu_config(**kwargs) -> TrainConfig:
+    base = {"device": "cpu", "lr": 0.05, "epochs": 3, "progress": False}
+    return TrainConfig(**{**base, **kwargs})
+
+
+# --------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shown"),
+    [
+        ({"optimizer": "rmsprop"}, "optimizer='rmsprop'"),
+        ({"schedule": "linear"}, "schedule='linear'"),
+        ({"lr": 0}, "lr=0"),
+        ({"lr": -0.1}, "lr=-0.1"),
+        ({"lr": float("nan")}, "lr=nan"),
+        ({"lr": "0.1"}, "lr='0.1'"),
+        ({"momentum": 1.0}, "momentum=1.0"),
+        ({"weight_decay": -1e-4}, "weight_decay=-0.0001"),
+        ({"epochs": 0}, "epochs=0"),
+        ({"epochs": 2.5}, "epochs=2.5"),
+        ({"step_size": 0}, "step_size=0"),
+        ({"gamma": 0}, "gamma=0"),
+        ({"seed": -1}, "seed=-1"),
+        ({"device": "tpu"}, "device='tpu'"),
+        ({"device": "cuda:x"}, "device='cuda:x'"),
+        ({"amp": True, "device": "cpu"}, "amp=True"),
+        ({"amp": "yes"}, "amp='yes'"),
+        ({"grad_clip": 0.0}, "grad_clip=0.0"),
+        ({"max_steps": 0}, "max_steps=0"),
+        ({"max_steps": True}, "max_steps=True"),
+        ({"progress": "auto"}, "progress='auto'"),
+    ],
+)
+def test_config_rejects_bad_values_naming_them(kwargs: dict, shown: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(**kwargs)
+    assert shown in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_config_is_keyword_only_frozen_and_plain() -> None:
+    with pytest.raises(TypeError):
+        TrainConfig("adam")  # type: ignore[misc]
+    config = TrainConfig(optimizer="adamw", schedule="cosine", grad_clip=1.0, max_steps=10)
+    with pytest.raises(AttributeError):
+        config.lr = 1.0  # type: ignore[misc]
+    assert TrainConfig(**config.to_dict()) == config
+    assert all(
+        isinstance(v, (str, int, float, bool, type(None))) for v in config.to_dict().values()
+    )
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="'cuda'"):
+            resolve_device("cuda")
+
+
+# --------------------------------------------------------------------------- evaluate / fit
+
+
+def test_evaluate_matches_a_hand_computation_and_restores_mode() -> None:
+    model = make_model()
+    _, val = loaders()
+    model.train()
+    result = evaluate(model, val, device="cpu")
+    assert set(result) == {"loss", "accuracy"}
+    assert model.training
+    model.eval()
+    data = val.dataset.tensors  # type: ignore[attr-defined]
+    with torch.no_grad():
+        logits = model(data[0])
+    expected_loss = nn.functional.cross_entropy(logits, data[1]).item()
+    expected_acc = (logits.argmax(1) == data[1]).float().mean().item()
+    assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)
+    assert result["accuracy"] == pytest.approx(expected_acc)
+
+
+def test_evaluate_rejects_an_empty_loader() -> None:
+    empty = DataLoader(TensorDataset(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.long)))
+    with pytest.raises(ConfigError, match="no batches"):
+        evaluate(make_model(), empty, device="cpu")
+
+
+def test_fit_learns_and_records_each_epoch() -> None:
+    train, val = loaders()
+    model = make_model()
+    before = evaluate(model, val, device="cpu")["accuracy"]
+    history = fit(model, train, val, config=cpu_config(epochs=4, schedule="cosine"))
+    assert [r.epoch for r in history.epochs] == [0, 1, 2, 3]
+    assert all(r.steps == 6 and r.samples == 48 for r in history.epochs)
+    assert history.total_steps == 24
+    assert history.epochs[-1].train_loss < history.epochs[0].train_loss
+    last = history.last
+    assert last is not None and last.val_accuracy is not None
+    assert last.val_accuracy >= max(before, 0.8)
+    assert last.val_accuracy == pytest.approx(evaluate(model, val, device="cpu")["accuracy"])
+    for record in history.epochs:
+        assert record.epoch_time_s > 0 and record.val_time_s > 0
+        assert 0 <= record.data_wait_s <= record.epoch_time_s
+        assert 0 <= record.data_wait_share <= 1
+        assert 0 <= record.train_accuracy <= 1
+    # cosine annealing over all 24 steps ends at 0
+    assert last.lr == pytest.approx(0.0, abs=1e-12)
+    assert History.from_dict(history.to_dict()) == history
+
+
+def test_fit_without_validation_and_with_each_optimizer() -> None:
+    train, _ = loaders()
+    for optimizer in ("sgd", "adam", "adamw"):
+        history = fit(
+            make_model(), train, None, config=cpu_config(optimizer=optimizer, lr=0.01, epochs=1)
+        )
+        assert history.last is not None
+        assert history.last.val_accuracy is None and history.last.val_loss is None
+        assert math.isfinite(history.last.train_loss)
+
+
+def test_step_schedule_decays_every_step_size_epochs() -> None:
+    train, _ = loaders()
+    config = cpu_config(schedule="step", step_size=1, gamma=0.5, lr=0.08, epochs=3)
+    history = fit(make_model(), train, None, config=config)
+    assert [r.lr for r in history.epochs] == pytest.approx([0.04, 0.02, 0.01])
+
+
+def test_grad_clip_bounds_the_update() -> None:
+    train, _ = loaders()
+    model = make_model()
+    start = [p.detach().clone() for p in model.parameters()]
+    # one plain SGD step with clipped gradient norm moves the weights by at most lr * clip
+    config = cpu_config(lr=1.0, momentum=0.0, grad_clip=1e-3, max_steps=1)
+    fit(model, train, None, config=config)
+    moved = torch.cat(
+        [(p.detach() - s).flatten() for p, s in zip(model.parameters(), start, strict=True)]
+    )
+    assert 0 < moved.norm().item() <= 1e-3 * (1 + 1e-5)
+
+
+def test_frozen_parameters_stay_put_and_all_frozen_is_an_error() -> None:
+    train, _ = loaders()
+    model = make_model()
+    model.conv.requires_grad_(False)
+    conv = model.conv.weight.detach().clone()
+    fc = model.fc.weight.detach().clone()
+    fit(model, train, None, config=cpu_config(epochs=1))
+    assert torch.equal(model.conv.weight, conv)
+    assert not torch.equal(model.fc.weight, fc)
+    model.requires_grad_(False)
+    with pytest.raises(ConfigError, match="no trainable parameters"):
+        fit(model, train, None, config=cpu_config(epochs=1))
+
+
+def test_max_steps_stops_mid_epoch() -> None:
+    train, _ = loaders()
+    history = fit(make_model(), train, None, config=cpu_config(epochs=5, max_steps=8))
+    assert [r.steps for r in history.epochs] == [6, 2]
+    assert history.total_steps == 8
+
+
+def test_amp_on_a_cpu_run_warns_and_trains_in_float32() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the CPU fallback is not reachable")
+    train, _ = loaders()
+    with pytest.warns(UserWarning, match="amp=True needs CUDA"):
+        history = fit(make_model(), train, None, config=TrainConfig(amp=True, progress=False))
+    assert history.last is not None and math.isfinite(history.last.train_loss)
+
+
+def test_batches_must_be_pairs() -> None:
+    triples = DataLoader(
+        TensorDataset(torch.zeros(4, 3, 8, 8), torch.zeros(4).long(), torch.zeros(4)), batch_size=2
+    )
+    with pytest.raises(ConfigError, match="pairs"):
+        fit(make_model(), triples, None, config=cpu_config(epochs=1))
+
+
+def test_progress_bar_shows_running_loss_and_accuracy(capsys: pytest.CaptureFixture[str]) -> None:
+    train, _ = loaders()
+    fit(make_model(), train, None, config=cpu_config(epochs=1, progress=True))
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "loss=" in err and "acc=" in err
+    fit(make_model(), train, None, config=cpu_config(epochs=1, progress=None))
+    # pytest's captured stderr is not a terminal, so the automatic setting hides the bar
+    assert capsys.readouterr().err == ""
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+class Recorder(Callback):
+    def __init__(self, stop_at_step: int | None = None) -> None:
+        self.events: list[str] = []
+        self.stop_at_step = stop_at_step
+
+    def on_fit_start(self, state: TrainState) -> None:
+        self.events.append(f"fit_start@{state.epoch}")
+
+    def on_epoch_start(self, state: TrainState, epoch: int) -> None:
+        self.events.append(f"epoch_start{epoch}")
+
+    def on_batch_end(self, state: TrainState, batch: BatchInfo) -> None:
+        assert not batch.loss.requires_grad and batch.batch_size == 8
+        self.events.append("batch")
+        if batch.global_step == self.stop_at_step:
+            state.request_stop()
+
+    def on_epoch_end(self, state: TrainState, record: EpochRecord) -> None:
+        self.events.append(f"epoch_end{record.epoch}")
+
+    def on_fit_end(self, state: TrainState, history: History) -> None:
+        self.events.append(f"fit_end{len(history.epochs)}")
+
+
+def test_callbacks_run_in_order_and_can_stop() -> None:
+    train, val = loaders()
+    recorder = Recorder()
+    fit(make_model(), train, val, config=cpu_config(epochs=2), callbacks=[recorder])
+    assert recorder.events == [
+        "fit_start@0",
+        "epoch_start0",
+        *["batch"] * 6,
+        "epoch_end0",
+        "epoch_start1",
+        *["batch"] * 6,
+        "epoch_end1",
+        "fit_end2",
+    ]
+    stopper = Recorder(stop_at_step=9)
+    history = fit(make_model(), train, val, config=cpu_config(epochs=5), callbacks=[stopper])
+    assert [r.steps for r in history.epochs] == [6, 3]
+    assert stopper.events[-1] == "fit_end2"
+
+
+def test_the_base_callback_is_a_no_op() -> None:
+    train, _ = loaders()
+    history = fit(make_model(), train, None, config=cpu_config(epochs=1), callbacks=[Callback()])
+    assert len(history.epochs) == 1
+
+
+# --------------------------------------------------------------------------- finetune_steps
+
+
+def test_finetune_steps_takes_exactly_k_steps_across_epochs() -> None:
+    train, _ = loaders()  # 6 batches per pass
+    model = make_model()
+    start = model.fc.weight.detach().clone()
+    recorder = Recorder()
+    result = finetune_steps(
+        model, train, steps=15, config=cpu_config(schedule="cosine"), callbacks=[recorder]
+    )
+    assert result.steps == 15 and recorder.events.count("batch") == 15
+    assert result.samples == 15 * 8
+    assert 0 <= result.accuracy <= 1 and math.isfinite(result.loss)
+    assert 0 <= result.data_wait_s <= result.time_s
+    assert not torch.equal(model.fc.weight, start)
+    with pytest.raises(ConfigError, match="steps=0"):
+        finetune_steps(model, train, steps=0, config=cpu_config())
+
+
+def test_finetune_steps_works_after_the_model_changes_shape() -> None:
+    train, _ = loaders()
+    model = make_model()
+    finetune_steps(model, train, steps=2, config=cpu_config())
+    model.fc = nn.Linear(16, 3)  # as a pruning step would swap layers
+    result = finetune_steps(model, train, steps=2, config=cpu_config(optimizer="adam"))
+    assert result.steps == 2
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_is_written_each_epoch_and_loads_weights_only(tmp_path: Path) -> None:
+    train, val = loaders()
+    path = tmp_path / "run" / "ckpt.pt"
+    seen: list[int] = []
+
+    class Peek(Callback):
+        def on_epoch_end(self, state: TrainState, record: EpochRecord) -> None:
+            seen.append(torch.load(path, weights_only=True)["epoch"])
+
+    model = make_model()
+    history = fit(
+        model,
+        train,
+        val,
+        config=cpu_config(epochs=2, schedule="cosine"),
+        checkpoint_path=path,
+        callbacks=[Peek()],
+    )
+    assert seen == [1, 2]
+    data = torch.load(path, weights_only=True)
+    assert data["format"] == CHECKPOINT_FORMAT
+    assert data["epoch"] == 2 and data["global_step"] == 12
+    assert History.from_dict(data["history"]) == history
+    assert data["config"] == cpu_config(epochs=2, schedule="cosine").to_dict()
+    assert {"optimizer", "scheduler", "rng"} <= set(data)
+    for key, value in model.state_dict().items():
+        assert torch.equal(data["model"][key], value)
+    assert load_checkpoint(path)["epoch"] == 2
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt.pt"]  # no temp files left
+
+
+class Crash(Callback):
+    """Kills the run at a given global step, as a power cut would."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_batch_end(self, state: TrainState, batch: BatchInfo) -> None:
+        if batch.global_step == self.at_step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"optimizer": "sgd", "schedule": "step", "step_size": 1, "gamma": 0.7},
+        {"optimizer": "adamw", "schedule": "cosine", "lr": 0.01, "weight_decay": 0.01},
+    ],
+)
+def test_resume_gives_exactly_the_uninterrupted_weights(tmp_path: Path, options: dict) -> None:
+    config = cpu_config(epochs=3, seed=7, **options)
+    train, val = loaders()
+    reference = make_model(seed=1)
+    ref_history = fit(reference, train, val, config=config)
+
+    path = tmp_path / "ckpt.pt"
+    interrupted = make_model(seed=1)
+    with pytest.raises(KeyboardInterrupt):  # dies mid-way through the second epoch
+        fit(interrupted, train, val, config=config, checkpoint_path=path, callbacks=[Crash(9)])
+    assert load_checkpoint(path)["epoch"] == 1
+
+    resumed = make_model(seed=99)  # a fresh process: different initial weights
+    history = fit(resumed, train, val, config=config, checkpoint_path=path, resume=True)
+    state, ref_state = resumed.state_dict(), reference.state_dict()
+    assert state.keys() == ref_state.keys()
+    for key in ref_state:
+        assert torch.equal(state[key], ref_state[key]), key
+    strip = ("epoch_time_s", "val_time_s", "data_wait_s")
+    assert [{k: v for k, v in r.__dict__.items() if k not in strip} for r in history.epochs] == [
+        {k: v for k, v in r.__dict__.items() if k not in strip} for r in ref_history.epochs
+    ]
+    # resuming a finished run changes nothing
+    again = fit(resumed, train, val, config=config, checkpoint_path=path, resume=True)
+    assert len(again.epochs) == 3
+    assert torch.equal(resumed.fc.weight, reference.fc.weight)
+
+
+def test_resume_without_a_checkpoint_starts_fresh(tmp_path: Path) -> None:
+    train, _ = loaders()
+    path = tmp_path / "none.pt"
+    history = fit(
+        make_model(), train, None, config=cpu_config(epochs=1), checkpoint_path=path, resume=True
+    )
+    assert len(history.epochs) == 1 and path.exists()
+
+
+def test_a_checkpoint_for_another_model_lists_the_mismatches(tmp_path: Path) -> None:
+    train, _ = loaders()
+    path = tmp_path / "ckpt.pt"
+    fit(make_model(classes=3), train, None, config=cpu_config(epochs=1), checkpoint_path=path)
+    with pytest.raises(CheckpointError) as info:
+        fit(
+            make_model(classes=5),
+            train,
+            None,
+            config=cpu_config(epochs=2),
+            checkpoint_path=path,
+            resume=True,
+        )
+    message = str(info.value)
+    assert str(path) in message
+    assert "fc.weight (3, 16) in checkpoint" in message and "(5, 16) in model" in message
+    assert "fc.bias (3,)" in message
+
+    other = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(3))
+    with pytest.raises(CheckpointError) as info:
+        load_model_state(other, load_checkpoint(path)["model"], source="ckpt")
+    message = str(info.value)
+    assert "missing keys: 0.weight, 0.bias" in message
+    assert "unexpected keys: conv.weight" in message
+
+
+def test_resuming_with_another_optimizer_is_refused(tmp_path: Path) -> None:
+    train, _ = loaders()
+    path = tmp_path / "ckpt.pt"
+    fit(make_model(), train, None, config=cpu_config(epochs=1), checkpoint_path=path)
+    with pytest.raises(CheckpointError, match=r"optimizer='sgd'.*optimizer='adam'"):
+        fit(
+            make_model(),
+            train,
+            None,
+            config=cpu_config(epochs=2, optimizer="adam"),
+            checkpoint_path=path,
+            resume=True,
+        )
+
+
+def test_load_model_state_strips_module_prefix() -> None:
+    source, target = make_model(seed=1), make_model(seed=2)
+    load_model_state(target, {f"module.{k}": v for k, v in source.state_dict().items()})
+    assert torch.equal(target.conv.weight, source.conv.weight)
+
+
+def test_corrupt_or_foreign_checkpoint_files(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(garbage)
+    plain = tmp_path / "plain.pt"
+    torch.save(make_model().state_dict(), plain)
+    with pytest.raises(CheckpointError, match="not a netsurgeon training checkpoint"):
+        load_checkpoint(plain)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    train, _ = loaders()
+    with pytest.raises(CheckpointError, match=str(garbage.name)):
+        fit(make_model(), train, None, config=cpu_config(), checkpoint_path=garbage, resume=True)
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ckpt.pt"
+    atomic_save({"value": torch.ones(3)}, path)
+
+    def full_disk(obj: object, handle: object) -> None:
+        handle.write(b"partial")  # type: ignore[attr-defined]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        atomic_save({"value": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["value"], torch.ones(3))
+    assert os.listdir(tmp_path) == ["ckpt.pt"]
+
+
+# --------------------------------------------------------------------------- data wait
+
+
+def test_data_wait_timer_counts_only_time_blocked_on_the_loader() -> None:
+    def slow_batches():
+        for i in range(4):
+            time.sleep(0.03)
+            yield i
+
+    timer = DataWaitTimer(slow_batches())
+    start = time.perf_counter()
+    items = []
+    for item in timer:
+        items.append(item)
+        time.sleep(0.01)  # the consumer's own work is not waiting
+    total = time.perf_counter() - start
+    assert items == [0, 1, 2, 3] and timer.batches == 4
+    assert 0.12 <= timer.wait_s < total - 0.035

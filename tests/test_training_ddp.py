@@ -1,0 +1,75 @@
+"""The training loop under ``torchrun --nproc_per_node 2`` with two CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+SCRIPT = Path(__file__).resolve().parent / "_ddp_train_script.py"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
+def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    command = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+        str(SCRIPT), str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+
+    states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+
+    tuned = [torch.load(tmp_path / f"steps{r}.pt", weights_only=True) for r in (0, 1)]
+    for key in tuned[0]:
+        assert torch.equal(tuned[0][key], tuned[1][key]), key
+    assert not torch.equal(tuned[0]["5.weight"], states[0]["5.weight"])
+
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for report in reports:
+        assert report["world_size"] == 2
+        assert report["sampler"] == "DistributedSampler"
+        assert report["batches_per_epoch"] == 5  # 40 samples / 2 ranks / batch of 4
+        assert report["finetune_steps"] == 7 and report["finetune_samples"] == 7 * 8
+    # metrics are reduced over both ranks, so both report the whole data set
+    timings = ("epoch_time_s", "val_time_s", "data_wait_s")
+    metrics = [
+        [{k: v for k, v in e.items() if k not in timings} for e in r["history"]["epochs"]]
+        for r in reports
+    ]
+    assert metrics[0] == metrics[1]
+    assert [e["samples"] for e in reports[0]["history"]["epochs"]] == [40, 40]
+
+    # only rank 0 writes the checkpoint, prints and shows progress
+    checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert checkpoint["epoch"] == 2
+    for key, value in checkpoint["model"].items():
+        assert torch.equal(value, states[0][key])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["ckpt.pt", "rank0.pt", "rank1.pt", "rank0.json", "rank1.json", "steps0.pt", "steps1.pt"]
+    )
+    assert "rank0: epoch 2/2" in output
+    assert "rank1:" not in output
+    assert output.count("rank0: epoch 1/2:") == 1
+    assert output.count("epoch 1/2:   0%") == 1  # one progress bar per epoch, rank 0's

@@ -1,0 +1,400 @@
+"""Tests of image-folder datasets, transforms and loaders on tiny folders made with PIL."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
+
+from netsurgeon.errors import ConfigError
+from netsurgeon.training import TrainConfig, evaluate, fit
+from netsurgeon.vision.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageFolderDataset,
+    SeededRandomSampler,
+    build_transforms,
+    default_num_workers,
+    load_image_data,
+    make_loader,
+    measure_data_wait,
+    split_indices,
+)
+
+torch.set_num_threads(1)
+
+COLOURS = {"cat": (220, 30, 30), "dog": (30, 30, 220)}
+
+
+def write_image(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (20, 16)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def make_folder(root: Path, per_class: int = 4, ext: str = "png", **size: int) -> Path:
+    for name, colour in COLOURS.items():
+        for i in range(per_class):
+            shade = tuple(max(0, c - 10 * i) for c in colour)
+            write_image(root / name / f"{name}{i}.{ext}", shade, **size)  # type: ignore[arg-type]
+    return root
+
+
+def truncated_jpeg(path: Path) -> Path:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), (10, 200, 10)).save(buffer, "JPEG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buffer.getvalue()[:150])
+    return path
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    """``train/`` and ``val/`` with classes cat and dog, plus one corrupt .jpg in train."""
+    root = tmp_path / "data"
+    make_folder(root / "train", per_class=4)
+    make_folder(root / "val", per_class=2)
+    (root / "train" / "cat" / "broken.jpg").write_bytes(b"this is not a jpeg")
+    (root / "train" / "dog" / "notes.txt").write_text("not an image, ignored")
+    return root
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def test_eval_transform_resizes_crops_and_normalises() -> None:
+    white = Image.new("RGB", (50, 30), (255, 255, 255))
+    for size in (16, 96):
+        tensor = build_transforms(train=False, input_size=size)(white)
+        assert tensor.shape == (3, size, size)
+        expected = torch.tensor(
+            [(1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
+        )
+        assert torch.allclose(tensor.mean(dim=(1, 2)), expected, atol=1e-5)
+
+
+def test_train_transform_augments_and_small_images_are_pad_cropped() -> None:
+    ramp = Image.fromarray(
+        (torch.arange(32 * 32).reshape(32, 32) % 251).to(torch.uint8).numpy()
+    ).convert("RGB")
+    small = build_transforms(train=True, input_size=32)
+    assert "RandomCrop" in repr(small) and "RandomResizedCrop" not in repr(small)
+    large = build_transforms(train=True, input_size=96)
+    assert "RandomResizedCrop" in repr(large)
+    torch.manual_seed(0)
+    outputs = [small(ramp) for _ in range(6)]
+    assert all(o.shape == (3, 32, 32) for o in outputs)
+    assert any(not torch.equal(outputs[0], o) for o in outputs[1:])
+    assert build_transforms(train=True, input_size=32, small=False)(ramp).shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("size", [0, 4, 32.0, True, "224"])
+def test_bad_input_size(size: object) -> None:
+    with pytest.raises(ConfigError, match=f"input_size={size!r}"):
+        build_transforms(train=True, input_size=size)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def test_train_and_val_folders_with_a_corrupt_image(data_root: Path) -> None:
+    broken = data_root / "train" / "cat" / "broken.jpg"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_image_data(data_root, input_size=16)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and str(broken) in messages[0] and "skipped 1" in messages[0]
+    assert data.classes == ("cat", "dog") and data.num_classes == 2
+    assert (len(data.train), len(data.val)) == (8, 4)
+    assert data.num_skipped == 1 and data.skipped_files == [broken]
+    assert data.train.class_to_idx == {"cat": 0, "dog": 1}
+    assert data.train.targets == [0] * 4 + [1] * 4
+    image, label = data.val[2]
+    assert isinstance(image, torch.Tensor) and image.shape == (3, 16, 16) and label == 1
+    # red cats, blue dogs: the normalised red channel is higher for a cat
+    cat = data.val[0][0]
+    assert cat[0].mean() > cat[2].mean()
+
+
+def test_valid_is_also_a_validation_folder_name(tmp_path: Path) -> None:
+    make_folder(tmp_path / "train", per_class=2)
+    make_folder(tmp_path / "valid", per_class=1)
+    data = load_image_data(tmp_path, input_size=16)
+    assert data.val.root == tmp_path / "valid"
+
+
+def test_seeded_split_is_stratified_reproducible_and_disjoint(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "flat", per_class=10)
+    first = load_image_data(root, input_size=16, val_fraction=0.3, seed=3)
+    again = load_image_data(root, input_size=16, val_fraction=0.3, seed=3)
+    other = load_image_data(root, input_size=16, val_fraction=0.3, seed=4)
+    assert first.classes == ("cat", "dog")
+    train_files = {p for p, _ in first.train.samples}
+    val_files = {p for p, _ in first.val.samples}
+    assert len(val_files) == 6 and len(train_files) == 14 and not train_files & val_files
+    assert sorted(first.val.targets) == [0, 0, 0, 1, 1, 1]
+    assert first.val.samples == again.val.samples
+    assert first.val.samples != other.val.samples
+    # training samples augment, validation samples do not
+    assert torch.equal(first.val[0][0], first.val[0][0])
+    assert "RandomCrop" in repr(first.train.transform)
+    assert "RandomCrop" not in repr(first.val.transform)
+
+
+def test_split_of_the_train_folder_when_root_has_one(data_root: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = load_image_data(data_root, input_size=16, val_fraction=0.5, seed=0)
+    assert data.train.root == data_root / "train"
+    assert len(data.train) + len(data.val) == 8
+
+
+def test_split_indices_edges() -> None:
+    train, val = split_indices([0, 0, 1, 1, 1, 2], val_fraction=0.01, seed=0)
+    assert len(val) == 2  # one from each class that has two or more samples
+    assert sorted(train + val) == list(range(6))
+    for fraction in (0, 1, 1.5, -0.1, True):
+        with pytest.raises(ConfigError, match="val_fraction="):
+            split_indices([0, 1], val_fraction=fraction, seed=0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="leaves no validation sample"):
+        split_indices([0, 1], val_fraction=0.5, seed=0)
+
+
+def test_bad_folders_name_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(ConfigError, match=f"{missing} does not exist"):
+        load_image_data(missing)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=f"{empty} is empty"):
+        load_image_data(empty, val_fraction=0.2)
+    flat = tmp_path / "flat"
+    write_image(flat / "a.png", (1, 2, 3))
+    with pytest.raises(ConfigError, match=f"{flat} has no class sub-folders"):
+        load_image_data(flat, val_fraction=0.2)
+    file = flat / "a.png"
+    with pytest.raises(ConfigError, match=f"{file} is not a folder"):
+        ImageFolderDataset(file)
+    no_images = tmp_path / "no_images"
+    (no_images / "cat").mkdir(parents=True)
+    (no_images / "cat" / "readme.txt").write_text("x")
+    with pytest.raises(ConfigError, match=f"class folder {no_images / 'cat'} holds no images"):
+        ImageFolderDataset(no_images)
+    unreadable = tmp_path / "unreadable"
+    (unreadable / "cat").mkdir(parents=True)
+    (unreadable / "cat" / "x.jpg").write_bytes(b"junk")
+    with pytest.raises(ConfigError, match=r"no readable images \(1 unreadable; first: .*x\.jpg"):
+        ImageFolderDataset(unreadable)
+    split_only = make_folder(tmp_path / "split_only", per_class=2)
+    with pytest.raises(ConfigError, match="no train/ and val/ sub-folders; pass val_fraction"):
+        load_image_data(split_only)
+
+
+def test_num_classes_must_match_the_data(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "d", per_class=2)
+    with pytest.raises(ConfigError, match=rf"num_classes=3 contradicts the data: {root} has 2"):
+        load_image_data(root, val_fraction=0.5, num_classes=3)
+    assert load_image_data(root, val_fraction=0.5, num_classes=2).num_classes == 2
+    with pytest.raises(ConfigError, match="num_classes=0"):
+        ImageFolderDataset(root, num_classes=0)
+
+
+def test_train_and_val_classes_must_agree(tmp_path: Path) -> None:
+    make_folder(tmp_path / "train", per_class=1)
+    write_image(tmp_path / "val" / "cat" / "a.png", (1, 1, 1))
+    write_image(tmp_path / "val" / "bird" / "a.png", (1, 1, 1))
+    with pytest.raises(ConfigError) as info:
+        load_image_data(tmp_path)
+    message = str(info.value)
+    assert str(tmp_path / "train") in message and str(tmp_path / "val") in message
+    assert "only in train: ['dog']" in message and "only in val: ['bird']" in message
+
+
+def test_an_image_that_fails_at_load_time_is_replaced_counted_and_warned_once(
+    tmp_path: Path,
+) -> None:
+    root = make_folder(tmp_path / "d", per_class=3)
+    bad = truncated_jpeg(root / "cat" / "cut.jpg")
+    dataset = ImageFolderDataset(
+        root, transform=build_transforms(train=False, input_size=16), verify=False
+    )
+    assert len(dataset) == 7 and dataset.num_skipped == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):  # two epochs: the bad file is tried once, then skipped
+            batches = list(DataLoader(dataset, batch_size=4))
+    assert len(caught) == 1 and str(bad) in str(caught[0].message)
+    assert sum(len(labels) for _, labels in batches) == 7  # batches keep their size
+    assert dataset.num_skipped == 1 and dataset.skipped_files == [bad]
+    # a verified scan catches the same file up front
+    with pytest.warns(UserWarning, match="cut.jpg"):
+        verified = ImageFolderDataset(root, verify=True)
+    assert len(verified) == 6 and verified.skipped_files == [bad]
+
+
+@pytest.mark.slow
+def test_skips_in_loader_workers_are_counted_in_the_main_process(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "d", per_class=3)
+    bad = truncated_jpeg(root / "dog" / "cut.jpg")
+    dataset = ImageFolderDataset(
+        root, transform=build_transforms(train=False, input_size=16), verify=False
+    )
+    loader = make_loader(dataset, batch_size=2, train=True, num_workers=2)
+    assert loader.persistent_workers
+    seen = sum(len(labels) for _, labels in loader)
+    assert seen == 7
+    assert dataset.num_skipped == 1 and dataset.skipped_files == [bad]
+
+
+def test_datasets_survive_copying(data_root: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = load_image_data(data_root, input_size=16)
+    clone = copy.deepcopy(data.train)
+    assert clone.samples == data.train.samples and clone.num_skipped == 1
+    assert clone[0][0].shape == (3, 16, 16)
+    assert isinstance(clone.subset([0])[0][0], Image.Image)  # no transform: a PIL image
+    assert [clone[i][1] for i in range(len(clone))] == data.train.targets
+    assert [label for _, label in clone] == data.train.targets  # iteration stops at the end
+    assert clone[-1][1] == 1
+    with pytest.raises(IndexError):
+        clone[len(clone)]
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def test_seeded_sampler_depends_only_on_seed_and_epoch() -> None:
+    data = list(range(20))
+    a, b = SeededRandomSampler(data, seed=1), SeededRandomSampler(data, seed=1)
+    assert list(a) == list(b) and sorted(a) == data and list(a) != data
+    first = list(a)
+    a.set_epoch(1)
+    assert list(a) != first and sorted(a) == data
+    b.set_epoch(1)
+    assert list(a) == list(b)
+    assert list(SeededRandomSampler(data, seed=2)) != first
+    assert len(a) == 20
+
+
+def test_make_loader_defaults(tmp_path: Path) -> None:
+    dataset = ImageFolderDataset(
+        make_folder(tmp_path / "d", per_class=2),
+        transform=build_transforms(train=False, input_size=16),
+    )
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert default_num_workers() == min(4, cores or 1)
+    train = make_loader(dataset, batch_size=3, train=True, num_workers=0, seed=5)
+    assert isinstance(train.sampler, SeededRandomSampler) and train.sampler.seed == 5
+    assert train.pin_memory == torch.cuda.is_available()
+    assert not train.persistent_workers
+    evaluation = make_loader(dataset, batch_size=3, train=False, num_workers=0)
+    assert isinstance(evaluation.sampler, SequentialSampler)
+    assert [labels.tolist() for _, labels in evaluation] == [[0, 0, 1], [1]]
+    with pytest.raises(ConfigError, match="batch_size=0"):
+        make_loader(dataset, batch_size=0, train=True)
+    with pytest.raises(ConfigError, match="num_workers=-1"):
+        make_loader(dataset, batch_size=1, train=True, num_workers=-1)
+
+
+class SlowDataset(Dataset):
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        time.sleep(self.delay)
+        return torch.zeros(2), 0
+
+
+def test_measure_data_wait_share() -> None:
+    slow = DataLoader(SlowDataset(0.02), batch_size=2)
+    bare = measure_data_wait(slow)
+    assert bare.batches == 3 and bare.wait_share > 0.9
+    busy = measure_data_wait(
+        DataLoader(SlowDataset(0.0), batch_size=2), step=lambda _: time.sleep(0.03), max_batches=2
+    )
+    assert busy.batches == 2 and busy.wait_share < 0.3
+    assert busy.total_s >= 0.06 and busy.wait_s <= busy.total_s
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+class ColourNet(nn.Module):
+    def __init__(self, classes: int = 2) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.classifier = nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def test_resume_on_an_image_folder_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "d", per_class=6, size=(24, 24))
+    data = load_image_data(root, input_size=16, val_fraction=0.25, seed=0)
+    train = make_loader(data.train, batch_size=3, train=True, num_workers=0, seed=1)
+    val = make_loader(data.val, batch_size=4, train=False, num_workers=0)
+    config = TrainConfig(device="cpu", epochs=2, lr=0.05, progress=False)
+
+    torch.manual_seed(0)
+    reference = ColourNet()
+    fit(reference, train, val, config=config)
+
+    path = tmp_path / "ckpt.pt"
+    torch.manual_seed(0)
+    fit(
+        ColourNet(),
+        train,
+        val,
+        config=TrainConfig(device="cpu", epochs=1, lr=0.05, progress=False),
+        checkpoint_path=path,
+    )
+    resumed = ColourNet()
+    fit(resumed, train, val, config=config, checkpoint_path=path, resume=True)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
+@pytest.mark.shared
+def test_fine_tune_on_real_hymenoptera_jpegs(shared_dir: Path) -> None:
+    root = shared_dir / "data" / "hymenoptera"
+    start = time.perf_counter()
+    data = load_image_data(root, input_size=64, num_classes=2)
+    assert data.classes == ("ants", "bees") and data.num_skipped == 0
+    assert (len(data.train), len(data.val)) == (244, 153)
+    g = torch.Generator().manual_seed(0)
+    train_idx = torch.randperm(len(data.train), generator=g)[:64].tolist()
+    val_idx = torch.randperm(len(data.val), generator=g)[:48].tolist()
+    train = make_loader(Subset(data.train, train_idx), batch_size=16, train=True, num_workers=0)
+    val = make_loader(Subset(data.val, val_idx), batch_size=16, train=False, num_workers=0)
+    images, labels = next(iter(train))
+    assert images.shape == (16, 3, 64, 64) and set(labels.tolist()) <= {0, 1}
+    model = ColourNet()
+    history = fit(
+        model, train, val, config=TrainConfig(device="cpu", epochs=1, lr=0.01, progress=False)
+    )
+    record = history.last
+    assert record is not None and record.samples == 64 and record.steps == 4
+    assert math.isfinite(record.train_loss) and record.val_accuracy is not None
+    assert 0 <= record.val_accuracy <= 1
+    assert record.val_accuracy == pytest.approx(evaluate(model, val, device="cpu")["accuracy"])
+    assert time.perf_counter() - start < 30
