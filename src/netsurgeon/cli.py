@@ -19,6 +19,7 @@ from netsurgeon.errors import NetsurgeonError
 _COMMAND_MODULES = (
     "netsurgeon.pruning.cli",
     "netsurgeon.vision.cli",
+    "netsurgeon.vision.experiments_cli",
     "netsurgeon.oov.cli",
 )
 
