@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.pruning.nets import ResNet, SeqNet
 from torch import nn
 
 from netsurgeon import ConfigError
 from netsurgeon.pruning import CRITERIA, Filters, get_criterion, trace_graph
 from netsurgeon.pruning.criteria import APoZ, Taylor
+from tests.pruning.nets import ResNet, SeqNet
 
 
 def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.pruning.nets import ConcatNet, ResNet, SeqNet
 from torch import nn
 
 from netsurgeon.pruning import Filters, prune, trace_graph
+from tests.pruning.nets import ConcatNet, ResNet, SeqNet
 
 
 def _randomise_norms(model: nn.Module) -> None:

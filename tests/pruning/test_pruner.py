@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.pruning.nets import ConcatNet, ResNet, SeqNet
 from torch import nn
 
 from netsurgeon import ConfigError, TraceError
 from netsurgeon.pruning import Pruner, prune, trace_graph
 from netsurgeon.pruning import pruner as pruner_module
+from tests.pruning.nets import ConcatNet, ResNet, SeqNet
 
 
 def _snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:

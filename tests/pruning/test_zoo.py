@@ -80,3 +80,45 @@ def test_googlenet_auxiliary_heads_stay_valid() -> None:
         + model.inception4a.branch3[1].conv.out_channels
         + model.inception4a.branch4[1].conv.out_channels
     )
+
+
+def _inner_convs(model: torch.nn.Module) -> list[str]:
+    return [f"{stage}.{i}.conv1" for stage in ("layer1", "layer2", "layer3")
+            for i in range(len(getattr(model, stage)))]  # fmt: skip
+
+
+def test_cifar_resnet_with_zero_padding_shortcuts_stays_valid() -> None:
+    from netsurgeon.vision import cifar_resnet20
+
+    model = cifar_resnet20().eval()
+    x = torch.randn(2, 3, 32, 32)
+    result = prune(model, x, amount=0.5, criterion="l1")
+    inner = _inner_convs(model)
+    assert set(inner) <= set(result.channels)  # every block's inner conv lost filters
+    for name in inner:
+        block = model.get_submodule(name.rsplit(".", 1)[0])
+        assert block.conv1.out_channels == block.bn1.num_features == block.conv2.in_channels
+    # The residual streams pass through the channel padding, so they are kept and reported.
+    assert model.layer1[0].conv2.out_channels == 16 and model.layer3[2].conv2.out_channels == 64
+    assert any("pads the channel dimension" in s for s in result.skipped)
+    with torch.no_grad():
+        assert model(x).shape == (2, 10)
+    model.train()
+    model(x).sum().backward()
+
+
+@pytest.mark.shared
+def test_pretrained_cifar_resnet_prunes_and_keeps_working(shared_dir) -> None:
+    from netsurgeon.vision import cifar_resnet32
+
+    weights = shared_dir / "data" / "resnet_cifar10" / "resnet32-d509ac18.th"
+    model = cifar_resnet32(weights=weights).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+    result = prune(model, x, amount=0.3, criterion="l1")
+    with torch.no_grad():
+        after = model(x)
+    assert after.shape == before.shape
+    assert result.after.macs < result.before.macs
+    assert set(_inner_convs(model)) <= set(result.channels)

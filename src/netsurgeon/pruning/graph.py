@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from netsurgeon.errors import TraceError
 from netsurgeon.pruning.stats import as_input_tuple
@@ -215,6 +216,7 @@ class PruningGraph:
         self.observe = observe
         self.norms = norms
         self.output_shapes: Any = None
+        self.total_macs = 0  # every MAC of one forward pass, as torch.utils.flop_counter counts
         self.mode_sensitive = False  # the forward differs between train and eval mode
         self.notes: list[str] = []
         self.groups: dict[int, ChannelGroup] = {}
@@ -994,7 +996,7 @@ def trace_graph(
             module.training = mode
     ignored = set(ignore)
     analyzer = _Analyzer(gm, ignored)
-    output = _run(model, analyzer, example_inputs)
+    output, macs = _run(model, analyzer, example_inputs)
     mode_sensitive = other is not None and other.code != gm.code
     if mode_sensitive:
         assert other is not None
@@ -1005,6 +1007,7 @@ def trace_graph(
         observe, norms,
     )  # fmt: skip
     graph.output_shapes = output_shapes(output)
+    graph.total_macs = macs
     graph.mode_sensitive = mode_sensitive
     if other is None:
         mode = "evaluation" if model.training else "training"
@@ -1012,12 +1015,17 @@ def trace_graph(
     return graph
 
 
-def _run(model: nn.Module, analyzer: _Analyzer, example_inputs: Any) -> Any:
+def _run(
+    model: nn.Module, analyzer: _Analyzer, example_inputs: Any
+) -> tuple[Any, int]:
+    """Run the analysis pass; returns the outputs and the MACs it counted on the way."""
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        with torch.no_grad():
-            return analyzer.run(*as_input_tuple(example_inputs))
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            output = analyzer.run(*as_input_tuple(example_inputs))
+        return output, int(counter.get_total_flops()) // 2
     except Exception as exc:
         raise TraceError(
             f"{type(model).__name__} failed on the example inputs while tracing "

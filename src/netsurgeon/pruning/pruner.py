@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from netsurgeon.errors import ConfigError
 from netsurgeon.pruning.criteria import (
@@ -218,8 +219,12 @@ def _plan(
     return keep
 
 
-def _apply(graph: PruningGraph, keep: dict[int, torch.Tensor], example_inputs: Any) -> None:
-    """Cut every affected layer; restore all of them if the pruned model does not run."""
+def _apply(graph: PruningGraph, keep: dict[int, torch.Tensor], example_inputs: Any) -> int:
+    """Cut every affected layer; restore all of them if the pruned model does not run.
+
+    Returns:
+        The MACs of the pruned model, counted while checking that it runs.
+    """
     out_keep: dict[str, torch.Tensor] = {}
     for name in graph.source_names:
         gid = graph.source_group(name)
@@ -244,10 +249,11 @@ def _apply(graph: PruningGraph, keep: dict[int, torch.Tensor], example_inputs: A
                 prune_linear(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
             else:
                 prune_conv(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
-        _verify(graph, example_inputs)
+        return _verify(graph, example_inputs)
 
 
-def _verify(graph: PruningGraph, example_inputs: Any) -> None:
+def _verify(graph: PruningGraph, example_inputs: Any) -> int:
+    """Run the pruned model in every traced mode; returns its MACs in eval mode."""
     model = graph.model
     modes = {m: m.training for m in model.modules()}
     buffers = {name: b.clone() for name, b in model.named_buffers()}
@@ -257,7 +263,9 @@ def _verify(graph: PruningGraph, example_inputs: Any) -> None:
                 model.train()
                 model(*as_input_tuple(example_inputs))
             model.eval()
-            output = model(*as_input_tuple(example_inputs))
+            counter = FlopCounterMode(display=False)
+            with counter:
+                output = model(*as_input_tuple(example_inputs))
     except Exception as exc:  # a bug in the engine: undo and report loudly
         raise RuntimeError(
             f"netsurgeon produced a model that does not run ({type(exc).__name__}: {exc}); "
@@ -274,6 +282,7 @@ def _verify(graph: PruningGraph, example_inputs: Any) -> None:
             f"pruning changed the output shapes from {graph.output_shapes} to {shapes}; "
             "the model was restored. Please report this with the model's code."
         )
+    return int(counter.get_total_flops()) // 2
 
 
 def _prune_once(
@@ -291,8 +300,8 @@ def _prune_once(
     min_channels: int,
     round_to: int,
 ) -> PruneResult:
-    before = Footprint(count_params(model), count_macs(model, example_inputs))
     graph = trace_graph(model, example_inputs, ignore=ignore)
+    before = Footprint(count_params(model), graph.total_macs)
     if requires_data(criterion):
         criterion.collect(graph, data, loss_fn)
     skipped = graph.skipped()
@@ -306,14 +315,13 @@ def _prune_once(
         keep = _plan(graph, scores, amount=amount, num_filters=num_filters, **plan)
     sizes = {name: graph.source_module(name) for name in graph.source_names}
     channels_before = {name: _out_channels(m) for name, m in sizes.items()}
-    if keep:
-        _apply(graph, keep, example_inputs)
+    macs_after = _apply(graph, keep, example_inputs) if keep else before.macs
     channels = {
         name: (channels_before[name], _out_channels(m))
         for name, m in sizes.items()
         if _out_channels(m) != channels_before[name]
     }
-    after = Footprint(count_params(model), count_macs(model, example_inputs))
+    after = Footprint(count_params(model), macs_after)
     return PruneResult(before, after, skipped, channels)
 
 
