@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["as_input_tuple", "count_macs", "count_params"]
+from netsurgeon.errors import ConfigError
+
+__all__ = [
+    "ModelStats",
+    "as_input_tuple",
+    "count_macs",
+    "count_params",
+    "format_comparison",
+    "format_stats",
+    "measure_latency",
+    "resolve_device",
+    "state_size_bytes",
+]
+
+_DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 def as_input_tuple(example_inputs: Any) -> tuple[Any, ...]:
@@ -44,3 +63,303 @@ def count_macs(model: nn.Module, example_inputs: Any) -> int:
         for module, mode in modes.items():
             module.training = mode
     return int(counter.get_total_flops()) // 2
+
+
+def state_size_bytes(model: nn.Module) -> int:
+    """Bytes that ``torch.save(model.state_dict())`` writes: the model's size on disk."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def resolve_device(
+    device: str | torch.device | None, model: nn.Module | None = None
+) -> torch.device:
+    """Turn a device argument into a :class:`torch.device`.
+
+    Args:
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"``, a :class:`torch.device`, or ``None`` for the device that holds
+            ``model``'s first parameter or buffer (CPU when it has none).
+        model: The model whose device ``None`` stands for.
+
+    Raises:
+        ConfigError: The name is unknown, or CUDA is asked for but not available.
+    """
+    if device is None:
+        for tensor in _tensors(model):
+            return tensor.device
+        return torch.device("cpu")
+    if isinstance(device, str) and device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(
+            f"device={device!r} is not a device; use one of {', '.join(_DEVICE_CHOICES)}"
+        ) from exc
+    if resolved.type not in ("cpu", "cuda"):
+        raise ConfigError(
+            f"device={device!r} is not supported; use one of {', '.join(_DEVICE_CHOICES)}"
+        )
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device!r} asked for, but CUDA is not available; use 'cpu'")
+        if resolved.index is None:
+            # Name the current GPU, so it compares equal to the device a parameter reports.
+            resolved = torch.device("cuda", torch.cuda.current_device())
+        elif resolved.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device={device!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist"
+            )
+    return resolved
+
+
+def measure_latency(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    warmup: int = 3,
+    repeats: int = 10,
+    device: str | torch.device | None = None,
+) -> float:
+    """Median wall-clock time of one forward pass, in milliseconds.
+
+    The model runs in eval mode under :func:`torch.inference_mode`; its training flags are
+    restored afterwards. On CUDA every run is synchronised so the time covers the kernels,
+    not just their launch.
+
+    Args:
+        model: The model to time.
+        example_inputs: A tensor or a sequence of positional inputs; tensors are moved to
+            ``device``.
+        warmup: Untimed runs first (allocator, caches, lazy initialisation); at least 0.
+        repeats: Timed runs whose median is returned; at least 1.
+        device: Where to run (see :func:`resolve_device`); ``None`` keeps the model where it
+            is. A model moved for the measurement is moved back afterwards.
+
+    Raises:
+        ConfigError: ``warmup`` < 0, ``repeats`` < 1, or an unusable ``device``.
+    """
+    _check_int("warmup", warmup, minimum=0)
+    _check_int("repeats", repeats, minimum=1)
+    target = resolve_device(device, model)
+    home = resolve_device(None, model)
+    inputs = tuple(
+        x.to(target) if isinstance(x, torch.Tensor) else x for x in as_input_tuple(example_inputs)
+    )
+    modes = {m: m.training for m in model.modules()}
+    moved = target != home
+    if moved:
+        model.to(target)
+    model.eval()
+    sync = torch.cuda.synchronize if target.type == "cuda" else _no_sync
+    times: list[float] = []
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(*inputs)
+            sync()
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(*inputs)
+                sync()
+                times.append(time.perf_counter() - start)
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+        if moved:
+            model.to(home)
+    return statistics.median(times) * 1000.0
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """What a model costs, measured on random images of one size.
+
+    Attributes:
+        params: Number of parameters.
+        macs: Multiply-accumulates of one forward pass on a single image (batch 1).
+        size_bytes: Size of the saved ``state_dict`` (see :func:`state_size_bytes`).
+        latency_ms: Median forward time of one batch of ``batch_size`` images, in
+            milliseconds, or ``None`` when latency was not measured.
+        batch_size: Batch size used for ``latency_ms``.
+        input_size: Height and width of the square input images.
+        device: Where the latency was measured (``"cpu"``, ``"cuda:0"``...).
+    """
+
+    params: int
+    macs: int
+    size_bytes: int
+    latency_ms: float | None
+    batch_size: int
+    input_size: int
+    device: str = "cpu"
+
+    @classmethod
+    def measure(
+        cls,
+        model: nn.Module,
+        *,
+        input_size: int = 224,
+        batch_size: int = 1,
+        channels: int = 3,
+        latency: bool = True,
+        warmup: int = 3,
+        repeats: int = 10,
+        device: str | torch.device | None = None,
+    ) -> ModelStats:
+        """Measure ``model`` on random ``channels`` x ``input_size`` x ``input_size`` images.
+
+        Args:
+            model: An image model taking one ``(N, C, H, W)`` tensor.
+            input_size: Height and width of the images; at least 1.
+            batch_size: Batch size of the latency measurement (MACs are always per image).
+            channels: Input channels; at least 1.
+            latency: Measure latency; ``False`` leaves ``latency_ms`` as ``None``.
+            warmup: Untimed warm-up runs before the latency measurement.
+            repeats: Timed runs; the median is reported.
+            device: Where to run (see :func:`resolve_device`); ``None`` keeps the model
+                where it is.
+
+        Raises:
+            ConfigError: A size, count or device is out of range.
+        """
+        _check_int("input_size", input_size, minimum=1)
+        _check_int("batch_size", batch_size, minimum=1)
+        _check_int("channels", channels, minimum=1)
+        _check_int("warmup", warmup, minimum=0)
+        _check_int("repeats", repeats, minimum=1)
+        target = resolve_device(device, model)
+        dtype = _float_dtype(model)
+        # A fixed seed makes repeated measurements see the same inputs.
+        generator = torch.Generator().manual_seed(0)
+        images = torch.randn(
+            batch_size, channels, input_size, input_size, generator=generator, dtype=dtype
+        )
+        home = resolve_device(None, model)
+        macs = count_macs(model, images[:1].to(home))
+        latency_ms = None
+        if latency:
+            latency_ms = measure_latency(
+                model, images.to(target), warmup=warmup, repeats=repeats, device=target
+            )
+        return cls(
+            params=count_params(model),
+            macs=macs,
+            size_bytes=state_size_bytes(model),
+            latency_ms=latency_ms,
+            batch_size=batch_size,
+            input_size=input_size,
+            device=str(target),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-serialisable dict."""
+        return asdict(self)
+
+
+def format_stats(stats: ModelStats, *, title: str = "value") -> str:
+    """Render one :class:`ModelStats` as an aligned two-column text table."""
+    rows = [(_label(name, stats), fmt(getattr(stats, name))) for name, fmt in _METRICS]
+    return _render(("metric", title), rows)
+
+
+def format_comparison(before: ModelStats, after: ModelStats) -> str:
+    """Render a before/after table with an ``after/before`` ratio column.
+
+    Example::
+
+        metric                              before     after  after/before
+        params                            11.690 M   2.939 M         0.251
+        MACs (per image)                   1.814 G 464.023 M         0.256
+        size on disk                      44.67 MiB 11.25 MiB         0.252
+        latency (batch 1, cpu)            25.10 ms   9.80 ms         0.390
+    """
+    rows = []
+    for name, fmt in _METRICS:
+        value_before, value_after = getattr(before, name), getattr(after, name)
+        rows.append(
+            (
+                _label(name, before),
+                fmt(value_before),
+                fmt(value_after),
+                _ratio(value_after, value_before),
+            )
+        )
+    return _render(("metric", "before", "after", "after/before"), rows)
+
+
+def _label(name: str, stats: ModelStats) -> str:
+    if name == "latency_ms":
+        return f"latency (batch {stats.batch_size}, {stats.device})"
+    return _LABELS[name]
+
+
+def _render(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-align the first column, right-align the others."""
+    table = [tuple(header), *(tuple(row) for row in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = []
+    for row in table:
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _si(value: int) -> str:
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3f} {suffix}"
+    return str(value)
+
+
+def _bytes(value: int) -> str:
+    for factor, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if value >= factor:
+            return f"{value / factor:.2f} {suffix}"
+    return f"{value} B"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} ms"
+
+
+def _ratio(after: float | None, before: float | None) -> str:
+    if after is None or before is None or before == 0 or not math.isfinite(before):
+        return "n/a"
+    return f"{after / before:.3f}"
+
+
+_LABELS = {"params": "params", "macs": "MACs (per image)", "size_bytes": "size on disk"}
+# Table rows, in order: ModelStats field and how to print it.
+_METRICS: tuple[tuple[str, Callable[[Any], str]], ...] = (
+    ("params", _si),
+    ("macs", _si),
+    ("size_bytes", _bytes),
+    ("latency_ms", _ms),
+)
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> None:
+    # bool is an int subclass; True as a batch size is a bug at the call site.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name}={value!r} is not allowed; it must be an integer >= {minimum}")
+
+
+def _tensors(model: nn.Module | None) -> list[torch.Tensor]:
+    if model is None:
+        return []
+    return [*model.parameters(), *model.buffers()]
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    for tensor in _tensors(model):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
+def _no_sync() -> None:
+    """CPU work is synchronous; nothing to wait for."""

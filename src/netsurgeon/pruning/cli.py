@@ -1,0 +1,415 @@
+"""The pruning subcommands: ``netsurgeon prune``, ``netsurgeon stats`` and ``netsurgeon models``.
+
+Each command is a thin layer over library calls: :func:`netsurgeon.vision.models.build_model`
+builds the network, :func:`netsurgeon.pruning.prune` prunes it, :class:`ModelStats` measures
+it and :mod:`netsurgeon.pruning.io` saves and loads it. User errors are raised as
+:class:`~netsurgeon.errors.NetsurgeonError`; the dispatcher prints them as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
+from netsurgeon.pruning.stats import ModelStats, format_comparison, format_stats, resolve_device
+
+__all__ = ["DATA_CRITERIA", "DATA_FREE_CRITERIA", "add_commands"]
+
+# Criteria that score filters from the weights alone, so the CLI can run them without data.
+DATA_FREE_CRITERIA = ("random", "l1", "l2", "bn_scale")
+# Criteria that need a data loader and a loss; the CLI gets --data in the experiments issue.
+DATA_CRITERIA = ("activation", "apoz", "taylor")
+SCOPES = ("layer", "global")
+DEVICES = ("auto", "cpu", "cuda")
+# Suffixes that mark MODEL_OR_FILE as a file even when it does not exist (for a clear error).
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``prune``, ``stats`` and ``models`` on the top-level parser's subparsers."""
+    _add_prune(subparsers)
+    _add_stats(subparsers)
+    _add_models(subparsers)
+
+
+# --------------------------------------------------------------------------- prune
+
+
+def _add_prune(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "prune",
+        help="prune the filters of a torchvision model and save it",
+        description=(
+            "Build MODEL, prune its convolution filters without data, print the model's cost "
+            "before and after, and save the pruned model (state_dict and shapes, no pickled "
+            "code) to --out. Give exactly one of --amount and --target-macs."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="a torchvision classification builder name")
+    parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="where to save")
+    parser.add_argument(
+        "--weights",
+        default="DEFAULT",
+        metavar="DEFAULT|none|PATH",
+        help="DEFAULT downloads torchvision's pretrained weights; none keeps the random "
+        "initialisation; PATH loads a local weights file (default: %(default)s)",
+    )
+    target = parser.add_argument_group("target (exactly one)")
+    target.add_argument(
+        "--amount", type=float, help="fraction of filters to remove, in (0, 1)", metavar="F"
+    )
+    target.add_argument(
+        "--target-macs", type=float, help="fraction of MACs to keep, in (0, 1)", metavar="F"
+    )
+    parser.add_argument(
+        "--criterion",
+        default="l1",
+        help=f"importance criterion: {', '.join(DATA_FREE_CRITERIA)} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--scope", default="layer", help=f"{' or '.join(SCOPES)} (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--num-classes", type=int, metavar="N", help="replace the classifier to output N classes"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    _add_measure_arguments(parser)
+    parser.set_defaults(func=_with_threads(run_prune))
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    """Carry out ``netsurgeon prune``; returns the exit status."""
+    amount, target_macs = _check_target(args.amount, args.target_macs)
+    criterion = _check_criterion(args.criterion)
+    if args.scope not in SCOPES:
+        raise ConfigError(f"--scope {args.scope!r} is not allowed; use one of {', '.join(SCOPES)}")
+    _check_positive("--num-classes", args.num_classes, optional=True)
+    _check_measure_arguments(args)
+    out = _check_out(args.out)
+    device = resolve_device(args.device)
+
+    build_model = _import_build_model()
+    from netsurgeon.pruning import io as checkpoint_io
+    from netsurgeon.pruning import prune
+
+    torch.manual_seed(args.seed)
+    _progress(f"building {args.model} (weights={args.weights})")
+    model = build_model(args.model, weights=args.weights, num_classes=args.num_classes)
+    model.to(device).eval()
+
+    _progress("measuring the unpruned model")
+    before = _measure(model, args, device)
+    example = torch.randn(1, 3, args.input_size, args.input_size, device=device)
+    _progress(f"pruning with {criterion} ({args.scope} scope)")
+    start = time.perf_counter()
+    result = prune(
+        model,
+        example,
+        amount=amount,
+        target_macs=target_macs,
+        criterion=criterion,
+        scope=args.scope,
+    )
+    prune_seconds = time.perf_counter() - start
+    _progress("measuring the pruned model")
+    after = _measure(model, args, device)
+
+    settings = {
+        "model": args.model,
+        "weights": str(args.weights),
+        "criterion": criterion,
+        "scope": args.scope,
+        "amount": amount,
+        "target_macs": target_macs,
+        "num_classes": args.num_classes,
+        "input_size": args.input_size,
+        "seed": args.seed,
+    }
+    arch_kwargs = None if args.num_classes is None else {"num_classes": args.num_classes}
+    saved = checkpoint_io.save(
+        model, out, arch=args.model, arch_kwargs=arch_kwargs, extra={"prune": settings}
+    )
+
+    if args.json:
+        report = {
+            **settings,
+            "out": str(saved),
+            "prune_seconds": prune_seconds,
+            "before": before.as_dict(),
+            "after": after.as_dict(),
+            "ratios": _ratios(before, after),
+            "skipped": list(result.skipped),
+            "channels": {name: list(pair) for name, pair in result.channels.items()},
+        }
+        print(json.dumps(report, indent=2))
+        return 0
+    target_text = f"amount {amount}" if amount is not None else f"target MACs {target_macs}"
+    print(
+        f"pruned {args.model} with {criterion} ({args.scope} scope, {target_text}) "
+        f"in {prune_seconds:.2f} s: {len(result.channels)} layers pruned"
+    )
+    print(format_comparison(before, after))
+    if result.skipped:
+        print(f"kept unpruned ({len(result.skipped)}):")
+        for reason in result.skipped:
+            print(f"  - {reason}")
+    else:
+        print("kept unpruned: nothing")
+    print(f"saved to {saved}")
+    return 0
+
+
+def _check_target(
+    amount: float | None, target_macs: float | None
+) -> tuple[float | None, float | None]:
+    """Exactly one of the two targets, each a fraction strictly inside (0, 1)."""
+    if (amount is None) == (target_macs is None):
+        given = "both" if amount is not None else "neither"
+        raise ConfigError(
+            f"give exactly one of --amount (fraction of filters to remove) and --target-macs "
+            f"(fraction of MACs to keep); got {given}"
+        )
+    for flag, value in (("--amount", amount), ("--target-macs", target_macs)):
+        if value is not None and not (math.isfinite(value) and 0.0 < value < 1.0):
+            raise ConfigError(f"{flag} {value} is not allowed; it must be in (0, 1)")
+    return amount, target_macs
+
+
+def _check_criterion(name: str) -> str:
+    if name in DATA_FREE_CRITERIA:
+        return name
+    if name in DATA_CRITERIA:
+        raise ConfigError(
+            f"--criterion {name!r} scores filters from activations, so it needs training data "
+            f"and a loss; the prune command has no --data option yet. Use a data-free "
+            f"criterion: {', '.join(DATA_FREE_CRITERIA)}"
+        )
+    raise ConfigError(
+        f"--criterion {name!r} is unknown; use one of {', '.join(DATA_FREE_CRITERIA)} "
+        f"({', '.join(DATA_CRITERIA)} need data)"
+    )
+
+
+def _check_out(out: Path) -> Path:
+    """Fail before any slow work when the output cannot be written."""
+    if out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a directory; give a file name")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist")
+    return out
+
+
+def _ratios(before: ModelStats, after: ModelStats) -> dict[str, float | None]:
+    """``after / before`` of each figure, ``None`` where it is undefined."""
+    ratios: dict[str, float | None] = {}
+    for name in ("params", "macs", "size_bytes", "latency_ms"):
+        old, new = getattr(before, name), getattr(after, name)
+        ratios[name] = None if old in (None, 0) or new is None else new / old
+    return ratios
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def _add_stats(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "stats",
+        help="print a model's parameters, MACs, size and latency",
+        description=(
+            "Measure a saved netsurgeon model (an existing file) or a freshly built, randomly "
+            "initialised torchvision model (a builder name)."
+        ),
+    )
+    parser.add_argument(
+        "model",
+        metavar="MODEL_OR_FILE",
+        help="a file written by netsurgeon prune or netsurgeon.pruning.io.save, or a builder name",
+    )
+    parser.add_argument(
+        "--num-classes", type=int, metavar="N", help="classes of a built model (builder only)"
+    )
+    _add_measure_arguments(parser)
+    parser.set_defaults(func=_with_threads(run_stats))
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """Carry out ``netsurgeon stats``; returns the exit status."""
+    _check_positive("--num-classes", args.num_classes, optional=True)
+    _check_measure_arguments(args)
+    device = resolve_device(args.device)
+    model, source = _load_or_build(args.model, num_classes=args.num_classes)
+    model.to(device).eval()
+    stats = _measure(model, args, device)
+    if args.json:
+        print(json.dumps({"model": args.model, "source": source, **stats.as_dict()}, indent=2))
+    else:
+        print(format_stats(stats, title=args.model))
+    return 0
+
+
+def _load_or_build(name: str, *, num_classes: int | None) -> tuple[nn.Module, str]:
+    """An existing file is loaded; anything else is treated as a builder name."""
+    path = Path(name)
+    if path.is_file():
+        if num_classes is not None:
+            raise ConfigError(
+                "--num-classes applies to builder names only; a saved model keeps its classes"
+            )
+        from netsurgeon.pruning import io as checkpoint_io
+
+        return checkpoint_io.load(path), "file"
+    if path.is_dir():
+        raise ConfigError(f"{name!r} is a directory, not a model file or a builder name")
+    if os.sep in name or path.suffix in _CHECKPOINT_SUFFIXES:
+        raise CheckpointError(f"{name!r}: no such file")
+    build_model = _import_build_model()
+    return build_model(name, weights="none", num_classes=num_classes), "builder"
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _add_models(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "models",
+        help="list the model builder names",
+        description="List the names that prune and stats accept as MODEL, one per line.",
+    )
+    parser.set_defaults(func=run_models)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """Carry out ``netsurgeon models``; returns the exit status."""
+    del args  # no options
+    from netsurgeon.vision.models import list_models
+
+    try:
+        for name in list_models():
+            print(name)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `netsurgeon models | head` closed the pipe early; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def _add_measure_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("measurement")
+    group.add_argument(
+        "--input-size",
+        type=int,
+        default=224,
+        metavar="S",
+        help="height and width of the random input images (default: %(default)s)",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        metavar="N",
+        help="batch size of the latency measurement; MACs are per image (default: %(default)s)",
+    )
+    group.add_argument(
+        "--device",
+        default="auto",
+        help=f"{', '.join(DEVICES)} or cuda:N; auto picks CUDA when available "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--warmup", type=int, default=3, metavar="K", help="untimed runs (default: %(default)s)"
+    )
+    group.add_argument(
+        "--repeats",
+        type=int,
+        default=10,
+        metavar="K",
+        help="timed runs; the median is reported (default: %(default)s)",
+    )
+    group.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads for torch (default: torch's choice, usually one per core)",
+    )
+    group.add_argument("--json", action="store_true", help="print JSON on stdout instead")
+
+
+def _check_measure_arguments(args: argparse.Namespace) -> None:
+    # Checked before any model is built or downloaded, so a typo fails at once.
+    _check_positive("--input-size", args.input_size)
+    _check_positive("--batch-size", args.batch_size)
+    _check_positive("--repeats", args.repeats)
+    _check_positive("--threads", args.threads, optional=True)
+    if args.warmup < 0:
+        raise ConfigError(f"--warmup {args.warmup} is not allowed; it must be >= 0")
+
+
+def _check_positive(flag: str, value: int | None, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value is None or value < 1:
+        raise ConfigError(f"{flag} {value} is not allowed; it must be an integer >= 1")
+
+
+def _with_threads(command: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """Run ``command`` with ``--threads`` torch threads, then restore the previous setting.
+
+    Restoring keeps in-process callers (tests, notebooks) unaffected by one command.
+    """
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        previous = torch.get_num_threads()
+        if args.threads is not None:
+            _check_positive("--threads", args.threads)
+            torch.set_num_threads(args.threads)
+        try:
+            return command(args)
+        finally:
+            torch.set_num_threads(previous)
+
+    return run
+
+
+def _measure(model: nn.Module, args: argparse.Namespace, device: torch.device) -> ModelStats:
+    return ModelStats.measure(
+        model,
+        input_size=args.input_size,
+        batch_size=args.batch_size,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        device=device,
+    )
+
+
+def _import_build_model() -> Any:
+    try:
+        from netsurgeon.vision.models import build_model
+    except ModuleNotFoundError as exc:
+        if exc.name == "torchvision":
+            raise NetsurgeonError(
+                "building models needs torchvision: pip install 'netsurgeon[vision]'"
+            ) from exc
+        raise
+    return build_model
+
+
+def _progress(message: str) -> None:
+    """Tell a person at a terminal what the slow steps are doing; stay quiet otherwise."""
+    if sys.stderr.isatty() and not os.environ.get("CI"):
+        print(f"netsurgeon: {message} ...", file=sys.stderr, flush=True)

@@ -1,0 +1,260 @@
+"""Tests for the pruning subcommands: ``netsurgeon prune``, ``stats`` and ``models``.
+
+They call :func:`netsurgeon.cli.main` in-process on small inputs (resnet18 at 32-64 pixels,
+random weights) and run the installed console script once to check the exit status and the
+one-line message of a user error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from netsurgeon.cli import main
+from netsurgeon.pruning.stats import count_macs, count_params
+
+torchvision = pytest.importorskip("torchvision")
+
+FAST = ["--repeats", "1", "--warmup", "0", "--device", "cpu", "--threads", "1"]
+RESNET18_PARAMS = 11_689_512  # torchvision's resnet18 with 1000 classes
+
+
+def _resnet18_macs(size: int, num_classes: int = 1000) -> int:
+    """MACs of torchvision's resnet18 on one image, counted directly."""
+    model = torchvision.models.resnet18(num_classes=num_classes)
+    return count_macs(model, torch.randn(1, 3, size, size))
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    """Run the CLI in-process; returns (status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    """One JSON prune of resnet18 at 64 pixels, shared by the tests that inspect it."""
+    out = tmp_path_factory.mktemp("prune") / "resnet18-pruned.pt"
+    argv = ["prune", "resnet18", "--weights", "none", "--amount", "0.5", "--input-size", "64"]
+    status, stdout, _ = _run([*argv, "--batch-size", "2", "--out", str(out), "--json", *FAST])
+    assert status == 0
+    return json.loads(stdout), out
+
+
+def test_prune_json_reports_before_and_after(pruned: tuple[dict[str, Any], Path]) -> None:
+    report, out = pruned
+    before, after = report["before"], report["after"]
+    assert before["params"] == RESNET18_PARAMS
+    assert before["macs"] == _resnet18_macs(64)
+    # Half the filters of every prunable layer go, so at least 40 % of the MACs go too.
+    assert after["macs"] <= 0.6 * before["macs"]
+    assert after["params"] < before["params"] and after["size_bytes"] < before["size_bytes"]
+    for stats in (before, after):
+        assert stats["batch_size"] == 2 and stats["input_size"] == 64
+        assert stats["latency_ms"] > 0 and stats["device"] == "cpu"
+    assert report["ratios"]["macs"] == pytest.approx(after["macs"] / before["macs"])
+    assert report["criterion"] == "l1" and report["scope"] == "layer"
+    assert report["amount"] == 0.5 and report["target_macs"] is None
+    assert report["out"] == str(out) and report["prune_seconds"] > 0
+    assert isinstance(report["skipped"], list)
+    assert all(isinstance(reason, str) for reason in report["skipped"])
+    assert report["channels"], "no layer was pruned"
+    for old, new in report["channels"].values():
+        assert 1 <= new < old
+
+
+def test_pruned_file_loads_with_the_reported_shape(pruned: tuple[dict[str, Any], Path]) -> None:
+    from netsurgeon.pruning import io as checkpoint_io
+
+    report, out = pruned
+    model = checkpoint_io.load(out).eval()
+    images = torch.randn(2, 3, 64, 64)
+    assert count_params(model) == report["after"]["params"]
+    assert count_macs(model, images[:1]) == report["after"]["macs"]
+    with torch.no_grad():
+        assert model(images).shape == (2, 1000)  # the classifier keeps its outputs
+    # The file carries the command's configuration next to the weights.
+    settings = checkpoint_io.read_checkpoint(out)["extra"]["prune"]
+    assert settings == {key: report[key] for key in settings}
+    assert settings["model"] == "resnet18" and settings["criterion"] == "l1"
+
+
+def test_stats_of_the_saved_file_matches_prune(pruned: tuple[dict[str, Any], Path]) -> None:
+    report, out = pruned
+    status, stdout, _ = _run(["stats", str(out), "--input-size", "64", "--json", *FAST])
+    assert status == 0
+    stats = json.loads(stdout)
+    assert stats["source"] == "file"
+    for key in ("params", "macs", "size_bytes"):
+        assert stats[key] == report["after"][key], key
+
+
+def test_prune_prints_a_table_and_saves(tmp_path: Path) -> None:
+    out = tmp_path / "model.pt"
+    argv = ["prune", "resnet18", "--weights", "none", "--target-macs", "0.5"]
+    status, stdout, _ = _run([*argv, "--input-size", "32", "--out", str(out), *FAST])
+    assert status == 0 and out.is_file()
+    lines = stdout.splitlines()
+    assert lines[0].startswith("pruned resnet18 with l1 (layer scope, target MACs 0.5)")
+    assert lines[1].split() == ["metric", "before", "after", "after/before"]
+    rows = {re.split(r"\s{2,}", line)[0]: re.split(r"\s{2,}", line) for line in lines[2:6]}
+    assert set(rows) == {"params", "MACs (per image)", "size on disk", "latency (batch 1, cpu)"}
+    assert rows["params"][1] == "11.690 M"
+    assert float(rows["MACs (per image)"][3]) <= 0.6  # kept fraction of MACs, near the target
+    assert lines[6].startswith("kept unpruned")
+    assert lines[-1] == f"saved to {out}"
+
+
+def test_stats_of_a_builder_name() -> None:
+    status, stdout, _ = _run(["stats", "resnet18", "--input-size", "32", "--json", *FAST])
+    assert status == 0
+    stats = json.loads(stdout)
+    assert stats["source"] == "builder" and stats["params"] == RESNET18_PARAMS
+    assert stats["macs"] == _resnet18_macs(32)
+    status, stdout, _ = _run(
+        ["stats", "resnet18", "--num-classes", "10", "--json", "--input-size", "32", *FAST]
+    )
+    assert status == 0
+    assert json.loads(stdout)["params"] == RESNET18_PARAMS - 990 * 512 - 990
+
+
+def test_stats_prints_a_table_and_restores_threads() -> None:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        status, stdout, _ = _run(["stats", "resnet18", "--input-size", "32", *FAST])
+        assert torch.get_num_threads() == 2  # --threads 1 held for the command only
+    finally:
+        torch.set_num_threads(previous)
+    assert status == 0
+    lines = stdout.splitlines()
+    assert lines[0].split() == ["metric", "resnet18"]
+    cells = [re.split(r"\s{2,}", line) for line in lines[1:]]
+    assert [row[0] for row in cells] == [
+        "params",
+        "MACs (per image)",
+        "size on disk",
+        "latency (batch 1, cpu)",
+    ]
+    assert cells[0][1] == "11.690 M"
+    assert cells[1][1] == f"{_resnet18_macs(32) / 1e6:.3f} M"
+    assert re.fullmatch(r"4\d\.\d\d MiB", cells[2][1])  # 11.7 M float32 parameters
+    assert re.fullmatch(r"\d+\.\d\d ms", cells[3][1])
+
+
+def test_models_lists_builder_names_one_per_line() -> None:
+    status, stdout, _ = _run(["models"])
+    assert status == 0
+    names = stdout.splitlines()
+    assert {"alexnet", "resnet18", "vgg16", "mobilenet_v2"} <= set(names)
+    assert all(name and name == name.strip() and " " not in name for name in names)
+
+
+PRUNE = ["prune", "resnet18", "--weights", "none", "--input-size", "32", *FAST]
+
+
+@pytest.mark.parametrize(
+    ("extra", "pattern"),
+    [
+        ([], "exactly one of --amount .* and --target-macs .* got neither"),
+        (["--amount", "0.5", "--target-macs", "0.5"], "got both"),
+        (["--amount", "1.5"], r"--amount 1.5 is not allowed; it must be in \(0, 1\)"),
+        (["--amount", "0"], r"--amount 0.0 is not allowed"),
+        (["--amount", "nan"], r"--amount nan is not allowed"),
+        (["--target-macs", "1"], r"--target-macs 1.0 is not allowed"),
+        (["--amount", "0.5", "--criterion", "taylor"], "'taylor' .* needs training data"),
+        (["--amount", "0.5", "--criterion", "apoz"], "no --data option yet"),
+        (["--amount", "0.5", "--criterion", "magic"], "'magic' is unknown; use one of random, l1"),
+        (["--amount", "0.5", "--scope", "model"], "--scope 'model' is not allowed; use one of"),
+        (["--amount", "0.5", "--batch-size", "0"], "--batch-size 0 is not allowed"),
+        (["--amount", "0.5", "--input-size", "-1"], "--input-size -1 is not allowed"),
+        (["--amount", "0.5", "--repeats", "0"], "--repeats 0 is not allowed"),
+        (["--amount", "0.5", "--num-classes", "0"], "--num-classes 0 is not allowed"),
+        (["--amount", "0.5", "--threads", "0"], "--threads 0 is not allowed"),
+        (["--amount", "0.5", "--device", "tpu"], "device='tpu'"),
+    ],
+)
+def test_prune_rejects_bad_arguments(tmp_path: Path, extra: list[str], pattern: str) -> None:
+    out = tmp_path / "never.pt"
+    status, stdout, stderr = _run([*PRUNE, "--out", str(out), *extra])
+    assert status == 2 and stdout == ""
+    assert stderr.count("\n") == 1 and stderr.startswith("netsurgeon: error: ")
+    assert re.search(pattern, stderr), stderr
+    assert not out.exists()
+
+
+def test_prune_rejects_a_missing_output_folder(tmp_path: Path) -> None:
+    out = tmp_path / "missing" / "model.pt"
+    status, _, stderr = _run([*PRUNE, "--amount", "0.5", "--out", str(out)])
+    assert status == 2 and "does not exist" in stderr and not out.parent.exists()
+
+
+def test_prune_rejects_an_unknown_model(tmp_path: Path) -> None:
+    out = tmp_path / "never.pt"
+    argv = ["prune", "resnet_nope", "--weights", "none", "--amount", "0.5", "--out", str(out)]
+    status, _, stderr = _run(argv)
+    assert status == 2 and "resnet_nope" in stderr and not out.exists()
+
+
+def test_prune_rejects_a_missing_weights_file(tmp_path: Path) -> None:
+    out = tmp_path / "never.pt"
+    weights = tmp_path / "absent.pth"
+    argv = ["prune", "resnet18", "--weights", str(weights), "--amount", "0.5", "--out", str(out)]
+    status, _, stderr = _run(argv)
+    assert status == 2 and stderr.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_prune_on_cuda_without_cuda_is_an_error(tmp_path: Path) -> None:
+    argv = ["prune", "resnet18", "--weights", "none", "--amount", "0.5", "--device", "cuda"]
+    status, _, stderr = _run([*argv, "--out", str(tmp_path / "x.pt")])
+    assert status == 2 and "CUDA is not available" in stderr
+
+
+def test_stats_rejects_a_missing_file(tmp_path: Path) -> None:
+    status, _, stderr = _run(["stats", str(tmp_path / "absent.pt")])
+    assert status == 2 and "no such file" in stderr
+
+
+def test_stats_rejects_a_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.pt"
+    path.write_bytes(b"this is not a checkpoint")
+    status, stdout, stderr = _run(["stats", str(path), *FAST])
+    assert status == 2 and stdout == "" and stderr.count("\n") == 1
+    assert str(path) in stderr
+
+
+def test_stats_rejects_num_classes_for_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "weights.pt"
+    path.write_bytes(b"x")
+    status, _, stderr = _run(["stats", str(path), "--num-classes", "3"])
+    assert status == 2 and "--num-classes applies to builder names only" in stderr
+
+
+def _console_script() -> str:
+    script = Path(sys.executable).with_name("netsurgeon")
+    found = str(script) if script.exists() else shutil.which("netsurgeon")
+    assert found, "the netsurgeon console script is not installed (pip install -e .)"
+    return found
+
+
+def test_console_script_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    out = tmp_path / "never.pt"
+    argv = [_console_script(), *PRUNE, "--amount", "2", "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == "netsurgeon: error: --amount 2.0 is not allowed; it must be in (0, 1)\n"
+    assert not out.exists()

@@ -1,0 +1,239 @@
+"""Tests for netsurgeon.pruning.stats: parameters, MACs, size, latency and the tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from netsurgeon.errors import ConfigError
+from netsurgeon.pruning.stats import (
+    ModelStats,
+    count_macs,
+    count_params,
+    format_comparison,
+    format_stats,
+    measure_latency,
+    resolve_device,
+    state_size_bytes,
+)
+
+
+def _small_cnn() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),  # 3*8*9 + 8 = 224
+        nn.BatchNorm2d(8),  # 8 + 8 = 16
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),  # 8*4 + 4 = 36
+    )
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + self.linear(y)
+
+
+def test_count_params_exact_for_small_cnn() -> None:
+    assert count_params(_small_cnn()) == 224 + 16 + 36
+
+
+def test_count_params_counts_a_shared_parameter_once() -> None:
+    first, second = nn.Linear(5, 5, bias=False), nn.Linear(5, 5, bias=False)
+    second.weight = first.weight
+    assert count_params(nn.Sequential(first, second)) == 25
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "kernel", "stride", "padding", "groups", "size"),
+    [
+        (3, 16, 3, 1, 1, 1, 12),
+        (8, 8, 3, 2, 1, 8, 9),  # depthwise, strided
+        (6, 12, 1, 1, 0, 3, 7),  # grouped pointwise
+        (4, 5, 5, 1, 0, 1, 11),  # no padding shrinks the map
+    ],
+)
+def test_count_macs_of_conv2d_matches_closed_form(
+    cin: int, cout: int, kernel: int, stride: int, padding: int, groups: int, size: int
+) -> None:
+    conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, groups=groups)
+    batch = 2
+    out = (size + 2 * padding - kernel) // stride + 1
+    expected = batch * cout * (cin // groups) * kernel * kernel * out * out
+    assert count_macs(conv, torch.randn(batch, cin, size, size)) == expected
+
+
+def test_count_macs_of_linear_matches_closed_form() -> None:
+    assert count_macs(nn.Linear(7, 3), torch.randn(5, 7)) == 5 * 7 * 3
+
+
+def test_count_macs_accepts_several_inputs() -> None:
+    model = _TwoInputs()
+    assert count_macs(model, (torch.randn(3, 4), torch.randn(3, 4))) == 2 * 3 * 4 * 2
+
+
+def test_count_macs_restores_training_flags() -> None:
+    model = _small_cnn().train()
+    model[1].eval()
+    count_macs(model, torch.randn(1, 3, 8, 8))
+    assert model.training and model[0].training and not model[1].training
+
+
+def test_resnet18_macs_at_224_match_published_count() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18()
+    macs = count_macs(model, torch.randn(1, 3, 224, 224))
+    assert macs == pytest.approx(1.814e9, rel=0.01)
+
+
+def test_state_size_bytes_equals_file_written_by_torch_save(tmp_path: Path) -> None:
+    model = _small_cnn()
+    path = tmp_path / "state.pt"
+    # A file object, like a buffer, gets torch's default archive name, hence the same bytes.
+    with path.open("wb") as handle:
+        torch.save(model.state_dict(), handle)
+    assert state_size_bytes(model) == path.stat().st_size
+
+
+def test_state_size_bytes_grows_with_params() -> None:
+    small, large = nn.Linear(10, 10), nn.Linear(100, 100)
+    growth = state_size_bytes(large) - state_size_bytes(small)
+    # float32: 4 bytes per extra parameter; the zip container's alignment padding varies a bit.
+    extra = (count_params(large) - count_params(small)) * 4
+    assert growth == pytest.approx(extra, abs=256)
+
+
+def test_measure_latency_is_positive_and_restores_training_flags() -> None:
+    model = _small_cnn().train()
+    model[1].eval()
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(torch.is_inference_mode_enabled()))
+    latency = measure_latency(model, torch.randn(2, 3, 8, 8), warmup=2, repeats=5)
+    assert latency > 0
+    assert len(calls) == 2 + 5 and all(calls)
+    assert model.training and model[0].training and not model[1].training
+
+
+def test_measure_latency_runs_in_eval_mode() -> None:
+    model = _small_cnn().train()
+    modes = []
+    model.register_forward_pre_hook(lambda module, _: modes.append(module.training))
+    measure_latency(model, torch.randn(1, 3, 8, 8), warmup=0, repeats=2)
+    assert modes == [False, False]
+
+
+def test_measure_latency_accepts_several_inputs() -> None:
+    latency = measure_latency(_TwoInputs(), [torch.randn(1, 4), torch.randn(1, 4)], repeats=1)
+    assert latency > 0
+
+
+@pytest.mark.parametrize(("name", "value"), [("warmup", -1), ("repeats", 0), ("repeats", 1.5)])
+def test_measure_latency_rejects_bad_counts(name: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=name):
+        measure_latency(_small_cnn(), torch.randn(1, 3, 8, 8), **{name: value})
+
+
+def test_model_stats_measure_reports_macs_per_image() -> None:
+    model = _small_cnn()
+    one = ModelStats.measure(model, input_size=8, batch_size=1, latency=False)
+    four = ModelStats.measure(model, input_size=8, batch_size=4, latency=False)
+    conv_macs = 8 * 3 * 9 * 8 * 8
+    assert one.macs == four.macs == conv_macs + 8 * 4
+    assert one.params == four.params == count_params(model)
+    assert one.size_bytes == state_size_bytes(model)
+    assert one.latency_ms is None and four.batch_size == 4 and four.input_size == 8
+    assert one.device == "cpu"
+
+
+def test_model_stats_measure_latency_and_flags() -> None:
+    model = _small_cnn().train()
+    stats = ModelStats.measure(model, input_size=16, batch_size=2, warmup=1, repeats=3)
+    assert stats.latency_ms is not None and stats.latency_ms > 0
+    assert model.training
+
+
+def test_model_stats_is_frozen_and_json_ready() -> None:
+    stats = ModelStats.measure(_small_cnn(), input_size=8, repeats=1, warmup=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.params = 0  # type: ignore[misc]
+    assert ModelStats(**json.loads(json.dumps(stats.as_dict()))) == stats
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"input_size": 0}, "input_size"),
+        ({"input_size": -3}, "input_size"),
+        ({"channels": 0}, "channels"),
+        ({"batch_size": True}, "batch_size"),
+        ({"repeats": 0}, "repeats"),
+        ({"warmup": -2}, "warmup"),
+        ({"device": "tpu"}, "tpu"),
+    ],
+)
+def test_model_stats_measure_rejects_bad_arguments(kwargs: dict[str, object], name: str) -> None:
+    with pytest.raises(ConfigError, match=name) as info:
+        ModelStats.measure(_small_cnn(), **kwargs)  # type: ignore[arg-type]
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        resolve_device("cuda")
+
+
+def test_resolve_device_defaults() -> None:
+    assert resolve_device(None, _small_cnn()) == torch.device("cpu")
+    assert resolve_device(None, nn.ReLU()) == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+
+
+def _stats(params: int, macs: int, size: int, latency: float | None) -> ModelStats:
+    return ModelStats(params, macs, size, latency, batch_size=8, input_size=32)
+
+
+def test_format_comparison_aligns_columns_and_computes_ratios() -> None:
+    before = _stats(2_000_000, 4_000_000_000, 8 * 2**20, 40.0)
+    after = _stats(500_000, 1_000_000_000, 2 * 2**20, 20.0)
+    lines = format_comparison(before, after).splitlines()
+    assert lines[0].split() == ["metric", "before", "after", "after/before"]
+    assert len({len(line) for line in lines}) == 1  # right-aligned columns, equal widths
+    # Columns are separated by at least two spaces; cells hold at most single spaces.
+    cells = [re.split(r"\s{2,}", line.strip()) for line in lines[1:]]
+    assert cells == [
+        ["params", "2.000 M", "500.000 k", "0.250"],
+        ["MACs (per image)", "4.000 G", "1.000 G", "0.250"],
+        ["size on disk", "8.00 MiB", "2.00 MiB", "0.250"],
+        ["latency (batch 8, cpu)", "40.00 ms", "20.00 ms", "0.500"],
+    ]
+
+
+def test_format_comparison_without_latency_says_na() -> None:
+    text = format_comparison(_stats(10, 10, 10, None), _stats(5, 5, 5, None))
+    latency_row = text.splitlines()[-1]
+    assert latency_row.split()[-3:] == ["n/a", "n/a", "n/a"]
+
+
+def test_format_stats_lists_every_metric() -> None:
+    text = format_stats(_stats(1234, 5_600_000, 999, 1.5), title="resnet")
+    lines = text.splitlines()
+    assert lines[0].split() == ["metric", "resnet"]
+    assert [line.split()[-2:] for line in lines[1:]] == [
+        ["1.234", "k"],
+        ["5.600", "M"],
+        ["999", "B"],
+        ["1.50", "ms"],
+    ]
