@@ -1,0 +1,61 @@
+"""Layer surgery keeps dtype, device, requires_grad and works for 1-D and grouped layers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from netsurgeon.pruning import prune
+from netsurgeon.pruning.surgery import prune_conv, prune_linear, prune_norm
+
+
+def test_conv1d_network_prunes_with_its_norms() -> None:
+    model = nn.Sequential(
+        nn.Conv1d(4, 12, 3, padding=1), nn.BatchNorm1d(12), nn.PReLU(12), nn.Conv1d(12, 6, 1),
+        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(6, 2),
+    )  # fmt: skip
+    x = torch.randn(2, 4, 16)
+    result = prune(model, x, amount=0.5)
+    assert result.channels == {"0": (12, 6), "3": (6, 3)}
+    assert model[1].num_features == model[1].running_mean.numel() == 6
+    assert model[2].num_parameters == model[2].weight.numel() == 6
+    assert model[6].in_features == 3
+    assert model(x).shape == (2, 2)
+
+
+def test_dtype_and_requires_grad_are_kept() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    model = model.double()
+    model[0].bias.requires_grad_(False)
+    prune(model, torch.randn(1, 3, 8, 8, dtype=torch.float64), amount=0.5)
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    assert all(b.dtype == torch.float64 for n, b in model.named_buffers() if "running" in n)
+    assert model[0].bias.requires_grad is False and model[0].weight.requires_grad
+    assert isinstance(model[0].weight, nn.Parameter)
+
+
+def test_grouped_conv_surgery_matches_a_masked_reference() -> None:
+    conv = nn.Conv2d(8, 4, 3, padding=1, groups=2)
+    x = torch.randn(1, 8, 5, 5)
+    in_keep = torch.tensor([0, 2, 5, 7])  # two inputs kept in each group of four
+    out_keep = torch.tensor([1, 3])  # one filter kept in each group of two
+    masked = x.clone()
+    drop = torch.ones(8, dtype=torch.bool)
+    drop[in_keep] = False
+    masked[:, drop] = 0
+    expected = conv(masked)[:, out_keep]
+    prune_conv(conv, out_keep=out_keep, in_keep=in_keep)
+    assert (conv.in_channels, conv.out_channels, conv.groups) == (4, 2, 2)
+    torch.testing.assert_close(conv(x[:, in_keep]), expected)
+
+
+def test_linear_and_norm_surgery_select_rows() -> None:
+    linear = nn.Linear(5, 4)
+    weight = linear.weight.detach().clone()
+    prune_linear(linear, out_keep=torch.tensor([0, 3]), in_keep=torch.tensor([1, 2, 4]))
+    assert torch.equal(linear.weight, weight[[0, 3]][:, [1, 2, 4]])
+    assert (linear.in_features, linear.out_features) == (3, 2)
+    norm = nn.BatchNorm2d(4)
+    norm.running_var.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    prune_norm(norm, torch.tensor([1, 3]))
+    assert norm.running_var.tolist() == [2.0, 4.0] and norm.num_features == 2
