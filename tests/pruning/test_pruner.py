@@ -274,3 +274,23 @@ def test_pruner_validates_arguments() -> None:
         Pruner(SeqNet(), X, amount=0.5, steps=2, filters_per_step=3, criterion="l1")
     with pytest.raises(ConfigError, match="steps must be an integer >= 1, got 0"):
         Pruner(SeqNet(), X, amount=0.5, steps=0, criterion="l1")
+
+
+def test_concatenation_with_fixed_channels_prunes_the_rest() -> None:
+    class WithInput(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.b = nn.Conv2d(8 + 3, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(torch.cat([F.relu(self.a(x)), x], dim=1))  # the image rides along
+
+    model = WithInput()
+    with torch.no_grad():
+        model.a.weight[:4] = 0
+        model.a.bias[:4] = 0
+        expected = model(X)
+    prune(model, X, amount=0.5, criterion="l1")
+    assert model.a.out_channels == 4 and model.b.in_channels == 4 + 3
+    torch.testing.assert_close(model(X), expected, atol=1e-5, rtol=0)

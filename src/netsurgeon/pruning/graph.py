@@ -329,11 +329,8 @@ class _Tracer(fx.Tracer):
         kwargs: dict[str, Any],
     ) -> Any:
         self.stack.append(self.path_of_module(m))
-        try:
-            result = super().call_module(m, forward, args, kwargs)
-        except Exception:
-            raise  # keep the stack: it names the innermost module that failed
-        self.stack.pop()
+        result = super().call_module(m, forward, args, kwargs)
+        self.stack.pop()  # left in place on failure: it then names the innermost module
         return result
 
 
@@ -768,26 +765,31 @@ class _Analyzer(fx.Interpreter):
 
     def _cat(self, n: fx.Node, result: torch.Tensor) -> Any:
         tensors = self._arg(n, 0, "tensors")
-        dim = self._arg(n, 1, "dim", 0)
-        ndim = result.dim()
-        dim = dim % ndim
+        dim = self._arg(n, 1, "dim", 0) % result.dim()
         infos = [self.info.get(t) for t in tensors]
-        shapes = [self.shapes.get(t) for t in tensors]
         tracked = [i for i in infos if i is not None]
         if not tracked:
             return None
-        if all(i is not None and i.dim == dim for i in infos):
-            repeats = {i.repeat for i in infos}
-            if len(repeats) == 1:
-                segments = tuple(s for i in infos for s in i.segments)
-                return Channels(dim, segments, repeats.pop())
-        if all(i is not None and i.dim == tracked[0].dim != dim for i in infos):
+        if all(i.dim == dim for i in tracked) and len({i.repeat for i in tracked}) == 1:
+            repeat = tracked[0].repeat
+            segments: list[Segment] = []
+            for info, tensor in zip(infos, tensors, strict=True):
+                if info is None:  # fixed channels (an input, say) sit beside prunable ones
+                    size = self.shapes[tensor][dim]
+                    if size % repeat:
+                        raise _Unsupported("it concatenates channels of unequal feature blocks")
+                    sid = self._new_space(size // repeat)
+                    self._block_space(sid, "fixed channels")
+                    segments.append(Segment(sid, 0, size // repeat))
+                else:
+                    segments.extend(info.segments)
+            return Channels(dim, tuple(segments), repeat)
+        if len(tracked) == len(infos) and all(i.dim == tracked[0].dim != dim for i in infos):
             for info in infos[1:]:
                 if not self._unify(infos[0], info, f"{_describe(n)} joins unaligned channels"):
                     return None
             return infos[0]
-        del shapes
-        raise _Unsupported("it concatenates tracked channels with fixed ones")
+        raise _Unsupported("it concatenates channels that cannot be aligned")
 
     def _getitem(self, n: fx.Node, result: Any) -> Any:
         src = n.args[0]
