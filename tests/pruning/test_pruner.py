@@ -294,3 +294,22 @@ def test_concatenation_with_fixed_channels_prunes_the_rest() -> None:
     prune(model, X, amount=0.5, criterion="l1")
     assert model.a.out_channels == 4 and model.b.in_channels == 4 + 3
     torch.testing.assert_close(model(X), expected, atol=1e-5, rtol=0)
+
+
+def test_upsampled_features_join_a_lateral_branch() -> None:
+    class Pyramid(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.top = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.lateral = nn.Conv2d(3, 8, 1)
+            self.up = nn.Upsample(scale_factor=2)
+            self.head = nn.Conv2d(8, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            top = F.interpolate(self.top(x), scale_factor=2.0)
+            return self.head(top + self.lateral(x) + self.up(self.top(x)))
+
+    model = Pyramid()
+    prune(model, X, amount=0.5)
+    assert model.top.out_channels == model.lateral.out_channels == model.head.in_channels == 4
+    assert model(X).shape == (1, 2, 8, 8)

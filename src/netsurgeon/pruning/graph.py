@@ -54,7 +54,7 @@ _SPATIAL_MODULES: dict[type[nn.Module], int] = {
     nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3,
     nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3,
     nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3,
-    nn.LPPool1d: 1, nn.LPPool2d: 2, nn.Upsample: 3, nn.UpsamplingNearest2d: 2,
+    nn.LPPool1d: 1, nn.LPPool2d: 2, nn.Upsample: 0, nn.UpsamplingNearest2d: 2,
     nn.UpsamplingBilinear2d: 2, nn.ZeroPad2d: 2, nn.ReflectionPad2d: 2,
     nn.ReplicationPad2d: 2, nn.ConstantPad2d: 2, nn.ZeroPad1d: 1, nn.ConstantPad1d: 1,
 }  # fmt: skip
@@ -76,7 +76,7 @@ _SPATIAL_FUNCTIONS: dict[Any, int] = {
     F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3, F.avg_pool1d: 1, F.avg_pool2d: 2,
     F.avg_pool3d: 3, F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool2d: 2,
     F.adaptive_avg_pool3d: 3, F.adaptive_max_pool1d: 1, F.adaptive_max_pool2d: 2,
-    F.adaptive_max_pool3d: 3, F.interpolate: 3, F.upsample: 3, F.lp_pool2d: 2,
+    F.adaptive_max_pool3d: 3, F.interpolate: 0, F.upsample: 0, F.lp_pool2d: 2,
 }  # fmt: skip
 _ELEMENTWISE_FUNCTIONS: set[Any] = {
     operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub,
@@ -723,6 +723,7 @@ class _Analyzer(fx.Interpreter):
         if info is None:
             return None
         out_shape = tuple(result.shape)
+        ndims = ndims or len(shape) - 2  # 0: every dimension after (batch, channel)
         if (
             len(out_shape) != len(shape)
             or info.dim >= len(shape) - ndims
