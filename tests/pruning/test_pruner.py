@@ -313,3 +313,21 @@ def test_upsampled_features_join_a_lateral_branch() -> None:
     prune(model, X, amount=0.5)
     assert model.top.out_channels == model.lateral.out_channels == model.head.in_channels == 4
     assert model(X).shape == (1, 2, 8, 8)
+
+
+def test_unusual_calls_keep_their_channels() -> None:
+    class Odd(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 1)
+            self.b = nn.Conv2d(3, 8, 1)
+            self.c = nn.Conv2d(8, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c(self.a(x).max(self.b(x)))  # elementwise max through a method
+
+    model = Odd()
+    result = prune(model, X, amount=0.5)
+    assert model.a.out_channels == model.b.out_channels == 8
+    assert any(".max()" in s for s in result.skipped)
+    assert model(X).shape == (1, 2, 8, 8)

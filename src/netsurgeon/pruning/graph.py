@@ -464,6 +464,10 @@ class _Analyzer(fx.Interpreter):
         except _Unsupported as exc:
             self._block(self._arg_infos(n), f"{_describe(n)}: {exc}")
             self.info[n] = None
+        except Exception as exc:  # an unusual call signature: keep its channels, never crash
+            reason = f"{_describe(n)}: not understood ({type(exc).__name__})"
+            self._block(self._arg_infos(n), reason)
+            self.info[n] = None
         return result
 
     def _arg_infos(self, n: fx.Node) -> list[Any]:
