@@ -1,0 +1,420 @@
+"""The experiment subcommands: ``netsurgeon sweep``, ``compare-models`` and ``demo``.
+
+Thin layers over :mod:`netsurgeon.vision.experiments`: they build the model with
+:func:`netsurgeon.vision.models.build_model` and ImageFolder loaders with
+:mod:`netsurgeon.vision.data`, run the experiment, print the table and the written files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from netsurgeon.errors import ConfigError
+from netsurgeon.pruning import CRITERIA
+
+__all__ = ["add_commands", "stratified_subset"]
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``sweep``, ``compare-models`` and ``demo`` on the top-level subparsers."""
+    _add_sweep(subparsers)
+    _add_compare(subparsers)
+    _add_demo(subparsers)
+
+
+# --------------------------------------------------------------------------- shared options
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; use an integer >= 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; use an integer >= 0")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    """Data, model, training and quick-run options shared by ``sweep`` and ``compare-models``."""
+    parser.add_argument(
+        "--data", required=True, type=Path, metavar="DIR",
+        help="ImageFolder data: DIR/train/<class>/ and DIR/val/<class>/, or DIR/<class>/ "
+        "with --val-fraction",
+    )  # fmt: skip
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="results folder")
+    parser.add_argument(
+        "--weights", default="DEFAULT", metavar="DEFAULT|none|PATH",
+        help="DEFAULT downloads torchvision's pretrained weights; none keeps the random "
+        "initialisation; PATH loads a local weights file (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--num-classes", type=_positive_int, metavar="N",
+        help="classes of the task (default: the number of class folders; must match them)",
+    )  # fmt: skip
+    parser.add_argument("--input-size", type=_positive_int, default=224, metavar="S",
+                        help="side of the square model input (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--val-fraction", type=float, metavar="F",
+                        help="split DIR/<class>/ with this validation share (seeded)")  # fmt: skip
+    parser.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
+                        help="batch size (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--workers", type=_non_negative_int, metavar="N",
+                        help="data loader processes (default: min(4, CPU cores))")  # fmt: skip
+    parser.add_argument("--finetune-epochs", type=_non_negative_int, default=1, metavar="E",
+                        help="fine-tuning epochs after pruning; 0 only measures accuracy right "
+                        "after pruning (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--base-epochs", type=_non_negative_int, default=0, metavar="E",
+                        help="fine-tune the model this many epochs before pruning, e.g. to "
+                        "train a new classifier head (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--level-kind", choices=("filters", "macs"), default="filters",
+                        help="a level is the fraction of filters (per layer with --scope "
+                        "layer) or of MACs removed (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--scope", choices=("layer", "global"), default="layer",
+                        help="rank filters per layer or over the whole model "
+                        "(default: %(default)s)")  # fmt: skip
+    parser.add_argument("--prune-steps", type=_positive_int, default=1, metavar="N",
+                        help="prune in N slices, re-scoring filters before each "
+                        "(default: %(default)s)")  # fmt: skip
+    parser.add_argument("--finetune-steps", type=_non_negative_int, default=0, metavar="K",
+                        help="optimizer steps of fine-tuning between slices "
+                        "(default: %(default)s)")  # fmt: skip
+    parser.add_argument("--criterion-batches", type=_positive_int, default=4, metavar="N",
+                        help="training batches the data-driven criteria see "
+                        "(default: %(default)s)")  # fmt: skip
+    train = parser.add_argument_group("fine-tuning")
+    train.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
+    train.add_argument(
+        "--lr", type=float, default=0.01, help="learning rate (default: %(default)s)"
+    )
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--schedule", choices=("none", "cosine", "step"), default="none")
+    train.add_argument("--seed", type=_non_negative_int, default=0)
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    train.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    quick = parser.add_argument_group("quick runs")
+    quick.add_argument(
+        "--train-subset",
+        type=_positive_int,
+        metavar="N",
+        help="use N training images (seeded, every class represented)",
+    )
+    quick.add_argument(
+        "--val-subset",
+        type=_positive_int,
+        metavar="N",
+        help="use N validation images (seeded, every class represented)",
+    )
+    quick.add_argument(
+        "--max-train-batches",
+        type=_positive_int,
+        metavar="N",
+        help="at most N batches per fine-tuning epoch",
+    )
+    quick.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="do not check every image while scanning the folders (fast for big folders; "
+        "an unreadable image is still skipped, counted and reported when it is loaded)",
+    )
+    quick.add_argument(
+        "--max-val-batches",
+        type=_positive_int,
+        metavar="N",
+        help="at most N batches per evaluation",
+    )
+    parser.add_argument(
+        "--latency-batch-size",
+        type=_positive_int,
+        default=1,
+        metavar="B",
+        help="batch size of the CPU latency measurement (default: %(default)s)",
+    )
+    parser.add_argument("--latency-repeats", type=_positive_int, default=10, metavar="N",
+                        help="timed forward passes; the median is reported "
+                        "(default: %(default)s)")  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def stratified_subset(targets: list[int], n: int, *, seed: int) -> list[int]:
+    """``n`` sample positions chosen with a seed, taking classes in turn so each is represented.
+
+    Returns:
+        Sorted positions; all of them when ``n`` is at least the number of samples.
+    """
+    if n >= len(targets):
+        return list(range(len(targets)))
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(targets), generator=generator).tolist()
+    by_class: dict[int, list[int]] = {}
+    for position in order:
+        by_class.setdefault(targets[position], []).append(position)
+    queues = [by_class[c] for c in sorted(by_class)]
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < n:
+        for queue in queues:
+            if depth < len(queue) and len(chosen) < n:
+                chosen.append(queue[depth])
+        depth += 1
+    return sorted(chosen)
+
+
+def _loaders(args: argparse.Namespace) -> tuple[Any, Any, int, dict[str, Any]]:
+    """Training and validation loaders, the class count and the data settings for config.json."""
+    from netsurgeon.vision.data import load_image_data, make_loader
+    from netsurgeon.vision.experiments import LimitedLoader
+
+    data = load_image_data(
+        args.data, input_size=args.input_size, val_fraction=args.val_fraction, seed=args.seed,
+        num_classes=args.num_classes, verify=not args.no_verify,
+    )  # fmt: skip
+    train, val = data.train, data.val
+    if args.train_subset:
+        train = train.subset(
+            stratified_subset(train.targets, args.train_subset, seed=args.seed),
+            transform=train.transform,
+        )
+    if args.val_subset:
+        val = val.subset(
+            stratified_subset(val.targets, args.val_subset, seed=args.seed),
+            transform=val.transform,
+        )
+    train_loader: Any = make_loader(
+        train, batch_size=args.batch_size, train=True, num_workers=args.workers, seed=args.seed
+    )
+    val_loader: Any = make_loader(
+        val, batch_size=args.batch_size, train=False, num_workers=args.workers
+    )
+    if args.max_train_batches:
+        train_loader = LimitedLoader(train_loader, args.max_train_batches)
+    if args.max_val_batches:
+        val_loader = LimitedLoader(val_loader, args.max_val_batches)
+    info = {
+        "data": str(Path(args.data).resolve()),
+        "weights": args.weights,
+        "num_classes": data.num_classes,
+        "classes": list(data.classes),
+        "input_size": args.input_size,
+        "val_fraction": args.val_fraction,
+        "batch_size": args.batch_size,
+        "train_images": len(train),
+        "val_images": len(val),
+        "train_subset": args.train_subset,
+        "val_subset": args.val_subset,
+        "max_train_batches": args.max_train_batches,
+        "max_val_batches": args.max_val_batches,
+    }
+    return train_loader, val_loader, data.num_classes, info
+
+
+def _sweep_config(
+    args: argparse.Namespace, *, criteria: Any, levels: Any, info: dict[str, Any]
+) -> Any:
+    from netsurgeon.training import TrainConfig
+    from netsurgeon.vision.experiments import SweepConfig
+
+    train = TrainConfig(
+        optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+        weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
+        device=args.device, amp=args.amp, progress=False if args.no_progress else None,
+    )  # fmt: skip
+    return SweepConfig(
+        criteria=criteria, levels=levels, finetune_epochs=args.finetune_epochs,
+        base_epochs=args.base_epochs, level_kind=args.level_kind, scope=args.scope,
+        prune_steps=args.prune_steps, finetune_steps=args.finetune_steps,
+        criterion_batches=args.criterion_batches, latency_batch_size=args.latency_batch_size,
+        latency_repeats=args.latency_repeats, train=train, info=info,
+    )  # fmt: skip
+
+
+def _builder(args: argparse.Namespace, num_classes: int) -> Callable[[str], nn.Module]:
+    from netsurgeon.vision.models import build_model
+
+    def build(name: str) -> nn.Module:
+        return build_model(
+            name, weights=args.weights, num_classes=num_classes,
+            progress=not args.no_progress,
+        )  # fmt: skip
+
+    return build
+
+
+def _print_result(result: Any, started: float) -> None:
+    print(result.table())
+    print()
+    done = f"{len(result.ran)} trial(s) run"
+    if result.resumed:
+        done += f", {len(result.resumed)} resumed from earlier runs"
+    print(f"{done} in {time.perf_counter() - started:.1f}s; results in {result.out_dir}:")
+    for name, path in result.files.items():
+        print(f"  {name:<18} {path}")
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="prune a model at many levels with many criteria, fine-tune, report",
+        description=(
+            "For every (criterion, level), prune a copy of the same base model, record "
+            "validation accuracy right after pruning and after fine-tuning, params, MACs, "
+            "CPU latency, size and fine-tuning time per epoch; the unpruned model is the "
+            "reference. Writes results.csv, results.json, config.json, plots, report.md and "
+            "report.html to --out. Rerun the same command to resume an interrupted sweep."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="a model name (see `netsurgeon models`)")
+    parser.add_argument(
+        "--criteria", default="random,l1,l2,activation,apoz,taylor",
+        help=f"comma-separated criteria from: {', '.join(CRITERIA)} (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--levels", default="0.1,0.2,...,0.9",
+        help="comma-separated pruning levels in (0, 1); 'a,b,...,c' is a progression "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    _add_common(parser)
+    parser.set_defaults(func=_run_sweep)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from netsurgeon.vision.experiments import parse_criteria, parse_levels, run_sweep
+
+    started = time.perf_counter()
+    # Check the cheap arguments before reading data or building the model.
+    criteria, levels = parse_criteria(args.criteria), parse_levels(args.levels)
+    _check_val_fraction(args.val_fraction)
+    train_loader, val_loader, num_classes, info = _loaders(args)
+    info = {"command": "sweep", "model": args.model, **info}
+    config = _sweep_config(args, criteria=criteria, levels=levels, info=info)
+    model = _builder(args, num_classes)(args.model)
+    result = run_sweep(
+        model, train_loader, val_loader, config=config, out_dir=args.out, model_name=args.model
+    )
+    _print_result(result, started)
+    return 0
+
+
+def _check_val_fraction(value: float | None) -> None:
+    if value is not None and not 0.0 < value < 1.0:
+        raise ConfigError(f"--val-fraction {value} is not allowed; use a number in (0, 1)")
+
+
+# --------------------------------------------------------------------------- compare-models
+
+
+def _add_compare(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare-models",
+        help="training time per epoch, latency and accuracy of models, unpruned and pruned",
+        description=(
+            "For each model: fine-tune it unpruned and pruned to --level with --criterion, "
+            "and record time per fine-tuning epoch, CPU latency and accuracy. Writes a table "
+            "(results.csv, results.json), comparison.png, report.md and report.html to --out; "
+            "each model's trials are in --out/<model>/ and resume like a sweep."
+        ),
+    )
+    parser.add_argument("models", metavar="MODELS", help="comma-separated model names")
+    parser.add_argument(
+        "--level", type=float, required=True, metavar="L", help="pruning level in (0, 1)"
+    )
+    parser.add_argument(
+        "--criterion", default="l1", help=f"one of: {', '.join(CRITERIA)} (default: %(default)s)"
+    )
+    _add_common(parser)
+    parser.set_defaults(func=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from netsurgeon.vision.experiments import check_criteria, check_levels, compare_models
+
+    started = time.perf_counter()
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    criteria, levels = check_criteria([args.criterion]), check_levels([args.level])
+    if not names:
+        raise ConfigError("no models given; pass model names like alexnet,vgg16,resnet18")
+    _check_val_fraction(args.val_fraction)
+    train_loader, val_loader, num_classes, info = _loaders(args)
+    info = {"command": "compare-models", **info}
+    config = _sweep_config(args, criteria=criteria, levels=levels, info=info)
+    result = compare_models(
+        names, build=_builder(args, num_classes), train_loader=train_loader,
+        val_loader=val_loader, config=config, out_dir=args.out,
+    )  # fmt: skip
+    _print_result(result, started)
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="offline demo: train a small CNN on scikit-learn's digits, then a mini sweep",
+        description=(
+            "Train a small CNN on the 8x8 digits images that ship with scikit-learn, then "
+            "prune it with 3 criteria at 4 levels, fine-tune briefly, and print the table and "
+            "the plots' paths. Needs no download; about 20-60 seconds on a laptop CPU."
+        ),
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("netsurgeon-demo"),
+        metavar="DIR",
+        help="results folder (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--base-epochs",
+        type=_positive_int,
+        default=6,
+        metavar="E",
+        help="epochs training the base model (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--finetune-epochs",
+        type=_non_negative_int,
+        default=1,
+        metavar="E",
+        help="fine-tuning epochs after each prune (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=_non_negative_int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from netsurgeon.vision.demo import run_demo
+
+    started = time.perf_counter()
+    result = run_demo(
+        args.out, base_epochs=args.base_epochs, finetune_epochs=args.finetune_epochs,
+        seed=args.seed, device=args.device, progress=False if args.no_progress else None,
+    )  # fmt: skip
+    _print_result(result, started)
+    plot = result.files.get("accuracy_vs_level")
+    if plot is not None:
+        print(f"\nplot: {plot}")
+    return 0

@@ -1,0 +1,80 @@
+"""Tests of the offline digits demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from netsurgeon.cli import main
+from netsurgeon.errors import ConfigError, NetsurgeonError
+from netsurgeon.vision import demo
+from netsurgeon.vision.demo import DEMO_CRITERIA, DEMO_LEVELS, DigitsCNN, load_digits_data
+
+torch.set_num_threads(1)
+
+
+def test_digits_data_is_split_and_normalised() -> None:
+    data = load_digits_data(val_fraction=0.25, seed=0)
+    images, labels = data.train.tensors
+    assert images.shape[1:] == (1, 8, 8) and images.dtype == torch.float32
+    assert len(data.train) + len(data.val) == 1797
+    assert len(data.val) == round(1797 * 0.25)
+    assert data.num_classes == 10
+    assert set(labels.tolist()) == set(range(10))
+    assert images.mean().abs() < 1e-4 and (images.std() - 1).abs() < 1e-3
+    again = load_digits_data(val_fraction=0.25, seed=0)
+    assert torch.equal(again.val.tensors[0], data.val.tensors[0])
+    with pytest.raises(ConfigError, match=r"val_fraction=1\.5"):
+        load_digits_data(val_fraction=1.5)
+
+
+def test_digits_cnn_shapes_and_arguments() -> None:
+    model = DigitsCNN(num_classes=10, width=8)
+    assert model(torch.randn(5, 1, 8, 8)).shape == (5, 10)
+    with pytest.raises(ConfigError, match="num_classes=1"):
+        DigitsCNN(num_classes=1)
+    with pytest.raises(ConfigError, match="width=0"):
+        DigitsCNN(width=0)
+
+
+def test_missing_scikit_learn_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    with pytest.raises(NetsurgeonError, match=rf"netsurgeon\[{demo.SKLEARN_EXTRA}\]"):
+        load_digits_data()
+
+
+@pytest.mark.slow
+def test_demo_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    started = time.perf_counter()
+    assert main(["demo", "--out", str(out), "--no-progress"]) == 0
+    elapsed = time.perf_counter() - started
+    assert elapsed < 180, f"the demo took {elapsed:.0f}s; it must finish in under 3 minutes"
+    printed = capsys.readouterr().out
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert len(rows) == 1 + len(DEMO_CRITERIA) * len(DEMO_LEVELS)
+    reference = rows[0]
+    # The base CNN really learned the digits, and pruning really shrank it.
+    assert reference["criterion"] == "none" and reference["acc_after"] > 0.9
+    for criterion in DEMO_CRITERIA:
+        macs = [r["macs"] for r in rows if r["criterion"] == criterion]
+        assert len(macs) == len(DEMO_LEVELS)
+        assert macs == sorted(macs, reverse=True) and macs[0] < reference["macs"]
+        mild = next(r for r in rows if r["criterion"] == criterion)
+        assert mild["acc_after"] > 0.8  # a quarter of the filters costs little after fine-tuning
+    plot = out / "accuracy_vs_level.png"
+    assert plot.is_file() and f"plot: {plot}" in printed
+    table = printed.splitlines()
+    assert table[0].split()[:2] == ["criterion", "level"]
+    assert sum(1 for line in table if line.startswith(DEMO_CRITERIA)) == 12
+    for name in ("results.csv", "config.json", "report.md", "report.html", "base_model.pt"):
+        assert (out / name).is_file()
+
+    # A second run finds every trial done and only redraws the report.
+    assert main(["demo", "--out", str(out), "--no-progress"]) == 0
+    assert "0 trial(s) run, 13 resumed" in capsys.readouterr().out

@@ -1,0 +1,360 @@
+"""Tests of the sweep and compare-models runners on tiny in-memory models and data."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from netsurgeon.errors import ConfigError, NetsurgeonError
+from netsurgeon.pruning import CRITERIA
+from netsurgeon.training import TrainConfig
+from netsurgeon.vision import experiments
+from netsurgeon.vision.demo import DigitsCNN
+from netsurgeon.vision.experiments import (
+    COMPARE_COLUMNS,
+    REFERENCE,
+    SWEEP_COLUMNS,
+    LimitedLoader,
+    SweepConfig,
+    check_criteria,
+    check_levels,
+    compare_models,
+    parse_criteria,
+    parse_levels,
+    run_sweep,
+)
+
+torch.set_num_threads(1)
+
+
+def tiny_loaders(n_per_class: int = 16, classes: int = 3) -> tuple[DataLoader, DataLoader]:
+    """Learnable 1x8x8 data: each class is a different brightness plus noise."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    images = torch.randn(len(labels), 1, 8, 8, generator=generator) * 0.5
+    images += (labels.float() - 1).view(-1, 1, 1, 1)
+    data = TensorDataset(images, labels)
+    train = DataLoader(data, batch_size=8, shuffle=True, generator=generator)
+    return train, DataLoader(data, batch_size=24)
+
+
+def tiny_model(classes: int = 3) -> DigitsCNN:
+    torch.manual_seed(0)
+    return DigitsCNN(num_classes=classes, width=4)
+
+
+def tiny_config(**overrides: object) -> SweepConfig:
+    settings: dict[str, object] = {
+        "criteria": ("l1", "taylor"),
+        "levels": (0.25, 0.5),
+        "finetune_epochs": 1,
+        "latency_repeats": 2,
+        "latency_warmup": 0,
+        "train": TrainConfig(optimizer="adam", lr=1e-2, device="cpu", progress=False),
+    }
+    settings.update(overrides)
+    return SweepConfig(**settings)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def test_parse_levels_expands_progression() -> None:
+    assert parse_levels("0.1,0.2,...,0.5") == (0.1, 0.2, 0.3, 0.4, 0.5)
+    assert parse_levels("0.1,0.2,...,0.9") == tuple(round(0.1 * k, 9) for k in range(1, 10))
+    assert parse_levels(" 0.25 , 0.75 ") == (0.25, 0.75)
+    assert parse_levels("0.2,0.4,...,0.8,0.9") == (0.2, 0.4, 0.6, 0.8, 0.9)
+
+
+@pytest.mark.parametrize("text, bad", [("0.5,1.5", "1.5"), ("0,0.5", "0.0"), ("-0.1", "-0.1"),
+                                       ("0.3,1", "1.0")])  # fmt: skip
+def test_levels_outside_open_interval_name_the_value(text: str, bad: str) -> None:
+    with pytest.raises(ConfigError, match=rf"level {bad} is not allowed.*between 0 and 1"):
+        parse_levels(text)
+
+
+def test_parse_levels_rejects_junk() -> None:
+    with pytest.raises(ConfigError, match="'abc' is not a number"):
+        parse_levels("0.1,abc")
+    with pytest.raises(ConfigError, match=r"'\.\.\.' needs two levels"):
+        parse_levels("0.1,...,0.5")
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_levels("0.5,0.5")
+    with pytest.raises(ConfigError, match="no pruning levels"):
+        parse_levels(" , ")
+    with pytest.raises(ConfigError, match="level True is not allowed"):
+        check_levels([True])
+
+
+def test_unknown_criterion_lists_valid_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_criteria("l1,magic")
+    message = str(info.value)
+    assert "'magic'" in message
+    for name in CRITERIA:
+        assert name in message
+    assert check_criteria(["taylor", "l1"]) == ("taylor", "l1")
+    with pytest.raises(ConfigError, match="given twice"):
+        check_criteria(["l1", "l1"])
+
+
+def test_sweep_config_validates_every_field() -> None:
+    with pytest.raises(ConfigError, match="level 2 is not allowed"):
+        SweepConfig(levels=(0.5, 2))
+    with pytest.raises(ConfigError, match="unknown criterion 'nope'"):
+        SweepConfig(criteria=("nope",))
+    with pytest.raises(ConfigError, match="finetune_epochs=-1"):
+        SweepConfig(finetune_epochs=-1)
+    with pytest.raises(ConfigError, match="level_kind='flops'"):
+        SweepConfig(level_kind="flops")
+    with pytest.raises(ConfigError, match="scope='net'"):
+        SweepConfig(scope="net")
+    with pytest.raises(ConfigError, match="prune_steps=0"):
+        SweepConfig(prune_steps=0)
+    with pytest.raises(ConfigError, match="pass a TrainConfig"):
+        SweepConfig(train={"lr": 0.1})  # type: ignore[arg-type]
+    config = SweepConfig(criteria="l1,apoz", levels=(0.5,))  # type: ignore[arg-type]
+    assert config.criteria == ("l1", "apoz")
+    assert config.trials() == [(REFERENCE, 0.0), ("l1", 0.5), ("apoz", 0.5)]
+    assert json.loads(json.dumps(config.to_dict()))["train"]["lr"] == config.train.lr
+
+
+def test_limited_loader_keeps_length_and_sampler() -> None:
+    train, _ = tiny_loaders()
+    limited = LimitedLoader(train, 2)
+    assert len(train) == 6
+    assert len(limited) == 2
+    assert len(list(limited)) == 2
+    assert limited.sampler is train.sampler
+    assert len(LimitedLoader(train, 100)) == 6
+    with pytest.raises(ConfigError, match="max_batches=0"):
+        LimitedLoader(train, 0)
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def test_sweep_rows_columns_and_invariants(tmp_path: object) -> None:
+    train, val = tiny_loaders()
+    model = tiny_model()
+    original = copy.deepcopy(model.state_dict())
+    result = run_sweep(model, train, val, config=tiny_config(), out_dir=tmp_path)
+
+    keys = [(r["criterion"], r["level"]) for r in result.rows]
+    assert keys == [(REFERENCE, 0.0), ("l1", 0.25), ("l1", 0.5), ("taylor", 0.25), ("taylor", 0.5)]
+    assert result.ran == keys and result.resumed == []
+    for row in result.rows:
+        assert set(row) == set(SWEEP_COLUMNS)
+        assert row["model"] == "DigitsCNN"
+        assert 0.0 <= row["acc_before"] <= 1.0
+        assert 0.0 <= row["acc_after"] <= 1.0
+        assert row["latency_ms"] > 0 and row["size_bytes"] > 0
+        assert len(row["epoch_times_s"]) == 1
+        assert row["epoch_time_s"] == pytest.approx(row["epoch_times_s"][0])
+    ref = result.rows[0]
+    assert ref["params_ratio"] == 1.0 and ref["macs_ratio"] == 1.0
+    for criterion in ("l1", "taylor"):
+        quarter, half = (r for r in result.rows if r["criterion"] == criterion)
+        assert ref["macs"] > quarter["macs"] > half["macs"]
+        assert ref["params"] > quarter["params"] > half["params"]
+        assert half["macs_ratio"] == pytest.approx(half["macs"] / ref["macs"])
+    # Every trial started from the same base: the caller's model is untouched.
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in original.items())
+
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(result.rows))
+    csv_lines = (tmp_path / "results.csv").read_text().splitlines()
+    assert csv_lines[0].split(",") == list(SWEEP_COLUMNS)
+    assert len(csv_lines) == 1 + len(result.rows)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["criteria"] == ["l1", "taylor"] and config["levels"] == [0.25, 0.5]
+    for name in ("accuracy_vs_level", "accuracy_vs_macs", "time_vs_level", "report_html"):
+        assert result.files[name].is_file()
+
+
+def test_interrupted_sweep_resumes_without_rerunning(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, val = tiny_loaders()
+    calls: list[tuple[str, float]] = []
+    real_trial = experiments.run_trial
+
+    def counting_trial(base: object, **kwargs: object) -> dict:
+        calls.append((kwargs["criterion"], kwargs["level"]))  # type: ignore[arg-type]
+        return real_trial(base, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(experiments, "run_trial", counting_trial)
+
+    def crash_after_two(row: dict) -> None:
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what a user's Ctrl-C looks like mid-sweep
+
+    config = tiny_config()
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(
+            tiny_model(), train, val, config=config, out_dir=tmp_path, on_trial_end=crash_after_two
+        )
+    first = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [(r["criterion"], r["level"]) for r in first] == [(REFERENCE, 0.0), ("l1", 0.25)]
+    assert not (tmp_path / "report.html").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    calls.clear()
+    result = run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path)
+    assert calls == [("l1", 0.5), ("taylor", 0.25), ("taylor", 0.5)]
+    assert result.resumed == [(REFERENCE, 0.0), ("l1", 0.25)]
+    keys = [(r["criterion"], r["level"]) for r in result.rows]
+    assert len(keys) == len(set(keys)) == 5
+    # Finished rows are kept as they were written, not re-measured.
+    assert result.rows[:2] == first
+    assert len((tmp_path / "results.csv").read_text().splitlines()) == 6
+
+    calls.clear()
+    again = run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path)
+    assert calls == [] and again.ran == [] and len(again.rows) == 5
+
+
+def test_different_config_in_same_out_dir_is_an_error(tmp_path: object) -> None:
+    train, val = tiny_loaders()
+    config = tiny_config(criteria=("l1",), levels=(0.5,), finetune_epochs=0)
+    run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path, write_report=False)
+    changed = tiny_config(criteria=("l1",), levels=(0.5,), finetune_epochs=0, scope="global")
+    with pytest.raises(NetsurgeonError, match=r"different configuration \(scope: 'layer' before"):
+        run_sweep(tiny_model(), train, val, config=changed, out_dir=tmp_path)
+    # Progress bars do not change results, so they may differ on resume.
+    quiet = tiny_config(
+        criteria=("l1",), levels=(0.5,), finetune_epochs=0,
+        train=TrainConfig(optimizer="adam", lr=1e-2, device="cpu", progress=True),
+    )  # fmt: skip
+    assert run_sweep(tiny_model(), train, val, config=quiet, out_dir=tmp_path).ran == []
+    # A results file whose rows lack the trial keys is refused, not silently rerun.
+    (tmp_path / "results.json").write_text(
+        json.dumps({"format": "netsurgeon.sweep.results/1", "rows": [{"level": 0.5}]})
+    )
+    with pytest.raises(NetsurgeonError, match="without a valid criterion and level"):
+        run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path)
+
+
+def test_foreign_files_in_out_dir_are_refused(tmp_path: object) -> None:
+    train, val = tiny_loaders()
+    (tmp_path / "results.json").write_text("{}")
+    config = tiny_config(criteria=("l1",), levels=(0.5,), finetune_epochs=0)
+    with pytest.raises(NetsurgeonError, match=r"results\.json but no config\.json"):
+        run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"format": "something else"}')
+    with pytest.raises(NetsurgeonError, match="not written by this kind of netsurgeon run"):
+        run_sweep(tiny_model(), train, val, config=config, out_dir=other)
+
+
+def test_without_finetuning_and_by_macs(tmp_path: object) -> None:
+    train, val = tiny_loaders()
+    config = tiny_config(
+        criteria=("l2", "activation"), levels=(0.5,), finetune_epochs=0, level_kind="macs"
+    )
+    result = run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path)
+    for row in result.rows[1:]:
+        assert row["acc_after"] is None and row["epoch_times_s"] == []
+        # A MACs level removes at least that share of the MACs.
+        assert row["macs_ratio"] <= 0.5 + 1e-9
+        assert row["level_kind"] == "macs"
+    assert (tmp_path / "report.html").is_file()
+
+
+def test_base_epochs_trains_once_and_is_reused(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train, val = tiny_loaders()
+    fits: list[int] = []
+    real_fit = experiments.fit
+
+    def counting_fit(model: object, *args: object, config: TrainConfig, **kwargs: object) -> object:
+        fits.append(config.epochs)
+        return real_fit(model, *args, config=config, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(experiments, "fit", counting_fit)
+    config = tiny_config(criteria=("l1",), levels=(0.5,), base_epochs=2, finetune_epochs=1,
+                         reference=False)  # fmt: skip
+    first = run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path, write_report=False)
+    assert fits == [2, 1]
+    assert (tmp_path / "base_model.pt").is_file()
+    # A resume after the base was trained loads it instead of training again.
+    (tmp_path / "results.json").unlink()
+    fits.clear()
+    second = run_sweep(
+        tiny_model(), train, val, config=config, out_dir=tmp_path, write_report=False
+    )
+    assert fits == [1]
+    assert second.rows[0]["acc_before"] == first.rows[0]["acc_before"]
+
+
+def test_prune_steps_and_global_scope(tmp_path: object) -> None:
+    train, val = tiny_loaders()
+    config = tiny_config(criteria=("taylor",), levels=(0.5,), prune_steps=2, finetune_steps=2,
+                         scope="global", reference=False)  # fmt: skip
+    result = run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path,
+                       write_report=False)  # fmt: skip
+    (row,) = result.rows
+    assert row["scope"] == "global" and row["macs_ratio"] < 1.0
+    assert 0.0 <= row["acc_after"] <= 1.0
+
+
+def test_compare_models_rows_and_resume(tmp_path: object) -> None:
+    train, val = tiny_loaders()
+    built: list[str] = []
+
+    def build(name: str) -> DigitsCNN:
+        built.append(name)
+        torch.manual_seed(0)
+        return DigitsCNN(num_classes=3, width={"narrow": 4, "wide": 8}[name])
+
+    config = tiny_config(criteria=("l1",), levels=(0.5,))
+    result = compare_models(["narrow", "wide"], build=build, train_loader=train,
+                            val_loader=val, config=config, out_dir=tmp_path)  # fmt: skip
+    assert built == ["narrow", "wide"]
+    assert [(r["model"], r["variant"]) for r in result.rows] == [
+        ("narrow", "unpruned"), ("narrow", "pruned"), ("wide", "unpruned"), ("wide", "pruned"),
+    ]  # fmt: skip
+    for row in result.rows:
+        assert set(row) == set(COMPARE_COLUMNS)
+        assert row["epoch_time_s"] > 0 and row["latency_ms"] > 0
+        assert 0.0 <= row["acc_after"] <= 1.0
+    by = {(r["model"], r["variant"]): r for r in result.rows}
+    assert by["wide", "unpruned"]["params"] > by["narrow", "unpruned"]["params"]
+    for name in ("narrow", "wide"):
+        assert by[name, "pruned"]["macs"] < by[name, "unpruned"]["macs"]
+        assert (tmp_path / name / "results.json").is_file()
+    for name in ("results_json", "results_csv", "comparison", "report_md", "report_html"):
+        assert result.files[name].is_file()
+    header = (tmp_path / "results.csv").read_text().splitlines()[0]
+    assert header.split(",") == list(COMPARE_COLUMNS)
+
+    built.clear()
+    again = compare_models(["narrow", "wide"], build=build, train_loader=train,
+                           val_loader=val, config=config, out_dir=tmp_path)  # fmt: skip
+    assert built == [] and again.ran == [] and len(again.rows) == 4
+    with pytest.raises(ConfigError, match="one criterion, one level"):
+        compare_models(["narrow"], build=build, train_loader=train, val_loader=val,
+                       config=tiny_config(), out_dir=tmp_path / "x")  # fmt: skip
+    with pytest.raises(ConfigError, match="given twice"):
+        compare_models(["narrow", "narrow"], build=build, train_loader=train, val_loader=val,
+                       config=config, out_dir=tmp_path / "y")  # fmt: skip
+
+
+def test_table_lists_every_row(tmp_path: object) -> None:
+    train, val = tiny_loaders()
+    config = tiny_config(criteria=("random",), levels=(0.5,), finetune_epochs=0)
+    result = run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path,
+                       write_report=False)  # fmt: skip
+    lines = result.table().splitlines()
+    assert lines[0].split()[:2] == ["criterion", "level"]
+    assert lines[1].split()[:2] == ["none", "0.00"]
+    assert lines[2].split()[:2] == ["random", "0.50"]
+    assert "n/a" in lines[2]  # no fine-tuning: no accuracy after it
+    assert math.isfinite(result.rows[1]["latency_ms"])

@@ -1,0 +1,217 @@
+"""Tests of ``netsurgeon sweep``, ``compare-models`` and their errors, on tiny image folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from netsurgeon.cli import main
+from netsurgeon.pruning import CRITERIA
+from netsurgeon.vision.experiments import COMPARE_COLUMNS, SWEEP_COLUMNS
+from netsurgeon.vision.experiments_cli import stratified_subset
+
+torch.set_num_threads(1)
+
+CLASSES = ("bright", "dark", "mid")
+OUTPUTS = (
+    "config.json",
+    "results.json",
+    "results.csv",
+    "accuracy_vs_level.png",
+    "accuracy_vs_macs.png",
+    "time_vs_level.png",
+    "report.md",
+    "report.html",
+)
+QUICK = ["--workers", "0", "--batch-size", "8", "--latency-repeats", "2", "--no-progress"]
+
+
+def make_image_folder(root: Path, *, train: int = 8, val: int = 4) -> Path:
+    """``root/{train,val}/<class>/*.png``: 32x32 noise images, one brightness per class."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("val", val)):
+        for offset, name in zip((170, 10, 90), CLASSES, strict=True):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(offset, offset + 75, size=(32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_stratified_subset_covers_every_class() -> None:
+    targets = [0] * 10 + [1] * 3 + [2] * 7
+    chosen = stratified_subset(targets, 6, seed=0)
+    assert len(chosen) == 6 == len(set(chosen))
+    assert {targets[i] for i in chosen} == {0, 1, 2}
+    assert chosen == stratified_subset(targets, 6, seed=0)
+    assert stratified_subset(targets, 50, seed=0) == list(range(20))
+
+
+def test_sweep_on_image_folder_writes_everything(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "data")
+    out = tmp_path / "sweep"
+    argv = ["sweep", "cifar_resnet20", "--data", str(data), "--weights", "none",
+            "--input-size", "32", "--criteria", "l1,apoz", "--levels", "0.25,0.5",
+            "--finetune-epochs", "1", "--out", str(out), *QUICK]  # fmt: skip
+    assert main(argv) == 0
+    for name in OUTPUTS:
+        assert (out / name).is_file(), name
+    rows = read_csv(out / "results.csv")
+    assert list(rows[0]) == list(SWEEP_COLUMNS)
+    assert [(r["criterion"], r["level"]) for r in rows] == [
+        ("none", "0.0"), ("l1", "0.25"), ("l1", "0.5"), ("apoz", "0.25"), ("apoz", "0.5"),
+    ]  # fmt: skip
+    for row in rows:
+        assert row["model"] == "cifar_resnet20"
+        assert 0.0 <= float(row["acc_before"]) <= 1.0
+        assert 0.0 <= float(row["acc_after"]) <= 1.0
+        assert float(row["epoch_time_s"]) > 0
+    reference_macs = int(rows[0]["macs"])
+    for criterion in ("l1", "apoz"):
+        macs = [int(r["macs"]) for r in rows if r["criterion"] == criterion]
+        assert reference_macs > macs[0] > macs[1]
+    config = json.loads((out / "config.json").read_text())
+    assert config["info"]["model"] == "cifar_resnet20"
+    assert config["info"]["num_classes"] == 3 and config["info"]["classes"] == list(CLASSES)
+    assert config["info"]["train_images"] == 24
+    html = (out / "report.html").read_text()
+    assert html.count('<img src="data:image/png;base64,') == 3
+
+    # The same command again resumes: nothing is rerun and no row is duplicated.
+    before = (out / "results.json").read_text()
+    assert main(argv) == 0
+    assert json.loads((out / "results.json").read_text()) == json.loads(before)
+
+
+def test_sweep_with_other_settings_in_same_out_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_image_folder(tmp_path / "data", train=2, val=2)
+    out = tmp_path / "sweep"
+    argv = ["sweep", "cifar_resnet20", "--data", str(data), "--weights", "none",
+            "--input-size", "32", "--criteria", "l1", "--levels", "0.5",
+            "--finetune-epochs", "0", "--out", str(out), *QUICK]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv, "--lr", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("netsurgeon: error:") and len(err.strip().splitlines()) == 1
+    assert "train.lr: 0.01 before, 0.5 now" in err
+
+
+@pytest.mark.parametrize(
+    "levels, shown", [("0.5,1.2", "level 1.2"), ("0", "level 0.0"), ("0.2,x", "'x'")]
+)
+def test_bad_levels_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], levels: str, shown: str
+) -> None:
+    # The data folder does not exist: levels are checked before any data is read.
+    argv = ["sweep", "cifar_resnet20", "--data", str(tmp_path / "none"), "--out",
+            str(tmp_path / "o"), "--levels", levels]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert shown in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_criterion_lists_the_valid_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["sweep", "cifar_resnet20", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
+            "--criteria", "l1,weird"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "unknown criterion 'weird'" in err
+    assert all(name in err for name in CRITERIA)
+
+
+def test_missing_and_empty_data_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing"
+    assert main(["sweep", "cifar_resnet20", "--data", str(missing), "--out",
+                 str(tmp_path / "o"), "--levels", "0.5"]) == 2  # fmt: skip
+    assert f"data folder {missing} does not exist" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["compare-models", "cifar_resnet20", "--data", str(empty), "--out",
+                 str(tmp_path / "o"), "--level", "0.5"]) == 2  # fmt: skip
+    assert f"data folder {empty} is empty" in capsys.readouterr().err
+
+
+def test_compare_models_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main(["compare-models", "cifar_resnet20", *base, "--level", "1.5"]) == 2
+    assert "level 1.5 is not allowed" in capsys.readouterr().err
+    assert main(["compare-models", "cifar_resnet20", *base, "--level", "0.5",
+                 "--criterion", "magic"]) == 2  # fmt: skip
+    assert "unknown criterion 'magic'" in capsys.readouterr().err
+    assert main(["compare-models", " , ", *base, "--level", "0.5"]) == 2
+    assert "no models given" in capsys.readouterr().err
+
+
+def test_compare_models_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_image_folder(tmp_path / "data", train=4, val=2)
+    out = tmp_path / "cmp"
+    argv = ["compare-models", "cifar_resnet20,cifar_resnet32", "--data", str(data),
+            "--weights", "none", "--input-size", "32", "--level", "0.5", "--out", str(out),
+            "--finetune-epochs", "1", *QUICK]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    rows = read_csv(out / "results.csv")
+    assert list(rows[0]) == list(COMPARE_COLUMNS)
+    assert [(r["model"], r["variant"]) for r in rows] == [
+        ("cifar_resnet20", "unpruned"), ("cifar_resnet20", "pruned"),
+        ("cifar_resnet32", "unpruned"), ("cifar_resnet32", "pruned"),
+    ]  # fmt: skip
+    by = {(r["model"], r["variant"]): r for r in rows}
+    for model in ("cifar_resnet20", "cifar_resnet32"):
+        assert int(by[model, "pruned"]["macs"]) < int(by[model, "unpruned"]["macs"])
+        assert float(by[model, "pruned"]["epoch_time_s"]) > 0
+        assert float(by[model, "unpruned"]["latency_ms"]) > 0
+    assert int(by["cifar_resnet32", "unpruned"]["params"]) > int(
+        by["cifar_resnet20", "unpruned"]["params"]
+    )
+    for name in ("comparison.png", "report.md", "report.html", "results.json", "config.json"):
+        assert (out / name).is_file()
+    assert "cifar_resnet32" in printed and "comparison" in printed
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_sweep_on_real_cifar10_small(shared_dir: Path, tmp_path: Path) -> None:
+    data = shared_dir / "data" / "cifar10-small"
+    weights = shared_dir / "data" / "resnet_cifar10" / "resnet32-d509ac18.th"
+    if not data.is_dir() or not weights.is_file():
+        pytest.skip(f"cifar10-small or the ResNet-32 checkpoint is missing under {shared_dir}")
+    out = tmp_path / "sweep"
+    argv = ["sweep", "cifar_resnet32", "--data", str(data), "--weights", str(weights),
+            "--input-size", "32", "--criteria", "l1,taylor", "--levels", "0.3,0.6",
+            "--finetune-epochs", "1", "--train-subset", "64", "--val-subset", "100",
+            "--max-train-batches", "2", "--batch-size", "32", "--lr", "0.01",
+            "--out", str(out), "--workers", "0", "--latency-repeats", "3",
+            "--no-verify", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    for name in OUTPUTS:
+        assert (out / name).is_file(), name
+    rows = read_csv(out / "results.csv")
+    assert len(rows) == 5
+    reference = rows[0]
+    # The real pretrained weights classify the re-encoded CIFAR images well before pruning.
+    assert float(reference["acc_before"]) > 0.6
+    assert int(reference["params"]) == 464154  # ResNet-32 with a 10-class head
+    for criterion in ("l1", "taylor"):
+        mild, strong = (r for r in rows if r["criterion"] == criterion)
+        assert int(reference["macs"]) > int(mild["macs"]) > int(strong["macs"])
+        assert float(mild["epoch_time_s"]) > 0
+        assert 0.0 <= float(strong["acc_after"]) <= 1.0
