@@ -16,7 +16,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -32,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from netsurgeon.errors import CheckpointError, ConfigError
+from netsurgeon.fileio import atomic_torch_save
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -396,30 +396,8 @@ class DataWaitTimer:
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
-
-    A crash or a full disk leaves either the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    # Make the rename itself durable; not every platform can open a folder.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    """``torch.save`` to ``path`` atomically (see :func:`netsurgeon.fileio.atomic_torch_save`)."""
+    atomic_torch_save(obj, path)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -17,8 +17,6 @@ another module type is one :func:`register_resizable` call.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ import torch
 from torch import nn
 
 from netsurgeon.errors import CheckpointError, ConfigError
+from netsurgeon.fileio import atomic_torch_save
 
 __all__ = [
     "FORMAT",
@@ -227,30 +226,6 @@ def _check_head(model: nn.Module, num_classes: object) -> None:
         )
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable; not every platform can open a directory
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
 def save(
     model: nn.Module,
     path: str | Path,
@@ -293,7 +268,7 @@ def save(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_torch_save(payload, path)
+    atomic_torch_save(payload, path)
     return path
 
 

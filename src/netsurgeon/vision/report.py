@@ -9,19 +9,18 @@ Plots are PNG files drawn with matplotlib's Agg canvas without touching pyplot's
 from __future__ import annotations
 
 import base64
-import contextlib
 import csv
 import html
 import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from netsurgeon.errors import NetsurgeonError
+from netsurgeon.fileio import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "COMPARE_PLOT",
@@ -79,40 +78,6 @@ _COMPARE_TABLE = (
 
 
 # --------------------------------------------------------------------------- files
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename it over ``path``.
-
-    A crash or a full disk leaves either the old file or the new one, never half of one.
-    """
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """The bytes version of :func:`atomic_write_text`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes owner-only files; results should get the usual permissions.
-        if hasattr(os, "fchmod"):  # not on Windows
-            os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _json_default(value: Any) -> Any:
