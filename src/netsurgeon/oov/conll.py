@@ -1,0 +1,269 @@
+"""Column-file reading and writing (CoNLL-2003 and generic ``token ... tag`` files).
+
+A file holds one token per line with whitespace-separated columns, a blank line between
+sentences and optional ``-DOCSTART-`` lines between documents. Every row of a file must have
+the same number of columns; bad input raises :class:`~netsurgeon.errors.ConfigError` naming the
+file and the line, so nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from netsurgeon.errors import ConfigError
+
+__all__ = [
+    "DOCSTART",
+    "TASK_COLUMNS",
+    "Sentence",
+    "convert_scheme",
+    "decode_lines",
+    "detect_scheme",
+    "iob1_to_iob2",
+    "iob2_to_iob1",
+    "read_conll",
+    "resolve_tag_column",
+    "write_conll",
+]
+
+DOCSTART = "-DOCSTART-"
+
+# Column of each task's tag in CoNLL-2003's "token POS chunk NER" layout.
+TASK_COLUMNS: dict[str, int] = {"pos": 1, "chunk": 2, "ner": -1}
+
+_SCHEMES = ("iob1", "iob2")
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence of a column file.
+
+    Attributes:
+        rows: One tuple of column values per token; column 0 is the token.
+        starts_document: Whether a ``-DOCSTART-`` line came right before this sentence.
+        line: 1-based line number of the sentence's first token in its file (0 if built in code).
+    """
+
+    rows: tuple[tuple[str, ...], ...]
+    starts_document: bool = False
+    line: int = 0
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """The tokens (column 0)."""
+        return tuple(row[0] for row in self.rows)
+
+    def column(self, index: int) -> tuple[str, ...]:
+        """The values of one column (negative indices count from the last column)."""
+        return tuple(row[index] for row in self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def resolve_tag_column(task_or_column: str | int) -> int:
+    """Turn a task name (``ner``, ``pos``, ``chunk``) or a column number into a column index.
+
+    Raises:
+        ConfigError: the value is neither a known task nor an integer.
+    """
+    if isinstance(task_or_column, int):
+        return task_or_column
+    if task_or_column in TASK_COLUMNS:
+        return TASK_COLUMNS[task_or_column]
+    try:
+        return int(task_or_column)
+    except ValueError:
+        raise ConfigError(
+            f"tag column {task_or_column!r} is not a column number or one of {sorted(TASK_COLUMNS)}"
+        ) from None
+
+
+def decode_lines(path: Path, encoding: str) -> list[str]:
+    """Read and decode ``path`` line by line so a decoding error can name its line."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, expected a column file") from None
+    try:
+        return data.decode(encoding).splitlines()
+    except LookupError:
+        raise ConfigError(f"unknown --encoding {encoding!r}") from None
+    except UnicodeDecodeError as exc:
+        line_no = data.count(b"\n", 0, exc.start) + 1
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        bad = data[exc.start : exc.start + 1].hex()
+        raise ConfigError(
+            f"{path}:{line_no}: not valid {encoding} text (byte 0x{bad} at column "
+            f"{exc.start - line_start + 1}); pass --encoding with the file's encoding "
+            f"(for example --encoding latin-1)"
+        ) from None
+
+
+def read_conll(
+    path: str | os.PathLike[str],
+    *,
+    encoding: str = "utf-8",
+    min_columns: int = 2,
+) -> list[Sentence]:
+    """Read a column file into sentences.
+
+    Args:
+        path: The file.
+        encoding: Text encoding of the file.
+        min_columns: Fewest columns a row may have (token plus at least one tag by default).
+
+    Returns:
+        The sentences in file order; ``-DOCSTART-`` lines become ``starts_document`` flags.
+
+    Raises:
+        ConfigError: missing or empty file, undecodable text, or a row whose column count
+            differs from the file's first row (the message names the file and line).
+    """
+    path = Path(path)
+    lines = decode_lines(path, encoding)
+    sentences: list[Sentence] = []
+    rows: list[tuple[str, ...]] = []
+    first_line = 0
+    n_columns: int | None = None
+    columns_line = 0
+    doc_pending = False
+    doc_for_current = False
+
+    def flush() -> None:
+        nonlocal rows, doc_for_current
+        if rows:
+            sentences.append(Sentence(tuple(rows), doc_for_current, first_line))
+            rows = []
+            doc_for_current = False
+
+    for line_no, raw in enumerate(lines, start=1):
+        fields = raw.split()
+        if not fields:
+            flush()
+            continue
+        if fields[0] == DOCSTART:
+            flush()
+            doc_pending = True
+            continue
+        if n_columns is None:
+            if len(fields) < min_columns:
+                raise ConfigError(
+                    f"{path}:{line_no}: found {len(fields)} column(s), expected at least "
+                    f"{min_columns} (token and tag): {raw.strip()!r}"
+                )
+            n_columns, columns_line = len(fields), line_no
+        elif len(fields) != n_columns:
+            raise ConfigError(
+                f"{path}:{line_no}: found {len(fields)} column(s), expected {n_columns} "
+                f"like line {columns_line}: {raw.strip()!r}"
+            )
+        if not rows:
+            first_line = line_no
+            doc_for_current, doc_pending = doc_pending, False
+        rows.append(tuple(fields))
+    flush()
+    if not sentences:
+        raise ConfigError(f"{path}: file is empty (no sentences found)")
+    return sentences
+
+
+def write_conll(
+    path: str | os.PathLike[str],
+    sentences: Iterable[Sentence],
+    *,
+    encoding: str = "utf-8",
+    docstart_columns: int | None = None,
+) -> None:
+    """Write sentences in the column format that :func:`read_conll` reads.
+
+    Args:
+        path: Output file; written atomically.
+        sentences: The sentences.
+        encoding: Text encoding.
+        docstart_columns: Columns of ``-DOCSTART-`` lines (default: the sentences' own width,
+            filled with ``-X-`` and a final ``O`` like CoNLL-2003).
+    """
+    from netsurgeon.oov.io import atomic_write_text
+
+    parts: list[str] = []
+    for sentence in sentences:
+        if sentence.starts_document:
+            width = docstart_columns or len(sentence.rows[0])
+            parts.append(" ".join([DOCSTART] + ["-X-"] * (width - 2) + ["O"] * (width > 1)))
+            parts.append("")
+        parts.extend(" ".join(row) for row in sentence.rows)
+        parts.append("")
+    atomic_write_text(Path(path), "\n".join(parts) + "\n", encoding=encoding)
+
+
+def _split(tag: str) -> tuple[str, str]:
+    if tag == "O" or "-" not in tag:
+        return tag, ""
+    prefix, _, label = tag.partition("-")
+    return prefix, label
+
+
+def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
+    """Convert IOB1 tags (``I-`` starts a chunk unless it continues one) to IOB2.
+
+    ``B-`` tags are kept; an ``I-X`` that does not follow an ``X`` chunk becomes ``B-X``.
+    """
+    out: list[str] = []
+    previous = ""
+    for tag in tags:
+        prefix, label = _split(tag)
+        if prefix == "I" and previous != label:
+            out.append(f"B-{label}")
+        else:
+            out.append(tag)
+        previous = label if prefix in ("B", "I") else ""
+    return out
+
+
+def iob2_to_iob1(tags: Sequence[str]) -> list[str]:
+    """Convert IOB2 tags to IOB1: ``B-X`` stays only where it follows another ``X`` chunk."""
+    out: list[str] = []
+    previous = ""
+    for tag in tags:
+        prefix, label = _split(tag)
+        if prefix == "B" and previous != label:
+            out.append(f"I-{label}")
+        else:
+            out.append(tag)
+        previous = label if prefix in ("B", "I") else ""
+    return out
+
+
+def detect_scheme(tag_sequences: Iterable[Sequence[str]]) -> str:
+    """Guess ``iob1`` or ``iob2``: IOB2 never has ``I-X`` without a preceding ``X`` chunk."""
+    for tags in tag_sequences:
+        if list(tags) != iob1_to_iob2(tags):
+            return "iob1"
+    return "iob2"
+
+
+def convert_scheme(sentences: Sequence[Sentence], *, column: int, to: str) -> list[Sentence]:
+    """Return the sentences with one tag column converted to IOB1 or IOB2.
+
+    Raises:
+        ConfigError: ``to`` is not ``iob1`` or ``iob2``.
+    """
+    if to not in _SCHEMES:
+        raise ConfigError(f"tag scheme {to!r} is not one of {list(_SCHEMES)}")
+    convert = iob1_to_iob2 if to == "iob2" else iob2_to_iob1
+    out: list[Sentence] = []
+    for sentence in sentences:
+        new_tags = convert(sentence.column(column))
+        index = column % len(sentence.rows[0])
+        rows = tuple(
+            (*row[:index], tag, *row[index + 1 :])
+            for row, tag in zip(sentence.rows, new_tags, strict=True)
+        )
+        out.append(Sentence(rows, sentence.starts_document, sentence.line))
+    return out

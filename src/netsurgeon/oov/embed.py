@@ -1,0 +1,88 @@
+"""Write a trained OOV module's predictions as a GloVe text file for other tools."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from netsurgeon.errors import ConfigError
+from netsurgeon.oov.conll import decode_lines, read_conll
+from netsurgeon.oov.run import load_run
+from netsurgeon.oov.vectors import write_glove_text
+
+__all__ = ["embed_corpus", "embed_words"]
+
+
+def embed_words(
+    run_dir: str | os.PathLike[str],
+    words_file: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    embeddings: str | None = None,
+    encoding: str = "utf-8",
+) -> int:
+    """Predict a vector for each word of a file (one per line, no context).
+
+    Returns:
+        Number of vectors written.
+
+    Raises:
+        ConfigError: empty or undecodable words file.
+    """
+    path = Path(words_file)
+    words = list(dict.fromkeys(line.strip() for line in decode_lines(path, encoding)))
+    words = [w for w in words if w]
+    if not words:
+        raise ConfigError(f"{path}: file is empty (expected one word per line)")
+    for line_no, word in enumerate(words, start=1):
+        if any(ch.isspace() for ch in word):
+            raise ConfigError(f"{path}:{line_no}: expected one word per line, got {word!r}")
+    run = load_run(run_dir, keep=words, embeddings=embeddings)
+    vectors, _ = run.embedder.embed(words, [[] for _ in words], [[] for _ in words])
+    write_glove_text(out, words, vectors)
+    return len(words)
+
+
+def embed_corpus(
+    run_dir: str | os.PathLike[str],
+    corpus: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    embeddings: str | None = None,
+    encoding: str = "utf-8",
+    per_occurrence: bool = False,
+) -> int:
+    """Predict vectors for every OOV occurrence of a column file (tokens in column 0).
+
+    By default the occurrences of a word form are averaged into one line per form; with
+    ``per_occurrence`` each occurrence gets its own line (the word repeats).
+
+    Returns:
+        Number of vectors written.
+    """
+    sentences = [list(s.tokens) for s in read_conll(corpus, encoding=encoding, min_columns=1)]
+    run = load_run(run_dir, keep={t for s in sentences for t in s}, embeddings=embeddings)
+    words: list[str] = []
+    lefts: list[list[str]] = []
+    rights: list[list[str]] = []
+    for tokens in sentences:
+        for j, token in enumerate(tokens):
+            if token not in run.embeddings:
+                words.append(token)
+                lefts.append(tokens[:j])
+                rights.append(tokens[j + 1 :])
+    if not words:
+        write_glove_text(out, [], np.zeros((0, run.tagger.dim), np.float32))
+        return 0
+    vectors, _ = run.embedder.embed(words, lefts, rights)
+    if per_occurrence:
+        write_glove_text(out, words, vectors)
+        return len(words)
+    forms: dict[str, list[int]] = {}
+    for i, word in enumerate(words):
+        forms.setdefault(word, []).append(i)
+    means = np.stack([vectors[rows].mean(axis=0) for rows in forms.values()])
+    write_glove_text(out, list(forms), means)
+    return len(forms)

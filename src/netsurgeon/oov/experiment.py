@@ -1,0 +1,185 @@
+"""Compare OOV methods over seeds on one task and write the poster-style report."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netsurgeon.errors import ConfigError
+from netsurgeon.oov.embedders import ATTENTION_PARTS, METHODS
+from netsurgeon.oov.evaluate import Evaluation, evaluate_data, evaluate_run
+from netsurgeon.oov.report import SECTIONS, write_report
+from netsurgeon.oov.run import TrainConfig
+from netsurgeon.oov.train import read_tagged, train
+
+__all__ = ["run_experiment", "summarise"]
+
+log = logging.getLogger(__name__)
+
+
+def _metric_key(task: str) -> str:
+    return "f1" if task == "ner" else "accuracy"
+
+
+def summarise(
+    task: str, evaluations: dict[str, list[Evaluation]], methods: Sequence[str], baseline: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Mean ± std per section and method, and relative gains over ``baseline`` (in percent)."""
+    key = _metric_key(task)
+    summary: dict[str, Any] = {}
+    gains: dict[str, Any] = {}
+    for section in SECTIONS:
+        summary[section] = {}
+        for method in methods:
+            values = [e.metrics[section][key] for e in evaluations[method]]
+            summary[section][method] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "values": values,
+            }
+        base = summary[section][baseline]["mean"]
+        gains[section] = {
+            m: (100.0 * (summary[section][m]["mean"] - base) / base if base else None)
+            for m in methods
+            if m != baseline
+        }
+    return summary, gains
+
+
+def _mean_attention(evaluations: list[Evaluation]) -> dict[str, dict[str, float]] | None:
+    """Attention per tag pooled over seeds (weighted by each seed's OOV counts)."""
+    tables = [e.attention_by_tag for e in evaluations if e.attention_by_tag is not None]
+    if not tables:
+        return None
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, float] = {}
+    for table in tables:
+        for tag, row in table.items():
+            weights = np.array([row[p] for p in ATTENTION_PARTS]) * row["count"]
+            sums[tag] = sums.get(tag, np.zeros(len(ATTENTION_PARTS))) + weights
+            counts[tag] = counts.get(tag, 0) + row["count"]
+    merged: dict[str, dict[str, float]] = {}
+    for tag in sorted(counts, key=lambda t: (-counts[t], t)):
+        mean = sums[tag] / counts[tag]
+        merged[tag] = {p: float(w) for p, w in zip(ATTENTION_PARTS, mean, strict=True)}
+        merged[tag]["count"] = counts[tag] / len(tables)
+    return merged
+
+
+def run_experiment(
+    base: TrainConfig,
+    *,
+    train_file: str | os.PathLike[str],
+    dev_file: str | os.PathLike[str],
+    test_file: str | os.PathLike[str] | None = None,
+    methods: Sequence[str] = ("random", "mimick", "comick"),
+    seeds: int = 3,
+    out: str | os.PathLike[str],
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train every method with every seed, evaluate, and write the report into ``out``.
+
+    Args:
+        base: Configuration shared by all runs (method and seed are replaced per run).
+        train_file: Training column file.
+        dev_file: Development file (model selection, and the reported dev scores).
+        test_file: Optional held-out file, evaluated with the best dev model.
+        methods: OOV methods to compare; ``random`` (if present) is the baseline.
+        seeds: Number of seeds (0, 1, ...).
+        out: Experiment folder; runs go to ``out/runs/<method>-seed<k>``.
+        resume: Continue interrupted runs instead of refusing an existing folder.
+
+    Returns:
+        The results written to ``results.json``.
+
+    Raises:
+        ConfigError: bad methods or seeds, or an existing folder without ``resume``.
+    """
+    methods = list(dict.fromkeys(methods))
+    unknown = [m for m in methods if m not in METHODS]
+    if not methods or unknown:
+        raise ConfigError(f"methods {unknown or methods} are not among {list(METHODS)}")
+    if seeds < 1:
+        raise ConfigError(f"seeds must be a positive integer, got {seeds}")
+    out = Path(out)
+    if (out / "results.json").exists() and not resume:
+        raise ConfigError(
+            f"{out} already holds an experiment; pass --resume or choose another --out"
+        )
+    baseline = "random" if "random" in methods else methods[0]
+    dev_data = read_tagged(
+        dev_file, column=base.column, encoding=base.encoding, scheme=base.tag_scheme
+    )
+    evaluations: dict[str, dict[str, list[Evaluation]]] = {"dev": {}, "test": {}}
+    runs: list[dict[str, Any]] = []
+    oov: dict[str, Any] = {}
+    for method in methods:
+        for seed in range(seeds):
+            config = dataclasses.replace(base, method=method, seed=seed)
+            run_dir = out / "runs" / f"{method}-seed{seed}"
+            log.info("training %s", run_dir)
+            start = time.perf_counter()
+            result = train(
+                config, train_file=train_file, dev_file=dev_file, out=run_dir, resume=resume
+            )
+            seconds = time.perf_counter() - start
+            dev = evaluate_data(result.run, dev_data)
+            evaluations["dev"].setdefault(method, []).append(dev)
+            entry = {
+                "method": method,
+                "seed": seed,
+                "dir": str(run_dir),
+                "seconds": seconds,
+                "best_epoch": result.metrics["best_epoch"],
+                "dev": dev.metrics,
+            }
+            oov = {"train": result.metrics["oov"]["train"], "dev": dev.oov}
+            if test_file is not None:
+                test = evaluate_run(run_dir, test_file)
+                evaluations["test"].setdefault(method, []).append(test)
+                entry["test"] = test.metrics
+                oov["test"] = test.oov
+            runs.append(entry)
+    metric = "F1" if base.task == "ner" else "accuracy"
+    summary: dict[str, Any] = {}
+    gains: dict[str, Any] = {}
+    for split, per_method in evaluations.items():
+        if per_method:
+            summary[split], gains[split] = summarise(base.task, per_method, methods, baseline)
+    attention = {}
+    examples = {}
+    for method in methods:
+        merged = _mean_attention(evaluations["dev"][method])
+        if merged is not None:
+            attention[method] = merged
+            examples[method] = evaluations["dev"][method][0].examples
+    results = {
+        "task": base.task,
+        "metric": metric,
+        "methods": methods,
+        "baseline": baseline,
+        "seeds": list(range(seeds)),
+        "config": base.to_json(),
+        "files": {
+            "train": str(train_file),
+            "dev": str(dev_file),
+            "test": test_file and str(test_file),
+        },
+        "summary": summary,
+        "gains": gains,
+        "oov": oov,
+        "unseen_dev_tags": evaluations["dev"][methods[0]][0].unseen_tags,
+        "attention_by_tag": attention,
+        "examples": examples,
+        "runs": runs,
+    }
+    write_report(results, out)
+    return results

@@ -1,0 +1,429 @@
+"""A run folder: configuration, vocabularies, weights and metrics, and loading it back.
+
+Layout::
+
+    RUN/config.json      TrainConfig, as written by ``train``
+    RUN/vocab.json       characters, tags, and the embedding vocabulary's size and fingerprint
+    RUN/model.pt         best weights (a state_dict of tensors only)
+    RUN/checkpoint.pt    last epoch's weights and optimiser state, for --resume
+    RUN/metrics.json     history, best dev scores, OOV rates
+
+Weights are loaded with ``torch.load(..., weights_only=True)``; the pretrained vectors are not
+stored but reloaded from the embeddings file, whose fingerprint must match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from netsurgeon.errors import CheckpointError, ConfigError
+from netsurgeon.oov.batching import OccurrenceBatch, SentenceBatch, TextEncoder
+from netsurgeon.oov.conll import resolve_tag_column
+from netsurgeon.oov.embedders import METHODS, build_embedder
+from netsurgeon.oov.metrics import TASKS
+from netsurgeon.oov.tagger import Tagger
+from netsurgeon.oov.vectors import Embeddings, load_embeddings
+from netsurgeon.oov.vocab import TagVocabulary, Vocabulary
+
+__all__ = [
+    "CONFIG_FILE",
+    "MODEL_FILE",
+    "VOCAB_FILE",
+    "Embedder",
+    "Prediction",
+    "TrainConfig",
+    "TrainedRun",
+    "build_tagger",
+    "load_run",
+]
+
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.json"
+MODEL_FILE = "model.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.json"
+
+_PRETRAIN_BY_DEFAULT = ("mimick", "context", "comick")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (written to ``config.json``).
+
+    Attributes mirror the ``netsurgeon oov train`` options; see ``--help`` for each.
+    """
+
+    task: str = "ner"
+    method: str = "comick"
+    tag_column: int | None = None
+    tag_scheme: str | None = None
+    embeddings: str | None = None
+    embeddings_format: str = "auto"
+    normalise: str = "lower"
+    max_vocab: int | None = None
+    encoding: str = "utf-8"
+    context_size: int | None = None
+    char_dim: int = 20
+    oov_hidden: int = 128
+    tagger_hidden: int = 128
+    dropout: float = 0.0
+    epochs: int = 30
+    patience: int = 3
+    batch_size: int = 8
+    lr_tagger: float = 0.01
+    lr_oov: float = 0.001
+    momentum: float = 0.9
+    clip: float = 5.0
+    pretrain_epochs: int | None = None
+    pretrain_loss: str = "mse"
+    pretrain_lr: float = 0.001
+    pretrain_words: int = 20_000
+    train_limit: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"task {self.task!r} is not one of {list(TASKS)}")
+        if self.method not in METHODS:
+            raise ConfigError(f"method {self.method!r} is not one of {list(METHODS)}")
+        if self.tag_scheme not in (None, "iob1", "iob2"):
+            raise ConfigError(f"tag scheme {self.tag_scheme!r} is not 'iob1' or 'iob2'")
+        if self.pretrain_loss not in ("mse", "cosine"):
+            raise ConfigError(f"pretrain loss {self.pretrain_loss!r} is not 'mse' or 'cosine'")
+        positive = {
+            "epochs": self.epochs,
+            "patience": self.patience,
+            "batch_size": self.batch_size,
+            "char_dim": self.char_dim,
+            "oov_hidden": self.oov_hidden,
+            "tagger_hidden": self.tagger_hidden,
+            "pretrain_words": self.pretrain_words,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value}")
+        for name in ("lr_tagger", "lr_oov", "pretrain_lr"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.context_size is not None and self.context_size < 1:
+            raise ConfigError(
+                f"context size must be a positive number of words (or the whole sentence), "
+                f"got {self.context_size}"
+            )
+        if self.pretrain_epochs is not None and self.pretrain_epochs < 0:
+            raise ConfigError(f"pretrain epochs must be >= 0, got {self.pretrain_epochs}")
+        if self.max_vocab is not None and self.max_vocab < 1:
+            raise ConfigError(f"max vocab must be a positive integer, got {self.max_vocab}")
+        if self.train_limit is not None and self.train_limit < 1:
+            raise ConfigError(f"train limit must be positive, got {self.train_limit}")
+
+    @property
+    def column(self) -> int:
+        """Column of the tag in the data files."""
+        return self.tag_column if self.tag_column is not None else resolve_tag_column(self.task)
+
+    @property
+    def effective_pretrain_epochs(self) -> int:
+        """Pre-training epochs, defaulting to 5 for the learned predictors and 0 otherwise."""
+        if self.pretrain_epochs is not None:
+            return self.pretrain_epochs
+        return 5 if self.method in _PRETRAIN_BY_DEFAULT else 0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> TrainConfig:
+        """Rebuild from :meth:`to_json` output.
+
+        Raises:
+            CheckpointError: unknown or missing fields.
+        """
+        if not isinstance(data, dict):
+            raise CheckpointError("config.json does not hold an object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise CheckpointError(f"config.json has unknown fields {unknown}")
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise CheckpointError(f"config.json is invalid: {exc}") from None
+
+
+def build_tagger(
+    config: TrainConfig, *, dim: int, n_chars: int, n_tags: int, scale: float
+) -> Tagger:
+    """The tagger (with its OOV embedder) that ``config`` describes."""
+    embedder = build_embedder(
+        config.method,
+        dim=dim,
+        n_chars=n_chars,
+        char_dim=config.char_dim,
+        hidden=config.oov_hidden,
+        seed=config.seed,
+        scale=scale,
+    )
+    return Tagger(
+        embedder=embedder,
+        n_tags=n_tags,
+        hidden=config.tagger_hidden,
+        dropout=config.dropout,
+        seed=config.seed,
+        scale=scale,
+    )
+
+
+@dataclass
+class Prediction:
+    """Predicted tags of some sentences, with each OOV occurrence's attention.
+
+    Attributes:
+        tags: Predicted tags per sentence.
+        oov_mask: Whether each token is OOV.
+        occurrences: ``(sentence, position)`` of every OOV occurrence, in order.
+        attention: ``(n_occurrences, 3)`` weights over ``ATTENTION_PARTS`` or None.
+    """
+
+    tags: list[list[str]]
+    oov_mask: list[list[bool]]
+    occurrences: list[tuple[int, int]]
+    attention: np.ndarray | None
+
+
+class Embedder:
+    """Predict vectors for words from their contexts with a trained OOV module.
+
+    Use :meth:`TrainedRun.embedder`; ``embed`` takes one word or lists of words.
+    """
+
+    def __init__(self, tagger: Tagger, encoder: TextEncoder) -> None:
+        self.tagger = tagger
+        self.encoder = encoder
+
+    @torch.no_grad()
+    def embed(
+        self,
+        word: str | Sequence[str],
+        left_context: Sequence[str] | Sequence[Sequence[str]] = (),
+        right_context: Sequence[str] | Sequence[Sequence[str]] = (),
+        *,
+        batch_size: int = 1024,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predicted vector(s) and attention for words in context.
+
+        Args:
+            word: A word, or a list of words.
+            left_context: The words before it (a list of such lists for a list of words).
+            right_context: The words after it (likewise).
+            batch_size: Occurrences per forward pass.
+
+        Returns:
+            ``(vector, attention)``: shapes ``(dim,)`` and ``(3,)`` for one word, ``(n, dim)`` and
+            ``(n, 3)`` for a list; attention is None for methods without attention. The
+            attention columns follow ``ATTENTION_PARTS`` (word, left, right).
+        """
+        single = isinstance(word, str)
+        words = [word] if single else list(word)
+        lefts = [left_context] if single else list(left_context) or [[] for _ in words]
+        rights = [right_context] if single else list(right_context) or [[] for _ in words]
+        if len(lefts) != len(words) or len(rights) != len(words):
+            raise ConfigError(
+                f"got {len(words)} words but {len(lefts)} left and {len(rights)} right contexts"
+            )
+        self.tagger.eval()
+        table = self.tagger.word_table()
+        vectors: list[np.ndarray] = []
+        attentions: list[np.ndarray] = []
+        for start in range(0, len(words), batch_size):
+            occurrences = [
+                self.encoder.occurrence_from_context(w, list(left), list(right))
+                for w, left, right in zip(
+                    words[start : start + batch_size],
+                    lefts[start : start + batch_size],
+                    rights[start : start + batch_size],
+                    strict=True,
+                )
+            ]
+            vec, att = self.tagger.embed_oov(OccurrenceBatch.collate(occurrences), table)
+            vectors.append(vec.cpu().numpy())
+            if att is not None:
+                attentions.append(att.cpu().numpy())
+        dim = self.tagger.dim
+        vector_array = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
+        attention = np.concatenate(attentions) if attentions else None
+        if single:
+            return vector_array[0], None if attention is None else attention[0]
+        return vector_array, attention
+
+
+class TrainedRun:
+    """A trained tagger with its vocabularies, ready to predict.
+
+    Attributes:
+        config: The run's configuration.
+        tagger: The network, in eval mode.
+        encoder: Token-to-tensor encoder bound to the loaded embeddings.
+        tags: Tag vocabulary.
+        embeddings: The loaded (needed) vectors.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: TrainConfig,
+        tagger: Tagger,
+        encoder: TextEncoder,
+        tags: TagVocabulary,
+    ) -> None:
+        self.config = config
+        self.tagger = tagger
+        self.encoder = encoder
+        self.tags = tags
+        self.embeddings = encoder.embeddings
+
+    @property
+    def embedder(self) -> Embedder:
+        """The OOV module behind :meth:`Embedder.embed`."""
+        return Embedder(self.tagger, self.encoder)
+
+    @torch.no_grad()
+    def predict(self, sentences: Sequence[Sequence[str]], *, batch_size: int = 64) -> Prediction:
+        """Tag token sequences."""
+        self.tagger.eval()
+        tags: list[list[str]] = []
+        masks: list[list[bool]] = []
+        occurrences: list[tuple[int, int]] = []
+        attention: list[np.ndarray] = []
+        for start in range(0, len(sentences), batch_size):
+            chunk = sentences[start : start + batch_size]
+            encoded = [self.encoder.encode(tokens) for tokens in chunk]
+            output = self.tagger(SentenceBatch.collate(encoded))
+            best = output.logits.argmax(-1).cpu()
+            for i, (tokens, enc) in enumerate(zip(chunk, encoded, strict=True)):
+                tags.append([self.tags.decode(int(t)) for t in best[i, : len(tokens)]])
+                oov = set(enc.oov_positions)
+                masks.append([j in oov for j in range(len(tokens))])
+                occurrences.extend((start + i, p) for p in enc.oov_positions)
+            if output.attention is not None:
+                attention.append(output.attention.cpu().numpy())
+        att = np.concatenate(attention) if attention else None
+        if att is not None and len(att) != len(occurrences):  # pragma: no cover - invariant
+            raise RuntimeError("attention rows do not match OOV occurrences")
+        return Prediction(tags, masks, occurrences, att)
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Load a JSON file of a run folder.
+
+    Raises:
+        CheckpointError: missing or unreadable file.
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing {what}; is this a run folder?") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupt {what} ({exc})") from None
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """``torch.load`` a weights file safely.
+
+    Raises:
+        CheckpointError: missing, corrupt or not a dict.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing weights file") from None
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        raise CheckpointError(f"{path}: not a readable weights file ({exc})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors")
+    return state
+
+
+def check_embeddings(embeddings: Embeddings, expected: dict[str, Any], run: Path) -> None:
+    """Raise CheckpointError when the embeddings are not the ones the run was trained with."""
+    if embeddings.dim != expected.get("dim"):
+        raise CheckpointError(
+            f"{run}: the checkpoint expects {expected.get('dim')}-dimensional embeddings, but "
+            f"{embeddings.source} has dimension {embeddings.dim}"
+        )
+    if embeddings.vocab_size != expected.get(
+        "vocab_size"
+    ) or embeddings.fingerprint != expected.get("fingerprint"):
+        raise CheckpointError(
+            f"{run}: the embedding vocabulary of {embeddings.source} ({embeddings.vocab_size} "
+            f"words, fingerprint {embeddings.fingerprint[:12]}) does not match the one the run "
+            f"was trained with ({expected.get('vocab_size')} words, fingerprint "
+            f"{str(expected.get('fingerprint'))[:12]}, from {expected.get('source')}); pass "
+            f"the same --embeddings and --max-vocab"
+        )
+
+
+def load_run(
+    run: str | os.PathLike[str],
+    *,
+    keep: Iterable[str] = (),
+    embeddings: str | None = None,
+    weights: str = MODEL_FILE,
+) -> TrainedRun:
+    """Load a run folder, with vectors for the ``keep`` tokens.
+
+    Args:
+        run: The run folder written by training.
+        keep: Tokens that will be tagged or used as context (their vectors are loaded).
+        embeddings: Embeddings file to use instead of the one recorded in the run.
+        weights: Weights file inside the run folder.
+
+    Raises:
+        CheckpointError: missing/corrupt files, or embeddings whose dimension or vocabulary
+            differ from the training ones.
+    """
+    run = Path(run)
+    if not run.is_dir():
+        raise CheckpointError(f"{run}: run folder not found")
+    config = TrainConfig.from_json(read_json(run / CONFIG_FILE, "configuration"))
+    vocab = read_json(run / VOCAB_FILE, "vocabularies")
+    if not isinstance(vocab, dict) or not isinstance(vocab.get("embeddings"), dict):
+        raise CheckpointError(f"{run / VOCAB_FILE}: malformed vocabularies")
+    chars = Vocabulary.from_json(vocab.get("chars"), what="character vocabulary")
+    tags = TagVocabulary.from_json(vocab.get("tags"))
+    expected = vocab["embeddings"]
+    source = embeddings if embeddings is not None else config.embeddings
+    loaded = load_embeddings(
+        source,
+        keep=keep,
+        normalise=config.normalise,
+        max_vocab=config.max_vocab,
+        format=config.embeddings_format,
+        encoding=config.encoding,
+    )
+    check_embeddings(loaded, expected, run)
+    tagger = build_tagger(
+        config, dim=loaded.dim, n_chars=len(chars), n_tags=len(tags), scale=float(expected["scale"])
+    )
+    state = load_state(run / weights)
+    state = state.get("model", state) if weights != MODEL_FILE else state
+    try:
+        tagger.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{run / weights}: weights do not fit the model ({exc})") from None
+    tagger.set_vectors(loaded.vectors)
+    tagger.eval()
+    encoder = TextEncoder(embeddings=loaded, chars=chars, context_size=config.context_size)
+    return TrainedRun(config=config, tagger=tagger, encoder=encoder, tags=tags)

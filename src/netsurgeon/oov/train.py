@@ -1,0 +1,455 @@
+"""Pre-training (mimic in-vocabulary vectors) and joint training of the tagger and OOV module.
+
+Joint training uses two SGD optimisers: the labelling net at ``lr_tagger`` (0.01) and the OOV
+module at ``lr_oov`` (0.001), as in the poster. Each epoch ends with a dev evaluation; the best
+weights go to ``model.pt`` and the full state to ``checkpoint.pt`` (both atomic), so a killed
+run continues with ``resume=True``. Early stopping ends training after ``patience`` epochs
+without a better dev score.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from netsurgeon.errors import CheckpointError, ConfigError
+from netsurgeon.oov.batching import (
+    N_SPECIAL_ROWS,
+    UNK,
+    Occurrence,
+    OccurrenceBatch,
+    SentenceBatch,
+    TextEncoder,
+)
+from netsurgeon.oov.conll import Sentence, convert_scheme, read_conll
+from netsurgeon.oov.io import atomic_save_torch, atomic_write_json
+from netsurgeon.oov.metrics import headline, tagging_metrics
+from netsurgeon.oov.run import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    VOCAB_FILE,
+    TrainConfig,
+    TrainedRun,
+    build_tagger,
+    load_state,
+    read_json,
+)
+from netsurgeon.oov.tagger import Tagger
+from netsurgeon.oov.vectors import load_embeddings, normaliser
+from netsurgeon.oov.vocab import TagVocabulary, oov_stats
+
+__all__ = ["TaggedData", "TrainResult", "progress_disabled", "read_tagged", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaggedData:
+    """Token and tag sequences read from one column file."""
+
+    path: str
+    tokens: list[list[str]]
+    tags: list[list[str]]
+
+
+def read_tagged(
+    path: str | os.PathLike[str],
+    *,
+    column: int,
+    encoding: str = "utf-8",
+    limit: int | None = None,
+    scheme: str | None = None,
+) -> TaggedData:
+    """Read tokens and one tag column from a column file.
+
+    Args:
+        path: The file.
+        column: Tag column.
+        encoding: Text encoding.
+        limit: Keep only the first ``limit`` sentences.
+        scheme: Convert the tags to ``iob1`` or ``iob2`` (None keeps them as written).
+
+    Raises:
+        ConfigError: bad file, or a tag column the file does not have.
+    """
+    sentences: list[Sentence] = read_conll(path, encoding=encoding)
+    width = len(sentences[0].rows[0])
+    if not -width <= column < width or column % width == 0:
+        raise ConfigError(
+            f"{path}: tag column {column} does not exist (the file has {width} columns; "
+            "column 0 is the token)"
+        )
+    if limit is not None:
+        sentences = sentences[:limit]
+    if scheme is not None:
+        sentences = convert_scheme(sentences, column=column, to=scheme)
+    return TaggedData(
+        str(path),
+        [list(s.tokens) for s in sentences],
+        [list(s.column(column)) for s in sentences],
+    )
+
+
+def progress_disabled() -> bool:
+    """Progress bars are hidden in CI and when stderr is not a terminal."""
+    return bool(os.environ.get("CI")) or not os.isatty(2)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the best model and its metrics."""
+
+    run: TrainedRun
+    metrics: dict[str, Any]
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _batches(items: Sequence[Any], size: int, rng: np.random.Generator | None) -> list[list[Any]]:
+    order = np.arange(len(items)) if rng is None else rng.permutation(len(items))
+    return [[items[i] for i in order[s : s + size]] for s in range(0, len(items), size)]
+
+
+def _pretrain_pool(
+    tokens: list[list[str]], encoder: TextEncoder
+) -> dict[int, list[tuple[int, int]]]:
+    """Occurrences (sentence, position) of every in-vocabulary word type, by table row."""
+    pool: dict[int, list[tuple[int, int]]] = {}
+    for i, sentence in enumerate(tokens):
+        for j, token in enumerate(sentence):
+            row = encoder.word_id(token)
+            if row != UNK:
+                pool.setdefault(row, []).append((i, j))
+    return pool
+
+
+def _pretrain_epoch(
+    tagger: Tagger,
+    encoder: TextEncoder,
+    tokens: list[list[str]],
+    pool: dict[int, list[tuple[int, int]]],
+    optimiser: torch.optim.Optimizer,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    desc: str,
+) -> float:
+    # Types are drawn uniformly (so frequent words do not dominate), each with one of its
+    # contexts; small corpora repeat types with other contexts to fill the epoch.
+    rows = sorted(pool)
+    n_draws = min(config.pretrain_words, sum(len(v) for v in pool.values()))
+    drawn = rng.choice(rows, size=n_draws, replace=n_draws > len(rows))
+    occurrences: list[tuple[Occurrence, int]] = []
+    word_ids: dict[int, list[int]] = {}
+    for row in drawn.tolist():
+        i, j = pool[row][int(rng.integers(len(pool[row])))]
+        if i not in word_ids:
+            word_ids[i] = [encoder.word_id(t) for t in tokens[i]]
+        occurrences.append((encoder.occurrence(tokens[i], j, word_ids[i]), row))
+    tagger.train()
+    total, count = 0.0, 0
+    for batch in tqdm(
+        _batches(occurrences, 64, rng), desc=desc, leave=False, disable=progress_disabled()
+    ):
+        table = tagger.word_table()
+        vectors, _ = tagger.embed_oov(OccurrenceBatch.collate([o for o, _ in batch]), table)
+        target = table[torch.tensor([row for _, row in batch])]
+        if config.pretrain_loss == "mse":
+            loss = ((vectors - target) ** 2).sum(-1).mean()
+        else:
+            loss = (1 - nn.functional.cosine_similarity(vectors, target, dim=-1)).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(tagger.oov.parameters(), config.clip)
+        optimiser.step()
+        total += float(loss.detach()) * len(batch)
+        count += len(batch)
+    return total / max(count, 1)
+
+
+def _evaluate(
+    tagger: Tagger,
+    encoder: TextEncoder,
+    tags: TagVocabulary,
+    data: TaggedData,
+    config: TrainConfig,
+) -> dict[str, Any]:
+    run = TrainedRun(config=config, tagger=tagger, encoder=encoder, tags=tags)
+    prediction = run.predict(data.tokens)
+    return tagging_metrics(config.task, data.tags, prediction.tags, prediction.oov_mask)
+
+
+def _check_out(out: Path, config: TrainConfig, resume: bool) -> bool:
+    """Whether to resume from ``out``; refuses to overwrite another run."""
+    checkpoint = out / CHECKPOINT_FILE
+    if not resume:
+        if (out / CONFIG_FILE).exists() or checkpoint.exists():
+            raise ConfigError(
+                f"{out} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        return False
+    if not checkpoint.exists():
+        return False
+    saved = read_json(out / CONFIG_FILE, "configuration")
+    if saved != config.to_json():
+        changed = sorted(
+            k for k in set(saved) | set(config.to_json()) if saved.get(k) != config.to_json().get(k)
+        )
+        raise ConfigError(
+            f"{out}: cannot resume, the configuration differs in {changed}; use the same options"
+        )
+    return True
+
+
+def train(
+    config: TrainConfig,
+    *,
+    train_file: str | os.PathLike[str],
+    dev_file: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    resume: bool = False,
+) -> TrainResult:
+    """Train a tagger with an OOV embedder and write the run folder.
+
+    Args:
+        config: The run's configuration.
+        train_file: Training column file.
+        dev_file: Development column file (early stopping and model selection).
+        out: Run folder to create (or continue with ``resume``).
+        resume: Continue from ``out/checkpoint.pt`` when it exists.
+
+    Returns:
+        The best model and its metrics.
+
+    Raises:
+        ConfigError: bad data or options; CheckpointError: unusable checkpoint.
+    """
+    out = Path(out)
+    resuming = _check_out(out, config, resume)
+    _seed_everything(config.seed)
+    train_data = read_tagged(
+        train_file,
+        column=config.column,
+        encoding=config.encoding,
+        limit=config.train_limit,
+        scheme=config.tag_scheme,
+    )
+    dev_data = read_tagged(
+        dev_file, column=config.column, encoding=config.encoding, scheme=config.tag_scheme
+    )
+    keep = {t for data in (train_data, dev_data) for s in data.tokens for t in s}
+    embeddings = load_embeddings(
+        config.embeddings,
+        keep=keep,
+        normalise=config.normalise,
+        max_vocab=config.max_vocab,
+        format=config.embeddings_format,
+        encoding=config.encoding,
+    )
+    if len(embeddings) == 0:
+        raise ConfigError(
+            f"no word of {train_file} has a vector in {embeddings.source}; check --embeddings "
+            "and --normalise"
+        )
+    scale = float(embeddings.vectors.std())
+    tags = TagVocabulary.from_sequences(train_data.tags)
+    for sentence_tags in dev_data.tags:
+        for tag in sentence_tags:
+            tags.encode(tag)
+    unseen = dict(tags.unseen)
+    if unseen:
+        log.warning(
+            "tags in %s that never occur in %s are mapped to %r for the loss and count as "
+            "errors in the metrics: %s",
+            dev_file,
+            train_file,
+            tags.fallback,
+            unseen,
+        )
+    chars = TextEncoder.build_chars(t for s in train_data.tokens for t in s)
+    encoder = TextEncoder(embeddings=embeddings, chars=chars, context_size=config.context_size)
+    norm = normaliser(config.normalise)
+    stats = {
+        "train": oov_stats(train_data.tokens, embeddings, norm).to_json(),
+        "dev": oov_stats(dev_data.tokens, embeddings, norm).to_json(),
+    }
+    tagger = build_tagger(
+        config, dim=embeddings.dim, n_chars=len(chars), n_tags=len(tags), scale=scale
+    )
+    tagger.set_vectors(embeddings.vectors)
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / CONFIG_FILE, config.to_json())
+    atomic_write_json(
+        out / VOCAB_FILE,
+        {
+            "chars": chars.to_json(),
+            "tags": tags.to_json(),
+            "embeddings": {
+                "dim": embeddings.dim,
+                "vocab_size": embeddings.vocab_size,
+                "fingerprint": embeddings.fingerprint,
+                "source": embeddings.source,
+                "scale": scale,
+                "special_rows": N_SPECIAL_ROWS,
+            },
+        },
+    )
+
+    train_encoded = [
+        encoder.encode(tokens, [tags.encode(t) for t in tag_seq])
+        for tokens, tag_seq in zip(train_data.tokens, train_data.tags, strict=True)
+    ]
+    tagger_params = [p for n, p in tagger.named_parameters() if not n.startswith("oov.")]
+    oov_params = list(tagger.oov.parameters())
+    optimisers = [torch.optim.SGD(tagger_params, lr=config.lr_tagger, momentum=config.momentum)]
+    if oov_params:
+        optimisers.append(torch.optim.SGD(oov_params, lr=config.lr_oov, momentum=config.momentum))
+    pre_optimiser = torch.optim.Adam(oov_params, lr=config.pretrain_lr) if oov_params else None
+
+    state: dict[str, Any] = {
+        "pretrain_epoch": 0,
+        "epoch": 0,
+        "best": -math.inf,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "history": [],
+        "pretrain_history": [],
+        "done": False,
+    }
+    if resuming:
+        checkpoint = load_state(out / CHECKPOINT_FILE)
+        try:
+            tagger.load_state_dict(checkpoint["model"])
+            for optimiser, saved in zip(optimisers, checkpoint["optimisers"], strict=True):
+                optimiser.load_state_dict(saved)
+            if pre_optimiser is not None and "pre_optimiser" in checkpoint:
+                pre_optimiser.load_state_dict(checkpoint["pre_optimiser"])
+            torch.set_rng_state(checkpoint["torch_rng"])
+            state.update(checkpoint["state"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{out / CHECKPOINT_FILE}: cannot resume from it ({exc})"
+            ) from None
+        log.info("resuming %s at epoch %d", out, state["epoch"] + 1)
+
+    def save_checkpoint() -> None:
+        checkpoint = {
+            "model": tagger.state_dict(),
+            "optimisers": [o.state_dict() for o in optimisers],
+            "torch_rng": torch.get_rng_state(),
+            "state": state,
+        }
+        if pre_optimiser is not None:
+            checkpoint["pre_optimiser"] = pre_optimiser.state_dict()
+        atomic_save_torch(out / CHECKPOINT_FILE, checkpoint)
+
+    def write_metrics(best_dev: dict[str, Any] | None) -> dict[str, Any]:
+        metrics = {
+            "task": config.task,
+            "method": config.method,
+            "seed": config.seed,
+            "oov": stats,
+            "unseen_dev_tags": unseen,
+            "pretrain_history": state["pretrain_history"],
+            "history": state["history"],
+            "best_epoch": state["best_epoch"],
+            "best_dev": best_dev,
+        }
+        atomic_write_json(out / METRICS_FILE, metrics)
+        return metrics
+
+    # Pre-training: the OOV module learns to mimic in-vocabulary vectors.
+    pool = _pretrain_pool(train_data.tokens, encoder)
+    while pre_optimiser is not None and state["pretrain_epoch"] < config.effective_pretrain_epochs:
+        epoch = state["pretrain_epoch"] + 1
+        rng = np.random.default_rng([config.seed, 1, epoch])
+        loss = _pretrain_epoch(
+            tagger,
+            encoder,
+            train_data.tokens,
+            pool,
+            pre_optimiser,
+            config,
+            rng,
+            f"pretrain {epoch}/{config.effective_pretrain_epochs}",
+        )
+        state["pretrain_history"].append({"epoch": epoch, "loss": loss})
+        state["pretrain_epoch"] = epoch
+        save_checkpoint()
+
+    # Joint training with early stopping on dev.
+    best_dev: dict[str, Any] | None = None
+    if (out / MODEL_FILE).exists() and state["best_epoch"]:
+        best_dev = state["history"][state["best_epoch"] - 1]["dev"]
+    loss_fn = nn.CrossEntropyLoss(ignore_index=-100, reduction="sum")
+    while not state["done"] and state["epoch"] < config.epochs:
+        epoch = state["epoch"] + 1
+        rng = np.random.default_rng([config.seed, 2, epoch])
+        tagger.train()
+        total, sentences = 0.0, 0
+        bar = tqdm(
+            _batches(train_encoded, config.batch_size, rng),
+            desc=f"epoch {epoch}/{config.epochs}",
+            leave=False,
+            disable=progress_disabled(),
+        )
+        for batch_sentences in bar:
+            batch = SentenceBatch.collate(batch_sentences)
+            output = tagger(batch)
+            assert batch.tags is not None
+            loss = loss_fn(
+                output.logits.reshape(-1, output.logits.shape[-1]), batch.tags.reshape(-1)
+            )
+            loss = loss / len(batch_sentences)  # per-sentence loss, as in per-sentence SGD
+            for optimiser in optimisers:
+                optimiser.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(tagger.parameters(), config.clip)
+            for optimiser in optimisers:
+                optimiser.step()
+            total += float(loss.detach()) * len(batch_sentences)
+            sentences += len(batch_sentences)
+        dev = _evaluate(tagger, encoder, tags, dev_data, config)
+        score = headline(config.task, dev)
+        state["history"].append({"epoch": epoch, "loss": total / max(sentences, 1), "dev": dev})
+        state["epoch"] = epoch
+        if score > state["best"]:
+            state.update(best=score, best_epoch=epoch, bad_epochs=0)
+            best_dev = dev
+            atomic_save_torch(out / MODEL_FILE, tagger.state_dict())
+        else:
+            state["bad_epochs"] += 1
+            if state["bad_epochs"] >= config.patience:
+                state["done"] = True
+        log.info(
+            "epoch %d: loss %.4f, dev %.2f (best %.2f)",
+            epoch,
+            total / max(sentences, 1),
+            score,
+            state["best"],
+        )
+        save_checkpoint()
+        write_metrics(best_dev)
+    metrics = write_metrics(best_dev)
+    tagger.load_state_dict(load_state(out / MODEL_FILE))
+    tagger.eval()
+    return TrainResult(
+        TrainedRun(config=config, tagger=tagger, encoder=encoder, tags=tags), metrics
+    )

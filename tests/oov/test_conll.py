@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netsurgeon.errors import ConfigError
+from netsurgeon.oov.conll import (
+    Sentence,
+    convert_scheme,
+    detect_scheme,
+    iob1_to_iob2,
+    iob2_to_iob1,
+    read_conll,
+    resolve_tag_column,
+    write_conll,
+)
+
+CONLL = """-DOCSTART- -X- -X- O
+
+EU NNP B-NP B-ORG
+rejects VBZ B-VP O
+German JJ B-NP B-MISC
+call NN I-NP O
+
+Peter NNP B-NP B-PER
+Blackburn NNP I-NP I-PER
+
+-DOCSTART- -X- -X- O
+
+BRUSSELS NNP B-NP B-LOC
+1996-08-22 CD I-NP O
+
+"""
+
+
+def test_reads_conll2003_columns(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text(CONLL, encoding="utf-8")
+    sentences = read_conll(path)
+    assert [s.tokens for s in sentences] == [
+        ("EU", "rejects", "German", "call"),
+        ("Peter", "Blackburn"),
+        ("BRUSSELS", "1996-08-22"),
+    ]
+    assert [s.starts_document for s in sentences] == [True, False, True]
+    assert sentences[0].column(resolve_tag_column("ner")) == ("B-ORG", "O", "B-MISC", "O")
+    assert sentences[0].column(resolve_tag_column("pos")) == ("NNP", "VBZ", "JJ", "NN")
+    assert sentences[1].line == 8
+
+
+def test_round_trip_is_byte_identical(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text(CONLL, encoding="utf-8")
+    out = tmp_path / "b.txt"
+    write_conll(out, read_conll(path))
+    assert out.read_text(encoding="utf-8") == CONLL
+    assert read_conll(out) == read_conll(path)
+
+
+def test_generic_two_column_file_and_tag_column(tmp_path: Path) -> None:
+    path = tmp_path / "g.txt"
+    path.write_text("a X\nb Y\n\n\nc Z\n", encoding="utf-8")
+    sentences = read_conll(path)
+    assert [s.column(-1) for s in sentences] == [("X", "Y"), ("Z",)]
+    assert resolve_tag_column("1") == 1
+    with pytest.raises(ConfigError, match="'chunky'"):
+        resolve_tag_column("chunky")
+
+
+def test_iob_conversion() -> None:
+    iob1 = ["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-LOC", "I-ORG"]
+    iob2 = ["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "I-LOC", "B-ORG"]
+    assert iob1_to_iob2(iob1) == iob2
+    assert iob2_to_iob1(iob2) == iob1
+    assert iob1_to_iob2(iob2) == iob2  # already IOB2
+    assert detect_scheme([iob1]) == "iob1"
+    assert detect_scheme([iob2]) == "iob2"
+
+
+def test_convert_scheme_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text(CONLL, encoding="utf-8")
+    sentences = read_conll(path)
+    iob1 = convert_scheme(sentences, column=-1, to="iob1")
+    assert iob1[1].column(-1) == ("I-PER", "I-PER")
+    assert iob1[1].column(1) == ("NNP", "NNP")  # other columns untouched
+    assert convert_scheme(iob1, column=-1, to="iob2") == sentences
+    with pytest.raises(ConfigError, match="'bilou'"):
+        convert_scheme(sentences, column=-1, to="bilou")
+
+
+def test_wrong_column_count_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_text("a NN O\nb NN O\n\nc NN\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.txt:4: found 2 column\(s\), expected 3"):
+        read_conll(path)
+
+
+def test_single_column_is_rejected_unless_allowed(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.txt"
+    path.write_text("a\nb\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"tokens\.txt:1: found 1 column"):
+        read_conll(path)
+    assert read_conll(path, min_columns=1)[0].tokens == ("a", "b")
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "-DOCSTART- -X- -X- O\n\n"])
+def test_empty_file(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "empty.txt"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"empty\.txt: file is empty"):
+        read_conll(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        read_conll(tmp_path / "nope.txt")
+
+
+def test_non_utf8_names_line_and_encoding_option(tmp_path: Path) -> None:
+    path = tmp_path / "latin.txt"
+    path.write_bytes("a NN O\nZürich NNP B-LOC\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin\.txt:2: not valid utf-8.*--encoding"):
+        read_conll(path)
+    sentences = read_conll(path, encoding="latin-1")
+    assert sentences[0].tokens == ("a", "Zürich")
+
+
+def test_write_creates_no_partial_file_on_error(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    bad = Sentence((("x", "O"),))
+    with pytest.raises(UnicodeEncodeError):
+        write_conll(out, [bad, Sentence((("ü", "O"),))], encoding="ascii")
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
