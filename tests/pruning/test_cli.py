@@ -175,7 +175,7 @@ PRUNE = ["prune", "resnet18", "--weights", "none", "--input-size", "32", *FAST]
         (["--amount", "nan"], r"--amount nan is not allowed"),
         (["--target-macs", "1"], r"--target-macs 1.0 is not allowed"),
         (["--amount", "0.5", "--criterion", "taylor"], "'taylor' .* needs training data"),
-        (["--amount", "0.5", "--criterion", "apoz"], "no --data option yet"),
+        (["--amount", "0.5", "--criterion", "apoz"], "needs training data .* pass --data DIR"),
         (["--amount", "0.5", "--criterion", "magic"], "'magic' is unknown; use one of random, l1"),
         (["--amount", "0.5", "--scope", "model"], "--scope 'model' is not allowed; use one of"),
         (["--amount", "0.5", "--batch-size", "0"], "--batch-size 0 is not allowed"),

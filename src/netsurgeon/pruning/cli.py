@@ -86,11 +86,21 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     _add_measure_arguments(parser)
+    try:  # --data turns the data-free prune into Molchanov's iterative prune + fine-tune
+        from netsurgeon.vision.iterative import add_iterative_arguments
+    except ImportError:  # pragma: no cover - the vision extra is not installed
+        pass
+    else:
+        add_iterative_arguments(parser)
     parser.set_defaults(func=_with_threads(run_prune))
 
 
 def run_prune(args: argparse.Namespace) -> int:
     """Carry out ``netsurgeon prune``; returns the exit status."""
+    if getattr(args, "data", None) is not None:
+        from netsurgeon.vision.iterative import run_iterative_from_args
+
+        return run_iterative_from_args(args)
     amount, target_macs = _check_target(args.amount, args.target_macs)
     criterion = _check_criterion(args.criterion)
     if args.scope not in SCOPES:
@@ -193,8 +203,8 @@ def _check_criterion(name: str) -> str:
     if name in DATA_CRITERIA:
         raise ConfigError(
             f"--criterion {name!r} scores filters from activations, so it needs training data "
-            f"and a loss; the prune command has no --data option yet. Use a data-free "
-            f"criterion: {', '.join(DATA_FREE_CRITERIA)}"
+            f"and a loss: pass --data DIR (an ImageFolder), or use a data-free criterion: "
+            f"{', '.join(DATA_FREE_CRITERIA)}"
         )
     raise ConfigError(
         f"--criterion {name!r} is unknown; use one of {', '.join(DATA_FREE_CRITERIA)} "

@@ -1,0 +1,313 @@
+"""Export a (pruned) model to ONNX or TorchScript, and check the export against PyTorch.
+
+ONNX goes through :func:`torch.onnx.export` with the ``torch.export``-based exporter (the
+default since PyTorch 2.9; it needs the ``onnx`` and ``onnxscript`` packages) or, with
+``exporter="legacy"``, the deprecated TorchScript-based one. TorchScript goes through
+:func:`torch.jit.trace`. Both keep the batch dimension dynamic. :func:`verify_export` runs the
+exported file (with onnxruntime for ONNX) and returns the largest difference from PyTorch's
+outputs. The ONNX packages are the optional ``export`` extra:
+``pip install 'netsurgeon[export]'``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from netsurgeon.errors import ConfigError, NetsurgeonError
+
+__all__ = [
+    "EXPORTERS",
+    "FORMATS",
+    "ExportResult",
+    "default_export_path",
+    "export_checkpoint",
+    "export_model",
+    "verify_export",
+]
+
+FORMATS = ("onnx", "torchscript")
+EXPORTERS = ("dynamo", "legacy")
+_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+_EXTRA_HINT = "pip install 'netsurgeon[export]' (onnx, onnxscript, onnxruntime)"
+# Where a netsurgeon checkpoint's extra records the input size it was trained or pruned at.
+_INPUT_SIZE_SOURCES = ("finetune", "iterative", "prune")
+_DEFAULT_INPUT_SIZE = 224
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """One export.
+
+    Attributes:
+        path: The file written.
+        format: ``"onnx"`` or ``"torchscript"``.
+        input_shape: Shape of the example input the model was exported with (the batch
+            dimension is dynamic in the file).
+        max_abs_diff: Largest absolute difference between the exported model's outputs and
+            PyTorch's on a random batch, or ``None`` when not verified.
+    """
+
+    path: Path
+    format: str
+    input_shape: tuple[int, ...]
+    max_abs_diff: float | None = None
+
+
+def _require(module: str, what: str) -> Any:
+    if importlib.util.find_spec(module) is None:
+        raise NetsurgeonError(f"{what} needs the {module!r} package: {_EXTRA_HINT}")
+    return importlib.import_module(module)
+
+
+def _check_format(format: str) -> str:
+    if format not in FORMATS:
+        raise ConfigError(f"format={format!r} is not allowed; use one of {', '.join(FORMATS)}")
+    return format
+
+
+def default_export_path(checkpoint: str | os.PathLike[str], format: str) -> Path:
+    """``model.pt`` -> ``model.onnx`` or ``model.torchscript.pt`` beside it."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + _SUFFIXES[_check_format(format)])
+
+
+@contextlib.contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    """A path in a temporary folder beside ``path``, renamed over it when the block succeeds.
+
+    The exporters open the file themselves (so it gets the usual permissions); a failed or
+    interrupted export leaves ``path`` as it was and no partial file behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        tmp = folder / path.name
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):  # make the rename durable where folders can be opened
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _export_onnx(
+    model: nn.Module, example: torch.Tensor, path: Path, *, exporter: str, opset: int | None
+) -> None:
+    _require("onnx", "ONNX export")
+    names = {"input_names": ["input"], "output_names": ["logits"]}
+    if exporter == "dynamo":
+        _require("onnxscript", "ONNX export")
+        batch = torch.export.Dim("batch", min=1)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=True,
+            verbose=False,
+            external_data=False,  # one self-contained file (models under 2 GB)
+            opset_version=opset,
+            dynamic_shapes=({0: batch},),
+            **names,
+        )
+        return
+    with warnings.catch_warnings():
+        # The legacy exporter is deprecated, and warns about constant folding of the
+        # zero-padding shortcuts' strided slices; neither is the user's concern here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            **names,
+        )
+
+
+def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    with warnings.catch_warnings():
+        # TorchScript is deprecated upstream but still the format many C++ runtimes load.
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(model, example, check_trace=False)
+        torch.jit.save(traced, str(path))
+
+
+def export_model(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    format: str,
+    input_size: int = _DEFAULT_INPUT_SIZE,
+    example_inputs: torch.Tensor | None = None,
+    exporter: str = "dynamo",
+    opset: int | None = None,
+    verify: bool = False,
+    atol: float = 1e-4,
+) -> ExportResult:
+    """Export ``model`` (in eval mode, on the CPU) to ``path``, written atomically.
+
+    Args:
+        model: An image classifier taking one ``(batch, 3, H, W)`` tensor; it is put in eval
+            mode and moved to the CPU.
+        path: The file to write.
+        format: ``"onnx"`` or ``"torchscript"``.
+        input_size: Side of the square example input (ignored with ``example_inputs``).
+        example_inputs: The example batch to trace with; defaults to random
+            ``(2, 3, input_size, input_size)`` images.
+        exporter: ONNX only: ``"dynamo"`` (``torch.export``-based, needs onnxscript) or
+            ``"legacy"`` (TorchScript-based, deprecated upstream).
+        opset: ONNX opset; ``None`` takes the exporter's default.
+        verify: Run the exported file and compare it with PyTorch (see :func:`verify_export`).
+        atol: With ``verify``, the largest allowed absolute difference.
+
+    Raises:
+        ConfigError: A bad argument, or ``verify`` found outputs further apart than ``atol``.
+        NetsurgeonError: A package of the ``export`` extra is missing.
+    """
+    format = _check_format(format)
+    if exporter not in EXPORTERS:
+        raise ConfigError(
+            f"exporter={exporter!r} is not allowed; use one of {', '.join(EXPORTERS)}"
+        )
+    if example_inputs is None:
+        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
+            raise ConfigError(f"input_size={input_size!r} is not allowed; use a positive integer")
+        example_inputs = torch.randn(2, 3, input_size, input_size)
+    if not isinstance(example_inputs, torch.Tensor):
+        raise ConfigError("example_inputs must be one tensor (batch, channels, height, width)")
+    model = model.cpu().eval()
+    example = example_inputs.detach().cpu()
+    path = Path(path)
+    with torch.no_grad(), _atomic_target(path) as tmp:
+        if format == "onnx":
+            _export_onnx(model, example, tmp, exporter=exporter, opset=opset)
+        else:
+            _export_torchscript(model, example, tmp)
+    diff = None
+    if verify:
+        diff = verify_export(path, model, example, format=format)
+        if not diff <= atol:
+            raise ConfigError(
+                f"the exported {format} model differs from PyTorch by up to {diff:.3g}, "
+                f"more than atol={atol:g}"
+            )
+    return ExportResult(
+        path=path, format=format, input_shape=tuple(example.shape), max_abs_diff=diff
+    )
+
+
+def _run_exported(path: Path, inputs: torch.Tensor, format: str) -> torch.Tensor:
+    if format == "onnx":
+        ort = _require("onnxruntime", "checking an ONNX export")
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return torch.from_numpy(session.run(None, {name: inputs.numpy()})[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
+        loaded = torch.jit.load(str(path), map_location="cpu")
+    with torch.no_grad():
+        return loaded(inputs)
+
+
+def verify_export(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    format: str,
+) -> float:
+    """Largest absolute difference between the exported file's and ``model``'s outputs.
+
+    ONNX files run in onnxruntime (CPU), TorchScript files in ``torch.jit.load``.
+
+    Raises:
+        NetsurgeonError: onnxruntime is not installed (ONNX only).
+    """
+    format = _check_format(format)
+    model = model.cpu().eval()
+    inputs = inputs.detach().cpu().float()
+    with torch.no_grad():
+        expected = model(inputs)
+    actual = _run_exported(Path(path), inputs, format)
+    if actual.shape != expected.shape:
+        raise ConfigError(
+            f"the exported model returns shape {tuple(actual.shape)}, "
+            f"PyTorch {tuple(expected.shape)}"
+        )
+    return float((actual.float() - expected.float()).abs().max())
+
+
+def _input_size_from(extra: dict[str, Any]) -> int | None:
+    for key in _INPUT_SIZE_SOURCES:
+        section = extra.get(key)
+        size = section.get("input_size") if isinstance(section, dict) else None
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            return size
+    return None
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    *,
+    format: str,
+    out: str | os.PathLike[str] | None = None,
+    input_size: int | None = None,
+    exporter: str = "dynamo",
+    opset: int | None = None,
+    verify: bool = False,
+    atol: float = 1e-4,
+) -> ExportResult:
+    """Load a netsurgeon checkpoint (:func:`netsurgeon.load`) and export it.
+
+    Args:
+        checkpoint: A file written by :func:`netsurgeon.save` (``netsurgeon prune``,
+            ``finetune``...), pruned or not.
+        format: ``"onnx"`` or ``"torchscript"``.
+        out: The file to write; defaults to :func:`default_export_path`.
+        input_size: Side of the example input; ``None`` takes the size recorded in the
+            checkpoint's metadata (fine-tuning or pruning settings), else 224.
+        exporter, opset, verify, atol: As in :func:`export_model`.
+
+    Raises:
+        CheckpointError: The file is missing, corrupt or not a netsurgeon checkpoint.
+    """
+    from netsurgeon.pruning.io import model_from_checkpoint, read_checkpoint
+
+    format = _check_format(format)
+    payload = read_checkpoint(checkpoint)
+    model = model_from_checkpoint(payload, source=checkpoint)
+    if input_size is None:
+        input_size = _input_size_from(payload.get("extra", {})) or _DEFAULT_INPUT_SIZE
+    target = Path(out) if out is not None else default_export_path(checkpoint, format)
+    return export_model(
+        model,
+        target,
+        format=format,
+        input_size=input_size,
+        exporter=exporter,
+        opset=opset,
+        verify=verify,
+        atol=atol,
+    )

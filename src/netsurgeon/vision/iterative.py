@@ -1,0 +1,1254 @@
+"""Transfer learning: fine-tune a model on an image folder, and prune it iteratively.
+
+:func:`finetune` is the transfer-learning entry: build a model (pretrained, local or random
+weights) with its classifier head fitted to the data's classes, fine-tune it with
+:func:`netsurgeon.training.fit` (a checkpoint after every epoch, ``resume`` continues from the
+last finished one) and save it with :func:`netsurgeon.save`.
+
+:func:`prune_and_finetune` is Molchanov et al. 2017's procedure: remove a slice of filters
+(:class:`netsurgeon.pruning.Pruner`), fine-tune K optimizer steps, repeat until the target is
+reached, then fine-tune E epochs. It reports validation accuracy
+
+* before pruning;
+* right after pruning, without any fine-tuning: measured on a deep copy of the unpruned model
+  pruned **in one shot** to the same target with the same criterion and criterion data (the
+  iterative model itself is never without fine-tuning for long, so this is the figure that
+  shows what fine-tuning buys); and also ``accuracy_after_slices``, the iterative model after
+  its last slice and that slice's K steps, before the final E epochs;
+* after fine-tuning.
+
+:func:`add_iterative_arguments` and :func:`run_iterative_from_args` put the procedure behind
+``netsurgeon prune MODEL --data DIR ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import itertools
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from netsurgeon.errors import CheckpointError, ConfigError
+from netsurgeon.pruning import Pruner, PruneResult, prune
+from netsurgeon.pruning.criteria import get_criterion, requires_data
+from netsurgeon.pruning.pruner import Footprint
+from netsurgeon.pruning.stats import count_macs, count_params
+from netsurgeon.training import (
+    History,
+    TrainConfig,
+    evaluate,
+    fit,
+    init_distributed,
+    is_main_process,
+    resolve_device,
+    seed_everything,
+)
+from netsurgeon.training import (
+    finetune_steps as train_steps,
+)
+
+__all__ = [
+    "FinetuneResult",
+    "IterativeResult",
+    "IterativeStep",
+    "LimitedBatches",
+    "add_finetune_arguments",
+    "add_iterative_arguments",
+    "add_training_arguments",
+    "default_checkpoint_path",
+    "finetune",
+    "format_iterative",
+    "prune_and_finetune",
+    "run_finetune_from_args",
+    "run_iterative_from_args",
+    "train_config_from_args",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Format marker of the iterative-pruning progress file in ``checkpoint_dir``.
+ITERATIVE_STATE = "netsurgeon.vision.iterative/1"
+_STATE_FILE = "iterative_state.pt"
+_FINAL_FIT_FILE = "final_finetune.ckpt"
+# Settings that must match for a resumed iterative run to continue the same procedure.
+_RESUME_KEYS = ("criterion", "amount", "target_macs", "prune_steps", "finetune_steps", "scope")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class LimitedBatches:
+    """Re-iterable view of the first ``max_batches`` batches of a loader (``None``: all)."""
+
+    def __init__(self, loader: Iterable[Any], max_batches: int | None) -> None:
+        if max_batches is not None and (
+            isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
+        ):
+            raise ConfigError(
+                f"criterion_batches={max_batches!r} is not allowed; use a positive integer or None"
+            )
+        self.loader = loader
+        self.max_batches = max_batches
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.max_batches is None:
+            return iter(self.loader)
+        return itertools.islice(iter(self.loader), self.max_batches)
+
+    def __len__(self) -> int:
+        length = len(self.loader)  # type: ignore[arg-type]
+        return length if self.max_batches is None else min(length, self.max_batches)
+
+
+def _check_int(name: str, value: Any, *, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name}={value!r} is not allowed; use an integer >= {low}")
+    return value
+
+
+def _accuracy(model: nn.Module, loader: Iterable[Any], config: TrainConfig, loss_fn: Any) -> float:
+    return float(
+        evaluate(model, loader, device=config.device, loss_fn=loss_fn, amp=config.amp)["accuracy"]
+    )
+
+
+def _move_inputs(example_inputs: Any, device: torch.device) -> Any:
+    if isinstance(example_inputs, torch.Tensor):
+        return example_inputs.to(device)
+    return tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in example_inputs)
+
+
+# --------------------------------------------------------------------------- iterative pruning
+
+
+@dataclass
+class IterativeStep:
+    """One slice of iterative pruning and the fine-tuning after it.
+
+    Attributes:
+        step: Zero-based slice index (over the whole run, resumed or not).
+        params: Parameters after the slice.
+        macs: MACs per example after the slice.
+        macs_ratio: ``macs`` over the unpruned model's MACs.
+        params_ratio: ``params`` over the unpruned model's parameters.
+        layers_pruned: Layers that lost filters in this slice.
+        prune_time_s: Wall time of scoring and surgery.
+        finetune_steps: Optimizer steps after the slice (0: none).
+        finetune_loss: Mean training loss of those steps (``None`` without any).
+        finetune_accuracy: Training accuracy of those steps (``None`` without any).
+        finetune_time_s: Wall time of those steps.
+        val_accuracy: Validation accuracy after the slice's fine-tuning, when ``eval_steps``.
+    """
+
+    step: int
+    params: int
+    macs: int
+    macs_ratio: float
+    params_ratio: float
+    layers_pruned: int
+    prune_time_s: float
+    finetune_steps: int
+    finetune_loss: float | None
+    finetune_accuracy: float | None
+    finetune_time_s: float
+    val_accuracy: float | None = None
+
+
+@dataclass
+class IterativeResult:
+    """What :func:`prune_and_finetune` did. Accuracies are fractions in [0, 1].
+
+    Attributes:
+        model: The pruned, fine-tuned model (the one passed in, unless the run was resumed
+            from ``checkpoint_dir``, which rebuilds it).
+        before: Parameters and MACs of the unpruned model.
+        after: Parameters and MACs of the pruned model.
+        accuracy_before: Validation accuracy before pruning.
+        accuracy_pruned: Validation accuracy right after pruning, without fine-tuning: a deep
+            copy of the unpruned model pruned in one shot to the same target with the same
+            criterion (``None`` when ``oneshot_baseline=False``).
+        accuracy_after_slices: The iterative model after the last slice and its K fine-tuning
+            steps, before the final ``finetune_epochs``.
+        accuracy_after: After the final fine-tuning.
+        steps: One record per slice.
+        history: The final fine-tuning's epochs (``None`` when ``finetune_epochs=0``).
+        channels: Output channels (unpruned, pruned) of every layer that lost filters.
+        skipped: Why some filters had to be kept.
+        settings: The procedure's settings, plain values only.
+        oneshot_macs_ratio: MACs ratio reached by the one-shot copy.
+        total_time_s: Wall time of the whole call.
+    """
+
+    model: nn.Module
+    before: Footprint
+    after: Footprint
+    accuracy_before: float
+    accuracy_pruned: float | None
+    accuracy_after_slices: float
+    accuracy_after: float
+    steps: list[IterativeStep] = field(default_factory=list)
+    history: History | None = None
+    channels: dict[str, tuple[int, int]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    oneshot_macs_ratio: float | None = None
+    total_time_s: float = 0.0
+
+    @property
+    def macs_ratio(self) -> float:
+        """MACs after over MACs before."""
+        return self.after.macs / self.before.macs if self.before.macs else 1.0
+
+    @property
+    def params_ratio(self) -> float:
+        """Parameters after over parameters before."""
+        return self.after.params / self.before.params if self.before.params else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (JSON-able, and storable in a netsurgeon checkpoint's ``extra``)."""
+        return {
+            "before": asdict(self.before),
+            "after": asdict(self.after),
+            "macs_ratio": self.macs_ratio,
+            "params_ratio": self.params_ratio,
+            "accuracy_before": self.accuracy_before,
+            "accuracy_pruned": self.accuracy_pruned,
+            "accuracy_after_slices": self.accuracy_after_slices,
+            "accuracy_after": self.accuracy_after,
+            "oneshot_macs_ratio": self.oneshot_macs_ratio,
+            "steps": [asdict(s) for s in self.steps],
+            "history": self.history.to_dict() if self.history is not None else None,
+            "channels": {k: list(v) for k, v in self.channels.items()},
+            "skipped": list(self.skipped),
+            "settings": dict(self.settings),
+            "total_time_s": self.total_time_s,
+        }
+
+
+def _save_state(path: Path, model: nn.Module, state: dict[str, Any]) -> None:
+    from netsurgeon.pruning.io import save
+
+    save(model, path, extra={"iterative": {"format": ITERATIVE_STATE, **state}})
+
+
+def _load_state(path: Path, settings: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    from netsurgeon.pruning.io import model_from_checkpoint, read_checkpoint
+
+    payload = read_checkpoint(path)
+    state = payload["extra"].get("iterative")
+    if not isinstance(state, dict) or state.get("format") != ITERATIVE_STATE:
+        raise CheckpointError(f"{path}: not an iterative-pruning progress file")
+    saved = state.get("settings", {})
+    differ = {
+        k: (saved.get(k), settings.get(k)) for k in _RESUME_KEYS if saved.get(k) != settings.get(k)
+    }
+    if differ:
+        listed = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in differ.items())
+        raise CheckpointError(
+            f"{path} belongs to another iterative run ({listed}); resume with the same settings "
+            f"or use another checkpoint folder"
+        )
+    return model_from_checkpoint(payload, source=path).train(), state
+
+
+def _remaining_target(
+    *,
+    amount: float | None,
+    target_macs: float | None,
+    prune_steps: int,
+    done: int,
+    start_macs: int,
+    current_macs: int,
+) -> dict[str, float | None]:
+    """The target of a fresh Pruner that continues a schedule after ``done`` of its slices."""
+    left = prune_steps - done
+    if target_macs is not None:
+        wanted = target_macs * start_macs / max(current_macs, 1)
+        return {"amount": None, "target_macs": min(max(wanted, 1e-6), 1 - 1e-6)}
+    assert amount is not None
+    # Each slice removes the same share of what is left, so the rest is that share compounded.
+    return {"amount": 1 - (1 - amount) ** (left / prune_steps), "target_macs": None}
+
+
+def prune_and_finetune(
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    val_loader: Iterable[Any],
+    *,
+    example_inputs: Any,
+    config: TrainConfig,
+    criterion: str = "taylor",
+    target_macs: float | None = None,
+    amount: float | None = None,
+    prune_steps: int = 5,
+    finetune_steps: int = 100,
+    finetune_epochs: int = 1,
+    scope: str = "global",
+    criterion_batches: int | None = 8,
+    ignore: Iterable[str | nn.Module] | None = None,
+    min_channels: int = 1,
+    round_to: int = 1,
+    oneshot_baseline: bool = True,
+    eval_steps: bool = False,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    on_step: Callable[[IterativeStep], None] | None = None,
+) -> IterativeResult:
+    """Prune a slice, fine-tune K steps, repeat until the target; then fine-tune E epochs.
+
+    Molchanov et al. 2017's procedure on top of :class:`netsurgeon.pruning.Pruner` (with
+    ``steps=prune_steps``: each slice removes a geometric share so that the last one lands on
+    the target), :func:`netsurgeon.training.finetune_steps` between slices (a fresh optimizer
+    each time, since pruning replaces the parameters) and :func:`netsurgeon.training.fit` at
+    the end. Data-driven criteria score filters on the first ``criterion_batches`` batches of
+    ``train_loader``, seen afresh before every slice.
+
+    Args:
+        model: The network, pruned and trained in place (and moved to ``config.device``).
+        train_loader: ``(inputs, targets)`` batches for fine-tuning and criterion statistics.
+        val_loader: Validation batches; every reported accuracy is measured on them.
+        example_inputs: Inputs the model accepts (batch 1 is enough); MACs are counted on them.
+        config: Optimizer, learning rate, schedule, seed, device and AMP of all fine-tuning;
+            ``config.epochs`` is replaced by ``finetune_epochs`` for the final fine-tuning.
+        criterion: A name from :data:`netsurgeon.pruning.criteria.CRITERIA`.
+        target_macs: Fraction of MACs to keep, in (0, 1); give this or ``amount``.
+        amount: Fraction of filters to remove, in (0, 1).
+        prune_steps: Number of slices.
+        finetune_steps: Optimizer steps after every slice; 0 prunes the slices back to back.
+        finetune_epochs: Epochs of the final fine-tuning; 0 skips it.
+        scope: ``"global"`` (one ranking over layers) or ``"layer"``.
+        criterion_batches: Batches the criterion sees per slice; ``None`` uses the whole loader.
+        ignore, min_channels, round_to: As in :func:`netsurgeon.prune`.
+        oneshot_baseline: Measure ``accuracy_pruned`` on a one-shot-pruned deep copy. It
+            costs one extra prune and one validation pass, and memory for the copy.
+        eval_steps: Measure validation accuracy after every slice's fine-tuning.
+        checkpoint_dir: Folder for progress files: the model after every slice (saved with
+            :func:`netsurgeon.save`, so the model must come from
+            :func:`netsurgeon.vision.build_model` or carry ``netsurgeon_arch``) and the final
+            fine-tuning's per-epoch checkpoint. ``None`` writes nothing.
+        resume: Continue from ``checkpoint_dir``: after the last finished slice (the schedule
+            goes on toward the same overall target) or inside the final fine-tuning.
+        loss_fn: Defaults to cross-entropy.
+        on_step: Called with every finished slice's record (e.g. to print progress).
+
+    Returns:
+        The :class:`IterativeResult`; its ``model`` is the pruned model.
+
+    Raises:
+        ConfigError: A bad argument value (the model is unchanged).
+        CheckpointError: ``resume`` found progress files of another run.
+    """
+    start_time = time.perf_counter()
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config={config!r} is not allowed; pass a TrainConfig")
+    prune_steps = _check_int("prune_steps", prune_steps, low=1)
+    finetune_steps_k = _check_int("finetune_steps", finetune_steps, low=0)
+    finetune_epochs = _check_int("finetune_epochs", finetune_epochs, low=0)
+    criterion_data = LimitedBatches(train_loader, criterion_batches)
+    if checkpoint_dir is None and resume:
+        raise ConfigError("resume=True needs checkpoint_dir, the folder of the run to continue")
+    loss = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
+    settings: dict[str, Any] = {
+        "criterion": criterion,
+        "amount": amount,
+        "target_macs": target_macs,
+        "prune_steps": prune_steps,
+        "finetune_steps": finetune_steps_k,
+        "finetune_epochs": finetune_epochs,
+        "scope": scope,
+        "criterion_batches": criterion_batches,
+        "min_channels": min_channels,
+        "round_to": round_to,
+        "train_config": config.to_dict(),
+    }
+    if checkpoint_dir is not None and not isinstance(getattr(model, "netsurgeon_arch", None), dict):
+        raise ConfigError(
+            "checkpoint_dir needs a model that netsurgeon.save can rebuild: build it with "
+            "netsurgeon.vision.build_model (or set model.netsurgeon_arch)"
+        )
+    info = init_distributed()
+    if info.world_size > 1 and requires_data(get_criterion(criterion)):
+        # Each process scores filters on its own shard and would prune different ones.
+        raise ConfigError(
+            f"criterion={criterion!r} scores filters on each process's own data, so processes "
+            f"would prune different filters; run iterative pruning in one process"
+        )
+    device = resolve_device(config.device, local_rank=info.local_rank)
+    example_inputs = _move_inputs(example_inputs, device)
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    state_path = ckpt_dir / _STATE_FILE if ckpt_dir is not None else None
+
+    state: dict[str, Any]
+    pruner: Pruner | None = None
+    if resume and state_path is not None and state_path.is_file():
+        model, state = _load_state(state_path, settings)
+        model.to(device)
+        logger.info("resumed iterative pruning after slice %d", state["done"])
+    else:
+        if ckpt_dir is not None and is_main_process():
+            # A final fine-tuning checkpoint without progress file is another run's leftover.
+            (ckpt_dir / _FINAL_FIT_FILE).unlink(missing_ok=True)
+        seed_everything(config.seed)
+        model.to(device)
+        # Validate every argument (and trace the model) before anything slow happens.
+        pruner = Pruner(
+            model,
+            example_inputs,
+            amount=amount,
+            target_macs=target_macs,
+            steps=prune_steps,
+            criterion=criterion,
+            scope=scope,
+            ignore=ignore,
+            data=criterion_data,
+            loss_fn=loss,
+            min_channels=min_channels,
+            round_to=round_to,
+        )
+        start = {"params": count_params(model), "macs": count_macs(model, example_inputs)}
+        accuracy_before = _accuracy(model, val_loader, config, loss)
+        accuracy_pruned = oneshot_ratio = None
+        if oneshot_baseline:
+            twin = copy.deepcopy(model)
+            once = prune(
+                twin,
+                example_inputs,
+                amount=amount,
+                target_macs=target_macs,
+                criterion=criterion,
+                scope=scope,
+                ignore=ignore,
+                data=criterion_data,
+                loss_fn=loss,
+                min_channels=min_channels,
+                round_to=round_to,
+            )
+            accuracy_pruned = _accuracy(twin, val_loader, config, loss)
+            oneshot_ratio = once.macs_ratio
+            del twin
+        state = {
+            "settings": settings,
+            "done": 0,
+            "start": start,
+            "accuracy_before": accuracy_before,
+            "accuracy_pruned": accuracy_pruned,
+            "oneshot_macs_ratio": oneshot_ratio,
+            "steps": [],
+            "channels": {},
+            "skipped": [],
+        }
+    start_fp = Footprint(int(state["start"]["params"]), int(state["start"]["macs"]))
+    steps = [IterativeStep(**s) for s in state["steps"]]
+    channels = {k: (int(v[0]), int(v[1])) for k, v in state["channels"].items()}
+    skipped = list(state["skipped"])
+
+    done = int(state["done"])
+    if done < prune_steps and pruner is None:  # resumed: a fresh Pruner continues the schedule
+        current_macs = count_macs(model, example_inputs)
+        pruner = Pruner(
+            model,
+            example_inputs,
+            steps=prune_steps - done,
+            criterion=criterion,
+            scope=scope,
+            ignore=ignore,
+            data=criterion_data,
+            loss_fn=loss,
+            min_channels=min_channels,
+            round_to=round_to,
+            **_remaining_target(
+                amount=amount,
+                target_macs=target_macs,
+                prune_steps=prune_steps,
+                done=done,
+                start_macs=start_fp.macs,
+                current_macs=current_macs,
+            ),
+        )
+    if pruner is not None:
+        while not pruner.done:
+            tick = time.perf_counter()
+            result: PruneResult = pruner.step()
+            prune_time = time.perf_counter() - tick
+            tuned = None
+            if finetune_steps_k > 0:
+                tuned = train_steps(
+                    model,
+                    train_loader,
+                    steps=finetune_steps_k,
+                    config=config,
+                    epoch_offset=len(steps) * 1000,
+                    loss_fn=loss,
+                )
+            record = IterativeStep(
+                step=len(steps),
+                params=result.after.params,
+                macs=result.after.macs,
+                macs_ratio=result.after.macs / max(start_fp.macs, 1),
+                params_ratio=result.after.params / max(start_fp.params, 1),
+                layers_pruned=len(result.channels),
+                prune_time_s=prune_time,
+                finetune_steps=tuned.steps if tuned else 0,
+                finetune_loss=tuned.loss if tuned else None,
+                finetune_accuracy=tuned.accuracy if tuned else None,
+                finetune_time_s=tuned.time_s if tuned else 0.0,
+                val_accuracy=_accuracy(model, val_loader, config, loss) if eval_steps else None,
+            )
+            steps.append(record)
+            for name, (old, new) in result.channels.items():
+                channels[name] = (channels.get(name, (old, new))[0], new)
+            skipped = list(dict.fromkeys([*skipped, *result.skipped]))
+            if state_path is not None and is_main_process():
+                state.update(
+                    done=done + len(pruner.history),
+                    steps=[asdict(s) for s in steps],
+                    channels={k: list(v) for k, v in channels.items()},
+                    skipped=skipped,
+                )
+                _save_state(state_path, model, state)
+            logger.info(
+                "slice %d/%d: %.3f of the MACs left, %d layers pruned",
+                record.step + 1,
+                prune_steps,
+                record.macs_ratio,
+                record.layers_pruned,
+            )
+            if on_step is not None:
+                on_step(record)
+
+    if state.get("accuracy_after_slices") is None:
+        state["accuracy_after_slices"] = _accuracy(model, val_loader, config, loss)
+        if state_path is not None and is_main_process():
+            _save_state(state_path, model, state)
+    accuracy_after_slices = float(state["accuracy_after_slices"])
+    history = None
+    if finetune_epochs > 0:
+        history = fit(
+            model,
+            train_loader,
+            val_loader,
+            config=dataclasses.replace(config, epochs=finetune_epochs),
+            checkpoint_path=ckpt_dir / _FINAL_FIT_FILE if ckpt_dir is not None else None,
+            resume=resume,
+            loss_fn=loss,
+        )
+        last = history.last
+        assert last is not None and last.val_accuracy is not None
+        accuracy_after = float(last.val_accuracy)
+    else:
+        accuracy_after = accuracy_after_slices
+    after = Footprint(count_params(model), count_macs(model, example_inputs))
+    return IterativeResult(
+        model=model,
+        before=start_fp,
+        after=after,
+        accuracy_before=float(state["accuracy_before"]),
+        accuracy_pruned=state["accuracy_pruned"],
+        accuracy_after_slices=accuracy_after_slices,
+        accuracy_after=accuracy_after,
+        steps=steps,
+        history=history,
+        channels=channels,
+        skipped=skipped,
+        settings=settings,
+        oneshot_macs_ratio=state["oneshot_macs_ratio"],
+        total_time_s=time.perf_counter() - start_time,
+    )
+
+
+# --------------------------------------------------------------------------- transfer learning
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` did.
+
+    Attributes:
+        model: The fine-tuned model (on the training device).
+        history: One record per epoch, including epochs restored by ``resume``.
+        classes: Class names; a label is its class's position here.
+        val_accuracy: Validation accuracy after the last epoch, in [0, 1].
+        out: Where the model was saved (``None``: not saved).
+        checkpoint: The per-epoch training checkpoint (``None``: none written).
+        num_skipped: Unreadable images skipped so far.
+    """
+
+    model: nn.Module
+    history: History
+    classes: tuple[str, ...]
+    val_accuracy: float
+    out: Path | None
+    checkpoint: Path | None
+    num_skipped: int = 0
+
+
+def default_checkpoint_path(out: str | os.PathLike[str]) -> Path:
+    """Where :func:`finetune` keeps its per-epoch checkpoint for the model saved at ``out``."""
+    out = Path(out)
+    return out.with_name(out.name + ".train.ckpt")
+
+
+def _is_weights_file(weights: str | os.PathLike[str] | None) -> bool:
+    return weights is not None and str(weights).lower() != "none" and Path(weights).is_file()
+
+
+def finetune(
+    model_name: str,
+    data_dir: str | os.PathLike[str],
+    *,
+    config: TrainConfig,
+    out: str | os.PathLike[str] | None = None,
+    weights: str | os.PathLike[str] | None = "none",
+    num_classes: int | None = None,
+    input_size: int = 224,
+    batch_size: int = 32,
+    val_fraction: float | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    num_workers: int | None = None,
+    small: bool | None = None,
+) -> FinetuneResult:
+    """Fine-tune a classification model on an image folder (transfer learning).
+
+    The model comes from :func:`netsurgeon.vision.build_model` with its classifier head sized
+    to the data's classes; the data from :func:`netsurgeon.vision.data.load_image_data`
+    (``train/`` and ``val/`` folders, or a seeded split with ``val_fraction``); training from
+    :func:`netsurgeon.training.fit`, with an atomic checkpoint after every epoch.
+
+    Args:
+        model_name: A name from :func:`netsurgeon.vision.list_models`.
+        data_dir: The data folder.
+        config: Optimizer, schedule, epochs, seed, AMP and device.
+        out: Save the fine-tuned model here with :func:`netsurgeon.save` (the class names,
+            settings and history go into its ``extra``); ``None`` does not save.
+        weights: ``"none"``, ``"DEFAULT"`` (or a torchvision weights name) or a local file,
+            e.g. a pruned model saved by netsurgeon.
+        num_classes: When given, must equal the number of class folders.
+        input_size: Side of the square model input.
+        batch_size: Training and validation batch size (per process under torchrun).
+        val_fraction: Split the training folder with this share for validation.
+        checkpoint: The per-epoch training checkpoint; defaults to
+            :func:`default_checkpoint_path` of ``out`` (none without ``out``).
+        resume: Continue from ``checkpoint`` after its last finished epoch.
+        num_workers: Loader processes; ``None`` picks a default.
+        small: CIFAR-style transforms; ``None`` decides from ``input_size``.
+
+    Raises:
+        ConfigError: Bad data folder, ``num_classes`` contradicting the data, bad values.
+        CheckpointError: ``resume`` with a checkpoint of another model or run.
+        NetsurgeonError: Pretrained weights could not be downloaded.
+    """
+    from netsurgeon.pruning.io import save
+    from netsurgeon.vision.data import load_image_data, make_loader
+    from netsurgeon.vision.models import build_model
+
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config={config!r} is not allowed; pass a TrainConfig")
+    data = load_image_data(
+        data_dir,
+        input_size=input_size,
+        val_fraction=val_fraction,
+        seed=config.seed,
+        num_classes=num_classes,
+        small=small,
+    )
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is None and out is not None:
+        ckpt = default_checkpoint_path(out)
+    # A resumed run overwrites every weight from the checkpoint: skip a download.
+    resuming = resume and ckpt is not None and ckpt.is_file()
+    build_weights = weights if (not resuming or _is_weights_file(weights)) else "none"
+    seed_everything(config.seed)  # the new head's (or a random model's) initialisation
+    model = build_model(
+        model_name, weights=build_weights, num_classes=data.num_classes, progress=is_main_process()
+    )
+    train_loader = make_loader(
+        data.train, batch_size=batch_size, train=True, seed=config.seed, num_workers=num_workers
+    )
+    val_loader = make_loader(data.val, batch_size=batch_size, train=False, num_workers=num_workers)
+    history = fit(
+        model, train_loader, val_loader, config=config, checkpoint_path=ckpt, resume=resume
+    )
+    last = history.last
+    val_accuracy = float(last.val_accuracy) if last and last.val_accuracy is not None else math.nan
+    saved = None
+    if out is not None and is_main_process():
+        extra = {
+            "finetune": {
+                "model": model_name,
+                "weights": str(weights),
+                "classes": list(data.classes),
+                "input_size": input_size,
+                "batch_size": batch_size,
+                "val_fraction": val_fraction,
+                "data": str(data_dir),
+                "val_accuracy": val_accuracy,
+                "config": config.to_dict(),
+                "history": history.to_dict(),
+            }
+        }
+        saved = save(model, out, extra=extra)
+    return FinetuneResult(
+        model=model,
+        history=history,
+        classes=data.classes,
+        val_accuracy=val_accuracy,
+        out=saved if saved is not None else (Path(out) if out is not None else None),
+        checkpoint=ckpt,
+        num_skipped=data.num_skipped,
+    )
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _has_option(parser: argparse.ArgumentParser, flag: str) -> bool:
+    return flag in parser._option_string_actions
+
+
+def _add(parser: argparse.ArgumentParser | Any, flag: str, **kwargs: Any) -> None:
+    """Add ``flag`` unless the parser (e.g. ``netsurgeon prune``'s) already defines it."""
+    owner = parser if isinstance(parser, argparse.ArgumentParser) else parser._parser
+    if not _has_option(owner, flag):
+        parser.add_argument(flag, **kwargs)
+
+
+class _Group:
+    """An argument group that remembers its parser, so :func:`_add` can check for clashes."""
+
+    def __init__(self, parser: argparse.ArgumentParser, title: str) -> None:
+        self._parser = parser
+        self._group = parser.add_argument_group(title)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        self._group.add_argument(*args, **kwargs)
+
+
+def add_training_arguments(
+    parser: argparse.ArgumentParser, *, batch_flag: str = "--batch-size", epochs: bool = True
+) -> None:
+    """Options that make a :class:`~netsurgeon.training.TrainConfig`, plus data options.
+
+    Options the parser already has are left alone (``netsurgeon prune`` defines ``--seed``,
+    ``--device`` and ``--input-size`` itself).
+    """
+    group = _Group(parser, "training")
+    if epochs:
+        _add(group, "--epochs", type=int, default=1, metavar="E", help="epochs (default: 1)")
+    _add(
+        group,
+        batch_flag,
+        type=int,
+        default=32,
+        metavar="B",
+        help="training and validation batch size (default: 32)",
+    )
+    _add(
+        group,
+        "--optimizer",
+        default="sgd",
+        choices=("sgd", "adam", "adamw"),
+        help="optimizer (default: sgd)",
+    )
+    _add(group, "--lr", type=float, default=0.01, help="learning rate (default: 0.01)")
+    _add(group, "--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
+    _add(group, "--weight-decay", type=float, default=0.0, help="weight decay (default: 0)")
+    _add(
+        group,
+        "--schedule",
+        default="none",
+        choices=("none", "cosine", "step"),
+        help="learning-rate schedule (default: none)",
+    )
+    _add(
+        group,
+        "--step-size",
+        type=int,
+        default=1,
+        metavar="E",
+        help="epochs between decays of the step schedule (default: 1)",
+    )
+    _add(group, "--gamma", type=float, default=0.1, help="step schedule factor (default: 0.1)")
+    _add(group, "--seed", type=int, default=0, help="random seed (default: 0)")
+    _add(group, "--amp", action="store_true", help="float16 mixed precision (CUDA only)")
+    _add(group, "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    _add(
+        group,
+        "--input-size",
+        type=int,
+        default=224,
+        metavar="S",
+        help="side of the square model input (default: 224)",
+    )
+    _add(
+        group,
+        "--val-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="split DIR (or DIR/train) with this share for validation, when it has no "
+        "train/ and val/ folders",
+    )
+    _add(
+        group,
+        "--max-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N optimizer steps in total, even mid-epoch (for quick checks)",
+    )
+    _add(
+        group,
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="data loader processes (default: min(4, cores))",
+    )
+
+
+def train_config_from_args(args: argparse.Namespace, *, epochs: int) -> TrainConfig:
+    """The :class:`TrainConfig` that :func:`add_training_arguments`' options describe."""
+    return TrainConfig(
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        step_size=args.step_size,
+        gamma=args.gamma,
+        epochs=epochs,
+        seed=args.seed,
+        amp=args.amp,
+        device=args.device,
+        max_steps=getattr(args, "max_steps", None),
+    )
+
+
+def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    """All options of ``netsurgeon finetune``."""
+    parser.add_argument("model", metavar="MODEL", help="a name from `netsurgeon models`")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="ImageFolder data: DIR/train and DIR/val, or DIR/<class> with --val-fraction",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="save the fine-tuned model here (netsurgeon format)",
+    )
+    parser.add_argument(
+        "--weights",
+        default="DEFAULT",
+        metavar="DEFAULT|none|PATH",
+        help="DEFAULT: torchvision's pretrained weights (downloads); none: "
+        "random initialisation; PATH: a local file (default: DEFAULT)",
+    )
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        metavar="N",
+        help="expected number of classes; an error if the data disagree",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="PATH",
+        help="per-epoch training checkpoint (default: FILE.train.ckpt)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint after its last finished epoch",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_training_arguments(parser)
+
+
+def _check_out(out: Path) -> Path:
+    if out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist")
+    return out
+
+
+def _check_flag(flag: str, value: Any, *, low: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value is None or value < low:
+        raise ConfigError(f"{flag} {value} is not allowed; use an integer >= {low}")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.2f}%"
+
+
+def _say(message: str) -> None:
+    if is_main_process():
+        print(message, file=sys.stderr, flush=True)
+
+
+def run_finetune_from_args(args: argparse.Namespace) -> int:
+    """Carry out ``netsurgeon finetune``; returns the exit status."""
+    _check_flag("--epochs", args.epochs, low=1)
+    _check_flag("--batch-size", args.batch_size, low=1)
+    _check_flag("--input-size", args.input_size, low=8)
+    _check_flag("--num-classes", args.num_classes, low=1, optional=True)
+    _check_flag("--workers", args.workers, low=0, optional=True)
+    out = _check_out(args.out)
+    config = train_config_from_args(args, epochs=args.epochs)
+    result = finetune(
+        args.model,
+        args.data,
+        config=config,
+        out=out,
+        weights=args.weights,
+        num_classes=args.num_classes,
+        input_size=args.input_size,
+        batch_size=args.batch_size,
+        val_fraction=args.val_fraction,
+        checkpoint=args.checkpoint,
+        resume=args.resume,
+        num_workers=args.workers,
+    )
+    if not is_main_process():
+        return 0
+    if args.json:
+        report = {
+            "model": args.model,
+            "out": str(result.out),
+            "checkpoint": str(result.checkpoint),
+            "classes": list(result.classes),
+            "val_accuracy": result.val_accuracy,
+            "num_skipped": result.num_skipped,
+            "history": result.history.to_dict(),
+        }
+        print(json.dumps(report, indent=2))
+        return 0
+    rows = [
+        (
+            r.epoch + 1,
+            f"{r.train_loss:.4f}",
+            _pct(r.train_accuracy),
+            "-" if r.val_loss is None else f"{r.val_loss:.4f}",
+            _pct(r.val_accuracy),
+            f"{r.epoch_time_s:.1f}",
+            f"{100 * r.data_wait_share:.0f}%",
+        )
+        for r in result.history.epochs
+    ]
+    print(f"fine-tuned {args.model} on {len(result.classes)} classes ({', '.join(result.classes)})")
+    print(
+        _table(
+            ("epoch", "train loss", "train acc", "val loss", "val acc", "time s", "data wait"), rows
+        )
+    )
+    if result.num_skipped:
+        print(f"skipped {result.num_skipped} unreadable image(s)")
+    print(f"validation accuracy: {_pct(result.val_accuracy)}")
+    print(f"saved to {result.out}")
+    return 0
+
+
+def add_iterative_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of iterative pruning with data to ``netsurgeon prune``'s parser.
+
+    Options the parser already defines are kept as they are: ``netsurgeon prune`` has
+    ``--out``, ``--weights``, ``--amount``, ``--target-macs``, ``--criterion``, ``--scope``,
+    ``--num-classes``, ``--seed``, ``--input-size``, ``--device`` and ``--json``, and its
+    ``--batch-size`` is the latency batch, so training uses ``--train-batch-size``. Missing
+    ones are added here, so a bare parser works too (with a ``MODEL`` positional given by
+    the caller). With ``--data`` the command runs :func:`run_iterative_from_args`.
+    """
+    group = _Group(parser, "iterative pruning with data (Molchanov et al. 2017)")
+    _add(
+        group,
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="ImageFolder data; prune iteratively with fine-tuning between slices",
+    )
+    _add(
+        group, "--prune-steps", type=int, default=5, metavar="S", help="pruning slices (default: 5)"
+    )
+    _add(
+        group,
+        "--finetune-steps",
+        type=int,
+        default=100,
+        metavar="K",
+        help="optimizer steps after each slice (default: 100)",
+    )
+    _add(
+        group,
+        "--finetune-epochs",
+        type=int,
+        default=1,
+        metavar="E",
+        help="epochs of fine-tuning after the last slice (default: 1)",
+    )
+    _add(
+        group,
+        "--criterion-batches",
+        type=int,
+        default=8,
+        metavar="N",
+        help="training batches the criterion sees before each slice (default: 8)",
+    )
+    _add(
+        group,
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write progress after every slice and epoch here (default: FILE.iterative/)",
+    )
+    _add(
+        group,
+        "--resume",
+        action="store_true",
+        help="continue from --checkpoint-dir after the last finished slice or epoch",
+    )
+    _add(
+        group,
+        "--no-oneshot",
+        action="store_true",
+        help="skip the one-shot-pruned copy that measures accuracy right after pruning",
+    )
+    _add(group, "--out", type=Path, default=None, metavar="FILE", help="save the pruned model")
+    _add(
+        group,
+        "--weights",
+        default="DEFAULT",
+        metavar="DEFAULT|none|PATH",
+        help="initial weights (default: DEFAULT)",
+    )
+    _add(
+        group,
+        "--amount",
+        type=float,
+        default=None,
+        metavar="F",
+        help="fraction of filters to remove",
+    )
+    _add(
+        group,
+        "--target-macs",
+        type=float,
+        default=None,
+        metavar="F",
+        help="fraction of MACs to keep",
+    )
+    _add(group, "--criterion", default="taylor", help="importance criterion (default: taylor)")
+    _add(group, "--scope", default="global", help="global or layer (default: global)")
+    _add(
+        group,
+        "--num-classes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="expected number of classes",
+    )
+    _add(group, "--json", action="store_true", help="print the result as JSON")
+    add_training_arguments(parser, batch_flag="--train-batch-size", epochs=False)
+
+
+def run_iterative_from_args(args: argparse.Namespace) -> int:
+    """Carry out ``netsurgeon prune MODEL --data DIR ...``; returns the exit status.
+
+    It prints validation accuracy before pruning, right after pruning (the one-shot-pruned
+    copy; see :func:`prune_and_finetune`), after the slices and after fine-tuning, the
+    parameters and MACs before and after, and one line per slice; it saves the pruned model
+    to ``--out`` with the settings and results in its ``extra["iterative"]``.
+    """
+    from netsurgeon.pruning.io import save
+    from netsurgeon.vision.data import load_image_data, make_loader
+    from netsurgeon.vision.models import build_model
+
+    if getattr(args, "data", None) is None:
+        raise ConfigError("iterative pruning needs --data DIR, an ImageFolder data folder")
+    _check_flag("--prune-steps", args.prune_steps, low=1)
+    _check_flag("--finetune-steps", args.finetune_steps, low=0)
+    _check_flag("--finetune-epochs", args.finetune_epochs, low=0)
+    _check_flag("--criterion-batches", args.criterion_batches, low=1)
+    _check_flag("--train-batch-size", args.train_batch_size, low=1)
+    _check_flag("--input-size", args.input_size, low=8)
+    _check_flag("--num-classes", args.num_classes, low=1, optional=True)
+    _check_flag("--workers", args.workers, low=0, optional=True)
+    out = _check_out(args.out) if args.out is not None else None
+    if args.scope not in ("global", "layer"):
+        raise ConfigError(f"--scope {args.scope!r} is not allowed; use global or layer")
+    checkpoint_dir = args.checkpoint_dir
+    if checkpoint_dir is None and out is not None:
+        checkpoint_dir = out.with_name(out.name + ".iterative")
+    config = train_config_from_args(args, epochs=max(1, args.finetune_epochs))
+    data = load_image_data(
+        args.data,
+        input_size=args.input_size,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        num_classes=args.num_classes,
+    )
+    resuming = (
+        args.resume and checkpoint_dir is not None and (checkpoint_dir / _STATE_FILE).is_file()
+    )
+    weights = args.weights if (not resuming or _is_weights_file(args.weights)) else "none"
+    torch.manual_seed(args.seed)
+    model = build_model(args.model, weights=weights, num_classes=data.num_classes)
+    train_loader = make_loader(
+        data.train,
+        batch_size=args.train_batch_size,
+        train=True,
+        seed=args.seed,
+        num_workers=args.workers,
+    )
+    val_loader = make_loader(
+        data.val, batch_size=args.train_batch_size, train=False, num_workers=args.workers
+    )
+    example = torch.zeros(1, 3, args.input_size, args.input_size)
+
+    def report(step: IterativeStep) -> None:
+        tuned = (
+            ""
+            if step.finetune_loss is None
+            else (f", fine-tuned {step.finetune_steps} steps (loss {step.finetune_loss:.4f})")
+        )
+        _say(
+            f"netsurgeon: slice {step.step + 1}/{args.prune_steps}: "
+            f"{step.macs_ratio:.3f} of the MACs left{tuned}"
+        )
+
+    result = prune_and_finetune(
+        model,
+        train_loader,
+        val_loader,
+        example_inputs=example,
+        config=config,
+        criterion=args.criterion,
+        target_macs=args.target_macs,
+        amount=args.amount,
+        prune_steps=args.prune_steps,
+        finetune_steps=args.finetune_steps,
+        finetune_epochs=args.finetune_epochs,
+        scope=args.scope,
+        criterion_batches=args.criterion_batches,
+        oneshot_baseline=not args.no_oneshot,
+        checkpoint_dir=checkpoint_dir,
+        resume=args.resume,
+        on_step=report,
+    )
+    if not is_main_process():
+        return 0
+    summary = result.to_dict()
+    summary.update(
+        model=args.model,
+        weights=str(args.weights),
+        data=str(args.data),
+        classes=list(data.classes),
+        input_size=args.input_size,
+    )
+    if out is not None:
+        save(result.model, out, extra={"iterative": summary})
+    if getattr(args, "json", False):
+        print(json.dumps({**summary, "out": str(out) if out else None}, indent=2))
+        return 0
+    print(format_iterative(result, title=f"{args.model}, {args.criterion}"))
+    if out is not None:
+        print(f"saved to {out}")
+    return 0
+
+
+def format_iterative(result: IterativeResult, *, title: str = "") -> str:
+    """Accuracy before / right after pruning / after fine-tuning, costs, and every slice."""
+    acc = _table(
+        ("validation accuracy", "value"),
+        [
+            ("before pruning", _pct(result.accuracy_before)),
+            ("right after pruning (one-shot copy, no fine-tuning)", _pct(result.accuracy_pruned)),
+            ("after the slices and their fine-tuning steps", _pct(result.accuracy_after_slices)),
+            ("after fine-tuning", _pct(result.accuracy_after)),
+        ],
+    )
+    cost = _table(
+        ("", "before", "after", "after/before"),
+        [
+            (
+                "params",
+                f"{result.before.params:,}",
+                f"{result.after.params:,}",
+                f"{result.params_ratio:.3f}",
+            ),
+            (
+                "MACs",
+                f"{result.before.macs:,}",
+                f"{result.after.macs:,}",
+                f"{result.macs_ratio:.3f}",
+            ),
+        ],
+    )
+    steps = _table(
+        (
+            "slice",
+            "MACs ratio",
+            "params ratio",
+            "layers",
+            "prune s",
+            "ft steps",
+            "ft loss",
+            "ft acc",
+            "ft s",
+            "val acc",
+        ),
+        [
+            (
+                s.step + 1,
+                f"{s.macs_ratio:.3f}",
+                f"{s.params_ratio:.3f}",
+                s.layers_pruned,
+                f"{s.prune_time_s:.2f}",
+                s.finetune_steps,
+                "-" if s.finetune_loss is None else f"{s.finetune_loss:.4f}",
+                _pct(s.finetune_accuracy),
+                f"{s.finetune_time_s:.1f}",
+                _pct(s.val_accuracy),
+            )
+            for s in result.steps
+        ],
+    )
+    head = f"iterative pruning{f' ({title})' if title else ''}"
+    return f"{head}\n{acc}\n\n{cost}\n\n{steps}"

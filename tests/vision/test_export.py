@@ -1,0 +1,154 @@
+"""Export of pruned models to ONNX and TorchScript; the exported outputs match PyTorch's."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import netsurgeon
+from netsurgeon.cli import main
+from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
+from netsurgeon.vision import build_model
+from netsurgeon.vision import export as export_module
+from netsurgeon.vision.export import (
+    default_export_path,
+    export_checkpoint,
+    export_model,
+    verify_export,
+)
+
+torch.set_num_threads(1)
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+
+HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
+HAS_ONNX = importlib.util.find_spec("onnx") is not None
+HAS_ONNXSCRIPT = importlib.util.find_spec("onnxscript") is not None
+needs_ort = pytest.mark.skipif(
+    not (HAS_ORT and HAS_ONNX),
+    reason="onnx and onnxruntime are not installed (pip install 'netsurgeon[export]')",
+)
+
+
+@pytest.fixture(scope="module")
+def pruned() -> torch.nn.Module:
+    """cifar_resnet20 with 40 % of its filters removed and non-trivial batch-norm statistics."""
+    torch.manual_seed(0)
+    model = build_model("cifar_resnet20", num_classes=10)
+    x = torch.randn(1, 3, 32, 32)
+    result = netsurgeon.prune(model, x, amount=0.4, criterion="l1")
+    assert result.channels  # really pruned
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _reference(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def _onnx_run(path: Path, x: torch.Tensor) -> torch.Tensor:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+
+
+@needs_ort
+@pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="onnxscript is not installed (the dynamo exporter)")
+def test_onnx_dynamo_export_matches_pytorch(pruned: torch.nn.Module, tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    result = export_model(pruned, path, format="onnx", input_size=32, verify=True)
+    assert result.path == path and result.input_shape == (2, 3, 32, 32)
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4
+    # The batch dimension is dynamic: another batch size runs and matches too.
+    x = torch.randn(5, 3, 32, 32)
+    assert torch.allclose(_onnx_run(path, x), _reference(pruned, x), atol=1e-4)
+
+
+@needs_ort
+def test_onnx_legacy_export_matches_pytorch(pruned: torch.nn.Module, tmp_path: Path) -> None:
+    path = tmp_path / "legacy.onnx"
+    export_model(pruned, path, format="onnx", input_size=32, exporter="legacy")
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.allclose(_onnx_run(path, x), _reference(pruned, x), atol=1e-4)
+    assert verify_export(path, pruned, x, format="onnx") < 1e-4
+
+
+def test_torchscript_export_matches_pytorch(pruned: torch.nn.Module, tmp_path: Path) -> None:
+    path = tmp_path / "m.torchscript.pt"
+    result = export_model(pruned, path, format="torchscript", input_size=32, verify=True)
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-5
+    loaded = torch.jit.load(str(path))
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), _reference(pruned, x), atol=1e-5)
+    # Only the exported file is left in the folder (the temporary file was renamed).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.torchscript.pt"]
+
+
+def test_export_command_reads_a_checkpoint(
+    pruned: torch.nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = netsurgeon.save(pruned, tmp_path / "pruned.pt", extra={"prune": {"input_size": 32}})
+    assert main(["export", str(saved), "--format", "torchscript", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    target = tmp_path / "pruned.torchscript.pt"
+    assert report["path"] == str(target) == str(default_export_path(saved, "torchscript"))
+    assert report["input_shape"] == [2, 3, 32, 32]  # the size recorded in the checkpoint
+    assert report["max_abs_diff"] is not None and report["max_abs_diff"] < 1e-5
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(torch.jit.load(str(target))(x), pruned(x), atol=1e-5)
+    out = tmp_path / "other.pt"
+    assert main(["export", str(saved), "--format", "torchscript", "--out", str(out)]) == 0
+    assert "verified: largest difference" in capsys.readouterr().out and out.is_file()
+
+
+@needs_ort
+def test_export_command_onnx(
+    pruned: torch.nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = netsurgeon.save(pruned, tmp_path / "pruned.pt")
+    argv = ["export", str(saved), "--format", "onnx", "--exporter", "legacy", "--input-size", "32"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "verified: largest difference from PyTorch" in printed
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(_onnx_run(tmp_path / "pruned.onnx", x), _reference(pruned, x), atol=1e-4)
+
+
+def test_export_errors(
+    pruned: torch.nn.Module,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(ConfigError, match="format='tflite' is not allowed"):
+        export_model(pruned, tmp_path / "m", format="tflite")
+    with pytest.raises(ConfigError, match="exporter='jit'"):
+        export_model(pruned, tmp_path / "m", format="onnx", exporter="jit")
+    with pytest.raises(CheckpointError, match="no such file"):
+        export_checkpoint(tmp_path / "missing.pt", format="onnx")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weight": torch.zeros(2)}, foreign)
+    assert main(["export", str(foreign), "--format", "torchscript"]) == 2
+    err = capsys.readouterr().err
+    assert "not a netsurgeon checkpoint" in err and err.count("\n") == 1
+    # A missing optional package names the extra to install, and leaves no file behind.
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        export_module.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "onnx" else real(name, *a),
+    )
+    with pytest.raises(NetsurgeonError, match=r"netsurgeon\[export\]"):
+        export_model(pruned, tmp_path / "x.onnx", format="onnx", input_size=32)
+    assert not any(p.name.startswith(".x.onnx") or p.name == "x.onnx" for p in tmp_path.iterdir())

@@ -1,0 +1,281 @@
+"""Iterative prune-and-fine-tune (Molchanov et al. 2017) on tiny synthetic data."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import netsurgeon
+from netsurgeon.errors import CheckpointError, ConfigError
+from netsurgeon.pruning.stats import count_macs, count_params
+from netsurgeon.training import TrainConfig
+from netsurgeon.vision import build_model
+from netsurgeon.vision import iterative as it
+from netsurgeon.vision.iterative import (
+    IterativeStep,
+    LimitedBatches,
+    add_iterative_arguments,
+    format_iterative,
+    prune_and_finetune,
+    run_iterative_from_args,
+)
+from tests.vision.test_vision_cli import make_image_folder
+
+torch.set_num_threads(1)
+
+SIZE = 16
+EXAMPLE = torch.zeros(1, 3, SIZE, SIZE)
+CONFIG = TrainConfig(device="cpu", lr=0.05, progress=False)
+
+
+def loaders(n: int = 48) -> tuple[DataLoader, DataLoader]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, SIZE, SIZE, generator=g)
+    y = (x[:, 0].mean((1, 2)) > 0).long()
+    train = DataLoader(TensorDataset(x, y), batch_size=12, shuffle=False)
+    val = DataLoader(TensorDataset(x[:24], y[:24]), batch_size=12)
+    return train, val
+
+
+def small_model() -> torch.nn.Module:
+    return build_model("cifar_resnet20", num_classes=2)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_reaches_macs_target_and_finetunes_between_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int]] = []
+    real = it.train_steps
+
+    def spy(model: torch.nn.Module, loader: Any, **kwargs: Any) -> Any:
+        calls.append((count_macs(model, EXAMPLE), kwargs["steps"]))
+        return real(model, loader, **kwargs)
+
+    monkeypatch.setattr(it, "train_steps", spy)
+    model = small_model()
+    macs0, params0 = count_macs(model, EXAMPLE), count_params(model)
+    train, val = loaders()
+    seen: list[IterativeStep] = []
+    result = prune_and_finetune(
+        model,
+        train,
+        val,
+        example_inputs=EXAMPLE,
+        config=CONFIG,
+        criterion="taylor",
+        target_macs=0.5,
+        prune_steps=3,
+        finetune_steps=2,
+        finetune_epochs=1,
+        criterion_batches=2,
+        eval_steps=True,
+        on_step=seen.append,
+    )
+    # The target is reached (within a small tolerance), on the model that was passed in.
+    assert result.model is model
+    assert result.before.macs == macs0 and result.before.params == params0
+    assert result.after.macs == count_macs(model, EXAMPLE)
+    assert 0.47 <= result.macs_ratio <= 0.5 + 1e-9
+    assert result.oneshot_macs_ratio is not None and abs(result.oneshot_macs_ratio - 0.5) < 0.03
+    # Fine-tuning ran once after every slice, on the just-pruned model, K steps each.
+    assert len(result.steps) == 3 and seen == result.steps
+    assert [k for _, k in calls] == [2, 2, 2]
+    assert [m for m, _ in calls] == [s.macs for s in result.steps]
+    assert calls[0][0] < macs0 and calls[0][0] > calls[1][0] > calls[2][0]
+    assert [s.step for s in result.steps] == [0, 1, 2]
+    assert all(s.finetune_steps == 2 and s.finetune_loss is not None for s in result.steps)
+    assert result.steps[-1].macs == result.after.macs
+    # The final fine-tune ran for finetune_epochs and its last accuracy is reported.
+    assert result.history is not None and len(result.history.epochs) == 1
+    assert result.accuracy_after == result.history.epochs[-1].val_accuracy
+    for value in (
+        result.accuracy_before,
+        result.accuracy_pruned,
+        result.accuracy_after_slices,
+        result.accuracy_after,
+        *(s.val_accuracy for s in result.steps),
+        *(s.finetune_accuracy for s in result.steps),
+    ):
+        assert value is not None and 0.0 <= value <= 1.0
+    # Accuracy is a multiple of 1/24 on 24 validation samples.
+    assert math.isclose(result.accuracy_before * 24, round(result.accuracy_before * 24))
+    assert result.channels and all(new < old for old, new in result.channels.values())
+    summary = result.to_dict()
+    assert summary["after"]["macs"] == result.after.macs
+    assert len(summary["steps"]) == 3 and summary["settings"]["target_macs"] == 0.5
+    text = format_iterative(result, title="t")
+    for label in ("before pruning", "right after pruning", "after fine-tuning"):
+        assert label in text
+
+
+def test_amount_without_finetuning(monkeypatch: pytest.MonkeyPatch) -> None:
+    def forbidden(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("no fine-tuning was asked for")
+
+    monkeypatch.setattr(it, "train_steps", forbidden)
+    model = small_model()
+    train, val = loaders()
+    result = prune_and_finetune(
+        model,
+        train,
+        val,
+        example_inputs=EXAMPLE,
+        config=CONFIG,
+        criterion="l1",
+        amount=0.5,
+        scope="layer",
+        prune_steps=2,
+        finetune_steps=0,
+        finetune_epochs=0,
+        oneshot_baseline=False,
+    )
+    assert result.history is None and result.accuracy_pruned is None
+    assert result.accuracy_after == result.accuracy_after_slices
+    assert all(s.finetune_steps == 0 and s.finetune_loss is None for s in result.steps)
+    # Two slices of 1 - sqrt(0.5) each leave about half of every prunable layer.
+    # (Residual stages keep their width in these option-A ResNets: the padding shortcut.)
+    assert set(result.channels) == {f"layer{i}.{j}.conv1" for i in (1, 2, 3) for j in range(3)}
+    old, new = result.channels["layer2.1.conv1"]
+    assert old == 32 and 15 <= new <= 17
+
+
+def test_resume_after_interruption(tmp_path: Path) -> None:
+    train, val = loaders()
+    kwargs: dict[str, Any] = {
+        "example_inputs": EXAMPLE,
+        "config": CONFIG,
+        "criterion": "l2",
+        "target_macs": 0.5,
+        "prune_steps": 3,
+        "finetune_steps": 1,
+        "finetune_epochs": 1,
+        "checkpoint_dir": tmp_path / "progress",
+    }
+
+    def stop_after_two(step: IterativeStep) -> None:
+        if step.step == 1:
+            raise _Stop
+
+    first = small_model()
+    with pytest.raises(_Stop):
+        prune_and_finetune(first, train, val, on_step=stop_after_two, **kwargs)
+    macs_after_two = count_macs(first, EXAMPLE)
+    saved = netsurgeon.load(tmp_path / "progress" / "iterative_state.pt")
+    assert count_macs(saved, EXAMPLE) == macs_after_two
+
+    fresh = small_model()
+    result = prune_and_finetune(fresh, train, val, resume=True, **kwargs)
+    assert result.model is not fresh  # rebuilt from the progress file
+    assert [s.step for s in result.steps] == [0, 1, 2]
+    assert result.steps[1].macs == macs_after_two
+    assert 0.47 <= result.macs_ratio <= 0.5 + 1e-9
+    assert result.before.macs == count_macs(small_model(), EXAMPLE)
+
+    # Resuming a finished run redoes nothing and reports the same figures.
+    again = prune_and_finetune(small_model(), train, val, resume=True, **kwargs)
+    assert again.steps == result.steps and again.after == result.after
+    assert again.accuracy_after_slices == result.accuracy_after_slices
+    assert again.accuracy_after == result.accuracy_after
+    assert again.accuracy_before == result.accuracy_before
+    a, b = again.model.state_dict(), result.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    with pytest.raises(CheckpointError, match="another iterative run"):
+        prune_and_finetune(small_model(), train, val, resume=True, **{**kwargs, "criterion": "l1"})
+
+
+def test_bad_arguments_leave_the_model_unchanged() -> None:
+    train, val = loaders()
+    model = small_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    common: dict[str, Any] = {"example_inputs": EXAMPLE, "config": CONFIG}
+    with pytest.raises(ConfigError, match="prune_steps=0"):
+        prune_and_finetune(model, train, val, target_macs=0.5, prune_steps=0, **common)
+    with pytest.raises(ConfigError, match="exactly one of amount"):
+        prune_and_finetune(model, train, val, target_macs=0.5, amount=0.5, **common)
+    with pytest.raises(ConfigError, match="target_macs"):
+        prune_and_finetune(model, train, val, target_macs=1.5, **common)
+    with pytest.raises(ConfigError, match="resume=True needs checkpoint_dir"):
+        prune_and_finetune(model, train, val, target_macs=0.5, resume=True, **common)
+    with pytest.raises(ConfigError, match="criterion_batches=0"):
+        prune_and_finetune(model, train, val, target_macs=0.5, criterion_batches=0, **common)
+    with pytest.raises(ConfigError, match="checkpoint_dir needs a model"):
+        plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+        prune_and_finetune(plain, train, val, target_macs=0.5, checkpoint_dir="x", **common)
+    with pytest.raises(ConfigError, match="TrainConfig"):
+        prune_and_finetune(model, train, val, example_inputs=EXAMPLE, config={}, target_macs=0.5)
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_limited_batches_is_reiterable() -> None:
+    loader = DataLoader(TensorDataset(torch.arange(10)), batch_size=2)
+    first_two = LimitedBatches(loader, 2)
+    assert len(first_two) == 2
+    assert [b[0].tolist() for b in first_two] == [[0, 1], [2, 3]]
+    assert [b[0].tolist() for b in first_two] == [[0, 1], [2, 3]]
+    assert len(LimitedBatches(loader, None)) == 5 and len(LimitedBatches(loader, 50)) == 5
+
+
+def _prune_parser() -> argparse.ArgumentParser:
+    """``netsurgeon prune``'s real parser with the iterative options added, as the lead wires it."""
+    from netsurgeon.pruning import cli as pruning_cli
+
+    root = argparse.ArgumentParser()
+    sub = root.add_subparsers(dest="command")
+    pruning_cli.add_commands(sub)
+    prune_parser = sub.choices["prune"]
+    add_iterative_arguments(prune_parser)
+    return root
+
+
+def test_prune_with_data_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_image_folder(tmp_path / "data", classes=("red", "blue"), per_class=6, split=True)
+    out = tmp_path / "pruned.pt"
+    args = _prune_parser().parse_args(
+        ["prune", "cifar_resnet20", "--data", str(data), "--out", str(out), "--weights", "none",
+         "--criterion", "taylor", "--target-macs", "0.5", "--prune-steps", "2",
+         "--finetune-steps", "2", "--finetune-epochs", "1", "--input-size", str(SIZE),
+         "--train-batch-size", "4", "--device", "cpu", "--workers", "0",
+         "--criterion-batches", "2"]
+    )  # fmt: skip
+    assert run_iterative_from_args(args) == 0
+    printed = capsys.readouterr().out
+    for label in ("before pruning", "right after pruning", "after fine-tuning"):
+        assert label in printed
+    pruned = netsurgeon.load(out)
+    unpruned = build_model("cifar_resnet20", num_classes=2)
+    ratio = count_macs(pruned, EXAMPLE) / count_macs(unpruned, EXAMPLE)
+    assert 0.47 <= ratio <= 0.5 + 1e-9
+    from netsurgeon.pruning.io import read_checkpoint
+
+    extra = read_checkpoint(out)["extra"]["iterative"]
+    assert extra["classes"] == ["blue", "red"] and len(extra["steps"]) == 2
+    assert extra["macs_ratio"] == pytest.approx(ratio)
+    assert 0.0 <= extra["accuracy_after"] <= 1.0
+    assert (tmp_path / "pruned.pt.iterative" / "iterative_state.pt").is_file()
+
+
+def test_iterative_arguments_on_a_bare_parser(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    add_iterative_arguments(parser)
+    args = parser.parse_args(["cifar_resnet20", "--target-macs", "0.5"])
+    assert args.data is None and args.prune_steps == 5 and args.train_batch_size == 32
+    assert args.criterion == "taylor" and args.scope == "global"
+    with pytest.raises(ConfigError, match="needs --data"):
+        run_iterative_from_args(args)
+    args = parser.parse_args(["cifar_resnet20", "--data", str(tmp_path), "--prune-steps", "0"])
+    with pytest.raises(ConfigError, match="--prune-steps 0"):
+        run_iterative_from_args(args)

@@ -1,0 +1,163 @@
+"""``netsurgeon finetune`` end to end on tiny image folders, and on the real hymenoptera set."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import netsurgeon
+from netsurgeon.cli import main
+from netsurgeon.pruning.io import read_checkpoint
+from netsurgeon.training import load_checkpoint
+
+torch.set_num_threads(1)
+
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 200, 40),
+    "blue": (40, 40, 220),
+}
+
+
+def make_image_folder(
+    root: Path,
+    *,
+    classes: Sequence[str] = ("red", "blue"),
+    per_class: int = 6,
+    split: bool = True,
+    size: tuple[int, int] = (20, 18),
+) -> Path:
+    """An ImageFolder of noisy solid-colour images; ``split`` adds train/ and val/ folders."""
+    g = torch.Generator().manual_seed(0)
+    parts = (("train", per_class), ("val", max(2, per_class // 2))) if split else (("", per_class),)
+    for part, count in parts:
+        for name in classes:
+            folder = root / part / name if part else root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            base = torch.tensor(COLOURS[name], dtype=torch.float32).view(3, 1, 1)
+            for i in range(count):
+                noise = torch.randint(-30, 31, (3, size[1], size[0]), generator=g)
+                pixels = (base + noise).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+                Image.fromarray(pixels).save(folder / f"{name}{i}.png")
+    return root
+
+
+def finetune_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "finetune", "cifar_resnet20", "--data", str(data), "--out", str(out),
+        "--weights", "none", "--input-size", "16", "--batch-size", "4", "--device", "cpu",
+        "--workers", "0", "--lr", "0.05", *extra,
+    ]  # fmt: skip
+
+
+def test_finetune_end_to_end_and_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_image_folder(tmp_path / "data")
+    out = tmp_path / "model.pt"
+    assert main(finetune_args(data, out, "--epochs", "2", "--num-classes", "2")) == 0
+    printed = capsys.readouterr().out
+    assert "fine-tuned cifar_resnet20 on 2 classes (blue, red)" in printed
+    assert "validation accuracy:" in printed and f"saved to {out}" in printed
+    model = netsurgeon.load(out)
+    assert model.linear.out_features == 2
+    extra = read_checkpoint(out)["extra"]["finetune"]
+    assert extra["classes"] == ["blue", "red"] and extra["input_size"] == 16
+    assert len(extra["history"]["epochs"]) == 2
+    assert 0.0 <= extra["val_accuracy"] <= 1.0
+    # The per-epoch checkpoint sits beside the model.
+    assert load_checkpoint(tmp_path / "model.pt.train.ckpt")["epoch"] == 2
+    # `netsurgeon stats FILE` reads the saved model.
+    stats = ["stats", str(out), "--input-size", "16", "--repeats", "1", "--warmup", "0", "--json"]
+    assert main(stats) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["params"] == sum(p.numel() for p in model.parameters())
+
+
+def test_resume_continues_from_the_last_epoch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_image_folder(tmp_path / "data", per_class=4)
+    whole, part = tmp_path / "whole.pt", tmp_path / "part.pt"
+    assert main(finetune_args(data, whole, "--epochs", "2", "--json")) == 0
+    uninterrupted = json.loads(capsys.readouterr().out)
+    # An interrupted run: one epoch, then the same command for two epochs with --resume.
+    assert main(finetune_args(data, part, "--epochs", "1")) == 0
+    first = load_checkpoint(tmp_path / "part.pt.train.ckpt")
+    assert first["epoch"] == 1
+    capsys.readouterr()
+    assert main(finetune_args(data, part, "--epochs", "2", "--resume", "--json")) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    epochs = resumed["history"]["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1]
+    assert epochs[0] == first["history"]["epochs"][0]  # restored, not retrained
+    # On the CPU with in-process loading, resuming ends with the uninterrupted run's weights.
+    a = netsurgeon.load(whole).state_dict()
+    b = netsurgeon.load(part).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["val_accuracy"] == uninterrupted["val_accuracy"]
+
+
+def test_num_classes_contradicting_the_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_image_folder(tmp_path / "data", per_class=2)
+    out = tmp_path / "model.pt"
+    assert main(finetune_args(data, out, "--num-classes", "3")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "num_classes=3 contradicts the data" in err and "2 class folders" in err
+    assert not out.exists() and not (tmp_path / "model.pt.train.ckpt").exists()
+
+
+def test_seeded_split_and_bad_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    flat = make_image_folder(tmp_path / "flat", classes=("red", "green", "blue"), split=False)
+    out = tmp_path / "m.pt"
+    assert main(finetune_args(flat, out, "--val-fraction", "0.25", "--json")) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["classes"] == ["blue", "green", "red"]
+    assert netsurgeon.load(out).linear.out_features == 3
+    # Without --val-fraction a flat folder is an error, as is an empty or missing one.
+    assert main(finetune_args(flat, out)) == 2
+    assert "pass val_fraction" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(finetune_args(tmp_path / "empty", out)) == 2
+    assert "is empty" in capsys.readouterr().err
+    assert main(finetune_args(tmp_path / "missing", out)) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(finetune_args(flat, tmp_path / "nowhere" / "m.pt")) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(finetune_args(flat, out, "--epochs", "0")) == 2
+    assert "--epochs 0 is not allowed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_finetune_torchvision_model_on_hymenoptera(
+    shared_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = shared_dir / "data" / "hymenoptera"
+    if not data.is_dir():
+        pytest.skip(f"{data} is absent")
+    out = tmp_path / "hymenoptera.pt"
+    argv = [
+        "finetune", "mobilenet_v3_small", "--data", str(data), "--out", str(out),
+        "--weights", "none", "--input-size", "64", "--batch-size", "16", "--epochs", "1",
+        "--max-steps", "4", "--device", "cpu", "--workers", "0", "--optimizer", "adam",
+        "--lr", "0.001", "--json",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["classes"] == ["ants", "bees"]
+    (epoch,) = report["history"]["epochs"]
+    assert epoch["steps"] == 4 and epoch["samples"] == 64
+    assert 0.0 <= report["val_accuracy"] <= 1.0
+    # 153 validation photos: the accuracy is a whole number of them.
+    assert abs(report["val_accuracy"] * 153 - round(report["val_accuracy"] * 153)) < 1e-6
+    model = netsurgeon.load(out)
+    assert model.netsurgeon_arch["name"] == "mobilenet_v3_small"
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 64, 64)).shape == (2, 2)
