@@ -1,0 +1,261 @@
+"""Accuracy at half the MACs: fine-tuned unpruned vs pruned, with the same fine-tuning budget.
+
+Issue 3's target: on ``../shared/data/cifar10-small``, the pretrained ``cifar_resnet32``
+(``../shared/data/resnet_cifar10/resnet32-d509ac18.th``) fine-tuned ``--epochs`` (3) epochs
+unpruned, and pruned to ``--target-macs`` (0.5) of its MACs with each of ``--criteria`` and
+then fine-tuned with exactly the same configuration and number of epochs. The best criterion's
+validation accuracy must be within 2 points of the unpruned model's.
+
+Pruning goes through :func:`netsurgeon.vision.iterative.prune_and_finetune`: with the defaults
+(``--prune-steps 1 --finetune-steps 0``) it is a one-shot prune followed by the same
+``--epochs`` of fine-tuning as the unpruned model; ``--prune-steps S --finetune-steps K`` adds
+Molchanov's iterative slices (then the pruned model gets ``S*K`` extra steps, stated in the
+output). Every epoch's training time and data-wait share are reported too.
+
+Run from the repository root (all of it takes about 20 min on one CPU thread; a GPU makes it
+seconds)::
+
+    python benchmarks/transfer_accuracy_at_half_macs.py --json-out /tmp/half_macs.json
+
+A quicker, reduced run on stratified subsets (not the issue's protocol; say so when quoting)::
+
+    python benchmarks/transfer_accuracy_at_half_macs.py --train-subset 2000 --val-subset 1000 \\
+        --criteria taylor --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from netsurgeon.training import History, TrainConfig, evaluate, fit
+from netsurgeon.vision import build_model
+from netsurgeon.vision.data import load_image_data, make_loader
+from netsurgeon.vision.iterative import prune_and_finetune
+
+# The script's own folder is on sys.path when it runs as `python benchmarks/<script>.py`.
+from transfer_common import (
+    environment,
+    log,
+    markdown_table,
+    pct,
+    require,
+    shared_root,
+    stratified_subset,
+    write_json,
+)
+
+MAX_GAP = 0.02  # the pruned model may be at most 2 accuracy points below the unpruned one
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    data = shared_root() / "data"
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", type=Path, default=data / "cifar10-small")
+    p.add_argument("--weights", default=str(data / "resnet_cifar10" / "resnet32-d509ac18.th"))
+    p.add_argument("--model", default="cifar_resnet32")
+    p.add_argument("--input-size", type=int, default=32)
+    p.add_argument("--criteria", default="taylor,l1,bn_scale", help="comma-separated")
+    p.add_argument("--target-macs", type=float, default=0.5)
+    p.add_argument("--scope", default="global")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--prune-steps", type=int, default=1)
+    p.add_argument("--finetune-steps", type=int, default=0)
+    p.add_argument("--criterion-batches", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--optimizer", default="sgd")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--schedule", default="cosine")
+    p.add_argument("--train-subset", type=int, default=None, help="stratified subset size")
+    p.add_argument("--val-subset", type=int, default=None, help="stratified subset size")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--unpruned-from",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="reuse the unpruned row of an earlier --json-out with the same data and training "
+        "settings instead of fine-tuning the unpruned model again",
+    )
+    p.add_argument("--json-out", type=Path, default=None)
+    return p.parse_args(argv)
+
+
+def epoch_summary(history: History) -> dict[str, Any]:
+    """Mean training time per epoch and the share of it spent waiting for data."""
+    times = [r.epoch_time_s for r in history.epochs]
+    waits = [r.data_wait_s for r in history.epochs]
+    return {
+        "epoch_time_s": statistics.mean(times),
+        "data_wait_share": sum(waits) / sum(times) if sum(times) else 0.0,
+        "epochs": [vars(r) for r in history.epochs],
+    }
+
+
+# Settings that must agree for an earlier run's unpruned row to be comparable.
+_SAME_SETTINGS = (
+    "data", "weights", "model", "input_size", "epochs", "batch_size", "optimizer", "lr",
+    "weight_decay", "schedule", "train_subset", "val_subset", "seed",
+)  # fmt: skip
+
+
+def reuse_unpruned(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The unpruned row of an earlier run, if its settings match this run's."""
+    earlier = json.loads(path.read_text(encoding="utf-8"))
+    differ = [k for k in _SAME_SETTINGS if str(earlier["settings"].get(k)) != str(getattr(args, k))]
+    if differ:
+        sys.exit(f"{path} was run with other settings ({', '.join(differ)}); cannot reuse it")
+    row = earlier["rows"][0]
+    if row["criterion"] != "(unpruned)":
+        sys.exit(f"{path} has no unpruned row")
+    return {**row, "reused_from": str(path)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    require(args.data, "the CIFAR-10 subset")
+    if args.weights.lower() != "none":
+        require(Path(args.weights), "the pretrained checkpoint")
+    start = time.perf_counter()
+    env_start = environment()
+    data = load_image_data(args.data, input_size=args.input_size, seed=args.seed)
+    train = stratified_subset(data.train, args.train_subset, seed=args.seed)
+    val = stratified_subset(data.val, args.val_subset, seed=args.seed)
+    train_loader = make_loader(
+        train, batch_size=args.batch_size, train=True, seed=args.seed, num_workers=args.workers
+    )
+    val_loader = make_loader(val, batch_size=256, train=False, num_workers=args.workers)
+    config = TrainConfig(
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+    )
+    log(f"{len(train)} training and {len(val)} validation images, {data.num_classes} classes")
+    base = build_model(args.model, weights=args.weights, num_classes=data.num_classes)
+    pretrained = evaluate(base, val_loader, device=args.device)["accuracy"]
+    log(f"pretrained {args.model}: {pct(pretrained)} % before any fine-tuning")
+
+    if args.unpruned_from is not None:
+        unpruned_row = reuse_unpruned(args.unpruned_from, args)
+    else:
+        unpruned = copy.deepcopy(base)
+        history = fit(unpruned, train_loader, val_loader, config=config)
+        unpruned_row = {
+            "criterion": "(unpruned)",
+            "macs_ratio": 1.0,
+            "params_ratio": 1.0,
+            "accuracy_pruned": pretrained,
+            "accuracy_after": history.last.val_accuracy if history.last else None,
+            **epoch_summary(history),
+        }
+    acc_unpruned = unpruned_row["accuracy_after"]
+    log(f"unpruned, {args.epochs} epochs: {pct(acc_unpruned)} %")
+    example = torch.zeros(1, 3, args.input_size, args.input_size)
+    rows = [unpruned_row]
+    for criterion in [c.strip() for c in args.criteria.split(",") if c.strip()]:
+        model = copy.deepcopy(base)
+        result = prune_and_finetune(
+            model,
+            train_loader,
+            val_loader,
+            example_inputs=example,
+            config=config,
+            criterion=criterion,
+            target_macs=args.target_macs,
+            prune_steps=args.prune_steps,
+            finetune_steps=args.finetune_steps,
+            finetune_epochs=args.epochs,
+            scope=args.scope,
+            criterion_batches=args.criterion_batches,
+            oneshot_baseline=args.prune_steps > 1,
+        )
+        assert result.history is not None
+        rows.append(
+            {
+                "criterion": criterion,
+                "macs_ratio": result.macs_ratio,
+                "params_ratio": result.params_ratio,
+                # One slice without steps in between: the model after it is the one-shot model.
+                "accuracy_pruned": result.accuracy_pruned
+                if result.accuracy_pruned is not None
+                else result.accuracy_after_slices,
+                "accuracy_after": result.accuracy_after,
+                "extra_steps": args.prune_steps * args.finetune_steps,
+                **epoch_summary(result.history),
+            }
+        )
+        log(f"{criterion}: {result.macs_ratio:.3f} of the MACs, {pct(result.accuracy_after)} %")
+
+    pruned_rows = rows[1:]
+    best = max(pruned_rows, key=lambda r: r["accuracy_after"]) if pruned_rows else None
+    gap = (acc_unpruned - best["accuracy_after"]) if best and acc_unpruned is not None else None
+    table = markdown_table(
+        (
+            "model",
+            "MACs ratio",
+            "params ratio",
+            "val acc before fine-tuning (%)",
+            f"val acc after {args.epochs} epochs (%)",
+            "gap to unpruned (points)",
+            "s / epoch",
+            "data wait",
+        ),
+        [
+            (
+                r["criterion"],
+                f"{r['macs_ratio']:.3f}",
+                f"{r['params_ratio']:.3f}",
+                pct(r["accuracy_pruned"]),
+                pct(r["accuracy_after"]),
+                "-" if r is unpruned_row else f"{100 * (acc_unpruned - r['accuracy_after']):.2f}",
+                f"{r['epoch_time_s']:.1f}",
+                f"{100 * r['data_wait_share']:.1f} %",
+            )
+            for r in rows
+        ],
+    )
+    print(table)
+    if best is not None and gap is not None:
+        verdict = "MET" if gap <= MAX_GAP else "MISSED"
+        print(
+            f"\nbest criterion: {best['criterion']}; gap {100 * gap:.2f} points "
+            f"(target <= {100 * MAX_GAP:.0f}): {verdict}"
+        )
+    print(f"total wall time {time.perf_counter() - start:.0f} s")
+    write_json(
+        args.json_out,
+        {
+            "settings": vars(args),
+            "environment_start": env_start,
+            "environment_end": environment(),
+            "train_images": len(train),
+            "val_images": len(val),
+            "pretrained_accuracy": pretrained,
+            "rows": rows,
+            "best": best["criterion"] if best else None,
+            "gap": gap,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
