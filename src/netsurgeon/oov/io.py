@@ -1,41 +1,39 @@
-"""Atomic file writes: a temp file in the same folder, flushed, fsynced, then renamed."""
+"""The OOV package's file writers, on top of :mod:`netsurgeon.fileio`'s atomic writes."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
+from netsurgeon import fileio
+
 __all__ = ["atomic_open", "atomic_save_torch", "atomic_write_json", "atomic_write_text"]
 
 
 @contextlib.contextmanager
 def atomic_open(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
-    """Open a temp file beside ``path``; on success it replaces ``path`` in one rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Open ``path`` for writing, ``"w"`` (text) or ``"wb"``; it appears whole or not at all."""
+    with fileio.atomic_open(path) as raw:
+        if "b" in mode:
+            yield raw
+            return
+        text = io.TextIOWrapper(raw, encoding=encoding or "utf-8", newline="")
+        try:
+            yield text
+            text.flush()
+        finally:
+            text.detach()  # leave the binary handle to fileio, which fsyncs and renames it
 
 
 def atomic_write_text(path: Path, text: str, *, encoding: str = "utf-8") -> None:
     """Write ``text`` to ``path`` atomically."""
-    with atomic_open(path, "w", encoding=encoding) as handle:
-        handle.write(text)
+    fileio.atomic_write_text(path, text, encoding=encoding)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -45,5 +43,5 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 def atomic_save_torch(path: Path, obj: Any, *, save: Callable[..., None] = torch.save) -> None:
     """``torch.save`` a plain container of tensors and numbers atomically."""
-    with atomic_open(path, "wb") as handle:
+    with fileio.atomic_open(path) as handle:
         save(obj, handle)
