@@ -1,4 +1,4 @@
-"""Image-classification models for transfer learning: builders, a registry, safe weight loading."""
+"""Transfer learning for image classifiers: models, data, fine-tuning, pruning experiments."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from netsurgeon.vision.cifar_resnet import (
     cifar_resnet56,
     cifar_resnet110,
 )
+from netsurgeon.vision.data import load_image_data, make_loader
+from netsurgeon.vision.experiments import SweepConfig, compare_models, run_sweep
+from netsurgeon.vision.export import export_model
+from netsurgeon.vision.iterative import IterativeResult, finetune, prune_and_finetune
 from netsurgeon.vision.models import (
     build_model,
     list_models,
@@ -20,14 +24,23 @@ from netsurgeon.vision.models import (
 
 __all__ = [
     "CifarResNet",
+    "IterativeResult",
+    "SweepConfig",
     "build_model",
     "cifar_resnet20",
     "cifar_resnet32",
     "cifar_resnet44",
     "cifar_resnet56",
     "cifar_resnet110",
+    "compare_models",
+    "export_model",
+    "finetune",
     "list_models",
+    "load_image_data",
     "load_state_dict_checked",
+    "make_loader",
+    "prune_and_finetune",
     "register_builder",
     "replace_head",
+    "run_sweep",
 ]
