@@ -205,11 +205,31 @@ class _ActivationStatistic:
         def sink(layer: str, value: Any) -> None:
             seen[layer] = value
 
-        with torch.no_grad():
-            _Recorder(graph.graph_module, wanted, sink).run(*inputs)
+        grads: dict[str, torch.Tensor | None] = {}
+        if self.needs_loss:
+            assert loss_fn is not None
+            with torch.enable_grad():
+                # Gradients with respect to the activations only: parameters' .grad stay as is.
+                inputs = tuple(
+                    x.detach().requires_grad_(True)
+                    if isinstance(x, torch.Tensor) and x.is_floating_point()
+                    else x
+                    for x in inputs
+                )
+                outputs = _Recorder(graph.graph_module, wanted, sink).run(*inputs)
+                loss = loss_fn(outputs, targets)
+                layers = [k for k, v in seen.items() if v.requires_grad]
+                found = torch.autograd.grad(loss, [seen[k] for k in layers], allow_unused=True)
+                grads = dict(zip(layers, found, strict=True))
+        else:
+            with torch.no_grad():
+                _Recorder(graph.graph_module, wanted, sink).run(*inputs)
         for layer, value in seen.items():
             dim = graph.observe[layer][1]
-            stat = self._statistic(value.detach().float(), dim)
+            grad = grads.get(layer)
+            stat = self._statistic(
+                value.detach().float(), None if grad is None else grad.float(), dim
+            )
             sums[layer] = sums.get(layer, 0) + stat
             counts[layer] = counts.get(layer, 0) + 1
 
@@ -218,7 +238,10 @@ class _ActivationStatistic:
         """Mean over every dimension except ``dim``."""
         return t.transpose(0, dim).reshape(t.shape[dim], -1).mean(1)
 
-    def _statistic(self, activation: torch.Tensor, dim: int) -> torch.Tensor:
+    def _statistic(
+        self, activation: torch.Tensor, grad: torch.Tensor | None, dim: int
+    ) -> torch.Tensor:
+        """One value per channel for one batch; ``grad`` is set only when ``needs_loss``."""
         raise NotImplementedError
 
     def _finish(
@@ -238,7 +261,9 @@ class _ActivationStatistic:
 class Activation(_ActivationStatistic):
     """Mean absolute activation of each channel after the layer's norm and non-linearity."""
 
-    def _statistic(self, activation: torch.Tensor, dim: int) -> torch.Tensor:
+    def _statistic(
+        self, activation: torch.Tensor, grad: torch.Tensor | None, dim: int
+    ) -> torch.Tensor:
         return self._per_channel(activation.abs(), dim)
 
 
@@ -248,7 +273,9 @@ class APoZ(_ActivationStatistic):
     Channels that are mostly zero after the non-linearity get low scores and go first.
     """
 
-    def _statistic(self, activation: torch.Tensor, dim: int) -> torch.Tensor:
+    def _statistic(
+        self, activation: torch.Tensor, grad: torch.Tensor | None, dim: int
+    ) -> torch.Tensor:
         return self._per_channel((activation <= 0).float(), dim)
 
     def _finish(
@@ -267,43 +294,12 @@ class Taylor(_ActivationStatistic):
 
     needs_loss = True
 
-    def _batch(
-        self,
-        graph: PruningGraph,
-        wanted: dict[str, list[str]],
-        inputs: tuple[Any, ...],
-        targets: Any,
-        loss_fn: Callable[[Any, Any], torch.Tensor] | None,
-        sums: dict[str, torch.Tensor],
-        counts: dict[str, int],
-    ) -> None:
-        assert loss_fn is not None
-        seen: dict[str, torch.Tensor] = {}
-
-        def sink(layer: str, value: Any) -> None:
-            seen[layer] = value
-
-        with torch.enable_grad():
-            # Gradients only with respect to the activations: parameters' .grad stay untouched.
-            inputs = tuple(
-                x.detach().requires_grad_(True)
-                if isinstance(x, torch.Tensor) and x.is_floating_point()
-                else x
-                for x in inputs
-            )
-            outputs = _Recorder(graph.graph_module, wanted, sink).run(*inputs)
-            loss = loss_fn(outputs, targets)
-            layers = [k for k, v in seen.items() if v.requires_grad]
-            grads = torch.autograd.grad(loss, [seen[k] for k in layers], allow_unused=True)
-        for layer, grad in zip(layers, grads, strict=True):
-            act = seen[layer].detach()
-            dim = graph.observe[layer][1]
-            if grad is None:
-                stat = torch.zeros(act.shape[dim], device=act.device)
-            else:
-                stat = self._per_channel((act * grad).float(), dim).abs()
-            sums[layer] = sums.get(layer, 0) + stat
-            counts[layer] = counts.get(layer, 0) + 1
+    def _statistic(
+        self, activation: torch.Tensor, grad: torch.Tensor | None, dim: int
+    ) -> torch.Tensor:
+        if grad is None:  # the loss does not depend on this activation
+            return torch.zeros(activation.shape[dim], device=activation.device)
+        return self._per_channel(activation * grad, dim).abs()
 
     def _finish(
         self, sums: dict[str, torch.Tensor], counts: dict[str, int]
