@@ -319,3 +319,21 @@ def test_load_state_that_does_not_fit(tmp_path: Path) -> None:
     state["layer1.0.conv1.weight"] = torch.zeros(4, 16, 3, 3)
     with pytest.raises(CheckpointError, match=r"layer1.0.conv1.weight: checkpoint \(4, 16, 3, 3\)"):
         io.load(_write(tmp_path, {**payload, "state_dict": state}))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "cifar_resnet20"])
+def test_engine_pruned_model_round_trips(tmp_path, name: str) -> None:
+    from netsurgeon.pruning import prune
+
+    model = build_model(name, weights="none", num_classes=10).eval()
+    size = 32 if name.startswith("cifar") else 64
+    x = torch.randn(2, 3, size, size)
+    prune(model, x, amount=0.5, criterion="l2")
+    path = io.save(model, tmp_path / "pruned.pt")
+    loaded = io.load(path)
+    assert not loaded.training
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert {k: v.shape for k, v in loaded.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
