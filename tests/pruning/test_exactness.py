@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import nn
@@ -32,11 +34,11 @@ def _zero_half_of_every_group(model: nn.Module, x: torch.Tensor) -> int:
         keep[group.id] = mask.nonzero().flatten()
         removed_total += removed.numel()
         with torch.no_grad():
-            for name in group.sources:
+            for name, offset, _length in group.slices:
                 module = graph.source_module(name)
-                module.weight[removed] = 0
+                module.weight[removed + offset] = 0
                 if module.bias is not None:
-                    module.bias[removed] = 0
+                    module.bias[removed + offset] = 0
     for record in graph.consumers.values():
         if record.role != "member":
             continue
@@ -57,8 +59,14 @@ def _weight_l1(filters: Filters) -> torch.Tensor:
     return filters.module.weight.detach().flatten(1).abs().sum(1)
 
 
-@pytest.mark.parametrize("net", [SeqNet, ResNet, ConcatNet])
-def test_pruning_zero_channels_keeps_outputs(net: type[nn.Module]) -> None:
+def _cifar_resnet20() -> nn.Module:
+    from netsurgeon.vision import cifar_resnet20
+
+    return cifar_resnet20()
+
+
+@pytest.mark.parametrize("net", [SeqNet, ResNet, ConcatNet, _cifar_resnet20])
+def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> None:
     model = net().eval()
     _randomise_norms(model)
     x = torch.randn(2, 3, 8, 8)

@@ -140,9 +140,10 @@ def test_amount_without_finetuning(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.history is None and result.accuracy_pruned is None
     assert result.accuracy_after == result.accuracy_after_slices
     assert all(s.finetune_steps == 0 and s.finetune_loss is None for s in result.steps)
-    # Two slices of 1 - sqrt(0.5) each leave about half of every prunable layer.
-    # (Residual stages keep their width in these option-A ResNets: the padding shortcut.)
-    assert set(result.channels) == {f"layer{i}.{j}.conv1" for i in (1, 2, 3) for j in range(3)}
+    # Two slices of 1 - sqrt(0.5) each leave about half of every prunable layer. The residual
+    # streams shrink too, except for the zero channels that the padding shortcuts add.
+    inner = {f"layer{i}.{j}.conv1" for i in (1, 2, 3) for j in range(3)}
+    assert inner | {"conv1"} <= set(result.channels)
     old, new = result.channels["layer2.1.conv1"]
     assert old == 32 and 15 <= new <= 17
 

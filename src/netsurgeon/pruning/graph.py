@@ -11,6 +11,7 @@ kept, and the reason is recorded, so the engine never produces a broken model.
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
@@ -147,6 +148,31 @@ class _Space:
     parent: int
     group: int = 1  # filters must be pruned in equal numbers from `group` equal slices
     blocked: list[str] = field(default_factory=list)
+    # A space split into consecutive pieces that are pruned independently (see _Analyzer._split).
+    children: list[int] | None = None
+    members: list[int] = field(default_factory=list)  # on a root: every space unioned into it
+
+
+def _expand(spaces: dict[int, _Space], segments: Iterable[Segment]) -> list[Segment]:
+    """Rewrite segments over split spaces as segments over their (unsplit) pieces."""
+    out: list[Segment] = []
+    stack = list(reversed(list(segments)))
+    while stack:
+        seg = stack.pop()
+        children = spaces[seg.space].children
+        if children is None:
+            out.append(seg)
+            continue
+        pieces = []
+        offset = 0
+        for child in children:
+            size = spaces[child].size
+            lo, hi = max(seg.start, offset), min(seg.start + seg.length, offset + size)
+            if lo < hi:
+                pieces.append(Segment(child, lo - offset, hi - lo))
+            offset += size
+        stack.extend(reversed(pieces))
+    return out
 
 
 @dataclass
@@ -179,6 +205,8 @@ class ChannelGroup:
         divisor: Filters must be removed in equal numbers from ``divisor`` equal slices
             (grouped convolutions), so the kept count is a multiple of it.
         blocked: Why these channels must be kept; empty when the group is prunable.
+        slices: ``(source, offset, length)``: which output filters of each source layer form
+            the group (all of them unless residual streams were split, as at a channel pad).
     """
 
     id: int
@@ -186,6 +214,7 @@ class ChannelGroup:
     sources: list[str]
     divisor: int
     blocked: list[str]
+    slices: list[tuple[str, int, int]] = field(default_factory=list)
 
     @property
     def prunable(self) -> bool:
@@ -221,13 +250,22 @@ class PruningGraph:
         self.notes: list[str] = []
         self.groups: dict[int, ChannelGroup] = {}
         for name, (space, _module, _node, _dim) in sources.items():
-            root = self.find(space)
-            group = self.groups.get(root)
-            if group is None:
-                info = spaces[root]
-                group = ChannelGroup(root, info.size, [], info.group, list(info.blocked))
-                self.groups[root] = group
-            group.sources.append(name)
+            offset = 0
+            for seg in self.expand([Segment(space, 0, spaces[space].size)]):
+                root = self.find(seg.space)
+                group = self.groups.get(root)
+                if group is None:
+                    info = spaces[root]
+                    group = ChannelGroup(root, info.size, [], info.group, list(info.blocked))
+                    self.groups[root] = group
+                if name not in group.sources:
+                    group.sources.append(name)
+                group.slices.append((name, offset, seg.length))
+                offset += seg.length
+
+    def expand(self, segments: Iterable[Segment]) -> list[Segment]:
+        """Segments over unsplit channel spaces."""
+        return _expand(self._spaces, segments)
 
     def find(self, space: int) -> int:
         """The root id of a channel space."""
@@ -238,8 +276,14 @@ class PruningGraph:
         return space
 
     def source_group(self, name: str) -> int:
-        """The group id of the output channels of source layer ``name``."""
-        return self.find(self._sources[name][0])
+        """The group id of the (first) output channels of source layer ``name``."""
+        space = self._sources[name][0]
+        return self.find(self.expand([Segment(space, 0, self._spaces[space].size)])[0].space)
+
+    def source_channels(self, name: str) -> Channels:
+        """The output channels of source layer ``name``."""
+        space, _module, _node, dim = self._sources[name]
+        return Channels(dim, (Segment(space, 0, self._spaces[space].size),))
 
     def source_module(self, name: str) -> nn.Module:
         """The module of source layer ``name``."""
@@ -269,12 +313,13 @@ class PruningGraph:
 
         Returns ``None`` when no group of these channels loses anything.
         """
-        roots = [self.find(s.space) for s in channels.segments]
+        segments = self.expand(channels.segments)
+        roots = [self.find(s.space) for s in segments]
         if not any(r in keep for r in roots):
             return None
         parts = []
         offset = 0
-        for seg, root in zip(channels.segments, roots, strict=True):
+        for seg, root in zip(segments, roots, strict=True):
             kept = keep.get(root)
             if kept is None:
                 local = torch.arange(seg.length)
@@ -295,12 +340,17 @@ class PruningGraph:
         for rec in self._macs:
             frac = 1.0
             if rec.out_space is not None:
-                root = self.find(rec.out_space)
-                if root in kept_counts:
-                    frac *= kept_counts[root] / self._spaces[root].size
+                size = self._spaces[rec.out_space].size
+                kept = 0.0
+                for seg in self.expand([Segment(rec.out_space, 0, size)]):
+                    root = self.find(seg.space)
+                    kept += seg.length * kept_counts.get(root, self._spaces[root].size) / (
+                        self._spaces[root].size
+                    )
+                frac *= kept / size
             if rec.in_channels is not None:
                 kept = 0
-                for seg in rec.in_channels.segments:
+                for seg in self.expand(rec.in_channels.segments):
                     root = self.find(seg.space)
                     share = kept_counts.get(root, self._spaces[root].size) / self._spaces[root].size
                     kept += seg.length * share
@@ -400,7 +450,7 @@ class _Analyzer(fx.Interpreter):
     # ----- channel spaces -------------------------------------------------------------
     def _new_space(self, size: int) -> int:
         sid = len(self.spaces)
-        self.spaces[sid] = _Space(sid, size, sid)
+        self.spaces[sid] = _Space(sid, size, sid, members=[sid])
         return sid
 
     def _find(self, sid: int) -> int:
@@ -409,7 +459,8 @@ class _Analyzer(fx.Interpreter):
         return sid
 
     def _block_space(self, sid: int, reason: str) -> None:
-        self.spaces[self._find(sid)].blocked.append(reason)
+        for seg in _expand(self.spaces, [Segment(sid, 0, self.spaces[sid].size)]):
+            self.spaces[self._find(seg.space)].blocked.append(reason)
 
     def _block(self, info: Any, reason: str) -> None:
         for channels in _iter_channels(info):
@@ -433,24 +484,69 @@ class _Analyzer(fx.Interpreter):
         sa, sb = self.spaces[ra], self.spaces[rb]
         sb.parent = ra
         sa.blocked.extend(sb.blocked)
+        sa.members.extend(sb.members)
         self._constrain(ra, sb.group)
 
+    def _split_space(self, sid: int, cuts: list[int]) -> bool:
+        """Cut a channel space (and everything unioned with it) into consecutive pieces.
+
+        Pieces are pruned independently. This is how a residual stream meets a zero-padded
+        shortcut: the padded channels are fixed, the others follow the narrower stream.
+        """
+        root = self.spaces[self._find(sid)]
+        if root.group > 1:  # grouped convolutions need their equal slices
+            return False
+        bounds = [0, *cuts, root.size]
+        sizes = [b - a for a, b in itertools.pairwise(bounds)]
+        pieces: list[list[int]] = []
+        for member in root.members:
+            kids = [self._new_space(size) for size in sizes]
+            for kid in kids:
+                self.spaces[kid].blocked = list(root.blocked)
+            self.spaces[member].children = kids
+            pieces.append(kids)
+        for other in pieces[1:]:
+            for a, b in zip(pieces[0], other, strict=True):
+                self._union(a, b)
+        return True
+
     def _unify(self, a: Channels, b: Channels, reason: str) -> bool:
-        """Make the channels of ``a`` and ``b`` pruned with the same indices, or block both."""
-        segs_a = [Segment(self._find(s.space), s.start, s.length) for s in a.segments]
-        segs_b = [Segment(self._find(s.space), s.start, s.length) for s in b.segments]
-        if a.repeat == b.repeat and segs_a == segs_b:
-            return True
-        full = all(s.start == 0 and s.length == self.spaces[s.space].size for s in segs_a + segs_b)
-        if (
-            a.repeat == b.repeat
-            and full
-            and len(segs_a) == len(segs_b)
-            and all(x.length == y.length for x, y in zip(segs_a, segs_b, strict=True))
-        ):
-            for x, y in zip(segs_a, segs_b, strict=True):
-                self._union(x.space, y.space)
-            return True
+        """Make the channels of ``a`` and ``b`` pruned with the same indices, or block both.
+
+        Where their segments have different boundaries, the spaces are split so that both
+        sides consist of the same number of whole pieces, which are then unioned pairwise.
+        """
+        if a.repeat != b.repeat or a.size != b.size:
+            return self._fail_unify(a, b, reason)
+        for _ in range(16):
+            segs_a = _expand(self.spaces, a.segments)
+            segs_b = _expand(self.spaces, b.segments)
+            bounds = set(_boundaries(segs_a)) | set(_boundaries(segs_b))
+            split_any = False
+            for side in (segs_a, segs_b):
+                pos = 0
+                for seg in side:
+                    size = self.spaces[seg.space].size
+                    cuts = {seg.start} | {seg.start + seg.length}
+                    cuts |= {seg.start + x - pos for x in bounds if pos < x < pos + seg.length}
+                    cuts = sorted(c for c in cuts if 0 < c < size)
+                    if cuts:
+                        if not self._split_space(seg.space, cuts):
+                            return self._fail_unify(a, b, reason)
+                        split_any = True
+                        break  # re-expand: the split may touch other segments too
+                    pos += seg.length
+                if split_any:
+                    break
+            if not split_any:
+                break
+        else:
+            return self._fail_unify(a, b, reason)
+        for x, y in zip(segs_a, segs_b, strict=True):
+            self._union(x.space, y.space)
+        return True
+
+    def _fail_unify(self, a: Channels, b: Channels, reason: str) -> bool:
         self._block(a, reason)
         self._block(b, reason)
         return False
@@ -573,14 +669,12 @@ class _Analyzer(fx.Interpreter):
             return info
         if info is not None:
             if groups > 1:
-                whole = (
-                    len(info.segments) == 1
-                    and info.segments[0].length == self.spaces[info.segments[0].space].size
-                )
+                pieces = _expand(self.spaces, info.segments)
+                whole = len(pieces) == 1 and pieces[0].length == self.spaces[pieces[0].space].size
                 if cin // groups == 1 or not whole:
                     self._block(info, f"'{name}' is a grouped convolution ({groups} groups)")
                 else:
-                    self._constrain(info.segments[0].space, groups)
+                    self._constrain(pieces[0].space, groups)
             self._consumer(name, conv, info)
         out = self._source(name, conv, n, cout, dim=1)
         if groups > 1:
@@ -668,7 +762,10 @@ class _Analyzer(fx.Interpreter):
         if fn in (torch.chunk, torch.split, torch.tensor_split):
             return self._split(info, shape, result, self._arg(n, 2, "dim", 0))
         if fn is F.pad:
-            return self._pad(info, shape, self._arg(n, 1, "pad"))
+            return self._pad(
+                info, shape, self._arg(n, 1, "pad"), self._arg(n, 2, "mode"),
+                self._arg(n, 3, "value"),
+            )  # fmt: skip
         if fn in (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax):
             return self._softmax(info, shape, self._arg(n, 1, "dim"))
         if all(i is None for i in self._arg_infos(n)):
@@ -916,13 +1013,26 @@ class _Analyzer(fx.Interpreter):
             raise _Unsupported("it splits the channels")
         return tuple(info for _ in result)
 
-    def _pad(self, info: Any, shape: Any, pad: Sequence[int]) -> Any:
+    def _pad(
+        self, info: Any, shape: Any, pad: Sequence[int], mode: Any = None, value: Any = None
+    ) -> Any:
         if info is None:
             return None
         k = len(shape) - 1 - info.dim  # pad pairs run from the last dim backwards
-        if 2 * k + 1 < len(pad) and (pad[2 * k] or pad[2 * k + 1]):
+        if 2 * k + 1 >= len(pad) or not (pad[2 * k] or pad[2 * k + 1]):
+            return info
+        before, after = pad[2 * k], pad[2 * k + 1]
+        zero = mode in (None, "constant") and not value
+        if not zero or info.repeat != 1 or before < 0 or after < 0:
             raise _Unsupported("it pads the channel dimension")
-        return info
+        # Zero channels beside the input's: fixed ones that never change with pruning.
+        segments = []
+        for size in (before, after):
+            sid = self._new_space(size) if size else None
+            if sid is not None:
+                self._block_space(sid, "zero channels added by a pad")
+            segments.append(() if sid is None else (Segment(sid, 0, size),))
+        return Channels(info.dim, segments[0] + info.segments + segments[1], 1)
 
     def _softmax(self, info: Any, shape: Any, dim: Any) -> Any:
         if info is None:
@@ -948,6 +1058,15 @@ class _Analyzer(fx.Interpreter):
 
 class _Unsupported(Exception):
     """Raised inside the analyzer when an op must keep the channels it touches."""
+
+
+def _boundaries(segments: list[Segment]) -> list[int]:
+    """Positions, in channels, where one segment ends and the next begins."""
+    out, pos = [], 0
+    for seg in segments:
+        pos += seg.length
+        out.append(pos)
+    return out[:-1]
 
 
 def _iter_channels(info: Any) -> Iterable[Channels]:

@@ -135,6 +135,7 @@ def _group_scores(
 ) -> dict[int, torch.Tensor]:
     """One score per channel of every prunable group: the mean of its layers' normalised scores."""
     per_group: dict[int, list[torch.Tensor]] = {}
+    cache: dict[str, torch.Tensor] = {}  # each layer is scored once, even when split
     data_driven = requires_data(criterion)
     for group in graph.prunable_groups():
         sources = group.sources
@@ -146,19 +147,26 @@ def _group_scores(
                     "model's other train/eval mode, so the data-driven criterion cannot score it"
                 )
                 continue
-        for name in sources:
-            module = graph.source_module(name)
-            norm_name = graph.norms.get(name)
-            norm = graph.model.get_submodule(norm_name) if norm_name else None
-            scores = criterion(Filters(name, module, norm))
-            if not isinstance(scores, torch.Tensor) or scores.shape != (group.size,):
-                shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)
-                raise ConfigError(
-                    f"criterion returned {shape} for layer '{name}'; it must return a 1-D "
-                    f"tensor with one score per filter ({group.size})"
-                )
-            scores = scores.detach().float().cpu()
-            per_group.setdefault(group.id, []).append(scores / scores.abs().mean().clamp_min(_EPS))
+        for name, offset, length in group.slices:
+            if name not in sources:
+                continue
+            if name not in cache:
+                module = graph.source_module(name)
+                norm_name = graph.norms.get(name)
+                norm = graph.model.get_submodule(norm_name) if norm_name else None
+                scores = criterion(Filters(name, module, norm))
+                filters = int(module.weight.shape[0])
+                if not isinstance(scores, torch.Tensor) or scores.shape != (filters,):
+                    shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else (
+                        type(scores)
+                    )
+                    raise ConfigError(
+                        f"criterion returned {shape} for layer '{name}'; it must return a 1-D "
+                        f"tensor with one score per filter ({filters})"
+                    )
+                scores = scores.detach().float().cpu()
+                cache[name] = scores / scores.abs().mean().clamp_min(_EPS)
+            per_group.setdefault(group.id, []).append(cache[name][offset : offset + length])
     return {gid: torch.stack(s).mean(0) for gid, s in per_group.items()}
 
 
@@ -227,9 +235,9 @@ def _apply(graph: PruningGraph, keep: dict[int, torch.Tensor], example_inputs: A
     """
     out_keep: dict[str, torch.Tensor] = {}
     for name in graph.source_names:
-        gid = graph.source_group(name)
-        if gid in keep:
-            out_keep[name] = keep[gid]
+        kept = graph.positions(graph.source_channels(name), keep)
+        if kept is not None:
+            out_keep[name] = kept
     in_keep: dict[str, torch.Tensor] = {}
     member_keep: dict[str, torch.Tensor] = {}
     for name, record in graph.consumers.items():
