@@ -392,6 +392,16 @@ def prune_and_finetune(
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     state_path = ckpt_dir / _STATE_FILE if ckpt_dir is not None else None
 
+    # Criterion and bounds shared by the iterative pruner, its one-shot twin and a resumed run.
+    shared: dict[str, Any] = {
+        "criterion": criterion,
+        "scope": scope,
+        "ignore": ignore,
+        "data": criterion_data,
+        "loss_fn": loss,
+        "min_channels": min_channels,
+        "round_to": round_to,
+    }
     state: dict[str, Any]
     pruner: Pruner | None = None
     if resume and state_path is not None and state_path.is_file():
@@ -404,39 +414,15 @@ def prune_and_finetune(
             (ckpt_dir / _FINAL_FIT_FILE).unlink(missing_ok=True)
         seed_everything(config.seed)
         model.to(device)
+        prune_kwargs = {"amount": amount, "target_macs": target_macs, **shared}
         # Validate every argument (and trace the model) before anything slow happens.
-        pruner = Pruner(
-            model,
-            example_inputs,
-            amount=amount,
-            target_macs=target_macs,
-            steps=prune_steps,
-            criterion=criterion,
-            scope=scope,
-            ignore=ignore,
-            data=criterion_data,
-            loss_fn=loss,
-            min_channels=min_channels,
-            round_to=round_to,
-        )
+        pruner = Pruner(model, example_inputs, steps=prune_steps, **prune_kwargs)
         start = {"params": count_params(model), "macs": count_macs(model, example_inputs)}
         accuracy_before = _accuracy(model, val_loader, config, loss)
         accuracy_pruned = oneshot_ratio = None
         if oneshot_baseline:
             twin = copy.deepcopy(model)
-            once = prune(
-                twin,
-                example_inputs,
-                amount=amount,
-                target_macs=target_macs,
-                criterion=criterion,
-                scope=scope,
-                ignore=ignore,
-                data=criterion_data,
-                loss_fn=loss,
-                min_channels=min_channels,
-                round_to=round_to,
-            )
+            once = prune(twin, example_inputs, **prune_kwargs)
             accuracy_pruned = _accuracy(twin, val_loader, config, loss)
             oneshot_ratio = once.macs_ratio
             del twin
@@ -463,13 +449,7 @@ def prune_and_finetune(
             model,
             example_inputs,
             steps=prune_steps - done,
-            criterion=criterion,
-            scope=scope,
-            ignore=ignore,
-            data=criterion_data,
-            loss_fn=loss,
-            min_channels=min_channels,
-            round_to=round_to,
+            **shared,
             **_remaining_target(
                 amount=amount,
                 target_macs=target_macs,
