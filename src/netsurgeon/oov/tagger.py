@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from netsurgeon.errors import ConfigError
 from netsurgeon.oov.batching import OccurrenceBatch, SentenceBatch
 from netsurgeon.oov.embedders import OOVEmbedder
+from netsurgeon.oov.lstm import bilstm
 
 __all__ = ["Tagger", "TaggerOutput"]
 
@@ -105,10 +105,6 @@ class Tagger(nn.Module):
         if len(batch.oov_index):
             rows, cols = batch.oov_index[:, 0], batch.oov_index[:, 1]
             inputs = inputs.index_put((rows, cols), oov_vectors.to(inputs.dtype))
-        packed = pack_padded_sequence(
-            self.dropout(inputs), batch.lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        output, _ = self.lstm(packed)
-        output, _ = pad_packed_sequence(output, batch_first=True, total_length=inputs.shape[1])
+        output = bilstm(self.lstm, self.dropout(inputs), batch.lengths)
         logits = self.classifier(self.dropout(output))
         return TaggerOutput(logits, oov_vectors, attention)

@@ -13,7 +13,8 @@ import logging
 import math
 import os
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,9 +123,39 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _batches(items: Sequence[Any], size: int, rng: np.random.Generator | None) -> list[list[Any]]:
-    order = np.arange(len(items)) if rng is None else rng.permutation(len(items))
-    return [[items[i] for i in order[s : s + size]] for s in range(0, len(items), size)]
+# Batches are cut from pools of this many batches sorted by length: LSTM time grows with the
+# longest item of a batch, so grouping similar lengths saves most of the padding steps.
+_BUCKET_POOL = 32
+
+
+def _batches(
+    items: Sequence[Any],
+    size: int,
+    rng: np.random.Generator,
+    length: Callable[[Any], int] | None = None,
+) -> list[list[Any]]:
+    """Shuffled batches; with ``length``, items of similar length share a batch.
+
+    The items are shuffled, cut into pools of ``_BUCKET_POOL`` batches, each pool is sorted by
+    length and cut into batches, and the batches are shuffled, so the order stays random
+    while padding stays small.
+    """
+    order = rng.permutation(len(items)).tolist()
+    if length is None:
+        groups = [order[s : s + size] for s in range(0, len(order), size)]
+    else:
+        groups = []
+        pool = size * _BUCKET_POOL
+        for start in range(0, len(order), pool):
+            chunk = sorted(order[start : start + pool], key=lambda i: length(items[i]))
+            groups.extend(chunk[s : s + size] for s in range(0, len(chunk), size))
+        groups = [groups[i] for i in rng.permutation(len(groups)).tolist()]
+    return [[items[i] for i in group] for group in groups]
+
+
+def _context_length(item: tuple[Occurrence, int]) -> int:
+    occurrence = item[0]
+    return max(len(occurrence.left), len(occurrence.right))
 
 
 def _pretrain_pool(
@@ -165,7 +196,10 @@ def _pretrain_epoch(
     tagger.train()
     total, count = 0.0, 0
     for batch in tqdm(
-        _batches(occurrences, 64, rng), desc=desc, leave=False, disable=progress_disabled()
+        _batches(occurrences, 64, rng, _context_length),
+        desc=desc,
+        leave=False,
+        disable=progress_disabled(),
     ):
         table = tagger.word_table()
         vectors, _ = tagger.embed_oov(OccurrenceBatch.collate([o for o, _ in batch]), table)
@@ -380,6 +414,7 @@ def train(
     while pre_optimiser is not None and state["pretrain_epoch"] < config.effective_pretrain_epochs:
         epoch = state["pretrain_epoch"] + 1
         rng = np.random.default_rng([config.seed, 1, epoch])
+        started = time.perf_counter()
         loss = _pretrain_epoch(
             tagger,
             encoder,
@@ -390,7 +425,9 @@ def train(
             rng,
             f"pretrain {epoch}/{config.effective_pretrain_epochs}",
         )
-        state["pretrain_history"].append({"epoch": epoch, "loss": loss})
+        state["pretrain_history"].append(
+            {"epoch": epoch, "loss": loss, "time_s": round(time.perf_counter() - started, 3)}
+        )
         state["pretrain_epoch"] = epoch
         save_checkpoint()
 
@@ -404,8 +441,9 @@ def train(
         rng = np.random.default_rng([config.seed, 2, epoch])
         tagger.train()
         total, sentences = 0.0, 0
+        started = time.perf_counter()
         bar = tqdm(
-            _batches(train_encoded, config.batch_size, rng),
+            _batches(train_encoded, config.batch_size, rng, lambda s: len(s.word_ids)),
             desc=f"epoch {epoch}/{config.epochs}",
             leave=False,
             disable=progress_disabled(),
@@ -426,9 +464,18 @@ def train(
                 optimiser.step()
             total += float(loss.detach()) * len(batch_sentences)
             sentences += len(batch_sentences)
+        train_s = time.perf_counter() - started
         dev = _evaluate(tagger, encoder, tags, dev_data, config)
         score = headline(config.task, dev)
-        state["history"].append({"epoch": epoch, "loss": total / max(sentences, 1), "dev": dev})
+        state["history"].append(
+            {
+                "epoch": epoch,
+                "loss": total / max(sentences, 1),
+                "dev": dev,
+                "train_s": round(train_s, 3),
+                "eval_s": round(time.perf_counter() - started - train_s, 3),
+            }
+        )
         state["epoch"] = epoch
         if score > state["best"]:
             state.update(best=score, best_epoch=epoch, bad_epochs=0)
