@@ -8,8 +8,9 @@ markers, which give every context at least one element.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,6 +97,60 @@ def _pad(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor
     return torch.from_numpy(out), torch.from_numpy(lengths)
 
 
+_MEMO_LIMIT = 1 << 18  # entries; a memo this large is dropped and refilled
+
+
+class _Memo(dict[str, Any]):
+    """A dict that computes a missing value on first look-up and keeps it."""
+
+    def __init__(self, compute: Callable[[str], Any]) -> None:
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, key: str) -> Any:
+        value = self[key] = self.compute(key)
+        return value
+
+
+def _cut_contexts(
+    contexts: Sequence[Sequence[str]],
+    rows: Mapping[str, int],
+    size: int | None,
+    marker: int,
+    *,
+    left: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded word rows of contexts cut to ``size`` words (None: whole), as
+    :meth:`TextEncoder.occurrence` cuts them: the words nearest the occurrence are kept, and
+    ``marker`` (``BOS`` before a left context, ``EOS`` after a right one) is added where the
+    context is not cut."""
+    n = len(contexts)
+    lengths = np.fromiter(map(len, contexts), dtype=np.int64, count=n)
+    flat = np.fromiter(
+        map(rows.__getitem__, itertools.chain.from_iterable(contexts)),
+        dtype=np.int64,
+        count=int(lengths.sum()),
+    )
+    starts = np.cumsum(lengths) - lengths
+    kept = lengths if size is None else np.minimum(lengths, size)
+    marked = kept == lengths  # the context reaches the sentence boundary
+    if left:
+        starts += lengths - kept  # a cut left context keeps its last words
+    total = kept + marked
+    width = max(int(total.max()) if n else 1, 1)
+    columns = np.arange(width)
+    # Column of each word: a left context's words come after its marker.
+    word_column = columns - (marked[:, None] if left else 0)
+    is_word = (word_column >= 0) & (word_column < kept[:, None])
+    out = np.zeros((n, width), dtype=np.int64)
+    out[is_word] = flat[(starts[:, None] + word_column)[is_word]]
+    if left:
+        out[marked, 0] = marker
+    else:
+        out[np.flatnonzero(marked), kept[marked]] = marker
+    return torch.from_numpy(out), torch.from_numpy(total)
+
+
 @dataclass(frozen=True)
 class EncodedSentence:
     """A sentence as rows of the word table, with its OOV occurrences.
@@ -158,6 +213,12 @@ class TextEncoder:
         self.chars = chars
         self.context_size = context_size
         self.normalise = normaliser(embeddings.normalise)
+        # Lookups of batch_from_contexts, kept between calls: contexts repeat tokens a lot.
+        self._rows = _Memo(self.word_id)
+        self._spellings = _Memo(self._spell)
+
+    def _spell(self, word: str) -> tuple[int, ...]:
+        return tuple(map(self.chars.encode, word)) or (UNK,)
 
     @staticmethod
     def build_chars(tokens: Iterable[str]) -> Vocabulary:
@@ -188,6 +249,39 @@ class TextEncoder:
         tokens = [*left_context, word, *right_context]
         word_ids = [self.word_id(token) for token in tokens]
         return self.occurrence(tokens, len(left_context), word_ids)
+
+    def batch_from_contexts(
+        self,
+        words: Sequence[str],
+        left_contexts: Sequence[Sequence[str]],
+        right_contexts: Sequence[Sequence[str]],
+    ) -> OccurrenceBatch:
+        """The batch of :meth:`occurrence_from_context` for many words at once.
+
+        Gives the same tensors as collating those occurrences, but looks each distinct token
+        and word up once and cuts and pads the contexts with array operations: long contexts
+        repeat the same tokens many times.
+
+        Raises:
+            ConfigError: the three sequences differ in length.
+        """
+        if not len(words) == len(left_contexts) == len(right_contexts):
+            raise ConfigError(
+                f"got {len(words)} words but {len(left_contexts)} left and "
+                f"{len(right_contexts)} right contexts"
+            )
+        for memo in (self._rows, self._spellings):
+            if len(memo) > _MEMO_LIMIT:
+                memo.clear()
+        rows = self._rows
+        left, left_lengths = _cut_contexts(left_contexts, rows, self.context_size, BOS, left=True)
+        right, right_lengths = _cut_contexts(
+            right_contexts, rows, self.context_size, EOS, left=False
+        )
+        chars, char_lengths = _pad(list(map(self._spellings.__getitem__, words)))
+        return OccurrenceBatch(
+            list(words), chars, char_lengths, left, left_lengths, right, right_lengths
+        )
 
     def encode(
         self, tokens: Sequence[str], tags: Sequence[int] = (), *, all_positions: bool = False

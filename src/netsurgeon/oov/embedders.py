@@ -10,12 +10,17 @@ the embedding dimension and, where it has one, an attention matrix of shape ``(n
 - ``mimick``: a character bi-LSTM (Pinter et al. 2017);
 - ``context``: bi-LSTMs over the left and right contexts, with attention;
 - ``comick``: both contexts and the characters, three bi-LSTMs with attention.
+
+Without gradients on CPU (inference), the bi-LSTM summaries take a faster path
+(:meth:`BiLSTMEncoder.summarise`) that gives the training path's results up to float rounding.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -131,7 +136,12 @@ class RandomEmbedder(OOVEmbedder):
 
 
 class BiLSTMEncoder(nn.Module):
-    """A bi-LSTM whose summary is the concatenated last forward and backward states."""
+    """A bi-LSTM whose summary is the concatenated last forward and backward states.
+
+    ``forward`` packs the padded batch (the training path, gradients flow). :meth:`summarise`
+    takes index sequences and, without gradients on CPU, runs a leaner recurrence
+    (:func:`_last_states`) that gives the same summaries up to float rounding.
+    """
 
     def __init__(self, input_dim: int, hidden: int) -> None:
         super().__init__()
@@ -141,6 +151,148 @@ class BiLSTMEncoder(nn.Module):
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, (hidden, _) = self.lstm(packed)
         return torch.cat([hidden[0], hidden[1]], dim=-1)
+
+    def summarise(
+        self,
+        ids: torch.Tensor,
+        lengths: torch.Tensor,
+        lookup: Callable[[torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """Summaries of padded index sequences: ``forward(lookup(ids), lengths)``.
+
+        Args:
+            ids: ``(n, width)`` indices, padded on the right.
+            lengths: ``(n,)`` lengths, each at least 1.
+            lookup: Maps an index tensor to input vectors (an embedding or a table lookup).
+        """
+        on_cpu = ids.device.type == "cpu" and self.lstm.weight_hh_l0.device.type == "cpu"
+        if torch.is_grad_enabled() or not on_cpu or not len(ids):
+            return self(lookup(ids), lengths)
+        return _last_states(self.lstm, ids, lengths, lookup)
+
+
+def _gate_rows(weight: torch.Tensor, hidden: int) -> torch.Tensor:
+    """PyTorch's gate order (input, forget, cell, output) as (input, forget, output, cell),
+    with the cell gate doubled: ``tanh(x) = 2 * sigmoid(2x) - 1`` lets one sigmoid cover
+    all four gates."""
+    i, f, g, o = weight.split(hidden)
+    return torch.cat([i, f, o, 2 * g])
+
+
+def _last_states(
+    lstm: nn.LSTM,
+    ids: torch.Tensor,
+    lengths: torch.Tensor,
+    lookup: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """The bi-LSTM's concatenated last states, for inference on CPU.
+
+    The same recurrence as ``nn.LSTM`` over a packed batch, with less work: each distinct
+    index is projected once (not each token), and each direction runs by :func:`_run_direction`.
+    """
+    hidden = lstm.hidden_size
+    width = int(lengths.max())
+    if int(lengths.min()) < 1:
+        raise ValueError(f"sequence lengths must be at least 1, got {int(lengths.min())}")
+    lengths = lengths.to(ids.device)
+    steps = torch.arange(width, device=ids.device)
+    real = steps < lengths.unsqueeze(1)
+    ids = ids[:, :width]
+    distinct, inverse = torch.unique(ids[real], return_inverse=True)
+    inputs = lookup(distinct)
+    # Sequences as rows of ``inputs``, -1 after their end; the backward one reversed.
+    forward = torch.full_like(ids, -1).masked_scatter_(real, inverse)
+    backward_steps = (lengths.unsqueeze(1) - 1 - steps).clamp(min=0)
+    backward = forward.gather(1, backward_steps).masked_fill_(~real, -1)
+    states = []
+    for suffix, sequences in (("", forward), ("_reverse", backward)):
+        w_ih = _gate_rows(getattr(lstm, f"weight_ih_l0{suffix}"), hidden)
+        w_hh = _gate_rows(getattr(lstm, f"weight_hh_l0{suffix}"), hidden)
+        bias = getattr(lstm, f"bias_ih_l0{suffix}") + getattr(lstm, f"bias_hh_l0{suffix}")
+        projected = torch.addmm(_gate_rows(bias, hidden), inputs, w_ih.t())
+        states.append(_run_direction(projected, w_hh.t(), sequences, lengths))
+    return torch.cat(states, dim=-1)
+
+
+def _distinct_rows(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(array, axis=0, return_inverse=True)`` (lexicographic order), faster."""
+    order = np.lexsort(array.T[::-1])  # the last key sorts first
+    ordered = array[order]
+    first = np.ones(len(ordered), dtype=bool)
+    first[1:] = (ordered[1:] != ordered[:-1]).any(1)
+    inverse = np.empty(len(order), dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return ordered[first], inverse
+
+
+def _longest_extensions(sequences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences that are no prefix of another, and for each row one of them that extends it.
+
+    Args:
+        sequences: ``(n, width)`` non-negative indices, -1 after each sequence's end.
+
+    Returns:
+        ``(runs, run_of)``: the distinct sequences that are no proper prefix of another one,
+        and for each input row the position in ``runs`` of a sequence that starts with it.
+    """
+    # In lexicographic order, with -1 below every index, a prefix of any sequence is a
+    # prefix of the next distinct one.
+    distinct, row_of = _distinct_rows(sequences)
+    is_prefix = np.zeros(len(distinct), dtype=bool)
+    is_prefix[:-1] = ((distinct[:-1] == distinct[1:]) | (distinct[:-1] < 0)).all(1)
+    # A prefix reads from the first non-prefix sequence at or after it.
+    positions = np.where(is_prefix, len(distinct), np.arange(len(distinct)))
+    reader = np.minimum.accumulate(positions[::-1])[::-1]
+    run_index = np.cumsum(~is_prefix) - 1
+    return distinct[~is_prefix], run_index[reader[row_of]]
+
+
+def _run_direction(
+    projected: torch.Tensor, w_hh: torch.Tensor, sequences: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    """Last states of one LSTM direction (gates as :func:`_gate_rows` orders them).
+
+    Args:
+        projected: ``(k, 4 * hidden)`` input projections plus biases, one row per input.
+        w_hh: ``(hidden, 4 * hidden)`` recurrent weights, transposed.
+        sequences: ``(n, width)`` rows of ``projected``, -1 after each sequence's end.
+        lengths: ``(n,)`` sequence lengths.
+
+    A sequence that is a prefix of another (an identical one included) is not run: its last
+    state is read from the longer one's states, which are all kept. Contexts cut from one
+    sentence share prefixes in one direction. The sequences that run are sorted by length, so
+    step ``t`` updates a contiguous block of the ones still running.
+    """
+    hidden = w_hh.shape[0]
+    runs, run_of = _longest_extensions(sequences.numpy())
+    run_lengths = (runs >= 0).sum(1)
+    order = np.argsort(-run_lengths, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    run_lengths = run_lengths[order]
+    time_major = torch.from_numpy(np.ascontiguousarray(runs[order].T))
+    running = (run_lengths > np.arange(run_lengths[0])[:, None]).sum(1)
+    # Step t's states are rows offsets[t] : offsets[t] + running[t] of ``outputs``.
+    offsets = np.cumsum(running) - running
+    outputs = projected.new_empty((int(running.sum()), hidden))
+    c = projected.new_zeros((int(running[0]), hidden))  # twice the cell state
+    scratch = torch.empty_like(c)
+    previous = outputs[:0]
+    for t, (offset, rows) in enumerate(zip(offsets.tolist(), running.tolist(), strict=True)):
+        gates = projected.index_select(0, time_major[t, :rows])
+        if t:  # the initial state is zero
+            gates.addmm_(previous[:rows], w_hh)
+        gates.sigmoid_()
+        in_gate, forget_gate, out_gate, cell_gate = gates.view(rows, 4, hidden).unbind(1)
+        c_t, sig_c, h_t = c[:rows], scratch[:rows], outputs[offset : offset + rows]
+        # c = f * c + i * tanh(g) with tanh(g) = 2 * sigmoid(2g) - 1, all doubled
+        c_t.mul_(forget_gate).addcmul_(in_gate, cell_gate, value=4).sub_(in_gate, alpha=2)
+        # h = o * tanh(c) = o * (2 * sigmoid(2c) - 1)
+        torch.sigmoid(c_t, out=sig_c)
+        torch.mul(out_gate, sig_c, out=h_t).mul_(2).sub_(out_gate)
+        previous = h_t
+    last = offsets[lengths.numpy() - 1] + rank[run_of]
+    return outputs[torch.from_numpy(last)]
 
 
 class _AttentionEmbedder(OOVEmbedder):
@@ -196,10 +348,7 @@ class ContextEmbedder(_AttentionEmbedder):
     def _encode(
         self, batch: OccurrenceBatch, word_vectors: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        return {
-            "left": self.left(word_vectors[batch.left], batch.left_lengths),
-            "right": self.right(word_vectors[batch.right], batch.right_lengths),
-        }
+        return _encode_contexts(self.left, self.right, batch, word_vectors)
 
 
 class ComickEmbedder(_AttentionEmbedder):
@@ -228,9 +377,8 @@ class ComickEmbedder(_AttentionEmbedder):
         self, batch: OccurrenceBatch, word_vectors: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         return {
-            "word": self.word(self.char_embedding(batch.chars), batch.char_lengths),
-            "left": self.left(word_vectors[batch.left], batch.left_lengths),
-            "right": self.right(word_vectors[batch.right], batch.right_lengths),
+            "word": _encode_chars(self.word, self.char_embedding, batch),
+            **_encode_contexts(self.left, self.right, batch, word_vectors),
         }
 
 
@@ -253,8 +401,41 @@ class MimickEmbedder(OOVEmbedder):
     ) -> tuple[torch.Tensor, None]:
         if not len(batch):
             return word_vectors.new_zeros((0, self.dim)), None
-        states = self.word(self.char_embedding(batch.chars), batch.char_lengths)
-        return self.output(states), None
+        return self.output(_encode_chars(self.word, self.char_embedding, batch)), None
+
+
+def _encode_contexts(
+    left: BiLSTMEncoder,
+    right: BiLSTMEncoder,
+    batch: OccurrenceBatch,
+    word_vectors: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Summaries of the left and right contexts (rows of ``word_vectors``)."""
+    lookup = word_vectors.__getitem__
+    return {
+        "left": left.summarise(batch.left, batch.left_lengths, lookup),
+        "right": right.summarise(batch.right, batch.right_lengths, lookup),
+    }
+
+
+def _encode_chars(
+    encoder: BiLSTMEncoder, embedding: nn.Embedding, batch: OccurrenceBatch
+) -> torch.Tensor:
+    """Summaries of the occurrences' characters.
+
+    Without gradients each distinct character sequence is encoded once: a word usually occurs
+    several times in a batch.
+    """
+    if torch.is_grad_enabled():
+        return encoder(embedding(batch.chars), batch.char_lengths)
+    if len(batch) < 2:
+        return encoder.summarise(batch.chars, batch.char_lengths, embedding)
+    # The length column makes rows unique per (characters, length), whatever the padding holds.
+    keyed = torch.cat([batch.char_lengths.unsqueeze(1), batch.chars], dim=1)
+    distinct, inverse = _distinct_rows(keyed.cpu().numpy())
+    distinct_tensor = torch.from_numpy(distinct).to(batch.chars.device)
+    states = encoder.summarise(distinct_tensor[:, 1:], distinct_tensor[:, 0], embedding)
+    return states[torch.from_numpy(inverse).to(states.device)]
 
 
 def _check_chars(n_chars: int, char_dim: int) -> None:

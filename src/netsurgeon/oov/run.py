@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from netsurgeon.errors import CheckpointError, ConfigError
-from netsurgeon.oov.batching import OccurrenceBatch, SentenceBatch, TextEncoder
+from netsurgeon.oov.batching import SentenceBatch, TextEncoder
 from netsurgeon.oov.conll import resolve_tag_column
 from netsurgeon.oov.embedders import METHODS, build_embedder
 from netsurgeon.oov.metrics import TASKS
@@ -213,7 +213,7 @@ class Embedder:
         self.tagger = tagger
         self.encoder = encoder
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def embed(
         self,
         word: str | Sequence[str],
@@ -234,7 +234,12 @@ class Embedder:
             ``(vector, attention)``: shapes ``(dim,)`` and ``(3,)`` for one word, ``(n, dim)`` and
             ``(n, 3)`` for a list; attention is None for methods without attention. The
             attention columns follow ``ATTENTION_PARTS`` (word, left, right).
+
+        Raises:
+            ConfigError: contexts that do not match the words, or a batch size below 1.
         """
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
         single = isinstance(word, str)
         words = [word] if single else list(word)
         lefts = [left_context] if single else list(left_context) or [[] for _ in words]
@@ -248,16 +253,11 @@ class Embedder:
         vectors: list[np.ndarray] = []
         attentions: list[np.ndarray] = []
         for start in range(0, len(words), batch_size):
-            occurrences = [
-                self.encoder.occurrence_from_context(w, list(left), list(right))
-                for w, left, right in zip(
-                    words[start : start + batch_size],
-                    lefts[start : start + batch_size],
-                    rights[start : start + batch_size],
-                    strict=True,
-                )
-            ]
-            vec, att = self.tagger.embed_oov(OccurrenceBatch.collate(occurrences), table)
+            stop = start + batch_size
+            batch = self.encoder.batch_from_contexts(
+                words[start:stop], lefts[start:stop], rights[start:stop]
+            )
+            vec, att = self.tagger.embed_oov(batch, table)
             vectors.append(vec.cpu().numpy())
             if att is not None:
                 attentions.append(att.cpu().numpy())
@@ -299,7 +299,7 @@ class TrainedRun:
         """The OOV module behind :meth:`Embedder.embed`."""
         return Embedder(self.tagger, self.encoder)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(self, sentences: Sequence[Sequence[str]], *, batch_size: int = 64) -> Prediction:
         """Tag token sequences."""
         self.tagger.eval()
