@@ -23,10 +23,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from netsurgeon.errors import ConfigError
 from netsurgeon.oov.batching import OccurrenceBatch
+from netsurgeon.oov.lstm import bilstm
 
 __all__ = [
     "ATTENTION_PARTS",
@@ -138,7 +138,8 @@ class RandomEmbedder(OOVEmbedder):
 class BiLSTMEncoder(nn.Module):
     """A bi-LSTM whose summary is the concatenated last forward and backward states.
 
-    ``forward`` packs the padded batch (the training path, gradients flow). :meth:`summarise`
+    ``forward`` runs the padded batch through :func:`~netsurgeon.oov.lstm.bilstm` (the training
+    path, gradients flow). :meth:`summarise`
     takes index sequences and, without gradients on CPU, runs a leaner recurrence
     (:func:`_last_states`) that gives the same summaries up to float rounding.
     """
@@ -148,9 +149,12 @@ class BiLSTMEncoder(nn.Module):
         self.lstm = nn.LSTM(input_dim, hidden, batch_first=True, bidirectional=True)
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (hidden, _) = self.lstm(packed)
-        return torch.cat([hidden[0], hidden[1]], dim=-1)
+        # The fused padded bi-LSTM: the packed one is several times slower to train on CPU.
+        outputs = bilstm(self.lstm, inputs, lengths)
+        hidden = self.lstm.hidden_size
+        lengths = lengths.to(outputs.device)
+        last_forward = outputs[torch.arange(len(lengths), device=outputs.device), lengths - 1]
+        return torch.cat([last_forward[:, :hidden], outputs[:, 0, hidden:]], dim=-1)
 
     def summarise(
         self,
