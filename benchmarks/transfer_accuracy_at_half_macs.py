@@ -12,6 +12,16 @@ Pruning goes through :func:`netsurgeon.vision.iterative.prune_and_finetune`: wit
 Molchanov's iterative slices (then the pruned model gets ``S*K`` extra steps, stated in the
 output). Every epoch's training time and data-wait share are reported too.
 
+Recovery aids for the pruned model, with the same number of epochs: ``--distill`` fine-tunes it
+with :class:`netsurgeon.distill.DistillationLoss` (teacher: the unpruned model as it was before
+pruning, i.e. the pretrained one; ``--distill-temperature``, ``--distill-alpha``),
+``--recalibrate-bn N`` re-estimates its BatchNorm statistics on N training batches right after
+pruning (accuracy right after pruning is then reported without and with it), and
+``--keep-streams`` prunes only the inner convolutions of the CIFAR ResNet blocks: the batch
+norms that follow every residual-stream producer (the stem's ``bn1`` and every block's ``bn2``)
+are passed to the pruner as ``ignore``, so the streams keep their width. ``--ignore NAMES``
+passes other module names.
+
 Run from the repository root (all of it takes about 20 min on one CPU thread; a GPU makes it
 seconds)::
 
@@ -28,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import statistics
 import sys
 import time
@@ -36,7 +47,7 @@ from typing import Any
 
 import torch
 
-from netsurgeon.training import History, TrainConfig, evaluate, fit
+from netsurgeon.training import History, TrainConfig, atomic_save, evaluate, fit
 from netsurgeon.vision import build_model
 from netsurgeon.vision.data import load_image_data, make_loader
 from netsurgeon.vision.iterative import prune_and_finetune
@@ -82,6 +93,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--distill", action="store_true", help="fine-tune the pruned model by distillation"
+    )
+    p.add_argument("--distill-temperature", type=float, default=4.0)
+    p.add_argument("--distill-alpha", type=float, default=0.9)
+    p.add_argument(
+        "--recalibrate-bn",
+        type=int,
+        default=0,
+        metavar="N",
+        help="re-estimate BatchNorm statistics on N training batches after pruning (0: no)",
+    )
+    p.add_argument(
+        "--keep-streams",
+        action="store_true",
+        help="prune only the inner convolutions of the residual blocks (CIFAR ResNets)",
+    )
+    p.add_argument("--ignore", default="", help="comma-separated module names the pruner keeps")
+    p.add_argument(
+        "--teacher",
+        choices=("pretrained", "finetuned"),
+        default="pretrained",
+        help="--distill's teacher: the unpruned model before pruning (pretrained, the issue's "
+        "protocol) or after its own fine-tuning (finetuned; needs this run's unpruned model "
+        "or --unpruned-weights)",
+    )
+    p.add_argument(
+        "--save-unpruned",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="save the fine-tuned unpruned model's state_dict here",
+    )
+    p.add_argument(
+        "--unpruned-weights",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the state_dict written by --save-unpruned of an earlier run with the same "
+        "settings (used with --unpruned-from and --teacher finetuned)",
+    )
+    p.add_argument(
         "--unpruned-from",
         type=Path,
         default=None,
@@ -91,6 +143,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--json-out", type=Path, default=None)
     return p.parse_args(argv)
+
+
+def stream_norms(model: torch.nn.Module) -> list[str]:
+    """Batch norms right after every residual-stream producer of a CIFAR ResNet.
+
+    Ignoring them blocks the stream channel groups (the stem's ``bn1`` and every block's
+    ``bn2`` normalise channels of a stream) and leaves the inner ``conv1 -> bn1 -> conv2``
+    channels of every block prunable.
+    """
+    names = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        and (n == "bn1" or (n.startswith("layer") and n.endswith(".bn2")))
+    ]
+    if not names:
+        sys.exit("--keep-streams: the model has no CIFAR-ResNet 'bn1' / 'layer*.bn2' batch norms")
+    return names
+
+
+def variant(args: argparse.Namespace, criterion: str) -> str:
+    """A row label: criterion, scope, schedule and recovery aids."""
+    parts = [criterion, args.scope]
+    if args.prune_steps > 1:
+        parts.append(f"{args.prune_steps} slices x {args.finetune_steps} steps")
+    if args.keep_streams:
+        parts.append("inner convs")
+    if args.recalibrate_bn:
+        parts.append(f"BN recal {args.recalibrate_bn}")
+    if args.distill:
+        parts.append(
+            f"distill T={args.distill_temperature:g} a={args.distill_alpha:g} from {args.teacher}"
+        )
+    return ", ".join(parts)
 
 
 def epoch_summary(history: History) -> dict[str, Any]:
@@ -125,6 +211,11 @@ def reuse_unpruned(path: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # fit() logs every epoch (loss, accuracy, time) at INFO: show it beside our progress lines.
+    logging.basicConfig(
+        level=logging.WARNING, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S"
+    )
+    logging.getLogger("netsurgeon").setLevel(logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
     require(args.data, "the CIFAR-10 subset")
@@ -153,11 +244,22 @@ def main(argv: list[str] | None = None) -> int:
     pretrained = evaluate(base, val_loader, device=args.device)["accuracy"]
     log(f"pretrained {args.model}: {pct(pretrained)} % before any fine-tuning")
 
+    unpruned = None
     if args.unpruned_from is not None:
         unpruned_row = reuse_unpruned(args.unpruned_from, args)
+        if args.unpruned_weights is not None:
+            unpruned = copy.deepcopy(base)
+            state = torch.load(require(args.unpruned_weights, "--unpruned-weights"),
+                               map_location="cpu", weights_only=True)  # fmt: skip
+            unpruned.load_state_dict(state)
+            acc = evaluate(unpruned, val_loader, device=args.device)["accuracy"]
+            if abs(acc - unpruned_row["accuracy_after"]) > 1e-9:
+                sys.exit(f"{args.unpruned_weights} scores {pct(acc)} %, not the reused row's")
     else:
         unpruned = copy.deepcopy(base)
         history = fit(unpruned, train_loader, val_loader, config=config)
+        if args.save_unpruned is not None:
+            atomic_save(unpruned.state_dict(), args.save_unpruned)
         unpruned_row = {
             "criterion": "(unpruned)",
             "macs_ratio": 1.0,
@@ -169,9 +271,24 @@ def main(argv: list[str] | None = None) -> int:
     acc_unpruned = unpruned_row["accuracy_after"]
     log(f"unpruned, {args.epochs} epochs: {pct(acc_unpruned)} %")
     example = torch.zeros(1, 3, args.input_size, args.input_size)
+    ignore = [n.strip() for n in args.ignore.split(",") if n.strip()]
+    if args.keep_streams:
+        ignore += stream_norms(base)
+    teacher = None
+    if args.distill and args.teacher == "finetuned":
+        if unpruned is None:
+            sys.exit(
+                "--teacher finetuned needs the unpruned model: run it or pass --unpruned-weights"
+            )
+        teacher = unpruned
     rows = [unpruned_row]
     for criterion in [c.strip() for c in args.criteria.split(",") if c.strip()]:
         model = copy.deepcopy(base)
+        # The criterion scores the loader's first batches: show it epoch 0's, as a run that
+        # reuses the unpruned row does, not those of the unpruned fit's last epoch.
+        sampler = getattr(train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(0)
         result = prune_and_finetune(
             model,
             train_loader,
@@ -185,24 +302,37 @@ def main(argv: list[str] | None = None) -> int:
             finetune_epochs=args.epochs,
             scope=args.scope,
             criterion_batches=args.criterion_batches,
-            oneshot_baseline=args.prune_steps > 1,
+            ignore=ignore or None,
+            # The one-shot copy measures accuracy right after pruning without (and with)
+            # recalibration; a one-shot run without recalibration is that copy itself.
+            oneshot_baseline=args.prune_steps > 1 or args.recalibrate_bn > 0,
+            distill=args.distill,
+            distill_temperature=args.distill_temperature,
+            distill_alpha=args.distill_alpha,
+            recalibrate_bn=args.recalibrate_bn,
+            teacher=teacher,
         )
         assert result.history is not None
         rows.append(
             {
                 "criterion": criterion,
+                "variant": variant(args, criterion),
                 "macs_ratio": result.macs_ratio,
                 "params_ratio": result.params_ratio,
                 # One slice without steps in between: the model after it is the one-shot model.
                 "accuracy_pruned": result.accuracy_pruned
                 if result.accuracy_pruned is not None
                 else result.accuracy_after_slices,
+                "accuracy_recalibrated": result.accuracy_recalibrated,
                 "accuracy_after": result.accuracy_after,
                 "extra_steps": args.prune_steps * args.finetune_steps,
                 **epoch_summary(result.history),
             }
         )
-        log(f"{criterion}: {result.macs_ratio:.3f} of the MACs, {pct(result.accuracy_after)} %")
+        log(
+            f"{variant(args, criterion)}: {result.macs_ratio:.3f} of the MACs, "
+            f"{pct(result.accuracy_after)} %"
+        )
 
     pruned_rows = rows[1:]
     best = max(pruned_rows, key=lambda r: r["accuracy_after"]) if pruned_rows else None
@@ -213,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             "MACs ratio",
             "params ratio",
             "val acc before fine-tuning (%)",
+            "after BN recal (%)",
+            "val acc per epoch (%)",
             f"val acc after {args.epochs} epochs (%)",
             "gap to unpruned (points)",
             "s / epoch",
@@ -220,10 +352,12 @@ def main(argv: list[str] | None = None) -> int:
         ),
         [
             (
-                r["criterion"],
+                r.get("variant", r["criterion"]),
                 f"{r['macs_ratio']:.3f}",
                 f"{r['params_ratio']:.3f}",
                 pct(r["accuracy_pruned"]),
+                pct(r.get("accuracy_recalibrated")),
+                ", ".join(pct(e["val_accuracy"]) for e in r["epochs"]),
                 pct(r["accuracy_after"]),
                 "-" if r is unpruned_row else f"{100 * (acc_unpruned - r['accuracy_after']):.2f}",
                 f"{r['epoch_time_s']:.1f}",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from netsurgeon.distill import DistillationLoss
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError, TraceError
 from netsurgeon.pruning import Pruner, PruneResult, prune
 from netsurgeon.pruning.io import load, save
+from netsurgeon.recalibrate import recalibrate_bn
 
 try:
     __version__ = version("netsurgeon")
@@ -16,6 +18,7 @@ except PackageNotFoundError:  # pragma: no cover - only when run from a source t
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "DistillationLoss",
     "NetsurgeonError",
     "PruneResult",
     "Pruner",
@@ -23,5 +26,6 @@ __all__ = [
     "__version__",
     "load",
     "prune",
+    "recalibrate_bn",
     "save",
 ]

@@ -499,6 +499,16 @@ def _split_batch(batch: Any, device: torch.device) -> tuple[Any, torch.Tensor]:
     return inputs, targets.to(device, non_blocking=non_blocking)
 
 
+def _compute_loss(
+    loss_fn: Callable[..., torch.Tensor], outputs: Any, targets: torch.Tensor, inputs: Any
+) -> torch.Tensor:
+    # A loss that declares ``uses_inputs`` (e.g. netsurgeon.distill.DistillationLoss, whose
+    # teacher must see the batch) also gets the inputs, as a keyword.
+    if getattr(loss_fn, "uses_inputs", False):
+        return loss_fn(outputs, targets, inputs=inputs)
+    return loss_fn(outputs, targets)
+
+
 def _correct(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if outputs.dim() == 2 and targets.dim() == 1 and not targets.is_floating_point():
         return (outputs.argmax(dim=1) == targets).sum()
@@ -632,7 +642,7 @@ class _Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                 outputs = self.net(inputs)
-                loss = self.loss_fn(outputs, targets)
+                loss = _compute_loss(self.loss_fn, outputs, targets, inputs)
             self.scaler.scale(loss).backward()
             if self.config.grad_clip is not None:
                 self.scaler.unscale_(self.optimizer)
@@ -748,7 +758,7 @@ def evaluate(
                 device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"
             ):
                 outputs = model(inputs)
-                loss = loss_fn(outputs, targets)
+                loss = _compute_loss(loss_fn, outputs, targets, inputs)
             tally.add(loss, outputs, targets)
     finally:
         model.train(was_training)
@@ -800,7 +810,10 @@ def fit(
         checkpoint_path: Where to write the checkpoint; ``None`` writes none.
         resume: Continue from ``checkpoint_path`` when it exists.
         callbacks: Hooks called in order.
-        loss_fn: Defaults to cross-entropy.
+        loss_fn: ``loss_fn(outputs, targets)``; defaults to cross-entropy. A loss whose
+            ``uses_inputs`` attribute is true is called as
+            ``loss_fn(outputs, targets, inputs=inputs)`` (e.g.
+            :class:`netsurgeon.distill.DistillationLoss`); validation uses it too.
 
     Returns:
         The :class:`History`, including epochs restored from the checkpoint.

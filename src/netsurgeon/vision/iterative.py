@@ -41,11 +41,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from netsurgeon.distill import DistillationLoss
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.pruning import Pruner, PruneResult, prune
 from netsurgeon.pruning.criteria import get_criterion, requires_data
 from netsurgeon.pruning.pruner import Footprint
 from netsurgeon.pruning.stats import count_macs, count_params
+from netsurgeon.recalibrate import recalibrate_bn as _recalibrate
 from netsurgeon.training import (
     History,
     TrainConfig,
@@ -85,6 +87,9 @@ _STATE_FILE = "iterative_state.pt"
 _FINAL_FIT_FILE = "final_finetune.ckpt"
 # Settings that must match for a resumed iterative run to continue the same procedure.
 _RESUME_KEYS = ("criterion", "amount", "target_macs", "prune_steps", "finetune_steps", "scope")
+# DistillationLoss defaults, shown in the CLI help.
+_DISTILL_T = 4.0
+_DISTILL_ALPHA = 0.9
 
 
 # --------------------------------------------------------------------------- helpers
@@ -145,7 +150,7 @@ class IterativeStep:
         macs_ratio: ``macs`` over the unpruned model's MACs.
         params_ratio: ``params`` over the unpruned model's parameters.
         layers_pruned: Layers that lost filters in this slice.
-        prune_time_s: Wall time of scoring and surgery.
+        prune_time_s: Wall time of scoring and surgery (and BatchNorm recalibration).
         finetune_steps: Optimizer steps after the slice (0: none).
         finetune_loss: Mean training loss of those steps (``None`` without any).
         finetune_accuracy: Training accuracy of those steps (``None`` without any).
@@ -180,6 +185,8 @@ class IterativeResult:
         accuracy_pruned: Validation accuracy right after pruning, without fine-tuning: a deep
             copy of the unpruned model pruned in one shot to the same target with the same
             criterion (``None`` when ``oneshot_baseline=False``).
+        accuracy_recalibrated: The same one-shot copy after BatchNorm recalibration (``None``
+            without ``recalibrate_bn`` or ``oneshot_baseline``).
         accuracy_after_slices: The iterative model after the last slice and its K fine-tuning
             steps, before the final ``finetune_epochs``.
         accuracy_after: After the final fine-tuning.
@@ -206,6 +213,7 @@ class IterativeResult:
     settings: dict[str, Any] = field(default_factory=dict)
     oneshot_macs_ratio: float | None = None
     total_time_s: float = 0.0
+    accuracy_recalibrated: float | None = None
 
     @property
     def macs_ratio(self) -> float:
@@ -226,6 +234,7 @@ class IterativeResult:
             "params_ratio": self.params_ratio,
             "accuracy_before": self.accuracy_before,
             "accuracy_pruned": self.accuracy_pruned,
+            "accuracy_recalibrated": self.accuracy_recalibrated,
             "accuracy_after_slices": self.accuracy_after_slices,
             "accuracy_after": self.accuracy_after,
             "oneshot_macs_ratio": self.oneshot_macs_ratio,
@@ -307,6 +316,11 @@ def prune_and_finetune(
     resume: bool = False,
     loss_fn: Callable[..., torch.Tensor] | None = None,
     on_step: Callable[[IterativeStep], None] | None = None,
+    distill: bool = False,
+    distill_temperature: float = 4.0,
+    distill_alpha: float = 0.9,
+    recalibrate_bn: int = 0,
+    teacher: nn.Module | None = None,
 ) -> IterativeResult:
     """Prune a slice, fine-tune K steps, repeat until the target; then fine-tune E epochs.
 
@@ -342,8 +356,20 @@ def prune_and_finetune(
             fine-tuning's per-epoch checkpoint. ``None`` writes nothing.
         resume: Continue from ``checkpoint_dir``: after the last finished slice (the schedule
             goes on toward the same overall target) or inside the final fine-tuning.
-        loss_fn: Defaults to cross-entropy.
+        loss_fn: Defaults to cross-entropy. The criterion always scores with it; with
+            ``distill`` it is the hard-label part of the fine-tuning loss.
         on_step: Called with every finished slice's record (e.g. to print progress).
+        distill: Fine-tune (between slices and at the end) with
+            :class:`netsurgeon.distill.DistillationLoss`, the teacher being a frozen copy of
+            ``model`` as passed in, before any pruning (on ``resume``, pass the unpruned model
+            again: it is the teacher).
+        distill_temperature: The distillation temperature ``T`` (> 0).
+        distill_alpha: Weight of the distillation term, in [0, 1].
+        recalibrate_bn: Re-estimate BatchNorm running statistics on this many training
+            batches after every slice, before its fine-tuning steps (and on the one-shot
+            copy, reported as ``accuracy_recalibrated``); 0 does not.
+        teacher: With ``distill``, distil from this model instead of the unpruned copy (e.g.
+            the unpruned model after its own fine-tuning); it is frozen in eval mode.
 
     Returns:
         The :class:`IterativeResult`; its ``model`` is the pruned model.
@@ -358,10 +384,26 @@ def prune_and_finetune(
     prune_steps = _check_int("prune_steps", prune_steps, low=1)
     finetune_steps_k = _check_int("finetune_steps", finetune_steps, low=0)
     finetune_epochs = _check_int("finetune_epochs", finetune_epochs, low=0)
+    recal_batches = _check_int("recalibrate_bn", recalibrate_bn, low=0)
+    if not isinstance(distill, bool):
+        raise ConfigError(f"distill={distill!r} is not allowed; use True or False")
+    if teacher is not None and (not distill or not isinstance(teacher, nn.Module)):
+        raise ConfigError(
+            f"teacher={type(teacher).__name__} is not allowed here; pass an nn.Module, "
+            f"together with distill=True"
+        )
     criterion_data = LimitedBatches(train_loader, criterion_batches)
     if checkpoint_dir is None and resume:
         raise ConfigError("resume=True needs checkpoint_dir, the folder of the run to continue")
     loss = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
+    # Validates temperature and alpha before anything slow; the teacher is set below.
+    train_loss: Callable[..., torch.Tensor] = (
+        DistillationLoss(
+            nn.Identity(), temperature=distill_temperature, alpha=distill_alpha, loss_fn=loss
+        )
+        if distill
+        else loss
+    )
     settings: dict[str, Any] = {
         "criterion": criterion,
         "amount": amount,
@@ -373,6 +415,11 @@ def prune_and_finetune(
         "criterion_batches": criterion_batches,
         "min_channels": min_channels,
         "round_to": round_to,
+        "distill": distill,
+        "distill_temperature": distill_temperature if distill else None,
+        "distill_alpha": distill_alpha if distill else None,
+        "distill_teacher": None if not distill else "given" if teacher is not None else "unpruned",
+        "recalibrate_bn": recal_batches,
         "train_config": config.to_dict(),
     }
     if checkpoint_dir is not None and not isinstance(getattr(model, "netsurgeon_arch", None), dict):
@@ -391,6 +438,14 @@ def prune_and_finetune(
     example_inputs = _move_inputs(example_inputs, device)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     state_path = ckpt_dir / _STATE_FILE if ckpt_dir is not None else None
+    if isinstance(train_loss, DistillationLoss):
+        # The unpruned model as passed in, frozen; taken before a resume replaces the model.
+        source = teacher if teacher is not None else copy.deepcopy(model)
+        train_loss.teacher = source.to(device).eval().requires_grad_(False)
+
+    def recalibrate(net: nn.Module) -> None:
+        if recal_batches:
+            _recalibrate(net, train_loader, batches=recal_batches)
 
     # Criterion and bounds shared by the iterative pruner, its one-shot twin and a resumed run.
     shared: dict[str, Any] = {
@@ -419,11 +474,14 @@ def prune_and_finetune(
         pruner = Pruner(model, example_inputs, steps=prune_steps, **prune_kwargs)
         start = {"params": count_params(model), "macs": count_macs(model, example_inputs)}
         accuracy_before = _accuracy(model, val_loader, config, loss)
-        accuracy_pruned = oneshot_ratio = None
+        accuracy_pruned = accuracy_recalibrated = oneshot_ratio = None
         if oneshot_baseline:
             twin = copy.deepcopy(model)
             once = prune(twin, example_inputs, **prune_kwargs)
             accuracy_pruned = _accuracy(twin, val_loader, config, loss)
+            if recal_batches:
+                recalibrate(twin)
+                accuracy_recalibrated = _accuracy(twin, val_loader, config, loss)
             oneshot_ratio = once.macs_ratio
             del twin
         state = {
@@ -432,6 +490,7 @@ def prune_and_finetune(
             "start": start,
             "accuracy_before": accuracy_before,
             "accuracy_pruned": accuracy_pruned,
+            "accuracy_recalibrated": accuracy_recalibrated,
             "oneshot_macs_ratio": oneshot_ratio,
             "steps": [],
             "channels": {},
@@ -463,6 +522,7 @@ def prune_and_finetune(
         while not pruner.done:
             tick = time.perf_counter()
             result: PruneResult = pruner.step()
+            recalibrate(model)
             prune_time = time.perf_counter() - tick
             tuned = None
             if finetune_steps_k > 0:
@@ -472,7 +532,7 @@ def prune_and_finetune(
                     steps=finetune_steps_k,
                     config=config,
                     epoch_offset=len(steps) * 1000,
-                    loss_fn=loss,
+                    loss_fn=train_loss,
                 )
             record = IterativeStep(
                 step=len(steps),
@@ -524,7 +584,7 @@ def prune_and_finetune(
             config=dataclasses.replace(config, epochs=finetune_epochs),
             checkpoint_path=ckpt_dir / _FINAL_FIT_FILE if ckpt_dir is not None else None,
             resume=resume,
-            loss_fn=loss,
+            loss_fn=train_loss,
         )
         last = history.last
         assert last is not None and last.val_accuracy is not None
@@ -547,6 +607,7 @@ def prune_and_finetune(
         settings=settings,
         oneshot_macs_ratio=state["oneshot_macs_ratio"],
         total_time_s=time.perf_counter() - start_time,
+        accuracy_recalibrated=state.get("accuracy_recalibrated"),
     )
 
 
@@ -601,6 +662,10 @@ def finetune(
     resume: bool = False,
     num_workers: int | None = None,
     small: bool | None = None,
+    teacher: nn.Module | str | os.PathLike[str] | None = None,
+    distill_temperature: float = 4.0,
+    distill_alpha: float = 0.9,
+    recalibrate_bn: int = 0,
 ) -> FinetuneResult:
     """Fine-tune a classification model on an image folder (transfer learning).
 
@@ -626,10 +691,19 @@ def finetune(
         resume: Continue from ``checkpoint`` after its last finished epoch.
         num_workers: Loader processes; ``None`` picks a default.
         small: CIFAR-style transforms; ``None`` decides from ``input_size``.
+        teacher: Fine-tune by knowledge distillation
+            (:class:`netsurgeon.distill.DistillationLoss`) from this model, or from the model
+            saved by :func:`netsurgeon.save` at this path, e.g. the unpruned model when
+            ``weights`` is a pruned one. It must score the data's classes.
+        distill_temperature: The distillation temperature (> 0), with ``teacher``.
+        distill_alpha: Weight of the distillation term, in [0, 1], with ``teacher``.
+        recalibrate_bn: Re-estimate the BatchNorm running statistics on this many training
+            batches before fine-tuning (useful for a model pruned without data); 0 does not.
 
     Raises:
         ConfigError: Bad data folder, ``num_classes`` contradicting the data, bad values.
-        CheckpointError: ``resume`` with a checkpoint of another model or run.
+        CheckpointError: ``resume`` with a checkpoint of another model or run, or an
+            unreadable ``teacher`` file.
         NetsurgeonError: Pretrained weights could not be downloaded.
     """
     from netsurgeon.pruning.io import save
@@ -638,6 +712,15 @@ def finetune(
 
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config={config!r} is not allowed; pass a TrainConfig")
+    recal_batches = _check_int("recalibrate_bn", recalibrate_bn, low=0)
+    loss_fn: DistillationLoss | None = None
+    if teacher is not None:
+        from netsurgeon.pruning.io import load
+
+        teacher_model = teacher if isinstance(teacher, nn.Module) else load(teacher)
+        loss_fn = DistillationLoss(
+            teacher_model, temperature=distill_temperature, alpha=distill_alpha
+        )
     data = load_image_data(
         data_dir,
         input_size=input_size,
@@ -646,6 +729,15 @@ def finetune(
         num_classes=num_classes,
         small=small,
     )
+    if loss_fn is not None:
+        scores = loss_fn.teacher_logits(
+            torch.zeros(1, 3, input_size, input_size), torch.device("cpu")
+        )
+        if scores.dim() != 2 or scores.shape[1] != data.num_classes:
+            raise ConfigError(
+                f"teacher scores {tuple(scores.shape[1:])} classes but the data have "
+                f"{data.num_classes}; pass a teacher trained on the same classes"
+            )
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is None and out is not None:
         ckpt = default_checkpoint_path(out)
@@ -660,8 +752,18 @@ def finetune(
         data.train, batch_size=batch_size, train=True, seed=config.seed, num_workers=num_workers
     )
     val_loader = make_loader(data.val, batch_size=batch_size, train=False, num_workers=num_workers)
+    if recal_batches and not resuming:  # a resumed run restores the statistics it had
+        info = init_distributed()
+        model.to(resolve_device(config.device, local_rank=info.local_rank))
+        _recalibrate(model, train_loader, batches=recal_batches)
     history = fit(
-        model, train_loader, val_loader, config=config, checkpoint_path=ckpt, resume=resume
+        model,
+        train_loader,
+        val_loader,
+        config=config,
+        checkpoint_path=ckpt,
+        resume=resume,
+        loss_fn=loss_fn,
     )
     last = history.last
     val_accuracy = float(last.val_accuracy) if last and last.val_accuracy is not None else math.nan
@@ -679,6 +781,16 @@ def finetune(
                 "val_accuracy": val_accuracy,
                 "config": config.to_dict(),
                 "history": history.to_dict(),
+                "distill": None
+                if loss_fn is None
+                else {
+                    "teacher": str(teacher)
+                    if not isinstance(teacher, nn.Module)
+                    else type(teacher).__name__,
+                    "temperature": loss_fn.temperature,
+                    "alpha": loss_fn.alpha,
+                },
+                "recalibrate_bn": recal_batches,
             }
         }
         saved = save(model, out, extra=extra)
@@ -861,6 +973,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue from the checkpoint after its last finished epoch",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_recovery_arguments(parser, teacher_flag=True)
     add_training_arguments(parser)
 
 
@@ -910,6 +1023,9 @@ def run_finetune_from_args(args: argparse.Namespace) -> int:
     _check_flag("--num-classes", args.num_classes, low=1, optional=True)
     _check_flag("--workers", args.workers, low=0, optional=True)
     out = _check_out(args.out)
+    teacher = getattr(args, "teacher", None)
+    recovery = _recovery_from_args(args, distill=teacher is not None, switch="--teacher FILE")
+    recovery.pop("distill")
     config = train_config_from_args(args, epochs=args.epochs)
     result = finetune(
         args.model,
@@ -924,6 +1040,8 @@ def run_finetune_from_args(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         resume=args.resume,
         num_workers=args.workers,
+        teacher=teacher,
+        **recovery,
     )
     if not is_main_process():
         return 0
@@ -1065,7 +1183,82 @@ def add_iterative_arguments(parser: argparse.ArgumentParser) -> None:
         help="expected number of classes",
     )
     _add(group, "--json", action="store_true", help="print the result as JSON")
+    _add_recovery_arguments(parser)
     add_training_arguments(parser, batch_flag="--train-batch-size", epochs=False)
+
+
+def _add_recovery_arguments(parser: argparse.ArgumentParser, *, teacher_flag: bool = False) -> None:
+    """``--distill`` (or ``--teacher FILE``), ``--distill-temperature``, ``--distill-alpha``
+    and ``--recalibrate-bn``."""
+    group = _Group(parser, "recovery after pruning")
+    if teacher_flag:
+        _add(
+            group,
+            "--teacher",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help="fine-tune by knowledge distillation from this model (saved by netsurgeon)",
+        )
+    else:
+        _add(
+            group,
+            "--distill",
+            action="store_true",
+            help="fine-tune by knowledge distillation from the unpruned model (frozen teacher)",
+        )
+    _add(
+        group,
+        "--distill-temperature",
+        type=float,
+        default=None,
+        metavar="T",
+        help=f"distillation softmax temperature (default: {_DISTILL_T:g})",
+    )
+    _add(
+        group,
+        "--distill-alpha",
+        type=float,
+        default=None,
+        metavar="A",
+        help=f"weight of the distillation term, 0..1 (default: {_DISTILL_ALPHA:g})",
+    )
+    _add(
+        group,
+        "--recalibrate-bn",
+        type=int,
+        default=0,
+        metavar="N",
+        help="re-estimate BatchNorm statistics on N training batches after every pruning "
+        "slice, or before fine-tuning (default: 0, off)",
+    )
+
+
+def _recovery_from_args(
+    args: argparse.Namespace, *, distill: bool, switch: str = "--distill"
+) -> dict[str, Any]:
+    """Validated keywords from :func:`_add_recovery_arguments`' flags."""
+    temperature = getattr(args, "distill_temperature", None)
+    alpha = getattr(args, "distill_alpha", None)
+    if not distill and (temperature is not None or alpha is not None):
+        given = "--distill-temperature" if temperature is not None else "--distill-alpha"
+        raise ConfigError(f"{given} has no effect without {switch}; add {switch}")
+    temperature = _DISTILL_T if temperature is None else temperature
+    alpha = _DISTILL_ALPHA if alpha is None else alpha
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ConfigError(
+            f"--distill-temperature {temperature} is not allowed; use a finite number > 0"
+        )
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"--distill-alpha {alpha} is not allowed; use a number in [0, 1]")
+    recalibrate = getattr(args, "recalibrate_bn", 0)
+    _check_flag("--recalibrate-bn", recalibrate, low=0)
+    return {
+        "distill": distill,
+        "distill_temperature": temperature,
+        "distill_alpha": alpha,
+        "recalibrate_bn": recalibrate,
+    }
 
 
 def run_iterative_from_args(args: argparse.Namespace) -> int:
@@ -1093,6 +1286,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
     out = _check_out(args.out) if args.out is not None else None
     if args.scope not in ("global", "layer"):
         raise ConfigError(f"--scope {args.scope!r} is not allowed; use global or layer")
+    recovery = _recovery_from_args(args, distill=bool(getattr(args, "distill", False)))
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir is None and out is not None:
         checkpoint_dir = out.with_name(out.name + ".iterative")
@@ -1107,7 +1301,10 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
     resuming = (
         args.resume and checkpoint_dir is not None and (checkpoint_dir / _STATE_FILE).is_file()
     )
-    weights = args.weights if (not resuming or _is_weights_file(args.weights)) else "none"
+    # A resumed run replaces the weights from its progress file, but with --distill the model
+    # passed in is also the teacher, so it needs its real (unpruned) weights.
+    keep = not resuming or recovery["distill"] or _is_weights_file(args.weights)
+    weights = args.weights if keep else "none"
     torch.manual_seed(args.seed)
     model = build_model(args.model, weights=weights, num_classes=data.num_classes)
     train_loader = make_loader(
@@ -1151,6 +1348,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
         checkpoint_dir=checkpoint_dir,
         resume=args.resume,
         on_step=report,
+        **recovery,
     )
     if not is_main_process():
         return 0
@@ -1180,6 +1378,11 @@ def format_iterative(result: IterativeResult, *, title: str = "") -> str:
         [
             ("before pruning", _pct(result.accuracy_before)),
             ("right after pruning (one-shot copy, no fine-tuning)", _pct(result.accuracy_pruned)),
+            *(
+                [("  and after BatchNorm recalibration", _pct(result.accuracy_recalibrated))]
+                if result.accuracy_recalibrated is not None
+                else []
+            ),
             ("after the slices and their fine-tuning steps", _pct(result.accuracy_after_slices)),
             ("after fine-tuning", _pct(result.accuracy_after)),
         ],
