@@ -7,16 +7,21 @@ Measures ``netsurgeon.oov.vectors.load_embeddings`` in the two ways it is used:
   CoNLL-2003's vocabulary);
 - ``all words``: every vector parsed.
 
+Floats are parsed with pyarrow when it is installed; ``--compare-exact`` also times both modes
+with pyarrow switched off (numpy's ``loadtxt`` only, the fallback). The load average is printed
+before and after, since the cores may be shared.
+
 Usage::
 
     python benchmarks/oov_glove_loading.py [--lines 400000] [--dim 100] [--keep 30000]
-        [--repeats 3] [--json out.json]
+        [--repeats 3] [--compare-exact] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -25,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from netsurgeon.oov import vectors
 from netsurgeon.oov.vectors import load_embeddings
 
 
@@ -43,13 +49,23 @@ def generate(path: Path, lines: int, dim: int, seed: int = 0) -> None:
 
 
 def measure(path: Path, keep: set[str] | None, repeats: int) -> dict[str, float]:
-    """Best and median seconds over ``repeats`` loads."""
+    """Best and median wall-clock seconds over ``repeats`` loads, CPU seconds of the best."""
     times = []
+    cpu = []
+    load_before = os.getloadavg()[0]
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         emb = load_embeddings(path, keep=keep, normalise="none")
         times.append(time.perf_counter() - start)
-    return {"best_s": min(times), "median_s": statistics.median(times), "kept": len(emb)}
+        cpu.append(time.process_time() - start_cpu)
+    return {
+        "best_s": min(times),
+        "median_s": statistics.median(times),
+        "cpu_s": cpu[times.index(min(times))],
+        "kept": len(emb),
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
 
 
 def main() -> None:
@@ -58,6 +74,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=100)
     parser.add_argument("--keep", type=int, default=30_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--compare-exact", action="store_true", help="also time with pyarrow switched off"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,12 +89,27 @@ def main() -> None:
             "task words": measure(path, keep, args.repeats),
             "all words": measure(path, None, args.repeats),
         }
-    print(f"file: {args.lines} lines x {args.dim} dims, {size_mb:.0f} MB; {platform.processor()}")
-    print(f"{'mode':<12} {'kept':>8} {'best s':>8} {'lines/s (best)':>16} {'median s':>9}")
+        if args.compare_exact:
+            vectors._USE_ARROW = False  # the fallback parser (numpy) only
+            results["task words, exact"] = measure(path, keep, args.repeats)
+            results["all words, exact"] = measure(path, None, args.repeats)
+            vectors._USE_ARROW = True
+    print(
+        f"file: {args.lines} lines x {args.dim} dims, {size_mb:.0f} MB; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'mode':<18} {'kept':>8} {'best s':>7} {'lines/s (best)':>15} {'median s':>9} "
+        f"{'CPU s':>6} {'load before/after':>18}"
+    )
     for mode, r in results.items():
         rate = args.lines / r["best_s"]
         r["lines_per_s"] = rate
-        print(f"{mode:<12} {r['kept']:>8} {r['best_s']:>8.2f} {rate:>16,.0f} {r['median_s']:>9.2f}")
+        load = f"{r['load_before']:.2f} / {r['load_after']:.2f}"
+        print(
+            f"{mode:<18} {r['kept']:>8} {r['best_s']:>7.2f} {rate:>15,.0f} "
+            f"{r['median_s']:>9.2f} {r['cpu_s']:>6.2f} {load:>18}"
+        )
     if args.json:
         args.json.write_text(
             json.dumps({"args": vars(args) | {"json": str(args.json)}, **results}, indent=2)

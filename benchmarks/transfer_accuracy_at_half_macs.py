@@ -61,6 +61,7 @@ from transfer_common import (
     require,
     shared_root,
     stratified_subset,
+    stream_norms,
     write_json,
 )
 
@@ -143,24 +144,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--json-out", type=Path, default=None)
     return p.parse_args(argv)
-
-
-def stream_norms(model: torch.nn.Module) -> list[str]:
-    """Batch norms right after every residual-stream producer of a CIFAR ResNet.
-
-    Ignoring them blocks the stream channel groups (the stem's ``bn1`` and every block's
-    ``bn2`` normalise channels of a stream) and leaves the inner ``conv1 -> bn1 -> conv2``
-    channels of every block prunable.
-    """
-    names = [
-        n
-        for n, m in model.named_modules()
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-        and (n == "bn1" or (n.startswith("layer") and n.endswith(".bn2")))
-    ]
-    if not names:
-        sys.exit("--keep-streams: the model has no CIFAR-ResNet 'bn1' / 'layer*.bn2' batch norms")
-    return names
 
 
 def variant(args: argparse.Namespace, criterion: str) -> str:

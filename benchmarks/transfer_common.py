@@ -91,3 +91,21 @@ def pct(value: float | None) -> str:
 def log(message: str) -> None:
     """Progress on stderr, so stdout keeps only the tables."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def stream_norms(model: torch.nn.Module) -> list[str]:
+    """Batch norms right after every residual-stream producer of a CIFAR ResNet.
+
+    Ignoring them blocks the stream channel groups (the stem's ``bn1`` and every block's
+    ``bn2`` normalise channels of a stream) and leaves the inner ``conv1 -> bn1 -> conv2``
+    channels of every block prunable.
+    """
+    names = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        and (n == "bn1" or (n.startswith("layer") and n.endswith(".bn2")))
+    ]
+    if not names:
+        sys.exit("--keep-streams: the model has no CIFAR-ResNet 'bn1' / 'layer*.bn2' batch norms")
+    return names

