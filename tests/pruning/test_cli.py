@@ -117,6 +117,22 @@ def test_prune_prints_a_table_and_saves(tmp_path: Path) -> None:
     assert lines[-1] == f"saved to {out}"
 
 
+def test_prune_ignore_keeps_the_named_modules_channels(tmp_path: Path) -> None:
+    out = tmp_path / "model.pt"
+    argv = ["prune", "resnet18", "--weights", "none", "--amount", "0.5", "--json"]
+    status, stdout, _ = _run([*argv, "--ignore", "layer1,conv1", "--out", str(out), *FAST])
+    assert status == 0
+    report = json.loads(stdout)
+    assert report["ignore"] == ["layer1", "conv1"]
+    assert any("'layer1.0.conv1' is ignored" in line for line in report["skipped"])
+    model = torchvision.models.resnet18()
+    state = torch.load(out, weights_only=True)["state_dict"]
+    for name, tensor in model.state_dict().items():
+        if name.startswith(("layer1.", "conv1.", "bn1.")):
+            assert state[name].shape == tensor.shape, name
+    assert state["layer2.0.conv1.weight"].shape[0] < 128  # the rest is still pruned
+
+
 def test_stats_of_a_builder_name() -> None:
     status, stdout, _ = _run(["stats", "resnet18", "--input-size", "32", "--json", *FAST])
     assert status == 0
@@ -184,6 +200,7 @@ PRUNE = ["prune", "resnet18", "--weights", "none", "--input-size", "32", *FAST]
         (["--amount", "0.5", "--num-classes", "0"], "--num-classes 0 is not allowed"),
         (["--amount", "0.5", "--threads", "0"], "--threads 0 is not allowed"),
         (["--amount", "0.5", "--device", "tpu"], "device='tpu'"),
+        (["--amount", "0.5", "--ignore", "layer9"], "no module named 'layer9'"),
     ],
 )
 def test_prune_rejects_bad_arguments(tmp_path: Path, extra: list[str], pattern: str) -> None:

@@ -84,6 +84,14 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--num-classes", type=int, metavar="N", help="replace the classifier to output N classes"
     )
+    parser.add_argument(
+        "--ignore",
+        type=_names,
+        default=None,
+        metavar="NAMES",
+        help="comma-separated module names whose channels must not change (a container keeps "
+        "everything inside it), e.g. the batch norms of residual streams",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     _add_measure_arguments(parser)
     try:  # --data turns the data-free prune into Molchanov's iterative prune + fine-tune
@@ -93,6 +101,14 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
     else:
         add_iterative_arguments(parser)
     parser.set_defaults(func=_with_threads(run_prune))
+
+
+def _names(text: str) -> list[str]:
+    """``--ignore``'s comma-separated module names."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated module names, got {text!r}")
+    return names
 
 
 def run_prune(args: argparse.Namespace) -> int:
@@ -131,6 +147,7 @@ def run_prune(args: argparse.Namespace) -> int:
         target_macs=target_macs,
         criterion=criterion,
         scope=args.scope,
+        ignore=args.ignore,
     )
     prune_seconds = time.perf_counter() - start
     _progress("measuring the pruned model")
@@ -145,6 +162,7 @@ def run_prune(args: argparse.Namespace) -> int:
         "target_macs": target_macs,
         "num_classes": args.num_classes,
         "input_size": args.input_size,
+        "ignore": args.ignore,
         "seed": args.seed,
     }
     arch_kwargs = None if args.num_classes is None else {"num_classes": args.num_classes}

@@ -1343,6 +1343,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
         finetune_steps=args.finetune_steps,
         finetune_epochs=args.finetune_epochs,
         scope=args.scope,
+        ignore=getattr(args, "ignore", None),
         criterion_batches=args.criterion_batches,
         oneshot_baseline=not args.no_oneshot,
         checkpoint_dir=checkpoint_dir,
