@@ -54,6 +54,7 @@ from netsurgeon.vision.iterative import prune_and_finetune
 
 # The script's own folder is on sys.path when it runs as `python benchmarks/<script>.py`.
 from transfer_common import (
+    accuracy_right_after_pruning,
     environment,
     log,
     markdown_table,
@@ -302,10 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 "variant": variant(args, criterion),
                 "macs_ratio": result.macs_ratio,
                 "params_ratio": result.params_ratio,
-                # One slice without steps in between: the model after it is the one-shot model.
-                "accuracy_pruned": result.accuracy_pruned
-                if result.accuracy_pruned is not None
-                else result.accuracy_after_slices,
+                "accuracy_pruned": accuracy_right_after_pruning(result),
                 "accuracy_recalibrated": result.accuracy_recalibrated,
                 "accuracy_after": result.accuracy_after,
                 "extra_steps": args.prune_steps * args.finetune_steps,

@@ -109,3 +109,20 @@ def stream_norms(model: torch.nn.Module) -> list[str]:
     if not names:
         sys.exit("--keep-streams: the model has no CIFAR-ResNet 'bn1' / 'layer*.bn2' batch norms")
     return names
+
+
+def stream_convs(model: torch.nn.Module) -> list[str]:
+    """The convolutions that produce the residual streams: the one before each of
+    :func:`stream_norms` (``conv1`` for the stem's ``bn1``, ``...conv2`` for a block's ``bn2``)."""
+    return [name[: -len("bnK")] + "conv" + name[-1] for name in stream_norms(model)]
+
+
+def accuracy_right_after_pruning(result: Any) -> float:
+    """An :class:`~netsurgeon.vision.iterative.IterativeResult`'s accuracy before fine-tuning.
+
+    That is the one-shot copy's accuracy when one was measured; otherwise the model after the
+    slices, which is the one-shot model when the run has one slice and no steps after it.
+    """
+    if result.accuracy_pruned is not None:
+        return result.accuracy_pruned
+    return result.accuracy_after_slices

@@ -44,12 +44,14 @@ from netsurgeon.vision.iterative import prune_and_finetune
 
 # The script's own folder is on sys.path when it runs as `python benchmarks/<script>.py`.
 from transfer_common import (
+    accuracy_right_after_pruning,
     environment,
     log,
     markdown_table,
     pct,
     require,
     shared_root,
+    stream_convs,
     stream_norms,
     write_json,
 )
@@ -182,18 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     log(f"taylor: {taylor.macs_ratio:.3f} of the MACs, {pct(taylor.accuracy_after)} %")
 
-    # The stream producers: the convolutions right before the batch norms netsurgeon keeps.
-    stream_convs = [
-        n[: -len("bn1")] + "conv1" if n == "bn1" else n[:-3] + "conv2"
-        for n in (stream_norms(base) if args.keep_streams else [])
-    ]
     tp_model, ratio = torch_pruning_to_macs(
         base,
         example,
         taylor.after.macs,
         norm=args.tp_norm,
         global_pruning=args.tp_global,
-        keep=stream_convs,
+        keep=stream_convs(base) if args.keep_streams else (),
     )
     tp_macs, tp_params = count_macs(tp_model, example), count_params(tp_model)
     tp_before = evaluate(tp_model, val_loader, device=args.device)["accuracy"]
@@ -207,9 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             + (", inner convs)" if args.keep_streams else ")"),
             "macs_ratio": taylor.macs_ratio,
             "params_ratio": taylor.params_ratio,
-            "accuracy_pruned": taylor.accuracy_pruned
-            if taylor.accuracy_pruned is not None
-            else taylor.accuracy_after_slices,
+            "accuracy_pruned": accuracy_right_after_pruning(taylor),
             "accuracy_after": taylor.accuracy_after,
         },
         {
