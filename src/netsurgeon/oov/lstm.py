@@ -20,17 +20,24 @@ from netsurgeon.errors import ConfigError
 __all__ = ["bilstm", "reverse_within_length"]
 
 
+def _reversal(lengths: torch.Tensor, steps: int, device: torch.device) -> torch.Tensor:
+    """``(batch, steps)`` time indices that reverse each sequence within its length."""
+    time = torch.arange(steps, device=device).expand(len(lengths), steps)
+    lengths = lengths.to(device).unsqueeze(1)
+    return torch.where(time < lengths, lengths - 1 - time, time)
+
+
+def _take_steps(inputs: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    index = index.view(*index.shape, *([1] * (inputs.dim() - 2))).expand_as(inputs)
+    return inputs.gather(1, index)
+
+
 def reverse_within_length(inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Reverse each sequence of a ``(batch, time, ...)`` tensor within its first ``length`` steps.
 
     Positions at or after a sequence's length stay where they are.
     """
-    batch, steps = inputs.shape[:2]
-    time = torch.arange(steps, device=inputs.device).expand(batch, steps)
-    lengths = lengths.to(inputs.device).unsqueeze(1)
-    index = torch.where(time < lengths, lengths - 1 - time, time)
-    index = index.view(batch, steps, *([1] * (inputs.dim() - 2))).expand_as(inputs)
-    return inputs.gather(1, index)
+    return _take_steps(inputs, _reversal(lengths, inputs.shape[1], inputs.device))
 
 
 def bilstm(lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -54,17 +61,17 @@ def bilstm(lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.
         )
     weights = lstm._flat_weights  # [w_ih, w_hh, b_ih, b_hh] then the same for the reverse
     per_direction = len(weights) // 2
-    batch = inputs.shape[0]
+    batch, steps = inputs.shape[:2]
     zeros = inputs.new_zeros(1, batch, lstm.hidden_size)
+    reversal = _reversal(lengths, steps, inputs.device)  # its own inverse
     forward, _, _ = torch.lstm(
         inputs, (zeros, zeros), weights[:per_direction], lstm.bias, 1, 0.0, lstm.training,
         False, True,
     )  # fmt: skip
     reverse, _, _ = torch.lstm(
-        reverse_within_length(inputs, lengths), (zeros, zeros), weights[per_direction:],
+        _take_steps(inputs, reversal), (zeros, zeros), weights[per_direction:],
         lstm.bias, 1, 0.0, lstm.training, False, True,
     )  # fmt: skip
-    output = torch.cat([forward, reverse_within_length(reverse, lengths)], dim=-1)
-    steps = inputs.shape[1]
+    output = torch.cat([forward, _take_steps(reverse, reversal)], dim=-1)
     mask = torch.arange(steps, device=inputs.device) < lengths.to(inputs.device).unsqueeze(1)
     return output * mask.unsqueeze(-1).to(output.dtype)
