@@ -44,7 +44,7 @@ X = torch.randn(1, 3, 8, 8)
         ({"amount": 0.5, "criterion": "l3"}, "valid criteria are: activation, apoz, bn_scale"),
         ({"amount": 0.5, "criterion": "taylor"}, "criterion 'taylor' is data-driven: pass data="),
         ({"amount": 0.5, "criterion": "apoz"}, "criterion 'apoz' is data-driven"),
-        ({"amount": 0.5, "scope": "model"}, "scope must be one of layer, global, got 'model'"),
+        ({"amount": 0.5, "scope": "model"}, "scope must be one of layer, global, global_macs, got 'model'"),
         ({"amount": 0.5, "ignore": ["features.99"]}, "no module named 'features.99'"),
         ({"amount": 0.5, "ignore": ["classifer"]}, "did you mean 'classifier'"),
         ({"amount": 0.5, "min_channels": 0}, "min_channels must be an integer >= 1, got 0"),
@@ -148,6 +148,38 @@ def test_global_scope_ranks_across_layers() -> None:
     result = prune(model, X, amount=5 / total + 1e-6, scope="global", criterion="l1")
     assert result.channels == {"features.3": (16, 11)}
     assert torch.all(model.features[3].weight.abs().sum((1, 2, 3)) > 0.5)
+
+
+def test_global_macs_scope_prunes_the_costlier_channels_first() -> None:
+    class TwoResolutions(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)  # at 16x16: its channels cost more MACs
+            self.b = nn.Conv2d(8, 8, 3, padding=1, stride=2)
+            self.c = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c(F.relu(self.b(F.relu(self.a(x)))))
+
+    # a's weakest filters score higher than b's, so a plain global ranking takes b's first;
+    # per MAC saved, a's are the cheaper loss.
+    table = {"a": [1.05] * 4 + [0.95] * 4, "b": [1.1] * 4 + [0.9] * 4, "c": [1.0] * 4}
+
+    def scores(filters) -> torch.Tensor:
+        return torch.tensor(table[filters.name])
+
+    x = torch.randn(1, 3, 16, 16)
+    # c feeds the output, so only a's and b's 16 filters are prunable.
+    by_filter = prune(TwoResolutions(), x, amount=4 / 16, scope="global", criterion=scores)
+    by_mac = prune(TwoResolutions(), x, amount=4 / 16, scope="global_macs", criterion=scores)
+    assert by_filter.channels == {"b": (8, 4)}
+    assert by_mac.channels == {"a": (8, 4)}
+    assert by_mac.macs_ratio < by_filter.macs_ratio
+
+
+def test_global_macs_scope_reaches_a_macs_target() -> None:
+    result = prune(ConcatNet(), torch.randn(1, 3, 16, 16), target_macs=0.5, scope="global_macs")
+    assert 0.35 <= result.macs_ratio <= 0.52
 
 
 def test_bounds_min_channels_round_to_and_ignore() -> None:

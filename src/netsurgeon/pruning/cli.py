@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
+from netsurgeon.pruning.pruner import SCOPES
 from netsurgeon.pruning.stats import ModelStats, format_comparison, format_stats, resolve_device
 
 __all__ = ["DATA_CRITERIA", "DATA_FREE_CRITERIA", "add_commands"]
@@ -31,7 +32,6 @@ __all__ = ["DATA_CRITERIA", "DATA_FREE_CRITERIA", "add_commands"]
 DATA_FREE_CRITERIA = ("random", "l1", "l2", "bn_scale")
 # Criteria that need a data loader and a loss; the CLI gets --data in the experiments issue.
 DATA_CRITERIA = ("activation", "apoz", "taylor")
-SCOPES = ("layer", "global")
 DEVICES = ("auto", "cpu", "cuda")
 # Suffixes that mark MODEL_OR_FILE as a file even when it does not exist (for a clear error).
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
@@ -79,7 +79,7 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
         help=f"importance criterion: {', '.join(DATA_FREE_CRITERIA)} (default: %(default)s)",
     )
     parser.add_argument(
-        "--scope", default="layer", help=f"{' or '.join(SCOPES)} (default: %(default)s)"
+        "--scope", default="layer", help=f"{', '.join(SCOPES)} (default: %(default)s)"
     )
     parser.add_argument(
         "--num-classes", type=int, metavar="N", help="replace the classifier to output N classes"

@@ -30,7 +30,7 @@ from netsurgeon.pruning.surgery import prune_conv, prune_linear, prune_norm, res
 
 __all__ = ["Footprint", "PruneResult", "Pruner", "prune"]
 
-SCOPES = ("layer", "global")
+SCOPES = ("layer", "global", "global_macs")
 _EPS = 1e-12
 
 
@@ -131,9 +131,10 @@ def _resolve_criterion(criterion: Any, data: Any, loss_fn: Any) -> Any:
 
 
 def _group_scores(
-    graph: PruningGraph, criterion: Any, skipped: list[str]
+    graph: PruningGraph, criterion: Any, skipped: list[str], *, reduce: str = "mean"
 ) -> dict[int, torch.Tensor]:
-    """One score per channel of every prunable group: the mean of its layers' normalised scores."""
+    """One score per channel of every prunable group: the mean (or ``reduce="sum"``) of its
+    layers' normalised scores."""
     per_group: dict[int, list[torch.Tensor]] = {}
     cache: dict[str, torch.Tensor] = {}  # each layer is scored once, even when split
     data_driven = requires_data(criterion)
@@ -167,7 +168,25 @@ def _group_scores(
                 scores = scores.detach().float().cpu()
                 cache[name] = scores / scores.abs().mean().clamp_min(_EPS)
             per_group.setdefault(group.id, []).append(cache[name][offset : offset + length])
+    if reduce == "sum":
+        return {gid: torch.stack(s).sum(0) for gid, s in per_group.items()}
     return {gid: torch.stack(s).mean(0) for gid, s in per_group.items()}
+
+
+def _per_mac(graph: PruningGraph, scores: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """Divide each group's scores by what one of its channels costs (Molchanov et al. 2017, 2.3).
+
+    A channel's cost is the MACs its removal saves, relative to the mean over groups, so a
+    global ranking under a MACs budget removes the least importance per MAC saved, not the least
+    importance per filter. Channels of early, high-resolution layers cost more and go sooner.
+    """
+    full = graph.traced_macs
+    sizes = {g.id: g.size for g in graph.prunable_groups() if g.id in scores}
+    costs = {gid: max(full - graph.predicted_macs({gid: n - 1}), 1) for gid, n in sizes.items()}
+    if not costs:
+        return scores
+    mean = sum(costs.values()) / len(costs)
+    return {gid: s / (costs[gid] / mean) for gid, s in scores.items()}
 
 
 def _bounded_keep(n_keep: int, size: int, divisor: int, min_channels: int, round_to: int) -> int:
@@ -313,7 +332,13 @@ def _prune_once(
     if requires_data(criterion):
         criterion.collect(graph, data, loss_fn)
     skipped = graph.skipped()
-    scores = _group_scores(graph, criterion, skipped)
+    if scope == "global_macs":
+        # A channel shared by several layers (a residual stream) costs MACs in all of them, and
+        # removing it loses what it carries in all of them: sum both, or streams are gutted.
+        scores = _per_mac(graph, _group_scores(graph, criterion, skipped, reduce="sum"))
+        scope = "global"
+    else:
+        scores = _group_scores(graph, criterion, skipped)
     plan = {"scope": scope, "min_channels": min_channels, "round_to": round_to}
     if target_macs is not None:
         keep, note = _search_macs(graph, scores, before.macs, target_macs, plan)
@@ -398,7 +423,9 @@ def prune(
         target_macs: Instead of ``amount``, the fraction of MACs to keep, in (0, 1).
         criterion: A name from :data:`~netsurgeon.pruning.criteria.CRITERIA` or a callable
             ``f(filters) -> scores``; lower scores are pruned.
-        scope: ``"layer"`` or ``"global"`` (one ranking of per-layer normalised scores).
+        scope: ``"layer"``, ``"global"`` (one ranking of per-layer normalised scores) or
+            ``"global_macs"`` (the same ranking with each score divided by the MACs its channel
+            costs, for MACs budgets).
         ignore: Names (or module objects) of modules that must not change; a container
             protects all its children.
         data: Batches of ``(inputs, targets)`` for data-driven criteria.

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
 from netsurgeon.pruning import CRITERIA, Pruner, PruneResult, prune
 from netsurgeon.pruning.criteria import Random, get_criterion, requires_data
+from netsurgeon.pruning.pruner import SCOPES
 from netsurgeon.pruning.stats import count_macs, count_params, measure_latency, state_size_bytes
 from netsurgeon.training import (
     TrainConfig,
@@ -75,7 +76,6 @@ DEFAULT_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9
 # "filters": level = fraction of filters removed (per layer with scope="layer", of all filters
 # with scope="global"). "macs": level = fraction of MACs removed (target_macs = 1 - level).
 LEVEL_KINDS = ("filters", "macs")
-SCOPES = ("layer", "global")
 REFERENCE = report.REFERENCE
 CONFIG_FORMAT = "netsurgeon.sweep.config/1"
 _BASE_FORMAT = "netsurgeon.sweep.base/1"
@@ -232,7 +232,8 @@ class SweepConfig:
         level_kind: ``"filters"``: a level is the fraction of filters removed (per layer
             with ``scope="layer"``, of all prunable filters with ``"global"``); ``"macs"``:
             the fraction of MACs removed.
-        scope: ``"layer"`` or ``"global"`` ranking of filters.
+        scope: ``"layer"``, ``"global"`` or ``"global_macs"`` ranking of filters (see
+            :func:`netsurgeon.pruning.prune`).
         prune_steps: Prune in this many slices, re-scoring filters before each
             (:class:`netsurgeon.pruning.Pruner`); 1 prunes at once.
         finetune_steps: Optimizer steps of fine-tuning between slices (``prune_steps > 1``).

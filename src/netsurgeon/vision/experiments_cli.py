@@ -18,6 +18,7 @@ from torch import nn
 
 from netsurgeon.errors import ConfigError
 from netsurgeon.pruning import CRITERIA
+from netsurgeon.pruning.pruner import SCOPES
 
 __all__ = ["add_commands", "stratified_subset"]
 
@@ -86,9 +87,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level-kind", choices=("filters", "macs"), default="filters",
                         help="a level is the fraction of filters (per layer with --scope "
                         "layer) or of MACs removed (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--scope", choices=("layer", "global"), default="layer",
-                        help="rank filters per layer or over the whole model "
-                        "(default: %(default)s)")  # fmt: skip
+    parser.add_argument("--scope", choices=SCOPES, default="layer",
+                        help="rank filters per layer, over the whole model, or over the whole "
+                        "model per MAC each filter costs (default: %(default)s)")  # fmt: skip
     parser.add_argument("--prune-steps", type=_positive_int, default=1, metavar="N",
                         help="prune in N slices, re-scoring filters before each "
                         "(default: %(default)s)")  # fmt: skip

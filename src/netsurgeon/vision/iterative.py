@@ -45,7 +45,7 @@ from netsurgeon.distill import DistillationLoss
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.pruning import Pruner, PruneResult, prune
 from netsurgeon.pruning.criteria import get_criterion, requires_data
-from netsurgeon.pruning.pruner import Footprint
+from netsurgeon.pruning.pruner import SCOPES, Footprint
 from netsurgeon.pruning.stats import count_macs, count_params
 from netsurgeon.recalibrate import recalibrate_bn as _recalibrate
 from netsurgeon.training import (
@@ -344,7 +344,8 @@ def prune_and_finetune(
         prune_steps: Number of slices.
         finetune_steps: Optimizer steps after every slice; 0 prunes the slices back to back.
         finetune_epochs: Epochs of the final fine-tuning; 0 skips it.
-        scope: ``"global"`` (one ranking over layers) or ``"layer"``.
+        scope: ``"global"`` (one ranking over layers), ``"global_macs"`` (the same, each score
+            divided by what its channel costs in MACs) or ``"layer"``.
         criterion_batches: Batches the criterion sees per slice; ``None`` uses the whole loader.
         ignore, min_channels, round_to: As in :func:`netsurgeon.prune`.
         oneshot_baseline: Measure ``accuracy_pruned`` on a one-shot-pruned deep copy. It
@@ -1173,7 +1174,7 @@ def add_iterative_arguments(parser: argparse.ArgumentParser) -> None:
         help="fraction of MACs to keep",
     )
     _add(group, "--criterion", default="taylor", help="importance criterion (default: taylor)")
-    _add(group, "--scope", default="global", help="global or layer (default: global)")
+    _add(group, "--scope", default="global", help=f"{', '.join(SCOPES)} (default: global)")
     _add(
         group,
         "--num-classes",
@@ -1284,8 +1285,8 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
     _check_flag("--num-classes", args.num_classes, low=1, optional=True)
     _check_flag("--workers", args.workers, low=0, optional=True)
     out = _check_out(args.out) if args.out is not None else None
-    if args.scope not in ("global", "layer"):
-        raise ConfigError(f"--scope {args.scope!r} is not allowed; use global or layer")
+    if args.scope not in SCOPES:
+        raise ConfigError(f"--scope {args.scope!r} is not allowed; use one of {', '.join(SCOPES)}")
     recovery = _recovery_from_args(args, distill=bool(getattr(args, "distill", False)))
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir is None and out is not None:
