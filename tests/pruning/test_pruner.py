@@ -44,7 +44,7 @@ X = torch.randn(1, 3, 8, 8)
         ({"amount": 0.5, "criterion": "l3"}, "valid criteria are: activation, apoz, bn_scale"),
         ({"amount": 0.5, "criterion": "taylor"}, "criterion 'taylor' is data-driven: pass data="),
         ({"amount": 0.5, "criterion": "apoz"}, "criterion 'apoz' is data-driven"),
-        ({"amount": 0.5, "scope": "model"}, "scope must be one of layer, global, global_macs, got 'model'"),
+        ({"amount": 0.5, "scope": "model"}, "one of layer, global, global_macs, got 'model'"),
         ({"amount": 0.5, "ignore": ["features.99"]}, "no module named 'features.99'"),
         ({"amount": 0.5, "ignore": ["classifer"]}, "did you mean 'classifier'"),
         ({"amount": 0.5, "min_channels": 0}, "min_channels must be an integer >= 1, got 0"),

@@ -377,7 +377,6 @@ def test_resume_on_an_image_folder_matches_an_uninterrupted_run(tmp_path: Path) 
 @pytest.mark.shared
 def test_fine_tune_on_real_hymenoptera_jpegs(shared_dir: Path) -> None:
     root = shared_dir / "data" / "hymenoptera"
-    start = time.perf_counter()
     data = load_image_data(root, input_size=64, num_classes=2)
     assert data.classes == ("ants", "bees") and data.num_skipped == 0
     assert (len(data.train), len(data.val)) == (244, 153)
@@ -397,4 +396,3 @@ def test_fine_tune_on_real_hymenoptera_jpegs(shared_dir: Path) -> None:
     assert math.isfinite(record.train_loss) and record.val_accuracy is not None
     assert 0 <= record.val_accuracy <= 1
     assert record.val_accuracy == pytest.approx(evaluate(model, val, device="cpu")["accuracy"])
-    assert time.perf_counter() - start < 30

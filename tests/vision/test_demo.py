@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -51,10 +50,8 @@ def test_missing_scikit_learn_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
 @pytest.mark.slow
 def test_demo_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
-    started = time.perf_counter()
+    # Its 3-minute target is measured in benchmarks/README.md, not asserted here.
     assert main(["demo", "--out", str(out), "--no-progress"]) == 0
-    elapsed = time.perf_counter() - started
-    assert elapsed < 180, f"the demo took {elapsed:.0f}s; it must finish in under 3 minutes"
     printed = capsys.readouterr().out
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert len(rows) == 1 + len(DEMO_CRITERIA) * len(DEMO_LEVELS)
