@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = parser.parse_args()
     data = SHARED / "data" / "conll2003"
     if not (data / "train.txt").exists():
@@ -65,6 +66,7 @@ def main() -> None:
         seeds=args.seeds,
         out=args.out,
         resume=args.resume,
+        device=args.device,
     )
     total = time.perf_counter() - start
     header, rows = results_rows(results)

@@ -100,7 +100,7 @@ def main() -> None:
         )
     vocab = set(words) | {t for c in lefts + rights for t in c}
     if args.run is not None:
-        embedder = load_run(args.run, keep=vocab).embedder
+        embedder = load_run(args.run, keep=vocab, device="cpu").embedder  # CPU threads are measured
     else:
         embedder = untrained_embedder(vocab, context)
     embedder.embed(words[:256], lefts[:256], rights[:256])  # warm-up

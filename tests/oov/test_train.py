@@ -100,7 +100,8 @@ def test_save_load_gives_identical_predictions(synthetic: SyntheticTask, comick_
 
 
 def test_embed_api_single_and_batched(comick_run: Path) -> None:
-    run = load_run(comick_run, keep=["mr", "city", "the"])
+    # On CPU: cuDNN's results (TF32 on recent GPUs) depend on the batch by more than 1e-6.
+    run = load_run(comick_run, keep=["mr", "city", "the"], device="cpu")
     vector, attention = run.embedder.embed("zorple", ["the", "mr"], [])
     assert vector.shape == (8,) and attention is not None and attention.shape == (3,)
     assert attention.sum() == pytest.approx(1.0, abs=1e-6)

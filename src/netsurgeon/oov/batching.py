@@ -70,6 +70,18 @@ class OccurrenceBatch:
     def __len__(self) -> int:
         return len(self.words)
 
+    def to(self, device: torch.device | str) -> OccurrenceBatch:
+        """The same batch with its tensors on ``device`` (tensors already there are reused)."""
+        return OccurrenceBatch(
+            self.words,
+            self.chars.to(device),
+            self.char_lengths.to(device),
+            self.left.to(device),
+            self.left_lengths.to(device),
+            self.right.to(device),
+            self.right_lengths.to(device),
+        )
+
     @staticmethod
     def collate(occurrences: Sequence[Occurrence]) -> OccurrenceBatch:
         """Pad a list of occurrences into one batch."""
@@ -177,6 +189,16 @@ class SentenceBatch:
     oov_index: torch.Tensor
     occurrences: OccurrenceBatch
     tags: torch.Tensor | None
+
+    def to(self, device: torch.device | str) -> SentenceBatch:
+        """The same batch with its tensors on ``device`` (tensors already there are reused)."""
+        return SentenceBatch(
+            self.word_ids.to(device),
+            self.lengths.to(device),
+            self.oov_index.to(device),
+            self.occurrences.to(device),
+            None if self.tags is None else self.tags.to(device),
+        )
 
     @staticmethod
     def collate(sentences: Sequence[EncodedSentence]) -> SentenceBatch:

@@ -70,6 +70,14 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default: auto)",
+    )
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--context-size",
@@ -101,6 +109,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--train-limit", type=int, default=None, help="use only the first N training sentences"
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    _add_device_option(parser)
 
 
 def _config(args: argparse.Namespace, *, method: str, seed: int) -> Any:
@@ -175,7 +184,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _setup_logging(args)
     config = _config(args, method=args.method, seed=args.seed)
     result = train(
-        config, train_file=args.train, dev_file=args.dev, out=args.out, resume=args.resume
+        config,
+        train_file=args.train,
+        dev_file=args.dev,
+        out=args.out,
+        resume=args.resume,
+        device=args.device,
     )
     metrics = result.metrics
     print(f"best dev epoch {metrics['best_epoch']} ({config.method}, seed {config.seed})")
@@ -197,7 +211,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     _setup_logging(args)
     evaluation = evaluate_run(
-        args.run, args.data, embeddings=args.embeddings, encoding=args.encoding
+        args.run, args.data, embeddings=args.embeddings, encoding=args.encoding, device=args.device
     )
     task = json.loads((Path(args.run) / "config.json").read_text(encoding="utf-8"))["task"]
     print(_metrics_table(task, evaluation.metrics))
@@ -229,6 +243,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         out=args.out,
         resume=args.resume,
+        device=args.device,
     )
     header, rows = results_rows(results)
     print(_table(header, rows))
@@ -240,18 +255,12 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from netsurgeon.oov.embed import embed_corpus, embed_words
 
     _setup_logging(args)
+    options = {"embeddings": args.embeddings, "encoding": args.encoding, "device": args.device}
     if args.words is not None:
-        count = embed_words(
-            args.run, args.words, args.out, embeddings=args.embeddings, encoding=args.encoding
-        )
+        count = embed_words(args.run, args.words, args.out, **options)
     else:
         count = embed_corpus(
-            args.run,
-            args.corpus,
-            args.out,
-            embeddings=args.embeddings,
-            encoding=args.encoding,
-            per_occurrence=args.per_occurrence,
+            args.run, args.corpus, args.out, per_occurrence=args.per_occurrence, **options
         )
     print(f"wrote {count} vectors to {args.out}")
     return 0
@@ -284,6 +293,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--embeddings", default=None, help="override the run's embeddings")
     evaluate.add_argument("--encoding", default=None, help="encoding of --data")
     evaluate.add_argument("--out", default=None, help="write the evaluation as JSON here")
+    _add_device_option(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 
     experiment = commands.add_parser("experiment", help="compare methods over seeds")
@@ -309,6 +319,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="with --corpus: one line per occurrence instead of the mean per word",
     )
+    _add_device_option(embed)
     embed.set_defaults(func=_cmd_embed)
 
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from netsurgeon.errors import ConfigError
 from netsurgeon.oov.conll import decode_lines, read_conll
@@ -22,14 +23,18 @@ def embed_words(
     *,
     embeddings: str | None = None,
     encoding: str = "utf-8",
+    device: str | torch.device = "auto",
 ) -> int:
     """Predict a vector for each word of a file (one per line, no context).
+
+    ``device`` is where to predict (see :func:`~netsurgeon.oov.run.load_run`).
 
     Returns:
         Number of vectors written.
 
     Raises:
-        ConfigError: empty or undecodable words file.
+        ConfigError: empty or undecodable words file, an unknown device, or CUDA asked for
+            but not available.
     """
     path = Path(words_file)
     words = list(dict.fromkeys(line.strip() for line in decode_lines(path, encoding)))
@@ -39,7 +44,7 @@ def embed_words(
     for line_no, word in enumerate(words, start=1):
         if any(ch.isspace() for ch in word):
             raise ConfigError(f"{path}:{line_no}: expected one word per line, got {word!r}")
-    run = load_run(run_dir, keep=words, embeddings=embeddings)
+    run = load_run(run_dir, keep=words, embeddings=embeddings, device=device)
     vectors, _ = run.embedder.embed(words, [[] for _ in words], [[] for _ in words])
     write_glove_text(out, words, vectors)
     return len(words)
@@ -53,17 +58,21 @@ def embed_corpus(
     embeddings: str | None = None,
     encoding: str = "utf-8",
     per_occurrence: bool = False,
+    device: str | torch.device = "auto",
 ) -> int:
     """Predict vectors for every OOV occurrence of a column file (tokens in column 0).
 
     By default the occurrences of a word form are averaged into one line per form; with
-    ``per_occurrence`` each occurrence gets its own line (the word repeats).
+    ``per_occurrence`` each occurrence gets its own line (the word repeats). ``device`` is
+    where to predict (see :func:`~netsurgeon.oov.run.load_run`).
 
     Returns:
         Number of vectors written.
     """
     sentences = [list(s.tokens) for s in read_conll(corpus, encoding=encoding, min_columns=1)]
-    run = load_run(run_dir, keep={t for s in sentences for t in s}, embeddings=embeddings)
+    run = load_run(
+        run_dir, keep={t for s in sentences for t in s}, embeddings=embeddings, device=device
+    )
     words: list[str] = []
     lefts: list[list[str]] = []
     rights: list[list[str]] = []

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from netsurgeon.errors import CheckpointError
 from netsurgeon.oov.embedders import ATTENTION_PARTS
@@ -130,6 +131,7 @@ def evaluate_run(
     *,
     embeddings: str | None = None,
     encoding: str | None = None,
+    device: str | torch.device = "auto",
 ) -> Evaluation:
     """Load a run folder and evaluate it on a column file.
 
@@ -138,9 +140,11 @@ def evaluate_run(
         data_file: Column file with gold tags in the run's tag column.
         embeddings: Embeddings file to use instead of the run's own.
         encoding: Encoding of ``data_file`` (default: the run's).
+        device: Where to predict (see :func:`~netsurgeon.oov.run.load_run`).
 
     Raises:
-        ConfigError: bad data; CheckpointError: bad run or mismatching embeddings.
+        ConfigError: bad data, an unknown device, or CUDA asked for but not available;
+            CheckpointError: bad run or mismatching embeddings.
     """
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"{run_dir}: run folder not found")
@@ -151,5 +155,7 @@ def evaluate_run(
         encoding=encoding or config.encoding,
         scheme=config.tag_scheme,
     )
-    run = load_run(run_dir, keep={t for s in data.tokens for t in s}, embeddings=embeddings)
+    run = load_run(
+        run_dir, keep={t for s in data.tokens for t in s}, embeddings=embeddings, device=device
+    )
     return evaluate_data(run, data)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from netsurgeon.errors import ConfigError
 from netsurgeon.oov.embedders import ATTENTION_PARTS, METHODS
@@ -19,6 +20,7 @@ from netsurgeon.oov.evaluate import Evaluation, evaluate_data, evaluate_run
 from netsurgeon.oov.report import SECTIONS, write_report
 from netsurgeon.oov.run import TrainConfig
 from netsurgeon.oov.train import read_tagged, train
+from netsurgeon.pruning.stats import resolve_device
 
 __all__ = ["run_experiment", "summarise"]
 
@@ -84,6 +86,7 @@ def run_experiment(
     seeds: int = 3,
     out: str | os.PathLike[str],
     resume: bool = False,
+    device: str | torch.device = "auto",
 ) -> dict[str, Any]:
     """Train every method with every seed, evaluate, and write the report into ``out``.
 
@@ -96,13 +99,17 @@ def run_experiment(
         seeds: Number of seeds (0, 1, ...).
         out: Experiment folder; runs go to ``out/runs/<method>-seed<k>``.
         resume: Continue interrupted runs instead of refusing an existing folder.
+        device: Where to train and evaluate: ``auto`` (CUDA when available, else CPU),
+            ``cpu``, ``cuda`` or ``cuda:N``.
 
     Returns:
         The results written to ``results.json``.
 
     Raises:
-        ConfigError: bad methods or seeds, or an existing folder without ``resume``.
+        ConfigError: bad methods or seeds, an existing folder without ``resume``, an unknown
+            device, or CUDA asked for but not available.
     """
+    device = resolve_device(device)
     methods = list(dict.fromkeys(methods))
     unknown = [m for m in methods if m not in METHODS]
     if not methods or unknown:
@@ -128,7 +135,12 @@ def run_experiment(
             log.info("training %s", run_dir)
             start = time.perf_counter()
             result = train(
-                config, train_file=train_file, dev_file=dev_file, out=run_dir, resume=resume
+                config,
+                train_file=train_file,
+                dev_file=dev_file,
+                out=run_dir,
+                resume=resume,
+                device=device,
             )
             seconds = time.perf_counter() - start
             dev = evaluate_data(result.run, dev_data)
@@ -143,7 +155,7 @@ def run_experiment(
             }
             oov = {"train": result.metrics["oov"]["train"], "dev": dev.oov}
             if test_file is not None:
-                test = evaluate_run(run_dir, test_file)
+                test = evaluate_run(run_dir, test_file, device=device)
                 evaluations["test"].setdefault(method, []).append(test)
                 entry["test"] = test.metrics
                 oov["test"] = test.oov
@@ -168,6 +180,7 @@ def run_experiment(
         "baseline": baseline,
         "seeds": list(range(seeds)),
         "config": base.to_json(),
+        "device": str(device),
         "files": {
             "train": str(train_file),
             "dev": str(dev_file),

@@ -13,7 +13,13 @@ import torch
 
 from netsurgeon import fileio
 
-__all__ = ["atomic_open", "atomic_save_torch", "atomic_write_json", "atomic_write_text"]
+__all__ = [
+    "atomic_open",
+    "atomic_save_torch",
+    "atomic_write_json",
+    "atomic_write_text",
+    "on_cpu",
+]
 
 
 @contextlib.contextmanager
@@ -41,7 +47,28 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def on_cpu(value: Any) -> Any:
+    """``value`` with every tensor in its dicts, lists and tuples on CPU.
+
+    Containers are copied (a state dict's ``_metadata`` kept), never changed in place; CPU
+    tensors are returned as they are.
+    """
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        moved = type(value)((key, on_cpu(item)) for key, item in value.items())
+        if hasattr(value, "_metadata"):
+            moved._metadata = value._metadata  # type: ignore[attr-defined]
+        return moved
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(item) for item in value)
+    return value
+
+
 def atomic_save_torch(path: Path, obj: Any, *, save: Callable[..., None] = torch.save) -> None:
-    """``torch.save`` a plain container of tensors and numbers atomically."""
+    """``torch.save`` a plain container of tensors and numbers atomically.
+
+    Tensors are saved from CPU, so a file written during GPU training loads on any machine.
+    """
     with fileio.atomic_open(path) as handle:
-        save(obj, handle)
+        save(on_cpu(obj), handle)

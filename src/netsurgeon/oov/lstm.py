@@ -8,12 +8,15 @@ the backward direction each sequence is reversed within its own length, run forw
 reverse weights, and reversed back. The result equals ``pack_padded_sequence`` ->
 ``nn.LSTM`` -> ``pad_packed_sequence`` (zeros at padded positions), and the module's
 ``state_dict`` is the ``nn.LSTM``'s own, so saved weights do not change.
+
+On CUDA, cuDNN runs packed sequences in one fused kernel, so there the packed module is used.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from netsurgeon.errors import ConfigError
 
@@ -59,6 +62,8 @@ def bilstm(lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.
             "bilstm needs nn.LSTM(batch_first=True, bidirectional=True, num_layers=1, "
             f"proj_size=0), got {lstm}"
         )
+    if inputs.device.type == "cuda":
+        return _packed_bilstm(lstm, inputs, lengths)
     weights = lstm._flat_weights  # [w_ih, w_hh, b_ih, b_hh] then the same for the reverse
     per_direction = len(weights) // 2
     batch, steps = inputs.shape[:2]
@@ -75,3 +80,20 @@ def bilstm(lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.
     output = torch.cat([forward, _take_steps(reverse, reversal)], dim=-1)
     mask = torch.arange(steps, device=inputs.device) < lengths.to(inputs.device).unsqueeze(1)
     return output * mask.unsqueeze(-1).to(output.dtype)
+
+
+def _packed_bilstm(lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """:func:`bilstm` through ``nn.LSTM`` on packed sequences: cuDNN's fused path on CUDA."""
+    batch, steps = inputs.shape[:2]
+    if not batch:
+        return inputs.new_zeros((0, steps, 2 * lstm.hidden_size))
+    lengths = lengths.cpu()
+    # Packing refuses empty sequences; run them one padding step and zero it, as bilstm does.
+    packed = pack_padded_sequence(
+        inputs, lengths.clamp(min=1), batch_first=True, enforce_sorted=False
+    )
+    output = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=steps)[0]
+    empty = lengths == 0
+    if bool(empty.any()):
+        output = output.masked_fill(empty.to(output.device).view(-1, 1, 1), 0.0)
+    return output

@@ -9,7 +9,9 @@ Layout::
     RUN/metrics.json     history, best dev scores, OOV rates
 
 Weights are loaded with ``torch.load(..., weights_only=True)``; the pretrained vectors are not
-stored but reloaded from the embeddings file, whose fingerprint must match.
+stored but reloaded from the embeddings file, whose fingerprint must match. Weight files hold CPU
+tensors whatever device trained the run, and the device is not part of the configuration, so a
+run trained on a GPU loads and predicts on a CPU-only machine.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from netsurgeon.oov.metrics import TASKS
 from netsurgeon.oov.tagger import Tagger
 from netsurgeon.oov.vectors import Embeddings, load_embeddings
 from netsurgeon.oov.vocab import TagVocabulary, Vocabulary
+from netsurgeon.pruning.stats import resolve_device
 
 __all__ = [
     "CONFIG_FILE",
@@ -256,7 +259,7 @@ class Embedder:
             stop = start + batch_size
             batch = self.encoder.batch_from_contexts(
                 words[start:stop], lefts[start:stop], rights[start:stop]
-            )
+            ).to(table.device)
             vec, att = self.tagger.embed_oov(batch, table)
             vectors.append(vec.cpu().numpy())
             if att is not None:
@@ -299,6 +302,20 @@ class TrainedRun:
         """The OOV module behind :meth:`Embedder.embed`."""
         return Embedder(self.tagger, self.encoder)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the tagger's weights and vectors are; predictions run there."""
+        return self.tagger.boundary.device
+
+    def to(self, device: str | torch.device) -> TrainedRun:
+        """Move the tagger to ``device`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``); returns self.
+
+        Raises:
+            ConfigError: an unknown device, or CUDA asked for but not available.
+        """
+        self.tagger.to(resolve_device(device))
+        return self
+
     @torch.inference_mode()
     def predict(self, sentences: Sequence[Sequence[str]], *, batch_size: int = 64) -> Prediction:
         """Tag token sequences."""
@@ -310,7 +327,7 @@ class TrainedRun:
         for start in range(0, len(sentences), batch_size):
             chunk = sentences[start : start + batch_size]
             encoded = [self.encoder.encode(tokens) for tokens in chunk]
-            output = self.tagger(SentenceBatch.collate(encoded))
+            output = self.tagger(SentenceBatch.collate(encoded).to(self.device))
             best = output.logits.argmax(-1).cpu()
             for i, (tokens, enc) in enumerate(zip(chunk, encoded, strict=True)):
                 tags.append([self.tags.decode(int(t)) for t in best[i, : len(tokens)]])
@@ -381,6 +398,7 @@ def load_run(
     keep: Iterable[str] = (),
     embeddings: str | None = None,
     weights: str = MODEL_FILE,
+    device: str | torch.device = "auto",
 ) -> TrainedRun:
     """Load a run folder, with vectors for the ``keep`` tokens.
 
@@ -389,11 +407,15 @@ def load_run(
         keep: Tokens that will be tagged or used as context (their vectors are loaded).
         embeddings: Embeddings file to use instead of the one recorded in the run.
         weights: Weights file inside the run folder.
+        device: Where to predict: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``
+            or ``cuda:N``; any device trained the run.
 
     Raises:
         CheckpointError: missing/corrupt files, or embeddings whose dimension or vocabulary
             differ from the training ones.
+        ConfigError: an unknown device, or CUDA asked for but not available.
     """
+    target = resolve_device(device)
     run = Path(run)
     if not run.is_dir():
         raise CheckpointError(f"{run}: run folder not found")
@@ -424,6 +446,7 @@ def load_run(
     except RuntimeError as exc:
         raise CheckpointError(f"{run / weights}: weights do not fit the model ({exc})") from None
     tagger.set_vectors(loaded.vectors)
+    tagger.to(target)
     tagger.eval()
     encoder = TextEncoder(embeddings=loaded, chars=chars, context_size=config.context_size)
     return TrainedRun(config=config, tagger=tagger, encoder=encoder, tags=tags)

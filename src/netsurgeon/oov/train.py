@@ -5,6 +5,10 @@ module at ``lr_oov`` (0.001), as in the poster. Each epoch ends with a dev evalu
 weights go to ``model.pt`` and the full state to ``checkpoint.pt`` (both atomic), so a killed
 run continues with ``resume=True``. Early stopping ends training after ``patience`` epochs
 without a better dev score.
+
+Training runs on the ``device`` given to :func:`train` (CUDA when available by default); the
+device is not part of the run's configuration, and the saved files hold CPU tensors, so a run
+continues or loads on another device.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from netsurgeon.oov.run import (
 from netsurgeon.oov.tagger import Tagger
 from netsurgeon.oov.vectors import load_embeddings, normaliser
 from netsurgeon.oov.vocab import TagVocabulary, oov_stats
+from netsurgeon.pruning.stats import resolve_device
 
 __all__ = ["TaggedData", "TrainResult", "progress_disabled", "read_tagged", "train"]
 
@@ -202,8 +207,9 @@ def _pretrain_epoch(
         disable=progress_disabled(),
     ):
         table = tagger.word_table()
-        vectors, _ = tagger.embed_oov(OccurrenceBatch.collate([o for o, _ in batch]), table)
-        target = table[torch.tensor([row for _, row in batch])]
+        occurrence_batch = OccurrenceBatch.collate([o for o, _ in batch]).to(table.device)
+        vectors, _ = tagger.embed_oov(occurrence_batch, table)
+        target = table[torch.tensor([row for _, row in batch], device=table.device)]
         if config.pretrain_loss == "mse":
             loss = ((vectors - target) ** 2).sum(-1).mean()
         else:
@@ -258,6 +264,7 @@ def train(
     dev_file: str | os.PathLike[str],
     out: str | os.PathLike[str],
     resume: bool = False,
+    device: str | torch.device = "auto",
 ) -> TrainResult:
     """Train a tagger with an OOV embedder and write the run folder.
 
@@ -266,14 +273,18 @@ def train(
         train_file: Training column file.
         dev_file: Development column file (early stopping and model selection).
         out: Run folder to create (or continue with ``resume``).
-        resume: Continue from ``out/checkpoint.pt`` when it exists.
+        resume: Continue from ``out/checkpoint.pt`` when it exists (written on any device).
+        device: Where to train: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or
+            ``cuda:N``. Not saved with the configuration; the returned run stays there.
 
     Returns:
         The best model and its metrics.
 
     Raises:
-        ConfigError: bad data or options; CheckpointError: unusable checkpoint.
+        ConfigError: bad data or options, an unknown device, or CUDA asked for but not
+            available; CheckpointError: unusable checkpoint.
     """
+    device = resolve_device(device)
     out = Path(out)
     resuming = _check_out(out, config, resume)
     _seed_everything(config.seed)
@@ -327,6 +338,7 @@ def train(
         config, dim=embeddings.dim, n_chars=len(chars), n_tags=len(tags), scale=scale
     )
     tagger.set_vectors(embeddings.vectors)
+    tagger.to(device)  # before the optimisers are built, so their state lands there too
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / CONFIG_FILE, config.to_json())
@@ -376,6 +388,8 @@ def train(
             if pre_optimiser is not None and "pre_optimiser" in checkpoint:
                 pre_optimiser.load_state_dict(checkpoint["pre_optimiser"])
             torch.set_rng_state(checkpoint["torch_rng"])
+            if device.type == "cuda" and "cuda_rng" in checkpoint:
+                torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
             state.update(checkpoint["state"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(
@@ -390,6 +404,8 @@ def train(
             "torch_rng": torch.get_rng_state(),
             "state": state,
         }
+        if device.type == "cuda":  # dropout draws from the GPU's generator there
+            checkpoint["cuda_rng"] = torch.cuda.get_rng_state(device)
         if pre_optimiser is not None:
             checkpoint["pre_optimiser"] = pre_optimiser.state_dict()
         atomic_save_torch(out / CHECKPOINT_FILE, checkpoint)
@@ -399,6 +415,7 @@ def train(
             "task": config.task,
             "method": config.method,
             "seed": config.seed,
+            "device": str(device),
             "oov": stats,
             "unseen_dev_tags": unseen,
             "pretrain_history": state["pretrain_history"],
@@ -449,7 +466,7 @@ def train(
             disable=progress_disabled(),
         )
         for batch_sentences in bar:
-            batch = SentenceBatch.collate(batch_sentences)
+            batch = SentenceBatch.collate(batch_sentences).to(device)
             output = tagger(batch)
             assert batch.tags is not None
             loss = loss_fn(
