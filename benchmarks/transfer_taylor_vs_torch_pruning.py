@@ -5,8 +5,9 @@ MACs with the same fine-tuning. Both start from one model (``--model`` resnet18,
 first for ``--pretrain-epochs`` on the data when its weights are not already adapted to it):
 
 * netsurgeon: :func:`netsurgeon.vision.iterative.prune_and_finetune` with ``criterion="taylor"``
-  (global scope) to ``--target-macs``; ``--prune-steps 1 --finetune-steps 0`` (the defaults)
-  make it one-shot, then ``--epochs`` of fine-tuning;
+  (``--scope``: global, or global_macs to rank per MAC saved) to ``--target-macs``;
+  ``--prune-steps 1 --finetune-steps 0`` (the defaults) make it one-shot, then ``--epochs`` of
+  fine-tuning;
 * Torch-Pruning 1.6.1: ``tp.pruner.BasePruner`` with
   ``tp.importance.GroupMagnitudeImportance(p=--tp-norm)``, the classifier in
   ``ignored_layers`` and the ``pruning_ratio`` found by bisection so that its MACs (counted by
@@ -69,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prune-steps", type=int, default=1)
     p.add_argument("--finetune-steps", type=int, default=0)
     p.add_argument("--criterion-batches", type=int, default=8)
+    p.add_argument("--scope", default="global", help="netsurgeon's ranking: global or global_macs")
     p.add_argument("--tp-norm", type=int, default=2, help="p of GroupMagnitudeImportance")
     p.add_argument("--tp-global", action="store_true", help="Torch-Pruning global_pruning=True")
     p.add_argument(
@@ -174,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         example_inputs=example,
         config=config,
         criterion="taylor",
+        scope=args.scope,
         target_macs=args.target_macs,
         prune_steps=args.prune_steps,
         finetune_steps=args.finetune_steps,
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict[str, Any]] = [
         {
-            "method": "netsurgeon taylor (global"
+            "method": f"netsurgeon taylor ({args.scope}"
             + (", inner convs)" if args.keep_streams else ")"),
             "macs_ratio": taylor.macs_ratio,
             "params_ratio": taylor.params_ratio,
