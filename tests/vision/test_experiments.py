@@ -294,14 +294,15 @@ def test_base_epochs_trains_once_and_is_reused(
     assert second.rows[0]["acc_before"] == first.rows[0]["acc_before"]
 
 
-def test_prune_steps_and_global_scope(tmp_path: object) -> None:
+@pytest.mark.parametrize("scope", ["global", "global_macs"])
+def test_prune_steps_and_global_scope(tmp_path: object, scope: str) -> None:
     train, val = tiny_loaders()
     config = tiny_config(criteria=("taylor",), levels=(0.5,), prune_steps=2, finetune_steps=2,
-                         scope="global", reference=False)  # fmt: skip
+                         scope=scope, reference=False)  # fmt: skip
     result = run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path,
                        write_report=False)  # fmt: skip
     (row,) = result.rows
-    assert row["scope"] == "global" and row["macs_ratio"] < 1.0
+    assert row["scope"] == scope and row["macs_ratio"] < 1.0
     assert 0.0 <= row["acc_after"] <= 1.0
 
 
