@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import atomic_torch_save
+from netsurgeon.pruning.stats import resolve_device as resolve_named_device
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -234,13 +235,10 @@ def resolve_device(device: str | torch.device = "auto", *, local_rank: int = 0) 
     if isinstance(device, torch.device):
         return device
     _check_device(device)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} is not available: this machine has no usable CUDA")
-    if device == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(device)
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        device = f"cuda:{local_rank}"  # each distributed process takes its own GPU
+    # One resolver for the whole library: it also refuses a GPU index that does not exist.
+    return resolve_named_device(device)
 
 
 def seed_everything(seed: int) -> None:
