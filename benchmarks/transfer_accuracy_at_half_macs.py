@@ -47,6 +47,7 @@ from typing import Any
 
 import torch
 
+from netsurgeon.distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from netsurgeon.training import History, TrainConfig, atomic_save, evaluate, fit
 from netsurgeon.vision import build_model
 from netsurgeon.vision.data import load_image_data, make_loader
@@ -97,8 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--distill", action="store_true", help="fine-tune the pruned model by distillation"
     )
-    p.add_argument("--distill-temperature", type=float, default=4.0)
-    p.add_argument("--distill-alpha", type=float, default=0.9)
+    p.add_argument("--distill-temperature", type=float, default=DEFAULT_TEMPERATURE)
+    p.add_argument("--distill-alpha", type=float, default=DEFAULT_ALPHA)
     p.add_argument(
         "--recalibrate-bn",
         type=int,

@@ -22,7 +22,11 @@ from torch import nn
 
 from netsurgeon.errors import ConfigError
 
-__all__ = ["DistillationLoss"]
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "DistillationLoss"]
+
+#: Hinton et al.'s usual settings; the CLI and the iterative pruner default to them too.
+DEFAULT_TEMPERATURE = 4.0
+DEFAULT_ALPHA = 0.9
 
 
 def _module_device(module: nn.Module) -> torch.device | None:
@@ -60,8 +64,8 @@ class DistillationLoss(nn.Module):
         self,
         teacher: nn.Module,
         *,
-        temperature: float = 4.0,
-        alpha: float = 0.9,
+        temperature: float = DEFAULT_TEMPERATURE,
+        alpha: float = DEFAULT_ALPHA,
         loss_fn: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         super().__init__()

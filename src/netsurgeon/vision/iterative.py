@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsurgeon.distill import DistillationLoss
+from netsurgeon.distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, DistillationLoss
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.pruning import Pruner, PruneResult, prune
 from netsurgeon.pruning.criteria import get_criterion, requires_data
@@ -87,9 +87,6 @@ _STATE_FILE = "iterative_state.pt"
 _FINAL_FIT_FILE = "final_finetune.ckpt"
 # Settings that must match for a resumed iterative run to continue the same procedure.
 _RESUME_KEYS = ("criterion", "amount", "target_macs", "prune_steps", "finetune_steps", "scope")
-# DistillationLoss defaults, shown in the CLI help.
-_DISTILL_T = 4.0
-_DISTILL_ALPHA = 0.9
 
 
 # --------------------------------------------------------------------------- helpers
@@ -317,8 +314,8 @@ def prune_and_finetune(
     loss_fn: Callable[..., torch.Tensor] | None = None,
     on_step: Callable[[IterativeStep], None] | None = None,
     distill: bool = False,
-    distill_temperature: float = 4.0,
-    distill_alpha: float = 0.9,
+    distill_temperature: float = DEFAULT_TEMPERATURE,
+    distill_alpha: float = DEFAULT_ALPHA,
     recalibrate_bn: int = 0,
     teacher: nn.Module | None = None,
 ) -> IterativeResult:
@@ -664,8 +661,8 @@ def finetune(
     num_workers: int | None = None,
     small: bool | None = None,
     teacher: nn.Module | str | os.PathLike[str] | None = None,
-    distill_temperature: float = 4.0,
-    distill_alpha: float = 0.9,
+    distill_temperature: float = DEFAULT_TEMPERATURE,
+    distill_alpha: float = DEFAULT_ALPHA,
     recalibrate_bn: int = 0,
 ) -> FinetuneResult:
     """Fine-tune a classification model on an image folder (transfer learning).
@@ -1026,7 +1023,6 @@ def run_finetune_from_args(args: argparse.Namespace) -> int:
     out = _check_out(args.out)
     teacher = getattr(args, "teacher", None)
     recovery = _recovery_from_args(args, distill=teacher is not None, switch="--teacher FILE")
-    recovery.pop("distill")
     config = train_config_from_args(args, epochs=args.epochs)
     result = finetune(
         args.model,
@@ -1214,7 +1210,7 @@ def _add_recovery_arguments(parser: argparse.ArgumentParser, *, teacher_flag: bo
         type=float,
         default=None,
         metavar="T",
-        help=f"distillation softmax temperature (default: {_DISTILL_T:g})",
+        help=f"distillation softmax temperature (default: {DEFAULT_TEMPERATURE:g})",
     )
     _add(
         group,
@@ -1222,7 +1218,7 @@ def _add_recovery_arguments(parser: argparse.ArgumentParser, *, teacher_flag: bo
         type=float,
         default=None,
         metavar="A",
-        help=f"weight of the distillation term, 0..1 (default: {_DISTILL_ALPHA:g})",
+        help=f"weight of the distillation term, 0..1 (default: {DEFAULT_ALPHA:g})",
     )
     _add(
         group,
@@ -1238,14 +1234,15 @@ def _add_recovery_arguments(parser: argparse.ArgumentParser, *, teacher_flag: bo
 def _recovery_from_args(
     args: argparse.Namespace, *, distill: bool, switch: str = "--distill"
 ) -> dict[str, Any]:
-    """Validated keywords from :func:`_add_recovery_arguments`' flags."""
+    """Validated temperature, alpha and recalibration keywords from
+    :func:`_add_recovery_arguments`' flags (``distill`` says whether distillation is on)."""
     temperature = getattr(args, "distill_temperature", None)
     alpha = getattr(args, "distill_alpha", None)
     if not distill and (temperature is not None or alpha is not None):
         given = "--distill-temperature" if temperature is not None else "--distill-alpha"
         raise ConfigError(f"{given} has no effect without {switch}; add {switch}")
-    temperature = _DISTILL_T if temperature is None else temperature
-    alpha = _DISTILL_ALPHA if alpha is None else alpha
+    temperature = DEFAULT_TEMPERATURE if temperature is None else temperature
+    alpha = DEFAULT_ALPHA if alpha is None else alpha
     if not math.isfinite(temperature) or temperature <= 0:
         raise ConfigError(
             f"--distill-temperature {temperature} is not allowed; use a finite number > 0"
@@ -1255,7 +1252,6 @@ def _recovery_from_args(
     recalibrate = getattr(args, "recalibrate_bn", 0)
     _check_flag("--recalibrate-bn", recalibrate, low=0)
     return {
-        "distill": distill,
         "distill_temperature": temperature,
         "distill_alpha": alpha,
         "recalibrate_bn": recalibrate,
@@ -1287,7 +1283,8 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
     out = _check_out(args.out) if args.out is not None else None
     if args.scope not in SCOPES:
         raise ConfigError(f"--scope {args.scope!r} is not allowed; use one of {', '.join(SCOPES)}")
-    recovery = _recovery_from_args(args, distill=bool(getattr(args, "distill", False)))
+    distill = bool(getattr(args, "distill", False))
+    recovery = _recovery_from_args(args, distill=distill)
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir is None and out is not None:
         checkpoint_dir = out.with_name(out.name + ".iterative")
@@ -1304,7 +1301,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
     )
     # A resumed run replaces the weights from its progress file, but with --distill the model
     # passed in is also the teacher, so it needs its real (unpruned) weights.
-    keep = not resuming or recovery["distill"] or _is_weights_file(args.weights)
+    keep = not resuming or distill or _is_weights_file(args.weights)
     weights = args.weights if keep else "none"
     torch.manual_seed(args.seed)
     model = build_model(args.model, weights=weights, num_classes=data.num_classes)
@@ -1350,6 +1347,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
         checkpoint_dir=checkpoint_dir,
         resume=args.resume,
         on_step=report,
+        distill=distill,
         **recovery,
     )
     if not is_main_process():
