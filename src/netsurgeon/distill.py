@@ -21,20 +21,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from netsurgeon.errors import ConfigError
+from netsurgeon.pruning.stats import resolve_device
 
 __all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "DistillationLoss"]
 
 #: Hinton et al.'s usual settings; the CLI and the iterative pruner default to them too.
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_ALPHA = 0.9
-
-
-def _module_device(module: nn.Module) -> torch.device | None:
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
-    return None
 
 
 class DistillationLoss(nn.Module):
@@ -104,7 +97,7 @@ class DistillationLoss(nn.Module):
 
     def teacher_logits(self, inputs: Any, device: torch.device) -> torch.Tensor:
         """The teacher's outputs for ``inputs``, without gradients, on ``device``."""
-        if _module_device(self.teacher) not in (None, device):
+        if resolve_device(None, self.teacher) != device:  # None: where its weights are
             self.teacher.to(device)
         self.teacher.eval()
         with torch.no_grad():

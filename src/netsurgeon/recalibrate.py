@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from netsurgeon.errors import ConfigError
+from netsurgeon.pruning.stats import resolve_device
 
 __all__ = ["recalibrate_bn"]
 
@@ -28,9 +29,7 @@ def _norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     ]
 
 
-def _to(inputs: Any, device: torch.device | None) -> Any:
-    if device is None:
-        return inputs
+def _to(inputs: Any, device: torch.device) -> Any:
     if isinstance(inputs, torch.Tensor):
         return inputs.to(device)
     if isinstance(inputs, (tuple, list)):
@@ -67,7 +66,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], *, batches: int | No
     norms = _norm_layers(model)
     if not norms:
         return 0
-    device = next((p.device for p in model.parameters()), None)
+    device = resolve_device(None, model)  # where its weights (or buffers) are
     momenta = [m.momentum for m in norms]
     was_training = model.training
     seen = 0
