@@ -16,7 +16,9 @@ Recovery aids for the pruned model, with the same number of epochs: ``--distill`
 with :class:`netsurgeon.distill.DistillationLoss` (teacher: the unpruned model as it was before
 pruning, i.e. the pretrained one; ``--distill-temperature``, ``--distill-alpha``),
 ``--recalibrate-bn N`` re-estimates its BatchNorm statistics on N training batches right after
-pruning (accuracy right after pruning is then reported without and with it), and
+pruning (accuracy right after pruning is then reported without and with it),
+``--reconstruct N`` refits every layer that lost input channels by least squares on N training
+batches per layer (:func:`netsurgeon.reconstruct`; reported the same way), and
 ``--keep-streams`` prunes only the inner convolutions of the CIFAR ResNet blocks: the batch
 norms that follow every residual-stream producer (the stem's ``bn1`` and every block's ``bn2``)
 are passed to the pruner as ``ignore``, so the streams keep their width. ``--ignore NAMES``
@@ -108,6 +110,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="re-estimate BatchNorm statistics on N training batches after pruning (0: no)",
     )
     p.add_argument(
+        "--reconstruct",
+        type=int,
+        default=0,
+        metavar="N",
+        help="refit the layers that lost inputs by least squares on N batches per layer (0: no)",
+    )
+    p.add_argument(
         "--keep-streams",
         action="store_true",
         help="prune only the inner convolutions of the residual blocks (CIFAR ResNets)",
@@ -155,6 +164,8 @@ def variant(args: argparse.Namespace, criterion: str) -> str:
         parts.append(f"{args.prune_steps} slices x {args.finetune_steps} steps")
     if args.keep_streams:
         parts.append("inner convs")
+    if args.reconstruct:
+        parts.append(f"reconstructed on {args.reconstruct} batches")
     if args.recalibrate_bn:
         parts.append(f"BN recal {args.recalibrate_bn}")
     if args.distill:
@@ -289,12 +300,13 @@ def main(argv: list[str] | None = None) -> int:
             criterion_batches=args.criterion_batches,
             ignore=ignore or None,
             # The one-shot copy measures accuracy right after pruning without (and with)
-            # recalibration; a one-shot run without recalibration is that copy itself.
-            oneshot_baseline=args.prune_steps > 1 or args.recalibrate_bn > 0,
+            # repairs; a one-shot run without repairs is that copy itself.
+            oneshot_baseline=args.prune_steps > 1 or bool(args.recalibrate_bn or args.reconstruct),
             distill=args.distill,
             distill_temperature=args.distill_temperature,
             distill_alpha=args.distill_alpha,
             recalibrate_bn=args.recalibrate_bn,
+            reconstruct=args.reconstruct,
             teacher=teacher,
         )
         assert result.history is not None
@@ -305,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                 "macs_ratio": result.macs_ratio,
                 "params_ratio": result.params_ratio,
                 "accuracy_pruned": accuracy_right_after_pruning(result),
+                "accuracy_reconstructed": result.accuracy_reconstructed,
                 "accuracy_recalibrated": result.accuracy_recalibrated,
                 "accuracy_after": result.accuracy_after,
                 "extra_steps": args.prune_steps * args.finetune_steps,
@@ -325,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             "MACs ratio",
             "params ratio",
             "val acc before fine-tuning (%)",
+            "after reconstruction (%)",
             "after BN recal (%)",
             "val acc per epoch (%)",
             f"val acc after {args.epochs} epochs (%)",
@@ -338,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['macs_ratio']:.3f}",
                 f"{r['params_ratio']:.3f}",
                 pct(r["accuracy_pruned"]),
+                pct(r.get("accuracy_reconstructed")),
                 pct(r.get("accuracy_recalibrated")),
                 ", ".join(pct(e["val_accuracy"]) for e in r["epochs"]),
                 pct(r["accuracy_after"]),

@@ -9,6 +9,7 @@ from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError, Tra
 from netsurgeon.pruning import Pruner, PruneResult, prune
 from netsurgeon.pruning.io import load, save
 from netsurgeon.recalibrate import recalibrate_bn
+from netsurgeon.reconstruction import LayerFit, reconstruct
 
 try:
     __version__ = version("netsurgeon")
@@ -19,6 +20,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DistillationLoss",
+    "LayerFit",
     "NetsurgeonError",
     "PruneResult",
     "Pruner",
@@ -27,5 +29,6 @@ __all__ = [
     "load",
     "prune",
     "recalibrate_bn",
+    "reconstruct",
     "save",
 ]

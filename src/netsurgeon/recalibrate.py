@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from netsurgeon.errors import ConfigError
-from netsurgeon.pruning.stats import resolve_device
+from netsurgeon.pruning.stats import batch_inputs, move_inputs, resolve_device
 
 __all__ = ["recalibrate_bn"]
 
@@ -27,14 +27,6 @@ def _norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
         for m in model.modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
     ]
-
-
-def _to(inputs: Any, device: torch.device) -> Any:
-    if isinstance(inputs, torch.Tensor):
-        return inputs.to(device)
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(_to(x, device) for x in inputs)
-    return inputs
 
 
 @torch.no_grad()
@@ -78,8 +70,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], *, batches: int | No
         for batch in loader:
             if batches is not None and seen >= batches:
                 break
-            inputs = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
-            model(_to(inputs, device))
+            model(move_inputs(batch_inputs(batch), device))
             seen += 1
     finally:
         for m, momentum in zip(norms, momenta, strict=True):

@@ -1,4 +1,5 @@
-"""Distillation and BatchNorm recalibration in prune_and_finetune, finetune and the CLI."""
+"""Distillation, BatchNorm recalibration and reconstruction in prune_and_finetune, finetune
+and the CLI."""
 
 from __future__ import annotations
 
@@ -77,6 +78,34 @@ def test_distillation_and_recalibration_in_prune_and_finetune(
     assert "after BatchNorm recalibration" in it.format_iterative(result)
 
 
+def test_reconstruction_in_prune_and_finetune(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int, int]] = []
+    real = it._reconstruct
+
+    def spy(model: torch.nn.Module, reference: torch.nn.Module, loader: Any, **kw: Any) -> Any:
+        fits = real(model, reference, loader, **kw)
+        # The reference is the model before this prune: larger than the pruned one.
+        calls.append((count_macs(reference, EXAMPLE), count_macs(model, EXAMPLE), kw["batches"]))
+        assert fits and all(f.error_after <= f.error_before for f in fits)
+        return fits
+
+    monkeypatch.setattr(it, "_reconstruct", spy)
+    model = small_model()
+    macs0 = count_macs(model, EXAMPLE)
+    train, val = loaders()
+    result = prune_and_finetune(
+        model, train, val, example_inputs=EXAMPLE, config=CONFIG, criterion="l1",
+        target_macs=0.5, prune_steps=2, finetune_steps=0, finetune_epochs=0, reconstruct=2,
+    )  # fmt: skip
+    # The one-shot copy, then each of the 2 slices against the model before that slice.
+    assert len(calls) == 3 and all(b == 2 for _, _, b in calls)
+    assert calls[0][0] == macs0 and calls[1][0] == macs0 and calls[2][0] == calls[1][1]
+    assert all(before > after for before, after, _ in calls)
+    assert result.accuracy_reconstructed is not None and result.accuracy_recalibrated is None
+    assert result.to_dict()["settings"]["reconstruct"] == 2
+    assert "after least-squares reconstruction" in it.format_iterative(result)
+
+
 def test_bad_recovery_arguments_leave_the_model_unchanged() -> None:
     model = small_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -90,6 +119,8 @@ def test_bad_recovery_arguments_leave_the_model_unchanged() -> None:
         prune_and_finetune(model, train, val, distill=True, distill_alpha=1.5, **common)
     with pytest.raises(ConfigError, match="recalibrate_bn=-1"):
         prune_and_finetune(model, train, val, recalibrate_bn=-1, **common)
+    with pytest.raises(ConfigError, match="reconstruct=-3"):
+        prune_and_finetune(model, train, val, reconstruct=-3, **common)
     with pytest.raises(ConfigError, match="distill='yes'"):
         prune_and_finetune(model, train, val, distill="yes", **common)  # type: ignore[arg-type]
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
@@ -103,6 +134,7 @@ def test_bad_recovery_arguments_leave_the_model_unchanged() -> None:
         (["--distill", "--distill-alpha", "2"], "--distill-alpha 2.0"),
         (["--distill-temperature", "3"], "--distill-temperature has no effect without --distill"),
         (["--recalibrate-bn", "-1"], "--recalibrate-bn -1"),
+        (["--reconstruct", "-1"], "--reconstruct -1"),
     ],
 )
 def test_prune_cli_validates_the_recovery_flags(
@@ -125,15 +157,19 @@ def test_prune_cli_with_distillation_and_recalibration(
          "--criterion", "l1", "--target-macs", "0.5", "--prune-steps", "1",
          "--finetune-steps", "0", "--finetune-epochs", "1", "--input-size", str(SIZE),
          "--train-batch-size", "4", "--device", "cpu", "--workers", "0",
-         "--distill", "--distill-temperature", "3", "--recalibrate-bn", "2"]
+         "--distill", "--distill-temperature", "3", "--recalibrate-bn", "2",
+         "--reconstruct", "1"]
     )  # fmt: skip
     assert run_iterative_from_args(args) == 0
-    assert "after BatchNorm recalibration" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "after BatchNorm recalibration" in printed
+    assert "after least-squares reconstruction" in printed
     extra = read_checkpoint(out)["extra"]["iterative"]
     settings = extra["settings"]
     assert settings["distill"] is True and settings["distill_temperature"] == 3.0
     assert settings["distill_alpha"] == 0.9 and settings["recalibrate_bn"] == 2
     assert 0.0 <= extra["accuracy_recalibrated"] <= 1.0
+    assert settings["reconstruct"] == 1 and 0.0 <= extra["accuracy_reconstructed"] <= 1.0
 
 
 def test_finetune_with_a_teacher_file_and_recalibration(

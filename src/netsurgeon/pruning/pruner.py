@@ -51,12 +51,15 @@ class PruneResult:
         after: Parameters and MACs after pruning.
         skipped: One reason per set of filters that had to be kept.
         channels: Output channels (before, after) of every layer that lost filters.
+        kept: For every layer that lost filters, the indices of the output channels it kept
+            (into its outputs before pruning), e.g. for :func:`netsurgeon.reconstruct`.
     """
 
     before: Footprint
     after: Footprint
     skipped: list[str] = field(default_factory=list)
     channels: dict[str, tuple[int, int]] = field(default_factory=dict)
+    kept: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def macs_ratio(self) -> float:
@@ -246,11 +249,14 @@ def _plan(
     return keep
 
 
-def _apply(graph: PruningGraph, keep: dict[int, torch.Tensor], example_inputs: Any) -> int:
+def _apply(
+    graph: PruningGraph, keep: dict[int, torch.Tensor], example_inputs: Any
+) -> tuple[int, dict[str, torch.Tensor]]:
     """Cut every affected layer; restore all of them if the pruned model does not run.
 
     Returns:
-        The MACs of the pruned model, counted while checking that it runs.
+        The MACs of the pruned model, counted while checking that it runs, and the output
+        channels every cut convolution or linear layer kept.
     """
     out_keep: dict[str, torch.Tensor] = {}
     for name in graph.source_names:
@@ -276,7 +282,13 @@ def _apply(graph: PruningGraph, keep: dict[int, torch.Tensor], example_inputs: A
                 prune_linear(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
             else:
                 prune_conv(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
-        return _verify(graph, example_inputs)
+        macs = _verify(graph, example_inputs)
+    kept = {
+        name: index
+        for name, index in {**out_keep, **member_keep}.items()
+        if isinstance(modules[name], (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+    }
+    return macs, kept
 
 
 def _verify(graph: PruningGraph, example_inputs: Any) -> int:
@@ -348,14 +360,14 @@ def _prune_once(
         keep = _plan(graph, scores, amount=amount, num_filters=num_filters, **plan)
     sizes = {name: graph.source_module(name) for name in graph.source_names}
     channels_before = {name: _out_channels(m) for name, m in sizes.items()}
-    macs_after = _apply(graph, keep, example_inputs) if keep else before.macs
+    macs_after, kept = _apply(graph, keep, example_inputs) if keep else (before.macs, {})
     channels = {
         name: (channels_before[name], _out_channels(m))
         for name, m in sizes.items()
         if _out_channels(m) != channels_before[name]
     }
     after = Footprint(count_params(model), macs_after)
-    return PruneResult(before, after, skipped, channels)
+    return PruneResult(before, after, skipped, channels, kept)
 
 
 def _out_channels(module: nn.Module) -> int:
@@ -578,9 +590,12 @@ class Pruner:
             if finetune is not None:
                 finetune(self.model, len(self.history) - 1, result)
         channels: dict[str, tuple[int, int]] = {}
+        kept: dict[str, torch.Tensor] = {}
         for result in self.history:
             for name, (old, new) in result.channels.items():
                 channels[name] = (channels.get(name, (old, new))[0], new)
+            for name, index in result.kept.items():  # compose: indices into the original
+                kept[name] = kept[name][index] if name in kept else index
         skipped = list(dict.fromkeys(s for r in self.history for s in r.skipped))
         after = self.history[-1].after if self.history else self._start
-        return PruneResult(self._start, after, skipped, channels)
+        return PruneResult(self._start, after, skipped, channels, kept)

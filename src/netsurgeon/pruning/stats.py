@@ -19,11 +19,13 @@ from netsurgeon.errors import ConfigError
 __all__ = [
     "ModelStats",
     "as_input_tuple",
+    "batch_inputs",
     "count_macs",
     "count_params",
     "format_comparison",
     "format_stats",
     "measure_latency",
+    "move_inputs",
     "resolve_device",
     "state_size_bytes",
 ]
@@ -38,6 +40,20 @@ def as_input_tuple(example_inputs: Any) -> tuple[Any, ...]:
     if isinstance(example_inputs, Sequence) and not isinstance(example_inputs, str):
         return tuple(example_inputs)
     return (example_inputs,)
+
+
+def move_inputs(inputs: Any, device: torch.device | str) -> Any:
+    """``inputs`` (a tensor, or a tuple or list of them and other values) on ``device``."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device)
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(move_inputs(x, device) for x in inputs)
+    return inputs
+
+
+def batch_inputs(batch: Any) -> Any:
+    """The inputs of a loader's batch: the first of an ``(inputs, targets)`` pair, else all."""
+    return batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
 
 
 def count_params(model: nn.Module) -> int:

@@ -46,8 +46,9 @@ from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.pruning import Pruner, PruneResult, prune
 from netsurgeon.pruning.criteria import get_criterion, requires_data
 from netsurgeon.pruning.pruner import SCOPES, Footprint
-from netsurgeon.pruning.stats import count_macs, count_params
+from netsurgeon.pruning.stats import count_macs, count_params, move_inputs
 from netsurgeon.recalibrate import recalibrate_bn as _recalibrate
+from netsurgeon.reconstruction import reconstruct as _reconstruct
 from netsurgeon.training import (
     History,
     TrainConfig,
@@ -127,12 +128,6 @@ def _accuracy(model: nn.Module, loader: Iterable[Any], config: TrainConfig, loss
     )
 
 
-def _move_inputs(example_inputs: Any, device: torch.device) -> Any:
-    if isinstance(example_inputs, torch.Tensor):
-        return example_inputs.to(device)
-    return tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in example_inputs)
-
-
 # --------------------------------------------------------------------------- iterative pruning
 
 
@@ -183,7 +178,10 @@ class IterativeResult:
             copy of the unpruned model pruned in one shot to the same target with the same
             criterion (``None`` when ``oneshot_baseline=False``).
         accuracy_recalibrated: The same one-shot copy after BatchNorm recalibration (``None``
-            without ``recalibrate_bn`` or ``oneshot_baseline``).
+            without ``recalibrate_bn`` or ``oneshot_baseline``); after reconstruction too
+            when both are on.
+        accuracy_reconstructed: The same one-shot copy after least-squares reconstruction
+            (``None`` without ``reconstruct`` or ``oneshot_baseline``).
         accuracy_after_slices: The iterative model after the last slice and its K fine-tuning
             steps, before the final ``finetune_epochs``.
         accuracy_after: After the final fine-tuning.
@@ -211,6 +209,7 @@ class IterativeResult:
     oneshot_macs_ratio: float | None = None
     total_time_s: float = 0.0
     accuracy_recalibrated: float | None = None
+    accuracy_reconstructed: float | None = None
 
     @property
     def macs_ratio(self) -> float:
@@ -232,6 +231,7 @@ class IterativeResult:
             "accuracy_before": self.accuracy_before,
             "accuracy_pruned": self.accuracy_pruned,
             "accuracy_recalibrated": self.accuracy_recalibrated,
+            "accuracy_reconstructed": self.accuracy_reconstructed,
             "accuracy_after_slices": self.accuracy_after_slices,
             "accuracy_after": self.accuracy_after,
             "oneshot_macs_ratio": self.oneshot_macs_ratio,
@@ -318,6 +318,7 @@ def prune_and_finetune(
     distill_alpha: float = DEFAULT_ALPHA,
     recalibrate_bn: int = 0,
     teacher: nn.Module | None = None,
+    reconstruct: int = 0,
 ) -> IterativeResult:
     """Prune a slice, fine-tune K steps, repeat until the target; then fine-tune E epochs.
 
@@ -368,6 +369,11 @@ def prune_and_finetune(
             copy, reported as ``accuracy_recalibrated``); 0 does not.
         teacher: With ``distill``, distil from this model instead of the unpruned copy (e.g.
             the unpruned model after its own fine-tuning); it is frozen in eval mode.
+        reconstruct: After every slice, refit the layers that lost input channels by least
+            squares to reproduce the model as it was before the slice
+            (:func:`netsurgeon.reconstruct`), on this many training batches per layer
+            (and on the one-shot copy, reported as ``accuracy_reconstructed``); 0 does not.
+            It runs before ``recalibrate_bn``.
 
     Returns:
         The :class:`IterativeResult`; its ``model`` is the pruned model.
@@ -383,6 +389,7 @@ def prune_and_finetune(
     finetune_steps_k = _check_int("finetune_steps", finetune_steps, low=0)
     finetune_epochs = _check_int("finetune_epochs", finetune_epochs, low=0)
     recal_batches = _check_int("recalibrate_bn", recalibrate_bn, low=0)
+    recon_batches = _check_int("reconstruct", reconstruct, low=0)
     if not isinstance(distill, bool):
         raise ConfigError(f"distill={distill!r} is not allowed; use True or False")
     if teacher is not None and (not distill or not isinstance(teacher, nn.Module)):
@@ -418,6 +425,7 @@ def prune_and_finetune(
         "distill_alpha": distill_alpha if distill else None,
         "distill_teacher": None if not distill else "given" if teacher is not None else "unpruned",
         "recalibrate_bn": recal_batches,
+        "reconstruct": recon_batches,
         "train_config": config.to_dict(),
     }
     if checkpoint_dir is not None and not isinstance(getattr(model, "netsurgeon_arch", None), dict):
@@ -433,7 +441,7 @@ def prune_and_finetune(
             f"would prune different filters; run iterative pruning in one process"
         )
     device = resolve_device(config.device, local_rank=info.local_rank)
-    example_inputs = _move_inputs(example_inputs, device)
+    example_inputs = move_inputs(example_inputs, device)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     state_path = ckpt_dir / _STATE_FILE if ckpt_dir is not None else None
     if isinstance(train_loss, DistillationLoss):
@@ -441,7 +449,9 @@ def prune_and_finetune(
         source = teacher if teacher is not None else copy.deepcopy(model)
         train_loss.teacher = source.to(device).eval().requires_grad_(False)
 
-    def recalibrate(net: nn.Module) -> None:
+    def repair(net: nn.Module, reference: nn.Module | None, result: PruneResult) -> None:
+        if reference is not None:
+            _reconstruct(net, reference, train_loader, kept=result.kept, batches=recon_batches)
         if recal_batches:
             _recalibrate(net, train_loader, batches=recal_batches)
 
@@ -472,13 +482,16 @@ def prune_and_finetune(
         pruner = Pruner(model, example_inputs, steps=prune_steps, **prune_kwargs)
         start = {"params": count_params(model), "macs": count_macs(model, example_inputs)}
         accuracy_before = _accuracy(model, val_loader, config, loss)
-        accuracy_pruned = accuracy_recalibrated = oneshot_ratio = None
+        accuracy_pruned = accuracy_recalibrated = accuracy_reconstructed = oneshot_ratio = None
         if oneshot_baseline:
             twin = copy.deepcopy(model)
             once = prune(twin, example_inputs, **prune_kwargs)
             accuracy_pruned = _accuracy(twin, val_loader, config, loss)
+            if recon_batches:
+                _reconstruct(twin, model, train_loader, kept=once.kept, batches=recon_batches)
+                accuracy_reconstructed = _accuracy(twin, val_loader, config, loss)
             if recal_batches:
-                recalibrate(twin)
+                _recalibrate(twin, train_loader, batches=recal_batches)
                 accuracy_recalibrated = _accuracy(twin, val_loader, config, loss)
             oneshot_ratio = once.macs_ratio
             del twin
@@ -489,6 +502,7 @@ def prune_and_finetune(
             "accuracy_before": accuracy_before,
             "accuracy_pruned": accuracy_pruned,
             "accuracy_recalibrated": accuracy_recalibrated,
+            "accuracy_reconstructed": accuracy_reconstructed,
             "oneshot_macs_ratio": oneshot_ratio,
             "steps": [],
             "channels": {},
@@ -519,8 +533,10 @@ def prune_and_finetune(
     if pruner is not None:
         while not pruner.done:
             tick = time.perf_counter()
+            reference = copy.deepcopy(model) if recon_batches else None
             result: PruneResult = pruner.step()
-            recalibrate(model)
+            repair(model, reference, result)
+            del reference
             prune_time = time.perf_counter() - tick
             tuned = None
             if finetune_steps_k > 0:
@@ -606,6 +622,7 @@ def prune_and_finetune(
         oneshot_macs_ratio=state["oneshot_macs_ratio"],
         total_time_s=time.perf_counter() - start_time,
         accuracy_recalibrated=state.get("accuracy_recalibrated"),
+        accuracy_reconstructed=state.get("accuracy_reconstructed"),
     )
 
 
@@ -1185,8 +1202,8 @@ def add_iterative_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_recovery_arguments(parser: argparse.ArgumentParser, *, teacher_flag: bool = False) -> None:
-    """``--distill`` (or ``--teacher FILE``), ``--distill-temperature``, ``--distill-alpha``
-    and ``--recalibrate-bn``."""
+    """``--distill`` (or ``--teacher FILE``), ``--distill-temperature``, ``--distill-alpha``,
+    ``--recalibrate-bn`` and, without ``teacher_flag`` (for ``prune``), ``--reconstruct``."""
     group = _Group(parser, "recovery after pruning")
     if teacher_flag:
         _add(
@@ -1229,6 +1246,17 @@ def _add_recovery_arguments(parser: argparse.ArgumentParser, *, teacher_flag: bo
         help="re-estimate BatchNorm statistics on N training batches after every pruning "
         "slice, or before fine-tuning (default: 0, off)",
     )
+    if not teacher_flag:  # pruning: the model before each slice is there to reconstruct
+        _add(
+            group,
+            "--reconstruct",
+            type=int,
+            default=0,
+            metavar="N",
+            help="after every slice, refit the layers that lost input channels by least squares "
+            "to reproduce the model before the slice, on N training batches per layer "
+            "(default: 0, off)",
+        )
 
 
 def _recovery_from_args(
@@ -1285,6 +1313,8 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
         raise ConfigError(f"--scope {args.scope!r} is not allowed; use one of {', '.join(SCOPES)}")
     distill = bool(getattr(args, "distill", False))
     recovery = _recovery_from_args(args, distill=distill)
+    reconstruct = getattr(args, "reconstruct", 0)
+    _check_flag("--reconstruct", reconstruct, low=0)
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir is None and out is not None:
         checkpoint_dir = out.with_name(out.name + ".iterative")
@@ -1348,6 +1378,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
         resume=args.resume,
         on_step=report,
         distill=distill,
+        reconstruct=reconstruct,
         **recovery,
     )
     if not is_main_process():
@@ -1378,6 +1409,11 @@ def format_iterative(result: IterativeResult, *, title: str = "") -> str:
         [
             ("before pruning", _pct(result.accuracy_before)),
             ("right after pruning (one-shot copy, no fine-tuning)", _pct(result.accuracy_pruned)),
+            *(
+                [("  and after least-squares reconstruction", _pct(result.accuracy_reconstructed))]
+                if result.accuracy_reconstructed is not None
+                else []
+            ),
             *(
                 [("  and after BatchNorm recalibration", _pct(result.accuracy_recalibrated))]
                 if result.accuracy_recalibrated is not None
