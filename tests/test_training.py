@@ -111,6 +111,7 @@ def cpu_config(**kwargs) -> TrainConfig:
         ({"max_steps": 0}, "max_steps=0"),
         ({"max_steps": True}, "max_steps=True"),
         ({"progress": "auto"}, "progress='auto'"),
+        ({"channels_last": 1}, "channels_last=1"),
     ],
 )
 def test_config_rejects_bad_values_naming_them(kwargs: dict, shown: str) -> None:
@@ -187,6 +188,27 @@ def test_fit_learns_and_records_each_epoch() -> None:
     # cosine annealing over all 24 steps ends at 0
     assert last.lr == pytest.approx(0.0, abs=1e-12)
     assert History.from_dict(history.to_dict()) == history
+
+
+def test_channels_last_trains_the_same_model_in_another_memory_order() -> None:
+    train, val = loaders()
+    plain, fast = make_model(), make_model()
+    seen: list[bool] = []
+    fast.conv.register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    fit(plain, train, val, config=cpu_config(epochs=2))
+    history = fit(fast, train, val, config=cpu_config(epochs=2, channels_last=True))
+    # Weights and every batch (training and validation) were channels-last...
+    assert fast.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert seen and all(seen)
+    # ... and the result is the same model, up to float rounding.
+    for (name, a), b in zip(plain.state_dict().items(), fast.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=name)
+    last = history.last
+    assert last is not None
+    assert last.val_accuracy == evaluate(plain, val, device="cpu")["accuracy"]
 
 
 def test_fit_without_validation_and_with_each_optimizer() -> None:

@@ -169,6 +169,9 @@ class TrainConfig:
             Under torchrun, CUDA means this process's ``cuda:LOCAL_RANK``.
         grad_clip: Clip the global gradient norm to this value; ``None`` does not clip.
         max_steps: Stop after this many optimizer steps in total, even mid-epoch.
+        channels_last: Keep the model's 4-D weights and the image batches in channels-last
+            memory order, which convolution kernels run faster on (CPU oneDNN; tensor cores
+            with ``amp``); results are the same up to float rounding.
         progress: Show a progress bar; ``None`` shows it on rank 0 when stderr is a terminal
             and ``CI`` is not set.
     """
@@ -186,6 +189,7 @@ class TrainConfig:
     device: str = "auto"
     grad_clip: float | None = None
     max_steps: int | None = None
+    channels_last: bool = False
     progress: bool | None = None
 
     def __post_init__(self) -> None:
@@ -209,6 +213,10 @@ class TrainConfig:
             raise ConfigError(f"seed={self.seed!r} is not allowed; use an integer >= 0")
         if not isinstance(self.amp, bool):
             raise ConfigError(f"amp={self.amp!r} is not allowed; use True or False")
+        if not isinstance(self.channels_last, bool):
+            raise ConfigError(
+                f"channels_last={self.channels_last!r} is not allowed; use True or False"
+            )
         _check_device(self.device)
         if self.amp and self.device == "cpu":
             raise ConfigError(
@@ -485,7 +493,9 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------- the loop
 
 
-def _split_batch(batch: Any, device: torch.device) -> tuple[Any, torch.Tensor]:
+def _split_batch(
+    batch: Any, device: torch.device, *, channels_last: bool = False
+) -> tuple[Any, torch.Tensor]:
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise ConfigError(
             f"a data loader must yield (inputs, targets) pairs; got {type(batch).__name__}"
@@ -494,6 +504,8 @@ def _split_batch(batch: Any, device: torch.device) -> tuple[Any, torch.Tensor]:
     non_blocking = device.type == "cuda"
     if isinstance(inputs, torch.Tensor):
         inputs = inputs.to(device, non_blocking=non_blocking)
+        if channels_last and inputs.ndim == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
     return inputs, targets.to(device, non_blocking=non_blocking)
 
 
@@ -583,6 +595,8 @@ class _Trainer:
             warnings.warn("amp=True needs CUDA; training on the CPU in float32", stacklevel=3)
         self.config = config
         self.model = model.to(self.device)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
         self.loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
         self.callbacks = tuple(callbacks)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -636,7 +650,9 @@ class _Trainer:
         bar = tqdm(total=total, desc=desc, disable=not self.show_progress)
         start = time.perf_counter()
         for batch in timer:
-            inputs, targets = _split_batch(batch, self.device)
+            inputs, targets = _split_batch(
+                batch, self.device, channels_last=self.config.channels_last
+            )
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                 outputs = self.net(inputs)
@@ -723,6 +739,7 @@ def evaluate(
     device: str | torch.device = "auto",
     loss_fn: Callable[..., torch.Tensor] | None = None,
     amp: bool = False,
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """Mean loss and top-1 accuracy (a fraction in [0, 1]) of ``model`` over ``loader``.
 
@@ -736,6 +753,8 @@ def evaluate(
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
         loss_fn: Defaults to cross-entropy.
         amp: Float16 autocast on CUDA.
+        channels_last: Feed image batches in channels-last memory order (for a model
+            trained with ``TrainConfig(channels_last=True)``).
 
     Returns:
         ``{"loss": ..., "accuracy": ...}``.
@@ -751,7 +770,7 @@ def evaluate(
     tally = _Tally(device)
     try:
         for batch in loader:
-            inputs, targets = _split_batch(batch, device)
+            inputs, targets = _split_batch(batch, device, channels_last=channels_last)
             with torch.autocast(
                 device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"
             ):
@@ -864,7 +883,12 @@ def fit(
         val_start = time.perf_counter()
         val = (
             evaluate(
-                model, val_loader, device=trainer.device, loss_fn=trainer.loss_fn, amp=trainer.amp
+                model,
+                val_loader,
+                device=trainer.device,
+                loss_fn=trainer.loss_fn,
+                amp=trainer.amp,
+                channels_last=config.channels_last,
             )
             if val_loader is not None
             else None

@@ -77,6 +77,19 @@ def test_finetune_end_to_end_and_stats(tmp_path: Path, capsys: pytest.CaptureFix
     assert report["params"] == sum(p.numel() for p in model.parameters())
 
 
+def test_finetune_in_channels_last_order_saves_a_usable_model(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "data")
+    out = tmp_path / "model.pt"
+    assert main(finetune_args(data, out, "--channels-last", "--max-steps", "2")) == 0
+    assert read_checkpoint(out)["extra"]["finetune"]["config"]["channels_last"] is True
+    model = netsurgeon.load(out).eval()
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():  # either memory order of the input gives the same scores
+        torch.testing.assert_close(
+            model(x), model(x.contiguous(memory_format=torch.channels_last)), atol=1e-5, rtol=1e-5
+        )
+
+
 def test_resume_continues_from_the_last_epoch(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

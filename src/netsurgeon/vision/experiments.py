@@ -551,7 +551,13 @@ def run_trial(
         )  # fmt: skip
         skipped = result.skipped
     prune_time = time.perf_counter() - prune_start if criterion != REFERENCE else 0.0
-    before = evaluate(model, val_loader, device=device, amp=config.train.amp)
+    before = evaluate(
+        model,
+        val_loader,
+        device=device,
+        amp=config.train.amp,
+        channels_last=config.train.channels_last,
+    )
     model.cpu()
     example_cpu = example_inputs.cpu()
     params, macs = count_params(model), count_macs(model, example_cpu)

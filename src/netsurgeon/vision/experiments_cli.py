@@ -110,6 +110,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--seed", type=_non_negative_int, default=0)
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    train.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="channels-last memory order for weights and images (faster convolutions)",
+    )
     quick = parser.add_argument_group("quick runs")
     quick.add_argument(
         "--train-subset",
@@ -235,7 +240,8 @@ def _sweep_config(
     train = TrainConfig(
         optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
-        device=args.device, amp=args.amp, progress=False if args.no_progress else None,
+        device=args.device, amp=args.amp, channels_last=args.channels_last,
+        progress=False if args.no_progress else None,
     )  # fmt: skip
     return SweepConfig(
         criteria=criteria, levels=levels, finetune_epochs=args.finetune_epochs,

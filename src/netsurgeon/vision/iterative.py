@@ -124,7 +124,14 @@ def _check_int(name: str, value: Any, *, low: int) -> int:
 
 def _accuracy(model: nn.Module, loader: Iterable[Any], config: TrainConfig, loss_fn: Any) -> float:
     return float(
-        evaluate(model, loader, device=config.device, loss_fn=loss_fn, amp=config.amp)["accuracy"]
+        evaluate(
+            model,
+            loader,
+            device=config.device,
+            loss_fn=loss_fn,
+            amp=config.amp,
+            channels_last=config.channels_last,
+        )["accuracy"]
     )
 
 
@@ -892,6 +899,12 @@ def add_training_arguments(
     _add(group, "--gamma", type=float, default=0.1, help="step schedule factor (default: 0.1)")
     _add(group, "--seed", type=int, default=0, help="random seed (default: 0)")
     _add(group, "--amp", action="store_true", help="float16 mixed precision (CUDA only)")
+    _add(
+        group,
+        "--channels-last",
+        action="store_true",
+        help="channels-last memory order for weights and images (faster convolutions)",
+    )
     _add(group, "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     _add(
         group,
@@ -943,6 +956,7 @@ def train_config_from_args(args: argparse.Namespace, *, epochs: int) -> TrainCon
         amp=args.amp,
         device=args.device,
         max_steps=getattr(args, "max_steps", None),
+        channels_last=getattr(args, "channels_last", False),
     )
 
 
