@@ -10,7 +10,10 @@ order, each on the inputs the already-refitted pruned model gives it, so errors 
 layers are compensated rather than compounded.
 
 It needs no gradients and no labels, and one forward pass of both models per batch and layer
-(each pass stops at the layer being refitted).
+(each pass stops at the layer being refitted). It is meant for models used with little or no
+fine-tuning: on netsurgeon's half-MACs CIFAR ResNet benchmark it lifted accuracy right after
+pruning from 14 % to 61 %, but after 3 epochs of fine-tuning the model without it was better
+(``benchmarks/README.md``).
 """
 
 from __future__ import annotations
