@@ -201,6 +201,9 @@ PRUNE = ["prune", "resnet18", "--weights", "none", "--input-size", "32", *FAST]
         (["--amount", "0.5", "--threads", "0"], "--threads 0 is not allowed"),
         (["--amount", "0.5", "--device", "tpu"], "device='tpu'"),
         (["--amount", "0.5", "--ignore", "layer9"], "no module named 'layer9'"),
+        (["--amount", "0.5", "--reconstruct", "2"], "--reconstruct needs --data DIR"),
+        (["--amount", "0.5", "--distill"], "--distill needs --data DIR .* or drop --distill"),
+        (["--amount", "0.5", "--finetune-epochs", "3"], "--finetune-epochs needs --data DIR"),
     ],
 )
 def test_prune_rejects_bad_arguments(tmp_path: Path, extra: list[str], pattern: str) -> None:

@@ -99,7 +99,17 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
     except ImportError:  # pragma: no cover - the vision extra is not installed
         pass
     else:
+        own = {action.dest for action in parser._actions}
         add_iterative_arguments(parser)
+        # Options only the iterative prune reads, with their flag and default: without --data
+        # they would be silently ignored, so run_prune refuses them.
+        parser.set_defaults(
+            iterative_only={
+                action.dest: (action.option_strings[0], action.default)
+                for action in parser._actions
+                if action.dest not in own and action.dest != "data" and action.option_strings
+            }
+        )
     parser.set_defaults(func=_with_threads(run_prune))
 
 
@@ -117,6 +127,12 @@ def run_prune(args: argparse.Namespace) -> int:
         from netsurgeon.vision.iterative import run_iterative_from_args
 
         return run_iterative_from_args(args)
+    for dest, (flag, default) in getattr(args, "iterative_only", {}).items():
+        if getattr(args, dest, default) != default:
+            raise ConfigError(
+                f"{flag} needs --data DIR (training images to prune and fine-tune on); "
+                f"add --data or drop {flag}"
+            )
     amount, target_macs = _check_target(args.amount, args.target_macs)
     criterion = _check_criterion(args.criterion)
     if args.scope not in SCOPES:
