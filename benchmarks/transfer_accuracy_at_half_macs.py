@@ -10,7 +10,9 @@ Pruning goes through :func:`netsurgeon.vision.iterative.prune_and_finetune`: wit
 (``--prune-steps 1 --finetune-steps 0``) it is a one-shot prune followed by the same
 ``--epochs`` of fine-tuning as the unpruned model; ``--prune-steps S --finetune-steps K`` adds
 Molchanov's iterative slices (then the pruned model gets ``S*K`` extra steps, stated in the
-output). Every epoch's training time and data-wait share are reported too.
+output), unless ``--same-budget`` takes those steps off the final fine-tuning (it then stops
+``S*K`` steps before the end of its ``--epochs``, its cosine schedule ending there). Every
+epoch's training time and data-wait share are reported too.
 
 Recovery aids for the pruned model, with the same number of epochs: ``--distill`` fine-tunes it
 with :class:`netsurgeon.distill.DistillationLoss` (teacher: the unpruned model as it was before
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import statistics
@@ -86,6 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prune-steps", type=int, default=1)
     p.add_argument("--finetune-steps", type=int, default=0)
     p.add_argument("--criterion-batches", type=int, default=8)
+    p.add_argument(
+        "--same-budget",
+        action="store_true",
+        help="take the S*K steps between slices off the final fine-tuning",
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", default="sgd")
     p.add_argument("--lr", type=float, default=0.01)
@@ -162,6 +170,8 @@ def variant(args: argparse.Namespace, criterion: str) -> str:
     parts = [criterion, args.scope]
     if args.prune_steps > 1:
         parts.append(f"{args.prune_steps} slices x {args.finetune_steps} steps")
+        if args.same_budget:
+            parts.append("same budget")
     if args.keep_streams:
         parts.append("inner convs")
     if args.reconstruct:
@@ -278,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         teacher = unpruned
     rows = [unpruned_row]
+    slice_steps = args.prune_steps * args.finetune_steps
+    pruned_config = config
+    if args.same_budget and slice_steps:
+        final_steps = args.epochs * len(train_loader) - slice_steps
+        if final_steps < 1:
+            sys.exit(f"--same-budget: {slice_steps} slice steps leave no final fine-tuning")
+        pruned_config = dataclasses.replace(config, max_steps=final_steps)
     for criterion in [c.strip() for c in args.criteria.split(",") if c.strip()]:
         model = copy.deepcopy(base)
         # The criterion scores the loader's first batches: show it epoch 0's, as a run that
@@ -290,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             train_loader,
             val_loader,
             example_inputs=example,
-            config=config,
+            config=pruned_config,
             criterion=criterion,
             target_macs=args.target_macs,
             prune_steps=args.prune_steps,
@@ -320,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                 "accuracy_reconstructed": result.accuracy_reconstructed,
                 "accuracy_recalibrated": result.accuracy_recalibrated,
                 "accuracy_after": result.accuracy_after,
-                "extra_steps": args.prune_steps * args.finetune_steps,
+                "extra_steps": 0 if args.same_budget else slice_steps,
                 **epoch_summary(result.history),
             }
         )

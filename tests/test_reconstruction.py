@@ -94,6 +94,20 @@ def test_refits_after_netsurgeon_prune_lower_every_error() -> None:
     assert {name: m.training for name, m in model.named_modules()} == was
 
 
+def test_layers_wider_than_max_features_are_left_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reference = _cnn()
+    model = copy.deepcopy(reference)
+    result = prune(model, torch.zeros(1, 3, 6, 6), amount=0.5, criterion="l1", scope="layer")
+    wide = model[3].weight.clone()  # 4 inputs x 9 = 36 features; layer 6 has 36 too, 9 has 3
+    with caplog.at_level("WARNING", logger="netsurgeon.reconstruction"):
+        fits = reconstruct(model, reference, _loader(), kept=result.kept, max_features=35)
+    assert [f.name for f in fits] == ["9"]
+    assert torch.equal(model[3].weight, wide)
+    assert "left 3 as it is: its 36 input features exceed max_features=35" in caplog.text
+
+
 def test_a_layer_that_lost_outputs_needs_kept() -> None:
     reference = _cnn()
     model = copy.deepcopy(reference)
@@ -121,6 +135,7 @@ def test_kept_composes_over_iterative_slices() -> None:
         ({"rows_per_batch": True}, "rows_per_batch=True"),
         ({"ridge": -1.0}, r"ridge=-1\.0"),
         ({"ridge": float("nan")}, "ridge=nan"),
+        ({"max_features": 0}, "max_features=0"),
     ],
 )
 def test_bad_arguments(kwargs: dict[str, object], message: str) -> None:

@@ -18,6 +18,7 @@ pruning from 14 % to 61 %, but after 3 epochs of fine-tuning the model without i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,8 @@ from netsurgeon.errors import ConfigError
 from netsurgeon.pruning.stats import as_input_tuple, batch_inputs, move_inputs, resolve_device
 
 __all__ = ["LayerFit", "reconstruct"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,7 @@ def reconstruct(
     batches: int = 8,
     ridge: float = 1e-3,
     rows_per_batch: int = 16384,
+    max_features: int = 16384,
     seed: int = 0,
 ) -> list[LayerFit]:
     """Refit every layer of ``model`` that lost input channels to mimic ``reference``.
@@ -205,6 +209,9 @@ def reconstruct(
             stable when kept channels are nearly collinear.
         rows_per_batch: At most this many output positions per batch enter the fit, drawn at
             random (positive); it bounds time and memory for large feature maps.
+        max_features: Layers whose weight rows are longer than this (input channels times
+            kernel area) are left as they are, with a warning: the fit holds a square matrix
+            of that side in float64 (16384: 2 GiB).
         seed: Seed of that draw.
 
     Returns:
@@ -214,7 +221,8 @@ def reconstruct(
         ConfigError: A bad argument, a reference that does not match the model, a layer that
             lost output channels without ``kept``, or a loader that yields nothing.
     """
-    for label, value in (("batches", batches), ("rows_per_batch", rows_per_batch)):
+    counts = {"batches": batches, "rows_per_batch": rows_per_batch, "max_features": max_features}
+    for label, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{label}={value!r} is not allowed; use a positive integer")
     if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
@@ -236,6 +244,12 @@ def reconstruct(
         order = _execution_order(model, targets, move_inputs(batch_inputs(first), device))
         for name in order:
             module = model.get_submodule(name)
+            if module.weight[0].numel() > max_features:
+                logger.warning(
+                    "reconstruct: left %s as it is: its %d input features exceed max_features=%d",
+                    name, module.weight[0].numel(), max_features,
+                )  # fmt: skip
+                continue
             gram = cross = None
             energy, rows = 0.0, 0
             for i, batch in enumerate(loader):
