@@ -358,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             "after reconstruction (%)",
             "after BN recal (%)",
             "val acc per epoch (%)",
-            f"val acc after {args.epochs} epochs (%)",
+            f"val acc after {args.epochs} epochs"
+            + ("' steps (%)" if args.same_budget and slice_steps else " (%)"),
             "gap to unpruned (points)",
             "s / epoch",
             "data wait",
