@@ -81,6 +81,9 @@ CONFIG_FORMAT = "netsurgeon.sweep.config/1"
 _BASE_FORMAT = "netsurgeon.sweep.base/1"
 # Settings that do not change results, so a resumed run may differ in them.
 _NOT_COMPARED = frozenset({"train.progress"})
+# Settings added after results folders were first written, with the value that gives what
+# earlier versions did: a folder without the key resumes when the run keeps that value.
+_ADDED_SETTINGS: dict[str, Any] = {"train.channels_last": False}
 _MAX_LISTED = 8
 
 SWEEP_COLUMNS: tuple[str, ...] = (
@@ -424,7 +427,7 @@ def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> None:
             raise NetsurgeonError(
                 f"{config_path} was not written by this kind of netsurgeon run; use another --out"
             )
-        old, new = _flatten(saved), _flatten(current)
+        old, new = {**_ADDED_SETTINGS, **_flatten(saved)}, _flatten(current)
         differ = sorted(
             k for k in set(old) | set(new) if k not in _NOT_COMPARED and old.get(k) != new.get(k)
         )
