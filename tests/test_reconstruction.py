@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -165,3 +168,38 @@ def test_nothing_to_refit_and_an_empty_loader() -> None:
     empty = DataLoader(TensorDataset(torch.zeros(0, 3, 6, 6)), batch_size=4)
     with pytest.raises(ConfigError, match="yielded no batches"):
         reconstruct(pruned, model, empty, kept=result.kept)
+
+
+def _pruned_pair() -> tuple[nn.Module, nn.Module, dict[str, torch.Tensor]]:
+    reference = _cnn()
+    model = copy.deepcopy(reference)
+    result = prune(model, torch.zeros(1, 3, 6, 6), amount=0.5, criterion="l1", scope="layer")
+    return model, reference, result.kept
+
+
+def _shard(rank: int) -> DataLoader:
+    x = next(iter(DataLoader(_loader().dataset, batch_size=16)))[0][8 * rank : 8 * rank + 8]
+    return DataLoader(TensorDataset(x, torch.zeros(8, dtype=torch.long)), batch_size=4)
+
+
+def _worker(rank: int, folder: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2)
+    try:
+        model, reference, kept = _pruned_pair()
+        reconstruct(model, reference, _shard(rank), kept=kept, batches=2)
+        torch.save(model.state_dict(), f"{folder}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
+def test_processes_sum_their_statistics_and_get_the_same_weights(tmp_path: Path) -> None:
+    mp.spawn(_worker, args=(str(tmp_path),), nprocs=2, join=True)
+    states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    model, reference, kept = _pruned_pair()
+    reconstruct(model, reference, _loader(), kept=kept, batches=4)  # both shards in one process
+    for key, value in model.state_dict().items():
+        assert torch.equal(states[0][key], states[1][key]), key
+        torch.testing.assert_close(states[0][key], value, atol=1e-5, rtol=1e-5, msg=key)

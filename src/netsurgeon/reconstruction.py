@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -194,7 +195,8 @@ def reconstruct(
     with fewer input channels than the same-named layer of ``reference`` gets new weights
     (and bias) from ridge regression: its inputs are those the pruned model computes, its
     targets the reference layer's outputs on the same data. Other layers are untouched. A
-    refit that would not lower the error keeps the old weights.
+    refit that would not lower the error keeps the old weights. Under ``torch.distributed``
+    the statistics of all processes are summed, so every process gets the same weights.
 
     Args:
         model: The pruned model, changed in place. Its layer names must be the reference's
@@ -274,6 +276,12 @@ def reconstruct(
                 energy += float(outputs.square().sum())
                 rows += features.shape[0]
             assert gram is not None and cross is not None
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                # Sum every process's statistics, so all of them solve for the same weights.
+                totals = gram.new_tensor([energy, float(rows)])
+                for tensor in (gram, cross, totals):
+                    dist.all_reduce(tensor)
+                energy, rows = float(totals[0]), int(totals[1])
             old = _flat_weight(module)
             damping = ridge * float(gram.diagonal().mean()) + 1e-12
             eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
