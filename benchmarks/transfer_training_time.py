@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     base = build_model(args.model, weights=args.weights, num_classes=data.num_classes)
     base_macs = count_macs(base, example)
     models: dict[tuple[float, str], torch.nn.Module] = {}
+    macs_of: dict[float, int] = {}
     for level in levels:
         model = copy.deepcopy(base)
         if level < 1.0:
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 model, example, target_macs=level, criterion=args.criterion, scope=args.scope,
                 round_to=args.round_to,
             )  # fmt: skip
+        macs_of[level] = count_macs(model, example)  # the same in either memory order
         for fmt in formats:
             models[level, fmt] = copy.deepcopy(model)
     samples: dict[tuple[float, str], list[dict[str, Any]]] = {key: [] for key in models}
@@ -156,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         key: statistics.median(s["time_per_sample_s"] for s in runs)
         for key, runs in samples.items()
     }
-    for (level, fmt), model in models.items():
-        macs = count_macs(model, example)
+    for level, fmt in models:
+        macs = macs_of[level]
         per_sample = per_sample_of[level, fmt]
         wait = statistics.median(s["data_wait_share"] for s in samples[level, fmt])
         # Against the first level (the unpruned model) in the same memory order.
