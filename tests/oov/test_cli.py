@@ -130,3 +130,10 @@ def test_user_errors_are_one_line(
     err = _error(["oov", "evaluate", str(tmp_path / "none"), "--data", str(synthetic.dev)], capsys)
     assert "run folder not found" in err
     _error(["oov"], capsys)
+
+
+def test_train_oov_head_option(synthetic: SyntheticTask, tmp_path: Path) -> None:
+    out = tmp_path / "mlp"
+    args = ["oov", "train", *_common(synthetic), "--method", "context", "--oov-head", "mlp"]
+    assert main([*args, "--epochs", "1", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["oov_head"] == "mlp"

@@ -3,10 +3,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from netsurgeon.errors import ConfigError
 from netsurgeon.oov.batching import BOS, EOS, N_SPECIAL_ROWS, UNK, OccurrenceBatch, TextEncoder
-from netsurgeon.oov.embedders import ATTENTION_PARTS, METHODS, build_embedder
+from netsurgeon.oov.embedders import (
+    ATTENTION_PARTS,
+    HEADS,
+    METHODS,
+    ComickEmbedder,
+    MimickEmbedder,
+    build_embedder,
+)
 from netsurgeon.oov.vectors import Embeddings
 from netsurgeon.oov.vocab import Vocabulary
 
@@ -55,12 +63,14 @@ def test_contexts_are_cut_and_marked() -> None:
         _encoder(context_size=0)
 
 
+@pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("method", ["comick", "context"])
-def test_attention_sums_to_one_with_right_shape(method: str) -> None:
+def test_attention_sums_to_one_with_right_shape(method: str, head: str) -> None:
     encoder = _encoder(context_size=3)
     batch = _batch(encoder)
-    embedder = build_embedder(method, dim=DIM, n_chars=len(encoder.chars), hidden=8)
-    _vectors, attention = embedder(batch, _table())
+    embedder = build_embedder(method, dim=DIM, n_chars=len(encoder.chars), hidden=8, head=head)
+    vectors, attention = embedder(batch, _table())
+    assert vectors.shape == (len(batch), DIM)
     assert embedder.has_attention
     assert attention is not None
     assert attention.shape == (len(batch), len(ATTENTION_PARTS))
@@ -118,3 +128,22 @@ def test_vocabulary_specials() -> None:
     assert vocab.items == ["<pad>", "<unk>", "a", "b"]
     assert vocab.encode("b") == 3 and vocab.encode("zz") == 1
     assert Vocabulary.from_json(vocab.to_json()).items == vocab.items
+
+
+def test_output_heads() -> None:
+    encoder = _encoder()
+    n_chars = len(encoder.chars)
+    linear = build_embedder("comick", dim=DIM, n_chars=n_chars, hidden=8)
+    mlp = build_embedder("comick", dim=DIM, n_chars=n_chars, hidden=8, head="mlp")
+    assert isinstance(linear.output, nn.Linear) and linear.output.in_features == 3 * 2 * 8
+    layers = [type(layer) for layer in mlp.output]
+    assert layers == [nn.Linear, nn.Tanh, nn.Linear]
+    assert (mlp.output[0].in_features, mlp.output[0].out_features) == (3 * 2 * 8, 8)
+    assert mlp.output[2].out_features == DIM
+    # Methods without an attention head accept and ignore it.
+    mimick = build_embedder("mimick", dim=DIM, n_chars=n_chars, head="mlp")
+    assert isinstance(mimick, MimickEmbedder)
+    with pytest.raises(ConfigError, match="'deep'"):
+        build_embedder("comick", dim=DIM, n_chars=n_chars, head="deep")
+    with pytest.raises(ConfigError, match="'deep'"):
+        ComickEmbedder(dim=DIM, n_chars=n_chars, head="deep")

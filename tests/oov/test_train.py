@@ -83,11 +83,12 @@ def test_comick_learns_context_predictable_oov_words(
     assert comick.metrics["all"]["f1"] > random_eval.metrics["all"]["f1"]
 
 
-def test_save_load_gives_identical_predictions(synthetic: SyntheticTask, comick_run: Path) -> None:
+def _assert_loads_identically(run_dir: Path, synthetic: SyntheticTask) -> None:
+    """Two loads of one run folder give the same tags, attention and embeddings."""
     data = read_tagged(synthetic.dev, column=1)
     keep = {t for s in data.tokens for t in s}
-    first = load_run(comick_run, keep=keep)
-    second = load_run(comick_run, keep=keep)
+    first = load_run(run_dir, keep=keep)
+    second = load_run(run_dir, keep=keep)
     assert not first.tagger.training
     p1, p2 = first.predict(data.tokens), second.predict(data.tokens)
     assert p1.tags == p2.tags
@@ -97,6 +98,31 @@ def test_save_load_gives_identical_predictions(synthetic: SyntheticTask, comick_
     v2, a2 = second.embedder.embed("zorple", ["mr"], ["said"])
     np.testing.assert_array_equal(v1, v2)
     np.testing.assert_array_equal(a1, a2)
+
+
+def test_save_load_gives_identical_predictions(synthetic: SyntheticTask, comick_run: Path) -> None:
+    _assert_loads_identically(comick_run, synthetic)
+
+
+def test_mlp_head_run_saves_and_loads(synthetic: SyntheticTask, tmp_path: Path) -> None:
+    out = tmp_path / "mlp"
+    config = _config(synthetic, oov_head="mlp", epochs=1, pretrain_epochs=1)
+    train(config, train_file=synthetic.train, dev_file=synthetic.dev, out=out)
+    assert json.loads((out / "config.json").read_text())["oov_head"] == "mlp"
+    assert isinstance(load_run(out).tagger.oov.output, torch.nn.Sequential)
+    _assert_loads_identically(out, synthetic)
+
+
+def test_config_without_head_loads_as_linear(comick_run: Path, tmp_path: Path) -> None:
+    # Runs written before the option existed have no "oov_head" in config.json.
+    old = tmp_path / "old"
+    shutil.copytree(comick_run, old)
+    config = json.loads((old / "config.json").read_text())
+    del config["oov_head"]
+    (old / "config.json").write_text(json.dumps(config))
+    run = load_run(old)
+    assert run.config.oov_head == "linear"
+    assert isinstance(run.tagger.oov.output, torch.nn.Linear)
 
 
 def test_embed_api_single_and_batched(comick_run: Path) -> None:
@@ -207,6 +233,8 @@ def test_config_validation(synthetic: SyntheticTask) -> None:
         _config(synthetic, lr_oov=0.0)
     with pytest.raises(ConfigError, match="context size"):
         _config(synthetic, context_size=0)
+    with pytest.raises(ConfigError, match="OOV head 'deep'"):
+        _config(synthetic, oov_head="deep")
     assert _config(synthetic, method="comick", pretrain_epochs=None).effective_pretrain_epochs == 5
     assert _config(synthetic, method="random", pretrain_epochs=None).effective_pretrain_epochs == 0
 

@@ -87,6 +87,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--char-dim", type=int, default=20, help="character embedding size")
     parser.add_argument("--oov-hidden", type=int, default=128, help="OOV module LSTM size")
+    parser.add_argument(
+        "--oov-head",
+        choices=["linear", "mlp"],
+        default="linear",
+        help="output of context/comick: one linear layer (the poster's) or a tanh hidden "
+        "layer before it (as Mimick's)",
+    )
     parser.add_argument("--tagger-hidden", type=int, default=128, help="tagger LSTM size")
     parser.add_argument("--dropout", type=float, default=0.0, help="tagger dropout")
     parser.add_argument("--epochs", type=int, default=30, help="most joint training epochs")
@@ -128,6 +135,7 @@ def _config(args: argparse.Namespace, *, method: str, seed: int) -> Any:
         context_size=args.context_size,
         char_dim=args.char_dim,
         oov_hidden=args.oov_hidden,
+        oov_head=args.oov_head,
         tagger_hidden=args.tagger_hidden,
         dropout=args.dropout,
         epochs=args.epochs,

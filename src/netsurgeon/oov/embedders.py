@@ -30,6 +30,7 @@ from netsurgeon.oov.lstm import bilstm
 
 __all__ = [
     "ATTENTION_PARTS",
+    "HEADS",
     "METHODS",
     "ComickEmbedder",
     "ContextEmbedder",
@@ -43,6 +44,7 @@ __all__ = [
 
 ATTENTION_PARTS = ("word", "left", "right")
 METHODS = ("random", "unk", "zero", "mimick", "context", "comick")
+HEADS = ("linear", "mlp")
 
 
 class OOVEmbedder(nn.Module):
@@ -301,18 +303,29 @@ def _run_direction(
 
 
 class _AttentionEmbedder(OOVEmbedder):
-    """Shared machinery: encode some parts, attend over them, project to ``dim``."""
+    """Shared machinery: encode some parts, attend over them, project to ``dim``.
+
+    ``head="linear"`` is the poster's last fully connected layer; ``head="mlp"`` puts a
+    ``tanh`` hidden layer of ``hidden`` units before it, as Mimick's output does.
+    """
 
     has_attention = True
     parts: tuple[str, ...] = ()
 
-    def __init__(self, *, dim: int, hidden: int = 128) -> None:
+    def __init__(self, *, dim: int, hidden: int = 128, head: str = "linear") -> None:
         super().__init__(dim=dim)
         if hidden < 1:
             raise ConfigError(f"LSTM hidden size must be positive, got {hidden}")
+        if head not in HEADS:
+            raise ConfigError(f"output head {head!r} is not one of {list(HEADS)}")
         width = 2 * hidden * len(self.parts)
+        self.head = head
         self.attention = nn.Linear(width, len(self.parts))
-        self.output = nn.Linear(width, dim)
+        self.output: nn.Module = (
+            nn.Linear(width, dim)
+            if head == "linear"
+            else nn.Sequential(nn.Linear(width, hidden), nn.Tanh(), nn.Linear(hidden, dim))
+        )
 
     def _encode(
         self, batch: OccurrenceBatch, word_vectors: torch.Tensor
@@ -345,8 +358,8 @@ class ContextEmbedder(_AttentionEmbedder):
     method = "context"
     parts = ("left", "right")
 
-    def __init__(self, *, dim: int, hidden: int = 128) -> None:
-        super().__init__(dim=dim, hidden=hidden)
+    def __init__(self, *, dim: int, hidden: int = 128, head: str = "linear") -> None:
+        super().__init__(dim=dim, hidden=hidden, head=head)
         self.left = BiLSTMEncoder(dim, hidden)
         self.right = BiLSTMEncoder(dim, hidden)
 
@@ -365,13 +378,23 @@ class ComickEmbedder(_AttentionEmbedder):
         n_chars: Size of the character vocabulary.
         char_dim: Character embedding size (20 in the poster).
         hidden: LSTM hidden size per direction (128 in the poster).
+        head: ``"linear"`` (the poster's last fully connected layer) or ``"mlp"`` (a ``tanh``
+            hidden layer of ``hidden`` units before it).
     """
 
     method = "comick"
     parts = ("word", "left", "right")
 
-    def __init__(self, *, dim: int, n_chars: int, char_dim: int = 20, hidden: int = 128) -> None:
-        super().__init__(dim=dim, hidden=hidden)
+    def __init__(
+        self,
+        *,
+        dim: int,
+        n_chars: int,
+        char_dim: int = 20,
+        hidden: int = 128,
+        head: str = "linear",
+    ) -> None:
+        super().__init__(dim=dim, hidden=hidden, head=head)
         _check_chars(n_chars, char_dim)
         self.char_embedding = nn.Embedding(n_chars, char_dim, padding_idx=0)
         self.word = BiLSTMEncoder(char_dim, hidden)
@@ -459,12 +482,18 @@ def build_embedder(
     hidden: int = 128,
     seed: int = 0,
     scale: float = 1.0,
+    head: str = "linear",
 ) -> OOVEmbedder:
     """Build the embedder called ``method`` (one of :data:`METHODS`).
 
+    ``head`` (one of :data:`HEADS`) is the output layer of the attention methods (``context``
+    and ``comick``); the others ignore it.
+
     Raises:
-        ConfigError: unknown method or bad size.
+        ConfigError: unknown method or head, or bad size.
     """
+    if head not in HEADS:
+        raise ConfigError(f"output head {head!r} is not one of {list(HEADS)}")
     if method == "random":
         return RandomEmbedder(dim=dim, seed=seed, scale=scale)
     if method == "unk":
@@ -474,7 +503,7 @@ def build_embedder(
     if method == "mimick":
         return MimickEmbedder(dim=dim, n_chars=n_chars, char_dim=char_dim, hidden=hidden)
     if method == "context":
-        return ContextEmbedder(dim=dim, hidden=hidden)
+        return ContextEmbedder(dim=dim, hidden=hidden, head=head)
     if method == "comick":
-        return ComickEmbedder(dim=dim, n_chars=n_chars, char_dim=char_dim, hidden=hidden)
+        return ComickEmbedder(dim=dim, n_chars=n_chars, char_dim=char_dim, hidden=hidden, head=head)
     raise ConfigError(f"OOV method {method!r} is not one of {list(METHODS)}")

@@ -30,7 +30,7 @@ import torch
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.oov.batching import SentenceBatch, TextEncoder
 from netsurgeon.oov.conll import resolve_tag_column
-from netsurgeon.oov.embedders import METHODS, build_embedder
+from netsurgeon.oov.embedders import HEADS, METHODS, build_embedder
 from netsurgeon.oov.metrics import TASKS
 from netsurgeon.oov.tagger import Tagger
 from netsurgeon.oov.vectors import Embeddings, load_embeddings
@@ -77,6 +77,7 @@ class TrainConfig:
     context_size: int | None = None
     char_dim: int = 20
     oov_hidden: int = 128
+    oov_head: str = "linear"
     tagger_hidden: int = 128
     dropout: float = 0.0
     epochs: int = 30
@@ -100,6 +101,8 @@ class TrainConfig:
             raise ConfigError(f"method {self.method!r} is not one of {list(METHODS)}")
         if self.tag_scheme not in (None, "iob1", "iob2"):
             raise ConfigError(f"tag scheme {self.tag_scheme!r} is not 'iob1' or 'iob2'")
+        if self.oov_head not in HEADS:
+            raise ConfigError(f"OOV head {self.oov_head!r} is not one of {list(HEADS)}")
         if self.pretrain_loss not in ("mse", "cosine"):
             raise ConfigError(f"pretrain loss {self.pretrain_loss!r} is not 'mse' or 'cosine'")
         positive = {
@@ -178,6 +181,7 @@ def build_tagger(
         hidden=config.oov_hidden,
         seed=config.seed,
         scale=scale,
+        head=config.oov_head,
     )
     return Tagger(
         embedder=embedder,
