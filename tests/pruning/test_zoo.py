@@ -54,8 +54,9 @@ def test_half_the_filters_go_and_macs_fall_by_40_percent(name: str) -> None:
     _check_trains(model)
 
 
-@pytest.mark.parametrize("name", ["shufflenet_v2_x1_0", pytest.param("convnext_tiny",
-                                                                     marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name", ["shufflenet_v2_x1_0", pytest.param("convnext_tiny", marks=pytest.mark.slow)]
+)
 def test_partly_prunable_models_prune_what_is_safe(name: str) -> None:
     model = _build(name).eval()
     x = torch.randn(1, 3, 224, 224)

@@ -344,8 +344,10 @@ class PruningGraph:
                 kept = 0.0
                 for seg in self.expand([Segment(rec.out_space, 0, size)]):
                     root = self.find(seg.space)
-                    kept += seg.length * kept_counts.get(root, self._spaces[root].size) / (
-                        self._spaces[root].size
+                    kept += (
+                        seg.length
+                        * kept_counts.get(root, self._spaces[root].size)
+                        / (self._spaces[root].size)
                     )
                 frac *= kept / size
             if rec.in_channels is not None:
@@ -1141,9 +1143,7 @@ def trace_graph(
     return graph
 
 
-def _run(
-    model: nn.Module, analyzer: _Analyzer, example_inputs: Any
-) -> tuple[Any, int]:
+def _run(model: nn.Module, analyzer: _Analyzer, example_inputs: Any) -> tuple[Any, int]:
     """Run the analysis pass; returns the outputs and the MACs it counted on the way."""
     modes = {m: m.training for m in model.modules()}
     model.eval()

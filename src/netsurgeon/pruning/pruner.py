@@ -161,8 +161,8 @@ def _group_scores(
                 scores = criterion(Filters(name, module, norm))
                 filters = int(module.weight.shape[0])
                 if not isinstance(scores, torch.Tensor) or scores.shape != (filters,):
-                    shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else (
-                        type(scores)
+                    shape = (
+                        tuple(scores.shape) if isinstance(scores, torch.Tensor) else (type(scores))
                     )
                     raise ConfigError(
                         f"criterion returned {shape} for layer '{name}'; it must return a 1-D "
