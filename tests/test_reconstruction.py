@@ -97,24 +97,27 @@ def test_refits_after_netsurgeon_prune_lower_every_error() -> None:
     assert {name: m.training for name, m in model.named_modules()} == was
 
 
-def test_layers_wider_than_max_features_are_left_with_a_warning(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def _pruned_pair() -> tuple[nn.Module, nn.Module, dict[str, torch.Tensor]]:
     reference = _cnn()
     model = copy.deepcopy(reference)
     result = prune(model, torch.zeros(1, 3, 6, 6), amount=0.5, criterion="l1", scope="layer")
+    return model, reference, result.kept
+
+
+def test_layers_wider_than_max_features_are_left_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model, reference, kept = _pruned_pair()
     wide = model[3].weight.clone()  # 4 inputs x 9 = 36 features; layer 6 has 36 too, 9 has 3
     with caplog.at_level("WARNING", logger="netsurgeon.reconstruction"):
-        fits = reconstruct(model, reference, _loader(), kept=result.kept, max_features=35)
+        fits = reconstruct(model, reference, _loader(), kept=kept, max_features=35)
     assert [f.name for f in fits] == ["9"]
     assert torch.equal(model[3].weight, wide)
     assert "left 3 as it is: its 36 input features exceed max_features=35" in caplog.text
 
 
 def test_a_layer_that_lost_outputs_needs_kept() -> None:
-    reference = _cnn()
-    model = copy.deepcopy(reference)
-    prune(model, torch.zeros(1, 3, 6, 6), amount=0.5, criterion="l1", scope="layer")
+    model, reference, _kept = _pruned_pair()
     message = r"layer '3' also lost output channels.*kept=result\.kept"
     with pytest.raises(ConfigError, match=message):
         reconstruct(model, reference, _loader())
@@ -170,15 +173,8 @@ def test_nothing_to_refit_and_an_empty_loader() -> None:
         reconstruct(pruned, model, empty, kept=result.kept)
 
 
-def _pruned_pair() -> tuple[nn.Module, nn.Module, dict[str, torch.Tensor]]:
-    reference = _cnn()
-    model = copy.deepcopy(reference)
-    result = prune(model, torch.zeros(1, 3, 6, 6), amount=0.5, criterion="l1", scope="layer")
-    return model, reference, result.kept
-
-
 def _shard(rank: int) -> DataLoader:
-    x = next(iter(DataLoader(_loader().dataset, batch_size=16)))[0][8 * rank : 8 * rank + 8]
+    x = _loader().dataset.tensors[0][8 * rank : 8 * rank + 8]
     return DataLoader(TensorDataset(x, torch.zeros(8, dtype=torch.long)), batch_size=4)
 
 

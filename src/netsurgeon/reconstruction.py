@@ -246,10 +246,11 @@ def reconstruct(
         order = _execution_order(model, targets, move_inputs(batch_inputs(first), device))
         for name in order:
             module = model.get_submodule(name)
-            if module.weight[0].numel() > max_features:
+            n_features = module.weight[0].numel()
+            if n_features > max_features:
                 logger.warning(
                     "reconstruct: left %s as it is: its %d input features exceed max_features=%d",
-                    name, module.weight[0].numel(), max_features,
+                    name, n_features, max_features,
                 )  # fmt: skip
                 continue
             gram = cross = None

@@ -316,8 +316,7 @@ class _AttentionEmbedder(OOVEmbedder):
         super().__init__(dim=dim)
         if hidden < 1:
             raise ConfigError(f"LSTM hidden size must be positive, got {hidden}")
-        if head not in HEADS:
-            raise ConfigError(f"output head {head!r} is not one of {list(HEADS)}")
+        _check_head(head)
         width = 2 * hidden * len(self.parts)
         self.head = head
         self.attention = nn.Linear(width, len(self.parts))
@@ -466,6 +465,11 @@ def _encode_chars(
     return states[torch.from_numpy(inverse).to(states.device)]
 
 
+def _check_head(head: str) -> None:
+    if head not in HEADS:
+        raise ConfigError(f"output head {head!r} is not one of {list(HEADS)}")
+
+
 def _check_chars(n_chars: int, char_dim: int) -> None:
     if n_chars < 2:
         raise ConfigError(f"character vocabulary needs at least 2 entries, got {n_chars}")
@@ -492,8 +496,7 @@ def build_embedder(
     Raises:
         ConfigError: unknown method or head, or bad size.
     """
-    if head not in HEADS:
-        raise ConfigError(f"output head {head!r} is not one of {list(HEADS)}")
+    _check_head(head)  # every method, so a bad head fails whichever method is chosen
     if method == "random":
         return RandomEmbedder(dim=dim, seed=seed, scale=scale)
     if method == "unk":
