@@ -16,7 +16,9 @@ epoch's training time and data-wait share are reported too.
 
 Recovery aids for the pruned model, with the same number of epochs: ``--distill`` fine-tunes it
 with :class:`netsurgeon.distill.DistillationLoss` (teacher: the unpruned model as it was before
-pruning, i.e. the pretrained one; ``--distill-temperature``, ``--distill-alpha``),
+pruning, i.e. the pretrained one; ``--distill-temperature``, ``--distill-alpha``; with
+``--distill-features 'layer?.?'`` the student also matches the teacher's block outputs, weighted
+by ``--distill-feature-weight``; use it with ``--keep-streams``, which keeps their shapes),
 ``--recalibrate-bn N`` re-estimates its BatchNorm statistics on N training batches right after
 pruning (accuracy right after pruning is then reported without and with it),
 ``--reconstruct N`` refits every layer that lost input channels by least squares on N training
@@ -52,7 +54,7 @@ from typing import Any
 
 import torch
 
-from netsurgeon.distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
+from netsurgeon.distill import DEFAULT_ALPHA, DEFAULT_FEATURE_WEIGHT, DEFAULT_TEMPERATURE
 from netsurgeon.training import History, TrainConfig, atomic_save, evaluate, fit
 from netsurgeon.vision import build_model
 from netsurgeon.vision.data import load_image_data, make_loader
@@ -110,6 +112,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--distill-temperature", type=float, default=DEFAULT_TEMPERATURE)
     p.add_argument("--distill-alpha", type=float, default=DEFAULT_ALPHA)
+    p.add_argument(
+        "--distill-features",
+        default="",
+        metavar="NAMES",
+        help="with --distill, also match the teacher's outputs of these modules (comma-separated "
+        "names or patterns, e.g. 'layer?.?' for every block; needs --keep-streams)",
+    )
+    p.add_argument("--distill-feature-weight", type=float, default=DEFAULT_FEATURE_WEIGHT)
     p.add_argument(
         "--recalibrate-bn",
         type=int,
@@ -182,6 +192,8 @@ def variant(args: argparse.Namespace, criterion: str) -> str:
         parts.append(
             f"distill T={args.distill_temperature:g} a={args.distill_alpha:g} from {args.teacher}"
         )
+        if args.distill_features:
+            parts.append(f"features {args.distill_features} x {args.distill_feature_weight:g}")
     return ", ".join(parts)
 
 
@@ -322,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             distill=args.distill,
             distill_temperature=args.distill_temperature,
             distill_alpha=args.distill_alpha,
+            distill_features=[f.strip() for f in args.distill_features.split(",") if f.strip()],
+            distill_feature_weight=args.distill_feature_weight,
             recalibrate_bn=args.recalibrate_bn,
             reconstruct=args.reconstruct,
             teacher=teacher,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -124,3 +125,80 @@ def test_fit_passes_the_inputs_and_the_student_learns_the_teacher() -> None:
     assert math.isclose(
         last.val_loss, evaluate(student, train, device="cpu", loss_fn=loss_fn)["loss"]
     )
+
+
+# --------------------------------------------------------------------------- feature term
+
+
+def _pair() -> tuple[nn.Module, nn.Module]:
+    """A teacher and a perturbed copy as student; module '2' (the ReLU) has the same shape."""
+    teacher = _teacher().eval()
+    student = copy.deepcopy(teacher).train()
+    with torch.no_grad():
+        student[0].weight.add_(0.3)
+    return teacher, student
+
+
+def test_feature_term_equals_a_hand_computed_one() -> None:
+    teacher, student = _pair()
+    student.eval()  # no dropout, so the recorded features can be recomputed by hand
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(3))
+    targets = torch.tensor([0, 1, 2, 0, 1, 2])
+    loss_fn = DistillationLoss(teacher, alpha=0.6, features=["0", "?"], feature_weight=2.5)
+    assert loss_fn.attach(student) == ["0", "1", "2", "3", "4"]  # "?" matches every child
+    outputs = student(x)
+    value = loss_fn(outputs, targets, inputs=x)
+
+    plain = DistillationLoss(teacher, alpha=0.6)(outputs, targets, inputs=x)
+    terms = []
+    s, t = x, x
+    for layer_s, layer_t in zip(student, teacher, strict=True):
+        s, t = layer_s(s), layer_t(t)
+        terms.append((s - t).pow(2).mean() / t.pow(2).mean())
+    expected = plain + 2.5 * torch.stack(terms).mean()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    # The student is the teacher: the feature term vanishes.
+    same = DistillationLoss(teacher, alpha=0.0, features=["2"], feature_weight=7.0)
+    same.attach(teacher)
+    out = teacher(x)
+    assert torch.equal(same(out, targets, inputs=x), F.cross_entropy(out, targets))
+
+
+def test_feature_term_trains_the_student_and_ignores_its_deep_copies() -> None:
+    teacher, student = _pair()
+    student.eval()
+    loss_fn = DistillationLoss(teacher, alpha=0.0, features=["2"], feature_weight=1.0)
+    loss_fn.attach(student)
+    x, y = torch.randn(8, 4), torch.zeros(8, dtype=torch.long)
+    clean = loss_fn(student(x), y, inputs=x)
+    outputs = student(x)
+    # A deep copy carries the hook, but what it computes must not replace the student's.
+    copy.deepcopy(student)(torch.randn(8, 4) * 100)
+    assert torch.equal(loss_fn(outputs, y, inputs=x), clean)
+    assert clean.item() > F.cross_entropy(outputs, y).item()
+    loss_fn(student(x), y, inputs=x).backward()
+    assert student[0].weight.grad is not None and student[0].weight.grad.abs().sum() > 0
+    loss_fn.detach()
+    assert not any(m._forward_hooks for m in [*student.modules(), *teacher.modules()])
+
+
+def test_feature_errors_name_the_feature() -> None:
+    teacher, student = _pair()
+    with pytest.raises(ConfigError, match="'layer9' matches no module"):
+        DistillationLoss(teacher, features=["layer9"]).attach(student)
+    with pytest.raises(ConfigError, match="feature_weight=0"):
+        DistillationLoss(teacher, features=["2"], feature_weight=0)
+    with pytest.raises(ConfigError, match="features='2'"):
+        DistillationLoss(teacher, features="2")  # type: ignore[arg-type]
+    loss_fn = DistillationLoss(teacher, features=["2"])
+    x = torch.randn(4, 4)
+    with pytest.raises(ConfigError, match=r"loss\.attach\(student\)"):
+        loss_fn(student(x), torch.zeros(4, dtype=torch.long), inputs=x)
+    extra = nn.Sequential(*student, nn.Identity())
+    with pytest.raises(ConfigError, match="5 are not modules of the teacher"):
+        DistillationLoss(teacher, features=["5"]).attach(extra)
+    narrow = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
+    loss_fn = DistillationLoss(teacher, features=["2"])
+    loss_fn.attach(narrow)
+    with pytest.raises(ConfigError, match=r"'2' has shape \(4, 6\) in the student but \(4, 8\)"):
+        loss_fn(narrow(x), torch.zeros(4, dtype=torch.long), inputs=x)

@@ -4,7 +4,13 @@
 
 ``alpha * T**2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(labels)``,
 
-with a frozen teacher in eval mode. It is a drop-in ``loss_fn`` for
+with a frozen teacher in eval mode, and optionally a feature term (FitNets, Romero et al. 2015):
+``feature_weight`` times the mean, over the named modules, of the squared distance between the
+student's and the teacher's outputs of that module, relative to the teacher's mean square.
+After pruning with the residual streams kept whole, a ResNet's block outputs have the same shape
+in both models, so every block gets a dense target instead of the logits alone.
+
+It is a drop-in ``loss_fn`` for
 :func:`netsurgeon.training.fit` and :func:`netsurgeon.training.finetune_steps`: its
 ``uses_inputs`` attribute tells the training loop to pass the batch's inputs too, so the teacher
 sees the same (augmented) images as the student.
@@ -12,8 +18,10 @@ sees the same (augmented) images as the student.
 
 from __future__ import annotations
 
+import fnmatch
 import math
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -23,11 +31,14 @@ from torch import nn
 from netsurgeon.errors import ConfigError
 from netsurgeon.pruning.stats import resolve_device
 
-__all__ = ["DEFAULT_ALPHA", "DEFAULT_TEMPERATURE", "DistillationLoss"]
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_FEATURE_WEIGHT", "DEFAULT_TEMPERATURE", "DistillationLoss"]
 
 #: Hinton et al.'s usual settings; the CLI and the iterative pruner default to them too.
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_ALPHA = 0.9
+#: Weight of the feature term: the best of 1, 10, 30, 100 and 1000 on the CIFAR ResNet benchmark
+#: (``benchmarks/README.md``).
+DEFAULT_FEATURE_WEIGHT = 100.0
 
 
 class DistillationLoss(nn.Module):
@@ -45,9 +56,15 @@ class DistillationLoss(nn.Module):
             With ``alpha=0`` the teacher is never run.
         loss_fn: The hard-label loss ``loss_fn(outputs, targets)``; defaults to
             cross-entropy.
+        features: Names of modules (or ``fnmatch`` patterns over module names, e.g.
+            ``"layer?.?"``) whose outputs the student must match; each output must have the
+            same shape in student and teacher. Call :meth:`attach` with the student before
+            training.
+        feature_weight: Weight of the feature term (> 0); unused without ``features``.
 
     Raises:
-        ConfigError: ``teacher`` is not a module, or ``temperature`` / ``alpha`` out of range.
+        ConfigError: ``teacher`` is not a module, ``temperature`` / ``alpha`` /
+            ``feature_weight`` out of range, or ``features`` not a list of names.
     """
 
     #: Tells :func:`netsurgeon.training.fit` to call ``loss(outputs, targets, inputs=inputs)``.
@@ -60,19 +77,13 @@ class DistillationLoss(nn.Module):
         temperature: float = DEFAULT_TEMPERATURE,
         alpha: float = DEFAULT_ALPHA,
         loss_fn: Callable[..., torch.Tensor] | None = None,
+        features: Sequence[str] = (),
+        feature_weight: float = DEFAULT_FEATURE_WEIGHT,
     ) -> None:
         super().__init__()
         if not isinstance(teacher, nn.Module):
             raise ConfigError(f"teacher={teacher!r} is not allowed; pass a torch.nn.Module")
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, (int, float))
-            or not math.isfinite(temperature)
-            or temperature <= 0
-        ):
-            raise ConfigError(
-                f"temperature={temperature!r} is not allowed; use a finite number > 0"
-            )
+        _check_positive("temperature", temperature)
         if (
             isinstance(alpha, bool)
             or not isinstance(alpha, (int, float))
@@ -88,6 +99,101 @@ class DistillationLoss(nn.Module):
         self.hard_loss: Callable[..., torch.Tensor] = (
             loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
         )
+        if isinstance(features, str) or not all(isinstance(f, str) and f for f in features):
+            raise ConfigError(
+                f"features={features!r} is not allowed; pass a list of module names or patterns"
+            )
+        _check_positive("feature_weight", feature_weight)
+        self.features = tuple(features)
+        self.feature_weight = float(feature_weight)
+        self._names: list[str] = []
+        self._handles: list[Any] = []
+        self._student: dict[str, torch.Tensor] = {}
+        self._teacher: dict[str, torch.Tensor] = {}
+
+    def attach(self, student: nn.Module) -> list[str]:
+        """Hook the modules named by ``features`` in ``student`` and in the teacher.
+
+        Hooks from an earlier call are removed first. The hooks only record outputs of the
+        hooked module objects themselves, so a deep copy of the student (which copies its
+        hooks) does not feed this loss. Module identity survives netsurgeon's pruning, so one
+        call before iterative pruning is enough.
+
+        Args:
+            student: The model being trained.
+
+        Returns:
+            The matched module names, in the student's order.
+
+        Raises:
+            ConfigError: A name or pattern matches no module of the student, or a matched
+                module is missing from the teacher.
+        """
+        self.detach()
+        if not self.features:
+            return []
+        names = [n for n, _ in student.named_modules() if n]
+        chosen: list[str] = []
+        for pattern in self.features:
+            hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+            if not hits:
+                raise ConfigError(
+                    f"distillation feature {pattern!r} matches no module of the student; "
+                    f"use module names such as {', '.join(names[:4])}"
+                )
+            chosen += [n for n in hits if n not in chosen]
+        chosen.sort(key=names.index)
+        teacher_modules = dict(self.teacher.named_modules())
+        missing = [n for n in chosen if n not in teacher_modules]
+        if missing:
+            raise ConfigError(
+                f"distillation features {', '.join(missing)} are not modules of the teacher; "
+                "name modules that both models have"
+            )
+        student_modules = dict(student.named_modules())
+        for name in chosen:
+            self._handles.append(_record(student_modules[name], name, self._student))
+            self._handles.append(_record(teacher_modules[name], name, self._teacher))
+        self._names = chosen
+        return list(chosen)
+
+    def detach(self) -> None:
+        """Remove the hooks of :meth:`attach` and drop recorded outputs."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles, self._names = [], []
+        self._student.clear()
+        self._teacher.clear()
+
+    def feature_loss(self) -> torch.Tensor:
+        """Mean over the attached modules of ``||s - t||^2 / mean(t^2)`` for the last batch.
+
+        Raises:
+            ConfigError: :meth:`attach` was not called, a module did not run, or its output
+                shapes differ between student and teacher.
+        """
+        if not self._names:
+            raise ConfigError(
+                "DistillationLoss has features but no student: call loss.attach(student) first"
+            )
+        terms = []
+        for name in self._names:
+            s, t = self._student.get(name), self._teacher.get(name)
+            if s is None or t is None:
+                raise ConfigError(
+                    f"distillation feature {name!r} produced no output in the last forward pass"
+                )
+            if s.shape != t.shape:
+                raise ConfigError(
+                    f"distillation feature {name!r} has shape {tuple(s.shape)} in the student "
+                    f"but {tuple(t.shape)} in the teacher; name modules whose channels are "
+                    "not pruned (e.g. keep them with ignore=...)"
+                )
+            s, t = s.float(), t.float().to(s.device)
+            terms.append((s - t).pow(2).mean() / t.pow(2).mean().clamp_min(1e-12))
+        self._student.clear()
+        self._teacher.clear()
+        return torch.stack(terms).mean()
 
     def train(self, mode: bool = True) -> DistillationLoss:
         """Switch the mode of the loss but keep the teacher in eval mode."""
@@ -117,7 +223,7 @@ class DistillationLoss(nn.Module):
             ConfigError: ``inputs`` is missing while ``alpha > 0``.
         """
         hard = self.hard_loss(outputs, targets)
-        if self.alpha == 0.0:
+        if self.alpha == 0.0 and not self.features:
             return hard
         if inputs is None:
             raise ConfigError(
@@ -125,6 +231,11 @@ class DistillationLoss(nn.Module):
                 "loss(outputs, targets, inputs=inputs) (netsurgeon.training.fit does)"
             )
         teacher = self.teacher_logits(inputs, outputs.device)
+        total = (1.0 - self.alpha) * hard
+        if self.features:
+            total = total + self.feature_weight * self.feature_loss()
+        if self.alpha == 0.0:
+            return total
         t = self.temperature
         soft = F.kl_div(
             F.log_softmax(outputs.float() / t, dim=1),
@@ -132,7 +243,31 @@ class DistillationLoss(nn.Module):
             reduction="batchmean",
             log_target=True,
         )
-        return self.alpha * t * t * soft + (1.0 - self.alpha) * hard
+        return self.alpha * t * t * soft + total
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, alpha={self.alpha}"
+        extra = f", features={list(self.features)}, feature_weight={self.feature_weight}"
+        return f"temperature={self.temperature}, alpha={self.alpha}" + (
+            extra if self.features else ""
+        )
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{name}={value!r} is not allowed; use a finite number > 0")
+
+
+def _record(module: nn.Module, name: str, store: dict[str, torch.Tensor]) -> Any:
+    """A forward hook that stores ``module``'s output under ``name``."""
+    target = weakref.ref(module)
+
+    def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
+        if mod is target():  # deep copies share this hook; only this module records
+            store[name] = output
+
+    return module.register_forward_hook(hook)

@@ -12,7 +12,7 @@ import torch
 
 import netsurgeon
 from netsurgeon.cli import main
-from netsurgeon.distill import DistillationLoss
+from netsurgeon.distill import DEFAULT_FEATURE_WEIGHT, DistillationLoss
 from netsurgeon.errors import ConfigError
 from netsurgeon.pruning.io import read_checkpoint
 from netsurgeon.pruning.stats import count_macs
@@ -78,6 +78,52 @@ def test_distillation_and_recalibration_in_prune_and_finetune(
     assert "after BatchNorm recalibration" in it.format_iterative(result)
 
 
+def _stream_norms(model: torch.nn.Module) -> list[str]:
+    """The batch norms of a CIFAR ResNet's residual streams: ignoring them keeps their width."""
+    return [n for n, _ in model.named_modules() if n == "bn1" or n.endswith(".bn2")]
+
+
+def test_feature_distillation_in_prune_and_finetune(monkeypatch: pytest.MonkeyPatch) -> None:
+    terms: list[float] = []
+    real = DistillationLoss.feature_loss
+
+    def spy(self: DistillationLoss) -> torch.Tensor:
+        value = real(self)
+        terms.append(float(value.detach()))
+        return value
+
+    monkeypatch.setattr(DistillationLoss, "feature_loss", spy)
+    model = small_model()
+    train, val = loaders()
+    result = prune_and_finetune(
+        model, train, val, example_inputs=EXAMPLE, config=CONFIG, criterion="l1",
+        target_macs=0.6, prune_steps=2, finetune_steps=1, finetune_epochs=1,
+        ignore=_stream_norms(model), distill=True, distill_features=["layer?.?"],
+        distill_feature_weight=3.0,
+    )  # fmt: skip
+    # 2 slices x 1 step, then 1 epoch: its training and validation batches (fit's validation
+    # loss is the training loss); the pruned student never matches the teacher's blocks exactly.
+    assert len(terms) == 2 + len(train) + len(val) and all(t > 0 for t in terms)
+    assert result.macs_ratio <= 0.6 + 1e-9
+    settings = result.to_dict()["settings"]
+    assert settings["distill_features"] == ["layer?.?"]
+    assert settings["distill_feature_weight"] == 3.0
+    assert not any(m._forward_hooks for m in result.model.modules())
+    # Features whose channels are pruned are refused with the shapes named.
+    model = small_model()
+    with pytest.raises(ConfigError, match=r"'layer1\.0\.bn1' has shape"):
+        prune_and_finetune(
+            model, train, val, example_inputs=EXAMPLE, config=CONFIG, criterion="l1",
+            amount=0.5, prune_steps=1, finetune_steps=1, finetune_epochs=0,
+            ignore=_stream_norms(model), distill=True, distill_features=["layer1.0.bn1"],
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"distill_features=\['layer1'\] need distill=True"):
+        prune_and_finetune(
+            small_model(), train, val, example_inputs=EXAMPLE, config=CONFIG,
+            target_macs=0.5, distill_features=["layer1"],
+        )  # fmt: skip
+
+
 def test_reconstruction_in_prune_and_finetune(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[int, int, int]] = []
     real = it._reconstruct
@@ -133,6 +179,13 @@ def test_bad_recovery_arguments_leave_the_model_unchanged() -> None:
         (["--distill", "--distill-temperature", "nan"], "--distill-temperature nan"),
         (["--distill", "--distill-alpha", "2"], "--distill-alpha 2.0"),
         (["--distill-temperature", "3"], "--distill-temperature has no effect without --distill"),
+        (["--distill-features", "layer?.?"], "--distill-features has no effect without --distill"),
+        (["--distill", "--distill-features", " , "], "--distill-features ' , ' names no module"),
+        (["--distill", "--distill-feature-weight", "3"], "no effect without --distill-features"),
+        (
+            ["--distill", "--distill-features", "a", "--distill-feature-weight", "0"],
+            "--distill-feature-weight 0.0",
+        ),
         (["--recalibrate-bn", "-1"], "--recalibrate-bn -1"),
         (["--reconstruct", "-1"], "--reconstruct -1"),
     ],
@@ -183,7 +236,18 @@ def test_finetune_with_a_teacher_file_and_recalibration(
                          "--recalibrate-bn", "1", "--max-steps", "2")  # fmt: skip
     assert main(argv) == 0
     extra = read_checkpoint(out)["extra"]["finetune"]
-    assert extra["distill"] == {"teacher": str(teacher_file), "temperature": 4.0, "alpha": 0.5}
+    # Feature distillation: same architecture, so every block output has the teacher's shape.
+    featured = tmp_path / "featured.pt"
+    argv = finetune_args(data, featured, "--teacher", str(teacher_file), "--distill-features",
+                         "layer1.0,layer3.?", "--max-steps", "2")  # fmt: skip
+    assert main(argv) == 0
+    distilled = read_checkpoint(featured)["extra"]["finetune"]["distill"]
+    assert distilled["features"] == ["layer1.0", "layer3.?"]
+    assert distilled["feature_weight"] == DEFAULT_FEATURE_WEIGHT == 100.0
+    assert extra["distill"] == {
+        "teacher": str(teacher_file), "temperature": 4.0, "alpha": 0.5, "features": [],
+        "feature_weight": None,
+    }  # fmt: skip
     assert extra["recalibrate_bn"] == 1
     capsys.readouterr()
     # A teacher of other classes, and distillation flags without a teacher, are refused.
@@ -202,3 +266,4 @@ def test_iterative_arguments_include_the_recovery_flags() -> None:
     args = parser.parse_args(["m"])
     assert args.distill is False and args.recalibrate_bn == 0
     assert args.distill_temperature is None and args.distill_alpha is None
+    assert args.distill_features is None and args.distill_feature_weight is None

@@ -41,7 +41,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsurgeon.distill import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, DistillationLoss
+from netsurgeon.distill import (
+    DEFAULT_ALPHA,
+    DEFAULT_FEATURE_WEIGHT,
+    DEFAULT_TEMPERATURE,
+    DistillationLoss,
+)
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.pruning import Pruner, PruneResult, prune
 from netsurgeon.pruning.criteria import get_criterion, requires_data
@@ -326,6 +331,8 @@ def prune_and_finetune(
     recalibrate_bn: int = 0,
     teacher: nn.Module | None = None,
     reconstruct: int = 0,
+    distill_features: Sequence[str] = (),
+    distill_feature_weight: float = DEFAULT_FEATURE_WEIGHT,
 ) -> IterativeResult:
     """Prune a slice, fine-tune K steps, repeat until the target; then fine-tune E epochs.
 
@@ -381,6 +388,10 @@ def prune_and_finetune(
             (:func:`netsurgeon.reconstruct`), on this many training batches per layer
             (and on the one-shot copy, reported as ``accuracy_reconstructed``); 0 does not.
             It runs before ``recalibrate_bn``.
+        distill_features: With ``distill``, also match the teacher's outputs of these modules
+            (names or ``fnmatch`` patterns, e.g. ``"layer?.?"`` for a CIFAR ResNet's blocks;
+            their channels must not be pruned, so pass their producers' norms in ``ignore``).
+        distill_feature_weight: Weight of that feature term (> 0).
 
     Returns:
         The :class:`IterativeResult`; its ``model`` is the pruned model.
@@ -411,11 +422,18 @@ def prune_and_finetune(
     # Validates temperature and alpha before anything slow; the teacher is set below.
     train_loss: Callable[..., torch.Tensor] = (
         DistillationLoss(
-            nn.Identity(), temperature=distill_temperature, alpha=distill_alpha, loss_fn=loss
+            nn.Identity(),
+            temperature=distill_temperature,
+            alpha=distill_alpha,
+            loss_fn=loss,
+            features=distill_features,
+            feature_weight=distill_feature_weight,
         )
         if distill
         else loss
     )
+    if distill_features and not distill:
+        raise ConfigError(f"distill_features={list(distill_features)!r} need distill=True")
     settings: dict[str, Any] = {
         "criterion": criterion,
         "amount": amount,
@@ -431,6 +449,8 @@ def prune_and_finetune(
         "distill_temperature": distill_temperature if distill else None,
         "distill_alpha": distill_alpha if distill else None,
         "distill_teacher": None if not distill else "given" if teacher is not None else "unpruned",
+        "distill_features": list(distill_features) if distill else None,
+        "distill_feature_weight": distill_feature_weight if distill_features else None,
         "recalibrate_bn": recal_batches,
         "reconstruct": recon_batches,
         "train_config": config.to_dict(),
@@ -455,6 +475,7 @@ def prune_and_finetune(
         # The unpruned model as passed in, frozen; taken before a resume replaces the model.
         source = teacher if teacher is not None else copy.deepcopy(model)
         train_loss.teacher = source.to(device).eval().requires_grad_(False)
+        train_loss.attach(model)  # checks the feature names before anything slow
 
     def repair(net: nn.Module, reference: nn.Module | None, result: PruneResult) -> None:
         if reference is not None:
@@ -477,6 +498,8 @@ def prune_and_finetune(
     if resume and state_path is not None and state_path.is_file():
         model, state = _load_state(state_path, settings)
         model.to(device)
+        if isinstance(train_loss, DistillationLoss):
+            train_loss.attach(model)  # the resumed model replaces the one passed in
         logger.info("resumed iterative pruning after slice %d", state["done"])
     else:
         if ckpt_dir is not None and is_main_process():
@@ -612,6 +635,8 @@ def prune_and_finetune(
         accuracy_after = float(last.val_accuracy)
     else:
         accuracy_after = accuracy_after_slices
+    if isinstance(train_loss, DistillationLoss):
+        train_loss.detach()
     after = Footprint(count_params(model), count_macs(model, example_inputs))
     return IterativeResult(
         model=model,
@@ -688,6 +713,8 @@ def finetune(
     distill_temperature: float = DEFAULT_TEMPERATURE,
     distill_alpha: float = DEFAULT_ALPHA,
     recalibrate_bn: int = 0,
+    distill_features: Sequence[str] = (),
+    distill_feature_weight: float = DEFAULT_FEATURE_WEIGHT,
 ) -> FinetuneResult:
     """Fine-tune a classification model on an image folder (transfer learning).
 
@@ -721,6 +748,9 @@ def finetune(
         distill_alpha: Weight of the distillation term, in [0, 1], with ``teacher``.
         recalibrate_bn: Re-estimate the BatchNorm running statistics on this many training
             batches before fine-tuning (useful for a model pruned without data); 0 does not.
+        distill_features: With ``teacher``, also match the teacher's outputs of these modules
+            (names or ``fnmatch`` patterns); they must have the same shapes in both models.
+        distill_feature_weight: Weight of that feature term (> 0).
 
     Raises:
         ConfigError: Bad data folder, ``num_classes`` contradicting the data, bad values.
@@ -741,8 +771,14 @@ def finetune(
 
         teacher_model = teacher if isinstance(teacher, nn.Module) else load(teacher)
         loss_fn = DistillationLoss(
-            teacher_model, temperature=distill_temperature, alpha=distill_alpha
+            teacher_model,
+            temperature=distill_temperature,
+            alpha=distill_alpha,
+            features=distill_features,
+            feature_weight=distill_feature_weight,
         )
+    elif distill_features:
+        raise ConfigError(f"distill_features={list(distill_features)!r} need a teacher")
     data = load_image_data(
         data_dir,
         input_size=input_size,
@@ -774,6 +810,8 @@ def finetune(
         data.train, batch_size=batch_size, train=True, seed=config.seed, num_workers=num_workers
     )
     val_loader = make_loader(data.val, batch_size=batch_size, train=False, num_workers=num_workers)
+    if loss_fn is not None:
+        loss_fn.attach(model)
     if recal_batches and not resuming:  # a resumed run restores the statistics it had
         info = init_distributed()
         model.to(resolve_device(config.device, local_rank=info.local_rank))
@@ -787,6 +825,8 @@ def finetune(
         resume=resume,
         loss_fn=loss_fn,
     )
+    if loss_fn is not None:
+        loss_fn.detach()
     last = history.last
     val_accuracy = float(last.val_accuracy) if last and last.val_accuracy is not None else math.nan
     saved = None
@@ -811,6 +851,8 @@ def finetune(
                     else type(teacher).__name__,
                     "temperature": loss_fn.temperature,
                     "alpha": loss_fn.alpha,
+                    "features": list(loss_fn.features),
+                    "feature_weight": loss_fn.feature_weight if loss_fn.features else None,
                 },
                 "recalibrate_bn": recal_batches,
             }
@@ -1217,7 +1259,8 @@ def add_iterative_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_recovery_arguments(parser: argparse.ArgumentParser, *, teacher_flag: bool = False) -> None:
     """``--distill`` (or ``--teacher FILE``), ``--distill-temperature``, ``--distill-alpha``,
-    ``--recalibrate-bn`` and, without ``teacher_flag`` (for ``prune``), ``--reconstruct``."""
+    ``--distill-features``, ``--distill-feature-weight``, ``--recalibrate-bn`` and, without
+    ``teacher_flag`` (for ``prune``), ``--reconstruct``."""
     group = _Group(parser, "recovery after pruning")
     if teacher_flag:
         _add(
@@ -1253,6 +1296,22 @@ def _add_recovery_arguments(parser: argparse.ArgumentParser, *, teacher_flag: bo
     )
     _add(
         group,
+        "--distill-features",
+        default=None,
+        metavar="NAMES",
+        help="also match the teacher's outputs of these modules: comma-separated names or "
+        "patterns, e.g. 'layer?.?' for every block of a ResNet whose streams are not pruned",
+    )
+    _add(
+        group,
+        "--distill-feature-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help=f"weight of that feature term (default: {DEFAULT_FEATURE_WEIGHT:g})",
+    )
+    _add(
+        group,
         "--recalibrate-bn",
         type=int,
         default=0,
@@ -1276,13 +1335,36 @@ def _add_recovery_arguments(parser: argparse.ArgumentParser, *, teacher_flag: bo
 def _recovery_from_args(
     args: argparse.Namespace, *, distill: bool, switch: str = "--distill"
 ) -> dict[str, Any]:
-    """Validated temperature, alpha and recalibration keywords from
+    """Validated temperature, alpha, feature and recalibration keywords from
     :func:`_add_recovery_arguments`' flags (``distill`` says whether distillation is on)."""
     temperature = getattr(args, "distill_temperature", None)
     alpha = getattr(args, "distill_alpha", None)
-    if not distill and (temperature is not None or alpha is not None):
-        given = "--distill-temperature" if temperature is not None else "--distill-alpha"
-        raise ConfigError(f"{given} has no effect without {switch}; add {switch}")
+    features_flag = getattr(args, "distill_features", None)
+    weight = getattr(args, "distill_feature_weight", None)
+    given = [
+        flag
+        for flag, value in (
+            ("--distill-temperature", temperature),
+            ("--distill-alpha", alpha),
+            ("--distill-features", features_flag),
+            ("--distill-feature-weight", weight),
+        )
+        if value is not None
+    ]
+    if not distill and given:
+        raise ConfigError(f"{given[0]} has no effect without {switch}; add {switch}")
+    features = [f.strip() for f in (features_flag or "").split(",") if f.strip()]
+    if features_flag is not None and not features:
+        raise ConfigError(
+            f"--distill-features {features_flag!r} names no module; give comma-separated names"
+        )
+    if weight is not None and not features:
+        raise ConfigError("--distill-feature-weight has no effect without --distill-features")
+    weight = DEFAULT_FEATURE_WEIGHT if weight is None else weight
+    if not math.isfinite(weight) or weight <= 0:
+        raise ConfigError(
+            f"--distill-feature-weight {weight} is not allowed; use a finite number > 0"
+        )
     temperature = DEFAULT_TEMPERATURE if temperature is None else temperature
     alpha = DEFAULT_ALPHA if alpha is None else alpha
     if not math.isfinite(temperature) or temperature <= 0:
@@ -1296,6 +1378,8 @@ def _recovery_from_args(
     return {
         "distill_temperature": temperature,
         "distill_alpha": alpha,
+        "distill_features": features,
+        "distill_feature_weight": weight,
         "recalibrate_bn": recalibrate,
     }
 
