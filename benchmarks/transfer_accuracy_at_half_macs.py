@@ -397,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table)
     if best is not None and gap is not None:
-        verdict = "MET" if gap <= MAX_GAP else "MISSED"
+        # Accuracies are image counts over the validation size: 0.933 - 0.913 is 2 points
+        # exactly, though not in binary floating point.
+        verdict = "MET" if gap <= MAX_GAP + 1e-9 else "MISSED"
         print(
             f"\nbest criterion: {best['criterion']}; gap {100 * gap:.2f} points "
             f"(target <= {100 * MAX_GAP:.0f}): {verdict}"

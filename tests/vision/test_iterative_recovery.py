@@ -243,7 +243,7 @@ def test_finetune_with_a_teacher_file_and_recalibration(
     assert main(argv) == 0
     distilled = read_checkpoint(featured)["extra"]["finetune"]["distill"]
     assert distilled["features"] == ["layer1.0", "layer3.?"]
-    assert distilled["feature_weight"] == DEFAULT_FEATURE_WEIGHT == 100.0
+    assert distilled["feature_weight"] == DEFAULT_FEATURE_WEIGHT == 300.0
     assert extra["distill"] == {
         "teacher": str(teacher_file), "temperature": 4.0, "alpha": 0.5, "features": [],
         "feature_weight": None,
