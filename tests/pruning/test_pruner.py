@@ -207,6 +207,20 @@ def test_ignore_accepts_module_objects() -> None:
     assert model.features[3].out_channels == 8
 
 
+def test_ignore_accepts_fnmatch_patterns() -> None:
+    # "features.[03]" names the two convolutions; a pattern that matches nothing is an error.
+    by_pattern, by_name = SeqNet(), SeqNet()
+    by_name.load_state_dict(by_pattern.state_dict())
+    prune(by_pattern, X, amount=0.5, ignore=["features.[03]"])
+    prune(by_name, X, amount=0.5, ignore=["features.0", "features.3"])
+    assert (by_pattern.features[0].out_channels, by_pattern.features[3].out_channels) == (8, 16)
+    assert by_pattern.classifier[0].out_features < 32  # the rest was pruned
+    pattern_state, name_state = by_pattern.state_dict(), by_name.state_dict()
+    assert all(torch.equal(v, name_state[k]) for k, v in pattern_state.items())
+    with pytest.raises(ConfigError, match=r"the pattern 'layer\?\.\*' matches no module"):
+        prune(SeqNet(), X, amount=0.5, ignore=["layer?.*"])
+
+
 @pytest.mark.parametrize("target", [0.7, 0.4])
 def test_target_macs_is_reached(target: float) -> None:
     model = ConcatNet()

@@ -211,7 +211,7 @@ def test_prune_cli_with_distillation_and_recalibration(
          "--finetune-steps", "0", "--finetune-epochs", "1", "--input-size", str(SIZE),
          "--train-batch-size", "4", "--device", "cpu", "--workers", "0",
          "--distill", "--distill-temperature", "3", "--recalibrate-bn", "2",
-         "--reconstruct", "1"]
+         "--reconstruct", "1", "--ignore", "bn1,layer?.?.bn2", "--distill-features", "layer?.?"]
     )  # fmt: skip
     assert run_iterative_from_args(args) == 0
     printed = capsys.readouterr().out
@@ -221,6 +221,9 @@ def test_prune_cli_with_distillation_and_recalibration(
     settings = extra["settings"]
     assert settings["distill"] is True and settings["distill_temperature"] == 3.0
     assert settings["distill_alpha"] == 0.9 and settings["recalibrate_bn"] == 2
+    assert settings["distill_features"] == ["layer?.?"]
+    # The pattern kept every residual stream: only the blocks' inner convolutions shrank.
+    assert extra["channels"] and all(name.endswith(".conv1") for name in extra["channels"])
     assert 0.0 <= extra["accuracy_recalibrated"] <= 1.0
     assert settings["reconstruct"] == 1 and 0.0 <= extra["accuracy_reconstructed"] <= 1.0
 

@@ -89,8 +89,9 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
         type=_names,
         default=None,
         metavar="NAMES",
-        help="comma-separated module names whose channels must not change (a container keeps "
-        "everything inside it), e.g. the batch norms of residual streams",
+        help="comma-separated module names or patterns whose channels must not change (a "
+        "container keeps everything inside it), e.g. 'bn1,layer?.?.bn2' for the batch norms of "
+        "a CIFAR ResNet's residual streams",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     _add_measure_arguments(parser)

@@ -7,6 +7,7 @@ slice, lets the caller fine-tune, and repeats until the target is reached.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -110,12 +111,19 @@ def _resolve_ignore(model: nn.Module, ignore: Iterable[str | nn.Module] | None) 
             if id(item) not in by_module:
                 raise ConfigError(f"ignore: module {type(item).__name__} is not part of the model")
             item = by_module[id(item)]
-        if not isinstance(item, str) or item not in names:
+        if isinstance(item, str) and item not in names and any(c in item for c in "*?["):
+            matched = [n for n in names if n and fnmatch.fnmatchcase(n, item)]
+            if not matched:
+                raise ConfigError(f"ignore: the pattern {item!r} matches no module of the model")
+        elif not isinstance(item, str) or item not in names:
             close = difflib.get_close_matches(str(item), [n for n in names if n], n=3)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise ConfigError(f"ignore: the model has no module named {item!r}{hint}")
-        prefix = f"{item}." if item else ""
-        resolved.update(n for n in names if n == item or n.startswith(prefix))
+        else:
+            matched = [item]
+        for name in matched:
+            prefix = f"{name}." if name else ""
+            resolved.update(n for n in names if n == name or n.startswith(prefix))
     return resolved
 
 
@@ -439,7 +447,8 @@ def prune(
             ``"global_macs"`` (the same ranking with each score divided by the MACs its channel
             costs, for MACs budgets).
         ignore: Names (or module objects) of modules that must not change; a container
-            protects all its children.
+            protects all its children. A name with ``*``, ``?`` or ``[`` is an ``fnmatch``
+            pattern, e.g. ``"layer?.?.bn2"`` for the residual-stream norms of a ResNet.
         data: Batches of ``(inputs, targets)`` for data-driven criteria.
         loss_fn: ``loss_fn(outputs, targets)``, needed by ``taylor``.
         min_channels: Fewest channels any layer keeps.
