@@ -197,6 +197,17 @@ def test_feature_errors_name_the_feature() -> None:
     extra = nn.Sequential(*student, nn.Identity())
     with pytest.raises(ConfigError, match="5 are not modules of the teacher"):
         DistillationLoss(teacher, features=["5"]).attach(extra)
+
+    class Pair(nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return x, x
+
+    paired = nn.Sequential(Pair())
+    loss_fn = DistillationLoss(paired, features=["0"])
+    twin = copy.deepcopy(paired)
+    loss_fn.attach(twin)
+    with pytest.raises(ConfigError, match="'0' outputs tuple, not a tensor"):
+        loss_fn(twin(x)[0], torch.zeros(4, dtype=torch.long), inputs=x)
     narrow = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
     loss_fn = DistillationLoss(teacher, features=["2"])
     loss_fn.attach(narrow)

@@ -183,6 +183,11 @@ class DistillationLoss(nn.Module):
                 raise ConfigError(
                     f"distillation feature {name!r} produced no output in the last forward pass"
                 )
+            if not isinstance(s, torch.Tensor) or not isinstance(t, torch.Tensor):
+                raise ConfigError(
+                    f"distillation feature {name!r} outputs {type(s).__name__}, not a tensor; "
+                    "name modules that return one tensor"
+                )
             if s.shape != t.shape:
                 raise ConfigError(
                     f"distillation feature {name!r} has shape {tuple(s.shape)} in the student "
