@@ -132,17 +132,17 @@ class DistillationLoss(nn.Module):
         self.detach()
         if not self.features:
             return []
-        names = [n for n, _ in student.named_modules() if n]
-        chosen: list[str] = []
+        student_modules = {n: m for n, m in student.named_modules() if n}
         for pattern in self.features:
-            hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-            if not hits:
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in student_modules):
                 raise ConfigError(
                     f"distillation feature {pattern!r} matches no module of the student; "
-                    f"use module names such as {', '.join(names[:4])}"
+                    f"use module names such as {', '.join(list(student_modules)[:4])}"
                 )
-            chosen += [n for n in hits if n not in chosen]
-        chosen.sort(key=names.index)
+        # In the student's module order, each module once however many patterns match it.
+        chosen = [
+            n for n in student_modules if any(fnmatch.fnmatchcase(n, p) for p in self.features)
+        ]
         teacher_modules = dict(self.teacher.named_modules())
         missing = [n for n in chosen if n not in teacher_modules]
         if missing:
@@ -150,7 +150,6 @@ class DistillationLoss(nn.Module):
                 f"distillation features {', '.join(missing)} are not modules of the teacher; "
                 "name modules that both models have"
             )
-        student_modules = dict(student.named_modules())
         for name in chosen:
             self._handles.append(_record(student_modules[name], name, self._student))
             self._handles.append(_record(teacher_modules[name], name, self._teacher))
