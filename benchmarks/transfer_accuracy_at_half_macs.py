@@ -55,7 +55,7 @@ from typing import Any
 import torch
 
 from netsurgeon.distill import DEFAULT_ALPHA, DEFAULT_FEATURE_WEIGHT, DEFAULT_TEMPERATURE
-from netsurgeon.training import History, TrainConfig, atomic_save, evaluate, fit
+from netsurgeon.training import SLICE_LRS, History, TrainConfig, atomic_save, evaluate, fit
 from netsurgeon.vision import build_model
 from netsurgeon.vision.data import load_image_data, make_loader
 from netsurgeon.vision.iterative import prune_and_finetune
@@ -91,6 +91,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prune-steps", type=int, default=1)
     p.add_argument("--finetune-steps", type=int, default=0)
     p.add_argument("--criterion-batches", type=int, default=8)
+    p.add_argument(
+        "--slice-lr",
+        default="schedule",
+        choices=SLICE_LRS,
+        help="learning rate of the steps between slices: restart --schedule over each slice's "
+        "steps (the default here, so that earlier runs reproduce; the library's default is "
+        "constant), or hold --lr",
+    )
     p.add_argument(
         "--same-budget",
         action="store_true",
@@ -180,6 +188,8 @@ def variant(args: argparse.Namespace, criterion: str) -> str:
     parts = [criterion, args.scope]
     if args.prune_steps > 1:
         parts.append(f"{args.prune_steps} slices x {args.finetune_steps} steps")
+        if args.finetune_steps and args.slice_lr != "schedule":
+            parts.append(f"slice lr {args.slice_lr}")
         if args.same_budget:
             parts.append("same budget")
     if args.keep_streams:
@@ -339,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             recalibrate_bn=args.recalibrate_bn,
             reconstruct=args.reconstruct,
             teacher=teacher,
+            slice_lr=args.slice_lr,
         )
         assert result.history is not None
         rows.append(

@@ -363,6 +363,36 @@ def test_finetune_steps_takes_exactly_k_steps_across_epochs() -> None:
         finetune_steps(model, train, steps=0, config=cpu_config())
 
 
+class LrRecorder(Callback):
+    """The learning rate each optimizer step was taken with."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+        self._pending: float | None = None
+
+    def on_fit_start(self, state: TrainState) -> None:
+        self._pending = state.optimizer.param_groups[0]["lr"]
+
+    def on_batch_end(self, state: TrainState, batch: BatchInfo) -> None:
+        # The scheduler has already stepped: record the rate this step used, keep the next.
+        assert self._pending is not None
+        self.lrs.append(self._pending)
+        self._pending = state.optimizer.param_groups[0]["lr"]
+
+
+def test_finetune_steps_lr_constant_holds_the_rate_and_schedule_anneals_it() -> None:
+    train, _ = loaders()
+    config = cpu_config(schedule="cosine", lr=0.1)
+    annealed, constant = LrRecorder(), LrRecorder()
+    finetune_steps(make_model(), train, steps=8, config=config, callbacks=[annealed])
+    finetune_steps(make_model(), train, steps=8, config=config, callbacks=[constant], lr="constant")
+    assert constant.lrs == [0.1] * 8
+    expected = [0.05 * (1 + math.cos(math.pi * i / 8)) for i in range(8)]
+    assert annealed.lrs == pytest.approx(expected)
+    with pytest.raises(ConfigError, match=r"lr='linear' is not allowed; use one of constant"):
+        finetune_steps(make_model(), train, steps=2, config=config, lr="linear")
+
+
 def test_finetune_steps_works_after_the_model_changes_shape() -> None:
     train, _ = loaders()
     model = make_model()

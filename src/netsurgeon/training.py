@@ -19,7 +19,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from netsurgeon.pruning.stats import resolve_device as resolve_named_device
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "SLICE_LRS",
     "BatchInfo",
     "Callback",
     "DataWaitTimer",
@@ -60,6 +61,9 @@ __all__ = [
 CHECKPOINT_FORMAT = "netsurgeon.training.checkpoint/1"
 _OPTIMIZERS = ("sgd", "adam", "adamw")
 _SCHEDULES = ("none", "cosine", "step")
+#: How :func:`finetune_steps` sets the learning rate: hold ``config.lr``, or restart
+#: ``config.schedule`` and anneal it over the call's steps.
+SLICE_LRS = ("constant", "schedule")
 _DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 # Running loss and accuracy need a device sync; refresh the progress bar this often.
 _PROGRESS_EVERY = 10
@@ -971,6 +975,13 @@ def _restore(trainer: _Trainer, data: Mapping[str, Any], path: Path) -> None:
         ) from exc
 
 
+def check_slice_lr(name: str, value: Any) -> str:
+    """``value`` if it is one of :data:`SLICE_LRS`; otherwise a :class:`ConfigError`."""
+    if value not in SLICE_LRS:
+        raise ConfigError(f"{name}={value!r} is not allowed; use one of {', '.join(SLICE_LRS)}")
+    return str(value)
+
+
 @dataclass(frozen=True)
 class StepsResult:
     """What :func:`finetune_steps` did. Accuracy is a fraction; times are wall seconds."""
@@ -992,13 +1003,13 @@ def finetune_steps(
     epoch_offset: int = 0,
     callbacks: Sequence[Callback] = (),
     loss_fn: Callable[..., torch.Tensor] | None = None,
+    lr: str = "schedule",
 ) -> StepsResult:
     """Train ``model`` in place for exactly ``steps`` optimizer steps.
 
     This is the inner step of iterative pruning: a fresh optimizer is made on every call
     (the model's shapes may have changed since the last one), and the loader is restarted as
-    often as needed. ``config.epochs``, ``config.max_steps`` and ``config.seed`` are not used;
-    a ``"cosine"`` schedule anneals over these ``steps``.
+    often as needed. ``config.epochs``, ``config.max_steps`` and ``config.seed`` are not used.
 
     Args:
         model: Trained in place.
@@ -1009,12 +1020,19 @@ def finetune_steps(
             (then +1 per restart); pass the pruning round so rounds see different batches.
         callbacks: ``on_fit_start``, ``on_batch_end`` and ``on_fit_end`` are called.
         loss_fn: Defaults to cross-entropy.
+        lr: ``"schedule"`` restarts ``config.schedule`` and anneals it over these ``steps``
+            (a ``"cosine"`` one reaches 0 at the last step); ``"constant"`` keeps
+            ``config.lr`` throughout, as Molchanov et al. 2017 fine-tune between slices.
 
     Raises:
-        ConfigError: ``steps`` is not a positive integer, or the loader yields nothing.
+        ConfigError: ``steps`` is not a positive integer, ``lr`` is not one of
+            :data:`SLICE_LRS`, or the loader yields nothing.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"steps={steps!r} is not allowed; use a positive integer")
+    check_slice_lr("lr", lr)
+    if lr == "constant":
+        config = replace(config, schedule="none")
     trainer = _Trainer(
         model,
         config=config,

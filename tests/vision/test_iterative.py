@@ -53,10 +53,12 @@ class _Stop(Exception):
 
 def test_reaches_macs_target_and_finetunes_between_slices(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[int, int]] = []
+    rates: list[str] = []
     real = it.train_steps
 
     def spy(model: torch.nn.Module, loader: Any, **kwargs: Any) -> Any:
         calls.append((count_macs(model, EXAMPLE), kwargs["steps"]))
+        rates.append(kwargs["lr"])
         return real(model, loader, **kwargs)
 
     monkeypatch.setattr(it, "train_steps", spy)
@@ -88,6 +90,7 @@ def test_reaches_macs_target_and_finetunes_between_slices(monkeypatch: pytest.Mo
     # Fine-tuning ran once after every slice, on the just-pruned model, K steps each.
     assert len(result.steps) == 3 and seen == result.steps
     assert [k for _, k in calls] == [2, 2, 2]
+    assert rates == ["constant"] * 3  # Molchanov's constant rate between slices by default
     assert [m for m, _ in calls] == [s.macs for s in result.steps]
     assert calls[0][0] < macs0 and calls[0][0] > calls[1][0] > calls[2][0]
     assert [s.step for s in result.steps] == [0, 1, 2]
@@ -114,6 +117,56 @@ def test_reaches_macs_target_and_finetunes_between_slices(monkeypatch: pytest.Mo
     text = format_iterative(result, title="t")
     for label in ("before pruning", "right after pruning", "after fine-tuning"):
         assert label in text
+
+
+@pytest.mark.parametrize("slice_lr", ["constant", "schedule"])
+def test_slice_lr_sets_the_rate_between_slices_and_not_the_final_fit(slice_lr: str) -> None:
+    lrs: dict[str, list[float]] = {"slices": [], "final": []}
+    real_fit = it.fit
+
+    class Rates(netsurgeon.training.Callback):
+        def __init__(self, key: str) -> None:
+            self.key = key
+
+        def on_batch_end(self, state: Any, batch: Any) -> None:
+            lrs[self.key].append(state.optimizer.param_groups[0]["lr"])
+
+    def steps_with_rates(model: torch.nn.Module, loader: Any, **kwargs: Any) -> Any:
+        return netsurgeon.training.finetune_steps(
+            model, loader, callbacks=[Rates("slices")], **kwargs
+        )
+
+    def fit_with_rates(*args: Any, **kwargs: Any) -> Any:
+        return real_fit(*args, callbacks=[Rates("final")], **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(it, "train_steps", steps_with_rates)
+        patch.setattr(it, "fit", fit_with_rates)
+        train, val = loaders()
+        result = prune_and_finetune(
+            small_model(),
+            train,
+            val,
+            example_inputs=EXAMPLE,
+            config=TrainConfig(device="cpu", lr=0.05, schedule="cosine", progress=False),
+            criterion="l1",
+            target_macs=0.5,
+            prune_steps=2,
+            finetune_steps=4,
+            finetune_epochs=1,
+            oneshot_baseline=False,
+            slice_lr=slice_lr,
+        )
+    assert result.to_dict()["settings"]["slice_lr"] == slice_lr
+    # Rates seen after each step (the scheduler has stepped): 4 per slice, 4 in the final fit.
+    assert len(lrs["slices"]) == 8 and len(lrs["final"]) == 4
+    if slice_lr == "constant":
+        assert lrs["slices"] == [0.05] * 8
+    else:  # cosine restarted and annealed to 0 within each slice's 4 steps
+        assert lrs["slices"][3] == pytest.approx(0.0) and lrs["slices"][7] == pytest.approx(0.0)
+        assert lrs["slices"][:4] == pytest.approx(lrs["slices"][4:])
+    # The final fine-tuning follows the config's cosine schedule either way.
+    assert lrs["final"][-1] == pytest.approx(0.0) and lrs["final"][0] < 0.05
 
 
 def test_amount_without_finetuning(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,6 +261,8 @@ def test_bad_arguments_leave_the_model_unchanged() -> None:
         prune_and_finetune(model, train, val, target_macs=0.5, resume=True, **common)
     with pytest.raises(ConfigError, match="criterion_batches=0"):
         prune_and_finetune(model, train, val, target_macs=0.5, criterion_batches=0, **common)
+    with pytest.raises(ConfigError, match="slice_lr='cosine' is not allowed; use one of"):
+        prune_and_finetune(model, train, val, target_macs=0.5, slice_lr="cosine", **common)
     with pytest.raises(ConfigError, match="checkpoint_dir needs a model"):
         plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
         prune_and_finetune(plain, train, val, target_macs=0.5, checkpoint_dir="x", **common)
@@ -249,7 +304,7 @@ def test_prune_with_data_from_the_command_line(
          "--criterion", "taylor", "--target-macs", "0.5", "--prune-steps", "2",
          "--finetune-steps", "2", "--finetune-epochs", "1", "--input-size", str(SIZE),
          "--train-batch-size", "4", "--device", "cpu", "--workers", "0",
-         "--criterion-batches", "2"]
+         "--criterion-batches", "2", "--slice-lr", "schedule"]
     )  # fmt: skip
     assert run_iterative_from_args(args) == 0
     printed = capsys.readouterr().out
@@ -264,6 +319,7 @@ def test_prune_with_data_from_the_command_line(
     extra = read_checkpoint(out)["extra"]["iterative"]
     assert extra["classes"] == ["blue", "red"] and len(extra["steps"]) == 2
     assert extra["macs_ratio"] == pytest.approx(ratio)
+    assert extra["settings"]["slice_lr"] == "schedule"
     assert 0.0 <= extra["accuracy_after"] <= 1.0
     assert (tmp_path / "pruned.pt.iterative" / "iterative_state.pt").is_file()
 
@@ -274,7 +330,7 @@ def test_iterative_arguments_on_a_bare_parser(tmp_path: Path) -> None:
     add_iterative_arguments(parser)
     args = parser.parse_args(["cifar_resnet20", "--target-macs", "0.5"])
     assert args.data is None and args.prune_steps == 5 and args.train_batch_size == 32
-    assert args.criterion == "taylor" and args.scope == "global"
+    assert args.criterion == "taylor" and args.scope == "global" and args.slice_lr == "constant"
     with pytest.raises(ConfigError, match="needs --data"):
         run_iterative_from_args(args)
     args = parser.parse_args(["cifar_resnet20", "--data", str(tmp_path), "--prune-steps", "0"])

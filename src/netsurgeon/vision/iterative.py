@@ -55,8 +55,10 @@ from netsurgeon.pruning.stats import count_macs, count_params, move_inputs
 from netsurgeon.recalibrate import recalibrate_bn as _recalibrate
 from netsurgeon.reconstruction import reconstruct as _reconstruct
 from netsurgeon.training import (
+    SLICE_LRS,
     History,
     TrainConfig,
+    check_slice_lr,
     evaluate,
     fit,
     init_distributed,
@@ -333,6 +335,7 @@ def prune_and_finetune(
     reconstruct: int = 0,
     distill_features: Sequence[str] = (),
     distill_feature_weight: float = DEFAULT_FEATURE_WEIGHT,
+    slice_lr: str = "constant",
 ) -> IterativeResult:
     """Prune a slice, fine-tune K steps, repeat until the target; then fine-tune E epochs.
 
@@ -392,6 +395,11 @@ def prune_and_finetune(
             (names or ``fnmatch`` patterns, e.g. ``"layer?.?"`` for a CIFAR ResNet's blocks;
             their channels must not be pruned, so pass their producers' norms in ``ignore``).
         distill_feature_weight: Weight of that feature term (> 0).
+        slice_lr: The learning rate of the steps after every slice: ``"constant"`` holds
+            ``config.lr`` (Molchanov et al. 2017), ``"schedule"`` restarts
+            ``config.schedule`` over each slice's ``finetune_steps`` (the two tied on
+            cifar_resnet32, see ``benchmarks/README.md``). The final fine-tuning always
+            follows ``config.schedule``.
 
     Returns:
         The :class:`IterativeResult`; its ``model`` is the pruned model.
@@ -408,6 +416,7 @@ def prune_and_finetune(
     finetune_epochs = _check_int("finetune_epochs", finetune_epochs, low=0)
     recal_batches = _check_int("recalibrate_bn", recalibrate_bn, low=0)
     recon_batches = _check_int("reconstruct", reconstruct, low=0)
+    slice_lr = check_slice_lr("slice_lr", slice_lr)
     if not isinstance(distill, bool):
         raise ConfigError(f"distill={distill!r} is not allowed; use True or False")
     if teacher is not None and (not distill or not isinstance(teacher, nn.Module)):
@@ -453,6 +462,7 @@ def prune_and_finetune(
         "distill_feature_weight": distill_feature_weight if distill_features else None,
         "recalibrate_bn": recal_batches,
         "reconstruct": recon_batches,
+        "slice_lr": slice_lr,
         "train_config": config.to_dict(),
     }
     if checkpoint_dir is not None and not isinstance(getattr(model, "netsurgeon_arch", None), dict):
@@ -577,6 +587,7 @@ def prune_and_finetune(
                     config=config,
                     epoch_offset=len(steps) * 1000,
                     loss_fn=train_loss,
+                    lr=slice_lr,
                 )
             record = IterativeStep(
                 step=len(steps),
@@ -1184,6 +1195,14 @@ def add_iterative_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add(
         group,
+        "--slice-lr",
+        default="constant",
+        choices=SLICE_LRS,
+        help="learning rate of the steps after each slice: hold --lr, or restart --schedule "
+        "over each slice's steps (default: constant)",
+    )
+    _add(
+        group,
         "--finetune-epochs",
         type=int,
         default=1,
@@ -1477,6 +1496,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
         on_step=report,
         distill=distill,
         reconstruct=reconstruct,
+        slice_lr=getattr(args, "slice_lr", "constant"),
         **recovery,
     )
     if not is_main_process():
