@@ -107,6 +107,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", default="sgd")
     p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument(
+        "--pruned-lr",
+        type=float,
+        default=None,
+        metavar="LR",
+        help="learning rate of the pruned model's fine-tuning (default: --lr; the same steps)",
+    )
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--schedule", default="cosine")
     p.add_argument("--train-subset", type=int, default=None, help="stratified subset size")
@@ -192,6 +199,8 @@ def variant(args: argparse.Namespace, criterion: str) -> str:
             parts.append(f"slice lr {args.slice_lr}")
         if args.same_budget:
             parts.append("same budget")
+    if args.pruned_lr is not None:
+        parts.append(f"lr {args.pruned_lr:g}")
     if args.keep_streams:
         parts.append("inner convs")
     if args.reconstruct:
@@ -312,11 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = [unpruned_row]
     slice_steps = args.prune_steps * args.finetune_steps
     pruned_config = config
+    if args.pruned_lr is not None:
+        pruned_config = dataclasses.replace(config, lr=args.pruned_lr)
     if args.same_budget and slice_steps:
         final_steps = args.epochs * len(train_loader) - slice_steps
         if final_steps < 1:
             sys.exit(f"--same-budget: {slice_steps} slice steps leave no final fine-tuning")
-        pruned_config = dataclasses.replace(config, max_steps=final_steps)
+        pruned_config = dataclasses.replace(pruned_config, max_steps=final_steps)
     for criterion in [c.strip() for c in args.criteria.split(",") if c.strip()]:
         model = copy.deepcopy(base)
         # The criterion scores the loader's first batches: show it epoch 0's, as a run that
