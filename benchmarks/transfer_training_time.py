@@ -19,7 +19,9 @@ that CPU kernels vectorise well; both make the measured speed-up track the MACs 
 ``--memory-format channels_last`` trains in channels-last order
 (``TrainConfig(channels_last=True)``); ``both`` times every level in both orders, in turn, and
 also reports each order's speed over the contiguous one. A level's speed-up is always against
-the unpruned model in the same order.
+the unpruned model in the same order. ``--compile`` trains through :func:`torch.compile`
+(``TrainConfig(compile=True)``); the warm-up steps then include the compilation, whose time is
+logged and recorded, and the timed steps run the compiled code.
 
 Run from the repository root, on a quiet machine::
 
@@ -85,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--memory-format", choices=("contiguous", "channels_last", "both"), default="contiguous"
     )
+    p.add_argument(
+        "--compile", action="store_true", help="train through torch.compile (warm-up compiles)"
+    )
     p.add_argument("--json-out", type=Path, default=None)
     return p.parse_args(argv)
 
@@ -114,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             progress=False,
             channels_last=fmt == "channels_last",
+            compile=args.compile,
         )
         for fmt in formats
     }
@@ -136,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     for round_index in range(args.rounds):
         for (level, fmt), model in models.items():
             config = configs[fmt]
+            warmup_s = None
             if args.warmup:
-                finetune_steps(model, loader, steps=args.warmup, config=config)
+                warmup_s = finetune_steps(model, loader, steps=args.warmup, config=config).time_s
             history = fit(model, loader, None, config=config)
             record = history.epochs[-1]
             samples[level, fmt].append(
@@ -146,11 +153,13 @@ def main(argv: list[str] | None = None) -> int:
                     "data_wait_share": record.data_wait_share,
                     "steps": record.steps,
                     "samples": record.samples,
+                    "warmup_s": warmup_s,
                 }
             )
             log(
                 f"round {round_index + 1}, level {level} ({fmt}): {record.steps} steps in "
                 f"{record.epoch_time_s:.1f} s ({100 * record.data_wait_share:.1f} % waiting)"
+                + (f"; warm-up {warmup_s:.1f} s" if warmup_s is not None else "")
             )
     rows = []
     results = []
@@ -218,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{args.model} at {args.input_size} px, batch {args.batch_size}, "
         f"{max_steps or steps_per_epoch} timed steps per level and round, {args.rounds} rounds, "
-        f"memory order: {args.memory_format}"
+        f"memory order: {args.memory_format}" + (", torch.compile" if args.compile else "")
     )
     write_json(
         args.json_out,

@@ -6,6 +6,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -391,6 +392,46 @@ def test_finetune_steps_lr_constant_holds_the_rate_and_schedule_anneals_it() -> 
     assert annealed.lrs == pytest.approx(expected)
     with pytest.raises(ConfigError, match=r"lr='linear' is not allowed; use one of constant"):
         finetune_steps(make_model(), train, steps=2, config=config, lr="linear")
+
+
+@pytest.mark.slow
+def test_compile_trains_like_eager_and_saves_plain_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrapped: list[nn.Module] = []
+    real_compile = torch.compile
+
+    def counting_compile(module: nn.Module, **kwargs: Any) -> Any:
+        wrapped.append(module)
+        return real_compile(module, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    data = NoisyDataset(48, seed=0)
+    train = DataLoader(TensorDataset(data.images, data.labels), batch_size=8)
+    models = []
+    for compiled in (False, True):
+        model = make_model()
+        model.drop = nn.Identity()  # compiled dropout draws other random numbers
+        fit(
+            model,
+            train,
+            train,
+            config=cpu_config(epochs=1, compile=compiled),
+            checkpoint_path=tmp_path / f"compiled{compiled}.pt",
+        )
+        models.append(model)
+    assert wrapped == [models[1]]  # only the compile=True run, and its training steps
+    eager, compiled = (m.state_dict() for m in models)
+    assert eager.keys() == compiled.keys()  # no "_orig_mod." prefix from torch.compile
+    for key, value in eager.items():
+        torch.testing.assert_close(compiled[key], value, rtol=1e-4, atol=1e-5)
+    saved = torch.load(tmp_path / "compiledTrue.pt", weights_only=True)["model"]
+    assert saved.keys() == eager.keys()
+
+
+def test_compile_must_be_a_bool() -> None:
+    with pytest.raises(ConfigError, match="compile='yes' is not allowed; use True or False"):
+        TrainConfig(compile="yes")  # type: ignore[arg-type]
 
 
 def test_finetune_steps_works_after_the_model_changes_shape() -> None:

@@ -176,6 +176,12 @@ class TrainConfig:
         channels_last: Keep the model's 4-D weights and the image batches in channels-last
             memory order, which convolution kernels run faster on (CPU oneDNN; tensor cores
             with ``amp``); results are the same up to float rounding.
+        compile: Run the training steps through :func:`torch.compile` (TorchInductor), which
+            fuses the memory-bound layers around the convolutions. The first step compiles
+            (about a minute for a CIFAR ResNet on a CPU core, and again whenever the shapes
+            change, e.g. after every pruning slice, so it pays off for long runs of one
+            model); evaluation stays eager. Needs a C++ compiler on the CPU and Triton on
+            CUDA. Results are the same up to float rounding.
         progress: Show a progress bar; ``None`` shows it on rank 0 when stderr is a terminal
             and ``CI`` is not set.
     """
@@ -194,6 +200,7 @@ class TrainConfig:
     grad_clip: float | None = None
     max_steps: int | None = None
     channels_last: bool = False
+    compile: bool = False
     progress: bool | None = None
 
     def __post_init__(self) -> None:
@@ -221,6 +228,8 @@ class TrainConfig:
             raise ConfigError(
                 f"channels_last={self.channels_last!r} is not allowed; use True or False"
             )
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile={self.compile!r} is not allowed; use True or False")
         _check_device(self.device)
         if self.amp and self.device == "cpu":
             raise ConfigError(
@@ -620,10 +629,14 @@ class _Trainer:
         self.net: nn.Module = model
 
     def wrap(self) -> None:
-        """Wrap in DDP once the weights are final (DDP broadcasts rank 0's at wrap time)."""
+        """Wrap in DDP once the weights are final (DDP broadcasts rank 0's at wrap time),
+        then in :func:`torch.compile` with ``config.compile``."""
         if self.info.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=device_ids)
+        if self.config.compile:
+            # Only the training forward is compiled; self.model (saved, evaluated) stays eager.
+            self.net = torch.compile(self.net)
 
     def _sync_buffers(self) -> None:
         # DDP copies rank 0's buffers (BatchNorm statistics) into the others at the start of

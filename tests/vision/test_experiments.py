@@ -235,7 +235,7 @@ def test_different_config_in_same_out_dir_is_an_error(tmp_path: object) -> None:
     # A folder from before channels_last existed resumes with the old behaviour, not another.
     config_file = tmp_path / "config.json"
     saved = json.loads(config_file.read_text())
-    del saved["train"]["channels_last"]
+    del saved["train"]["channels_last"], saved["train"]["compile"]
     config_file.write_text(json.dumps(saved))
     assert run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path).ran == []
     fast = tiny_config(
@@ -244,6 +244,12 @@ def test_different_config_in_same_out_dir_is_an_error(tmp_path: object) -> None:
     )  # fmt: skip
     with pytest.raises(NetsurgeonError, match=r"train\.channels_last: False before, True now"):
         run_sweep(tiny_model(), train, val, config=fast, out_dir=tmp_path)
+    compiled = tiny_config(
+        criteria=("l1",), levels=(0.5,), finetune_epochs=0,
+        train=TrainConfig(optimizer="adam", lr=1e-2, device="cpu", compile=True),
+    )  # fmt: skip
+    with pytest.raises(NetsurgeonError, match=r"train\.compile: False before, True now"):
+        run_sweep(tiny_model(), train, val, config=compiled, out_dir=tmp_path)
     # A results file whose rows lack the trial keys is refused, not silently rerun.
     (tmp_path / "results.json").write_text(
         json.dumps({"format": "netsurgeon.sweep.results/1", "rows": [{"level": 0.5}]})

@@ -90,6 +90,17 @@ def test_finetune_in_channels_last_order_saves_a_usable_model(tmp_path: Path) ->
         )
 
 
+@pytest.mark.slow
+def test_finetune_with_compile_saves_a_model_that_loads_eagerly(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "data")
+    out = tmp_path / "model.pt"
+    assert main(finetune_args(data, out, "--compile", "--max-steps", "2")) == 0
+    assert read_checkpoint(out)["extra"]["finetune"]["config"]["compile"] is True
+    model = netsurgeon.load(out).eval()  # plain parameter names, no torch.compile wrapper
+    assert type(model).__name__ == "CifarResNet"
+    assert model(torch.rand(2, 3, 16, 16)).shape == (2, 2)
+
+
 def test_resume_continues_from_the_last_epoch(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -83,7 +83,7 @@ _BASE_FORMAT = "netsurgeon.sweep.base/1"
 _NOT_COMPARED = frozenset({"train.progress"})
 # Settings added after results folders were first written, with the value that gives what
 # earlier versions did: a folder without the key resumes when the run keeps that value.
-_ADDED_SETTINGS: dict[str, Any] = {"train.channels_last": False}
+_ADDED_SETTINGS: dict[str, Any] = {"train.channels_last": False, "train.compile": False}
 _MAX_LISTED = 8
 
 SWEEP_COLUMNS: tuple[str, ...] = (

@@ -115,6 +115,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="channels-last memory order for weights and images (faster convolutions)",
     )
+    train.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the training steps with torch.compile (the first step of each trial "
+        "takes about a minute; needs a C++ compiler on CPU)",
+    )
     quick = parser.add_argument_group("quick runs")
     quick.add_argument(
         "--train-subset",
@@ -241,7 +247,7 @@ def _sweep_config(
         optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
         device=args.device, amp=args.amp, channels_last=args.channels_last,
-        progress=False if args.no_progress else None,
+        compile=args.compile, progress=False if args.no_progress else None,
     )  # fmt: skip
     return SweepConfig(
         criteria=criteria, levels=levels, finetune_epochs=args.finetune_epochs,

@@ -958,6 +958,13 @@ def add_training_arguments(
         action="store_true",
         help="channels-last memory order for weights and images (faster convolutions)",
     )
+    _add(
+        group,
+        "--compile",
+        action="store_true",
+        help="compile the training steps with torch.compile (the first step takes about a "
+        "minute; needs a C++ compiler on CPU)",
+    )
     _add(group, "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     _add(
         group,
@@ -1010,6 +1017,7 @@ def train_config_from_args(args: argparse.Namespace, *, epochs: int) -> TrainCon
         device=args.device,
         max_steps=getattr(args, "max_steps", None),
         channels_last=getattr(args, "channels_last", False),
+        compile=getattr(args, "compile", False),
     )
 
 
