@@ -238,18 +238,13 @@ def test_different_config_in_same_out_dir_is_an_error(tmp_path: object) -> None:
     del saved["train"]["channels_last"], saved["train"]["compile"]
     config_file.write_text(json.dumps(saved))
     assert run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path).ran == []
-    fast = tiny_config(
-        criteria=("l1",), levels=(0.5,), finetune_epochs=0,
-        train=TrainConfig(optimizer="adam", lr=1e-2, device="cpu", channels_last=True),
-    )  # fmt: skip
-    with pytest.raises(NetsurgeonError, match=r"train\.channels_last: False before, True now"):
-        run_sweep(tiny_model(), train, val, config=fast, out_dir=tmp_path)
-    compiled = tiny_config(
-        criteria=("l1",), levels=(0.5,), finetune_epochs=0,
-        train=TrainConfig(optimizer="adam", lr=1e-2, device="cpu", compile=True),
-    )  # fmt: skip
-    with pytest.raises(NetsurgeonError, match=r"train\.compile: False before, True now"):
-        run_sweep(tiny_model(), train, val, config=compiled, out_dir=tmp_path)
+    for added in ("channels_last", "compile"):  # each setting's new value is a change
+        changed = tiny_config(
+            criteria=("l1",), levels=(0.5,), finetune_epochs=0,
+            train=TrainConfig(optimizer="adam", lr=1e-2, device="cpu", **{added: True}),
+        )  # fmt: skip
+        with pytest.raises(NetsurgeonError, match=rf"train\.{added}: False before, True now"):
+            run_sweep(tiny_model(), train, val, config=changed, out_dir=tmp_path)
     # A results file whose rows lack the trial keys is refused, not silently rerun.
     (tmp_path / "results.json").write_text(
         json.dumps({"format": "netsurgeon.sweep.results/1", "rows": [{"level": 0.5}]})
