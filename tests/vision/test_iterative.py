@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,38 @@ def test_slice_lr_sets_the_rate_between_slices_and_not_the_final_fit(slice_lr: s
         assert lrs["slices"][:4] == pytest.approx(lrs["slices"][4:])
     # The final fine-tuning follows the config's cosine schedule either way.
     assert lrs["final"][-1] == pytest.approx(0.0) and lrs["final"][0] < 0.05
+
+
+def test_compile_applies_to_the_final_fine_tuning_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, bool]] = []
+    real_steps, real_fit = it.train_steps, it.fit
+
+    def steps_spy(model: torch.nn.Module, loader: Any, **kwargs: Any) -> Any:
+        seen.append(("slice", kwargs["config"].compile))
+        return real_steps(model, loader, **kwargs)
+
+    def fit_spy(*args: Any, config: TrainConfig, **kwargs: Any) -> Any:
+        seen.append(("final", config.compile))
+        # Train eagerly here: compiling is slow and tested in tests/test_training.py.
+        return real_fit(*args, config=dataclasses.replace(config, compile=False), **kwargs)
+
+    monkeypatch.setattr(it, "train_steps", steps_spy)
+    monkeypatch.setattr(it, "fit", fit_spy)
+    train, val = loaders()
+    prune_and_finetune(
+        small_model(),
+        train,
+        val,
+        example_inputs=EXAMPLE,
+        config=TrainConfig(device="cpu", lr=0.05, progress=False, compile=True),
+        criterion="l1",
+        target_macs=0.5,
+        prune_steps=3,
+        finetune_steps=1,
+        finetune_epochs=1,
+        oneshot_baseline=False,
+    )
+    assert seen == [("slice", False)] * 3 + [("final", True)]
 
 
 def test_amount_without_finetuning(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -353,6 +353,8 @@ def prune_and_finetune(
         example_inputs: Inputs the model accepts (batch 1 is enough); MACs are counted on them.
         config: Optimizer, learning rate, schedule, seed, device and AMP of all fine-tuning;
             ``config.epochs`` is replaced by ``finetune_epochs`` for the final fine-tuning.
+            ``config.compile`` applies to the final fine-tuning only: the steps between slices
+            run eagerly, since every slice changes the shapes and would compile anew.
         criterion: A name from :data:`netsurgeon.pruning.criteria.CRITERIA`.
         target_macs: Fraction of MACs to keep, in (0, 1); give this or ``amount``.
         amount: Fraction of filters to remove, in (0, 1).
@@ -584,7 +586,9 @@ def prune_and_finetune(
                     model,
                     train_loader,
                     steps=finetune_steps_k,
-                    config=config,
+                    # Every slice changes the shapes, so compiling K steps would cost far more
+                    # than it saves (and torch.compile stops after 8 recompilations).
+                    config=dataclasses.replace(config, compile=False),
                     epoch_offset=len(steps) * 1000,
                     loss_fn=train_loss,
                     lr=slice_lr,
@@ -962,8 +966,9 @@ def add_training_arguments(
         group,
         "--compile",
         action="store_true",
-        help="compile the training steps with torch.compile (the first step takes about a "
-        "minute; needs a C++ compiler on CPU)",
+        help="compile the training steps with torch.compile (the first step takes up to about "
+        "a minute; iterative pruning compiles its final fine-tuning only; needs a C++ compiler "
+        "on CPU)",
     )
     _add(group, "--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     _add(
