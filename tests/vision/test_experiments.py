@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -317,6 +318,26 @@ def test_prune_steps_and_global_scope(tmp_path: object, scope: str) -> None:
     (row,) = result.rows
     assert row["scope"] == scope and row["macs_ratio"] < 1.0
     assert 0.0 <= row["acc_after"] <= 1.0
+
+
+def test_steps_between_slices_run_eagerly_under_compile(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiled: list[bool] = []
+    real = experiments.finetune_steps
+
+    def spy(model: torch.nn.Module, loader: Any, **kwargs: Any) -> Any:
+        compiled.append(kwargs["config"].compile)
+        return real(model, loader, **kwargs)
+
+    monkeypatch.setattr(experiments, "finetune_steps", spy)
+    train, val = tiny_loaders()
+    config = tiny_config(
+        criteria=("l1",), levels=(0.5,), prune_steps=3, finetune_steps=1, finetune_epochs=0,
+        reference=False, train=TrainConfig(device="cpu", compile=True, progress=False),
+    )  # fmt: skip
+    run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path, write_report=False)
+    assert compiled == [False, False]  # after slices 1 and 2; the last one is not fine-tuned
 
 
 def test_compare_models_rows_and_resume(tmp_path: object) -> None:

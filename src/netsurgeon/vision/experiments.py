@@ -496,9 +496,10 @@ def _prune_model(
 
     def between(m: nn.Module, step: int, _result: PruneResult) -> None:
         if step + 1 < config.prune_steps:  # the last slice is followed by the real fine-tuning
+            # Eager: every slice changes the shapes, so compiling K steps would not pay off.
             finetune_steps(
-                m, train_loader, steps=config.finetune_steps, config=config.train,
-                epoch_offset=step,
+                m, train_loader, steps=config.finetune_steps,
+                config=replace(config.train, compile=False), epoch_offset=step,
             )  # fmt: skip
             m.to(example_inputs.device)
 
