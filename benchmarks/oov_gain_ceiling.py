@@ -30,9 +30,8 @@ import torch
 
 from netsurgeon.errors import NetsurgeonError
 from netsurgeon.fileio import atomic_write_text
+from netsurgeon.oov.evaluate import load_run_and_data
 from netsurgeon.oov.metrics import headline, tagging_metrics
-from netsurgeon.oov.run import CONFIG_FILE, TrainConfig, load_run, read_json
-from netsurgeon.oov.train import read_tagged
 
 
 def oracle_tags(
@@ -56,11 +55,8 @@ def sentence_oracle_tags(
 
 def score_run(run_dir: Path, data_file: Path) -> dict[str, Any]:
     """The run's headline metric on ``data_file``, as predicted and with the OOV oracle."""
-    config = TrainConfig.from_json(read_json(run_dir / CONFIG_FILE, "configuration"))
-    data = read_tagged(
-        data_file, column=config.column, encoding=config.encoding, scheme=config.tag_scheme
-    )
-    run = load_run(run_dir, keep={t for s in data.tokens for t in s}, device="cpu")
+    run, data = load_run_and_data(run_dir, data_file, device="cpu")
+    config = run.config
     prediction = run.predict(data.tokens)
     oracle = oracle_tags(data.tags, prediction.tags, prediction.oov_mask)
     sentences = sentence_oracle_tags(data.tags, prediction.tags, prediction.oov_mask)

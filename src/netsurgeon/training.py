@@ -178,10 +178,10 @@ class TrainConfig:
             with ``amp``); results are the same up to float rounding.
         compile: Run the training steps through :func:`torch.compile` (TorchInductor), which
             fuses the memory-bound layers around the convolutions. The first step compiles
-            (about a minute for a CIFAR ResNet on a CPU core, and again whenever the shapes
-            change, e.g. after every pruning slice, so it pays off for long runs of one
-            model); evaluation stays eager. Needs a C++ compiler on the CPU and Triton on
-            CUDA. Results are the same up to float rounding.
+            (up to about a minute for a CIFAR ResNet on a CPU core, and again whenever the
+            shapes change, so it pays off for long runs of one model; iterative pruning
+            compiles only its final fine-tuning); evaluation stays eager. Needs a C++
+            compiler on the CPU and Triton on CUDA. Results are the same up to float rounding.
         progress: Show a progress bar; ``None`` shows it on rank 0 when stderr is a terminal
             and ``CI`` is not set.
     """

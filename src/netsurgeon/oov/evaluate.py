@@ -19,7 +19,14 @@ from netsurgeon.oov.train import TaggedData, read_tagged
 from netsurgeon.oov.vectors import normaliser
 from netsurgeon.oov.vocab import oov_stats
 
-__all__ = ["Evaluation", "attention_by_tag", "evaluate_data", "evaluate_run", "pick_examples"]
+__all__ = [
+    "Evaluation",
+    "attention_by_tag",
+    "evaluate_data",
+    "evaluate_run",
+    "load_run_and_data",
+    "pick_examples",
+]
 
 # Words of context shown per side in examples.
 _SHOWN_CONTEXT = 5
@@ -146,6 +153,25 @@ def evaluate_run(
         ConfigError: bad data, an unknown device, or CUDA asked for but not available;
             CheckpointError: bad run or mismatching embeddings.
     """
+    run, data = load_run_and_data(
+        run_dir, data_file, embeddings=embeddings, encoding=encoding, device=device
+    )
+    return evaluate_data(run, data)
+
+
+def load_run_and_data(
+    run_dir: str | os.PathLike[str],
+    data_file: str | os.PathLike[str],
+    *,
+    embeddings: str | None = None,
+    encoding: str | None = None,
+    device: str | torch.device = "auto",
+) -> tuple[TrainedRun, TaggedData]:
+    """A run folder and a column file read with the run's settings (tag column, scheme).
+
+    The run holds vectors for every token of the file. Arguments and errors are those of
+    :func:`evaluate_run`.
+    """
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"{run_dir}: run folder not found")
     config = TrainConfig.from_json(read_json(Path(run_dir) / CONFIG_FILE, "configuration"))
@@ -158,4 +184,4 @@ def evaluate_run(
     run = load_run(
         run_dir, keep={t for s in data.tokens for t in s}, embeddings=embeddings, device=device
     )
-    return evaluate_data(run, data)
+    return run, data
