@@ -631,3 +631,15 @@ def test_data_wait_timer_counts_only_time_blocked_on_the_loader() -> None:
     total = time.perf_counter() - start
     assert items == [0, 1, 2, 3] and timer.batches == 4
     assert 0.12 <= timer.wait_s < total - 0.035
+
+
+def test_data_wait_timer_counts_starting_the_iterator() -> None:
+    # A DataLoader starts its worker processes in iter(), before the first batch.
+    class SlowStart:
+        def __iter__(self):
+            time.sleep(0.05)
+            return iter([1, 2])
+
+    timer = DataWaitTimer(SlowStart())
+    assert list(timer) == [1, 2] and timer.batches == 2
+    assert timer.wait_s >= 0.05

@@ -386,8 +386,9 @@ class Callback:
 
 
 class DataWaitTimer:
-    """Wraps an iterable of batches and counts the time spent blocked on ``next()``.
+    """Wraps an iterable of batches and counts the time spent blocked on ``iter()`` and ``next()``.
 
+    ``iter()`` counts because a ``DataLoader`` starts its worker processes there, each epoch.
     Whatever the consumer does between batches is not counted, so ``wait_s`` over the whole
     wall time is the share of time a training loop waits for data.
     """
@@ -398,7 +399,9 @@ class DataWaitTimer:
         self.batches = 0
 
     def __iter__(self) -> Iterator[Any]:
+        start = time.perf_counter()
         iterator = iter(self.iterable)
+        self.wait_s += time.perf_counter() - start
         while True:
             start = time.perf_counter()
             try:
