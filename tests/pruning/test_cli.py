@@ -146,6 +146,28 @@ def test_stats_of_a_builder_name() -> None:
     assert json.loads(stdout)["params"] == RESNET18_PARAMS - 990 * 512 - 990
 
 
+def test_input_size_defaults_to_the_size_the_model_is_built_for(tmp_path: Path) -> None:
+    from netsurgeon.vision import cifar_resnet20
+
+    status, stdout, _ = _run(["stats", "cifar_resnet20", "--json", *FAST])
+    assert status == 0
+    stats = json.loads(stdout)
+    assert stats["input_size"] == 32
+    assert stats["macs"] == count_macs(cifar_resnet20(), torch.randn(1, 3, 32, 32))
+    # prune records the size it used, and stats of the saved file measures at that size
+    out = tmp_path / "r20.pt"
+    argv = ["prune", "cifar_resnet20", "--weights", "none", "--amount", "0.5", "--json"]
+    status, stdout, _ = _run([*argv, "--out", str(out), *FAST])
+    assert status == 0
+    report = json.loads(stdout)
+    assert report["before"]["input_size"] == 32 and report["input_size"] == 32
+    status, stdout, _ = _run(["stats", str(out), "--json", *FAST])
+    assert status == 0 and json.loads(stdout)["macs"] == report["after"]["macs"]
+    # an explicit size wins
+    status, stdout, _ = _run(["stats", "cifar_resnet20", "--input-size", "40", "--json", *FAST])
+    assert status == 0 and json.loads(stdout)["input_size"] == 40
+
+
 def test_stats_prints_a_table_and_restores_threads() -> None:
     previous = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -63,7 +63,7 @@ def test_sweep_on_image_folder_writes_everything(tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "data")
     out = tmp_path / "sweep"
     argv = ["sweep", "cifar_resnet20", "--data", str(data), "--weights", "none",
-            "--input-size", "32", "--criteria", "l1,apoz", "--levels", "0.25,0.5",
+            "--criteria", "l1,apoz", "--levels", "0.25,0.5",
             "--finetune-epochs", "1", "--out", str(out), *QUICK]  # fmt: skip
     assert main(argv) == 0
     for name in OUTPUTS:
@@ -86,6 +86,7 @@ def test_sweep_on_image_folder_writes_everything(tmp_path: Path) -> None:
     assert config["info"]["model"] == "cifar_resnet20"
     assert config["info"]["num_classes"] == 3 and config["info"]["classes"] == list(CLASSES)
     assert config["info"]["train_images"] == 24
+    assert config["info"]["input_size"] == 32  # the CIFAR ResNet's size, without --input-size
     html = (out / "report.html").read_text()
     assert html.count('<img src="data:image/png;base64,') == 3
 
@@ -158,6 +159,11 @@ def test_compare_models_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "unknown criterion 'magic'" in capsys.readouterr().err
     assert main(["compare-models", " , ", *base, "--level", "0.5"]) == 2
     assert "no models given" in capsys.readouterr().err
+    assert main(["compare-models", "cifar_resnet20,resnet18", *base, "--level", "0.5"]) == 2
+    assert capsys.readouterr().err == (
+        "netsurgeon: error: the models are built for different input sizes (cifar_resnet20 32, "
+        "resnet18 224); pass --input-size S to train them all at one size\n"
+    )
 
 
 def test_compare_models_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -62,6 +62,27 @@ def test_list_models_covers_torchvision_and_cifar() -> None:
     assert names == sorted(names)
 
 
+def test_default_input_size_per_family() -> None:
+    assert vision.default_input_size("cifar_resnet20") == 32
+    assert vision.default_input_size("cifar_resnet110") == 32
+    assert vision.default_input_size("inception_v3") == 299
+    assert vision.default_input_size("resnet18") == registry.DEFAULT_INPUT_SIZE == 224
+    assert vision.default_input_size("someone_elses_net") == 224
+
+
+def test_checkpoint_input_size_prefers_the_recorded_size(tmp_path: Path) -> None:
+    path = tmp_path / "m.pt"
+    io.save(build_model("cifar_resnet20"), path, arch="cifar_resnet20")
+    assert registry.checkpoint_input_size(io.read_checkpoint(path)) == 32  # the architecture's
+    io.save(build_model("resnet18"), path, arch="resnet18")
+    assert registry.checkpoint_input_size(io.read_checkpoint(path)) == 224
+    io.save(build_model("resnet18"), path, arch="resnet18", extra={"finetune": {"input_size": 96}})
+    assert registry.checkpoint_input_size(io.read_checkpoint(path)) == 96
+    bad = {"finetune": {"input_size": True}, "prune": {"input_size": 0}}
+    io.save(build_model("cifar_resnet20"), path, arch="cifar_resnet20", extra=bad)
+    assert registry.checkpoint_input_size(io.read_checkpoint(path)) == 32
+
+
 def test_random_build_records_how_to_rebuild() -> None:
     model = build_model("resnet18", num_classes=5)
     assert model.fc.out_features == 5 and model.training

@@ -71,10 +71,21 @@ def test_finetune_end_to_end_and_stats(tmp_path: Path, capsys: pytest.CaptureFix
     # The per-epoch checkpoint sits beside the model.
     assert load_checkpoint(tmp_path / "model.pt.train.ckpt")["epoch"] == 2
     # `netsurgeon stats FILE` reads the saved model.
-    stats = ["stats", str(out), "--input-size", "16", "--repeats", "1", "--warmup", "0", "--json"]
+    # It measures at the size the model was fine-tuned at.
+    stats = ["stats", str(out), "--repeats", "1", "--warmup", "0", "--json"]
     assert main(stats) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["params"] == sum(p.numel() for p in model.parameters())
+    assert report["input_size"] == 16
+
+
+def test_finetune_trains_at_the_models_own_input_size(tmp_path: Path) -> None:
+    data = make_image_folder(tmp_path / "data")
+    out = tmp_path / "model.pt"
+    argv = finetune_args(data, out, "--epochs", "1", "--max-steps", "1")
+    at = argv.index("--input-size")
+    assert main(argv[:at] + argv[at + 2 :]) == 0
+    assert read_checkpoint(out)["extra"]["finetune"]["input_size"] == 32  # cifar_resnet20's
 
 
 def test_finetune_in_channels_last_order_saves_a_usable_model(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -151,6 +152,8 @@ def run_prune(args: argparse.Namespace) -> int:
     _progress(f"building {args.model} (weights={args.weights})")
     model = build_model(args.model, weights=args.weights, num_classes=args.num_classes)
     model.to(device).eval()
+    if args.input_size is None:
+        args.input_size = _import_vision_models().default_input_size(args.model)
 
     _progress("measuring the unpruned model")
     before = _measure(model, args, device)
@@ -294,8 +297,10 @@ def run_stats(args: argparse.Namespace) -> int:
     _check_positive("--num-classes", args.num_classes, optional=True)
     _check_measure_arguments(args)
     device = resolve_device(args.device)
-    model, source = _load_or_build(args.model, num_classes=args.num_classes)
+    model, source, input_size = _load_or_build(args.model, num_classes=args.num_classes)
     model.to(device).eval()
+    if args.input_size is None:
+        args.input_size = input_size
     stats = _measure(model, args, device)
     if args.json:
         print(json.dumps({"model": args.model, "source": source, **stats.as_dict()}, indent=2))
@@ -304,8 +309,11 @@ def run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_or_build(name: str, *, num_classes: int | None) -> tuple[nn.Module, str]:
-    """An existing file is loaded; anything else is treated as a builder name."""
+def _load_or_build(name: str, *, num_classes: int | None) -> tuple[nn.Module, str, int]:
+    """An existing file is loaded; anything else is treated as a builder name.
+
+    Returns the model, ``"file"`` or ``"builder"``, and the input size the model is meant for.
+    """
     path = Path(name)
     if path.is_file():
         if num_classes is not None:
@@ -314,13 +322,16 @@ def _load_or_build(name: str, *, num_classes: int | None) -> tuple[nn.Module, st
             )
         from netsurgeon.pruning import io as checkpoint_io
 
-        return checkpoint_io.load(path), "file"
+        payload = checkpoint_io.read_checkpoint(path)
+        model = checkpoint_io.model_from_checkpoint(payload, source=path)
+        return model, "file", _import_vision_models().checkpoint_input_size(payload)
     if path.is_dir():
         raise ConfigError(f"{name!r} is a directory, not a model file or a builder name")
     if os.sep in name or path.suffix in _CHECKPOINT_SUFFIXES:
         raise CheckpointError(f"{name!r}: no such file")
     build_model = _import_build_model()
-    return build_model(name, weights="none", num_classes=num_classes), "builder"
+    model = build_model(name, weights="none", num_classes=num_classes)
+    return model, "builder", _import_vision_models().default_input_size(name)
 
 
 # --------------------------------------------------------------------------- models
@@ -358,9 +369,10 @@ def _add_measure_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--input-size",
         type=int,
-        default=224,
         metavar="S",
-        help="height and width of the random input images (default: %(default)s)",
+        help="height and width of the random input images (default: the size the model is "
+        "built for: 32 for the CIFAR ResNets, 224 for most others; for a saved file, the size "
+        "it was trained or pruned at)",
     )
     group.add_argument(
         "--batch-size",
@@ -396,7 +408,7 @@ def _add_measure_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_measure_arguments(args: argparse.Namespace) -> None:
     # Checked before any model is built or downloaded, so a typo fails at once.
-    _check_positive("--input-size", args.input_size)
+    _check_positive("--input-size", args.input_size, optional=True)
     _check_positive("--batch-size", args.batch_size)
     _check_positive("--repeats", args.repeats)
     _check_positive("--threads", args.threads, optional=True)
@@ -442,16 +454,20 @@ def _measure(model: nn.Module, args: argparse.Namespace, device: torch.device) -
     )
 
 
-def _import_build_model() -> Any:
+def _import_vision_models() -> ModuleType:
     try:
-        from netsurgeon.vision.models import build_model
+        from netsurgeon.vision import models
     except ModuleNotFoundError as exc:
         if exc.name == "torchvision":
             raise NetsurgeonError(
                 "building models needs torchvision: pip install 'netsurgeon[vision]'"
             ) from exc
         raise
-    return build_model
+    return models
+
+
+def _import_build_model() -> Any:
+    return _import_vision_models().build_model
 
 
 def _progress(message: str) -> None:

@@ -16,6 +16,7 @@ from netsurgeon.vision.export import export_model
 from netsurgeon.vision.iterative import IterativeResult, finetune, prune_and_finetune
 from netsurgeon.vision.models import (
     build_model,
+    default_input_size,
     list_models,
     load_state_dict_checked,
     register_builder,
@@ -33,6 +34,7 @@ __all__ = [
     "cifar_resnet56",
     "cifar_resnet110",
     "compare_models",
+    "default_input_size",
     "export_model",
     "finetune",
     "list_models",

@@ -70,8 +70,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--num-classes", type=_positive_int, metavar="N",
         help="classes of the task (default: the number of class folders; must match them)",
     )  # fmt: skip
-    parser.add_argument("--input-size", type=_positive_int, default=224, metavar="S",
-                        help="side of the square model input (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--input-size", type=_positive_int, metavar="S",
+                        help="side of the square model input (default: the size the models are "
+                        "built for: 32 for the CIFAR ResNets, 224 for most others)")  # fmt: skip
     parser.add_argument("--val-fraction", type=float, metavar="F",
                         help="split DIR/<class>/ with this validation share (seeded)")  # fmt: skip
     parser.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
@@ -317,6 +318,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     # Check the cheap arguments before reading data or building the model.
     criteria, levels = parse_criteria(args.criteria), parse_levels(args.levels)
     _check_val_fraction(args.val_fraction)
+    _default_input_size(args, [args.model])
     train_loader, val_loader, num_classes, info = _loaders(args)
     info = {"command": "sweep", "model": args.model, **info}
     config = _sweep_config(args, criteria=criteria, levels=levels, info=info)
@@ -326,6 +328,22 @@ def _run_sweep(args: argparse.Namespace) -> int:
     )
     _print_result(result, started)
     return 0
+
+
+def _default_input_size(args: argparse.Namespace, names: list[str]) -> None:
+    """Without ``--input-size``, use the size the models are built for; they must agree."""
+    from netsurgeon.vision.models import default_input_size
+
+    if args.input_size is not None:
+        return
+    sizes = {name: default_input_size(name) for name in names}
+    if len(set(sizes.values())) > 1:
+        built = ", ".join(f"{name} {size}" for name, size in sizes.items())
+        raise ConfigError(
+            f"the models are built for different input sizes ({built}); "
+            f"pass --input-size S to train them all at one size"
+        )
+    args.input_size = next(iter(sizes.values()))
 
 
 def _check_val_fraction(value: float | None) -> None:
@@ -367,6 +385,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     if not names:
         raise ConfigError("no models given; pass model names like alexnet,vgg16,resnet18")
     _check_val_fraction(args.val_fraction)
+    _default_input_size(args, names)
     train_loader, val_loader, num_classes, info = _loaders(args)
     info = {"command": "compare-models", **info}
     config = _sweep_config(args, criteria=criteria, levels=levels, info=info)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from netsurgeon.errors import ConfigError, NetsurgeonError
+from netsurgeon.vision.models import DEFAULT_INPUT_SIZE, checkpoint_input_size
 
 __all__ = [
     "EXPORTERS",
@@ -43,8 +44,6 @@ EXPORTERS = ("dynamo", "legacy")
 _SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 _EXTRA_HINT = "pip install 'netsurgeon[export]' (onnx, onnxscript, onnxruntime)"
 # Where a netsurgeon checkpoint's extra records the input size it was trained or pruned at.
-_INPUT_SIZE_SOURCES = ("finetune", "iterative", "prune")
-_DEFAULT_INPUT_SIZE = 224
 
 
 @dataclass(frozen=True)
@@ -159,7 +158,7 @@ def export_model(
     path: str | os.PathLike[str],
     *,
     format: str,
-    input_size: int = _DEFAULT_INPUT_SIZE,
+    input_size: int = DEFAULT_INPUT_SIZE,
     example_inputs: torch.Tensor | None = None,
     exporter: str = "dynamo",
     opset: int | None = None,
@@ -259,15 +258,6 @@ def verify_export(
     return float((actual.float() - expected.float()).abs().max())
 
 
-def _input_size_from(extra: dict[str, Any]) -> int | None:
-    for key in _INPUT_SIZE_SOURCES:
-        section = extra.get(key)
-        size = section.get("input_size") if isinstance(section, dict) else None
-        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
-            return size
-    return None
-
-
 def export_checkpoint(
     checkpoint: str | os.PathLike[str],
     *,
@@ -287,7 +277,8 @@ def export_checkpoint(
         format: ``"onnx"`` or ``"torchscript"``.
         out: The file to write; defaults to :func:`default_export_path`.
         input_size: Side of the example input; ``None`` takes the size recorded in the
-            checkpoint's metadata (fine-tuning or pruning settings), else 224.
+            checkpoint's metadata (fine-tuning or pruning settings), else the architecture's
+            (:func:`netsurgeon.vision.models.default_input_size`).
         exporter, opset, verify, atol: As in :func:`export_model`.
 
     Raises:
@@ -299,7 +290,7 @@ def export_checkpoint(
     payload = read_checkpoint(checkpoint)
     model = model_from_checkpoint(payload, source=checkpoint)
     if input_size is None:
-        input_size = _input_size_from(payload.get("extra", {})) or _DEFAULT_INPUT_SIZE
+        input_size = checkpoint_input_size(payload)
     target = Path(out) if out is not None else default_export_path(checkpoint, format)
     return export_model(
         model,

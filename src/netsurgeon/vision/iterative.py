@@ -717,7 +717,7 @@ def finetune(
     out: str | os.PathLike[str] | None = None,
     weights: str | os.PathLike[str] | None = "none",
     num_classes: int | None = None,
-    input_size: int = 224,
+    input_size: int | None = None,
     batch_size: int = 32,
     val_fraction: float | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
@@ -747,7 +747,8 @@ def finetune(
         weights: ``"none"``, ``"DEFAULT"`` (or a torchvision weights name) or a local file,
             e.g. a pruned model saved by netsurgeon.
         num_classes: When given, must equal the number of class folders.
-        input_size: Side of the square model input.
+        input_size: Side of the square model input; ``None`` takes the size the model is built
+            for (:func:`netsurgeon.vision.models.default_input_size`: 32 for the CIFAR ResNets).
         batch_size: Training and validation batch size (per process under torchrun).
         val_fraction: Split the training folder with this share for validation.
         checkpoint: The per-epoch training checkpoint; defaults to
@@ -775,10 +776,12 @@ def finetune(
     """
     from netsurgeon.pruning.io import save
     from netsurgeon.vision.data import load_image_data, make_loader
-    from netsurgeon.vision.models import build_model
+    from netsurgeon.vision.models import build_model, default_input_size
 
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config={config!r} is not allowed; pass a TrainConfig")
+    if input_size is None:
+        input_size = default_input_size(model_name)
     recal_batches = _check_int("recalibrate_bn", recalibrate_bn, low=0)
     loss_fn: DistillationLoss | None = None
     if teacher is not None:
@@ -975,9 +978,9 @@ def add_training_arguments(
         group,
         "--input-size",
         type=int,
-        default=224,
         metavar="S",
-        help="side of the square model input (default: 224)",
+        help="side of the square model input (default: the size MODEL is built for: 32 for "
+        "the CIFAR ResNets, 224 for most others)",
     )
     _add(
         group,
@@ -1110,10 +1113,19 @@ def _say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def _default_input_size(args: argparse.Namespace) -> None:
+    """Without ``--input-size``, use the size ``args.model`` is built for."""
+    from netsurgeon.vision.models import default_input_size
+
+    if args.input_size is None:
+        args.input_size = default_input_size(args.model)
+
+
 def run_finetune_from_args(args: argparse.Namespace) -> int:
     """Carry out ``netsurgeon finetune``; returns the exit status."""
     _check_flag("--epochs", args.epochs, low=1)
     _check_flag("--batch-size", args.batch_size, low=1)
+    _default_input_size(args)
     _check_flag("--input-size", args.input_size, low=8)
     _check_flag("--num-classes", args.num_classes, low=1, optional=True)
     _check_flag("--workers", args.workers, low=0, optional=True)
@@ -1435,6 +1447,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
     _check_flag("--finetune-epochs", args.finetune_epochs, low=0)
     _check_flag("--criterion-batches", args.criterion_batches, low=1)
     _check_flag("--train-batch-size", args.train_batch_size, low=1)
+    _default_input_size(args)
     _check_flag("--input-size", args.input_size, low=8)
     _check_flag("--num-classes", args.num_classes, low=1, optional=True)
     _check_flag("--workers", args.workers, low=0, optional=True)

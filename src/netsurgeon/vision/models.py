@@ -40,6 +40,15 @@ LIST_MODELS_HINT = "`netsurgeon models` lists every name"
 _CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 _USER_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
+#: Side of the square images most models are built for (torchvision's ImageNet classifiers).
+DEFAULT_INPUT_SIZE = 224
+# Models built for another size: the CIFAR ResNets for 32 x 32 images (three stages of
+# 3 x 3 convolutions and a global pool: 224 px costs 49 times the compute and memory),
+# Inception v3 for 299 px, the size of its pretrained weights.
+_INPUT_SIZES = {**{f"cifar_resnet{d}": 32 for d in _CIFAR_DEPTHS}, "inception_v3": 299}
+# Sections of a checkpoint's ``extra`` that record the size a model was trained or pruned at.
+_INPUT_SIZE_SOURCES = ("finetune", "iterative", "prune")
+
 # netsurgeon defaults that differ from torchvision's: googlenet/inception_v3 without auxiliary
 # heads, so random and pretrained models share one structure and return one tensor.
 _NETSURGEON_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -89,6 +98,35 @@ def _cifar_builders() -> dict[str, Callable[..., nn.Module]]:
 def list_models() -> list[str]:
     """Names :func:`build_model` accepts, sorted: torchvision's, the CIFAR ResNets, user ones."""
     return sorted({*_torchvision_names(), *_cifar_builders(), *_USER_BUILDERS})
+
+
+def default_input_size(name: str) -> int:
+    """Side of the square images the model ``name`` is built for.
+
+    32 for the CIFAR ResNets, 299 for ``inception_v3``, else :data:`DEFAULT_INPUT_SIZE` (224).
+    The command line uses it when ``--input-size`` is not given.
+
+    Args:
+        name: A name from :func:`list_models` (unknown names get the default).
+    """
+    return _INPUT_SIZES.get(name, DEFAULT_INPUT_SIZE)
+
+
+def checkpoint_input_size(payload: Mapping[str, Any]) -> int:
+    """The input size of a checkpoint read by :func:`netsurgeon.pruning.io.read_checkpoint`.
+
+    The size recorded in its fine-tuning or pruning settings, else
+    :func:`default_input_size` of its architecture.
+    """
+    extra = payload.get("extra")
+    for key in _INPUT_SIZE_SOURCES:
+        section = extra.get(key) if isinstance(extra, dict) else None
+        size = section.get("input_size") if isinstance(section, dict) else None
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+            return size
+    arch = payload.get("arch")
+    name = arch.get("name") if isinstance(arch, dict) else None
+    return default_input_size(name) if isinstance(name, str) else DEFAULT_INPUT_SIZE
 
 
 def register_builder(name: str, fn: Callable[..., nn.Module], *, overwrite: bool = False) -> None:
