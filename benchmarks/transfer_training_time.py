@@ -21,7 +21,10 @@ that CPU kernels vectorise well; both make the measured speed-up track the MACs 
 also reports each order's speed over the contiguous one. A level's speed-up is always against
 the unpruned model in the same order. ``--compile`` trains through :func:`torch.compile`
 (``TrainConfig(compile=True)``); the warm-up steps then include the compilation, whose time is
-logged and recorded, and the timed steps run the compiled code.
+logged and recorded, and the timed steps run the compiled code. ``--amp`` trains in float16
+mixed precision (``TrainConfig(amp=True)``, CUDA only). On a GPU the loader sends uint8
+images that are normalised on the GPU (``make_loader(device=...)``); ``--cpu-normalize`` keeps
+the float pipeline of the loader processes, for comparison.
 
 Run from the repository root, on a quiet machine::
 
@@ -90,6 +93,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--compile", action="store_true", help="train through torch.compile (warm-up compiles)"
     )
+    p.add_argument(
+        "--amp", action="store_true", help="float16 mixed precision (CUDA only; TrainConfig.amp)"
+    )
+    p.add_argument(
+        "--cpu-normalize", action="store_true",
+        help="on a GPU, still convert and normalise images in the loader processes (the "
+        "float pipeline) instead of sending uint8 images to the GPU",
+    )  # fmt: skip
     p.add_argument("--json-out", type=Path, default=None)
     return p.parse_args(argv)
 
@@ -104,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     data = load_image_data(args.data, input_size=args.input_size, seed=args.seed)
     train = stratified_subset(data.train, args.train_subset, seed=args.seed)
     loader = make_loader(
-        train, batch_size=args.batch_size, train=True, seed=args.seed, num_workers=args.workers
-    )
+        train, batch_size=args.batch_size, train=True, seed=args.seed, num_workers=args.workers,
+        device=None if args.cpu_normalize else args.device,
+    )  # fmt: skip
     steps_per_epoch = len(loader)
     max_steps = args.max_steps or None
     both = ["contiguous", "channels_last"]
@@ -120,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=False,
             channels_last=fmt == "channels_last",
             compile=args.compile,
+            amp=args.amp,
         )
         for fmt in formats
     }
@@ -227,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{args.model} at {args.input_size} px, batch {args.batch_size}, "
         f"{max_steps or steps_per_epoch} timed steps per level and round, {args.rounds} rounds, "
-        f"memory order: {args.memory_format}" + (", torch.compile" if args.compile else "")
+        f"memory order: {args.memory_format}"
+        + (", torch.compile" if args.compile else "")
+        + (", float16 mixed precision" if args.amp else "")
     )
     write_json(
         args.json_out,

@@ -15,12 +15,14 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
+from torchvision import transforms as T
 
 from netsurgeon.errors import ConfigError
 from netsurgeon.training import TrainConfig, evaluate, fit
 from netsurgeon.vision.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    DeviceNormalizedLoader,
     ImageFolderDataset,
     SeededRandomSampler,
     build_transforms,
@@ -30,6 +32,7 @@ from netsurgeon.vision.data import (
     measure_data_wait,
     split_indices,
 )
+from netsurgeon.vision.data import _without_normalize as without_normalize
 
 torch.set_num_threads(1)
 
@@ -304,6 +307,88 @@ def test_make_loader_defaults(tmp_path: Path) -> None:
         make_loader(dataset, batch_size=0, train=True)
     with pytest.raises(ConfigError, match="num_workers=-1"):
         make_loader(dataset, batch_size=1, train=True, num_workers=-1)
+
+
+def _noise_folder(root: Path, per_class: int = 3) -> Path:
+    generator = torch.Generator().manual_seed(1)
+    for name in COLOURS:
+        for i in range(per_class):
+            pixels = torch.randint(0, 256, (21, 19, 3), dtype=torch.uint8, generator=generator)
+            (root / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels.numpy()).save(root / name / f"{name}{i}.png")
+    return root
+
+
+@pytest.mark.parametrize(("train", "size"), [(False, 16), (True, 16), (False, 80), (True, 80)])
+def test_standard_transforms_split_into_uint8_and_normalize(train: bool, size: int) -> None:
+    transform = build_transforms(train=train, input_size=size)
+    uint8, mean, std = without_normalize(transform)
+    assert (mean, std) == (list(IMAGENET_MEAN), list(IMAGENET_STD))
+    assert type(uint8.transforms[-1]).__name__ == "PILToTensor"
+    assert uint8.transforms[:-1] == transform.transforms[:-2]
+    image = Image.new("RGB", (20, 18), (200, 100, 50))
+    assert uint8(image).dtype == torch.uint8 and uint8(image).shape == (3, size, size)
+    assert without_normalize(lambda image: image) is None
+    assert without_normalize(transform.transforms[-1]) is None
+
+
+def test_device_normalized_batches_equal_the_cpu_pipeline(tmp_path: Path) -> None:
+    root = _noise_folder(tmp_path / "noise")
+    transform = build_transforms(train=False, input_size=16)
+    dataset = ImageFolderDataset(root, transform=transform)
+    plain = make_loader(dataset, batch_size=4, train=False, num_workers=0, device="cpu")
+    assert isinstance(plain, DataLoader)  # the CPU keeps the float pipeline
+    uint8, mean, std = without_normalize(transform)
+    raw = make_loader(
+        dataset.subset(range(len(dataset)), transform=uint8),
+        batch_size=4,
+        train=False,
+        num_workers=0,
+    )
+    moved = DeviceNormalizedLoader(raw, device="cpu", mean=mean, std=std)
+    assert len(moved) == len(plain) == 2 and moved.batch_size == 4
+    assert moved.sampler is raw.sampler
+    pairs = list(zip(plain, moved, strict=True))
+    for (images, labels), (got, got_labels) in pairs:
+        assert got.dtype == torch.float32 and got.shape == images.shape
+        torch.testing.assert_close(got, images, rtol=0, atol=1e-6)
+        assert torch.equal(got_labels, labels)
+
+
+def test_training_reads_a_device_normalized_loader(tmp_path: Path) -> None:
+    root = _noise_folder(tmp_path / "noise")
+    transform = build_transforms(train=True, input_size=16)
+    uint8, mean, std = without_normalize(transform)
+    dataset = ImageFolderDataset(root, transform=uint8)
+    loader = make_loader(dataset, batch_size=4, train=True, num_workers=0, seed=3)
+    moved = DeviceNormalizedLoader(loader, device="cpu", mean=mean, std=std)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
+    history = fit(model, moved, moved, config=TrainConfig(device="cpu", epochs=2, progress=False))
+    assert [e.samples for e in history.epochs] == [6, 6]
+    assert loader.sampler.epoch == 1  # set_epoch reached the wrapped sampler
+
+
+def test_make_loader_normalizes_on_the_gpu_only_for_standard_image_folders(
+    tmp_path: Path,
+) -> None:
+    root = _noise_folder(tmp_path / "noise")
+    dataset = ImageFolderDataset(root, transform=build_transforms(train=False, input_size=16))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="cuda"):
+            make_loader(dataset, batch_size=4, train=False, num_workers=0, device="cuda")
+        return
+    moved = make_loader(dataset, batch_size=4, train=False, num_workers=0, device="cuda")
+    assert isinstance(moved, DeviceNormalizedLoader)
+    plain = make_loader(dataset, batch_size=4, train=False, num_workers=0)
+    for (images, labels), (got, got_labels) in zip(plain, moved, strict=True):
+        assert got.is_cuda and got_labels.is_cuda
+        torch.testing.assert_close(got.cpu(), images, rtol=0, atol=1e-6)
+        assert torch.equal(got_labels.cpu(), labels)
+    custom = ImageFolderDataset(root, transform=T.Compose([T.Resize(16), T.ToTensor()]))
+    kept = make_loader(custom, batch_size=4, train=False, num_workers=0, device="cuda")
+    assert isinstance(kept, DataLoader)
 
 
 class SlowDataset(Dataset):

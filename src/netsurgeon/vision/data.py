@@ -14,7 +14,7 @@ import multiprocessing.context
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,14 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision import transforms as T
 
 from netsurgeon.errors import ConfigError, NetsurgeonError
-from netsurgeon.training import DataWaitTimer, init_distributed
+from netsurgeon.training import DataWaitTimer, init_distributed, resolve_device
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMG_EXTENSIONS",
     "DataWaitReport",
+    "DeviceNormalizedLoader",
     "ImageData",
     "ImageFolderDataset",
     "SeededRandomSampler",
@@ -527,6 +528,67 @@ def default_num_workers() -> int:
     return min(4, cores)
 
 
+def _without_normalize(transform: Any) -> tuple[Transform, list[float], list[float]] | None:
+    """``transform`` ending in ``PILToTensor`` instead of ``ToTensor`` + ``Normalize``.
+
+    Returns the uint8 transform and the normalisation's mean and std, or ``None`` when
+    ``transform`` does not end that way (as those of :func:`build_transforms` do).
+    """
+    steps = transform.transforms if isinstance(transform, T.Compose) else []
+    if len(steps) < 2 or type(steps[-2]) is not T.ToTensor or type(steps[-1]) is not T.Normalize:
+        return None
+    normalize = steps[-1]
+    return T.Compose([*steps[:-2], T.PILToTensor()]), list(normalize.mean), list(normalize.std)
+
+
+class DeviceNormalizedLoader:
+    """Batches of uint8 images, moved to ``device`` and normalised there.
+
+    ``make_loader(..., device="cuda")`` builds one for the data of :func:`load_image_data`:
+    the loader processes then skip the conversion to float and send a quarter of the bytes
+    (on an H200 with 16 CPU cores, the float pipeline kept a resnet18 waiting for data most
+    of the time). The values are those of ``ToTensor`` then ``Normalize`` on the CPU, up to
+    float rounding. Every other element of a batch (the labels) is moved to ``device`` too.
+    The wrapped loader's attributes (``sampler``, ``dataset``, ``batch_size``...) read
+    through.
+
+    Args:
+        loader: Yields ``(uint8 images, ...)`` batches, images ``N x C x H x W``.
+        device: Where the batches go.
+        mean, std: Per-channel normalisation of images scaled to [0, 1].
+    """
+
+    def __init__(
+        self,
+        loader: Iterable[Any],
+        *,
+        device: str | torch.device,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        self.loader = loader
+        self.device = torch.device(device)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "loader":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        shape = (1, len(self.mean), 1, 1)
+        mean = torch.tensor(self.mean, device=self.device).view(shape)
+        std = torch.tensor(self.std, device=self.device).view(shape)
+        for images, *rest in self.loader:
+            x = images.to(self.device, non_blocking=True).float().div_(255)
+            x = x.sub_(mean).div_(std)
+            yield [x, *(r.to(self.device, non_blocking=True) for r in rest)]
+
+
 def make_loader(
     dataset: Dataset[Any],
     *,
@@ -536,7 +598,8 @@ def make_loader(
     seed: int = 0,
     pin_memory: bool | None = None,
     drop_last: bool = False,
-) -> DataLoader[Any]:
+    device: str | torch.device | None = None,
+) -> DataLoader[Any] | DeviceNormalizedLoader:
     """A data loader for training (shuffled by seed and epoch) or evaluation (in order).
 
     Under ``torch.distributed`` (initialised, or ``WORLD_SIZE > 1`` in the environment, in
@@ -552,9 +615,14 @@ def make_loader(
         seed: Seed of the shuffle.
         pin_memory: ``None`` pins when CUDA is available.
         drop_last: Drop a last incomplete batch.
+        device: The device the batches are for (``"auto"``, ``"cuda"``...). When it is a GPU
+            and ``dataset`` is an :class:`ImageFolderDataset` with a transform of
+            :func:`build_transforms`, images travel as uint8 and are normalised on the GPU
+            (:class:`DeviceNormalizedLoader`); otherwise it changes nothing.
 
     Raises:
-        ConfigError: ``batch_size`` or ``num_workers`` is out of range.
+        ConfigError: ``batch_size`` or ``num_workers`` is out of range, or ``device`` is not
+            a device.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} is not allowed; use a positive integer")
@@ -564,7 +632,13 @@ def make_loader(
         raise ConfigError(f"num_workers={num_workers!r} is not allowed; use an integer >= 0")
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
-    init_distributed()
+    info = init_distributed()
+    target = None if device is None else resolve_device(device, local_rank=info.local_rank)
+    uint8 = None
+    if target is not None and target.type == "cuda" and isinstance(dataset, ImageFolderDataset):
+        uint8 = _without_normalize(dataset.transform)
+        if uint8 is not None:
+            dataset = dataset.subset(range(len(dataset)), transform=uint8[0])
     sampler: Sampler[int] | None
     if dist.is_available() and dist.is_initialized():
         sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=drop_last)
@@ -572,7 +646,7 @@ def make_loader(
         sampler = SeededRandomSampler(dataset, seed=seed)
     else:
         sampler = None
-    return DataLoader(
+    loader = DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
@@ -581,6 +655,9 @@ def make_loader(
         drop_last=drop_last,
         persistent_workers=num_workers > 0,
     )
+    if uint8 is None or target is None:
+        return loader
+    return DeviceNormalizedLoader(loader, device=target, mean=uint8[1], std=uint8[2])
 
 
 @dataclass(frozen=True)

@@ -211,10 +211,11 @@ def _loaders(args: argparse.Namespace) -> tuple[Any, Any, int, dict[str, Any]]:
             transform=val.transform,
         )
     train_loader: Any = make_loader(
-        train, batch_size=args.batch_size, train=True, num_workers=args.workers, seed=args.seed
-    )
+        train, batch_size=args.batch_size, train=True, num_workers=args.workers, seed=args.seed,
+        device=args.device,
+    )  # fmt: skip
     val_loader: Any = make_loader(
-        val, batch_size=args.batch_size, train=False, num_workers=args.workers
+        val, batch_size=args.batch_size, train=False, num_workers=args.workers, device=args.device
     )
     if args.max_train_batches:
         train_loader = LimitedLoader(train_loader, args.max_train_batches)

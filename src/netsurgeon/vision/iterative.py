@@ -825,9 +825,20 @@ def finetune(
         model_name, weights=build_weights, num_classes=data.num_classes, progress=is_main_process()
     )
     train_loader = make_loader(
-        data.train, batch_size=batch_size, train=True, seed=config.seed, num_workers=num_workers
+        data.train,
+        batch_size=batch_size,
+        train=True,
+        seed=config.seed,
+        num_workers=num_workers,
+        device=config.device,
     )
-    val_loader = make_loader(data.val, batch_size=batch_size, train=False, num_workers=num_workers)
+    val_loader = make_loader(
+        data.val,
+        batch_size=batch_size,
+        train=False,
+        num_workers=num_workers,
+        device=config.device,
+    )
     if loss_fn is not None:
         loss_fn.attach(model)
     if recal_batches and not resuming:  # a resumed run restores the statistics it had
@@ -1484,9 +1495,14 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
         train=True,
         seed=args.seed,
         num_workers=args.workers,
+        device=config.device,
     )
     val_loader = make_loader(
-        data.val, batch_size=args.train_batch_size, train=False, num_workers=args.workers
+        data.val,
+        batch_size=args.train_batch_size,
+        train=False,
+        num_workers=args.workers,
+        device=config.device,
     )
     example = torch.zeros(1, 3, args.input_size, args.input_size)
 
