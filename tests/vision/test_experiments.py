@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -236,7 +237,13 @@ def test_different_config_in_same_out_dir_is_an_error(tmp_path: object) -> None:
     # A folder from before channels_last existed resumes with the old behaviour, not another.
     config_file = tmp_path / "config.json"
     saved = json.loads(config_file.read_text())
-    del saved["train"]["channels_last"], saved["train"]["compile"]
+    del saved["train"]["channels_last"], saved["train"]["compile"], saved["slice_lr"]
+    config_file.write_text(json.dumps(saved))
+    old = replace(config, slice_lr="schedule")  # what such a folder ran between slices
+    assert run_sweep(tiny_model(), train, val, config=old, out_dir=tmp_path).ran == []
+    with pytest.raises(NetsurgeonError, match=r"slice_lr: 'schedule' before, 'constant' now"):
+        run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path)
+    saved["slice_lr"] = "constant"
     config_file.write_text(json.dumps(saved))
     assert run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path).ran == []
     for added in ("channels_last", "compile"):  # each setting's new value is a change
@@ -338,6 +345,30 @@ def test_steps_between_slices_run_eagerly_under_compile(
     )  # fmt: skip
     run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path, write_report=False)
     assert compiled == [False, False]  # after slices 1 and 2; the last one is not fine-tuned
+
+
+@pytest.mark.parametrize("slice_lr", [None, "constant", "schedule"])
+def test_steps_between_slices_take_the_slice_lr(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch, slice_lr: str | None
+) -> None:
+    rates: list[str] = []
+    real = experiments.finetune_steps
+
+    def spy(model: torch.nn.Module, loader: Any, **kwargs: Any) -> Any:
+        rates.append(kwargs["lr"])
+        return real(model, loader, **kwargs)
+
+    monkeypatch.setattr(experiments, "finetune_steps", spy)
+    train, val = tiny_loaders()
+    chosen = {} if slice_lr is None else {"slice_lr": slice_lr}
+    config = tiny_config(
+        criteria=("l1",), levels=(0.5,), prune_steps=3, finetune_steps=1, finetune_epochs=0,
+        reference=False, **chosen,
+    )  # fmt: skip
+    run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path, write_report=False)
+    assert rates == [slice_lr or "constant"] * 2  # like prune_and_finetune, constant by default
+    with pytest.raises(ConfigError, match="slice_lr='cosine' is not allowed"):
+        tiny_config(slice_lr="cosine")
 
 
 def test_compare_models_rows_and_resume(tmp_path: object) -> None:

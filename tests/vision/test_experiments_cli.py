@@ -87,6 +87,7 @@ def test_sweep_on_image_folder_writes_everything(tmp_path: Path) -> None:
     assert config["info"]["num_classes"] == 3 and config["info"]["classes"] == list(CLASSES)
     assert config["info"]["train_images"] == 24
     assert config["info"]["input_size"] == 32  # the CIFAR ResNet's size, without --input-size
+    assert config["slice_lr"] == "constant"
     html = (out / "report.html").read_text()
     assert html.count('<img src="data:image/png;base64,') == 3
 
@@ -110,6 +111,8 @@ def test_sweep_with_other_settings_in_same_out_is_refused(
     err = capsys.readouterr().err
     assert err.startswith("netsurgeon: error:") and len(err.strip().splitlines()) == 1
     assert "train.lr: 0.01 before, 0.5 now" in err
+    assert main([*argv, "--slice-lr", "schedule"]) == 2
+    assert "slice_lr: 'constant' before, 'schedule' now" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,7 @@ from netsurgeon.pruning.stats import count_macs, count_params, measure_latency, 
 from netsurgeon.training import (
     TrainConfig,
     atomic_save,
+    check_slice_lr,
     evaluate,
     finetune_steps,
     fit,
@@ -83,7 +84,11 @@ _BASE_FORMAT = "netsurgeon.sweep.base/1"
 _NOT_COMPARED = frozenset({"train.progress"})
 # Settings added after results folders were first written, with the value that gives what
 # earlier versions did: a folder without the key resumes when the run keeps that value.
-_ADDED_SETTINGS: dict[str, Any] = {"train.channels_last": False, "train.compile": False}
+_ADDED_SETTINGS: dict[str, Any] = {
+    "train.channels_last": False,
+    "train.compile": False,
+    "slice_lr": "schedule",  # sweeps before the setting restarted the schedule in every slice
+}
 _MAX_LISTED = 8
 
 SWEEP_COLUMNS: tuple[str, ...] = (
@@ -240,6 +245,9 @@ class SweepConfig:
         prune_steps: Prune in this many slices, re-scoring filters before each
             (:class:`netsurgeon.pruning.Pruner`); 1 prunes at once.
         finetune_steps: Optimizer steps of fine-tuning between slices (``prune_steps > 1``).
+        slice_lr: Learning rate of those steps: ``"constant"`` holds ``train.lr`` (Molchanov
+            et al. 2017), ``"schedule"`` restarts ``train.schedule`` over each slice's steps;
+            the fine-tuning after the last slice always follows the schedule.
         criterion_batches: Training batches the data-driven criteria (activation, apoz,
             taylor) see; taylor uses cross-entropy. The same batches serve every trial.
         latency_batch_size: Batch size of the CPU latency measurement.
@@ -260,6 +268,7 @@ class SweepConfig:
     scope: str = "layer"
     prune_steps: int = 1
     finetune_steps: int = 0
+    slice_lr: str = "constant"
     criterion_batches: int = 4
     latency_batch_size: int = 1
     latency_repeats: int = 10
@@ -287,6 +296,7 @@ class SweepConfig:
             )
         _check_int("prune_steps", self.prune_steps, 1)
         _check_int("finetune_steps", self.finetune_steps, 0)
+        check_slice_lr("slice_lr", self.slice_lr)
         _check_int("criterion_batches", self.criterion_batches, 1)
         _check_int("latency_batch_size", self.latency_batch_size, 1)
         _check_int("latency_repeats", self.latency_repeats, 1)
@@ -315,6 +325,7 @@ class SweepConfig:
             "scope": self.scope,
             "prune_steps": self.prune_steps,
             "finetune_steps": self.finetune_steps,
+            "slice_lr": self.slice_lr,
             "criterion_batches": self.criterion_batches,
             "latency_batch_size": self.latency_batch_size,
             "latency_repeats": self.latency_repeats,
@@ -500,6 +511,7 @@ def _prune_model(
             finetune_steps(
                 m, train_loader, steps=config.finetune_steps,
                 config=replace(config.train, compile=False), epoch_offset=step,
+                lr=config.slice_lr,
             )  # fmt: skip
             m.to(example_inputs.device)
 

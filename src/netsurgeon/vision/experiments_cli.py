@@ -19,6 +19,7 @@ from torch import nn
 from netsurgeon.errors import ConfigError
 from netsurgeon.pruning import CRITERIA
 from netsurgeon.pruning.pruner import SCOPES
+from netsurgeon.training import SLICE_LRS
 
 __all__ = ["add_commands", "stratified_subset"]
 
@@ -97,6 +98,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-steps", type=_non_negative_int, default=0, metavar="K",
                         help="optimizer steps of fine-tuning between slices "
                         "(default: %(default)s)")  # fmt: skip
+    parser.add_argument("--slice-lr", choices=SLICE_LRS, default="constant",
+                        help="learning rate of the steps between slices: hold --lr, or restart "
+                        "--schedule over each slice's steps (default: %(default)s)")  # fmt: skip
     parser.add_argument("--criterion-batches", type=_positive_int, default=4, metavar="N",
                         help="training batches the data-driven criteria see "
                         "(default: %(default)s)")  # fmt: skip
@@ -255,8 +259,9 @@ def _sweep_config(
         criteria=criteria, levels=levels, finetune_epochs=args.finetune_epochs,
         base_epochs=args.base_epochs, level_kind=args.level_kind, scope=args.scope,
         prune_steps=args.prune_steps, finetune_steps=args.finetune_steps,
-        criterion_batches=args.criterion_batches, latency_batch_size=args.latency_batch_size,
-        latency_repeats=args.latency_repeats, train=train, info=info,
+        slice_lr=args.slice_lr, criterion_batches=args.criterion_batches,
+        latency_batch_size=args.latency_batch_size, latency_repeats=args.latency_repeats,
+        train=train, info=info,
     )  # fmt: skip
 
 
