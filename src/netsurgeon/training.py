@@ -182,6 +182,10 @@ class TrainConfig:
             shapes change, so it pays off for long runs of one model; iterative pruning
             compiles only its final fine-tuning); evaluation stays eager. Needs a C++
             compiler on the CPU and Triton on CUDA. Results are the same up to float rounding.
+            In one process, ``torch.compile`` compiles a model class for at most 8 sets of
+            shapes and then runs it eagerly; sweeps and model comparisons call
+            :func:`torch.compiler.reset` before each model, and so should other loops over
+            many pruned models.
         progress: Show a progress bar; ``None`` shows it on rank 0 when stderr is a terminal
             and ``CI`` is not set.
     """

@@ -347,6 +347,24 @@ def test_steps_between_slices_run_eagerly_under_compile(
     assert compiled == [False, False]  # after slices 1 and 2; the last one is not fine-tuned
 
 
+@pytest.mark.parametrize("compile", [False, True])
+def test_every_trial_compiles_afresh(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch, compile: bool
+) -> None:
+    # Past torch.compile's recompile limit the later trials would silently run eagerly.
+    events: list[str] = []
+    monkeypatch.setattr(torch.compiler, "reset", lambda: events.append("reset"))
+    monkeypatch.setattr(torch, "compile", lambda model, **_: events.append("compile") or model)
+    train, val = tiny_loaders()
+    config = tiny_config(
+        criteria=("l1",), levels=(0.25, 0.5), finetune_epochs=1, base_epochs=1,
+        train=TrainConfig(device="cpu", compile=compile, progress=False),
+    )  # fmt: skip
+    run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path, write_report=False)
+    # the base model, the reference and two levels: each fit resets, then compiles
+    assert events == (["reset", "compile"] * 4 if compile else [])
+
+
 @pytest.mark.parametrize("slice_lr", [None, "constant", "schedule"])
 def test_steps_between_slices_take_the_slice_lr(
     tmp_path: object, monkeypatch: pytest.MonkeyPatch, slice_lr: str | None

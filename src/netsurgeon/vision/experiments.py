@@ -518,6 +518,18 @@ def _prune_model(
     return pruner.run(between)
 
 
+def _fit_afresh(
+    model: nn.Module, train_loader: Iterable[Any], val_loader: Iterable[Any], *, config: TrainConfig
+) -> Any:
+    """:func:`fit`, with ``torch.compile`` started afresh for this trial's model."""
+    if config.compile:
+        # Every trial trains a model of other shapes through the same forward code: past
+        # torch.compile's recompile limit (8) the later trials would silently train eagerly,
+        # and their epoch times would not compare with the first ones.
+        torch.compiler.reset()
+    return fit(model, train_loader, val_loader, config=config)
+
+
 def run_trial(
     base: nn.Module,
     *,
@@ -587,7 +599,7 @@ def run_trial(
     acc_after = loss_after = None
     if config.finetune_epochs > 0:
         train = replace(config.train, epochs=config.finetune_epochs)
-        history = fit(model, train_loader, val_loader, config=train)
+        history = _fit_afresh(model, train_loader, val_loader, config=train)
         epoch_times = [r.epoch_time_s for r in history.epochs]
         last = history.last
         assert last is not None
@@ -645,7 +657,7 @@ def _prepare_base(
         logger.info("loaded the fine-tuned base model from %s", path)
         return model.cpu()
     train = replace(config.train, epochs=config.base_epochs)
-    fit(model, train_loader, val_loader, config=train)
+    _fit_afresh(model, train_loader, val_loader, config=train)
     model.cpu()
     atomic_save({"format": _BASE_FORMAT, "model": model.state_dict()}, path)
     return model
