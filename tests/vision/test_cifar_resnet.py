@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +20,9 @@ from netsurgeon.vision import (
     cifar_resnet110,
 )
 from netsurgeon.vision.cifar_resnet import BasicBlock
+from tests.conftest import shared_root
 
-
-def _shared_root() -> Path:
-    env = os.environ.get("NETSURGEON_SHARED")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / ".." / "shared"
-
-
-SHARED = _shared_root()
+SHARED = shared_root()
 CHECKPOINTS = SHARED / "data" / "resnet_cifar10"
 CIFAR_VAL = SHARED / "data" / "cifar10-small" / "val"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
