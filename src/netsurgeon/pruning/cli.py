@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import torch
 from torch import nn
@@ -144,16 +143,16 @@ def run_prune(args: argparse.Namespace) -> int:
     out = _check_out(args.out)
     device = resolve_device(args.device)
 
-    build_model = _import_build_model()
+    models = _import_vision_models()
     from netsurgeon.pruning import io as checkpoint_io
     from netsurgeon.pruning import prune
 
     torch.manual_seed(args.seed)
     _progress(f"building {args.model} (weights={args.weights})")
-    model = build_model(args.model, weights=args.weights, num_classes=args.num_classes)
+    model = models.build_model(args.model, weights=args.weights, num_classes=args.num_classes)
     model.to(device).eval()
     if args.input_size is None:
-        args.input_size = _import_vision_models().default_input_size(args.model)
+        args.input_size = models.default_input_size(args.model)
 
     _progress("measuring the unpruned model")
     before = _measure(model, args, device)
@@ -329,9 +328,9 @@ def _load_or_build(name: str, *, num_classes: int | None) -> tuple[nn.Module, st
         raise ConfigError(f"{name!r} is a directory, not a model file or a builder name")
     if os.sep in name or path.suffix in _CHECKPOINT_SUFFIXES:
         raise CheckpointError(f"{name!r}: no such file")
-    build_model = _import_build_model()
-    model = build_model(name, weights="none", num_classes=num_classes)
-    return model, "builder", _import_vision_models().default_input_size(name)
+    models = _import_vision_models()
+    model = models.build_model(name, weights="none", num_classes=num_classes)
+    return model, "builder", models.default_input_size(name)
 
 
 # --------------------------------------------------------------------------- models
@@ -464,10 +463,6 @@ def _import_vision_models() -> ModuleType:
             ) from exc
         raise
     return models
-
-
-def _import_build_model() -> Any:
-    return _import_vision_models().build_model
 
 
 def _progress(message: str) -> None:

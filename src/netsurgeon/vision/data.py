@@ -703,6 +703,6 @@ def measure_data_wait(
             break
     # Wait for the steps' GPU work, but never start CUDA for it: initialising the context
     # here would add its fraction of a second to a pass that ran on the CPU.
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_initialized():
         torch.cuda.synchronize()
     return DataWaitReport(batches=batches, wait_s=timer.wait_s, total_s=time.perf_counter() - start)

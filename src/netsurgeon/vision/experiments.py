@@ -41,6 +41,7 @@ from netsurgeon.pruning.criteria import Random, get_criterion, requires_data
 from netsurgeon.pruning.pruner import SCOPES
 from netsurgeon.pruning.stats import count_macs, count_params, measure_latency, state_size_bytes
 from netsurgeon.training import (
+    History,
     TrainConfig,
     atomic_save,
     check_slice_lr,
@@ -520,7 +521,7 @@ def _prune_model(
 
 def _fit_afresh(
     model: nn.Module, train_loader: Iterable[Any], val_loader: Iterable[Any], *, config: TrainConfig
-) -> Any:
+) -> History:
     """:func:`fit`, with ``torch.compile`` started afresh for this trial's model."""
     if config.compile:
         # Every trial trains a model of other shapes through the same forward code: past

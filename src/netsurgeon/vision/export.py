@@ -43,7 +43,6 @@ FORMATS = ("onnx", "torchscript")
 EXPORTERS = ("dynamo", "legacy")
 _SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 _EXTRA_HINT = "pip install 'netsurgeon[export]' (onnx, onnxscript, onnxruntime)"
-# Where a netsurgeon checkpoint's extra records the input size it was trained or pruned at.
 
 
 @dataclass(frozen=True)
