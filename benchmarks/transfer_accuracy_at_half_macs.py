@@ -263,10 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     data = load_image_data(args.data, input_size=args.input_size, seed=args.seed)
     train = stratified_subset(data.train, args.train_subset, seed=args.seed)
     val = stratified_subset(data.val, args.val_subset, seed=args.seed)
+    # On a GPU, images travel as uint8 and are normalised there (make_loader's device path).
     train_loader = make_loader(
-        train, batch_size=args.batch_size, train=True, seed=args.seed, num_workers=args.workers
+        train, batch_size=args.batch_size, train=True, seed=args.seed, num_workers=args.workers,
+        device=args.device,
+    )  # fmt: skip
+    val_loader = make_loader(
+        val, batch_size=256, train=False, num_workers=args.workers, device=args.device
     )
-    val_loader = make_loader(val, batch_size=256, train=False, num_workers=args.workers)
     config = TrainConfig(
         optimizer=args.optimizer,
         lr=args.lr,

@@ -144,12 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     env_start = environment()
     data = load_image_data(args.data, input_size=args.input_size, seed=args.seed)
-    train_loader = make_loader(
-        data.train, batch_size=args.batch_size, train=True, seed=args.seed, num_workers=args.workers
-    )
-    val_loader = make_loader(
-        data.val, batch_size=args.batch_size, train=False, num_workers=args.workers
-    )
+    # On a GPU, images travel as uint8 and are normalised there (make_loader's device path).
+    loader_args = {
+        "batch_size": args.batch_size,
+        "num_workers": args.workers,
+        "device": args.device,
+    }
+    train_loader = make_loader(data.train, train=True, seed=args.seed, **loader_args)
+    val_loader = make_loader(data.val, train=False, **loader_args)
     config = TrainConfig(
         optimizer=args.optimizer,
         lr=args.lr,
