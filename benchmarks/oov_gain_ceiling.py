@@ -99,16 +99,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
+        gains = {}
         for kind in ("token", "sentence"):
-            row[f"{kind}_oracle_gain_pct"] = 100.0 * (row[f"{kind}_oracle"] / row["metric"] - 1)
+            # A relative gain over a score of 0 (a tiny or untrained run) is undefined.
+            gain = 100.0 * (row[f"{kind}_oracle"] / row["metric"] - 1) if row["metric"] else None
+            row[f"{kind}_oracle_gain_pct"] = gain
+            gains[kind] = "n/a" if gain is None else f"+{gain:.2f} %"
         print(
             f"| {Path(row['run']).name} | {row['method']} | {row['seed']} "
             f"| {100 * row['oov_token_rate']:.2f} % | {row['metric']:.2f} "
             f"| {row['metric_oov_tokens']:.2f} "
-            f"| {row['token_oracle']:.2f} (+{row['token_oracle_gain_pct']:.2f} %) "
-            f"| {row['sentence_oracle']:.2f} (+{row['sentence_oracle_gain_pct']:.2f} %) |"
+            f"| {row['token_oracle']:.2f} ({gains['token']}) "
+            f"| {row['sentence_oracle']:.2f} ({gains['sentence']}) |"
         )
-    random_rows = [r for r in rows if r["method"] == "random"]
+    random_rows = [r for r in rows if r["method"] == "random" and r["metric"]]
     summary: dict[str, Any] = {"rows": rows, "target_pct": args.target}
     for kind in ("token", "sentence") if random_rows else ():
         gain = statistics.fmean(r[f"{kind}_oracle_gain_pct"] for r in random_rows)
