@@ -97,6 +97,23 @@ def test_sweep_on_image_folder_writes_everything(tmp_path: Path) -> None:
     assert json.loads((out / "results.json").read_text()) == json.loads(before)
 
 
+def test_sweep_base_model_depends_on_seed_only(tmp_path: Path) -> None:
+    """A random model (or a new head) comes from --seed, not the process's RNG state, so a
+    sweep resumed in another process continues from the same base model."""
+    data = make_image_folder(tmp_path / "data")
+    rows = []
+    for state in (1, 2):
+        torch.manual_seed(state)  # what the process drew before differs
+        out = tmp_path / f"sweep{state}"
+        argv = ["sweep", "cifar_resnet20", "--data", str(data), "--weights", "none",
+                "--criteria", "l1", "--levels", "0.5", "--finetune-epochs", "1",
+                "--out", str(out), *QUICK]  # fmt: skip
+        assert main(argv) == 0
+        rows.append(read_csv(out / "results.csv"))
+    same = ("criterion", "params", "macs", "acc_before", "loss_before", "acc_after", "loss_after")
+    assert [[r[k] for k in same] for r in rows[0]] == [[r[k] for k in same] for r in rows[1]]
+
+
 def test_sweep_with_other_settings_in_same_out_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -266,9 +266,13 @@ def _sweep_config(
 
 
 def _builder(args: argparse.Namespace, num_classes: int) -> Callable[[str], nn.Module]:
+    from netsurgeon.training import seed_everything
     from netsurgeon.vision.models import build_model
 
     def build(name: str) -> nn.Module:
+        # A new head (or a random model) is initialised from the seed, not from whatever the
+        # process drew before: a resumed sweep must continue from the same base model.
+        seed_everything(args.seed)
         return build_model(
             name, weights=args.weights, num_classes=num_classes,
             progress=not args.no_progress,
