@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
     )
     log(f"{len(train)} training and {len(val)} validation images, {data.num_classes} classes")
+    torch.manual_seed(args.seed)  # a new head or random model: the same in every run
     base = build_model(args.model, weights=args.weights, num_classes=data.num_classes)
     pretrained = evaluate(base, val_loader, device=args.device)["accuracy"]
     log(f"pretrained {args.model}: {pct(pretrained)} % before any fine-tuning")

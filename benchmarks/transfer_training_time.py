@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         for fmt in formats
     }
     example = torch.zeros(1, 3, args.input_size, args.input_size)
+    torch.manual_seed(args.seed)  # a new head or random model: the same in every run
     base = build_model(args.model, weights=args.weights, num_classes=data.num_classes)
     base_macs = count_macs(base, example)
     models: dict[tuple[float, str], torch.nn.Module] = {}

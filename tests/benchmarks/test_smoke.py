@@ -299,6 +299,52 @@ def test_transfer_accuracy_at_half_macs(tmp_path: Path, image_folder: Path) -> N
     assert f"best criterion: {best['criterion']}; gap" in proc.stdout
 
 
+RECIPE = (
+    "--criteria", "taylor", "--scope", "global_macs", "--keep-streams", "--prune-steps", "2",
+    "--finetune-steps", "1", "--same-budget", "--slice-lr", "constant", "--distill",
+    "--teacher", "finetuned", "--distill-features", "layer?.?", "--distill-feature-weight", "300",
+)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_transfer_accuracy_at_half_macs_recipe_and_reuse(
+    tmp_path: Path, image_folder: Path
+) -> None:
+    """The README's best recipe runs, and a run reusing its unpruned row and teacher agrees."""
+    tiny = ("--data", image_folder, "--weights", "none", "--epochs", "2", "--criterion-batches",
+            "1", "--train-subset", "6", "--val-subset", "3", *TRANSFER_COMMON, *RECIPE)  # fmt: skip
+    first = run_script(
+        "transfer_accuracy_at_half_macs.py", *tiny, "--save-unpruned", "unpruned.pt",
+        "--json-out", "first.json", cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(first)
+    assert (tmp_path / "unpruned.pt").is_file()
+    again = run_script(
+        "transfer_accuracy_at_half_macs.py", *tiny, "--unpruned-from", "first.json",
+        "--unpruned-weights", "unpruned.pt", "--json-out", "again.json", cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(again)
+    runs = [read_json(tmp_path / name) for name in ("first.json", "again.json")]
+    for payload in runs:
+        pruned = payload["rows"][1]
+        assert 0.4 < pruned["macs_ratio"] <= 0.5 + 1e-3
+        # Only the inner convolutions lose filters, so parameters fall less than MACs.
+        assert pruned["macs_ratio"] < pruned["params_ratio"] < 1
+        assert pruned["extra_steps"] == 0  # --same-budget: the slices' steps are not extra
+        assert "2 slices x 1 steps" in pruned["variant"]
+        assert "features layer?.? x 300" in pruned["variant"]
+    # The reused row is the first run's, and the reloaded teacher scored the same (the script
+    # checks that); the pruning that follows starts from the same seed and batches.
+    assert runs[1]["rows"][0] == {**runs[0]["rows"][0], "reused_from": "first.json"}
+
+    def trace(row: dict[str, Any]) -> list[tuple[int, float, float]]:
+        return [(e["steps"], e["train_loss"], e["val_loss"]) for e in row["epochs"]]
+
+    assert trace(runs[1]["rows"][1]) == trace(runs[0]["rows"][1])
+    # Same budget: 2 epochs of 2 batches (6 images, batch 4) less the 2 x 1 slice steps.
+    assert sum(steps for steps, _, _ in trace(runs[0]["rows"][1])) == 2 * 2 - 2 * 1
+
+
 @pytest.mark.slow
 def test_transfer_taylor_vs_torch_pruning(tmp_path: Path, image_folder: Path) -> None:
     pytest.importorskip("torch_pruning", reason="the benchmark needs the bench extra")
