@@ -133,6 +133,23 @@ def test_prune_ignore_keeps_the_named_modules_channels(tmp_path: Path) -> None:
     assert state["layer2.0.conv1.weight"].shape[0] < 128  # the rest is still pruned
 
 
+def test_random_criterion_follows_the_seed(tmp_path: Path) -> None:
+    """``--criterion random`` draws from ``--seed``: the same seed repeats, another differs."""
+
+    def shapes(seed: int, name: str) -> dict[str, tuple[int, ...]]:
+        out = tmp_path / name
+        argv = ["prune", "cifar_resnet20", "--weights", "none", "--amount", "0.5",
+                "--scope", "global", "--criterion", "random", "--seed", str(seed)]  # fmt: skip
+        status, _, err = _run([*argv, "--out", str(out), "--json", *FAST])
+        assert status == 0, err
+        state = torch.load(out, weights_only=True)["state_dict"]
+        return {k: tuple(v.shape) for k, v in state.items() if k.endswith("conv1.weight")}
+
+    first = shapes(0, "a.pt")
+    assert shapes(0, "b.pt") == first
+    assert shapes(1, "c.pt") != first
+
+
 def test_stats_of_a_builder_name() -> None:
     status, stdout, _ = _run(["stats", "resnet18", "--input-size", "32", "--json", *FAST])
     assert status == 0

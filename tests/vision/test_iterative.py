@@ -234,6 +234,23 @@ def test_amount_without_finetuning(monkeypatch: pytest.MonkeyPatch) -> None:
     assert old == 32 and 15 <= new <= 17
 
 
+def test_random_criterion_follows_the_config_seed() -> None:
+    """``criterion="random"`` draws from ``config.seed``, not always from seed 0."""
+
+    def channels(seed: int) -> dict[str, tuple[int, int]]:
+        train, val = loaders()
+        config = dataclasses.replace(CONFIG, seed=seed)
+        return prune_and_finetune(
+            small_model(), train, val, example_inputs=EXAMPLE, config=config,
+            criterion="random", amount=0.5, scope="global", prune_steps=2, finetune_steps=0,
+            finetune_epochs=0, oneshot_baseline=False,
+        ).channels  # fmt: skip
+
+    first = channels(0)
+    assert channels(0) == first
+    assert channels(1) != first
+
+
 def test_resume_after_interruption(tmp_path: Path) -> None:
     train, val = loaders()
     kwargs: dict[str, Any] = {

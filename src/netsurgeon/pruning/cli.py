@@ -146,6 +146,7 @@ def run_prune(args: argparse.Namespace) -> int:
     models = _import_vision_models()
     from netsurgeon.pruning import io as checkpoint_io
     from netsurgeon.pruning import prune
+    from netsurgeon.pruning.criteria import Random
 
     torch.manual_seed(args.seed)
     _progress(f"building {args.model} (weights={args.weights})")
@@ -164,7 +165,8 @@ def run_prune(args: argparse.Namespace) -> int:
         example,
         amount=amount,
         target_macs=target_macs,
-        criterion=criterion,
+        # "random" draws from --seed (the name alone would always mean seed 0).
+        criterion=Random(seed=args.seed) if criterion == "random" else criterion,
         scope=args.scope,
         ignore=args.ignore,
     )

@@ -49,7 +49,7 @@ from netsurgeon.distill import (
 )
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.pruning import Pruner, PruneResult, prune
-from netsurgeon.pruning.criteria import get_criterion, requires_data
+from netsurgeon.pruning.criteria import Random, get_criterion, requires_data
 from netsurgeon.pruning.pruner import SCOPES, Footprint
 from netsurgeon.pruning.stats import count_macs, count_params, move_inputs
 from netsurgeon.recalibrate import recalibrate_bn as _recalibrate
@@ -497,7 +497,8 @@ def prune_and_finetune(
 
     # Criterion and bounds shared by the iterative pruner, its one-shot twin and a resumed run.
     shared: dict[str, Any] = {
-        "criterion": criterion,
+        # "random" draws from the run's seed (the name alone would always mean seed 0).
+        "criterion": Random(seed=config.seed) if criterion == "random" else criterion,
         "scope": scope,
         "ignore": ignore,
         "data": criterion_data,
