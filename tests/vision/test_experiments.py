@@ -442,3 +442,42 @@ def test_table_lists_every_row(tmp_path: object) -> None:
     assert lines[2].split()[:2] == ["random", "0.50"]
     assert "n/a" in lines[2]  # no fine-tuning: no accuracy after it
     assert math.isfinite(result.rows[1]["latency_ms"])
+
+
+def test_resumed_sweep_scores_filters_on_the_same_batches(tmp_path: Any) -> None:
+    """With a base fine-tuning, a sweep resumed after a crash (which loads the fine-tuned base
+    instead of training it, so its sampler and RNG are elsewhere) prunes as an uninterrupted one.
+    """
+    from netsurgeon.vision.data import make_loader
+
+    def sweep(out: Any, *, crash: bool = False) -> list[dict[str, Any]]:
+        g = torch.Generator().manual_seed(0)
+        labels = torch.arange(3).repeat_interleave(16)
+        noise = torch.randn(len(labels), 1, 8, 8, generator=g) * 0.5
+        data = TensorDataset(noise + (labels.float() - 1).view(-1, 1, 1, 1), labels)
+        train = make_loader(data, batch_size=8, train=True, seed=0, num_workers=0)
+        val = make_loader(data, batch_size=24, train=False, num_workers=0)
+        torch.manual_seed(0)
+        model = DigitsCNN(num_classes=3, width=4)
+        config = SweepConfig(
+            criteria=("taylor",), levels=(0.25, 0.5), finetune_epochs=0, base_epochs=2,
+            criterion_batches=1, latency_repeats=1, latency_warmup=0, reference=False,
+            train=TrainConfig(optimizer="adam", lr=1e-2, device="cpu", progress=False),
+        )  # fmt: skip
+
+        def stop(row: dict[str, Any]) -> None:
+            if crash:
+                raise KeyboardInterrupt
+
+        torch.manual_seed(123)  # what the process drew before must not matter
+        result = run_sweep(
+            model, train, val, config=config, out_dir=out, on_trial_end=stop, write_report=False
+        )
+        return result.rows
+
+    whole = sweep(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        sweep(tmp_path / "resumed", crash=True)
+    resumed = sweep(tmp_path / "resumed")
+    keys = ("criterion", "level", "params", "macs", "acc_before", "loss_before")
+    assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in whole]

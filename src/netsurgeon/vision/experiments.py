@@ -43,6 +43,7 @@ from netsurgeon.pruning.stats import count_macs, count_params, measure_latency, 
 from netsurgeon.training import (
     History,
     TrainConfig,
+    _set_epoch,
     atomic_save,
     check_slice_lr,
     evaluate,
@@ -395,7 +396,12 @@ class LimitedLoader:
         return min(self.max_batches, len(self.loader))  # type: ignore[arg-type]
 
 
-def _first_batches(loader: Iterable[Any], n: int) -> list[Any]:
+def _first_batches(loader: Iterable[Any], n: int, *, seed: int) -> list[Any]:
+    # Epoch 0's batches under the run's seed, whatever this process drew before: a fresh sweep
+    # fine-tunes the base model first (moving the sampler's epoch and the augmentation RNG), a
+    # resumed one loads it, and both must score filters on the same batches.
+    _set_epoch(loader, 0)
+    seed_everything(seed)
     batches = list(itertools.islice(iter(loader), n))
     if not batches:
         raise ConfigError("the training data loader yielded no batches for the criterion")
@@ -731,7 +737,11 @@ def run_sweep(
         example = example.detach().cpu()
         footprint = (count_params(base), count_macs(base, example))
         needs_data = any(c != REFERENCE and requires_data(get_criterion(c)) for c, _ in todo)
-        batches = _first_batches(train_loader, config.criterion_batches) if needs_data else None
+        batches = (
+            _first_batches(train_loader, config.criterion_batches, seed=config.train.seed)
+            if needs_data
+            else None
+        )
         bar = tqdm(todo, desc="sweep", unit="trial", disable=not _show_progress(config.train))
         for criterion, level in bar:
             bar.set_postfix(criterion=criterion, level=f"{level:g}")
