@@ -969,12 +969,30 @@ def _checkpoint_dict(trainer: _Trainer) -> dict[str, Any]:
     }
 
 
+# Settings that change how a run computes, not what it trains: a resume may change them.
+_RESUMABLE_CHANGES = frozenset({"progress", "device", "amp", "compile", "channels_last"})
+
+
 def _restore(trainer: _Trainer, data: Mapping[str, Any], path: Path) -> None:
-    saved = data.get("config", {}).get("optimizer")
-    if saved != trainer.config.optimizer:
+    saved = data.get("config", {})
+    now = trainer.config.to_dict()
+    # The optimizer and scheduler states come back from the checkpoint, so a new rate, schedule
+    # or epoch count would be silently dropped or mixed with the old ones; refuse instead.
+    # (Keys a checkpoint lacks are settings added since it was written.)
+    free = set(_RESUMABLE_CHANGES)
+    if now["schedule"] != "cosine":
+        # Only the cosine schedule is laid out over the run's length: otherwise a resume may
+        # extend the run (train 1 epoch, then resume with --epochs 2).
+        free |= {"epochs", "max_steps"}
+    differ = [
+        f"{k}={saved[k]!r} then, {now[k]!r} now"
+        for k in now
+        if k in saved and k not in free and saved[k] != now[k]
+    ]
+    if differ:
         raise CheckpointError(
-            f"checkpoint {path} was written with optimizer={saved!r}, but this run uses "
-            f"optimizer={trainer.config.optimizer!r}; resume with the same optimizer"
+            f"checkpoint {path} was written with other settings ({'; '.join(differ)}); "
+            f"resume with the same settings, or start afresh without resume"
         )
     try:
         load_model_state(trainer.model, data["model"], source=f"checkpoint {path}")
