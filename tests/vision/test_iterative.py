@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
+import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,7 @@ def test_compile_applies_to_the_final_fine_tuning_only(monkeypatch: pytest.Monke
     def fit_spy(*args: Any, config: TrainConfig, **kwargs: Any) -> Any:
         seen.append(("final", config.compile))
         # Train eagerly here: compiling is slow and tested in tests/test_training.py.
-        return real_fit(*args, config=dataclasses.replace(config, compile=False), **kwargs)
+        return real_fit(*args, config=replace(config, compile=False), **kwargs)
 
     monkeypatch.setattr(it, "train_steps", steps_spy)
     monkeypatch.setattr(it, "fit", fit_spy)
@@ -239,7 +240,7 @@ def test_random_criterion_follows_the_config_seed() -> None:
 
     def channels(seed: int) -> dict[str, tuple[int, int]]:
         train, val = loaders()
-        config = dataclasses.replace(CONFIG, seed=seed)
+        config = replace(CONFIG, seed=seed)
         return prune_and_finetune(
             small_model(), train, val, example_inputs=EXAMPLE, config=config,
             criterion="random", amount=0.5, scope="global", prune_steps=2, finetune_steps=0,
@@ -294,6 +295,22 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
 
     with pytest.raises(CheckpointError, match="another iterative run"):
         prune_and_finetune(small_model(), train, val, resume=True, **{**kwargs, "criterion": "l1"})
+    # Every setting counts, the training configuration's included, except how a run computes.
+    others = {
+        "slice_lr": ("schedule", "slice_lr: saved 'constant', now 'schedule'"),
+        "config": (replace(CONFIG, lr=0.5), "train_config.lr: saved 0.05, now 0.5"),
+        "criterion_batches": (2, "criterion_batches: saved 8, now 2"),
+    }
+    for key, (value, named) in others.items():
+        with pytest.raises(CheckpointError, match=re.escape(named)):
+            prune_and_finetune(small_model(), train, val, resume=True, **{**kwargs, key: value})
+    computes = replace(CONFIG, channels_last=True, progress=True)
+    assert (
+        prune_and_finetune(
+            small_model(), train, val, resume=True, **{**kwargs, "config": computes}
+        ).after
+        == result.after
+    )
 
 
 def test_bad_arguments_leave_the_model_unchanged() -> None:

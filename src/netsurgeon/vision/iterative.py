@@ -93,8 +93,14 @@ logger = logging.getLogger(__name__)
 ITERATIVE_STATE = "netsurgeon.vision.iterative/1"
 _STATE_FILE = "iterative_state.pt"
 _FINAL_FIT_FILE = "final_finetune.ckpt"
-# Settings that must match for a resumed iterative run to continue the same procedure.
-_RESUME_KEYS = ("criterion", "amount", "target_macs", "prune_steps", "finetune_steps", "scope")
+# Settings that change how a run computes, not what it does: a resume may change them. Every
+# other setting must match for a resumed run to continue the same procedure.
+_RESUMABLE_CHANGES = frozenset(
+    f"train_config.{k}" for k in ("progress", "device", "amp", "compile", "channels_last")
+)
+# Settings added after progress files were first written, with the value that gives what
+# earlier versions did (other keys a file lacks are not compared).
+_ADDED_SETTINGS: dict[str, Any] = {"slice_lr": "schedule"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -271,9 +277,12 @@ def _load_state(path: Path, settings: dict[str, Any]) -> tuple[nn.Module, dict[s
     state = payload["extra"].get("iterative")
     if not isinstance(state, dict) or state.get("format") != ITERATIVE_STATE:
         raise CheckpointError(f"{path}: not an iterative-pruning progress file")
-    saved = state.get("settings", {})
+    saved = {**_ADDED_SETTINGS, **_flat(state.get("settings", {}))}
+    now = _flat(settings)
     differ = {
-        k: (saved.get(k), settings.get(k)) for k in _RESUME_KEYS if saved.get(k) != settings.get(k)
+        k: (saved[k], now[k])
+        for k in now
+        if k in saved and k not in _RESUMABLE_CHANGES and saved[k] != now[k]
     }
     if differ:
         listed = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in differ.items())
@@ -282,6 +291,13 @@ def _load_state(path: Path, settings: dict[str, Any]) -> tuple[nn.Module, dict[s
             f"or use another checkpoint folder"
         )
     return model_from_checkpoint(payload, source=path).train(), state
+
+
+def _flat(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with the training configuration's keys as ``train_config.<key>``."""
+    flat = {k: v for k, v in settings.items() if k != "train_config"}
+    flat.update({f"train_config.{k}": v for k, v in settings.get("train_config", {}).items()})
+    return flat
 
 
 def _remaining_target(
