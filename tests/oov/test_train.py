@@ -170,6 +170,14 @@ def test_resume_continues_to_the_same_weights(
             out=tmp_path / "b",
             resume=True,
         )
+    # Other data: the same sentences in another order (same vocabularies, other file).
+    shuffled = tmp_path / "shuffled.txt"
+    blocks = synthetic.train.read_text(encoding="utf-8").strip().split("\n\n")
+    shuffled.write_text("\n\n".join(reversed(blocks)) + "\n", encoding="utf-8")
+    vocab_before = (tmp_path / "b" / "vocab.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"trained on other data \(its (chars, )?data differ"):
+        train(config, train_file=shuffled, dev_file=synthetic.dev, out=tmp_path / "b", resume=True)
+    assert (tmp_path / "b" / "vocab.json").read_bytes() == vocab_before  # nothing rewritten
     resumed = train(
         config, train_file=synthetic.train, dev_file=synthetic.dev, out=tmp_path / "b", resume=True
     )

@@ -13,6 +13,8 @@ continues or loads on another device.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -257,6 +259,32 @@ def _check_out(out: Path, config: TrainConfig, resume: bool) -> bool:
     return True
 
 
+def _sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_same_data(out: Path, vocab: dict[str, Any]) -> None:
+    """Refuse to resume ``out`` on other data than it was trained on.
+
+    The checkpoint's tagger only fits the run's own vocabularies, and the files named now would
+    be recorded next to a model trained on others. (Runs written before the data digests were
+    kept are compared on their vocabularies only.)
+    """
+    saved = read_json(out / VOCAB_FILE, "vocabularies")
+    now = json.loads(json.dumps(vocab))  # tuples become lists, as in the saved file
+    differ = sorted(k for k in now if k in saved and saved[k] != now[k])
+    if differ:
+        raise ConfigError(
+            f"{out}: cannot resume, the run was trained on other data (its {', '.join(differ)} "
+            f"differ from those of the files given now); use the same --train, --dev and "
+            f"--embeddings files, or another --out"
+        )
+
+
 def train(
     config: TrainConfig,
     *,
@@ -340,23 +368,25 @@ def train(
     tagger.set_vectors(embeddings.vectors)
     tagger.to(device)  # before the optimisers are built, so their state lands there too
 
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / CONFIG_FILE, config.to_json())
-    atomic_write_json(
-        out / VOCAB_FILE,
-        {
-            "chars": chars.to_json(),
-            "tags": tags.to_json(),
-            "embeddings": {
-                "dim": embeddings.dim,
-                "vocab_size": embeddings.vocab_size,
-                "fingerprint": embeddings.fingerprint,
-                "source": embeddings.source,
-                "scale": scale,
-                "special_rows": N_SPECIAL_ROWS,
-            },
+    vocab = {
+        "chars": chars.to_json(),
+        "tags": tags.to_json(),
+        "embeddings": {
+            "dim": embeddings.dim,
+            "vocab_size": embeddings.vocab_size,
+            "fingerprint": embeddings.fingerprint,
+            "source": embeddings.source,
+            "scale": scale,
+            "special_rows": N_SPECIAL_ROWS,
         },
-    )
+        "data": {"train_sha256": _sha256(train_file), "dev_sha256": _sha256(dev_file)},
+    }
+    if resuming:
+        _check_same_data(out, vocab)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / CONFIG_FILE, config.to_json())
+        atomic_write_json(out / VOCAB_FILE, vocab)
 
     train_encoded = [
         encoder.encode(tokens, [tags.encode(t) for t in tag_seq])
