@@ -315,7 +315,31 @@ def test_iterative_pruner_filters_per_step_until_amount() -> None:
     assert len(pruner.history) == -(-int(0.25 * total) // 4)
 
 
+def test_pruner_continues_a_schedule_after_completed_slices() -> None:
+    """A new Pruner given ``start`` and ``completed`` prunes as the first one would have."""
+    torch.manual_seed(0)
+    whole = Pruner(SeqNet(), X, target_macs=0.3, steps=3, criterion="l1")
+    whole.run()
+    torch.manual_seed(0)
+    model = SeqNet()
+    first = Pruner(model, X, target_macs=0.3, steps=3, criterion="l1")
+    first.step()
+    start = first.history[0].before
+    rest = Pruner(model, X, target_macs=0.3, steps=3, criterion="l1", start=start, completed=1)
+    result = rest.run()
+    assert len(rest.history) == 2 and rest.done
+    assert [r.after.macs for r in rest.history] == [r.after.macs for r in whole.history[1:]]
+    assert result.before == start  # the whole schedule's footprint before its first slice
+
+
 def test_pruner_validates_arguments() -> None:
+    for bad in (-1, 3, True):
+        with pytest.raises(ConfigError, match=f"completed={bad!r} is not allowed"):
+            Pruner(SeqNet(), X, amount=0.5, steps=2, completed=bad, criterion="l1")
+    with pytest.raises(ConfigError, match="completed=1 is not allowed"):
+        Pruner(SeqNet(), X, amount=0.5, filters_per_step=2, completed=1, criterion="l1")
+    with pytest.raises(ConfigError, match=r"start=\(1, 2\) is not allowed; pass a Footprint"):
+        Pruner(SeqNet(), X, amount=0.5, steps=2, start=(1, 2), criterion="l1")
     with pytest.raises(ConfigError, match="steps or filters_per_step, not both"):
         Pruner(SeqNet(), X, amount=0.5, steps=2, filters_per_step=3, criterion="l1")
     with pytest.raises(ConfigError, match="steps must be an integer >= 1, got 0"):

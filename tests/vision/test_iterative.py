@@ -19,6 +19,7 @@ from netsurgeon.pruning.stats import count_macs, count_params
 from netsurgeon.training import TrainConfig
 from netsurgeon.vision import build_model
 from netsurgeon.vision import iterative as it
+from netsurgeon.vision.data import make_loader
 from netsurgeon.vision.iterative import (
     IterativeStep,
     LimitedBatches,
@@ -311,6 +312,49 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
         ).after
         == result.after
     )
+
+
+class _Augmented(TensorDataset):
+    """Noise from the global RNG on every read, as RandomCrop and flips draw."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        x, y = super().__getitem__(index)
+        return x + 0.1 * torch.randn_like(x), y
+
+
+@pytest.mark.parametrize("criterion", ["random", "taylor"])
+def test_resumed_run_continues_the_uninterrupted_one(tmp_path: Path, criterion: str) -> None:
+    """Stopped after a slice and resumed, iterative pruning ends exactly where it would have:
+    same random streams, loader epoch and random-criterion draws, and the MACs schedule of the
+    original plan (not a new plan from where the model stood)."""
+
+    def run(out: Path, *, stop_after: int | None = None, resume: bool = False) -> Any:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(48, 3, SIZE, SIZE, generator=g)
+        y = (x[:, 0].mean((1, 2)) > 0).long()
+        train = make_loader(_Augmented(x, y), batch_size=12, train=True, seed=0, num_workers=0)
+        val = make_loader(TensorDataset(x[:24], y[:24]), batch_size=12, train=False, num_workers=0)
+
+        def on_step(step: IterativeStep) -> None:
+            if step.step == stop_after:
+                raise _Stop
+
+        torch.manual_seed(123 if resume else 0)  # the process's own draws must not matter
+        return prune_and_finetune(
+            small_model(), train, val, example_inputs=EXAMPLE, config=CONFIG, criterion=criterion,
+            target_macs=0.3, scope="global", prune_steps=3, finetune_steps=1, finetune_epochs=0,
+            criterion_batches=1, oneshot_baseline=False, checkpoint_dir=out, resume=resume,
+            on_step=on_step,
+        )  # fmt: skip
+
+    whole = run(tmp_path / "whole")
+    with pytest.raises(_Stop):
+        run(tmp_path / "resumed", stop_after=0)
+    resumed = run(tmp_path / "resumed", resume=True)
+    assert [s.macs for s in resumed.steps] == [s.macs for s in whole.steps]
+    assert resumed.channels == whole.channels
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_bad_arguments_leave_the_model_unchanged() -> None:

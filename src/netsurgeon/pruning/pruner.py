@@ -498,6 +498,11 @@ class Pruner:
         filters_per_step: Instead of ``steps``, remove this many filters per slice (global
             ranking), Molchanov's original schedule, until the target is met.
         criterion, scope, ignore, data, loss_fn, min_channels, round_to: As in :func:`prune`.
+        start: To continue a ``steps`` schedule after an interruption: the footprint of the
+            model before its first slice (default: the model as passed in).
+        completed: The number of that schedule's slices already done on ``model``; the rest
+            keep the original plan (slice ``i`` aims at ``target_macs ** (i / steps)`` of
+            ``start``), not a new plan from where the model is now.
     """
 
     def __init__(
@@ -516,6 +521,8 @@ class Pruner:
         loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
         min_channels: int = 1,
         round_to: int = 1,
+        start: Footprint | None = None,
+        completed: int = 0,
     ) -> None:
         self.amount, self.target_macs = _check_target(amount, target_macs)
         if steps is not None and filters_per_step is not None:
@@ -540,7 +547,21 @@ class Pruner:
         self.data = data
         self.loss_fn = loss_fn
         self.history: list[PruneResult] = []
-        self._start = Footprint(count_params(model), count_macs(model, example_inputs))
+        self._now = Footprint(count_params(model), count_macs(model, example_inputs))
+        if start is not None and not isinstance(start, Footprint):
+            raise ConfigError(f"start={start!r} is not allowed; pass a Footprint or None")
+        self._start = start if start is not None else self._now
+        if (
+            isinstance(completed, bool)
+            or not isinstance(completed, int)
+            or completed < 0
+            or (completed and (self.steps is None or completed > self.steps))
+        ):
+            raise ConfigError(
+                f"completed={completed!r} is not allowed; use a number of slices from 0 to "
+                f"steps ({self.steps}), with steps rather than filters_per_step"
+            )
+        self._completed = completed
         self._start_filters = self._prunable_filters()
 
     def _prunable_filters(self) -> int:
@@ -551,10 +572,10 @@ class Pruner:
     def done(self) -> bool:
         """Whether the overall target has been reached (or no slice can remove more)."""
         if self.steps is not None:
-            return len(self.history) >= self.steps
+            return self._completed + len(self.history) >= self.steps
         if self.history and not self.history[-1].channels:
             return True
-        current = self.history[-1].after if self.history else self._start
+        current = self.history[-1].after if self.history else self._now
         if self.target_macs is not None:
             return current.macs <= self.target_macs * self._start.macs
         assert self.amount is not None
@@ -564,13 +585,13 @@ class Pruner:
     def step(self) -> PruneResult:
         """Prune one slice and return what it did."""
         kwargs: dict[str, Any] = {"amount": None, "target_macs": None, "num_filters": None}
-        current = self.history[-1].after if self.history else self._start
+        current = self.history[-1].after if self.history else self._now
         if self.filters_per_step is not None:
             kwargs["num_filters"] = self.filters_per_step
             scope = "global"
         else:
             assert self.steps is not None
-            i = len(self.history) + 1
+            i = self._completed + len(self.history) + 1
             scope = self.scope
             if self.target_macs is not None:
                 goal = self.target_macs ** (i / self.steps) * self._start.macs
@@ -606,5 +627,5 @@ class Pruner:
             for name, index in result.kept.items():  # compose: indices into the original
                 kept[name] = kept[name][index] if name in kept else index
         skipped = list(dict.fromkeys(s for r in self.history for s in r.skipped))
-        after = self.history[-1].after if self.history else self._start
+        after = self.history[-1].after if self.history else self._now
         return PruneResult(self._start, after, skipped, channels, kept)

@@ -58,6 +58,9 @@ from netsurgeon.training import (
     SLICE_LRS,
     History,
     TrainConfig,
+    _rng_state,
+    _set_epoch,
+    _set_rng_state,
     check_slice_lr,
     evaluate,
     fit,
@@ -300,23 +303,25 @@ def _flat(settings: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _remaining_target(
-    *,
-    amount: float | None,
-    target_macs: float | None,
-    prune_steps: int,
-    done: int,
-    start_macs: int,
-    current_macs: int,
-) -> dict[str, float | None]:
-    """The target of a fresh Pruner that continues a schedule after ``done`` of its slices."""
-    left = prune_steps - done
-    if target_macs is not None:
-        wanted = target_macs * start_macs / max(current_macs, 1)
-        return {"amount": None, "target_macs": min(max(wanted, 1e-6), 1 - 1e-6)}
-    assert amount is not None
-    # Each slice removes the same share of what is left, so the rest is that share compounded.
-    return {"amount": 1 - (1 - amount) ** (left / prune_steps), "target_macs": None}
+def _draws(loader: Iterable[Any], criterion: Any) -> dict[str, Any]:
+    """What the next slice will draw from: random streams, loader epoch, random criterion."""
+    sampler = getattr(loader, "sampler", None)
+    epoch = getattr(sampler, "epoch", None)
+    return {
+        "rng": _rng_state(),
+        "sampler_epoch": epoch if isinstance(epoch, int) else None,
+        "criterion": criterion.generator.get_state() if isinstance(criterion, Random) else None,
+    }
+
+
+def _restore_draws(draws: dict[str, Any] | None, loader: Iterable[Any], criterion: Any) -> None:
+    if not draws:  # a progress file written before they were kept
+        return
+    _set_rng_state(draws["rng"])
+    if draws["sampler_epoch"] is not None:
+        _set_epoch(loader, int(draws["sampler_epoch"]))
+    if draws["criterion"] is not None and isinstance(criterion, Random):
+        criterion.generator.set_state(draws["criterion"])
 
 
 def prune_and_finetune(
@@ -574,21 +579,13 @@ def prune_and_finetune(
 
     done = int(state["done"])
     if done < prune_steps and pruner is None:  # resumed: a fresh Pruner continues the schedule
-        current_macs = count_macs(model, example_inputs)
         pruner = Pruner(
-            model,
-            example_inputs,
-            steps=prune_steps - done,
-            **shared,
-            **_remaining_target(
-                amount=amount,
-                target_macs=target_macs,
-                prune_steps=prune_steps,
-                done=done,
-                start_macs=start_fp.macs,
-                current_macs=current_macs,
-            ),
-        )
+            model, example_inputs, steps=prune_steps, amount=amount, target_macs=target_macs,
+            start=start_fp, completed=done, **shared,
+        )  # fmt: skip
+        # Continue where the interrupted process was: its random streams, the loader's epoch
+        # (the criterion scores the loader's next batches) and the random criterion's draws.
+        _restore_draws(state.get("draws"), train_loader, shared["criterion"])
     if pruner is not None:
         while not pruner.done:
             tick = time.perf_counter()
@@ -634,6 +631,7 @@ def prune_and_finetune(
                     steps=[asdict(s) for s in steps],
                     channels={k: list(v) for k, v in channels.items()},
                     skipped=skipped,
+                    draws=_draws(train_loader, shared["criterion"]),
                 )
                 _save_state(state_path, model, state)
             logger.info(
