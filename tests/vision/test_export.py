@@ -82,6 +82,22 @@ def test_onnx_legacy_export_matches_pytorch(pruned: torch.nn.Module, tmp_path: P
     assert verify_export(path, pruned, x, format="onnx") < 1e-4
 
 
+@needs_ort
+def test_verify_inputs_do_not_depend_on_the_process(
+    pruned: torch.nn.Module, tmp_path: Path
+) -> None:
+    """Without example inputs, the verification uses seeded ones: the same difference each run."""
+    diffs = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        path = tmp_path / f"m{state}.onnx"
+        result = export_model(
+            pruned, path, format="onnx", input_size=32, exporter="legacy", verify=True
+        )
+        diffs.append(result.max_abs_diff)
+    assert diffs[0] is not None and diffs[0] == diffs[1]
+
+
 def test_torchscript_export_matches_pytorch(pruned: torch.nn.Module, tmp_path: Path) -> None:
     path = tmp_path / "m.torchscript.pt"
     result = export_model(pruned, path, format="torchscript", input_size=32, verify=True)
