@@ -625,6 +625,7 @@ class _Trainer:
         self.optimizer = _make_optimizer(params, config)
         self.scheduler = _make_scheduler(self.optimizer, config, steps_per_epoch, total_steps)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.run_settings: dict[str, Any] = {}
         self.state = TrainState(
             model=model,
             optimizer=self.optimizer,
@@ -830,6 +831,7 @@ def fit(
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     loss_fn: Callable[..., torch.Tensor] | None = None,
+    run_settings: Mapping[str, Any] | None = None,
 ) -> History:
     """Train ``model`` in place for ``config.epochs`` epochs, validating after each.
 
@@ -855,6 +857,8 @@ def fit(
             ``uses_inputs`` attribute is true is called as
             ``loss_fn(outputs, targets, inputs=inputs)`` (e.g.
             :class:`netsurgeon.distill.DistillationLoss`); validation uses it too.
+        run_settings: Settings of the run outside ``config`` (data folder, batch size, input
+            size...), plain values kept in the checkpoint; a resume must give the same.
 
     Returns:
         The :class:`History`, including epochs restored from the checkpoint.
@@ -875,6 +879,7 @@ def fit(
         steps_per_epoch=steps_per_epoch,
         total_steps=_planned_steps(config.epochs, steps_per_epoch, config.max_steps),
     )
+    trainer.run_settings = dict(run_settings or {})
     state = trainer.state
     info = trainer.info
     _check_ddp_loader(train_loader, info)
@@ -965,6 +970,7 @@ def _checkpoint_dict(trainer: _Trainer) -> dict[str, Any]:
         "global_step": state.global_step,
         "history": state.history.to_dict(),
         "config": trainer.config.to_dict(),
+        "run": trainer.run_settings,
         "rng": _rng_state(),
     }
 
@@ -988,6 +994,12 @@ def _restore(trainer: _Trainer, data: Mapping[str, Any], path: Path) -> None:
         f"{k}={saved[k]!r} then, {now[k]!r} now"
         for k in now
         if k in saved and k not in free and saved[k] != now[k]
+    ]
+    run_then, run_now = data.get("run") or {}, trainer.run_settings
+    differ += [
+        f"{k}={run_then.get(k)!r} then, {run_now.get(k)!r} now"
+        for k in sorted(set(run_then) | set(run_now))
+        if run_then and run_then.get(k) != run_now.get(k)
     ]
     if differ:
         raise CheckpointError(

@@ -860,6 +860,23 @@ def finetune(
         info = init_distributed()
         model.to(resolve_device(config.device, local_rank=info.local_rank))
         _recalibrate(model, train_loader, batches=recal_batches)
+    # What the checkpoint's run trained on beyond its TrainConfig; a resume must match it.
+    run_settings = {
+        "model": model_name,
+        "data": str(Path(data_dir).resolve()),
+        "classes": ",".join(data.classes),
+        "val_fraction": val_fraction,
+        "batch_size": batch_size,
+        "input_size": input_size,
+        "small": small,
+        "teacher": None if teacher is None else "model" if isinstance(teacher, nn.Module)
+        else str(Path(teacher).resolve()),
+        "distill_temperature": distill_temperature if teacher is not None else None,
+        "distill_alpha": distill_alpha if teacher is not None else None,
+        "distill_features": ",".join(distill_features) if teacher is not None else None,
+        "distill_feature_weight": distill_feature_weight if distill_features else None,
+        "recalibrate_bn": recal_batches,
+    }  # fmt: skip
     history = fit(
         model,
         train_loader,
@@ -868,6 +885,7 @@ def finetune(
         checkpoint_path=ckpt,
         resume=resume,
         loss_fn=loss_fn,
+        run_settings=run_settings,
     )
     if loss_fn is not None:
         loss_fn.detach()
