@@ -580,6 +580,17 @@ def _loader_len(loader: Iterable[Any]) -> int | None:
         return None
 
 
+def _flatten_settings(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one level: ``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _set_epoch(loader: Iterable[Any], epoch: int) -> None:
     # DistributedSampler and netsurgeon's SeededRandomSampler reshuffle by epoch.
     sampler = getattr(loader, "sampler", None)
@@ -995,12 +1006,14 @@ def _restore(trainer: _Trainer, data: Mapping[str, Any], path: Path) -> None:
         for k in now
         if k in saved and k not in free and saved[k] != now[k]
     ]
+    # Checkpoints written before run settings were kept have none to compare.
     run_then, run_now = data.get("run") or {}, trainer.run_settings
-    differ += [
-        f"{k}={run_then.get(k)!r} then, {run_now.get(k)!r} now"
-        for k in sorted(set(run_then) | set(run_now))
-        if run_then and run_then.get(k) != run_now.get(k)
-    ]
+    if run_then:
+        differ += [
+            f"{k}={run_then.get(k)!r} then, {run_now.get(k)!r} now"
+            for k in sorted(set(run_then) | set(run_now))
+            if run_then.get(k) != run_now.get(k)
+        ]
     if differ:
         raise CheckpointError(
             f"checkpoint {path} was written with other settings ({'; '.join(differ)}); "

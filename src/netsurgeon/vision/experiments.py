@@ -43,6 +43,7 @@ from netsurgeon.pruning.stats import count_macs, count_params, measure_latency, 
 from netsurgeon.training import (
     History,
     TrainConfig,
+    _flatten_settings,
     _set_epoch,
     atomic_save,
     check_slice_lr,
@@ -418,16 +419,6 @@ def _example_inputs(loader: Iterable[Any]) -> torch.Tensor:
 # --------------------------------------------------------------------------- output folder
 
 
-def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> None:
     """Write ``config.json``, or check that an existing one matches ``config``."""
     if out.exists() and not out.is_dir():
@@ -445,7 +436,7 @@ def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> None:
             raise NetsurgeonError(
                 f"{config_path} was not written by this kind of netsurgeon run; use another --out"
             )
-        old, new = {**_ADDED_SETTINGS, **_flatten(saved)}, _flatten(current)
+        old, new = {**_ADDED_SETTINGS, **_flatten_settings(saved)}, _flatten_settings(current)
         differ = sorted(
             k for k in set(old) | set(new) if k not in _NOT_COMPARED and old.get(k) != new.get(k)
         )

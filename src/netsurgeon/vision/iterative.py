@@ -55,9 +55,13 @@ from netsurgeon.pruning.stats import count_macs, count_params, move_inputs
 from netsurgeon.recalibrate import recalibrate_bn as _recalibrate
 from netsurgeon.reconstruction import reconstruct as _reconstruct
 from netsurgeon.training import (
+    _RESUMABLE_CHANGES as _FIT_RESUMABLE_CHANGES,
+)
+from netsurgeon.training import (
     SLICE_LRS,
     History,
     TrainConfig,
+    _flatten_settings,
     _rng_state,
     _set_epoch,
     _set_rng_state,
@@ -98,9 +102,7 @@ _STATE_FILE = "iterative_state.pt"
 _FINAL_FIT_FILE = "final_finetune.ckpt"
 # Settings that change how a run computes, not what it does: a resume may change them. Every
 # other setting must match for a resumed run to continue the same procedure.
-_RESUMABLE_CHANGES = frozenset(
-    f"train_config.{k}" for k in ("progress", "device", "amp", "compile", "channels_last")
-)
+_RESUMABLE_CHANGES = frozenset(f"train_config.{k}" for k in _FIT_RESUMABLE_CHANGES)
 # Settings added after progress files were first written, with the value that gives what
 # earlier versions did (other keys a file lacks are not compared).
 _ADDED_SETTINGS: dict[str, Any] = {"slice_lr": "schedule"}
@@ -280,8 +282,8 @@ def _load_state(path: Path, settings: dict[str, Any]) -> tuple[nn.Module, dict[s
     state = payload["extra"].get("iterative")
     if not isinstance(state, dict) or state.get("format") != ITERATIVE_STATE:
         raise CheckpointError(f"{path}: not an iterative-pruning progress file")
-    saved = {**_ADDED_SETTINGS, **_flat(state.get("settings", {}))}
-    now = _flat(settings)
+    saved = {**_ADDED_SETTINGS, **_flatten_settings(state.get("settings", {}))}
+    now = _flatten_settings(settings)
     differ = {
         k: (saved[k], now[k])
         for k in now
@@ -294,13 +296,6 @@ def _load_state(path: Path, settings: dict[str, Any]) -> tuple[nn.Module, dict[s
             f"or use another checkpoint folder"
         )
     return model_from_checkpoint(payload, source=path).train(), state
-
-
-def _flat(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` with the training configuration's keys as ``train_config.<key>``."""
-    flat = {k: v for k, v in settings.items() if k != "train_config"}
-    flat.update({f"train_config.{k}": v for k, v in settings.get("train_config", {}).items()})
-    return flat
 
 
 def _draws(loader: Iterable[Any], criterion: Any) -> dict[str, Any]:
