@@ -120,6 +120,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-subset", type=int, default=None, help="stratified subset size")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--cache-data", action="store_true",
+        help="decode the images once and keep them on the training device (make_loader's cache)",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -266,11 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     # On a GPU, images travel as uint8 and are normalised there (make_loader's device path).
     train_loader = make_loader(
         train, batch_size=args.batch_size, train=True, seed=args.seed, num_workers=args.workers,
-        device=args.device,
+        device=args.device, cache=args.cache_data,
     )  # fmt: skip
     val_loader = make_loader(
-        val, batch_size=256, train=False, num_workers=args.workers, device=args.device
-    )
+        val, batch_size=256, train=False, num_workers=args.workers, device=args.device,
+        cache=args.cache_data,
+    )  # fmt: skip
     config = TrainConfig(
         optimizer=args.optimizer,
         lr=args.lr,

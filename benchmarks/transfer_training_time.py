@@ -24,7 +24,9 @@ the unpruned model in the same order. ``--compile`` trains through :func:`torch.
 logged and recorded, and the timed steps run the compiled code. ``--amp`` trains in float16
 mixed precision (``TrainConfig(amp=True)``, CUDA only). On a GPU the loader sends uint8
 images that are normalised on the GPU (``make_loader(device=...)``); ``--cpu-normalize`` keeps
-the float pipeline of the loader processes, for comparison.
+the float pipeline of the loader processes, for comparison. ``--cache-data`` decodes the
+images once and keeps them on the training device, where batches are cut and augmented
+(``make_loader(cache=True)``): no loader process feeds the timed steps.
 
 Run from the repository root, on a quiet machine::
 
@@ -101,6 +103,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="on a GPU, still convert and normalise images in the loader processes (the "
         "float pipeline) instead of sending uint8 images to the GPU",
     )  # fmt: skip
+    p.add_argument(
+        "--cache-data", action="store_true",
+        help="decode the images once and keep them on the training device (make_loader's cache)",
+    )  # fmt: skip
+    p.add_argument(
+        "--cudnn-benchmark", action="store_true",
+        help="let cuDNN time its algorithms for each new shape (torch.backends.cudnn.benchmark)",
+    )  # fmt: skip
     p.add_argument("--json-out", type=Path, default=None)
     return p.parse_args(argv)
 
@@ -109,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
     require(args.data, "the data folder")
     levels = [float(v) for v in args.levels.split(",")]
     env_start = environment()
@@ -116,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     train = stratified_subset(data.train, args.train_subset, seed=args.seed)
     loader = make_loader(
         train, batch_size=args.batch_size, train=True, seed=args.seed, num_workers=args.workers,
-        device=None if args.cpu_normalize else args.device,
+        device=None if args.cpu_normalize else args.device, cache=args.cache_data,
     )  # fmt: skip
     steps_per_epoch = len(loader)
     max_steps = args.max_steps or None

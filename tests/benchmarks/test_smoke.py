@@ -229,16 +229,19 @@ def test_pruning_vs_torch_pruning_rejects_bad_option(tmp_path: Path) -> None:
 TRANSFER_COMMON = ("--batch-size", "4", "--workers", "0", "--threads", "1", "--device", "cpu")
 
 
-def test_transfer_training_time(tmp_path: Path, image_folder: Path) -> None:
+@pytest.mark.parametrize("cache", [False, True])
+def test_transfer_training_time(tmp_path: Path, image_folder: Path, cache: bool) -> None:
     proc = run_script(
         "transfer_training_time.py",
         "--data", image_folder, "--levels", "1.0,0.5", "--max-steps", "2", "--warmup", "1",
         "--rounds", "1", "--memory-format", "both", *TRANSFER_COMMON, "--json-out", "out.json",
+        *(["--cache-data"] if cache else []),
         cwd=tmp_path,
     )  # fmt: skip
     assert_ok(proc)
     payload = read_json(tmp_path / "out.json")
     assert payload["settings"]["model"] == "cifar_resnet32"
+    assert payload["settings"]["cache_data"] is cache
     results = {(r["level"], r["memory_format"]): r for r in payload["results"]}
     assert sorted(results) == [
         (0.5, "channels_last"), (0.5, "contiguous"), (1.0, "channels_last"), (1.0, "contiguous")

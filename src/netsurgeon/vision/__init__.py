@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from netsurgeon.vision.cache import CachedImageLoader
 from netsurgeon.vision.cifar_resnet import (
     CifarResNet,
     cifar_resnet20,
@@ -24,6 +25,7 @@ from netsurgeon.vision.models import (
 )
 
 __all__ = [
+    "CachedImageLoader",
     "CifarResNet",
     "IterativeResult",
     "SweepConfig",

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -27,6 +27,9 @@ from torchvision import transforms as T
 
 from netsurgeon.errors import ConfigError, NetsurgeonError
 from netsurgeon.training import DataWaitTimer, init_distributed, resolve_device
+
+if TYPE_CHECKING:
+    from netsurgeon.vision.cache import CachedImageLoader
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -599,7 +602,8 @@ def make_loader(
     pin_memory: bool | None = None,
     drop_last: bool = False,
     device: str | torch.device | None = None,
-) -> DataLoader[Any] | DeviceNormalizedLoader:
+    cache: bool = False,
+) -> DataLoader[Any] | DeviceNormalizedLoader | CachedImageLoader:
     """A data loader for training (shuffled by seed and epoch) or evaluation (in order).
 
     Under ``torch.distributed`` (initialised, or ``WORLD_SIZE > 1`` in the environment, in
@@ -619,10 +623,15 @@ def make_loader(
             and ``dataset`` is an :class:`ImageFolderDataset` with a transform of
             :func:`build_transforms`, images travel as uint8 and are normalised on the GPU
             (:class:`DeviceNormalizedLoader`); otherwise it changes nothing.
+        cache: Decode every image once (with ``num_workers`` processes) and keep them as
+            uint8 on ``device`` (the CPU when ``None``); batches are then cut and augmented
+            there, with no loader process (:class:`~netsurgeon.vision.cache.CachedImageLoader`).
+            Needs an :class:`ImageFolderDataset` with a transform of :func:`build_transforms`,
+            and the images must fit in half of the device's free memory.
 
     Raises:
-        ConfigError: ``batch_size`` or ``num_workers`` is out of range, or ``device`` is not
-            a device.
+        ConfigError: ``batch_size`` or ``num_workers`` is out of range, ``device`` is not
+            a device, or the data set cannot be cached (see ``cache``).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} is not allowed; use a positive integer")
@@ -634,8 +643,18 @@ def make_loader(
         pin_memory = torch.cuda.is_available()
     info = init_distributed()
     target = None if device is None else resolve_device(device, local_rank=info.local_rank)
+    if cache and not isinstance(dataset, ImageFolderDataset):
+        raise ConfigError(
+            f"cache=True needs an ImageFolderDataset (load_image_data's); got "
+            f"{type(dataset).__name__}"
+        )
     uint8 = None
-    if target is not None and target.type == "cuda" and isinstance(dataset, ImageFolderDataset):
+    if (
+        not cache
+        and target is not None
+        and target.type == "cuda"
+        and isinstance(dataset, ImageFolderDataset)
+    ):
         uint8 = _without_normalize(dataset.transform)
         if uint8 is not None:
             dataset = dataset.subset(range(len(dataset)), transform=uint8[0])
@@ -646,6 +665,19 @@ def make_loader(
         sampler = SeededRandomSampler(dataset, seed=seed)
     else:
         sampler = None
+    if cache:
+        from netsurgeon.vision.cache import build_cached_loader
+
+        return build_cached_loader(
+            dataset,
+            device=target or torch.device("cpu"),
+            sampler=sampler,
+            batch_size=batch_size,
+            drop_last=drop_last,
+            seed=seed,
+            num_workers=num_workers,
+            show_progress=info.rank == 0,
+        )
     loader = DataLoader(
         dataset,
         batch_size=batch_size,

@@ -80,6 +80,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="batch size (default: %(default)s)")  # fmt: skip
     parser.add_argument("--workers", type=_non_negative_int, metavar="N",
                         help="data loader processes (default: min(4, CPU cores))")  # fmt: skip
+    parser.add_argument("--cache-data", action="store_true",
+                        help="decode the images once and keep them on the training device, "
+                        "augmenting there (no loader processes while training: for GPUs; the "
+                        "data must fit in half the device's free memory)")  # fmt: skip
     parser.add_argument("--finetune-epochs", type=_non_negative_int, default=1, metavar="E",
                         help="fine-tuning epochs after pruning; 0 only measures accuracy right "
                         "after pruning (default: %(default)s)")  # fmt: skip
@@ -216,11 +220,12 @@ def _loaders(args: argparse.Namespace) -> tuple[Any, Any, int, dict[str, Any]]:
         )
     train_loader: Any = make_loader(
         train, batch_size=args.batch_size, train=True, num_workers=args.workers, seed=args.seed,
-        device=args.device,
+        device=args.device, cache=args.cache_data,
     )  # fmt: skip
     val_loader: Any = make_loader(
-        val, batch_size=args.batch_size, train=False, num_workers=args.workers, device=args.device
-    )
+        val, batch_size=args.batch_size, train=False, num_workers=args.workers,
+        device=args.device, cache=args.cache_data,
+    )  # fmt: skip
     if args.max_train_batches:
         train_loader = LimitedLoader(train_loader, args.max_train_batches)
     if args.max_val_batches:

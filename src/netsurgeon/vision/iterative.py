@@ -733,6 +733,7 @@ def finetune(
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
     num_workers: int | None = None,
+    cache_data: bool = False,
     small: bool | None = None,
     teacher: nn.Module | str | os.PathLike[str] | None = None,
     distill_temperature: float = DEFAULT_TEMPERATURE,
@@ -765,6 +766,8 @@ def finetune(
             :func:`default_checkpoint_path` of ``out`` (none without ``out``).
         resume: Continue from ``checkpoint`` after its last finished epoch.
         num_workers: Loader processes; ``None`` picks a default.
+        cache_data: Keep the decoded images on the training device
+            (``make_loader(..., cache=True)``).
         small: CIFAR-style transforms; ``None`` decides from ``input_size``.
         teacher: Fine-tune by knowledge distillation
             (:class:`netsurgeon.distill.DistillationLoss`) from this model, or from the model
@@ -841,6 +844,7 @@ def finetune(
         seed=config.seed,
         num_workers=num_workers,
         device=config.device,
+        cache=cache_data,
     )
     val_loader = make_loader(
         data.val,
@@ -848,6 +852,7 @@ def finetune(
         train=False,
         num_workers=num_workers,
         device=config.device,
+        cache=cache_data,
     )
     if loss_fn is not None:
         loss_fn.attach(model)
@@ -1046,6 +1051,14 @@ def add_training_arguments(
         metavar="N",
         help="data loader processes (default: min(4, cores))",
     )
+    _add(
+        group,
+        "--cache-data",
+        action="store_true",
+        help="decode the images once and keep them on the training device, augmenting there "
+        "(no loader processes while training: for GPUs; the data must fit in half the "
+        "device's free memory)",
+    )
 
 
 def train_config_from_args(args: argparse.Namespace, *, epochs: int) -> TrainConfig:
@@ -1185,6 +1198,7 @@ def run_finetune_from_args(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         resume=args.resume,
         num_workers=args.workers,
+        cache_data=args.cache_data,
         teacher=teacher,
         **recovery,
     )
@@ -1524,6 +1538,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
         seed=args.seed,
         num_workers=args.workers,
         device=config.device,
+        cache=args.cache_data,
     )
     val_loader = make_loader(
         data.val,
@@ -1531,6 +1546,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
         train=False,
         num_workers=args.workers,
         device=config.device,
+        cache=args.cache_data,
     )
     example = torch.zeros(1, 3, args.input_size, args.input_size)
 
