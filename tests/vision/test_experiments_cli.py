@@ -106,7 +106,7 @@ def test_sweep_base_model_depends_on_seed_only(tmp_path: Path) -> None:
         torch.manual_seed(state)  # what the process drew before differs
         out = tmp_path / f"sweep{state}"
         argv = ["sweep", "cifar_resnet20", "--data", str(data), "--weights", "none",
-                "--criteria", "l1", "--levels", "0.5", "--finetune-epochs", "1",
+                "--criteria", "l1", "--device", "cpu", "--levels", "0.5", "--finetune-epochs", "1",
                 "--out", str(out), *QUICK]  # fmt: skip
         assert main(argv) == 0
         rows.append(read_csv(out / "results.csv"))
