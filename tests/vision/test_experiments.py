@@ -315,6 +315,55 @@ def test_base_epochs_trains_once_and_is_reused(
     assert second.rows[0]["acc_before"] == first.rows[0]["acc_before"]
 
 
+def test_sweep_stopped_in_base_finetuning_keeps_its_finished_epochs(tmp_path: Any) -> None:
+    """A stop in the base fine-tuning's second epoch resumes after its first, and the base
+    model ends as an uninterrupted sweep's."""
+    from netsurgeon.vision.data import make_loader
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat_interleave(16)
+    noise = torch.randn(len(labels), 1, 8, 8, generator=g) * 0.5
+    data = TensorDataset(noise + (labels.float() - 1).view(-1, 1, 1, 1), labels)
+    config = tiny_config(criteria=("l1",), levels=(0.5,), base_epochs=3, finetune_epochs=0,
+                         reference=False)  # fmt: skip
+
+    class StopInSecondEpoch:
+        """The training loader, raising Ctrl-C's exception in the second epoch."""
+
+        def __init__(self, loader: Any) -> None:
+            self.loader, self.sampler, self.batches = loader, loader.sampler, 0
+
+        def __len__(self) -> int:
+            return len(self.loader)
+
+        def __iter__(self) -> Any:
+            for batch in self.loader:
+                self.batches += 1
+                if self.batches == len(self.loader) + 2:
+                    raise KeyboardInterrupt
+                yield batch
+
+    def sweep(out: Any, *, stop: bool = False) -> dict[str, torch.Tensor]:
+        train = make_loader(data, batch_size=8, train=True, seed=0, num_workers=0)
+        val = make_loader(data, batch_size=24, train=False, num_workers=0)
+        torch.manual_seed(7)
+        loader = StopInSecondEpoch(train) if stop else train
+        run_sweep(tiny_model(), loader, val, config=config, out_dir=out, write_report=False)
+        return torch.load(out / "base_model.pt", weights_only=True)["model"]
+
+    whole = sweep(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        sweep(tmp_path / "resumed", stop=True)
+    epochs_file = tmp_path / "resumed" / "base_model.train.ckpt"
+    assert torch.load(epochs_file, weights_only=True)["epoch"] == 1  # one finished epoch
+    assert not (tmp_path / "resumed" / "base_model.pt").exists()
+    resumed = sweep(tmp_path / "resumed")
+    assert resumed.keys() == whole.keys()
+    for key, value in whole.items():
+        assert torch.equal(resumed[key], value), key
+    assert not epochs_file.exists()  # the finished base model replaces its epoch checkpoint
+
+
 @pytest.mark.parametrize("scope", ["global", "global_macs"])
 def test_prune_steps_and_global_scope(tmp_path: object, scope: str) -> None:
     train, val = tiny_loaders()

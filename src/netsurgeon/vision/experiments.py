@@ -83,6 +83,7 @@ LEVEL_KINDS = ("filters", "macs")
 REFERENCE = report.REFERENCE
 CONFIG_FORMAT = "netsurgeon.sweep.config/1"
 _BASE_FORMAT = "netsurgeon.sweep.base/1"
+_BASE_EPOCHS_FILE = "base_model.train.ckpt"  # the base fine-tuning's epoch checkpoint
 # Settings that do not change results, so a resumed run may differ in them.
 _NOT_COMPARED = frozenset({"train.progress"})
 # Settings added after results folders were first written, with the value that gives what
@@ -517,15 +518,31 @@ def _prune_model(
 
 
 def _fit_afresh(
-    model: nn.Module, train_loader: Iterable[Any], val_loader: Iterable[Any], *, config: TrainConfig
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    val_loader: Iterable[Any],
+    *,
+    config: TrainConfig,
+    checkpoint_path: Path | None = None,
 ) -> History:
-    """:func:`fit`, with ``torch.compile`` started afresh for this trial's model."""
+    """:func:`fit`, with ``torch.compile`` started afresh for this trial's model.
+
+    With ``checkpoint_path``, every finished epoch is checkpointed there and a run that
+    stopped continues from its last finished epoch.
+    """
     if config.compile:
         # Every trial trains a model of other shapes through the same forward code: past
         # torch.compile's recompile limit (8) the later trials would silently train eagerly,
         # and their epoch times would not compare with the first ones.
         torch.compiler.reset()
-    return fit(model, train_loader, val_loader, config=config)
+    return fit(
+        model,
+        train_loader,
+        val_loader,
+        config=config,
+        checkpoint_path=checkpoint_path,
+        resume=checkpoint_path is not None,
+    )
 
 
 def run_trial(
@@ -635,7 +652,11 @@ def _prepare_base(
     train_loader: Iterable[Any],
     val_loader: Iterable[Any],
 ) -> nn.Module:
-    """The base model on the CPU: fine-tuned ``base_epochs`` once, then reloaded on resume."""
+    """The base model on the CPU: fine-tuned ``base_epochs`` once, then reloaded on resume.
+
+    The fine-tuning checkpoints every epoch (``base_model.train.ckpt``), so a sweep stopped
+    during it continues from its last finished epoch.
+    """
     if config.base_epochs == 0:
         return model.cpu()
     path = out / "base_model.pt"
@@ -655,9 +676,12 @@ def _prepare_base(
         logger.info("loaded the fine-tuned base model from %s", path)
         return model.cpu()
     train = replace(config.train, epochs=config.base_epochs)
-    _fit_afresh(model, train_loader, val_loader, config=train)
+    # Epoch checkpoints: a sweep stopped during the base fine-tuning keeps its finished epochs.
+    epochs_path = out / _BASE_EPOCHS_FILE
+    _fit_afresh(model, train_loader, val_loader, config=train, checkpoint_path=epochs_path)
     model.cpu()
     atomic_save({"format": _BASE_FORMAT, "model": model.state_dict()}, path)
+    epochs_path.unlink(missing_ok=True)
     return model
 
 
