@@ -53,7 +53,9 @@ def main(out: Path) -> None:
         model[-1].weight.add_(torch.rand(2, 4) * (rank + 1))
     steps = finetune_steps(model, train, steps=7, config=config, epoch_offset=3)
     torch.save(model.state_dict(), out / f"steps{info.rank}.pt")
+    cached_shard = _cached_images(out / "images", config, rank=info.rank)
     report = {
+        "cached_shard": cached_shard,
         "world_size": info.world_size,
         "finetune_steps": steps.steps,
         "finetune_samples": steps.samples,
@@ -63,6 +65,28 @@ def main(out: Path) -> None:
     }
     (out / f"rank{info.rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
+
+
+def _cached_images(root: Path, config: TrainConfig, *, rank: int) -> list[int]:
+    """A few steps on images cached by make_loader(cache=True); returns this rank's shard."""
+    from PIL import Image
+
+    from netsurgeon.vision.data import ImageFolderDataset, build_transforms
+
+    if rank == 0:
+        generator = torch.Generator().manual_seed(1)
+        for i in range(12):
+            pixels = torch.randint(0, 256, (9, 10, 3), dtype=torch.uint8, generator=generator)
+            (root / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels.numpy()).save(root / f"class{i % 2}" / f"{i}.png")
+    dist.barrier()
+    dataset = ImageFolderDataset(root, transform=build_transforms(train=True, input_size=8))
+    loader = make_loader(dataset, batch_size=3, train=True, num_workers=0, cache=True)
+    torch.manual_seed(200 + rank)  # different weights per rank again
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 2))
+    finetune_steps(model, loader, steps=4, config=config)
+    torch.save(model.state_dict(), root.parent / f"cached{rank}.pt")
+    return [int(i) for i in loader.sampler]
 
 
 if __name__ == "__main__":

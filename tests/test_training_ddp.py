@@ -66,9 +66,17 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
     assert checkpoint["epoch"] == 2
     for key, value in checkpoint["model"].items():
         assert torch.equal(value, states[0][key])
+    # images cached on the device: each rank cuts its own shard, the weights stay identical
+    shards = [set(r["cached_shard"]) for r in reports]
+    assert len(shards[0]) == len(shards[1]) == 6 and shards[0] | shards[1] == set(range(12))
+    cached = [torch.load(tmp_path / f"cached{r}.pt", weights_only=True) for r in (0, 1)]
+    for key in cached[0]:
+        assert torch.equal(cached[0][key], cached[1][key]), key
+
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["ckpt.pt", "rank0.pt", "rank1.pt", "rank0.json", "rank1.json", "steps0.pt", "steps1.pt"]
-    )
+        ["ckpt.pt", "rank0.pt", "rank1.pt", "rank0.json", "rank1.json", "steps0.pt", "steps1.pt",
+         "images", "cached0.pt", "cached1.pt"]
+    )  # fmt: skip
     assert "rank0: epoch 2/2" in output
     assert "rank1:" not in output
     assert output.count("rank0: epoch 1/2:") == 1
