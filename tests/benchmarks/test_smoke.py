@@ -302,6 +302,32 @@ def test_transfer_accuracy_at_half_macs(tmp_path: Path, image_folder: Path) -> N
     assert f"best criterion: {best['criterion']}; gap" in proc.stdout
 
 
+def test_transfer_accuracy_at_half_macs_repair_options_and_cached_data(
+    tmp_path: Path, image_folder: Path
+) -> None:
+    """--reconstruct and --recalibrate-bn report their accuracies; --cache-data trains."""
+    proc = run_script(
+        "transfer_accuracy_at_half_macs.py",
+        "--data", image_folder, "--weights", "none", "--criteria", "l1", "--epochs", "1",
+        "--train-subset", "6", "--val-subset", "3", "--reconstruct", "1", "--recalibrate-bn", "1",
+        "--cache-data", *TRANSFER_COMMON, "--json-out", "out.json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(proc)
+    payload = read_json(tmp_path / "out.json")
+    assert payload["settings"]["cache_data"] is True
+    unpruned, pruned = payload["rows"]
+    assert "reconstructed on 1 batches" in pruned["variant"] and "BN recal 1" in pruned["variant"]
+    for key in ("accuracy_pruned", "accuracy_reconstructed", "accuracy_recalibrated"):
+        value = pruned[key]
+        assert is_fraction(value) and 3 * value == pytest.approx(round(3 * value)), key
+    assert unpruned.get("accuracy_reconstructed") is None
+    (header,) = [line for line in proc.stdout.splitlines() if line.startswith("| model |")]
+    assert "| after reconstruction (%) | after BN recal (%) |" in header
+    names = [row[0] for row in markdown_rows(proc.stdout, "model")]
+    assert names == ["(unpruned)", "l1, global, reconstructed on 1 batches, BN recal 1"]
+
+
 RECIPE = (
     "--criteria", "taylor", "--scope", "global_macs", "--keep-streams", "--prune-steps", "2",
     "--finetune-steps", "1", "--same-budget", "--slice-lr", "constant", "--distill",
@@ -526,3 +552,36 @@ def test_oov_inference(
     # 16 per batch from 5 distinct occurrences: the script must say the figure is flattering.
     assert "warning: batches of 16 hold copies of the 5 cycled occurrences" in proc.stdout
     assert re.search(r"comick \(dim 50, .* 40 occurrences in [\d.]+ s \(best of 2\)", proc.stdout)
+
+
+def test_oov_gain_ceiling_with_a_run_that_scores_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A relative gain over a score of 0 is shown as n/a and left out of the mean."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("oov_gain_ceiling", BENCH / "oov_gain_ceiling.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    scores = {"zero": 0.0, "forty": 40.0, "sixty-four": 64.0}
+
+    def score_run(run: Path, data: Path) -> dict[str, Any]:
+        metric = scores[run.name]
+        return {
+            "run": str(run), "method": "random", "seed": 0, "task": "ner",
+            "oov_token_rate": 0.02, "metric": metric, "metric_oov_tokens": metric,
+            "token_oracle": metric + 5, "sentence_oracle": metric + 10,
+        }  # fmt: skip
+
+    monkeypatch.setattr(module, "score_run", score_run)
+    runs = [str(tmp_path / name) for name in scores]
+    assert module.main([*runs, "--data", "dev.txt", "--json-out", str(tmp_path / "gc.json")]) == 0
+    out = capsys.readouterr().out
+    zero_row = next(row for row in markdown_rows(out, "run") if row[0] == "zero")
+    assert zero_row[6:] == ["5.00 (n/a)", "10.00 (n/a)"]
+    summary = read_json(tmp_path / "gc.json")
+    assert summary["rows"][0]["token_oracle_gain_pct"] is None
+    # The mean over the two runs that scored: (+12.5 % and +7.8125 %) / 2.
+    assert summary["random_token_oracle_gain_pct_mean"] == pytest.approx((12.5 + 7.8125) / 2)
+    assert "token oracle over random (2 run(s)): +10.16 % on average" in out
