@@ -130,6 +130,10 @@ def test_sweep_with_other_settings_in_same_out_is_refused(
     assert "train.lr: 0.01 before, 0.5 now" in err
     assert main([*argv, "--slice-lr", "schedule"]) == 2
     assert "slice_lr: 'constant' before, 'schedule' now" in capsys.readouterr().err
+    # How the data is fed is recorded but may change on a resume.
+    info = json.loads((out / "config.json").read_text())["info"]
+    assert (info["workers"], info["cache_data"]) == (0, False)
+    assert main([*argv, "--workers", "1", "--cache-data"]) == 0
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,7 @@ CONFIG_FORMAT = "netsurgeon.sweep.config/1"
 _BASE_FORMAT = "netsurgeon.sweep.base/1"
 _BASE_EPOCHS_FILE = "base_model.train.ckpt"  # the base fine-tuning's epoch checkpoint
 # Settings that do not change results, so a resumed run may differ in them.
-_NOT_COMPARED = frozenset({"train.progress"})
+_NOT_COMPARED = frozenset({"train.progress", "info.workers", "info.cache_data"})
 # Settings added after results folders were first written, with the value that gives what
 # earlier versions did: a folder without the key resumes when the run keeps that value.
 _ADDED_SETTINGS: dict[str, Any] = {

@@ -244,6 +244,10 @@ def _loaders(args: argparse.Namespace) -> tuple[Any, Any, int, dict[str, Any]]:
         "val_subset": args.val_subset,
         "max_train_batches": args.max_train_batches,
         "max_val_batches": args.max_val_batches,
+        # How the data was fed: recorded, but a resume may change them (experiments'
+        # _NOT_COMPARED); loader processes draw their own augmentation streams.
+        "workers": args.workers,
+        "cache_data": args.cache_data,
     }
     return train_loader, val_loader, data.num_classes, info
 
