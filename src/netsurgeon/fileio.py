@@ -1,8 +1,10 @@
-"""Atomic file writes: a crash or a full disk leaves the old file or the new one, never half."""
+"""File helpers. Atomic writes: a crash or a full disk leaves the old file or the new one, never
+half. And content digests, to tell whether a file changed since a run recorded it."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -11,7 +13,13 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_open", "atomic_torch_save", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "atomic_open",
+    "atomic_torch_save",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "sha256_file",
+]
 
 
 def _umask() -> int:
@@ -65,3 +73,12 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save(obj)`` to ``path`` atomically."""
     with atomic_open(path) as handle:
         torch.save(obj, handle)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 hex digest of a file's content, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -435,6 +435,33 @@ def test_prune_with_data_from_the_command_line(
     assert (tmp_path / "pruned.pt.iterative" / "iterative_state.pt").is_file()
 
 
+def test_prune_resume_refuses_other_run_settings(tmp_path: Path) -> None:
+    """A resumed prune compares what its progress files recorded beyond the pruning settings:
+    the batch size, and the weights file's content (with --distill, also the teacher)."""
+    data = make_image_folder(tmp_path / "data", classes=("red", "blue"), per_class=4, split=True)
+    weights = tmp_path / "w.pt"
+    torch.manual_seed(0)
+    torch.save(build_model("cifar_resnet20").state_dict(), weights)
+    argv = ["prune", "cifar_resnet20", "--data", str(data), "--out", str(tmp_path / "p.pt"),
+            "--weights", str(weights), "--criterion", "l1", "--target-macs", "0.6",
+            "--prune-steps", "2", "--finetune-steps", "1", "--finetune-epochs", "1",
+            "--input-size", str(SIZE), "--train-batch-size", "4", "--device", "cpu",
+            "--workers", "0", "--no-oneshot", "--resume"]  # fmt: skip
+    assert run_iterative_from_args(_prune_parser().parse_args(argv)) == 0
+    state = torch.load(tmp_path / "p.pt.iterative" / "iterative_state.pt", weights_only=True)
+    run = state["extra"]["iterative"]["settings"]["run"]
+    assert run["batch_size"] == 4 and run["weights"] == str(weights.resolve())
+    assert run["classes"] == "blue,red" and len(run["weights_sha256"]) == 64
+    # The same settings resume (here: the run is finished, so nothing is left to do).
+    assert run_iterative_from_args(_prune_parser().parse_args(argv)) == 0
+    with pytest.raises(CheckpointError, match=r"run\.batch_size: saved 4, now 2"):
+        run_iterative_from_args(_prune_parser().parse_args([*argv, "--train-batch-size", "2"]))
+    torch.manual_seed(1)
+    torch.save(build_model("cifar_resnet20").state_dict(), weights)  # other weights, same path
+    with pytest.raises(CheckpointError, match=r"run\.weights_sha256"):
+        run_iterative_from_args(_prune_parser().parse_args(argv))
+
+
 def test_iterative_arguments_on_a_bare_parser(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")

@@ -13,7 +13,6 @@ continues or loads on another device.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -31,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from netsurgeon.errors import CheckpointError, ConfigError
+from netsurgeon.fileio import sha256_file
 from netsurgeon.oov.batching import (
     N_SPECIAL_ROWS,
     UNK,
@@ -259,14 +259,6 @@ def _check_out(out: Path, config: TrainConfig, resume: bool) -> bool:
     return True
 
 
-def _sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_same_data(out: Path, vocab: dict[str, Any]) -> None:
     """Refuse to resume ``out`` on other data than it was trained on.
 
@@ -379,7 +371,7 @@ def train(
             "scale": scale,
             "special_rows": N_SPECIAL_ROWS,
         },
-        "data": {"train_sha256": _sha256(train_file), "dev_sha256": _sha256(dev_file)},
+        "data": {"train_sha256": sha256_file(train_file), "dev_sha256": sha256_file(dev_file)},
     }
     if resuming:
         _check_same_data(out, vocab)

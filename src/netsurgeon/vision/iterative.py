@@ -33,7 +33,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from netsurgeon.distill import (
     DistillationLoss,
 )
 from netsurgeon.errors import CheckpointError, ConfigError
+from netsurgeon.fileio import sha256_file
 from netsurgeon.pruning import Pruner, PruneResult, prune
 from netsurgeon.pruning.criteria import Random, get_criterion, requires_data
 from netsurgeon.pruning.pruner import SCOPES, Footprint
@@ -352,6 +353,7 @@ def prune_and_finetune(
     distill_features: Sequence[str] = (),
     distill_feature_weight: float = DEFAULT_FEATURE_WEIGHT,
     slice_lr: str = "constant",
+    run_settings: Mapping[str, Any] | None = None,
 ) -> IterativeResult:
     """Prune a slice, fine-tune K steps, repeat until the target; then fine-tune E epochs.
 
@@ -418,6 +420,9 @@ def prune_and_finetune(
             ``config.schedule`` over each slice's ``finetune_steps`` (the two tied on
             cifar_resnet32, see ``benchmarks/README.md``). The final fine-tuning always
             follows ``config.schedule``.
+        run_settings: Settings of the run outside these arguments (model name, weights,
+            data folder, batch size...), plain values kept in the progress file; a
+            ``resume`` must give the same ones (a progress file without them is not checked).
 
     Returns:
         The :class:`IterativeResult`; its ``model`` is the pruned model.
@@ -482,6 +487,7 @@ def prune_and_finetune(
         "reconstruct": recon_batches,
         "slice_lr": slice_lr,
         "train_config": config.to_dict(),
+        "run": dict(run_settings) if run_settings else {},
     }
     if checkpoint_dir is not None and not isinstance(getattr(model, "netsurgeon_arch", None), dict):
         raise ConfigError(
@@ -1561,11 +1567,26 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
             f"{step.macs_ratio:.3f} of the MACs left{tuned}"
         )
 
+    # What the progress files' run trained beyond prune_and_finetune's own settings; with
+    # --distill the weights are also the teacher, so their content must not change either.
+    run_settings = {
+        "model": args.model,
+        "weights": str(Path(args.weights).resolve())
+        if _is_weights_file(args.weights)
+        else str(args.weights),
+        "weights_sha256": sha256_file(args.weights) if _is_weights_file(args.weights) else None,
+        "data": str(Path(args.data).resolve()),
+        "classes": ",".join(data.classes),
+        "val_fraction": args.val_fraction,
+        "batch_size": args.train_batch_size,
+        "input_size": args.input_size,
+    }
     result = prune_and_finetune(
         model,
         train_loader,
         val_loader,
         example_inputs=example,
+        run_settings=run_settings,
         config=config,
         criterion=args.criterion,
         target_macs=args.target_macs,
