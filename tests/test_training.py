@@ -687,3 +687,20 @@ def test_resuming_may_extend_a_run_without_cosine_and_change_how_it_computes(
         resume=True,
     )
     assert [r.epoch for r in history.epochs] == [0, 1]
+
+
+def test_run_settings_are_compared_on_resume_except_ones_added_since(tmp_path: Path) -> None:
+    train, _ = loaders()
+    path = tmp_path / "ckpt.pt"
+    fit(make_model(), train, None, config=cpu_config(epochs=1), checkpoint_path=path,
+        run_settings={"data": "a", "batch_size": 4})  # fmt: skip
+
+    def resume(settings: dict[str, Any]) -> Any:
+        return fit(make_model(), train, None, config=cpu_config(epochs=2), checkpoint_path=path,
+                   resume=True, run_settings=settings)  # fmt: skip
+
+    with pytest.raises(CheckpointError, match=re.escape("batch_size=4 then, 8 now")):
+        resume({"data": "a", "batch_size": 8})
+    # A setting the checkpoint lacks was added since it was written: not compared.
+    history = resume({"data": "a", "batch_size": 4, "teacher_sha256": "0" * 64})
+    assert [r.epoch for r in history.epochs] == [0, 1]

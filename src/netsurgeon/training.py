@@ -1006,14 +1006,14 @@ def _restore(trainer: _Trainer, data: Mapping[str, Any], path: Path) -> None:
         for k in now
         if k in saved and k not in free and saved[k] != now[k]
     ]
-    # Checkpoints written before run settings were kept have none to compare.
+    # Checkpoints written before run settings were kept have none to compare, and keys a
+    # checkpoint lacks are run settings added since it was written.
     run_then, run_now = data.get("run") or {}, trainer.run_settings
-    if run_then:
-        differ += [
-            f"{k}={run_then.get(k)!r} then, {run_now.get(k)!r} now"
-            for k in sorted(set(run_then) | set(run_now))
-            if run_then.get(k) != run_now.get(k)
-        ]
+    differ += [
+        f"{k}={run_then[k]!r} then, {run_now[k]!r} now"
+        for k in sorted(run_now)
+        if k in run_then and run_then[k] != run_now[k]
+    ]
     if differ:
         raise CheckpointError(
             f"checkpoint {path} was written with other settings ({'; '.join(differ)}); "

@@ -262,6 +262,24 @@ def test_finetune_with_a_teacher_file_and_recalibration(
     assert "without --teacher FILE" in capsys.readouterr().err
 
 
+def test_finetune_resume_refuses_a_changed_teacher_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_image_folder(tmp_path / "data")
+    teacher_file = tmp_path / "teacher.pt"
+    torch.manual_seed(0)
+    netsurgeon.save(build_model("cifar_resnet20", num_classes=2), teacher_file)
+    out = tmp_path / "student.pt"
+    argv = finetune_args(data, out, "--teacher", str(teacher_file), "--epochs", "1")
+    assert main(argv) == 0
+    resume = finetune_args(data, out, "--teacher", str(teacher_file), "--epochs", "2", "--resume")
+    torch.manual_seed(1)  # another teacher saved over the same file
+    netsurgeon.save(build_model("cifar_resnet20", num_classes=2), teacher_file)
+    capsys.readouterr()
+    assert main(resume) == 2
+    assert "teacher_sha256=" in capsys.readouterr().err
+
+
 def test_iterative_arguments_include_the_recovery_flags() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")

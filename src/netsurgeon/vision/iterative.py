@@ -877,6 +877,9 @@ def finetune(
         "small": small,
         "teacher": None if teacher is None else "model" if isinstance(teacher, nn.Module)
         else str(Path(teacher).resolve()),
+        # A teacher file may be overwritten between the run and its resume.
+        "teacher_sha256": sha256_file(teacher)
+        if teacher is not None and not isinstance(teacher, nn.Module) else None,
         "distill_temperature": distill_temperature if teacher is not None else None,
         "distill_alpha": distill_alpha if teacher is not None else None,
         "distill_features": ",".join(distill_features) if teacher is not None else None,
