@@ -704,3 +704,26 @@ def test_run_settings_are_compared_on_resume_except_ones_added_since(tmp_path: P
     # A setting the checkpoint lacks was added since it was written: not compared.
     history = resume({"data": "a", "batch_size": 4, "teacher_sha256": "0" * 64})
     assert [r.epoch for r in history.epochs] == [0, 1]
+
+
+class _StopAfterFirstEpoch(Callback):
+    def on_epoch_end(self, state: TrainState, record: EpochRecord) -> None:
+        state.request_stop()
+
+
+def test_a_stop_requested_by_a_callback_survives_a_resume(tmp_path: Path) -> None:
+    train, _ = loaders()
+    path = tmp_path / "ckpt.pt"
+    model = make_model()
+    history = fit(model, train, None, config=cpu_config(epochs=3), checkpoint_path=path,
+                  callbacks=[_StopAfterFirstEpoch()])  # fmt: skip
+    assert len(history.epochs) == 1
+    saved = load_checkpoint(path)
+    assert saved["stop_requested"] is True and saved["epoch"] == 1
+    # The resumed run ends where the stopped one ended: no epoch is trained again.
+    resumed_model = make_model()
+    resumed = fit(resumed_model, train, None, config=cpu_config(epochs=3), checkpoint_path=path,
+                  resume=True)  # fmt: skip
+    assert [r.epoch for r in resumed.epochs] == [0]
+    for key, value in model.state_dict().items():
+        assert torch.equal(resumed_model.state_dict()[key], value), key

@@ -383,7 +383,8 @@ class Callback:
         """After each optimizer step; ``batch.loss`` is detached and still on the device."""
 
     def on_epoch_end(self, state: TrainState, record: EpochRecord) -> None:
-        """After an epoch is validated and its checkpoint written."""
+        """After an epoch is validated and its checkpoint written (a stop requested here is
+        written to the checkpoint too)."""
 
     def on_fit_end(self, state: TrainState, history: History) -> None:
         """After the last epoch."""
@@ -952,8 +953,13 @@ def fit(
             atomic_save(_checkpoint_dict(trainer), checkpoint)
         if info.is_main:
             logger.info(_format_record(record, config.epochs))
+        stopped = state.stop_requested
         for callback in callbacks:
             callback.on_epoch_end(state, record)
+        if state.stop_requested and not stopped and checkpoint is not None and info.is_main:
+            # A stop requested after the checkpoint was written: keep it, so that a resume
+            # ends where this run ended.
+            atomic_save(_checkpoint_dict(trainer), checkpoint)
     for callback in callbacks:
         callback.on_fit_end(state, state.history)
     return state.history
@@ -979,6 +985,7 @@ def _checkpoint_dict(trainer: _Trainer) -> dict[str, Any]:
         "scaler": trainer.scaler.state_dict() if trainer.amp else None,
         "epoch": state.epoch,
         "global_step": state.global_step,
+        "stop_requested": state.stop_requested,
         "history": state.history.to_dict(),
         "config": trainer.config.to_dict(),
         "run": trainer.run_settings,
@@ -1029,6 +1036,15 @@ def _restore(trainer: _Trainer, data: Mapping[str, Any], path: Path) -> None:
         trainer.state.history = History.from_dict(data["history"])
         trainer.state.epoch = int(data["epoch"])
         trainer.state.global_step = int(data["global_step"])
+        # A run a callback stopped stays stopped (checkpoints before this key: never stopped).
+        trainer.state.stop_requested = bool(data.get("stop_requested", False))
+        if trainer.state.stop_requested:
+            logger.info(
+                "checkpoint %s: a callback stopped this run after epoch %d, so nothing is left "
+                "to train; start a new run from its weights to train further",
+                path,
+                trainer.state.epoch,
+            )
         _set_rng_state(data["rng"])
     except CheckpointError:
         raise
