@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
     require(args.data, "the data folder")
+    if args.cpu_normalize and args.cache_data:
+        sys.exit("--cpu-normalize and --cache-data exclude each other: the cache normalises on "
+                 "the training device; pass one of them")  # fmt: skip
     levels = [float(v) for v in args.levels.split(",")]
     env_start = environment()
     data = load_image_data(args.data, input_size=args.input_size, seed=args.seed)

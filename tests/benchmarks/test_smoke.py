@@ -410,6 +410,16 @@ def test_transfer_missing_data_folder(tmp_path: Path) -> None:
     assert_one_line_error(proc, 1, f"the data folder not found at {missing}")
 
 
+def test_transfer_training_time_refuses_cpu_normalize_with_cache(
+    tmp_path: Path, image_folder: Path
+) -> None:
+    proc = run_script(
+        "transfer_training_time.py", "--data", image_folder, "--cpu-normalize", "--cache-data",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert_one_line_error(proc, 1, "--cpu-normalize and --cache-data exclude each other")
+
+
 # ---------------------------------------------------------------------------------------------
 # OOV embeddings
 

@@ -48,9 +48,15 @@ def _uint8(images: torch.Tensor) -> torch.Tensor:
     return (images.cpu() * std + mean).mul(255).round().to(torch.uint8)
 
 
-@pytest.mark.parametrize("size", [16, 80])
-def test_cached_evaluation_batches_equal_the_cpu_pipeline(tmp_path: Path, size: int) -> None:
-    root = _noise_folder(tmp_path / "noise", size=(97, 71))
+@pytest.mark.parametrize(
+    ("size", "image"), [(16, (97, 71)), (80, (97, 71)), (100, (115, 100)), (128, (115, 100))]
+)
+def test_cached_evaluation_batches_equal_the_cpu_pipeline(
+    tmp_path: Path, size: int, image: tuple[int, int]
+) -> None:
+    # 100 and 128 px of a 115 x 100 image: sizes where cropping the resized image in two
+    # steps would land one pixel off the CPU pipeline's single centre crop.
+    root = _noise_folder(tmp_path / "noise", size=image)
     dataset = ImageFolderDataset(root, transform=build_transforms(train=False, input_size=size))
     cached = make_loader(dataset, batch_size=4, train=False, num_workers=0, cache=True)
     plain = make_loader(dataset, batch_size=4, train=False, num_workers=0)
@@ -107,6 +113,8 @@ def test_augmentation_depends_only_on_seed_and_epoch(tmp_path: Path) -> None:
         torch.manual_seed(epoch + 100)  # the global RNG plays no part
         return torch.cat([b[0] for b in loader])
 
+    # A seed as large as TrainConfig allows still seeds the draws.
+    assert epoch_images(seed=2**62, epoch=3).shape == (8, 3, 40, 40)
     first = epoch_images(seed=1, epoch=0)
     assert torch.equal(first, epoch_images(seed=1, epoch=0))
     assert not torch.equal(first, epoch_images(seed=1, epoch=1))
@@ -181,16 +189,31 @@ def test_cache_refuses_what_it_cannot_hold(tmp_path: Path, monkeypatch: pytest.M
     tensors = torch.utils.data.TensorDataset(torch.zeros(4, 3, 8, 8), torch.zeros(4))
     with pytest.raises(ConfigError, match=r"needs an ImageFolderDataset.*TensorDataset"):
         make_loader(tensors, batch_size=4, train=False, num_workers=0, cache=True)
-    dataset = ImageFolderDataset(root, transform=build_transforms(train=False, input_size=224))
-    monkeypatch.setattr(cache_module, "_free_bytes", lambda device: 1_000_000)
-    need = 10 * 3 * 256 * 256 / 2**30
-    with pytest.raises(ConfigError, match=rf"10 images .* needs {need:.2f} GiB.*without the cache"):
-        make_loader(dataset, batch_size=4, train=False, num_workers=0, cache=True)
+    dataset = ImageFolderDataset(root, transform=build_transforms(train=True, input_size=224))
+    monkeypatch.setattr(cache_module, "_free_bytes", lambda device: 2_000_000)
+    # 10 images of 3 x 256 x 256 bytes, over half of 2,000,000 bytes (1.9 MiB)
+    with pytest.raises(
+        ConfigError, match=r"10 images .* at 256x256 needs 1\.9 MiB, over half of the 1\.9 MiB "
+        r"free on cpu; train without the cache option"
+    ):  # fmt: skip
+        make_loader(dataset, batch_size=4, train=True, num_workers=0, cache=True)
+    # Transforms with other parameters than build_transforms' would be silently ignored.
+    for changed in (
+        T.Compose([T.RandomResizedCrop(64), T.RandomHorizontalFlip(p=0.0), T.ToTensor(),
+                   T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]),
+        T.Compose([T.RandomResizedCrop(64, ratio=(2.0, 3.0)), T.RandomHorizontalFlip(),
+                   T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]),
+        T.Compose([T.Resize(16), T.CenterCrop(16), T.RandomCrop(16, padding=2, fill=9),
+                   T.RandomHorizontalFlip(), T.ToTensor(),
+                   T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match="build_transforms, unchanged"):
+            cache_plan(changed)
 
 
 @pytest.mark.parametrize(
     ("train", "size", "augment", "side"),
-    [(False, 16, None, 16), (True, 16, "pad_crop", 16), (False, 224, None, 256),
+    [(False, 16, None, 16), (True, 16, "pad_crop", 16), (False, 224, None, 224),
      (True, 224, "resized_crop", 256), (True, 100, "resized_crop", 114)],
 )  # fmt: skip
 def test_cache_plans_of_the_standard_transforms(

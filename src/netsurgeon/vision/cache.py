@@ -7,19 +7,21 @@ so a small model is no longer held back by JPEG decoding; a data set must fit in
 device's memory (``3 x S x S`` bytes per image, ``S`` the cached side).
 
 What the cache keeps and how it augments, for the transforms of
-:func:`~netsurgeon.vision.data.build_transforms`:
+:func:`~netsurgeon.vision.data.build_transforms` (only those, unchanged):
 
-* small inputs (CIFAR style): the resized, centre-cropped image (``S`` = input size);
-  training pads it with zeros and takes a random crop and a random horizontal flip, the
-  same distribution as the CPU pipeline. Evaluation batches equal the CPU pipeline's.
-* larger inputs (ImageNet style): the image resized to ``S = input * 256 / 224`` and
-  centre-cropped to ``S x S`` (evaluation's geometry, so evaluation batches equal the CPU
-  pipeline's); training draws RandomResizedCrop boxes with the transform's scale and ratio
-  ranges *within that square* and resizes them by bilinear sampling on the device
-  (``torchvision.ops.roi_align``), then flips. Crops never reach the parts of a non-square
-  image outside its central square, and the resampling is not PIL's, so the augmentation is
-  close to, not the same as, the CPU pipeline's. On a CPU these resized crops are slow
-  (about 180 images per second on one core): keep the loader processes there.
+* evaluation: exactly the CPU pipeline's resized and centre-cropped image, so evaluation
+  batches equal its batches.
+* small training inputs (CIFAR style): the resized, centre-cropped image (``S`` = input
+  size); batches are padded with zeros, randomly cropped and flipped: the same distribution
+  as the CPU pipeline.
+* larger training inputs (ImageNet style): the image resized to ``S = input * 256 / 224`` and
+  centre-cropped to ``S x S``; batches are RandomResizedCrop boxes with the transform's scale
+  and ratio ranges *within that square*, resized by bilinear sampling on the device
+  (``torchvision.ops.roi_align``), then flipped. So crops never reach the parts of a
+  non-square image outside its central square, small crops are enlarged from the ``S``-pixel
+  square rather than from the full-resolution image, and the resampling is not PIL's: the
+  augmentation is close to, not the same as, the CPU pipeline's. On a CPU these crops are
+  slow (about 180 images per second on one core): keep the loader processes there.
 
 The crop boxes and flips are drawn on the CPU from a generator seeded by the loader's seed
 and the sampler's epoch (and rank, under ``torch.distributed``), so an epoch's batches are the
@@ -73,73 +75,93 @@ def _size(value: Any) -> int | None:
     return None
 
 
+def _candidates(steps: Sequence[Any]) -> list[tuple[bool, int, bool]]:
+    """``(train, input_size, small)`` settings of build_transforms that ``steps`` may be."""
+    first = steps[0] if steps else None
+    if isinstance(first, T.RandomResizedCrop):
+        size = _size(first.size)
+        return [] if size is None else [(True, size, False)]
+    if isinstance(first, T.Resize) and len(steps) > 1 and isinstance(steps[1], T.CenterCrop):
+        size = _size(steps[1].size)
+        if size is None:
+            return []
+        return [(False, size, True), (True, size, True), (False, size, False)]
+    return []
+
+
 def cache_plan(transform: Any) -> CachePlan:
     """The cache plan for a transform built by :func:`~netsurgeon.vision.data.build_transforms`.
 
     Raises:
-        ConfigError: ``transform`` is not one of those transforms.
+        ConfigError: ``transform`` is not exactly one of those transforms (other parameters,
+            such as another flip probability or interpolation, would be silently ignored).
     """
+    from netsurgeon.vision.data import build_transforms
+
     steps = list(transform.transforms) if isinstance(transform, T.Compose) else []
-    kinds = [type(s) for s in steps]
-    if kinds[-2:] != [T.ToTensor, T.Normalize]:
-        steps, kinds = [], []
-    body, norm = steps[:-2], steps[-1] if steps else None
-    mean = tuple(float(m) for m in norm.mean) if norm is not None else ()
-    std = tuple(float(s) for s in norm.std) if norm is not None else ()
-    common = {"mean": mean, "std": std, "scale": (1.0, 1.0), "ratio": (1.0, 1.0), "pad": 0}
-    head = kinds[:2]
-    if head == [T.Resize, T.CenterCrop] and len(body) in (2, 4):
-        side = _size(body[1].size)
-        if side is not None and _size(body[0].size) == side and len(body) == 2:
-            fit = T.Compose([*body, T.PILToTensor()])
-            return CachePlan(fit=fit, side=side, input_size=side, augment=None, **common)
-        crop = body[2] if len(body) == 4 else None
-        if (
-            side is not None
-            and _size(body[0].size) == side
-            and isinstance(crop, T.RandomCrop)
-            and _size(crop.size) == side
-            and isinstance(crop.padding, int)
-            and crop.fill == 0
-            and crop.padding_mode == "constant"
-            and isinstance(body[3], T.RandomHorizontalFlip)
+    for train, size, small in _candidates(steps):
+        if size < 8:
+            continue
+        expected = build_transforms(train=train, input_size=size, small=small)
+        # The reprs carry every parameter except RandomCrop's fill and padding options.
+        if repr(expected) != repr(transform):
+            continue
+        crop = steps[2] if small and train else None
+        if crop is not None and (
+            crop.fill != 0 or crop.padding_mode != "constant" or crop.pad_if_needed
         ):
-            fit = T.Compose([*body[:2], T.PILToTensor()])
-            common["pad"] = crop.padding
-            return CachePlan(fit=fit, side=side, input_size=side, augment="pad_crop", **common)
-        # ImageNet-style evaluation: Resize(S) then CenterCrop(input).
-        resize, size = _size(body[0].size), _size(body[1].size)
-        if len(body) == 2 and resize is not None and size is not None and resize >= size:
-            fit = T.Compose([body[0], T.CenterCrop(resize), T.PILToTensor()])
-            return CachePlan(fit=fit, side=resize, input_size=size, augment=None, **common)
-    if (
-        len(body) == 2
-        and isinstance(body[0], T.RandomResizedCrop)
-        and isinstance(body[1], T.RandomHorizontalFlip)
-        and _size(body[0].size) is not None
-    ):
-        size = _size(body[0].size)
-        assert size is not None
+            continue
+        norm = steps[-1]
+        common: dict[str, Any] = {
+            "mean": tuple(float(m) for m in norm.mean),
+            "std": tuple(float(v) for v in norm.std),
+            "scale": (1.0, 1.0),
+            "ratio": (1.0, 1.0),
+            "pad": 0,
+            "input_size": size,
+        }
+        if not train:
+            # Exactly what the CPU pipeline makes (resize and centre crop), so evaluation
+            # batches equal its batches; nothing is cut at run time.
+            fit = T.Compose([*steps[:2], T.PILToTensor()])
+            return CachePlan(fit=fit, side=size, augment=None, **common)
+        if small:
+            common["pad"] = int(crop.padding)  # type: ignore[union-attr]
+            fit = T.Compose([*steps[:2], T.PILToTensor()])
+            return CachePlan(fit=fit, side=size, augment="pad_crop", **common)
         side = round(size * 256 / 224)
+        common["scale"] = tuple(float(v) for v in steps[0].scale)
+        common["ratio"] = tuple(float(v) for v in steps[0].ratio)
         fit = T.Compose([T.Resize(side), T.CenterCrop(side), T.PILToTensor()])
-        common["scale"] = tuple(float(v) for v in body[0].scale)
-        common["ratio"] = tuple(float(v) for v in body[0].ratio)
-        return CachePlan(fit=fit, side=side, input_size=size, augment="resized_crop", **common)
+        return CachePlan(fit=fit, side=side, augment="resized_crop", **common)
     raise ConfigError(
-        f"cache=True needs the transforms of build_transforms (resize, crop, flip, ToTensor, "
-        f"Normalize); this data set's transform is {transform!r}. Drop the cache option or "
-        f"use load_image_data's transforms"
+        f"cache=True needs the transforms of build_transforms, unchanged (resize, crop, flip, "
+        f"ToTensor, Normalize); this data set's transform is {transform!r}. Drop the cache "
+        f"option or use load_image_data's transforms"
     )
 
 
 def _free_bytes(device: torch.device) -> int | None:
+    """Memory free for the cache on ``device``: the GPU's free memory, or the host's
+    available memory (``MemAvailable``, which counts reclaimable page cache)."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
     try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not on Linux
         return None
+
+
+def _readable(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def _decode_all(
@@ -217,7 +239,8 @@ class CachedImageLoader:
     def __iter__(self) -> Iterator[list[torch.Tensor]]:
         epoch = int(getattr(self.sampler, "epoch", 0))
         rank = int(getattr(self.sampler, "rank", 0))  # DistributedSampler: other draws per rank
-        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 4099 + rank)
+        mixed = ((self.seed * 1_000_003 + epoch) * 4099 + rank) % 2**63  # any seed fits
+        generator = torch.Generator().manual_seed(mixed)
         order = torch.tensor(self._order(), dtype=torch.long)
         # The epoch's draws go to the device in one copy: a copy per batch from pageable
         # memory would make the CPU wait for the GPU's queued work at every step.
@@ -321,13 +344,16 @@ def build_cached_loader(
     """
     plan = cache_plan(dataset.transform)
     need = len(dataset) * 3 * plan.side * plan.side
-    free = _free_bytes(device)
-    if free is not None and need > _MAX_SHARE * free:
-        raise ConfigError(
-            f"caching {len(dataset)} images of {dataset.root} at {plan.side}x{plan.side} needs "
-            f"{need / 2**30:.2f} GiB, over half of the {free / 2**30:.2f} GiB free on {device}; "
-            f"train without the cache option (or with a smaller input size)"
-        )
+    # The images are gathered in host memory first, then moved to the device.
+    places = [torch.device("cpu")] + ([device] if device.type != "cpu" else [])
+    for place in places:
+        free = _free_bytes(place)
+        if free is not None and need > _MAX_SHARE * free:
+            raise ConfigError(
+                f"caching {len(dataset)} images of {dataset.root} at {plan.side}x{plan.side} "
+                f"needs {_readable(need)}, over half of the {_readable(free)} free on {place}; "
+                f"train without the cache option (or with a smaller input size)"
+            )
     images, labels = _decode_all(dataset, plan, num_workers, show_progress)
     return CachedImageLoader(
         images.to(device),
