@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +116,7 @@ def test_sweep_base_model_depends_on_seed_only(tmp_path: Path) -> None:
 
 
 def test_sweep_with_other_settings_in_same_out_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     data = make_image_folder(tmp_path / "data", train=2, val=2)
     out = tmp_path / "sweep"
@@ -133,7 +134,10 @@ def test_sweep_with_other_settings_in_same_out_is_refused(
     # How the data is fed is recorded but may change on a resume.
     info = json.loads((out / "config.json").read_text())["info"]
     assert (info["workers"], info["cache_data"]) == (0, False)
-    assert main([*argv, "--workers", "1", "--cache-data"]) == 0
+    with caplog.at_level(logging.WARNING, logger="netsurgeon"):
+        assert main([*argv, "--workers", "1", "--cache-data"]) == 0
+    assert "other data feeding (info.cache_data: False before, True now; info.workers: 0 " \
+        "before, 1 now)" in caplog.text  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -451,6 +451,18 @@ def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> None:
                 f"{out} holds results of a different configuration ({shown}{more}); rerun "
                 "with the same settings to resume, or choose another --out"
             )
+        fed = sorted(
+            k for k in _NOT_COMPARED - {"train.progress"} if k in old and old[k] != new.get(k)
+        )
+        if fed:
+            # Allowed, but the rows then mix two ways of feeding data; config.json keeps the
+            # first run's values, so say so once here.
+            logger.warning(
+                "resuming %s with other data feeding (%s); its earlier rows used the values in "
+                "config.json, the new rows use these",
+                out,
+                "; ".join(f"{k}: {old[k]!r} before, {new.get(k)!r} now" for k in fed),
+            )
         return
     if (out / "results.json").exists():
         raise NetsurgeonError(
