@@ -197,6 +197,12 @@ def test_cache_refuses_what_it_cannot_hold(tmp_path: Path, monkeypatch: pytest.M
         r"free on cpu; train without the cache option"
     ):  # fmt: skip
         make_loader(dataset, batch_size=4, train=True, num_workers=0, cache=True)
+    # Under torchrun, each process on the host holds a copy in host memory.
+    monkeypatch.setattr(cache_module, "_free_bytes", lambda device: 8_000_000)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match=r"needs 7\.5 MiB \(4 processes, one copy each\)"):
+        make_loader(dataset, batch_size=4, train=True, num_workers=0, cache=True)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     # Transforms with other parameters than build_transforms' would be silently ignored.
     for changed in (
         T.Compose([T.RandomResizedCrop(64), T.RandomHorizontalFlip(p=0.0), T.ToTensor(),

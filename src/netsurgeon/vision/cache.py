@@ -343,16 +343,22 @@ def build_cached_loader(
             more than half of the device's free memory.
     """
     plan = cache_plan(dataset.transform)
-    need = len(dataset) * 3 * plan.side * plan.side
-    # The images are gathered in host memory first, then moved to the device.
-    places = [torch.device("cpu")] + ([device] if device.type != "cpu" else [])
-    for place in places:
+    one = len(dataset) * 3 * plan.side * plan.side
+    # Under torchrun every process on this host caches the whole data set in host memory
+    # first; each GPU holds one copy.
+    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    places = [(torch.device("cpu"), one * ranks)]
+    if device.type != "cpu":
+        places.append((device, one))
+    for place, need in places:
         free = _free_bytes(place)
         if free is not None and need > _MAX_SHARE * free:
+            shared = place.type == "cpu" and ranks > 1
+            copies = f" ({ranks} processes, one copy each)" if shared else ""
             raise ConfigError(
                 f"caching {len(dataset)} images of {dataset.root} at {plan.side}x{plan.side} "
-                f"needs {_readable(need)}, over half of the {_readable(free)} free on {place}; "
-                f"train without the cache option (or with a smaller input size)"
+                f"needs {_readable(need)}{copies}, over half of the {_readable(free)} free on "
+                f"{place}; train without the cache option (or with a smaller input size)"
             )
     images, labels = _decode_all(dataset, plan, num_workers, show_progress)
     return CachedImageLoader(
