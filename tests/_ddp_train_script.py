@@ -53,6 +53,17 @@ def main(out: Path) -> None:
         model[-1].weight.add_(torch.rand(2, 4) * (rank + 1))
     steps = finetune_steps(model, train, steps=7, config=config, epoch_offset=3)
     torch.save(model.state_dict(), out / f"steps{info.rank}.pt")
+    # BatchNorm recalibration on each rank's shard, then averaged over the ranks.
+    from netsurgeon.recalibrate import recalibrate_bn
+
+    torch.manual_seed(300 + rank)
+    with torch.no_grad():
+        model[1].running_mean.copy_(torch.randn(4))  # different per rank before
+    seen = recalibrate_bn(model, train, batches=3)
+    torch.save(
+        {"mean": model[1].running_mean, "var": model[1].running_var, "seen": seen},
+        out / f"recal{info.rank}.pt",
+    )
     cached_shard = _cached_images(out / "images", config, rank=info.rank)
     report = {
         "cached_shard": cached_shard,

@@ -66,6 +66,13 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
     assert checkpoint["epoch"] == 2
     for key, value in checkpoint["model"].items():
         assert torch.equal(value, states[0][key])
+    # BatchNorm recalibration: each rank saw 3 batches of its shard; the averaged statistics
+    # are the same on both ranks, whatever they held before
+    recal = [torch.load(tmp_path / f"recal{r}.pt", weights_only=True) for r in (0, 1)]
+    assert recal[0]["seen"] == recal[1]["seen"] == 3
+    assert torch.equal(recal[0]["mean"], recal[1]["mean"])
+    assert torch.equal(recal[0]["var"], recal[1]["var"])
+
     # images cached on the device: each rank cuts its own shard, the weights stay identical
     shards = [set(r["cached_shard"]) for r in reports]
     assert len(shards[0]) == len(shards[1]) == 6 and shards[0] | shards[1] == set(range(12))
@@ -75,7 +82,7 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
 
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["ckpt.pt", "rank0.pt", "rank1.pt", "rank0.json", "rank1.json", "steps0.pt", "steps1.pt",
-         "images", "cached0.pt", "cached1.pt"]
+         "images", "cached0.pt", "cached1.pt", "recal0.pt", "recal1.pt"]
     )  # fmt: skip
     assert "rank0: epoch 2/2" in output
     assert "rank1:" not in output
