@@ -146,7 +146,7 @@ def run_prune(args: argparse.Namespace) -> int:
     models = _import_vision_models()
     from netsurgeon.pruning import io as checkpoint_io
     from netsurgeon.pruning import prune
-    from netsurgeon.pruning.criteria import Random
+    from netsurgeon.pruning.criteria import get_criterion
 
     torch.manual_seed(args.seed)
     _progress(f"building {args.model} (weights={args.weights})")
@@ -165,8 +165,7 @@ def run_prune(args: argparse.Namespace) -> int:
         example,
         amount=amount,
         target_macs=target_macs,
-        # "random" draws from --seed (the name alone would always mean seed 0).
-        criterion=Random(seed=args.seed) if criterion == "random" else criterion,
+        criterion=get_criterion(criterion, seed=args.seed),  # "random" draws from --seed
         scope=args.scope,
         ignore=args.ignore,
     )

@@ -322,8 +322,13 @@ CRITERIA: dict[str, Callable[[], Any]] = {
 }
 
 
-def get_criterion(criterion: str | Criterion) -> Any:
+def get_criterion(criterion: str | Criterion, *, seed: int = 0) -> Any:
     """Resolve a criterion name (see :data:`CRITERIA`) or pass a callable through.
+
+    Args:
+        criterion: A name from :data:`CRITERIA`, or a callable returned as it is.
+        seed: Seed of a criterion that draws random numbers (``"random"``); the others
+            ignore it.
 
     Raises:
         ConfigError: The name is unknown; the message lists the valid names.
@@ -331,7 +336,8 @@ def get_criterion(criterion: str | Criterion) -> Any:
     if callable(criterion):
         return criterion
     if isinstance(criterion, str) and criterion in CRITERIA:
-        return CRITERIA[criterion]()
+        factory = CRITERIA[criterion]
+        return factory(seed=seed) if factory is Random else factory()
     valid = ", ".join(sorted(CRITERIA))
     raise ConfigError(f"unknown criterion {criterion!r}; valid criteria are: {valid}")
 

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
 from netsurgeon.pruning import CRITERIA, Pruner, PruneResult, prune
-from netsurgeon.pruning.criteria import Random, get_criterion, requires_data
+from netsurgeon.pruning.criteria import get_criterion, requires_data
 from netsurgeon.pruning.pruner import SCOPES
 from netsurgeon.pruning.stats import count_macs, count_params, measure_latency, state_size_bytes
 from netsurgeon.training import (
@@ -502,7 +502,7 @@ def _prune_model(
         {"amount": level} if config.level_kind == "filters" else {"target_macs": 1.0 - level}
     )
     # A fresh criterion per trial: the random one restarts from the sweep's seed every time.
-    crit = Random(seed=config.train.seed) if criterion == "random" else get_criterion(criterion)
+    crit = get_criterion(criterion, seed=config.train.seed)
     loss_fn = nn.functional.cross_entropy
     if config.prune_steps == 1:
         return prune(

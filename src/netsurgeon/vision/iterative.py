@@ -519,8 +519,8 @@ def prune_and_finetune(
 
     # Criterion and bounds shared by the iterative pruner, its one-shot twin and a resumed run.
     shared: dict[str, Any] = {
-        # "random" draws from the run's seed (the name alone would always mean seed 0).
-        "criterion": Random(seed=config.seed) if criterion == "random" else criterion,
+        # One instance for all of them: "random" draws from the run's seed and goes on drawing.
+        "criterion": get_criterion(criterion, seed=config.seed),
         "scope": scope,
         "ignore": ignore,
         "data": criterion_data,
