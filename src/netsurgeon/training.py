@@ -18,7 +18,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -592,6 +592,19 @@ def _flatten_settings(mapping: Mapping[str, Any], prefix: str = "") -> dict[str,
     return flat
 
 
+def _changed_settings(
+    saved: Mapping[str, Any], now: Mapping[str, Any], *, free: Collection[str] = ()
+) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, value now)`` of the settings a resume may not change.
+
+    Keys ``saved`` lacks are settings added since it was written, and keys in ``free`` may
+    change; neither is compared.
+    """
+    return [
+        (k, saved[k], now[k]) for k in now if k in saved and k not in free and saved[k] != now[k]
+    ]
+
+
 def _set_epoch(loader: Iterable[Any], epoch: int) -> None:
     # DistributedSampler and netsurgeon's SeededRandomSampler reshuffle by epoch.
     sampler = getattr(loader, "sampler", None)
@@ -1008,19 +1021,13 @@ def _restore(trainer: _Trainer, data: Mapping[str, Any], path: Path) -> None:
         # Only the cosine schedule is laid out over the run's length: otherwise a resume may
         # extend the run (train 1 epoch, then resume with --epochs 2).
         free |= {"epochs", "max_steps"}
-    differ = [
-        f"{k}={saved[k]!r} then, {now[k]!r} now"
-        for k in now
-        if k in saved and k not in free and saved[k] != now[k]
+    # Checkpoints written before run settings were kept have none to compare.
+    run_now = dict(sorted(trainer.run_settings.items()))
+    changed = [
+        *_changed_settings(saved, now, free=free),
+        *_changed_settings(data.get("run") or {}, run_now),
     ]
-    # Checkpoints written before run settings were kept have none to compare, and keys a
-    # checkpoint lacks are run settings added since it was written.
-    run_then, run_now = data.get("run") or {}, trainer.run_settings
-    differ += [
-        f"{k}={run_then[k]!r} then, {run_now[k]!r} now"
-        for k in sorted(run_now)
-        if k in run_then and run_then[k] != run_now[k]
-    ]
+    differ = [f"{k}={then!r} then, {value!r} now" for k, then, value in changed]
     if differ:
         raise CheckpointError(
             f"checkpoint {path} was written with other settings ({'; '.join(differ)}); "

@@ -62,6 +62,7 @@ from netsurgeon.training import (
     SLICE_LRS,
     History,
     TrainConfig,
+    _changed_settings,
     _flatten_settings,
     _rng_state,
     _set_epoch,
@@ -285,13 +286,9 @@ def _load_state(path: Path, settings: dict[str, Any]) -> tuple[nn.Module, dict[s
         raise CheckpointError(f"{path}: not an iterative-pruning progress file")
     saved = {**_ADDED_SETTINGS, **_flatten_settings(state.get("settings", {}))}
     now = _flatten_settings(settings)
-    differ = {
-        k: (saved[k], now[k])
-        for k in now
-        if k in saved and k not in _RESUMABLE_CHANGES and saved[k] != now[k]
-    }
+    differ = _changed_settings(saved, now, free=_RESUMABLE_CHANGES)
     if differ:
-        listed = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in differ.items())
+        listed = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, a, b in differ)
         raise CheckpointError(
             f"{path} belongs to another iterative run ({listed}); resume with the same settings "
             f"or use another checkpoint folder"
