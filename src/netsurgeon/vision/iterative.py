@@ -1533,7 +1533,8 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
     )
     # A resumed run replaces the weights from its progress file, but with --distill the model
     # passed in is also the teacher, so it needs its real (unpruned) weights.
-    keep = not resuming or distill or _is_weights_file(args.weights)
+    weights_file = _is_weights_file(args.weights)
+    keep = not resuming or distill or weights_file
     weights = args.weights if keep else "none"
     torch.manual_seed(args.seed)
     model = build_model(args.model, weights=weights, num_classes=data.num_classes)
@@ -1571,10 +1572,8 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
     # --distill the weights are also the teacher, so their content must not change either.
     run_settings = {
         "model": args.model,
-        "weights": str(Path(args.weights).resolve())
-        if _is_weights_file(args.weights)
-        else str(args.weights),
-        "weights_sha256": sha256_file(args.weights) if _is_weights_file(args.weights) else None,
+        "weights": str(Path(args.weights).resolve()) if weights_file else str(args.weights),
+        "weights_sha256": sha256_file(args.weights) if weights_file else None,
         "data": str(Path(args.data).resolve()),
         "classes": ",".join(data.classes),
         "val_fraction": args.val_fraction,
