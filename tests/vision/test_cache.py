@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -24,21 +25,15 @@ from netsurgeon.vision.data import (
     load_image_data,
     make_loader,
 )
+from tests.vision.test_data import noise_folder
 
 torch.set_num_threads(1)
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def _noise_folder(root: Path, per_class: int = 5, size: tuple[int, int] = (23, 19)) -> Path:
-    """Two classes of random-noise images (non-square, so resizing and cropping matter)."""
-    generator = torch.Generator().manual_seed(1)
-    for name in ("cat", "dog"):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = torch.randint(0, 256, (*size[::-1], 3), dtype=torch.uint8, generator=generator)
-            Image.fromarray(pixels.numpy()).save(root / name / f"{name}{i}.png")
-    return root
+# Non-square noise, so that resizing and cropping matter.
+_noise_folder = partial(noise_folder, per_class=5, size=(23, 19))
 
 
 def _uint8(images: torch.Tensor) -> torch.Tensor:

@@ -309,11 +309,12 @@ def test_make_loader_defaults(tmp_path: Path) -> None:
         make_loader(dataset, batch_size=1, train=True, num_workers=-1)
 
 
-def _noise_folder(root: Path, per_class: int = 3) -> Path:
+def noise_folder(root: Path, per_class: int = 3, size: tuple[int, int] = (19, 21)) -> Path:
+    """Classes cat and dog of random-noise PNGs of ``size`` (width, height)."""
     generator = torch.Generator().manual_seed(1)
     for name in COLOURS:
         for i in range(per_class):
-            pixels = torch.randint(0, 256, (21, 19, 3), dtype=torch.uint8, generator=generator)
+            pixels = torch.randint(0, 256, (*size[::-1], 3), dtype=torch.uint8, generator=generator)
             (root / name).mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels.numpy()).save(root / name / f"{name}{i}.png")
     return root
@@ -333,7 +334,7 @@ def test_standard_transforms_split_into_uint8_and_normalize(train: bool, size: i
 
 
 def test_device_normalized_batches_equal_the_cpu_pipeline(tmp_path: Path) -> None:
-    root = _noise_folder(tmp_path / "noise")
+    root = noise_folder(tmp_path / "noise")
     transform = build_transforms(train=False, input_size=16)
     dataset = ImageFolderDataset(root, transform=transform)
     plain = make_loader(dataset, batch_size=4, train=False, num_workers=0, device="cpu")
@@ -356,7 +357,7 @@ def test_device_normalized_batches_equal_the_cpu_pipeline(tmp_path: Path) -> Non
 
 
 def test_training_reads_a_device_normalized_loader(tmp_path: Path) -> None:
-    root = _noise_folder(tmp_path / "noise")
+    root = noise_folder(tmp_path / "noise")
     transform = build_transforms(train=True, input_size=16)
     uint8, mean, std = without_normalize(transform)
     dataset = ImageFolderDataset(root, transform=uint8)
@@ -373,7 +374,7 @@ def test_training_reads_a_device_normalized_loader(tmp_path: Path) -> None:
 def test_make_loader_normalizes_on_the_gpu_only_for_standard_image_folders(
     tmp_path: Path,
 ) -> None:
-    root = _noise_folder(tmp_path / "noise")
+    root = noise_folder(tmp_path / "noise")
     dataset = ImageFolderDataset(root, transform=build_transforms(train=False, input_size=16))
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="cuda"):
