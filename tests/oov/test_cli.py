@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netsurgeon.cli import main
+from netsurgeon.cli import build_parser, main
 from netsurgeon.oov.conll import read_conll
 from netsurgeon.oov.vectors import load_embeddings
 from tests.oov.synthetic import SyntheticTask
@@ -137,3 +137,57 @@ def test_train_oov_head_option(synthetic: SyntheticTask, tmp_path: Path) -> None
     args = ["oov", "train", *_common(synthetic), "--method", "context", "--oov-head", "mlp"]
     assert main([*args, "--epochs", "1", "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["oov_head"] == "mlp"
+
+
+def test_embed_words_errors_name_the_file_line(
+    cli_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    words = tmp_path / "words.txt"
+    words.write_text("foo\n\nfoo\nbar\nbad word\n", encoding="utf-8")
+    out = tmp_path / "w.txt"
+    err = _error(["oov", "embed", str(cli_run), "--words", str(words), "--out", str(out)], capsys)
+    assert "words.txt:5: expected one word per line, got 'bad word'" in err
+    assert not out.exists()
+
+
+def test_embeddings_encoding_option(
+    synthetic: SyntheticTask, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Latin-1 data with UTF-8 embeddings, then the same embeddings in latin-1.
+    sentence = "le O\ncafé B-LOC\nest O\n\n"
+    train_file, dev_file = tmp_path / "train.txt", tmp_path / "dev.txt"
+    train_file.write_bytes((sentence * 5).encode("latin-1"))
+    dev_file.write_bytes(sentence.encode("latin-1"))
+    rows = "le 0.1 0.2\ncafé 0.3 0.4\nest 0.5 0.6\n"
+    utf8, latin = tmp_path / "utf8.txt", tmp_path / "latin.txt"
+    utf8.write_bytes(rows.encode("utf-8"))
+    latin.write_bytes(rows.encode("latin-1"))
+    data = ["--train", str(train_file), "--dev", str(dev_file), "--tag-column", "1"]
+    train = ["oov", "train", *data, *SMALL, "--method", "unk", "--encoding", "latin-1"]
+    run = tmp_path / "run"
+    assert main([*train, "--embeddings", str(utf8), "--out", str(run)]) == 0
+    assert "train: OOV tokens 0.00 %" in capsys.readouterr().out
+    err = _error([*train, "--embeddings", str(latin), "--out", str(tmp_path / "r2")], capsys)
+    assert "latin.txt:2: not valid utf-8" in err and "--embeddings-encoding" in err
+    latin_run = tmp_path / "latin-run"
+    options = ["--embeddings", str(latin), "--embeddings-encoding", "latin-1"]
+    assert main([*train, *options, "--out", str(latin_run)]) == 0
+    assert json.loads((latin_run / "config.json").read_text())["embeddings_encoding"] == "latin-1"
+    # evaluate and embed: the run's by default, or the option (with another --embeddings).
+    evaluate = ["oov", "evaluate", str(run), "--data", str(dev_file)]
+    assert main(evaluate) == 0
+    assert "OOV tokens 0.00 %" in capsys.readouterr().out
+    err = _error([*evaluate, "--embeddings", str(latin)], capsys)
+    assert "--embeddings-encoding" in err
+    assert main([*evaluate, *options]) == 0
+    assert main(["oov", "evaluate", str(latin_run), "--data", str(dev_file)]) == 0
+    words = tmp_path / "words.txt"
+    words.write_text("zorple\n", encoding="utf-8")
+    out = tmp_path / "v.txt"
+    assert main(["oov", "embed", str(latin_run), "--words", str(words), "--out", str(out)]) == 0
+    embed = ["oov", "embed", str(run), "--corpus", str(dev_file), "--encoding", "latin-1"]
+    assert main([*embed, *options, "--out", str(out)]) == 0
+    args = build_parser().parse_args(
+        ["oov", "experiment", *data, "--embeddings-encoding", "cp1252", "--out", "x"]
+    )
+    assert args.embeddings_encoding == "cp1252" and args.encoding == "utf-8"

@@ -8,6 +8,7 @@ from netsurgeon.errors import ConfigError
 from netsurgeon.oov.conll import (
     Sentence,
     convert_scheme,
+    decode_lines,
     detect_scheme,
     iob1_to_iob2,
     iob2_to_iob1,
@@ -134,3 +135,45 @@ def test_write_creates_no_partial_file_on_error(tmp_path: Path) -> None:
         write_conll(out, [bad, Sentence((("ü", "O"),))], encoding="ascii")
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_byte_order_mark_is_not_part_of_the_first_token(tmp_path: Path) -> None:
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeff-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\n".encode())
+    sentences = read_conll(path)
+    assert [s.rows for s in sentences] == [(("EU", "NNP", "B-NP", "B-ORG"),)]
+    assert sentences[0].starts_document and sentences[0].line == 3
+    path.write_bytes("\ufeffEU B-ORG\n\ufeffx O\n".encode())  # only the file's first BOM goes
+    assert read_conll(path)[0].tokens == ("EU", "\ufeffx")
+    assert decode_lines(path, "utf-8") == ["EU B-ORG", "\ufeffx O"]
+
+
+@pytest.mark.parametrize("separator", ["\x85", "\u2028", "\u2029", "\x0b", "\x0c", "\x1c", "\x1e"])
+def test_lines_break_only_at_newlines(tmp_path: Path, separator: str) -> None:
+    path = tmp_path / "a.txt"
+    text = f"EU NNP B-NP B-ORG\r\n\r\ndots{separator} : O O\nx NN I-NP O\ny NN O O\n"
+    path.write_bytes(text.encode("utf-8"))
+    sentences = read_conll(path)
+    # Columns are separated by ASCII whitespace (as in the embeddings loader), so the other
+    # characters stay in the token.
+    token = "dots" if separator in "\x0b\x0c" else f"dots{separator}"
+    assert [s.tokens for s in sentences] == [("EU",), (token, "x", "y")]
+    assert [s.line for s in sentences] == [1, 3]
+    assert decode_lines(path, "utf-8")[2:] == [f"dots{separator} : O O", "x NN I-NP O", "y NN O O"]
+    # Line numbers count newlines only.
+    path.write_bytes(text.replace("y NN O O", "y NN").encode("utf-8"))
+    with pytest.raises(ConfigError, match=r"a\.txt:5: found 2 column\(s\), expected 4 like line 1"):
+        read_conll(path)
+
+
+def test_cp1252_ellipsis_read_as_latin1_stays_in_its_row(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"EU NNP B-NP B-ORG\n\ndots\x85 : O O\nx NN I-NP O")  # no final newline
+    sentences = read_conll(path, encoding="latin-1")
+    assert sentences[1].rows == (("dots\x85", ":", "O", "O"), ("x", "NN", "I-NP", "O"))
+    assert decode_lines(path, "latin-1") == [
+        "EU NNP B-NP B-ORG",
+        "",
+        "dots\x85 : O O",
+        "x NN I-NP O",
+    ]

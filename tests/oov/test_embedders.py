@@ -15,6 +15,7 @@ from netsurgeon.oov.embedders import (
     MimickEmbedder,
     build_embedder,
 )
+from netsurgeon.oov.run import TrainConfig, build_tagger
 from netsurgeon.oov.vectors import Embeddings
 from netsurgeon.oov.vocab import Vocabulary
 
@@ -147,3 +148,25 @@ def test_output_heads() -> None:
         build_embedder("comick", dim=DIM, n_chars=n_chars, head="deep")
     with pytest.raises(ConfigError, match="'deep'"):
         ComickEmbedder(dim=DIM, n_chars=n_chars, head="deep")
+
+
+@pytest.mark.parametrize(("normalise", "same"), [("lower", True), ("none", False)])
+def test_random_vectors_follow_the_normalisation(normalise: str, same: bool) -> None:
+    embeddings = Embeddings(
+        words=["the"], vectors=np.ones((1, DIM), np.float32), vocab_size=1, fingerprint="x",
+        source="test", normalise=normalise,
+    )  # fmt: skip
+    chars = TextEncoder.build_chars(["Paris", "paris"])
+    encoder = TextEncoder(embeddings=embeddings, chars=chars, context_size=None)
+    occurrences = [o for s in (["Paris"], ["paris"]) for o in encoder.encode(s).occurrences]
+    batch = OccurrenceBatch.collate(occurrences)
+    embedder = build_embedder("random", dim=DIM, seed=1, normalise=normalise)
+    vectors = embedder(batch, _table(1))[0]
+    assert torch.equal(vectors[0], vectors[1]) == same
+    # A run's tagger takes the normalisation from its configuration.
+    config = TrainConfig(method="random", normalise=normalise, seed=1)
+    tagger = build_tagger(config, dim=DIM, n_chars=len(chars), n_tags=3, scale=1.0)
+    torch.testing.assert_close(tagger.oov(batch, _table(1))[0], vectors, rtol=0, atol=0)
+    # "lower" keeps the vectors that runs trained before the option had.
+    lower = build_embedder("random", dim=DIM, seed=1)(batch, _table(1))[0]
+    torch.testing.assert_close(lower[1], vectors[1], rtol=0, atol=0)

@@ -282,3 +282,117 @@ def test_tag_scheme_conversion_on_reading(synthetic: SyntheticTask, tmp_path: Pa
     assert "B-PER" not in {t for s in data.tags for t in s}
     with pytest.raises(ConfigError, match="'bio'"):
         _config(synthetic, tag_scheme="bio")
+
+
+def test_load_run_without_keep_has_every_embedding_word(
+    synthetic: SyntheticTask, comick_run: Path
+) -> None:
+    whole = load_run(comick_run, device="cpu")
+    assert (
+        len(whole.embeddings)
+        == whole.embeddings.vocab_size
+        == len(synthetic.embeddings.read_text().splitlines())
+    )
+    sentence = ["the", "mr", synthetic.in_vocab_names[0], "said", "near", "Paris"]
+    prediction = whole.predict([sentence[:-1]])
+    assert prediction.oov_mask == [[False] * 5]  # nothing in the vocabulary is replaced
+    assert prediction.occurrences == []
+    kept = load_run(comick_run, keep=sentence, device="cpu")
+    assert kept.predict([sentence[:-1]]).tags == prediction.tags
+    assert whole.predict([sentence]).oov_mask == [[False] * 5 + [True]]
+    for word, left, right in [("xyzzy", ["the", "mr"], ["said"]), ("Paris", ["near"], [])]:
+        expected, expected_attention = kept.embedder.embed(word, left, right)
+        vector, attention = whole.embedder.embed(word, left, right)
+        np.testing.assert_array_equal(vector, expected)
+        np.testing.assert_array_equal(attention, expected_attention)
+
+
+def _latin1_task(root: Path, embeddings_encoding: str) -> tuple[Path, Path, Path]:
+    """Latin-1 data files and an embeddings file in ``embeddings_encoding``."""
+    root.mkdir()
+    sentence = "le O\ncafé B-LOC\nest O\n\n"
+    train_file, dev_file, emb = root / "train.txt", root / "dev.txt", root / "emb.txt"
+    train_file.write_bytes((sentence * 5).encode("latin-1"))
+    dev_file.write_bytes(sentence.encode("latin-1"))
+    rows = "le 0.1 0.2\ncafé 0.3 0.4\nest 0.5 0.6\n"
+    emb.write_bytes(rows.encode(embeddings_encoding))
+    return train_file, dev_file, emb
+
+
+def test_data_and_embeddings_have_their_own_encodings(tmp_path: Path, comick_run: Path) -> None:
+    train_file, dev_file, emb = _latin1_task(tmp_path / "utf8", "utf-8")
+    fast = {**FAST, "method": "unk", "epochs": 1, "pretrain_epochs": 0}
+    config = TrainConfig(**{**fast, "embeddings": str(emb), "encoding": "latin-1"})
+    assert config.embeddings_encoding == "utf-8"
+    out = tmp_path / "run"
+    result = train(config, train_file=train_file, dev_file=dev_file, out=out)
+    assert result.metrics["oov"]["train"]["oov_tokens"] == 0  # café has its vector
+    assert json.loads((out / "config.json").read_text())["embeddings_encoding"] == "utf-8"
+    assert "café" in load_run(out).embeddings
+    # The same options resume the run.
+    train(config, train_file=train_file, dev_file=dev_file, out=out, resume=True)
+    with pytest.raises(ConfigError, match=r"differs in \['embeddings_encoding'\]"):
+        latin = dataclasses.replace(config, embeddings_encoding="latin-1")
+        train(latin, train_file=train_file, dev_file=dev_file, out=out, resume=True)
+    # Embeddings in latin-1 need --embeddings-encoding, whatever --encoding says.
+    train_file, dev_file, emb = _latin1_task(tmp_path / "latin", "latin-1")
+    config = dataclasses.replace(config, embeddings=str(emb))
+    with pytest.raises(ConfigError, match=r"emb\.txt:2: not valid utf-8.*--embeddings-encoding"):
+        train(config, train_file=train_file, dev_file=dev_file, out=tmp_path / "bad")
+    config = dataclasses.replace(config, embeddings_encoding="latin-1")
+    out = tmp_path / "latin-run"
+    result = train(config, train_file=train_file, dev_file=dev_file, out=out)
+    assert result.metrics["oov"]["train"]["oov_tokens"] == 0
+    with pytest.raises(ConfigError, match=r"emb\.txt:2: not valid utf-8.*--embeddings-encoding"):
+        load_run(out, embeddings_encoding="utf-8")
+    assert "café" in load_run(out).embeddings
+    # config.json of runs from before the option: the embeddings were read with --encoding.
+    for run_dir, encoding in [(out, "latin-1"), (comick_run, "utf-8")]:
+        old = tmp_path / f"old-{run_dir.name}"
+        shutil.copytree(run_dir, old)
+        saved = json.loads((old / "config.json").read_text())
+        del saved["embeddings_encoding"], saved["oov_head"]
+        (old / "config.json").write_text(json.dumps(saved))
+        assert load_run(old).config.embeddings_encoding == encoding
+    # ... and they resume with the options that trained them.
+    train(
+        config,
+        train_file=train_file,
+        dev_file=dev_file,
+        out=tmp_path / "old-latin-run",
+        resume=True,
+    )
+
+
+def test_relative_embeddings_path_is_stored_absolute(
+    synthetic: SyntheticTask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(synthetic.embeddings, work / "emb.txt")
+    shutil.copy(synthetic.embeddings, work / "copy.txt")
+    monkeypatch.chdir(work)
+    config = _config(synthetic, embeddings="emb.txt", method="unk", epochs=1, pretrain_epochs=0)
+    files = {"train_file": synthetic.train, "dev_file": synthetic.dev}
+    out = tmp_path / "run"
+    train(config, **files, out=out)
+    absolute = str((work / "emb.txt").resolve())
+    assert json.loads((out / "config.json").read_text())["embeddings"] == absolute
+    assert json.loads((out / "vocab.json").read_text())["embeddings"]["source"] == absolute
+    monkeypatch.chdir(tmp_path)  # another working folder
+    assert load_run(out).embeddings.source == absolute
+    evaluate_run(out, synthetic.dev)
+    # Resuming: the same file, given relatively or absolutely, is the same setting.
+    monkeypatch.chdir(work)
+    train(config, **files, out=out, resume=True)
+    train(dataclasses.replace(config, embeddings=absolute), **files, out=out, resume=True)
+    with pytest.raises(ConfigError, match=r"differs in \['embeddings'\]"):
+        train(dataclasses.replace(config, embeddings="copy.txt"), **files, out=out, resume=True)
+    # Runs from before the fix stored the path as typed.
+    for name, key in [("config.json", None), ("vocab.json", "embeddings")]:
+        saved = json.loads((out / name).read_text())
+        (saved[key] if key else saved)["source" if key else "embeddings"] = "emb.txt"
+        (out / name).write_text(json.dumps(saved))
+    train(config, **files, out=out, resume=True)
+    train(dataclasses.replace(config, embeddings=absolute), **files, out=out, resume=True)
+    assert json.loads((out / "config.json").read_text())["embeddings"] == "emb.txt"  # as it was

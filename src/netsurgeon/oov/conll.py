@@ -9,6 +9,7 @@ file and the line, so nothing is silently dropped.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,12 @@ DOCSTART = "-DOCSTART-"
 TASK_COLUMNS: dict[str, int] = {"pos": 1, "chunk": 2, "ner": -1}
 
 _SCHEMES = ("iob1", "iob2")
+
+# What bytes.split() splits at: ASCII space, tab, newline, carriage return, vertical tab, form feed.
+_ASCII_SPACES = " \t\n\r\x0b\x0c"
+_ASCII_WHITESPACE = re.compile(f"[{re.escape(_ASCII_SPACES)}]+")
+# The ASCII characters that str.split() also splits at.
+_INFO_SEPARATORS = frozenset("\x1c\x1d\x1e\x1f")
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,13 @@ def resolve_tag_column(task_or_column: str | int) -> int:
 
 
 def decode_lines(path: Path, encoding: str) -> list[str]:
-    """Read and decode ``path`` line by line so a decoding error can name its line."""
+    """Read and decode ``path`` line by line so a decoding error can name its line.
+
+    Lines end at ``\\n`` only (a ``\\r`` before it is dropped), as in the embeddings loader:
+    ``str.splitlines`` would also break at characters such as U+0085, which is what a
+    cp1252 ellipsis becomes when a file is read as latin-1. A byte-order mark (U+FEFF) at
+    the very start of the file is dropped too.
+    """
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -91,7 +104,7 @@ def decode_lines(path: Path, encoding: str) -> list[str]:
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a folder, expected a column file") from None
     try:
-        return data.decode(encoding).splitlines()
+        text = data.decode(encoding)
     except LookupError:
         raise ConfigError(f"unknown --encoding {encoding!r}") from None
     except UnicodeDecodeError as exc:
@@ -103,6 +116,22 @@ def decode_lines(path: Path, encoding: str) -> list[str]:
             f"{exc.start - line_start + 1}); pass --encoding with the file's encoding "
             f"(for example --encoding latin-1)"
         ) from None
+    lines = text.removeprefix("\ufeff").split("\n")
+    if not lines[-1]:  # the piece after the final newline is not a line
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _fields(line: str) -> list[str]:
+    """The whitespace-separated columns of a line.
+
+    Only ASCII whitespace separates columns (as in the embeddings loader): ``str.split``
+    would also split at characters such as U+0085, U+00A0 or U+001C inside a token.
+    """
+    if line.isascii() and _INFO_SEPARATORS.isdisjoint(line):
+        return line.split()  # the same columns, faster
+    stripped = line.strip(_ASCII_SPACES)
+    return _ASCII_WHITESPACE.split(stripped) if stripped else []
 
 
 def read_conll(
@@ -143,7 +172,7 @@ def read_conll(
             doc_for_current = False
 
     for line_no, raw in enumerate(lines, start=1):
-        fields = raw.split()
+        fields = _fields(raw)
         if not fields:
             flush()
             continue

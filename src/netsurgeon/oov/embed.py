@@ -23,28 +23,39 @@ def embed_words(
     *,
     embeddings: str | None = None,
     encoding: str = "utf-8",
+    embeddings_encoding: str | None = None,
     device: str | torch.device = "auto",
 ) -> int:
     """Predict a vector for each word of a file (one per line, no context).
 
-    ``device`` is where to predict (see :func:`~netsurgeon.oov.run.load_run`).
+    ``encoding`` is the words file's; ``embeddings_encoding`` the embeddings file's (default:
+    the run's). ``device`` is where to predict (see :func:`~netsurgeon.oov.run.load_run`).
 
     Returns:
         Number of vectors written.
 
     Raises:
-        ConfigError: empty or undecodable words file, an unknown device, or CUDA asked for
-            but not available.
+        ConfigError: empty or undecodable words file, a line with more than one word (the
+            message names its line), an unknown device, or CUDA asked for but not available.
     """
     path = Path(words_file)
-    words = list(dict.fromkeys(line.strip() for line in decode_lines(path, encoding)))
-    words = [w for w in words if w]
-    if not words:
-        raise ConfigError(f"{path}: file is empty (expected one word per line)")
-    for line_no, word in enumerate(words, start=1):
+    found: dict[str, None] = {}  # the distinct words, in first-seen order
+    for line_no, line in enumerate(decode_lines(path, encoding), start=1):
+        word = line.strip()
         if any(ch.isspace() for ch in word):
             raise ConfigError(f"{path}:{line_no}: expected one word per line, got {word!r}")
-    run = load_run(run_dir, keep=words, embeddings=embeddings, device=device)
+        if word:
+            found.setdefault(word)
+    words = list(found)
+    if not words:
+        raise ConfigError(f"{path}: file is empty (expected one word per line)")
+    run = load_run(
+        run_dir,
+        keep=words,
+        embeddings=embeddings,
+        embeddings_encoding=embeddings_encoding,
+        device=device,
+    )
     vectors, _ = run.embedder.embed(words, [[] for _ in words], [[] for _ in words])
     write_glove_text(out, words, vectors)
     return len(words)
@@ -57,21 +68,27 @@ def embed_corpus(
     *,
     embeddings: str | None = None,
     encoding: str = "utf-8",
+    embeddings_encoding: str | None = None,
     per_occurrence: bool = False,
     device: str | torch.device = "auto",
 ) -> int:
     """Predict vectors for every OOV occurrence of a column file (tokens in column 0).
 
     By default the occurrences of a word form are averaged into one line per form; with
-    ``per_occurrence`` each occurrence gets its own line (the word repeats). ``device`` is
-    where to predict (see :func:`~netsurgeon.oov.run.load_run`).
+    ``per_occurrence`` each occurrence gets its own line (the word repeats). ``encoding`` is
+    the column file's; ``embeddings_encoding`` the embeddings file's (default: the run's).
+    ``device`` is where to predict (see :func:`~netsurgeon.oov.run.load_run`).
 
     Returns:
         Number of vectors written.
     """
     sentences = [list(s.tokens) for s in read_conll(corpus, encoding=encoding, min_columns=1)]
     run = load_run(
-        run_dir, keep={t for s in sentences for t in s}, embeddings=embeddings, device=device
+        run_dir,
+        keep={t for s in sentences for t in s},
+        embeddings=embeddings,
+        embeddings_encoding=embeddings_encoding,
+        device=device,
     )
     words: list[str] = []
     lefts: list[list[str]] = []

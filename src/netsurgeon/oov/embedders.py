@@ -27,6 +27,7 @@ from torch import nn
 from netsurgeon.errors import ConfigError
 from netsurgeon.oov.batching import OccurrenceBatch
 from netsurgeon.oov.lstm import bilstm
+from netsurgeon.oov.vectors import normaliser
 
 __all__ = [
     "ATTENTION_PARTS",
@@ -100,21 +101,27 @@ class RandomEmbedder(OOVEmbedder):
     """A fixed random vector per word form, drawn from a generator seeded by the form.
 
     The same word always gets the same vector, also in a later process, so predictions survive
-    save and load without storing a vector table.
+    save and load without storing a vector table. Words that normalise alike (``Paris`` and
+    ``paris`` under ``lower``) share their vector, as they share a pretrained one.
 
     Args:
         dim: Embedding dimension.
         seed: Mixed into every word's generator seed.
         scale: Standard deviation of the vectors (match the pretrained vectors').
+        normalise: Word normalisation (a name of
+            :data:`~netsurgeon.oov.vectors.NORMALISERS`) applied before seeding.
     """
 
     method = "random"
     trainable = False
 
-    def __init__(self, *, dim: int, seed: int = 0, scale: float = 1.0) -> None:
+    def __init__(
+        self, *, dim: int, seed: int = 0, scale: float = 1.0, normalise: str = "lower"
+    ) -> None:
         super().__init__(dim=dim)
         if scale <= 0:
             raise ConfigError(f"random embedding scale must be positive, got {scale}")
+        self._normalise = normaliser(normalise)
         self.register_buffer("seed", torch.tensor(seed, dtype=torch.long))
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
         self._cache: dict[str, torch.Tensor] = {}
@@ -122,7 +129,8 @@ class RandomEmbedder(OOVEmbedder):
     def _vector(self, word: str) -> torch.Tensor:
         vector = self._cache.get(word)
         if vector is None:
-            key = (zlib.crc32(word.lower().encode("utf-8")) + 1_000_003 * int(self.seed)) % 2**62
+            form = self._normalise(word).encode("utf-8")
+            key = (zlib.crc32(form) + 1_000_003 * int(self.seed)) % 2**62
             generator = torch.Generator().manual_seed(key)
             vector = torch.randn(self.dim, generator=generator) * float(self.scale)
             self._cache[word] = vector
@@ -487,18 +495,20 @@ def build_embedder(
     seed: int = 0,
     scale: float = 1.0,
     head: str = "linear",
+    normalise: str = "lower",
 ) -> OOVEmbedder:
     """Build the embedder called ``method`` (one of :data:`METHODS`).
 
     ``head`` (one of :data:`HEADS`) is the output layer of the attention methods (``context``
-    and ``comick``); the others ignore it.
+    and ``comick``); the others ignore it. ``normalise`` is the word normalisation, which
+    ``random`` applies to a word before seeding its vector.
 
     Raises:
         ConfigError: unknown method or head, or bad size.
     """
     _check_head(head)  # every method, so a bad head fails whichever method is chosen
     if method == "random":
-        return RandomEmbedder(dim=dim, seed=seed, scale=scale)
+        return RandomEmbedder(dim=dim, seed=seed, scale=scale, normalise=normalise)
     if method == "unk":
         return UnkEmbedder(dim=dim)
     if method == "zero":

@@ -138,6 +138,7 @@ def evaluate_run(
     *,
     embeddings: str | None = None,
     encoding: str | None = None,
+    embeddings_encoding: str | None = None,
     device: str | torch.device = "auto",
 ) -> Evaluation:
     """Load a run folder and evaluate it on a column file.
@@ -147,6 +148,7 @@ def evaluate_run(
         data_file: Column file with gold tags in the run's tag column.
         embeddings: Embeddings file to use instead of the run's own.
         encoding: Encoding of ``data_file`` (default: the run's).
+        embeddings_encoding: Encoding of the embeddings file (default: the run's).
         device: Where to predict (see :func:`~netsurgeon.oov.run.load_run`).
 
     Raises:
@@ -154,7 +156,12 @@ def evaluate_run(
             CheckpointError: bad run or mismatching embeddings.
     """
     run, data = load_run_and_data(
-        run_dir, data_file, embeddings=embeddings, encoding=encoding, device=device
+        run_dir,
+        data_file,
+        embeddings=embeddings,
+        encoding=encoding,
+        embeddings_encoding=embeddings_encoding,
+        device=device,
     )
     return evaluate_data(run, data)
 
@@ -165,6 +172,7 @@ def load_run_and_data(
     *,
     embeddings: str | None = None,
     encoding: str | None = None,
+    embeddings_encoding: str | None = None,
     device: str | torch.device = "auto",
 ) -> tuple[TrainedRun, TaggedData]:
     """A run folder and a column file read with the run's settings (tag column, scheme).
@@ -182,6 +190,10 @@ def load_run_and_data(
         scheme=config.tag_scheme,
     )
     run = load_run(
-        run_dir, keep={t for s in data.tokens for t in s}, embeddings=embeddings, device=device
+        run_dir,
+        keep={t for s in data.tokens for t in s},
+        embeddings=embeddings,
+        embeddings_encoding=embeddings_encoding,
+        device=device,
     )
     return run, data

@@ -63,6 +63,8 @@ class TrainConfig:
     """Everything that defines a training run (written to ``config.json``).
 
     Attributes mirror the ``netsurgeon oov train`` options; see ``--help`` for each.
+    ``encoding`` is the data files' text encoding, ``embeddings_encoding`` the embeddings
+    file's. :func:`~netsurgeon.oov.train.train` stores ``embeddings`` as an absolute path.
     """
 
     task: str = "ner"
@@ -74,6 +76,7 @@ class TrainConfig:
     normalise: str = "lower"
     max_vocab: int | None = None
     encoding: str = "utf-8"
+    embeddings_encoding: str = "utf-8"
     context_size: int | None = None
     char_dim: int = 20
     oov_hidden: int = 128
@@ -154,6 +157,10 @@ class TrainConfig:
     def from_json(cls, data: Any) -> TrainConfig:
         """Rebuild from :meth:`to_json` output.
 
+        Fields added since a run was written take their defaults, except
+        ``embeddings_encoding``: runs from before it existed read their embeddings with
+        ``encoding``, so that is what it becomes.
+
         Raises:
             CheckpointError: unknown or missing fields.
         """
@@ -163,6 +170,8 @@ class TrainConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise CheckpointError(f"config.json has unknown fields {unknown}")
+        if "embeddings_encoding" not in data and "encoding" in data:
+            data = {**data, "embeddings_encoding": data["encoding"]}
         try:
             return cls(**data)
         except ConfigError as exc:
@@ -182,6 +191,7 @@ def build_tagger(
         seed=config.seed,
         scale=scale,
         head=config.oov_head,
+        normalise=config.normalise,
     )
     return Tagger(
         embedder=embedder,
@@ -399,8 +409,9 @@ def check_embeddings(embeddings: Embeddings, expected: dict[str, Any], run: Path
 def load_run(
     run: str | os.PathLike[str],
     *,
-    keep: Iterable[str] = (),
+    keep: Iterable[str] | None = None,
     embeddings: str | None = None,
+    embeddings_encoding: str | None = None,
     weights: str = MODEL_FILE,
     device: str | torch.device = "auto",
 ) -> TrainedRun:
@@ -408,8 +419,15 @@ def load_run(
 
     Args:
         run: The run folder written by training.
-        keep: Tokens that will be tagged or used as context (their vectors are loaded).
+        keep: Tokens that will be tagged or used as context (their vectors are loaded; any
+            other token is OOV, and its vector predicted). ``None`` (the default) loads
+            every word of the embeddings' vocabulary, right for any input but costly: the
+            whole file is parsed, the run holds ``vocab_size x dim`` float32 values (80 MB
+            for the packaged GloVe 6B 50d, 480 MB for 6B 300d, 2.6 GB for the 2.2 million
+            words of 840B 300d), and each forward pass builds a word table of that size.
+            Pass the tokens to be tagged (and their contexts) when they are known.
         embeddings: Embeddings file to use instead of the one recorded in the run.
+        embeddings_encoding: Text encoding of the embeddings file (default: the run's).
         weights: Weights file inside the run folder.
         device: Where to predict: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda``
             or ``cuda:N``; any device trained the run.
@@ -417,7 +435,8 @@ def load_run(
     Raises:
         CheckpointError: missing/corrupt files, or embeddings whose dimension or vocabulary
             differ from the training ones.
-        ConfigError: an unknown device, or CUDA asked for but not available.
+        ConfigError: an unknown device, CUDA asked for but not available, or an embeddings
+            file that cannot be read.
     """
     target = resolve_device(device)
     run = Path(run)
@@ -437,7 +456,7 @@ def load_run(
         normalise=config.normalise,
         max_vocab=config.max_vocab,
         format=config.embeddings_format,
-        encoding=config.encoding,
+        encoding=embeddings_encoding or config.embeddings_encoding,
     )
     check_embeddings(loaded, expected, run)
     tagger = build_tagger(

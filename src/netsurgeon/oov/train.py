@@ -13,6 +13,7 @@ continues or loads on another device.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -55,7 +56,7 @@ from netsurgeon.oov.run import (
     read_json,
 )
 from netsurgeon.oov.tagger import Tagger
-from netsurgeon.oov.vectors import load_embeddings, normaliser
+from netsurgeon.oov.vectors import PACKAGED_GLOVE, load_embeddings, normaliser
 from netsurgeon.oov.vocab import TagVocabulary, oov_stats
 from netsurgeon.pruning.stats import resolve_device
 
@@ -237,6 +238,26 @@ def _evaluate(
     return tagging_metrics(config.task, data.tags, prediction.tags, prediction.oov_mask)
 
 
+def _absolute_embeddings(config: TrainConfig) -> TrainConfig:
+    """``config`` with its embeddings file as an absolute path, so the run loads from anywhere."""
+    if config.embeddings is None or config.embeddings == PACKAGED_GLOVE:
+        return config
+    return dataclasses.replace(config, embeddings=str(Path(config.embeddings).resolve()))
+
+
+def _same_file(saved: Any, now: Any) -> bool:
+    """Whether two recorded embeddings sources name the same file.
+
+    Runs written before paths were made absolute recorded them as typed; such a relative path
+    is taken from the current folder, where a resumed run is normally started again.
+    """
+    if saved == now:
+        return True
+    if not isinstance(saved, str) or not isinstance(now, str) or PACKAGED_GLOVE in (saved, now):
+        return False
+    return Path(saved).resolve() == Path(now).resolve()
+
+
 def _check_out(out: Path, config: TrainConfig, resume: bool) -> bool:
     """Whether to resume from ``out``; refuses to overwrite another run."""
     checkpoint = out / CHECKPOINT_FILE
@@ -248,11 +269,13 @@ def _check_out(out: Path, config: TrainConfig, resume: bool) -> bool:
         return False
     if not checkpoint.exists():
         return False
-    saved = read_json(out / CONFIG_FILE, "configuration")
-    if saved != config.to_json():
-        changed = sorted(
-            k for k in set(saved) | set(config.to_json()) if saved.get(k) != config.to_json().get(k)
-        )
+    # Through TrainConfig, so that fields added since the run was written get their defaults.
+    saved = TrainConfig.from_json(read_json(out / CONFIG_FILE, "configuration")).to_json()
+    now = config.to_json()
+    if _same_file(saved["embeddings"], now["embeddings"]):
+        saved["embeddings"] = now["embeddings"]
+    if saved != now:
+        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         raise ConfigError(
             f"{out}: cannot resume, the configuration differs in {changed}; use the same options"
         )
@@ -268,6 +291,11 @@ def _check_same_data(out: Path, vocab: dict[str, Any]) -> None:
     """
     saved = read_json(out / VOCAB_FILE, "vocabularies")
     now = json.loads(json.dumps(vocab))  # tuples become lists, as in the saved file
+    saved_embeddings = saved.get("embeddings")
+    if isinstance(saved_embeddings, dict) and _same_file(
+        saved_embeddings.get("source"), now["embeddings"]["source"]
+    ):
+        saved["embeddings"] = {**saved_embeddings, "source": now["embeddings"]["source"]}
     differ = sorted(k for k in now if k in saved and saved[k] != now[k])
     if differ:
         raise ConfigError(
@@ -289,7 +317,7 @@ def train(
     """Train a tagger with an OOV embedder and write the run folder.
 
     Args:
-        config: The run's configuration.
+        config: The run's configuration; a relative ``embeddings`` path is stored absolute.
         train_file: Training column file.
         dev_file: Development column file (early stopping and model selection).
         out: Run folder to create (or continue with ``resume``).
@@ -306,6 +334,7 @@ def train(
     """
     device = resolve_device(device)
     out = Path(out)
+    config = _absolute_embeddings(config)
     resuming = _check_out(out, config, resume)
     _seed_everything(config.seed)
     train_data = read_tagged(
@@ -325,7 +354,7 @@ def train(
         normalise=config.normalise,
         max_vocab=config.max_vocab,
         format=config.embeddings_format,
-        encoding=config.encoding,
+        encoding=config.embeddings_encoding,
     )
     if len(embeddings) == 0:
         raise ConfigError(

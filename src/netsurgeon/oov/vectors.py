@@ -137,20 +137,26 @@ def load_embeddings(
         keep: Tokens whose vectors are wanted (normalised here); ``None`` keeps every word.
         normalise: Word normalisation, ``lower`` (right for GloVe 6B) or ``none``.
         max_vocab: Keep only the first (most frequent) ``max_vocab`` distinct words.
-        format: One of :data:`FORMATS`; ``auto`` picks word2vec binary for ``.bin`` files
-            and recognises a word2vec ``count dim`` header in text files.
-        encoding: Text encoding of the words.
+        format: One of :data:`FORMATS`; ``auto`` picks word2vec binary for ``.bin`` and
+            ``.bin.gz`` files and recognises a word2vec ``count dim`` header in text files.
+        encoding: Text encoding of the words (``--embeddings-encoding``). A UTF-8 byte-order
+            mark at the start of a text file is skipped.
 
     Returns:
         The kept vectors and the fingerprint of the whole vocabulary.
 
     Raises:
-        ConfigError: bad argument, missing file, rows of inconsistent dimensions, or text that
-            cannot be decoded (the message names the file and line).
+        ConfigError: bad argument, missing file, rows of inconsistent dimensions, text that
+            cannot be decoded, or a kept vector value that is not a finite ``float32`` number
+            (nan, inf, or beyond about 3.4e38); the message names the file and line.
     """
     norm = normaliser(normalise)
     if format not in FORMATS:
         raise ConfigError(f"embedding format {format!r} is not one of {list(FORMATS)}")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigError(f"unknown --embeddings-encoding {encoding!r}") from None
     if max_vocab is not None and max_vocab < 1:
         raise ConfigError(f"max_vocab must be a positive integer, got {max_vocab}")
     wanted = None if keep is None else {norm(word) for word in keep}
@@ -163,7 +169,7 @@ def load_embeddings(
         if not path.is_file():
             raise ConfigError(f"{path}: embeddings file not found")
         if format == "auto":
-            format = "word2vec-binary" if path.suffix == ".bin" else "glove"
+            format = "word2vec-binary" if _is_binary_name(path) else "glove"
         if format == "word2vec-binary":
             _load_word2vec_binary(path, scan, encoding)
         else:
@@ -271,6 +277,11 @@ def _load_packaged(scan: _Scan) -> None:
     scan.vectors = np.asarray(matrix[np.asarray(scan.kept_rows, dtype=np.int64)])
 
 
+def _is_binary_name(path: Path) -> bool:
+    """Whether the file name says word2vec binary (``.bin``, or gzipped ``.bin.gz``)."""
+    return path.name.endswith((".bin", ".bin.gz"))
+
+
 def _open_binary(path: Path) -> BinaryIO:
     if path.suffix == ".gz":
         return gzip.open(path, "rb")  # type: ignore[return-value]
@@ -282,8 +293,8 @@ def _decode(raw: bytes, path: Path, line_no: int, encoding: str) -> str:
         return raw.decode(encoding)
     except UnicodeDecodeError:
         raise ConfigError(
-            f"{path}:{line_no}: not valid {encoding} text; pass --encoding with the file's "
-            "encoding (for example --encoding latin-1)"
+            f"{path}:{line_no}: not valid {encoding} text; pass --embeddings-encoding with the "
+            "file's encoding (for example --embeddings-encoding latin-1)"
         ) from None
 
 
@@ -423,7 +434,11 @@ class _TextReader:
         self._values_parser: _ArrowParser | None = None
 
     def read(self, handle: BinaryIO) -> None:
-        for block in _iter_blocks(handle):
+        bom = _byte_order_mark(self.encoding)
+        for block_no, block in enumerate(_iter_blocks(handle)):
+            if block_no == 0 and bom and block.startswith(bom):
+                # Editors on Windows start UTF-8 files with one; it is not part of the first word.
+                block = block[len(bom) :]
             start = 0  # lines before the dimension is known (a header, blanks) go one by one
             while self.dim is None and start < len(block) and not self.done:
                 end = block.find(b"\n", start)
@@ -539,9 +554,21 @@ class _TextReader:
                 self._values_parser = _ArrowParser(self.csv, self.dim, word_encoding=None)
             parsed = self._values_parser.parse(b"\n".join(rows))
         if parsed is not None and len(parsed[1]) == len(rows):
-            self.chunks.append(parsed[1])
+            self.chunks.append(parsed[1])  # pyarrow's parser returns only finite values
         else:
-            self.chunks.append(self._parse(rows, lines))
+            chunk = self._parse(rows, lines)
+            if not np.isfinite(chunk).all():
+                self._refuse_non_finite(chunk, rows, lines)
+            self.chunks.append(chunk)
+
+    def _refuse_non_finite(self, chunk: np.ndarray, rows: list[bytes], lines: list[int]) -> None:
+        """Raise ConfigError naming the first row of ``chunk`` with a nan or inf value."""
+        bad_row, bad_column = np.argwhere(~np.isfinite(chunk))[0]
+        value = rows[bad_row].split()[bad_column].decode(self.encoding, errors="replace")
+        raise ConfigError(
+            f"{self.path}:{lines[bad_row]}: vector value {value!r} is not a finite number "
+            "(nan, inf, or too large for float32)"
+        )
 
     def _parse(self, rows: list[bytes], lines: list[int]) -> np.ndarray:
         """Parse rows with numpy; a row it cannot read raises ConfigError naming its line."""
@@ -574,6 +601,16 @@ def _load_text(path: Path, scan: _Scan, encoding: str) -> None:
     with _open_binary(path) as handle:
         reader.read(handle)
     reader.finish()
+
+
+def _byte_order_mark(encoding: str) -> bytes | None:
+    """The bytes of a byte-order mark in ``encoding`` (None where it has none)."""
+    if codecs.lookup(encoding).name == "utf-8-sig":
+        return codecs.BOM_UTF8  # encoding U+FEFF with it would give the mark twice
+    try:
+        return "\ufeff".encode(encoding)
+    except UnicodeEncodeError:
+        return None
 
 
 def _is_word2vec_header(line: bytes) -> bool:
@@ -627,6 +664,13 @@ def _load_word2vec_binary(path: Path, scan: _Scan, encoding: str) -> None:
     vectors = np.empty((len(offsets), dim), dtype=np.float32)
     for i, offset in enumerate(offsets):
         vectors[i] = buffer[offset : offset + row_bytes].view("<f4")
+    if not np.isfinite(vectors).all():
+        bad_row, bad_column = np.argwhere(~np.isfinite(vectors))[0]
+        raise ConfigError(
+            f"{path}: the vector of {scan.kept_words[bad_row]!r} (row "
+            f"{scan.kept_rows[bad_row] + 1}) holds {vectors[bad_row, bad_column]}, which is not "
+            "a finite number"
+        )
     scan.vectors = vectors
 
 
@@ -644,4 +688,5 @@ def write_glove_text(
         for word, vector in zip(words, np.asarray(vectors), strict=True):
             if not word or any(ch.isspace() for ch in word):
                 raise ConfigError(f"cannot write word {word!r} in GloVe text format")
-            handle.write(word + " " + " ".join(f"{x:.6g}" for x in vector.tolist()) + "\n")
+            # 9 significant digits give back the same float32 when read.
+            handle.write(word + " " + " ".join(f"{x:.9g}" for x in vector.tolist()) + "\n")
