@@ -70,7 +70,7 @@ def main(out: Path) -> None:
         "world_size": info.world_size,
         "finetune_steps": steps.steps,
         "finetune_samples": steps.samples,
-        "sampler": type(train.sampler).__name__,
+        "sampler": type(train.sampler.sampler).__name__,  # inside make_loader's KeyedSampler
         "batches_per_epoch": len(train),
         "history": history.to_dict(),
     }

@@ -6,9 +6,11 @@ import copy
 import io
 import math
 import os
+import random
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -24,6 +26,8 @@ from netsurgeon.vision.data import (
     IMAGENET_STD,
     DeviceNormalizedLoader,
     ImageFolderDataset,
+    KeyedSampler,
+    SeededItems,
     SeededRandomSampler,
     build_transforms,
     default_num_workers,
@@ -289,6 +293,51 @@ def test_seeded_sampler_depends_only_on_seed_and_epoch() -> None:
     assert len(a) == 20
 
 
+def _first_batches(loader: Any, epoch: int, n: int = 2) -> torch.Tensor:
+    loader.sampler.set_epoch(epoch)
+    batches = []
+    for inputs, _ in loader:
+        batches.append(inputs)
+        if len(batches) == n:
+            break
+    return torch.cat(batches)
+
+
+def test_augmentation_depends_on_seed_epoch_and_index_not_on_loader_processes(
+    tmp_path: Path,
+) -> None:
+    dataset = ImageFolderDataset(
+        noise_folder(tmp_path / "d", per_class=6, size=(40, 30)),
+        transform=build_transforms(train=True, input_size=16),
+    )
+    single = make_loader(dataset, batch_size=4, train=True, num_workers=0, seed=3)
+    workers = make_loader(dataset, batch_size=4, train=True, num_workers=2, seed=3)
+    reference = _first_batches(single, 0)
+    _first_batches(workers, 1)  # the kept-alive workers' random streams move on...
+    assert torch.equal(_first_batches(workers, 0), reference)  # ...and change nothing
+    assert not torch.equal(_first_batches(single, 1), reference)  # another epoch's crops
+    other_seed = make_loader(dataset, batch_size=4, train=True, num_workers=0, seed=4)
+    assert not torch.equal(_first_batches(other_seed, 0), reference)
+
+
+def test_seeded_items_restore_the_callers_random_streams() -> None:
+    class Draws:
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, index: int) -> tuple[float, float]:
+            return torch.rand(()).item(), random.random()
+
+    items = SeededItems(Draws())
+    torch.manual_seed(1)
+    random.seed(1)
+    expected = torch.rand(2), random.random()
+    torch.manual_seed(1)
+    random.seed(1)
+    assert items[(0, 7)] == items[(3, 7)] != items[(0, 8)]  # the key's seed decides
+    assert torch.equal(torch.rand(2), expected[0]) and random.random() == expected[1]
+
+
 def test_make_loader_defaults(tmp_path: Path) -> None:
     dataset = ImageFolderDataset(
         make_folder(tmp_path / "d", per_class=2),
@@ -297,7 +346,9 @@ def test_make_loader_defaults(tmp_path: Path) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert default_num_workers() == min(4, cores or 1)
     train = make_loader(dataset, batch_size=3, train=True, num_workers=0, seed=5)
-    assert isinstance(train.sampler, SeededRandomSampler) and train.sampler.seed == 5
+    assert isinstance(train.sampler, KeyedSampler) and train.sampler.seed == 5
+    shuffle = train.sampler.sampler
+    assert isinstance(shuffle, SeededRandomSampler) and shuffle.seed == 5
     assert train.pin_memory == torch.cuda.is_available()
     assert not train.persistent_workers
     evaluation = make_loader(dataset, batch_size=3, train=False, num_workers=0)
@@ -449,10 +500,14 @@ class ColourNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-def test_resume_on_an_image_folder_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    root = make_folder(tmp_path / "d", per_class=6, size=(24, 24))
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_on_an_image_folder_matches_an_uninterrupted_run(
+    tmp_path: Path, workers: int
+) -> None:
+    # Noise images, so that random crops and flips change the batches.
+    root = noise_folder(tmp_path / "d", per_class=6, size=(24, 24))
     data = load_image_data(root, input_size=16, val_fraction=0.25, seed=0)
-    train = make_loader(data.train, batch_size=3, train=True, num_workers=0, seed=1)
+    train = make_loader(data.train, batch_size=3, train=True, num_workers=workers, seed=1)
     val = make_loader(data.val, batch_size=4, train=False, num_workers=0)
     config = TrainConfig(device="cpu", epochs=2, lr=0.05, progress=False)
 

@@ -12,6 +12,7 @@ import ctypes
 import multiprocessing
 import multiprocessing.context
 import os
+import random
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
@@ -522,6 +523,60 @@ class SeededRandomSampler(Sampler[int]):
         return self.num_samples
 
 
+class KeyedSampler(Sampler[tuple[int, int]]):
+    """Wraps an index sampler and yields ``(index, seed)`` keys for :class:`SeededItems`.
+
+    Each sample's seed depends only on the loader's seed, the epoch and the sample's index, so
+    random augmentation gives the same images whatever the number of loader processes, whether
+    they are kept alive between epochs, and whether the run was resumed.
+    """
+
+    def __init__(self, sampler: Sampler[int], *, seed: int = 0) -> None:
+        self.sampler = sampler
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order and the augmentation of ``epoch``."""
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        # Tuples of ints hash the same in every process and run (PYTHONHASHSEED is for str).
+        for index in self.sampler:
+            yield index, hash((self.seed, self.epoch, index)) % 2**63
+
+    def __len__(self) -> int:
+        return len(self.sampler)  # type: ignore[arg-type]
+
+
+class SeededItems(Dataset[Any]):
+    """A dataset indexed by :class:`KeyedSampler`'s ``(index, seed)`` keys.
+
+    The random number generators of torch and Python's ``random`` (which torchvision's
+    transforms draw from) are seeded with the key's seed while ``dataset[index]`` is built,
+    then restored, so the caller's random streams (dropout, shuffles) are left as they were.
+    """
+
+    def __init__(self, dataset: Dataset[Any]) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        torch_state, python_state = torch.random.get_rng_state(), random.getstate()
+        torch.default_generator.manual_seed(seed)  # torch.manual_seed also seeds GPUs: slow
+        random.seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            torch.random.set_rng_state(torch_state)
+            random.setstate(python_state)
+
+
 def default_num_workers() -> int:
     """``min(4, CPU cores available to this process)``."""
     try:
@@ -613,10 +668,12 @@ def make_loader(
     Args:
         dataset: Any map-style dataset.
         batch_size: Samples per batch (per process under distributed training).
-        train: Shuffle, with an order fixed by ``seed`` and the epoch.
+        train: Shuffle, with an order fixed by ``seed`` and the epoch; random transforms
+            are seeded per sample by ``seed``, the epoch and the sample's index
+            (:class:`KeyedSampler`), so the batches do not depend on ``num_workers``.
         num_workers: Loader processes; ``None`` is :func:`default_num_workers`. Workers are
             kept alive between epochs.
-        seed: Seed of the shuffle.
+        seed: Seed of the shuffle and the augmentation.
         pin_memory: ``None`` pins when CUDA is available.
         drop_last: Drop a last incomplete batch.
         device: The device the batches are for (``"auto"``, ``"cuda"``...). When it is a GPU
@@ -678,10 +735,14 @@ def make_loader(
             num_workers=num_workers,
             show_progress=info.rank == 0,
         )
+    keyed: Sampler[Any] | None = sampler
+    if train and sampler is not None:
+        # Augmentation seeded per sample, not per loader process: see KeyedSampler.
+        dataset, keyed = SeededItems(dataset), KeyedSampler(sampler, seed=seed)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=sampler,
+        sampler=keyed,
         num_workers=num_workers,
         pin_memory=pin_memory,
         drop_last=drop_last,
