@@ -409,19 +409,27 @@ def test_compile_trains_like_eager_and_saves_plain_weights(
     monkeypatch.setattr(torch, "compile", counting_compile)
     data = NoisyDataset(48, seed=0)
     train = DataLoader(TensorDataset(data.images, data.labels), batch_size=8)
-    models = []
+    models, histories = [], []
     for compiled in (False, True):
         model = make_model()
         model.drop = nn.Identity()  # compiled dropout draws other random numbers
-        fit(
-            model,
-            train,
-            train,
-            config=cpu_config(epochs=1, compile=compiled),
-            checkpoint_path=tmp_path / f"compiled{compiled}.pt",
+        histories.append(
+            fit(
+                model,
+                train,
+                train,
+                config=cpu_config(epochs=2, compile=compiled),
+                checkpoint_path=tmp_path / f"compiled{compiled}.pt",
+            )
         )
         models.append(model)
     assert wrapped == [models[1]]  # only the compile=True run, and its training steps
+    # The first compiled epoch spent most of its time compiling, and says so; the second
+    # reused the compiled code; eager epochs compile nothing.
+    first, second = histories[1].epochs
+    assert 0.5 * first.epoch_time_s < first.compile_time_s <= first.epoch_time_s
+    assert second.compile_time_s == 0.0
+    assert [r.compile_time_s for r in histories[0].epochs] == [0.0, 0.0]
     eager, compiled = (m.state_dict() for m in models)
     assert eager.keys() == compiled.keys()  # no "_orig_mod." prefix from torch.compile
     for key, value in eager.items():

@@ -47,6 +47,7 @@ __all__ = [
     "TrainConfig",
     "TrainState",
     "atomic_save",
+    "compile_seconds",
     "evaluate",
     "finetune_steps",
     "fit",
@@ -292,6 +293,8 @@ class EpochRecord:
         val_time_s: Wall time of validation.
         data_wait_s: Part of ``epoch_time_s`` spent waiting for the next batch.
         lr: Learning rate at the end of the epoch.
+        compile_time_s: Part of ``epoch_time_s`` that :func:`torch.compile` spent compiling
+            (``TrainConfig(compile=True)``; see :func:`compile_seconds`), 0 otherwise.
     """
 
     epoch: int
@@ -305,6 +308,7 @@ class EpochRecord:
     val_time_s: float
     data_wait_s: float
     lr: float
+    compile_time_s: float = 0.0
 
     @property
     def data_wait_share(self) -> float:
@@ -927,6 +931,7 @@ def fit(
         for callback in callbacks:
             callback.on_epoch_start(state, epoch)
         limit = None if config.max_steps is None else config.max_steps - state.global_step
+        compiled_before = compile_seconds() if config.compile else 0.0
         steps, samples, train_loss, train_acc, elapsed, wait = trainer.train_pass(
             train_loader,
             epoch=epoch,
@@ -934,6 +939,7 @@ def fit(
             length=steps_per_epoch,
             desc=f"epoch {epoch + 1}/{config.epochs}",
         )
+        compiling = compile_seconds() - compiled_before if config.compile else 0.0
         val_start = time.perf_counter()
         val = (
             evaluate(
@@ -959,6 +965,7 @@ def fit(
             val_time_s=time.perf_counter() - val_start if val else 0.0,
             data_wait_s=wait,
             lr=float(trainer.optimizer.param_groups[0]["lr"]),
+            compile_time_s=min(max(compiling, 0.0), elapsed),
         )
         state.history.epochs.append(record)
         state.epoch = epoch + 1
@@ -985,7 +992,32 @@ def _format_record(record: EpochRecord, epochs: int) -> str:
     )
     if record.val_accuracy is not None:
         text += f", val loss {record.val_loss:.4f} acc {record.val_accuracy:.3f}"
-    return text + f", {record.epoch_time_s:.1f}s ({record.data_wait_share:.0%} waiting for data)"
+    text += f", {record.epoch_time_s:.1f}s ({record.data_wait_share:.0%} waiting for data"
+    if record.compile_time_s:
+        text += f", {record.compile_time_s:.1f}s compiling"
+    return text + ")"
+
+
+# TorchDynamo's timers of a forward graph's compilation, and of a backward graph's (compiled
+# lazily, in the first backward pass that needs it).
+_COMPILE_TIMERS = ("_compile.compile_inner", "backward._backward_impl")
+
+
+def compile_seconds() -> float:
+    """Seconds :func:`torch.compile` has spent compiling in this process so far.
+
+    Read from TorchDynamo's own timers, which are not public API: 0.0 where this version of
+    torch does not have them. :func:`torch.compiler.reset` clears them, so compare two
+    readings only when no reset came between.
+    """
+    try:
+        from torch._dynamo.utils import compilation_time_metrics
+    except ImportError:  # pragma: no cover - a torch without TorchDynamo
+        return 0.0
+    try:
+        return float(sum(sum(compilation_time_metrics.get(k, ())) for k in _COMPILE_TIMERS))
+    except (TypeError, AttributeError):  # pragma: no cover - the timers changed shape
+        return 0.0
 
 
 def _checkpoint_dict(trainer: _Trainer) -> dict[str, Any]:

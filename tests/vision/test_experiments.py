@@ -530,3 +530,28 @@ def test_resumed_sweep_scores_filters_on_the_same_batches(tmp_path: Any) -> None
     resumed = sweep(tmp_path / "resumed")
     keys = ("criterion", "level", "params", "macs", "acc_before", "loss_before")
     assert [[r[k] for k in keys] for r in resumed] == [[r[k] for k in keys] for r in whole]
+
+
+def test_time_per_epoch_leaves_out_compiling(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --compile the first epoch compiles; the row's training speed must not count it."""
+    from netsurgeon.training import EpochRecord, History
+
+    def fake_fit(model: Any, *args: Any, config: TrainConfig, **kwargs: Any) -> History:
+        common = {"samples": 48, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0,
+                  "val_accuracy": 0.5, "val_time_s": 0.1, "data_wait_s": 0.0, "lr": 0.01,
+                  "steps": 6}  # fmt: skip
+        return History([
+            EpochRecord(epoch=0, epoch_time_s=10.0, compile_time_s=8.0, **common),
+            EpochRecord(epoch=1, epoch_time_s=2.5, compile_time_s=0.0, **common),
+        ])  # fmt: skip
+
+    monkeypatch.setattr(experiments, "_fit_afresh", fake_fit)
+    train, val = tiny_loaders()
+    config = tiny_config(criteria=("l1",), levels=(0.5,), finetune_epochs=2, reference=False)
+    (row,) = run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path).rows
+    assert row["epoch_times_s"] == [2.0, 2.5]
+    assert row["epoch_time_s"] == 2.25 and row["compile_time_s"] == 8.0
+    header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    assert "compile_time_s" in header
