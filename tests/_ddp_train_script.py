@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
-from netsurgeon.training import TrainConfig, finetune_steps, fit, init_distributed
+from netsurgeon.training import TrainConfig, evaluate, finetune_steps, fit, init_distributed
 from netsurgeon.vision.data import make_loader
 
 
@@ -65,6 +65,11 @@ def main(out: Path) -> None:
         out / f"recal{info.rank}.pt",
     )
     cached_shard = _cached_images(out / "images", config, rank=info.rank)
+    # Evaluation over 41 samples (not a multiple of 2): each one on exactly one rank, so the
+    # reduced figures are those of one process over the whole set.
+    odd = TensorDataset(torch.cat([images, images[:1]]), torch.cat([labels, labels[:1]]))
+    sharded = make_loader(odd, batch_size=8, train=False, num_workers=0)
+    whole = evaluate(model, DataLoader(odd, batch_size=8), device="cpu")  # both ranks: all 41
     report = {
         "cached_shard": cached_shard,
         "world_size": info.world_size,
@@ -72,6 +77,9 @@ def main(out: Path) -> None:
         "finetune_samples": steps.samples,
         "sampler": type(train.sampler.sampler).__name__,  # inside make_loader's KeyedSampler
         "batches_per_epoch": len(train),
+        "eval_shard": [int(i) for i in sharded.sampler],
+        "eval_sharded": evaluate(model, sharded, device="cpu"),
+        "eval_whole": whole,
         "history": history.to_dict(),
     }
     (out / f"rank{info.rank}.json").write_text(json.dumps(report))

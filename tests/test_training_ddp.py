@@ -60,6 +60,12 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
     ]
     assert metrics[0] == metrics[1]
     assert [e["samples"] for e in reports[0]["history"]["epochs"]] == [40, 40]
+    # evaluation shards hold every sample once, however uneven: 21 + 20 of 41
+    shards = [r["eval_shard"] for r in reports]
+    assert sorted(shards[0] + shards[1]) == list(range(41))
+    for report in reports:
+        assert report["eval_sharded"]["accuracy"] == report["eval_whole"]["accuracy"]
+        assert report["eval_sharded"]["loss"] == pytest.approx(report["eval_whole"]["loss"])
 
     # only rank 0 writes the checkpoint, prints and shows progress
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)

@@ -523,6 +523,26 @@ class SeededRandomSampler(Sampler[int]):
         return self.num_samples
 
 
+class ShardSampler(Sampler[int]):
+    """Evaluation indices ``rank, rank + world_size, ...``: each sample on exactly one process.
+
+    :class:`~torch.utils.data.DistributedSampler` pads the shards to equal sizes by repeating
+    samples, which suits training but would count those samples twice in an evaluation that
+    sums over processes.
+    """
+
+    def __init__(self, data_source: Sized, *, rank: int, world_size: int) -> None:
+        self.num_samples = len(data_source)
+        self.rank = rank
+        self.world_size = world_size
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.num_samples, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_samples, self.world_size))
+
+
 class KeyedSampler(Sampler[tuple[int, int]]):
     """Wraps an index sampler and yields ``(index, seed)`` keys for :class:`SeededItems`.
 
@@ -662,8 +682,9 @@ def make_loader(
     """A data loader for training (shuffled by seed and epoch) or evaluation (in order).
 
     Under ``torch.distributed`` (initialised, or ``WORLD_SIZE > 1`` in the environment, in
-    which case the process group is initialised here) each process gets its shard through a
-    :class:`~torch.utils.data.DistributedSampler`.
+    which case the process group is initialised here) each process gets its shard: for
+    training through a :class:`~torch.utils.data.DistributedSampler`, for evaluation through
+    a :class:`ShardSampler`, which gives every sample to exactly one process.
 
     Args:
         dataset: Any map-style dataset.
@@ -716,8 +737,10 @@ def make_loader(
         if uint8 is not None:
             dataset = dataset.subset(range(len(dataset)), transform=uint8[0])
     sampler: Sampler[int] | None
-    if dist.is_available() and dist.is_initialized():
-        sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=drop_last)
+    if dist.is_available() and dist.is_initialized() and train:
+        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=drop_last)
+    elif dist.is_available() and dist.is_initialized():
+        sampler = ShardSampler(dataset, rank=dist.get_rank(), world_size=dist.get_world_size())
     elif train:
         sampler = SeededRandomSampler(dataset, seed=seed)
     else:
