@@ -97,6 +97,7 @@ def test_stats_of_the_saved_file_matches_prune(pruned: tuple[dict[str, Any], Pat
     assert status == 0
     stats = json.loads(stdout)
     assert stats["source"] == "file"
+    assert stats["threads"] == 1 and report["after"]["threads"] == 1  # FAST's --threads 1
     for key in ("params", "macs", "size_bytes"):
         assert stats[key] == report["after"][key], key
 
@@ -110,7 +111,8 @@ def test_prune_prints_a_table_and_saves(tmp_path: Path) -> None:
     assert lines[0].startswith("pruned resnet18 with l1 (layer scope, target MACs 0.5)")
     assert lines[1].split() == ["metric", "before", "after", "after/before"]
     rows = {re.split(r"\s{2,}", line)[0]: re.split(r"\s{2,}", line) for line in lines[2:6]}
-    assert set(rows) == {"params", "MACs (per image)", "size on disk", "latency (batch 1, cpu)"}
+    latency = "latency (batch 1, cpu, 1 thread)"  # FAST's --threads 1, which CPU latency needs
+    assert set(rows) == {"params", "MACs (per image)", "size on disk", latency}
     assert rows["params"][1] == "11.690 M"
     assert float(rows["MACs (per image)"][3]) <= 0.6  # kept fraction of MACs, near the target
     assert lines[6].startswith("kept unpruned")
@@ -201,7 +203,7 @@ def test_stats_prints_a_table_and_restores_threads() -> None:
         "params",
         "MACs (per image)",
         "size on disk",
-        "latency (batch 1, cpu)",
+        "latency (batch 1, cpu, 1 thread)",
     ]
     assert cells[0][1] == "11.690 M"
     assert cells[1][1] == f"{_resnet18_macs(32) / 1e6:.3f} M"

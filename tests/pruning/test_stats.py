@@ -162,6 +162,19 @@ def test_model_stats_measure_latency_and_flags() -> None:
     assert model.training
 
 
+def test_cpu_latency_records_the_thread_count_it_ran_with() -> None:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        stats = ModelStats.measure(_small_cnn(), input_size=8, repeats=1, warmup=0)
+    finally:
+        torch.set_num_threads(previous)
+    assert stats.threads == 2
+    assert "latency (batch 1, cpu, 2 threads)" in format_stats(stats)
+    unmeasured = ModelStats.measure(_small_cnn(), input_size=8, latency=False)
+    assert unmeasured.threads is None
+
+
 def test_model_stats_is_frozen_and_json_ready() -> None:
     stats = ModelStats.measure(_small_cnn(), input_size=8, repeats=1, warmup=0)
     with pytest.raises(dataclasses.FrozenInstanceError):

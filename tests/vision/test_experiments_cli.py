@@ -122,7 +122,14 @@ def test_sweep_with_other_settings_in_same_out_is_refused(
     out = tmp_path / "sweep"
     argv = ["sweep", "cifar_resnet20", "--data", str(data), "--weights", "none",
             "--input-size", "32", "--criteria", "l1", "--levels", "0.5",
-            "--finetune-epochs", "0", "--out", str(out), *QUICK]  # fmt: skip
+            "--finetune-epochs", "0", "--threads", "1", "--out", str(out), *QUICK]  # fmt: skip
+    assert main(argv) == 0
+    # train.epochs is unused (finetune_epochs says how long), so it is not written; folders
+    # written before, which hold it, still resume.
+    saved = json.loads((out / "config.json").read_text())
+    assert "epochs" not in saved["train"] and saved["finetune_epochs"] == 0
+    saved["train"]["epochs"] = 1
+    (out / "config.json").write_text(json.dumps(saved))
     assert main(argv) == 0
     capsys.readouterr()
     assert main([*argv, "--lr", "0.5"]) == 2
@@ -131,13 +138,15 @@ def test_sweep_with_other_settings_in_same_out_is_refused(
     assert "train.lr: 0.01 before, 0.5 now" in err
     assert main([*argv, "--slice-lr", "schedule"]) == 2
     assert "slice_lr: 'constant' before, 'schedule' now" in capsys.readouterr().err
-    # How the data is fed is recorded but may change on a resume.
+    # How the run executes is recorded but may change on a resume.
     info = json.loads((out / "config.json").read_text())["info"]
-    assert (info["workers"], info["cache_data"]) == (0, False)
+    assert (info["workers"], info["cache_data"], info["threads"]) == (0, False, 1)
+    previous = torch.get_num_threads()
     with caplog.at_level(logging.WARNING, logger="netsurgeon"):
-        assert main([*argv, "--workers", "1", "--cache-data"]) == 0
-    assert "other data feeding (info.cache_data: False before, True now; info.workers: 0 " \
-        "before, 1 now)" in caplog.text  # fmt: skip
+        assert main([*argv, "--workers", "1", "--cache-data", "--threads", "2"]) == 0
+    assert torch.get_num_threads() == previous  # --threads held for the command only
+    assert "other execution settings (info.cache_data: False before, True now; info.threads: " \
+        "1 before, 2 now; info.workers: 0 before, 1 now)" in caplog.text  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -111,7 +111,7 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
                 if action.dest not in own and action.dest != "data" and action.option_strings
             }
         )
-    parser.set_defaults(func=_with_threads(run_prune))
+    parser.set_defaults(func=with_threads(run_prune))
 
 
 def _names(text: str) -> list[str]:
@@ -289,7 +289,7 @@ def _add_stats(subparsers: argparse._SubParsersAction) -> None:
         "--num-classes", type=int, metavar="N", help="classes of a built model (builder only)"
     )
     _add_measure_arguments(parser)
-    parser.set_defaults(func=_with_threads(run_stats))
+    parser.set_defaults(func=with_threads(run_stats))
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -423,7 +423,7 @@ def _check_positive(flag: str, value: int | None, *, optional: bool = False) -> 
         raise ConfigError(f"{flag} {value} is not allowed; it must be an integer >= 1")
 
 
-def _with_threads(command: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+def with_threads(command: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
     """Run ``command`` with ``--threads`` torch threads, then restore the previous setting.
 
     Restoring keeps in-process callers (tests, notebooks) unaffected by one command.

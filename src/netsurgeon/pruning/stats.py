@@ -202,6 +202,8 @@ class ModelStats:
         batch_size: Batch size used for ``latency_ms``.
         input_size: Height and width of the square input images.
         device: Where the latency was measured (``"cpu"``, ``"cuda:0"``...).
+        threads: Torch's CPU threads during a latency measurement on the CPU (CPU latency
+            depends on it), ``None`` otherwise.
     """
 
     params: int
@@ -211,6 +213,7 @@ class ModelStats:
     batch_size: int
     input_size: int
     device: str = "cpu"
+    threads: int | None = None
 
     @classmethod
     def measure(
@@ -268,6 +271,7 @@ class ModelStats:
             batch_size=batch_size,
             input_size=input_size,
             device=str(target),
+            threads=torch.get_num_threads() if latency and target.type == "cpu" else None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -308,7 +312,9 @@ def format_comparison(before: ModelStats, after: ModelStats) -> str:
 
 def _label(name: str, stats: ModelStats) -> str:
     if name == "latency_ms":
-        return f"latency (batch {stats.batch_size}, {stats.device})"
+        threads = "" if stats.threads is None else f", {stats.threads} thread"
+        threads += "s" if stats.threads not in (None, 1) else ""
+        return f"latency (batch {stats.batch_size}, {stats.device}{threads})"
     return _LABELS[name]
 
 

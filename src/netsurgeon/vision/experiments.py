@@ -84,8 +84,12 @@ REFERENCE = report.REFERENCE
 CONFIG_FORMAT = "netsurgeon.sweep.config/1"
 _BASE_FORMAT = "netsurgeon.sweep.base/1"
 _BASE_EPOCHS_FILE = "base_model.train.ckpt"  # the base fine-tuning's epoch checkpoint
-# Settings that do not change results, so a resumed run may differ in them.
-_NOT_COMPARED = frozenset({"train.progress", "info.workers", "info.cache_data"})
+# Settings of how a run executes, so a resumed run may differ in them (with a warning: the
+# threads change latencies, and the data feeding the crops of large images with --cache-data).
+_NOT_COMPARED = frozenset({"train.progress", "info.workers", "info.cache_data", "info.threads"})
+# Not written (sweeps replace train.epochs with finetune_epochs / base_epochs), but folders
+# from before hold them: never compared, and no warning.
+_UNUSED = frozenset({"train.progress", "train.epochs"})
 # Settings added after results folders were first written, with the value that gives what
 # earlier versions did: a folder without the key resumes when the run keeps that value.
 _ADDED_SETTINGS: dict[str, Any] = {
@@ -336,7 +340,8 @@ class SweepConfig:
             "latency_repeats": self.latency_repeats,
             "latency_warmup": self.latency_warmup,
             "reference": self.reference,
-            "train": self.train.to_dict(),
+            # train.epochs would read as the fine-tuning length, which finetune_epochs is.
+            "train": {k: v for k, v in self.train.to_dict().items() if k != "epochs"},
         }
 
     def trials(self) -> list[tuple[str, float]]:
@@ -440,7 +445,9 @@ def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> None:
             )
         old, new = {**_ADDED_SETTINGS, **_flatten_settings(saved)}, _flatten_settings(current)
         differ = sorted(
-            k for k in set(old) | set(new) if k not in _NOT_COMPARED and old.get(k) != new.get(k)
+            k
+            for k in set(old) | set(new)
+            if k not in _NOT_COMPARED | _UNUSED and old.get(k) != new.get(k)
         )
         if differ:
             shown = "; ".join(
@@ -452,15 +459,13 @@ def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> None:
                 f"{out} holds results of a different configuration ({shown}{more}); rerun "
                 "with the same settings to resume, or choose another --out"
             )
-        fed = sorted(
-            k for k in _NOT_COMPARED - {"train.progress"} if k in old and old[k] != new.get(k)
-        )
+        fed = sorted(k for k in _NOT_COMPARED - _UNUSED if k in old and old[k] != new.get(k))
         if fed:
-            # Allowed, but the rows then mix two ways of feeding data; config.json keeps the
+            # Allowed, but the rows then mix two ways of running; config.json keeps the
             # first run's values, so say so once here.
             logger.warning(
-                "resuming %s with other data feeding (%s); its earlier rows used the values in "
-                "config.json, the new rows use these",
+                "resuming %s with other execution settings (%s); its earlier rows used the "
+                "values in config.json, the new rows use these",
                 out,
                 "; ".join(f"{k}: {old[k]!r} before, {new.get(k)!r} now" for k in fed),
             )

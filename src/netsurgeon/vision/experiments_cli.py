@@ -18,6 +18,7 @@ from torch import nn
 
 from netsurgeon.errors import ConfigError
 from netsurgeon.pruning import CRITERIA
+from netsurgeon.pruning.cli import with_threads
 from netsurgeon.pruning.pruner import SCOPES
 from netsurgeon.training import SLICE_LRS
 
@@ -80,6 +81,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="batch size (default: %(default)s)")  # fmt: skip
     parser.add_argument("--workers", type=_non_negative_int, metavar="N",
                         help="data loader processes (default: min(4, CPU cores))")  # fmt: skip
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
+                        help="CPU threads for torch, which the CPU latencies depend on "
+                        "(default: torch's choice, usually one per core)")  # fmt: skip
     parser.add_argument("--cache-data", action="store_true",
                         help="decode the images once and keep them on the training device, "
                         "augmenting there (no loader processes while training: for GPUs; the "
@@ -244,10 +248,11 @@ def _loaders(args: argparse.Namespace) -> tuple[Any, Any, int, dict[str, Any]]:
         "val_subset": args.val_subset,
         "max_train_batches": args.max_train_batches,
         "max_val_batches": args.max_val_batches,
-        # How the data was fed: recorded, but a resume may change them (experiments'
-        # _NOT_COMPARED); loader processes draw their own augmentation streams.
+        # How the run executes: recorded, but a resume may change them (experiments'
+        # _NOT_COMPARED). CPU latencies depend on the threads.
         "workers": args.workers,
         "cache_data": args.cache_data,
+        "threads": torch.get_num_threads(),
     }
     return train_loader, val_loader, data.num_classes, info
 
@@ -327,7 +332,7 @@ def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
         "(default: %(default)s)",
     )  # fmt: skip
     _add_common(parser)
-    parser.set_defaults(func=_run_sweep)
+    parser.set_defaults(func=with_threads(_run_sweep))
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
@@ -392,7 +397,7 @@ def _add_compare(subparsers: argparse._SubParsersAction) -> None:
         "--criterion", default="l1", help=f"one of: {', '.join(CRITERIA)} (default: %(default)s)"
     )
     _add_common(parser)
-    parser.set_defaults(func=_run_compare)
+    parser.set_defaults(func=with_threads(_run_compare))
 
 
 def _run_compare(args: argparse.Namespace) -> int:
