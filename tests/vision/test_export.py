@@ -110,6 +110,31 @@ def test_torchscript_export_matches_pytorch(pruned: torch.nn.Module, tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.torchscript.pt"]
 
 
+class FixedBatch(torch.nn.Module):
+    """Reshapes with the batch size as a constant, which tracing bakes into the export."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 3)
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).reshape(int(x.shape[0]), self.groups, -1)
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [(2, r"returns shape \(2, 2, 54\), PyTorch \(3, 2, 36\)"),  # another batch: wrong shape
+     (8, r"fails on inputs of shape \(3, 3, 8, 8\)")],  # 216 values do not split into 2 x 8
+)  # fmt: skip
+def test_verify_catches_a_batch_size_fixed_at_export(
+    tmp_path: Path, groups: int, message: str
+) -> None:
+    with pytest.warns(torch.jit.TracerWarning), pytest.raises(ConfigError, match=message):
+        export_model(FixedBatch(groups), tmp_path / "m.pt", format="torchscript", input_size=8,
+                     verify=True)  # fmt: skip
+
+
 def test_export_command_reads_a_checkpoint(
     pruned: torch.nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

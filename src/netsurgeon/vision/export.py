@@ -177,7 +177,9 @@ def export_model(
         exporter: ONNX only: ``"dynamo"`` (``torch.export``-based, needs onnxscript) or
             ``"legacy"`` (TorchScript-based, deprecated upstream).
         opset: ONNX opset; ``None`` takes the exporter's default.
-        verify: Run the exported file and compare it with PyTorch (see :func:`verify_export`).
+        verify: Run the exported file and compare it with PyTorch (see :func:`verify_export`)
+            on the example batch and on a batch one larger, which shows a batch size fixed
+            at export time.
         atol: With ``verify``, the largest allowed absolute difference.
 
     Raises:
@@ -207,7 +209,10 @@ def export_model(
             _export_torchscript(model, example, tmp)
     diff = None
     if verify:
-        diff = verify_export(path, model, example, format=format)
+        # Also a batch of another size, so that a batch size fixed at export time shows.
+        generator = torch.Generator().manual_seed(0)
+        other = torch.randn(example.shape[0] + 1, *example.shape[1:], generator=generator)
+        diff = max(verify_export(path, model, batch, format=format) for batch in (example, other))
         if not diff <= atol:
             raise ConfigError(
                 f"the exported {format} model differs from PyTorch by up to {diff:.3g}, "
@@ -244,13 +249,20 @@ def verify_export(
 
     Raises:
         NetsurgeonError: onnxruntime is not installed (ONNX only).
+        ConfigError: the exported model fails on ``inputs`` or returns another shape.
     """
     format = _check_format(format)
     model = model.cpu().eval()
     inputs = inputs.detach().cpu().float()
     with torch.no_grad():
         expected = model(inputs)
-    actual = _run_exported(Path(path), inputs, format)
+    try:
+        actual = _run_exported(Path(path), inputs, format)
+    except (RuntimeError, ValueError) as exc:  # a shape baked in at export time, typically
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"the exported {format} model fails on inputs of shape {tuple(inputs.shape)} ({first})"
+        ) from exc
     if actual.shape != expected.shape:
         raise ConfigError(
             f"the exported model returns shape {tuple(actual.shape)}, "
