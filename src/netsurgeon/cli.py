@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from netsurgeon import __version__
@@ -43,6 +45,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that continue a stopped run when rerun as they were.
+_RERUN_RESUMES = frozenset({"sweep", "compare-models", "demo"})
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How to continue the interrupted command, or "" where there is nothing to continue."""
+    if args.command in _RERUN_RESUMES:
+        return "; finished runs are saved: rerun the same command to continue after them"
+    resumable = hasattr(args, "resume") and (args.command != "prune" or args.data is not None)
+    if resumable:
+        return "; finished epochs are saved: rerun the command with --resume to continue"
+    return ""
+
+
+def _format_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    # One line like the errors, without the source line that Python's format shows.
+    return f"netsurgeon: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     parser = build_parser()
@@ -50,14 +77,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _format_warning
     try:
         return int(args.func(args) or 0)
     except NetsurgeonError as exc:
         print(f"netsurgeon: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("netsurgeon: interrupted", file=sys.stderr)
+        print(f"netsurgeon: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`netsurgeon ... | head`): stop quietly, as a killed pipe would.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the exit flush cannot fail again
+        except (OSError, ValueError):  # stdout is not a real file (tests, notebooks)
+            pass
+        return 141
+    finally:
+        warnings.formatwarning = previous_format
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,74 @@
+"""The ``netsurgeon`` dispatcher: how interrupts, closed pipes and warnings reach the user."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from typing import Any
+
+import pytest
+
+from netsurgeon import cli
+from netsurgeon.pruning import cli as pruning_cli
+
+
+def _stats_raising(monkeypatch: pytest.MonkeyPatch, action: Any) -> None:
+    def run_stats(args: argparse.Namespace) -> int:
+        action()
+        return 0
+
+    monkeypatch.setattr(pruning_cli, "run_stats", run_stats)
+
+
+@pytest.mark.parametrize(
+    ("namespace", "hint"),
+    [
+        (argparse.Namespace(command="sweep"), "rerun the same command to continue"),
+        (argparse.Namespace(command="demo"), "rerun the same command to continue"),
+        (argparse.Namespace(command="finetune", resume=False), "rerun the command with --resume"),
+        (argparse.Namespace(command="oov", resume=False), "rerun the command with --resume"),
+        (argparse.Namespace(command="prune", resume=False, data="d"), "with --resume"),
+        (argparse.Namespace(command="prune", resume=False, data=None), ""),  # data-free: no state
+        (argparse.Namespace(command="stats"), ""),
+    ],
+)
+def test_an_interrupt_says_how_to_continue(namespace: argparse.Namespace, hint: str) -> None:
+    text = cli._resume_hint(namespace)
+    assert (hint in text) if hint else text == ""
+
+
+def test_an_interrupt_is_one_line_and_status_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    _stats_raising(monkeypatch, interrupt)
+    assert cli.main(["stats", "cifar_resnet20"]) == 130
+    assert capsys.readouterr().err == "netsurgeon: interrupted\n"
+
+
+def test_a_closed_pipe_ends_quietly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    _stats_raising(monkeypatch, broken)
+    assert cli.main(["stats", "cifar_resnet20"]) == 141  # as a process killed by SIGPIPE
+    assert capsys.readouterr().err == ""
+
+
+def test_warnings_are_one_line_and_the_format_is_restored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    formats = []
+    _stats_raising(monkeypatch, lambda: formats.append(warnings.formatwarning))
+    before = warnings.formatwarning
+    assert cli.main(["stats", "cifar_resnet20", "--repeats", "1", "--warmup", "0"]) == 0
+    assert formats == [cli._format_warning]  # while the command ran
+    assert warnings.formatwarning is before
+    message = UserWarning("skipped 1 unreadable image(s) in d; first: d/a/x.jpg")
+    assert cli._format_warning(message, UserWarning, "/src/data.py", 266, "scan = ...") == (
+        "netsurgeon: warning: skipped 1 unreadable image(s) in d; first: d/a/x.jpg\n"
+    )
