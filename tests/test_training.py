@@ -591,7 +591,7 @@ def test_load_model_state_strips_module_prefix() -> None:
 def test_corrupt_or_foreign_checkpoint_files(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x00not a checkpoint" * 10)
-    with pytest.raises(CheckpointError, match="corrupt"):
+    with pytest.raises(CheckpointError, match="another format"):
         load_checkpoint(garbage)
     plain = tmp_path / "plain.pt"
     torch.save(make_model().state_dict(), plain)
@@ -735,3 +735,30 @@ def test_a_stop_requested_by_a_callback_survives_a_resume(tmp_path: Path) -> Non
     assert [r.epoch for r in resumed.epochs] == [0]
     for key, value in model.state_dict().items():
         assert torch.equal(resumed_model.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize(
+    ("damage", "kind"),
+    [
+        ("empty", "an empty file (0 bytes)"),
+        ("text", "a text file"),
+        ("truncated", "a truncated or damaged PyTorch file"),
+    ],
+)
+def test_unreadable_checkpoint_says_what_it_is_and_what_to_do(
+    tmp_path: Path, damage: str, kind: str
+) -> None:
+    """A checkpoint met by a resume that torch cannot read: one line naming the damage and
+    the way out, not torch's "EOFError" or "[Errno 22] Invalid argument"."""
+    path = tmp_path / "run.ckpt"
+    model = make_model()
+    train, val = loaders()
+    fit(model, train, val, config=cpu_config(epochs=1), checkpoint_path=path)
+    content = path.read_bytes()
+    path.write_bytes({"empty": b"", "text": b"epoch 1\n", "truncated": content[:300]}[damage])
+    with pytest.raises(CheckpointError) as info:
+        fit(make_model(), train, val, config=cpu_config(epochs=2), checkpoint_path=path,
+            resume=True)  # fmt: skip
+    message = str(info.value)
+    assert kind in message and str(path) in message and "\n" not in message
+    assert "delete it to start the training afresh (or run without --resume)" in message

@@ -13,13 +13,23 @@ from typing import IO, Any
 
 import torch
 
+from netsurgeon.errors import ConfigError
+
 __all__ = [
     "atomic_open",
     "atomic_torch_save",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_file_target",
+    "check_folder_target",
+    "describe_torch_file",
     "sha256_file",
 ]
+
+# The first bytes of the files torch.save writes: a zip archive (the default since PyTorch 1.6)
+# or, in the legacy format, a pickle stream (protocol 2 or higher starts with 0x80).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"
 
 
 def _umask() -> int:
@@ -82,3 +92,76 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def describe_torch_file(path: str | os.PathLike[str]) -> str:
+    """What a file that ``torch.load`` could not read looks like, in a few words.
+
+    Used in error messages, so that "corrupt" says which kind: an empty file, a PyTorch file
+    cut short (a copy or a save interrupted), or a file of another kind altogether.
+
+    Returns:
+        For example ``"an empty file (0 bytes)"``, ``"a truncated or damaged PyTorch file
+        (1,234 bytes)"`` or ``"a text file (56 bytes)"``.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or type(exc).__name__})"
+    if size == 0:
+        return "an empty file (0 bytes)"
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC):
+        return f"a truncated or damaged PyTorch file ({size:,} bytes)"
+    if b"\x00" in head:  # text has no NUL bytes; binary formats nearly always do
+        return f"a file of another format ({size:,} bytes)"
+    return f"a text file ({size:,} bytes)"
+
+
+def check_file_target(path: str | os.PathLike[str], what: str) -> Path:
+    """Fail before any slow work when a file cannot be written at ``path`` later.
+
+    A missing parent folder is fine (:func:`atomic_open` creates it); a folder at ``path``,
+    or a file where a parent folder should be, is not.
+
+    Args:
+        path: Where a file will be written.
+        what: How the message names it, e.g. ``"--checkpoint"``.
+
+    Raises:
+        ConfigError: ``path`` is a folder, or one of its parents is a file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a folder; give a file name")
+    _check_parents(path, what)
+    return path
+
+
+def check_folder_target(path: str | os.PathLike[str], what: str) -> Path:
+    """Fail before any slow work when a folder cannot be used or created at ``path`` later.
+
+    An existing folder, or a missing one whose nearest existing parent is a folder, is fine.
+
+    Args:
+        path: The folder that will be written to.
+        what: How the message names it, e.g. ``"--out"``.
+
+    Raises:
+        ConfigError: ``path`` is an existing file, or one of its parents is a file.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is an existing file; give a folder name")
+    _check_parents(path, what)
+    return path
+
+
+def _check_parents(path: Path, what: str) -> None:
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{what} {str(path)!r}: {str(parent)!r} is a file, not a folder")
+            break

@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from netsurgeon.errors import CheckpointError, ConfigError
-from netsurgeon.fileio import atomic_torch_save
+from netsurgeon.fileio import atomic_torch_save, describe_torch_file
 from netsurgeon.pruning.stats import resolve_device as resolve_named_device
 
 __all__ = [
@@ -444,7 +444,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch file: {exc}") from exc
+        # Torch's own words ("EOFError", "[Errno 22] Invalid argument") do not say what is
+        # wrong with the file or what to do; describe it instead.
+        raise CheckpointError(
+            f"checkpoint {path} is not readable: {describe_torch_file(path)}; delete it to "
+            "start the training afresh (or run without --resume)"
+        ) from exc
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path} is not a netsurgeon training checkpoint "

@@ -319,3 +319,31 @@ def test_console_script_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert done.stdout == ""
     assert done.stderr == "netsurgeon: error: --amount 2.0 is not allowed; it must be in (0, 1)\n"
     assert not out.exists()
+
+
+def test_prune_help_describes_the_data_mode() -> None:
+    """Before: "prune its convolution filters without data", --criterion listed only the
+    data-free criteria, although --data enables taylor, activation, apoz and iterative mode."""
+    text = " ".join(_help("prune").split())  # argparse wraps to the terminal's width
+    description = text.split("positional arguments")[0]
+    assert "without data" not in description and "with --data DIR" in description
+    assert "random, l1, l2, bn_scale; with --data also activation, apoz, taylor" in text
+
+
+def _help(command: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main([command, "--help"])
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("extra", [["--batch-size", "8"], ["--warmup", "0"], ["--repeats", "1"]])
+def test_prune_with_data_refuses_latency_options(tmp_path: Path, extra: list[str]) -> None:
+    """Before: accepted with --data and silently ignored (the iterative report has no latency)."""
+    out = tmp_path / "never.pt"
+    argv = ["prune", "resnet18", "--weights", "none", "--amount", "0.5", "--data",
+            str(tmp_path / "data"), "--out", str(out)]  # fmt: skip
+    status, stdout, stderr = _run([*argv, *extra])
+    assert status == 2 and stdout == "" and stderr.count("\n") == 1
+    assert f"{extra[0]} has no effect with --data" in stderr and "--train-batch-size" in stderr
+    assert not out.exists()

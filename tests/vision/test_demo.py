@@ -75,3 +75,17 @@ def test_demo_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     # A second run finds every trial done and only redraws the report.
     assert main(["demo", "--out", str(out), "--no-progress"]) == 0
     assert "0 trial(s) run, 13 resumed" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_demo_checks_the_device_before_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: config.json recorded device 'cuda', so `--device cpu` was then refused."""
+    out = tmp_path / "dm"
+    with pytest.raises(ConfigError, match="cuda"):
+        demo.run_demo(out, base_epochs=1, device="cuda", progress=False)
+    assert not (out / "config.json").exists()
+    assert main(["demo", "--out", str(out), "--device", "cuda", "--no-progress"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not (out / "config.json").exists()

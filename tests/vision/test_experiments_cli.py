@@ -258,3 +258,44 @@ def test_sweep_on_real_cifar10_small(shared_dir: Path, tmp_path: Path) -> None:
         assert int(reference["macs"]) > int(mild["macs"]) > int(strong["macs"])
         assert float(mild["epoch_time_s"]) > 0
         assert 0.0 <= float(strong["acc_after"]) <= 1.0
+
+
+def test_compare_models_checks_every_name_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a typo failed after the earlier models trained, and config.json (holding the
+    mistyped list) then refused the corrected command; without --input-size the typo was
+    reported as an input-size clash."""
+    data = make_image_folder(tmp_path / "data", train=2, val=2)
+    out = tmp_path / "cmp"
+    argv = ["compare-models", "cifar_resnet20,resnet18x", "--data", str(data), "--weights",
+            "none", "--level", "0.5", "--out", str(out), "--finetune-epochs", "0",
+            *QUICK]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'resnet18x'" in err and "input sizes" not in err
+    assert main([*argv, "--input-size", "32"]) == 2
+    assert "unknown model 'resnet18x'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_sweep_resume_may_change_how_it_computes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """README: device, AMP, compile, channels-last, loader processes and --cache-data may
+    change on resume. Before: 'train.device: 'auto' before, 'cpu' now' was refused."""
+    data = make_image_folder(tmp_path / "data", train=2, val=2)
+    out = tmp_path / "sweep"
+    argv = ["sweep", "cifar_resnet20", "--data", str(data), "--weights", "none",
+            "--criteria", "l1", "--levels", "0.5", "--finetune-epochs", "0",
+            "--out", str(out), *QUICK]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads((out / "results.json").read_text())
+    with caplog.at_level(logging.WARNING, logger="netsurgeon"):
+        assert main([*argv, "--device", "cpu", "--channels-last"]) == 0
+    assert "train.channels_last: False before, True now; train.device: 'auto' before, " \
+        "'cpu' now" in caplog.text  # fmt: skip
+    assert json.loads((out / "results.json").read_text()) == rows  # resumed, nothing rerun
+    capsys.readouterr()
+    assert main([*argv, "--device", "cpu", "--seed", "1"]) == 2  # what it computes may not
+    assert "train.seed: 0 before, 1 now" in capsys.readouterr().err

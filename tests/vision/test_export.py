@@ -193,3 +193,70 @@ def test_export_errors(
     with pytest.raises(NetsurgeonError, match=r"netsurgeon\[export\]"):
         export_model(pruned, tmp_path / "x.onnx", format="onnx", input_size=32)
     assert not any(p.name.startswith(".x.onnx") or p.name == "x.onnx" for p in tmp_path.iterdir())
+
+
+def _declared_opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(e.version for e in model.opset_import if e.domain in ("", "ai.onnx"))
+
+
+@pytest.mark.parametrize(
+    ("exporter", "opset", "message"),
+    [
+        (
+            "dynamo",
+            13,
+            r"--opset 13 is not allowed with the dynamo exporter; use 18 to \d+; "
+            r"for opset 13 use --exporter legacy \(7-20\)",
+        ),
+        ("dynamo", 99, r"--opset 99 is not allowed with the dynamo exporter; use 18 to \d+$"),
+        ("dynamo", -1, r"--opset -1 is not allowed"),
+        ("legacy", 3, r"--opset 3 is not allowed with the legacy exporter; use 7 to 20$"),
+        ("legacy", 99, r"--opset 99 is not allowed with the legacy exporter"),
+    ],
+)
+def test_opsets_the_exporter_cannot_write_are_refused(
+    pruned: torch.nn.Module, tmp_path: Path, exporter: str, opset: int, message: str
+) -> None:
+    """Before: dynamo silently wrote opset 18 (rc 0), legacy raised a raw RuntimeError."""
+    target = tmp_path / "m.onnx"
+    with pytest.raises(ConfigError, match=message):
+        export_model(pruned, target, format="onnx", input_size=32, exporter=exporter,
+                     opset=opset)  # fmt: skip
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temporary left
+
+
+def test_export_command_refuses_a_bad_opset_in_one_line(
+    pruned: torch.nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = netsurgeon.save(pruned, tmp_path / "pruned.pt")
+    for extra in (["--opset", "13"], ["--exporter", "legacy", "--opset", "3"]):
+        assert main(["export", str(saved), "--format", "onnx", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("netsurgeon: error: --opset") and err.count("\n") == 1
+    assert main(["export", str(saved), "--format", "torchscript", "--opset", "13"]) == 2
+    assert "--opset applies to --format onnx only" in capsys.readouterr().err
+    assert not (tmp_path / "pruned.onnx").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (HAS_ONNX and HAS_ONNXSCRIPT), reason="onnx and onnxscript are needed")
+def test_onnx_file_declares_the_requested_opset(
+    pruned: torch.nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    export_model(pruned, tmp_path / "legacy13.onnx", format="onnx", input_size=32,
+                 exporter="legacy", opset=13)  # fmt: skip
+    assert _declared_opset(tmp_path / "legacy13.onnx") == 13
+    export_model(pruned, tmp_path / "dynamo20.onnx", format="onnx", input_size=32, opset=20)
+    assert _declared_opset(tmp_path / "dynamo20.onnx") == 20
+    # Were the range check to let through an opset the dynamo exporter cannot convert to, it
+    # would write its own (18) with only a logged traceback: the file check refuses that.
+    monkeypatch.setattr(export_module, "_opset_range", lambda exporter: (7, 23))
+    target = tmp_path / "dynamo13.onnx"
+    with pytest.raises(
+        ConfigError, match="the dynamo exporter wrote opset 18, not the requested 13"
+    ):
+        export_model(pruned, target, format="onnx", input_size=32, opset=13)
+    assert not target.exists()

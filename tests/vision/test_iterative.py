@@ -435,6 +435,7 @@ def test_prune_with_data_from_the_command_line(
     assert (tmp_path / "pruned.pt.iterative" / "iterative_state.pt").is_file()
 
 
+@pytest.mark.filterwarnings("ignore:resume was asked for")  # its first run resumes nothing
 def test_prune_resume_refuses_other_run_settings(tmp_path: Path) -> None:
     """A resumed prune compares what its progress files recorded beyond the pruning settings:
     the batch size, and the weights file's content (with --distill, also the teacher)."""
@@ -474,3 +475,94 @@ def test_iterative_arguments_on_a_bare_parser(tmp_path: Path) -> None:
     args = parser.parse_args(["cifar_resnet20", "--data", str(tmp_path), "--prune-steps", "0"])
     with pytest.raises(ConfigError, match="--prune-steps 0"):
         run_iterative_from_args(args)
+
+
+def _finetune_argv(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["finetune", "cifar_resnet20", "--data", str(data), "--weights", "none",
+            "--workers", "0", "--epochs", "1", "--batch-size", "4", "--input-size", str(SIZE),
+            "--device", "cpu", "--out", str(out), *extra]  # fmt: skip
+
+
+def test_finetune_checkpoint_folder_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a whole epoch trained, then IsADirectoryError in the atomic save."""
+    from netsurgeon.cli import main
+
+    data = make_image_folder(tmp_path / "data", per_class=2)
+    (tmp_path / "ckdir").mkdir()
+    monkeypatch.setattr("netsurgeon.vision.data.load_image_data", _no_training)
+    out = tmp_path / "f.pt"
+    assert main(_finetune_argv(data, out, "--checkpoint", str(tmp_path / "ckdir"))) == 2
+    err = capsys.readouterr().err
+    assert err == f"netsurgeon: error: --checkpoint {str(tmp_path / 'ckdir')!r} is a folder; " \
+        "give a file name\n"  # fmt: skip
+    (tmp_path / "f.pt.train.ckpt").mkdir()  # the default checkpoint path
+    assert main(_finetune_argv(data, out)) == 2
+    assert "checkpoint" in capsys.readouterr().err and not out.exists()
+
+
+def test_prune_checkpoint_dir_file_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netsurgeon.cli import main
+
+    data = make_image_folder(tmp_path / "data", per_class=2)
+    (tmp_path / "p.pt.iterative").write_text("not a folder")
+    monkeypatch.setattr("netsurgeon.vision.data.load_image_data", _no_training)
+    argv = ["prune", "cifar_resnet20", "--data", str(data), "--weights", "none", "--amount",
+            "0.3", "--input-size", str(SIZE), "--workers", "0",
+            "--out", str(tmp_path / "p.pt")]  # fmt: skip
+    assert main(argv) == 2
+    assert "the progress folder" in capsys.readouterr().err
+    assert main([*argv, "--checkpoint-dir", str(tmp_path / "p.pt.iterative")]) == 2
+    err = capsys.readouterr().err
+    assert "--checkpoint-dir" in err and "is a file; give a folder" in err
+
+
+def _no_training(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("no data may be read (nor anything trained) before the paths are checked")
+
+
+def test_resume_without_a_checkpoint_warns_with_its_path(tmp_path: Path) -> None:
+    """Before: --resume with no checkpoint silently started from scratch."""
+    from netsurgeon.cli import main
+
+    data = make_image_folder(tmp_path / "data", per_class=2)
+    out = tmp_path / "typo.pt"
+    with pytest.warns(UserWarning, match=r"no checkpoint at .*typo\.pt\.train\.ckpt; starting"):
+        assert main(_finetune_argv(data, out, "--resume")) == 0
+    assert out.is_file()
+    argv = ["prune", "cifar_resnet20", "--data", str(data), "--weights", "none", "--amount",
+            "0.3", "--input-size", str(SIZE), "--workers", "0", "--device", "cpu",
+            "--prune-steps", "1", "--finetune-steps", "0", "--finetune-epochs", "0",
+            "--no-oneshot", "--train-batch-size", "4", "--out", str(tmp_path / "p.pt"),
+            "--resume"]  # fmt: skip
+    state = tmp_path / "p.pt.iterative" / "iterative_state.pt"
+    with pytest.warns(UserWarning, match=f"no checkpoint at {re.escape(str(state))}; starting"):
+        assert main(argv) == 0
+    assert state.is_file()
+
+
+@pytest.mark.parametrize(
+    ("damage", "kind"),
+    [("empty", "an empty file (0 bytes)"), ("truncated", "a truncated or damaged PyTorch file")],
+)
+def test_unreadable_progress_file_says_how_to_get_past_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, kind: str
+) -> None:
+    """Before: "(OSError: [Errno 22] Invalid argument)" with no advice."""
+    from netsurgeon.cli import main
+
+    data = make_image_folder(tmp_path / "data", per_class=2)
+    state = tmp_path / "p.pt.iterative" / "iterative_state.pt"
+    state.parent.mkdir()
+    netsurgeon.save(build_model("cifar_resnet20", num_classes=2), state)
+    state.write_bytes(b"" if damage == "empty" else state.read_bytes()[:2000])
+    argv = ["prune", "cifar_resnet20", "--data", str(data), "--weights", "none", "--amount",
+            "0.3", "--input-size", str(SIZE), "--workers", "0", "--device", "cpu",
+            "--out", str(tmp_path / "p.pt"), "--resume"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and kind in err and str(state) in err
+    assert "delete it to start the run over (or run without --resume)" in err

@@ -320,3 +320,37 @@ def test_load_state_dict_checked_fills_old_batchnorm_counters() -> None:
     del state["conv1.weight"]
     with pytest.raises(CheckpointError, match=r"from here.*missing keys \(conv1.weight\)"):
         vision.load_state_dict_checked(target, state, source="here")
+
+
+def test_unknown_weights_list_each_choice_once_quoted(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_model("resnet18", weights=str(tmp_path / "nosuch.pt"))
+    message = str(info.value)
+    assert message.endswith("is neither an existing file nor one of 'none', 'DEFAULT', "
+                            "'IMAGENET1K_V1'")  # fmt: skip
+    assert message.count("DEFAULT") == 1
+
+
+@pytest.mark.parametrize(
+    ("damage", "kind"),
+    [
+        ("empty", "an empty file (0 bytes)"),
+        ("text", "a text file (14 bytes)"),
+        ("truncated", "a truncated or damaged PyTorch file"),
+    ],
+)
+def test_unreadable_weights_file_says_what_it_is_and_what_to_do(
+    tmp_path: Path, damage: str, kind: str
+) -> None:
+    path = tmp_path / "weights.pt"
+    torch.save(build_model("cifar_resnet20").state_dict(), path)
+    content = path.read_bytes()
+    path.write_bytes({"empty": b"", "text": b"these weights\n", "truncated": content[:999]}[damage])
+    with pytest.raises(CheckpointError) as info:
+        build_model("cifar_resnet20", weights=path)
+    message = str(info.value)
+    assert message == (
+        f"{path}: not a readable PyTorch file: {kind}"
+        + (f" ({len(content[:999]):,} bytes)" if damage == "truncated" else "")
+        + "; replace it with a good copy (download, save or export it again)"
+    )

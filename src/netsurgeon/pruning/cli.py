@@ -52,9 +52,13 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
         "prune",
         help="prune the filters of a torchvision model and save it",
         description=(
-            "Build MODEL, prune its convolution filters without data, print the model's cost "
-            "before and after, and save the pruned model (state_dict and shapes, no pickled "
-            "code) to --out. Give exactly one of --amount and --target-macs."
+            "Build MODEL, prune its convolution filters, print the model's cost before and "
+            "after, and save the pruned model (state_dict and shapes, no pickled code) to "
+            "--out. Give exactly one of --amount and --target-macs. Without --data the "
+            "filters are scored from the weights alone (data-free criteria) and the cost "
+            "includes CPU latency; with --data DIR (training images) the model is pruned "
+            "iteratively, with fine-tuning between slices (Molchanov et al. 2017), by any "
+            "criterion, and the report gives accuracy, parameters and MACs."
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="a torchvision classification builder name")
@@ -76,7 +80,8 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--criterion",
         default="l1",
-        help=f"importance criterion: {', '.join(DATA_FREE_CRITERIA)} (default: %(default)s)",
+        help=f"importance criterion: {', '.join(DATA_FREE_CRITERIA)}; with --data also "
+        f"{', '.join(DATA_CRITERIA)} (default: %(default)s)",
     )
     parser.add_argument(
         "--scope", default="layer", help=f"{', '.join(SCOPES)} (default: %(default)s)"
@@ -95,6 +100,13 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     _add_measure_arguments(parser)
+    parser.set_defaults(
+        latency_only={
+            action.dest: (action.option_strings[0], action.default)
+            for action in parser._actions
+            if action.dest in _LATENCY_ONLY
+        }
+    )
     try:  # --data turns the data-free prune into Molchanov's iterative prune + fine-tune
         from netsurgeon.vision.iterative import add_iterative_arguments
     except ImportError:  # pragma: no cover - the vision extra is not installed
@@ -127,6 +139,7 @@ def run_prune(args: argparse.Namespace) -> int:
     if getattr(args, "data", None) is not None:
         from netsurgeon.vision.iterative import run_iterative_from_args
 
+        _refuse_latency_options(args)
         return run_iterative_from_args(args)
     for dest, (flag, default) in getattr(args, "iterative_only", {}).items():
         if getattr(args, dest, default) != default:
@@ -217,6 +230,23 @@ def run_prune(args: argparse.Namespace) -> int:
         print("kept unpruned: nothing")
     print(f"saved to {saved}")
     return 0
+
+
+# The latency measurement's options: the iterative prune (--data) measures no latency, so
+# they would be silently ignored there.
+_LATENCY_ONLY = ("batch_size", "warmup", "repeats")
+
+
+def _refuse_latency_options(args: argparse.Namespace) -> None:
+    """With --data, refuse the latency options given other values than their defaults."""
+    for dest, (flag, default) in getattr(args, "latency_only", {}).items():
+        if getattr(args, dest, default) != default:
+            raise ConfigError(
+                f"{flag} has no effect with --data: iterative pruning reports accuracy, "
+                f"parameters and MACs, not latency (for the fine-tuning batch size use "
+                f"--train-batch-size); drop {flag}, or measure the saved model with "
+                f"`netsurgeon stats FILE {flag} ...`"
+            )
 
 
 def _check_target(

@@ -60,7 +60,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="ONNX exporter: torch.export-based dynamo or the deprecated TorchScript-based "
         "legacy one (default: dynamo)",
     )
-    export.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: exporter's)")
+    export.add_argument(
+        "--opset",
+        type=int,
+        metavar="N",
+        help="ONNX opset: 18 and newer with the dynamo exporter, 7-20 with the legacy one "
+        "(default: the exporter's)",
+    )
     export.add_argument(
         "--verify",
         choices=("auto", "yes", "no"),
@@ -79,6 +85,8 @@ def run_export(args: argparse.Namespace) -> int:
     """Carry out ``netsurgeon export``; returns the exit status."""
     if args.input_size is not None and args.input_size < 1:
         raise ConfigError(f"--input-size {args.input_size} is not allowed; use an integer >= 1")
+    if args.opset is not None and args.format != "onnx":
+        raise ConfigError(f"--opset applies to --format onnx only, not {args.format}")
     if args.out is not None and args.out.is_dir():
         raise ConfigError(f"--out {str(args.out)!r} is a folder; give a file name")
     verify = args.verify == "yes" or (

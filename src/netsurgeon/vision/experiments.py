@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
+from netsurgeon.fileio import describe_torch_file
 from netsurgeon.pruning import CRITERIA, Pruner, PruneResult, prune
 from netsurgeon.pruning.criteria import get_criterion, requires_data
 from netsurgeon.pruning.pruner import SCOPES
@@ -86,7 +87,20 @@ _BASE_FORMAT = "netsurgeon.sweep.base/1"
 _BASE_EPOCHS_FILE = "base_model.train.ckpt"  # the base fine-tuning's epoch checkpoint
 # Settings of how a run executes, so a resumed run may differ in them (with a warning: the
 # threads change latencies, and the data feeding the crops of large images with --cache-data).
-_NOT_COMPARED = frozenset({"train.progress", "info.workers", "info.cache_data", "info.threads"})
+# The README promises that device, AMP, compile, channels-last, loader processes and
+# --cache-data may change on resume (as a resumed `finetune` allows).
+_NOT_COMPARED = frozenset(
+    {
+        "train.progress",
+        "train.device",
+        "train.amp",
+        "train.compile",
+        "train.channels_last",
+        "info.workers",
+        "info.cache_data",
+        "info.threads",
+    }
+)
 # Not written (sweeps replace train.epochs with finetune_epochs / base_epochs), but folders
 # from before hold them: never compared, and no warning.
 _UNUSED = frozenset({"train.progress", "train.epochs"})
@@ -685,6 +699,12 @@ def _prepare_base(
     if path.exists():
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for corrupt or foreign files
+            raise CheckpointError(
+                f"{path} is not readable: {describe_torch_file(path)}; delete it to fine-tune "
+                "the base model again"
+            ) from exc
+        try:
             if not isinstance(saved, dict) or saved.get("format") != _BASE_FORMAT:
                 raise CheckpointError(f"{path} is not a sweep base model")
             model.load_state_dict(saved["model"])
@@ -757,6 +777,8 @@ def run_sweep(
     """
     out = Path(out_dir)
     config_dict = config.to_dict()
+    # An unusable device (CUDA asked for, none there) fails before config.json records it.
+    resolve_device(config.train.device)
     _prepare_out_dir(out, config_dict)
     name = model_name or _model_name(model, config)
     results_json = out / "results.json"
@@ -874,6 +896,7 @@ def compare_models(
         )
     out = Path(out_dir)
     top = {**config.to_dict(), "models": names}
+    resolve_device(config.train.device)  # before config.json records it
     _prepare_out_dir(out, top)
     rows: list[dict[str, Any]] = []
     files: dict[str, Path] = {"config": out / "config.json"}

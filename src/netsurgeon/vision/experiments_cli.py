@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netsurgeon.argtypes import non_negative_int, positive_int
 from netsurgeon.errors import ConfigError
 from netsurgeon.pruning import CRITERIA
 from netsurgeon.pruning.cli import with_threads
@@ -35,26 +36,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- shared options
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed; use an integer >= 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed; use an integer >= 0")
-    return value
-
-
 def _add_common(parser: argparse.ArgumentParser) -> None:
     """Data, model, training and quick-run options shared by ``sweep`` and ``compare-models``."""
     parser.add_argument(
@@ -69,29 +50,29 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "initialisation; PATH loads a local weights file (default: %(default)s)",
     )  # fmt: skip
     parser.add_argument(
-        "--num-classes", type=_positive_int, metavar="N",
+        "--num-classes", type=positive_int, metavar="N",
         help="classes of the task (default: the number of class folders; must match them)",
     )  # fmt: skip
-    parser.add_argument("--input-size", type=_positive_int, metavar="S",
+    parser.add_argument("--input-size", type=positive_int, metavar="S",
                         help="side of the square model input (default: the size the models are "
                         "built for: 32 for the CIFAR ResNets, 224 for most others)")  # fmt: skip
     parser.add_argument("--val-fraction", type=float, metavar="F",
                         help="split DIR/<class>/ with this validation share (seeded)")  # fmt: skip
-    parser.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
+    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="B",
                         help="batch size (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--workers", type=_non_negative_int, metavar="N",
+    parser.add_argument("--workers", type=non_negative_int, metavar="N",
                         help="data loader processes (default: min(4, CPU cores))")  # fmt: skip
-    parser.add_argument("--threads", type=_positive_int, metavar="N",
+    parser.add_argument("--threads", type=positive_int, metavar="N",
                         help="CPU threads for torch, which the CPU latencies depend on "
                         "(default: torch's choice, usually one per core)")  # fmt: skip
     parser.add_argument("--cache-data", action="store_true",
                         help="decode the images once and keep them on the training device, "
                         "augmenting there (no loader processes while training: for GPUs; the "
                         "data must fit in half the device's free memory)")  # fmt: skip
-    parser.add_argument("--finetune-epochs", type=_non_negative_int, default=1, metavar="E",
+    parser.add_argument("--finetune-epochs", type=non_negative_int, default=1, metavar="E",
                         help="fine-tuning epochs after pruning; 0 only measures accuracy right "
                         "after pruning (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--base-epochs", type=_non_negative_int, default=0, metavar="E",
+    parser.add_argument("--base-epochs", type=non_negative_int, default=0, metavar="E",
                         help="fine-tune the model this many epochs before pruning, e.g. to "
                         "train a new classifier head (default: %(default)s)")  # fmt: skip
     parser.add_argument("--level-kind", choices=("filters", "macs"), default="filters",
@@ -100,16 +81,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scope", choices=SCOPES, default="layer",
                         help="rank filters per layer, over the whole model, or over the whole "
                         "model per MAC each filter costs (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--prune-steps", type=_positive_int, default=1, metavar="N",
+    parser.add_argument("--prune-steps", type=positive_int, default=1, metavar="N",
                         help="prune in N slices, re-scoring filters before each "
                         "(default: %(default)s)")  # fmt: skip
-    parser.add_argument("--finetune-steps", type=_non_negative_int, default=0, metavar="K",
+    parser.add_argument("--finetune-steps", type=non_negative_int, default=0, metavar="K",
                         help="optimizer steps of fine-tuning between slices "
                         "(default: %(default)s)")  # fmt: skip
     parser.add_argument("--slice-lr", choices=SLICE_LRS, default="constant",
                         help="learning rate of the steps between slices: hold --lr, or restart "
                         "--schedule over each slice's steps (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--criterion-batches", type=_positive_int, default=4, metavar="N",
+    parser.add_argument("--criterion-batches", type=positive_int, default=4, metavar="N",
                         help="training batches the data-driven criteria see "
                         "(default: %(default)s)")  # fmt: skip
     train = parser.add_argument_group("fine-tuning")
@@ -120,7 +101,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--schedule", choices=("none", "cosine", "step"), default="none")
-    train.add_argument("--seed", type=_non_negative_int, default=0)
+    train.add_argument("--seed", type=non_negative_int, default=0)
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     train.add_argument(
@@ -137,19 +118,19 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     quick = parser.add_argument_group("quick runs")
     quick.add_argument(
         "--train-subset",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="use N training images (seeded, every class represented)",
     )
     quick.add_argument(
         "--val-subset",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="use N validation images (seeded, every class represented)",
     )
     quick.add_argument(
         "--max-train-batches",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="at most N batches per fine-tuning epoch",
     )
@@ -161,18 +142,18 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     quick.add_argument(
         "--max-val-batches",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="at most N batches per evaluation",
     )
     parser.add_argument(
         "--latency-batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="B",
         help="batch size of the CPU latency measurement (default: %(default)s)",
     )
-    parser.add_argument("--latency-repeats", type=_positive_int, default=10, metavar="N",
+    parser.add_argument("--latency-repeats", type=positive_int, default=10, metavar="N",
                         help="timed forward passes; the median is reported "
                         "(default: %(default)s)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -342,7 +323,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     # Check the cheap arguments before reading data or building the model.
     criteria, levels = parse_criteria(args.criteria), parse_levels(args.levels)
     _check_val_fraction(args.val_fraction)
-    _default_input_size(args, [args.model])
+    _check_models(args, [args.model])
     train_loader, val_loader, num_classes, info = _loaders(args)
     info = {"command": "sweep", "model": args.model, **info}
     config = _sweep_config(args, criteria=criteria, levels=levels, info=info)
@@ -352,6 +333,27 @@ def _run_sweep(args: argparse.Namespace) -> int:
     )
     _print_result(result, started)
     return 0
+
+
+def _check_models(args: argparse.Namespace, names: list[str]) -> None:
+    """Fail on an unknown model name before anything is read, written or trained.
+
+    The names come first, so that a typo is not reported as another input size; then the
+    input sizes (:func:`_default_input_size`).
+    """
+    from netsurgeon.vision.models import check_model
+
+    for name in names:
+        check_model(name, weights="none")
+    _default_input_size(args, names)
+
+
+def _check_weights(args: argparse.Namespace, names: list[str]) -> None:
+    """Fail on ``--weights`` that some model cannot take before the first one trains."""
+    from netsurgeon.vision.models import check_model
+
+    for name in names:
+        check_model(name, weights=args.weights)
 
 
 def _default_input_size(args: argparse.Namespace, names: list[str]) -> None:
@@ -409,8 +411,11 @@ def _run_compare(args: argparse.Namespace) -> int:
     if not names:
         raise ConfigError("no models given; pass model names like alexnet,vgg16,resnet18")
     _check_val_fraction(args.val_fraction)
-    _default_input_size(args, names)
+    # Every name and its weights before any model trains: config.json, written first, would
+    # otherwise keep a mistyped list and refuse the corrected command.
+    _check_models(args, names)
     train_loader, val_loader, num_classes, info = _loaders(args)
+    _check_weights(args, names)
     info = {"command": "compare-models", **info}
     config = _sweep_config(args, criteria=criteria, levels=levels, info=info)
     result = compare_models(
@@ -443,19 +448,19 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--base-epochs",
-        type=_positive_int,
+        type=positive_int,
         default=6,
         metavar="E",
         help="epochs training the base model (default: %(default)s)",
     )
     parser.add_argument(
         "--finetune-epochs",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=1,
         metavar="E",
         help="fine-tuning epochs after each prune (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=_non_negative_int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_run_demo)

@@ -107,10 +107,76 @@ def _atomic_target(path: Path) -> Iterator[Path]:
             os.close(dir_fd)
 
 
+def _opset_range(exporter: str) -> tuple[int, int]:
+    """The opsets ``exporter`` writes without a (fallible) version conversion, inclusive.
+
+    Read from torch where it says (the values below are torch 2.9's, for when it does not):
+    the dynamo exporter's operator library is written for one opset and converting down from
+    it fails for common operators (Pad), so it starts there; the legacy exporter covers
+    ``ONNX_MIN_OPSET`` to ``ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET``.
+    """
+    constants: Any = None
+    with contextlib.suppress(ImportError):
+        from torch.onnx import _constants as constants
+    if exporter == "dynamo":
+        low = 18
+        with contextlib.suppress(ImportError):
+            from torch.onnx._internal.exporter import _constants as dynamo_constants
+
+            low = int(getattr(dynamo_constants, "TORCHLIB_OPSET", low))
+        return low, int(getattr(constants, "ONNX_MAX_OPSET", 23))
+    return (
+        int(getattr(constants, "ONNX_MIN_OPSET", 7)),
+        int(getattr(constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20)),
+    )
+
+
+def _check_opset(opset: object, exporter: str) -> int | None:
+    """``opset`` if ``exporter`` can write it, else a ConfigError that says which can."""
+    if opset is None:
+        return None
+    low, high = _opset_range(exporter)
+    if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
+        hint = ""
+        if exporter == "dynamo":
+            legacy_low, legacy_high = _opset_range("legacy")
+            if isinstance(opset, int) and legacy_low <= opset < low:
+                hint = f"; for opset {opset} use --exporter legacy ({legacy_low}-{legacy_high})"
+        raise ConfigError(
+            f"--opset {opset!r} is not allowed with the {exporter} exporter; use {low} to "
+            f"{high}{hint}"
+        )
+    return opset
+
+
+def _written_opset(path: Path) -> int | None:
+    """The default-domain opset an ONNX file declares (``None`` when it declares none)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    versions = [entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")]
+    return int(versions[0]) if versions else None
+
+
 def _export_onnx(
     model: nn.Module, example: torch.Tensor, path: Path, *, exporter: str, opset: int | None
 ) -> None:
     _require("onnx", "ONNX export")
+    _export_onnx_file(model, example, path, exporter=exporter, opset=opset)
+    if opset is not None:
+        # The dynamo exporter falls back to its own opset when a conversion fails, with only
+        # a logged traceback; never hand out a file of another opset than asked for.
+        written = _written_opset(path)
+        if written != opset:
+            raise ConfigError(
+                f"the {exporter} exporter wrote opset {written}, not the requested {opset}; "
+                "choose another --opset (or --exporter)"
+            )
+
+
+def _export_onnx_file(
+    model: nn.Module, example: torch.Tensor, path: Path, *, exporter: str, opset: int | None
+) -> None:
     names = {"input_names": ["input"], "output_names": ["logits"]}
     if exporter == "dynamo":
         _require("onnxscript", "ONNX export")
@@ -176,14 +242,18 @@ def export_model(
             ``(2, 3, input_size, input_size)`` images.
         exporter: ONNX only: ``"dynamo"`` (``torch.export``-based, needs onnxscript) or
             ``"legacy"`` (TorchScript-based, deprecated upstream).
-        opset: ONNX opset; ``None`` takes the exporter's default.
+        opset: ONNX opset; ``None`` takes the exporter's default. The dynamo exporter
+            writes 18 to ``torch.onnx``'s newest (23 in torch 2.9), the legacy one 7 to 20;
+            the written file is checked to declare this opset.
         verify: Run the exported file and compare it with PyTorch (see :func:`verify_export`)
             on the example batch and on a batch one larger, which shows a batch size fixed
             at export time.
         atol: With ``verify``, the largest allowed absolute difference.
 
     Raises:
-        ConfigError: A bad argument, or ``verify`` found outputs further apart than ``atol``.
+        ConfigError: A bad argument (an opset the exporter cannot write among them), the
+            file came out with another opset, or ``verify`` found outputs further apart than
+            ``atol``.
         NetsurgeonError: A package of the ``export`` extra is missing.
     """
     format = _check_format(format)
@@ -191,6 +261,8 @@ def export_model(
         raise ConfigError(
             f"exporter={exporter!r} is not allowed; use one of {', '.join(EXPORTERS)}"
         )
+    if format == "onnx":
+        opset = _check_opset(opset, exporter)
     if example_inputs is None:
         if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
             raise ConfigError(f"input_size={input_size!r} is not allowed; use a positive integer")

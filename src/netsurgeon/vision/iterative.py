@@ -33,6 +33,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ from netsurgeon.distill import (
     DistillationLoss,
 )
 from netsurgeon.errors import CheckpointError, ConfigError
-from netsurgeon.fileio import sha256_file
+from netsurgeon.fileio import check_file_target, describe_torch_file, sha256_file
 from netsurgeon.pruning import Pruner, PruneResult, prune
 from netsurgeon.pruning.criteria import Random, get_criterion, requires_data
 from netsurgeon.pruning.pruner import SCOPES, Footprint
@@ -279,8 +280,15 @@ def _save_state(path: Path, model: nn.Module, state: dict[str, Any]) -> None:
 
 def _load_state(path: Path, settings: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
     from netsurgeon.pruning.io import model_from_checkpoint, read_checkpoint
+    from netsurgeon.vision.models import UnreadableFileError
 
-    payload = read_checkpoint(path)
+    try:
+        payload = read_checkpoint(path)
+    except UnreadableFileError as exc:  # only --resume reads it: say how to get past it
+        raise CheckpointError(
+            f"{path}: the progress file is not readable: {describe_torch_file(path)}; delete "
+            "it to start the run over (or run without --resume)"
+        ) from exc
     state = payload["extra"].get("iterative")
     if not isinstance(state, dict) or state.get("format") != ITERATIVE_STATE:
         raise CheckpointError(f"{path}: not an iterative-pruning progress file")
@@ -388,7 +396,8 @@ def prune_and_finetune(
             :func:`netsurgeon.vision.build_model` or carry ``netsurgeon_arch``) and the final
             fine-tuning's per-epoch checkpoint. ``None`` writes nothing.
         resume: Continue from ``checkpoint_dir``: after the last finished slice (the schedule
-            goes on toward the same overall target) or inside the final fine-tuning.
+            goes on toward the same overall target) or inside the final fine-tuning. Without
+            a progress file it warns (naming the path) and starts from scratch.
         loss_fn: Defaults to cross-entropy. The criterion always scores with it; with
             ``distill`` it is the hard-label part of the fine-tuning loss.
         on_step: Called with every finished slice's record (e.g. to print progress).
@@ -425,8 +434,10 @@ def prune_and_finetune(
         The :class:`IterativeResult`; its ``model`` is the pruned model.
 
     Raises:
-        ConfigError: A bad argument value (the model is unchanged).
-        CheckpointError: ``resume`` found progress files of another run.
+        ConfigError: A bad argument value (the model is unchanged), or ``checkpoint_dir``
+            is a file.
+        CheckpointError: ``resume`` found progress files of another run, or an unreadable
+            one (the message says how to start over).
     """
     start_time = time.perf_counter()
     if not isinstance(config, TrainConfig):
@@ -502,6 +513,10 @@ def prune_and_finetune(
     example_inputs = move_inputs(example_inputs, device)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     state_path = ckpt_dir / _STATE_FILE if ckpt_dir is not None else None
+    if ckpt_dir is not None and ckpt_dir.exists() and not ckpt_dir.is_dir():
+        raise ConfigError(f"checkpoint_dir {str(ckpt_dir)!r} is a file; give a folder")
+    if resume and state_path is not None and not state_path.is_file():
+        _warn_no_checkpoint(state_path)
     if isinstance(train_loss, DistillationLoss):
         # The unpruned model as passed in, frozen; taken before a resume replaces the model.
         source = teacher if teacher is not None else copy.deepcopy(model)
@@ -718,6 +733,16 @@ def default_checkpoint_path(out: str | os.PathLike[str]) -> Path:
     return out.with_name(out.name + ".train.ckpt")
 
 
+def _warn_no_checkpoint(path: Path) -> None:
+    """``resume`` found nothing to continue from: say so, then start from scratch."""
+    if is_main_process():
+        warnings.warn(
+            f"resume was asked for, but there is no checkpoint at {path}; starting from scratch",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _is_weights_file(weights: str | os.PathLike[str] | None) -> bool:
     return weights is not None and str(weights).lower() != "none" and Path(weights).is_file()
 
@@ -767,7 +792,8 @@ def finetune(
         val_fraction: Split the training folder with this share for validation.
         checkpoint: The per-epoch training checkpoint; defaults to
             :func:`default_checkpoint_path` of ``out`` (none without ``out``).
-        resume: Continue from ``checkpoint`` after its last finished epoch.
+        resume: Continue from ``checkpoint`` after its last finished epoch; without a
+            checkpoint file it warns (naming the path) and starts from scratch.
         num_workers: Loader processes; ``None`` picks a default.
         cache_data: Keep the decoded images on the training device
             (``make_loader(..., cache=True)``).
@@ -785,7 +811,8 @@ def finetune(
         distill_feature_weight: Weight of that feature term (> 0).
 
     Raises:
-        ConfigError: Bad data folder, ``num_classes`` contradicting the data, bad values.
+        ConfigError: Bad data folder, ``num_classes`` contradicting the data, bad values,
+            a checkpoint path that is a folder (checked before anything trains).
         CheckpointError: ``resume`` with a checkpoint of another model or run, or an
             unreadable ``teacher`` file.
         NetsurgeonError: Pretrained weights could not be downloaded.
@@ -796,6 +823,13 @@ def finetune(
 
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config={config!r} is not allowed; pass a TrainConfig")
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is None and out is not None:
+        ckpt = default_checkpoint_path(out)
+    if ckpt is not None:  # before a whole epoch trains, not when its checkpoint is written
+        check_file_target(ckpt, "checkpoint" if checkpoint is None else "--checkpoint")
+        if resume and not ckpt.is_file():
+            _warn_no_checkpoint(ckpt)
     if input_size is None:
         input_size = default_input_size(model_name)
     recal_batches = _check_int("recalibrate_bn", recalibrate_bn, low=0)
@@ -830,9 +864,6 @@ def finetune(
                 f"teacher scores {tuple(scores.shape[1:])} classes but the data have "
                 f"{data.num_classes}; pass a teacher trained on the same classes"
             )
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    if ckpt is None and out is not None:
-        ckpt = default_checkpoint_path(out)
     # A resumed run overwrites every weight from the checkpoint: skip a download.
     resuming = resume and ckpt is not None and ckpt.is_file()
     build_weights = weights if (not resuming or _is_weights_file(weights)) else "none"
@@ -1520,6 +1551,9 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir is None and out is not None:
         checkpoint_dir = out.with_name(out.name + ".iterative")
+    if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
+        flag = "--checkpoint-dir" if args.checkpoint_dir is not None else "the progress folder"
+        raise ConfigError(f"{flag} {str(checkpoint_dir)!r} is a file; give a folder")
     config = train_config_from_args(args, epochs=max(1, args.finetune_epochs))
     data = load_image_data(
         args.data,

@@ -21,10 +21,13 @@ import torch
 from torch import nn
 
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
+from netsurgeon.fileio import describe_torch_file
 
 __all__ = [
+    "UnreadableFileError",
     "build_architecture",
     "build_model",
+    "check_model",
     "find_heads",
     "list_models",
     "load_state_dict_checked",
@@ -373,8 +376,20 @@ def load_state_dict_checked(
         raise CheckpointError(f"cannot load the checkpoint{where}: {exc}") from exc
 
 
-def _torch_load(path: Path, map_location: Any = "cpu") -> Any:
-    """``torch.load`` with ``weights_only=True``; any failure becomes a CheckpointError."""
+class UnreadableFileError(CheckpointError):
+    """``torch.load`` could not read the file at all (empty, truncated, another format)."""
+
+
+# What to do about a file torch cannot read, unless the caller knows better (a --resume file).
+_REPLACE_ADVICE = "replace it with a good copy (download, save or export it again)"
+
+
+def _torch_load(path: Path, map_location: Any = "cpu", *, advice: str = _REPLACE_ADVICE) -> Any:
+    """``torch.load`` with ``weights_only=True``; any failure becomes a CheckpointError.
+
+    The error says what the file looks like (empty, truncated, not a PyTorch file) and ends
+    with ``advice``.
+    """
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
@@ -390,9 +405,13 @@ def _torch_load(path: Path, map_location: Any = "cpu") -> Any:
         if "WeightsUnpickler error:" in text:  # skip torch's generic advice to the detail
             detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
             first_line = f"weights-only unpickler: {detail[0] if detail else 'rejected'}"
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch file, corrupt or foreign "
-            f"({type(exc).__name__}: {first_line})"
+        kind = describe_torch_file(path)
+        # Torch's own words add nothing once the kind of damage is named ("EOFError", "KeyError:
+        # 101", a paragraph about zip directories); keep them for an unrecognised format.
+        plain = not kind.startswith("a file of another")
+        detail = "" if plain else f" ({type(exc).__name__}: {first_line})"
+        raise UnreadableFileError(
+            f"{path}: not a readable PyTorch file: {kind}{detail}; {advice}"
         ) from exc
 
 
@@ -521,7 +540,9 @@ def _resolve_weights(name: str, kind: str, weights: object) -> tuple[str, Any]:
             f"{name!r} has no downloadable weights (weights='DEFAULT'); pass weights='none' or "
             f"the path of a local checkpoint"
         )
-    allowed = ", ".join(["'none'", "'DEFAULT'", *names]) if names else "'none'"
+    # The weights enum lists DEFAULT among its members (an alias): name each choice once.
+    choices = ["none", "DEFAULT", *(n for n in names if n != "DEFAULT")] if names else ["none"]
+    allowed = ", ".join(repr(choice) for choice in choices)
     raise ConfigError(
         f"weights={weights!r} for {name!r} is neither an existing file nor one of {allowed}"
     )
@@ -604,6 +625,18 @@ def build_architecture(name: str, **kwargs: Any) -> nn.Module:
     if name in _INIT_WEIGHTS_FLAG:
         kwargs.setdefault("init_weights", False)
     return build_model(name, weights="none", **kwargs)
+
+
+def check_model(name: str, *, weights: str | Path | None = "none") -> None:
+    """Check, without building anything, that :func:`build_model` knows ``name`` and
+    ``weights``: the cheap checks a command runs before it writes or trains anything.
+
+    Raises:
+        ConfigError: An unknown name (with close matches), or weights that are neither
+            ``"none"``, a weights name the model has, nor an existing file.
+    """
+    kind, _builder = _lookup(name)
+    _resolve_weights(name, kind, weights)
 
 
 def build_model(
