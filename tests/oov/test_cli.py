@@ -191,3 +191,228 @@ def test_embeddings_encoding_option(
         ["oov", "experiment", *data, "--embeddings-encoding", "cp1252", "--out", "x"]
     )
     assert args.embeddings_encoding == "cp1252" and args.encoding == "utf-8"
+
+
+# Checks before any work (user report s15, items 6, 7, 8, 11, 12, 14, 20).
+
+
+def _experiment(task: SyntheticTask, out: Path, *extra: str) -> list[str]:
+    """A one-run experiment (random has no pre-training), small enough for a fast test."""
+    return [
+        "oov",
+        "experiment",
+        *_common(task),
+        "--epochs",
+        "1",
+        "--methods",
+        "random",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("missing", ["--train", "--dev", "--test", "--embeddings"])
+def test_experiment_checks_every_input_file_before_the_first_run(
+    synthetic: SyntheticTask, tmp_path: Path, capsys: pytest.CaptureFixture[str], missing: str
+) -> None:
+    out = tmp_path / "ex"
+    argv = _experiment(synthetic, out, "--test", str(synthetic.dev))
+    nosuch = tmp_path / "nosuch.txt"
+    argv[argv.index(missing) + 1] = str(nosuch)
+    err = _error(argv, capsys)
+    assert "nosuch.txt" in err and "not found" in err
+    assert not out.exists()  # no run trained, no folder left to --resume
+    if missing == "--test":
+        # The corrected command then runs, without --resume.
+        argv[argv.index("--test") + 1] = str(synthetic.dev)
+        assert main(argv) == 0
+        assert set(json.loads((out / "results.json").read_text())["summary"]) == {"dev", "test"}
+
+
+def test_experiment_checks_test_file_columns_and_run_folders_first(
+    synthetic: SyntheticTask, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one_column = tmp_path / "tokens.txt"
+    one_column.write_text("word\nother\n", encoding="utf-8")
+    out = tmp_path / "ex"
+    err = _error(_experiment(synthetic, out, "--test", str(one_column)), capsys)
+    assert "tokens.txt:1: found 1 column(s)" in err
+    assert not out.exists()
+    # A run folder of the plan already holds a run: refused before the runs before it train.
+    taken = out / "runs" / "comick-seed0"
+    taken.mkdir(parents=True)
+    (taken / "config.json").write_text("{}", encoding="utf-8")
+    argv = _experiment(synthetic, out)
+    argv[argv.index("--methods") + 1] = "random,comick"
+    err = _error(argv, capsys)
+    assert "comick-seed0 already holds a run" in err and "--resume" in err
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["comick-seed0"]
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(
+    synthetic: SyntheticTask, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile.txt"
+    afile.write_text("keep me\n", encoding="utf-8")
+    train = ["oov", "train", *_common(synthetic), "--method", "random"]
+    err = _error([*train, "--out", str(afile)], capsys)
+    assert f"--out {str(afile)!r} is an existing file; give a folder name" in err
+    err = _error(_experiment(synthetic, afile), capsys)
+    assert f"--out {str(afile)!r} is an existing file; give a folder name" in err
+    err = _error([*train, "--out", str(afile / "run")], capsys)
+    assert f"--out {str(afile / 'run')!r}: {str(afile)!r} is a file, not a folder" in err
+    assert afile.read_text(encoding="utf-8") == "keep me\n"
+    # Before any work: the --out check comes before the data is read.
+    argv = [*train, "--out", str(afile)]
+    argv[argv.index("--train") + 1] = str(tmp_path / "nosuch.txt")
+    assert "--out" in _error(argv, capsys)
+
+
+def test_embed_and_evaluate_refuse_a_folder_as_out(
+    synthetic: SyntheticTask, cli_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "ckdir"
+    folder.mkdir()
+    words = tmp_path / "words.txt"
+    words.write_text("zorple\n", encoding="utf-8")
+    for argv in (
+        ["oov", "embed", str(cli_run), "--words", str(words)],
+        ["oov", "embed", str(cli_run), "--corpus", str(synthetic.dev)],
+        ["oov", "evaluate", str(cli_run), "--data", str(synthetic.dev)],
+    ):
+        err = _error([*argv, "--out", str(folder)], capsys)
+        assert f"--out {str(folder)!r} is a folder; give a file name" in err
+        # Checked first: a missing run folder is not reached.
+        argv[2] = str(tmp_path / "no-run")
+        assert "is a folder; give a file name" in _error([*argv, "--out", str(folder)], capsys)
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_context_size_must_be_positive_or_sentence(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(
+            ["oov", "train", "--train", "t", "--dev", "d", "--out", "o", "--context-size", value]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    expected = f"argument --context-size: context size {value!r} is not a positive integer or "
+    assert expected + "'sentence'" in err
+
+
+def test_context_size_values() -> None:
+    base = ["oov", "train", "--train", "t", "--dev", "d", "--out", "o"]
+    parse = build_parser().parse_args
+    assert parse(base).context_size is None
+    assert parse([*base, "--context-size", "sentence"]).context_size is None
+    assert parse([*base, "--context-size", "3"]).context_size == 3
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value", "message"),
+    [
+        ("train", "--epochs", "0", "'0' is not a positive integer"),
+        ("train", "--batch-size", "-3", "'-3' is not a positive integer"),
+        ("train", "--patience", "x", "'x' is not an integer"),
+        ("train", "--lr-tagger", "-1", "'-1' is not a positive number"),
+        ("train", "--lr-oov", "nan", "'nan' is not a positive number"),
+        ("train", "--momentum", "1", "'1' is not in [0, 1)"),
+        ("train", "--dropout", "1.5", "'1.5' is not in [0, 1)"),
+        ("train", "--pretrain-epochs", "-1", "'-1' is not an integer >= 0"),
+        ("train", "--seed", "-1", "'-1' is not an integer >= 0"),
+        ("train", "--max-vocab", "0", "'0' is not a positive integer"),
+        ("experiment", "--seeds", "0", "'0' is not a positive integer"),
+        ("experiment", "--train-limit", "0", "'0' is not a positive integer"),
+    ],
+)
+def test_bad_option_values_name_the_option(
+    command: str, option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["oov", command, "--train", "t", "--dev", "d", "--out", "o", f"{option}={value}"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert f"argument {option}: {message}" in capsys.readouterr().err
+
+
+def test_python_api_names_the_keyword() -> None:
+    from netsurgeon.errors import ConfigError
+    from netsurgeon.oov.run import TrainConfig
+
+    with pytest.raises(ConfigError, match="lr_tagger must be positive, got nan"):
+        TrainConfig(lr_tagger=float("nan"))
+    with pytest.raises(ConfigError, match=r"dropout must be in \[0, 1\), got 1.5"):
+        TrainConfig(dropout=1.5)
+    with pytest.raises(ConfigError, match="seed must be an integer >= 0, got -1"):
+        TrainConfig(seed=-1)
+
+
+def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # undo the line wrapping
+
+
+def test_help_shows_defaults_and_methods(capsys: pytest.CaptureFixture[str]) -> None:
+    from netsurgeon.oov.embedders import METHODS
+    from netsurgeon.oov.run import TrainConfig
+
+    defaults = TrainConfig()
+    for command in ("train", "experiment"):
+        text = _help(["oov", command], capsys)
+        for option, value in [
+            ("--epochs EPOCHS", defaults.epochs),
+            ("--batch-size BATCH_SIZE", defaults.batch_size),
+            ("--patience PATIENCE", defaults.patience),
+            ("--lr-tagger LR_TAGGER", defaults.lr_tagger),
+            ("--lr-oov LR_OOV", defaults.lr_oov),
+            ("--momentum MOMENTUM", defaults.momentum),
+            ("--pretrain-loss {mse,cosine}", defaults.pretrain_loss),
+            ("--char-dim CHAR_DIM", defaults.char_dim),
+        ]:
+            after = text.split(f" {option} ", 1)[1]
+            assert f"(default: {value})" in after.split(" --", 1)[0], option
+    text = _help(["oov", "train"], capsys)
+    assert "how OOV words get a vector (default: comick)" in text
+    text = _help(["oov", "experiment"], capsys)
+    listed = ", ".join(METHODS)
+    assert f"--methods METHODS comma-separated list of: {listed};" in text
+    assert "(default: random,mimick,comick)" in text and "(default: 3)" in text
+
+
+@pytest.mark.parametrize(
+    ("methods", "message"),
+    [
+        ("", "--methods is empty; give a comma-separated list of: "),
+        (" , ", "--methods is empty; give a comma-separated list of: "),
+        ("random,comik", "--methods: unknown method(s) 'comik'; give a comma-separated list of: "),
+    ],
+)
+def test_methods_errors_list_the_methods(
+    synthetic: SyntheticTask,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    methods: str,
+    message: str,
+) -> None:
+    from netsurgeon.oov.embedders import METHODS
+
+    out = tmp_path / "ex"
+    argv = _experiment(synthetic, out)
+    argv[argv.index("--methods") + 1] = methods
+    err = _error(argv, capsys)
+    assert message + ", ".join(METHODS) in err
+    assert not out.exists()
+
+
+def test_cli_method_list_matches_the_library() -> None:
+    from netsurgeon.oov import cli
+    from netsurgeon.oov.embedders import METHODS
+
+    assert tuple(METHODS) == cli._METHODS

@@ -12,32 +12,47 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from netsurgeon.argtypes import (
+    integer,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    unit_interval,
+)
 from netsurgeon.errors import ConfigError
 
 __all__ = ["add_commands"]
 
 
+# The OOV methods, as in netsurgeon.oov.embedders.METHODS (not imported here: it needs torch,
+# and ``netsurgeon --help`` must not); a test keeps the two equal.
+_METHODS = ("random", "unk", "zero", "mimick", "context", "comick")
+
+
 def _context_size(value: str) -> int | None:
-    if value in ("sentence", "all", "0"):
+    # 0 is refused rather than read as "no limit": it reads as "no context" just as well.
+    if value in ("sentence", "all"):
         return None
     try:
         size = int(value)
     except ValueError:
+        size = 0
+    if size < 1:
         raise argparse.ArgumentTypeError(
             f"context size {value!r} is not a positive integer or 'sentence'"
-        ) from None
-    if size < 1:
-        raise argparse.ArgumentTypeError(f"context size must be >= 1 or 'sentence', got {size}")
+        )
     return size
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=["ner", "pos"], default="ner", help="tagging task")
+    parser.add_argument(
+        "--task", choices=["ner", "pos"], default="ner", help="tagging task (default: %(default)s)"
+    )
     parser.add_argument("--train", required=True, type=Path, help="training column file")
     parser.add_argument("--dev", required=True, type=Path, help="development column file")
     parser.add_argument(
         "--tag-column",
-        type=int,
+        type=integer,
         default=None,
         help="column of the tag (default: NER = last, POS = 1, as in CoNLL-2003)",
     )
@@ -47,7 +62,9 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="convert NER tags to this scheme when reading (default: keep them as written)",
     )
-    parser.add_argument("--encoding", default="utf-8", help="text encoding of the data files")
+    parser.add_argument(
+        "--encoding", default="utf-8", help="text encoding of the data files (default: %(default)s)"
+    )
     parser.add_argument(
         "--embeddings",
         default=None,
@@ -63,15 +80,21 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         "--embeddings-format",
         choices=["auto", "glove", "word2vec", "word2vec-binary"],
         default="auto",
+        help="format of the --embeddings file; auto: word2vec binary for .bin and .bin.gz, "
+        "else GloVe text, or word2vec text where a 'count dim' header starts the file "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--normalise",
         choices=["lower", "none"],
         default="lower",
-        help="word normalisation for the OOV test (lower suits GloVe 6B)",
+        help="word normalisation for the OOV test; lower suits GloVe 6B (default: %(default)s)",
     )
     parser.add_argument(
-        "--max-vocab", type=int, default=None, help="keep only the N most frequent embedding words"
+        "--max-vocab",
+        type=positive_int,
+        default=None,
+        help="keep only the N most frequent embedding words (default: all)",
     )
 
 
@@ -96,37 +119,100 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--context-size",
         type=_context_size,
         default=None,
-        help="context words on each side, or 'sentence' (default)",
+        help="context words on each side (a positive integer), or 'sentence' for the whole "
+        "sentence (default: sentence)",
     )
-    parser.add_argument("--char-dim", type=int, default=20, help="character embedding size")
-    parser.add_argument("--oov-hidden", type=int, default=128, help="OOV module LSTM size")
+    parser.add_argument(
+        "--char-dim",
+        type=positive_int,
+        default=20,
+        help="character embedding size (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--oov-hidden",
+        type=positive_int,
+        default=128,
+        help="OOV module LSTM size (default: %(default)s)",
+    )
     parser.add_argument(
         "--oov-head",
         choices=["linear", "mlp"],
         default="linear",
         help="output of context/comick: one linear layer (the poster's) or a tanh hidden "
-        "layer before it (as Mimick's)",
+        "layer before it (as Mimick's) (default: %(default)s)",
     )
-    parser.add_argument("--tagger-hidden", type=int, default=128, help="tagger LSTM size")
-    parser.add_argument("--dropout", type=float, default=0.0, help="tagger dropout")
-    parser.add_argument("--epochs", type=int, default=30, help="most joint training epochs")
-    parser.add_argument("--patience", type=int, default=3, help="epochs without dev gain")
-    parser.add_argument("--batch-size", type=int, default=8, help="sentences per update")
-    parser.add_argument("--lr-tagger", type=float, default=0.01, help="SGD rate, labelling net")
-    parser.add_argument("--lr-oov", type=float, default=0.001, help="SGD rate, OOV module")
-    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    parser.add_argument(
+        "--tagger-hidden",
+        type=positive_int,
+        default=128,
+        help="tagger LSTM size (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dropout",
+        type=unit_interval,
+        default=0.0,
+        help="tagger dropout, in [0, 1) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=30,
+        help="most joint training epochs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--patience",
+        type=positive_int,
+        default=3,
+        help="stop after this many epochs without a better dev score (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=8,
+        help="sentences per update (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lr-tagger",
+        type=positive_float,
+        default=0.01,
+        help="SGD learning rate of the labelling net (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lr-oov",
+        type=positive_float,
+        default=0.001,
+        help="SGD learning rate of the OOV module (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--momentum",
+        type=unit_interval,
+        default=0.9,
+        help="SGD momentum, in [0, 1) (default: %(default)s)",
+    )
     parser.add_argument(
         "--pretrain-epochs",
-        type=int,
+        type=non_negative_int,
         default=None,
-        help="epochs mimicking in-vocabulary vectors (default 5 for mimick/context/comick)",
-    )
-    parser.add_argument("--pretrain-loss", choices=["mse", "cosine"], default="mse")
-    parser.add_argument(
-        "--pretrain-words", type=int, default=20_000, help="word types per pre-training epoch"
+        help="epochs mimicking in-vocabulary vectors before joint training (default: 5 for "
+        "mimick, context and comick, 0 for the others)",
     )
     parser.add_argument(
-        "--train-limit", type=int, default=None, help="use only the first N training sentences"
+        "--pretrain-loss",
+        choices=["mse", "cosine"],
+        default="mse",
+        help="pre-training loss between predicted and real vectors (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--pretrain-words",
+        type=positive_int,
+        default=20_000,
+        help="word types per pre-training epoch (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--train-limit",
+        type=positive_int,
+        default=None,
+        help="use only the first N training sentences (default: all)",
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     _add_device_option(parser)
@@ -228,10 +314,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from netsurgeon.fileio import check_file_target
     from netsurgeon.oov.evaluate import evaluate_run
     from netsurgeon.oov.io import atomic_write_json
 
     _setup_logging(args)
+    if args.out is not None:
+        check_file_target(args.out, "--out")
     evaluation = evaluate_run(
         args.run,
         args.data,
@@ -249,18 +338,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if evaluation.unseen_tags:
         print(f"tags never seen in training (scored as errors): {evaluation.unseen_tags}")
     if args.out:
-        atomic_write_json(Path(args.out), evaluation.to_json())
+        atomic_write_json(args.out, evaluation.to_json())
         print(f"wrote {args.out}")
     return 0
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from netsurgeon.oov.experiment import run_experiment
+    from netsurgeon.oov.experiment import check_methods, run_experiment
     from netsurgeon.oov.report import results_rows
 
     _setup_logging(args)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    base = _config(args, method=methods[0] if methods else "comick", seed=0)
+    methods = check_methods(
+        [m.strip() for m in args.methods.split(",") if m.strip()], flag="--methods"
+    )
+    base = _config(args, method=methods[0], seed=0)
     results = run_experiment(
         base,
         train_file=args.train,
@@ -310,10 +401,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_data_options(train)
     train.add_argument(
         "--method",
-        choices=["random", "unk", "zero", "mimick", "context", "comick"],
+        choices=_METHODS,
         default="comick",
+        help="how OOV words get a vector (default: %(default)s)",
     )
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--seed", type=non_negative_int, default=0, help="random seed, >= 0 (default: 0)"
+    )
     train.add_argument("--out", required=True, type=Path, help="run folder to create")
     _add_model_options(train)
     train.add_argument("-v", "--verbose", action="store_true", help="log each epoch")
@@ -322,18 +416,41 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("evaluate", help="evaluate a run on a column file")
     evaluate.add_argument("run", type=Path, help="run folder")
     evaluate.add_argument("--data", required=True, type=Path, help="column file with gold tags")
-    evaluate.add_argument("--embeddings", default=None, help="override the run's embeddings")
-    evaluate.add_argument("--encoding", default=None, help="encoding of --data")
+    evaluate.add_argument(
+        "--embeddings",
+        default=None,
+        help="embeddings file to use (default: the run's)",
+    )
+    evaluate.add_argument(
+        "--encoding", default=None, help="encoding of --data (default: the run's)"
+    )
     _add_embeddings_encoding_override(evaluate)
-    evaluate.add_argument("--out", default=None, help="write the evaluation as JSON here")
+    evaluate.add_argument(
+        "--out", type=Path, default=None, help="write the evaluation as JSON to this file"
+    )
     _add_device_option(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 
     experiment = commands.add_parser("experiment", help="compare methods over seeds")
     _add_data_options(experiment)
-    experiment.add_argument("--test", type=Path, default=None, help="held-out column file")
-    experiment.add_argument("--methods", default="random,mimick,comick", help="comma-separated")
-    experiment.add_argument("--seeds", type=int, default=3, help="seeds per method")
+    experiment.add_argument(
+        "--test",
+        type=Path,
+        default=None,
+        help="held-out column file, scored with each run's best dev model (default: none)",
+    )
+    experiment.add_argument(
+        "--methods",
+        default="random,mimick,comick",
+        help=f"comma-separated list of: {', '.join(_METHODS)}; random, when listed, is the "
+        "baseline of the gains (default: %(default)s)",
+    )
+    experiment.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=3,
+        help="number of seeds per method; runs use seeds 0 to N-1 (default: %(default)s)",
+    )
     experiment.add_argument("--out", required=True, type=Path, help="experiment folder")
     _add_model_options(experiment)
     experiment.add_argument("-v", "--verbose", action="store_true", help="log each epoch")
@@ -345,8 +462,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--words", type=Path, help="file with one word per line")
     source.add_argument("--corpus", type=Path, help="column file: embed every OOV occurrence")
     embed.add_argument("--out", required=True, type=Path, help="output GloVe text file")
-    embed.add_argument("--embeddings", default=None, help="override the run's embeddings")
-    embed.add_argument("--encoding", default="utf-8", help="encoding of --words/--corpus")
+    embed.add_argument(
+        "--embeddings",
+        default=None,
+        help="embeddings file to use (default: the run's)",
+    )
+    embed.add_argument(
+        "--encoding", default="utf-8", help="encoding of --words/--corpus (default: %(default)s)"
+    )
     _add_embeddings_encoding_override(embed)
     embed.add_argument(
         "--per-occurrence",

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from netsurgeon.errors import ConfigError
+from netsurgeon.fileio import check_file_target
 from netsurgeon.oov.conll import decode_lines, read_conll
 from netsurgeon.oov.run import load_run
 from netsurgeon.oov.vectors import write_glove_text
@@ -35,9 +36,11 @@ def embed_words(
         Number of vectors written.
 
     Raises:
-        ConfigError: empty or undecodable words file, a line with more than one word (the
-            message names its line), an unknown device, or CUDA asked for but not available.
+        ConfigError: an ``out`` that is a folder (checked before any work), an empty or
+            undecodable words file, a line with more than one word (the message names its
+            line), an unknown device, or CUDA asked for but not available.
     """
+    check_file_target(out, "--out")
     path = Path(words_file)
     found: dict[str, None] = {}  # the distinct words, in first-seen order
     for line_no, line in enumerate(decode_lines(path, encoding), start=1):
@@ -81,7 +84,12 @@ def embed_corpus(
 
     Returns:
         Number of vectors written.
+
+    Raises:
+        ConfigError: an ``out`` that is a folder (checked before any work), a bad column
+            file, an unknown device, or CUDA asked for but not available.
     """
+    check_file_target(out, "--out")
     sentences = [list(s.tokens) for s in read_conll(corpus, encoding=encoding, min_columns=1)]
     run = load_run(
         run_dir,

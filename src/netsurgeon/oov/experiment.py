@@ -8,21 +8,22 @@ import os
 import statistics
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from netsurgeon.errors import ConfigError
+from netsurgeon.fileio import check_folder_target
 from netsurgeon.oov.embedders import ATTENTION_PARTS, METHODS
-from netsurgeon.oov.evaluate import Evaluation, evaluate_data, evaluate_run
+from netsurgeon.oov.evaluate import Evaluation, evaluate_data
 from netsurgeon.oov.report import SECTIONS, write_report
-from netsurgeon.oov.run import TrainConfig
-from netsurgeon.oov.train import read_tagged, train
+from netsurgeon.oov.run import TrainConfig, load_run
+from netsurgeon.oov.train import absolute_embeddings, check_run_folder, read_tagged, train
+from netsurgeon.oov.vectors import check_embeddings_source
 from netsurgeon.pruning.stats import resolve_device
 
-__all__ = ["run_experiment", "summarise"]
+__all__ = ["check_methods", "run_experiment", "summarise"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,29 @@ def _mean_attention(evaluations: list[Evaluation]) -> dict[str, dict[str, float]
     return merged
 
 
+def check_methods(methods: Sequence[str], *, flag: str = "methods") -> list[str]:
+    """The distinct methods of ``methods``, in order, all known.
+
+    Args:
+        methods: Method names.
+        flag: What named them, for the message (``--methods`` on the command line).
+
+    Raises:
+        ConfigError: no method, or an unknown one; the message lists the allowed ones.
+    """
+    allowed = ", ".join(METHODS)
+    chosen = list(dict.fromkeys(methods))
+    if not chosen:
+        raise ConfigError(f"{flag} is empty; give a comma-separated list of: {allowed}")
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise ConfigError(
+            f"{flag}: unknown method(s) {', '.join(map(repr, unknown))}; "
+            f"give a comma-separated list of: {allowed}"
+        )
+    return chosen
+
+
 def run_experiment(
     base: TrainConfig,
     *,
@@ -106,60 +130,85 @@ def run_experiment(
         The results written to ``results.json``.
 
     Raises:
-        ConfigError: bad methods or seeds, an existing folder without ``resume``, an unknown
-            device, or CUDA asked for but not available.
+        ConfigError: bad methods or seeds, an ``out`` that is a file, an existing experiment
+            or run folder without ``resume`` (or one of another configuration with it), a
+            missing or unreadable train, dev or test file, a missing embeddings file, an
+            unknown device, or CUDA asked for but not available. All of these are checked
+            before the first run starts.
     """
-    device = resolve_device(device)
-    methods = list(dict.fromkeys(methods))
-    unknown = [m for m in methods if m not in METHODS]
-    if not methods or unknown:
-        raise ConfigError(f"methods {unknown or methods} are not among {list(METHODS)}")
+    methods = check_methods(methods)
     if seeds < 1:
         raise ConfigError(f"seeds must be a positive integer, got {seeds}")
-    out = Path(out)
+    out = check_folder_target(out, "--out")
+    device = resolve_device(device)
     if (out / "results.json").exists() and not resume:
         raise ConfigError(
             f"{out} already holds an experiment; pass --resume or choose another --out"
         )
-    baseline = "random" if "random" in methods else methods[0]
+    # Everything a run could fail on is checked here, before the first run starts or any
+    # folder is written, so that a typo costs no training and leaves nothing to --resume.
+    read_tagged(
+        train_file,
+        column=base.column,
+        encoding=base.encoding,
+        limit=base.train_limit,
+        scheme=base.tag_scheme,
+    )
     dev_data = read_tagged(
         dev_file, column=base.column, encoding=base.encoding, scheme=base.tag_scheme
     )
+    test_data = None
+    if test_file is not None:
+        test_data = read_tagged(
+            test_file, column=base.column, encoding=base.encoding, scheme=base.tag_scheme
+        )
+    check_embeddings_source(
+        base.embeddings, format=base.embeddings_format, encoding=base.embeddings_encoding
+    )
+    plan = [
+        (dataclasses.replace(base, method=method, seed=seed), out / "runs" / f"{method}-seed{seed}")
+        for method in methods
+        for seed in range(seeds)
+    ]
+    for config, run_dir in plan:
+        check_run_folder(run_dir, absolute_embeddings(config), resume)
+    baseline = "random" if "random" in methods else methods[0]
     evaluations: dict[str, dict[str, list[Evaluation]]] = {"dev": {}, "test": {}}
     runs: list[dict[str, Any]] = []
     oov: dict[str, Any] = {}
-    for method in methods:
-        for seed in range(seeds):
-            config = dataclasses.replace(base, method=method, seed=seed)
-            run_dir = out / "runs" / f"{method}-seed{seed}"
-            log.info("training %s", run_dir)
-            start = time.perf_counter()
-            result = train(
-                config,
-                train_file=train_file,
-                dev_file=dev_file,
-                out=run_dir,
-                resume=resume,
-                device=device,
+    for config, run_dir in plan:
+        method, seed = config.method, config.seed
+        log.info("training %s", run_dir)
+        start = time.perf_counter()
+        result = train(
+            config,
+            train_file=train_file,
+            dev_file=dev_file,
+            out=run_dir,
+            resume=resume,
+            device=device,
+        )
+        seconds = time.perf_counter() - start
+        dev = evaluate_data(result.run, dev_data)
+        evaluations["dev"].setdefault(method, []).append(dev)
+        entry = {
+            "method": method,
+            "seed": seed,
+            "dir": str(run_dir),
+            "seconds": seconds,
+            "best_epoch": result.metrics["best_epoch"],
+            "dev": dev.metrics,
+        }
+        oov = {"train": result.metrics["oov"]["train"], "dev": dev.oov}
+        if test_data is not None:
+            test_run = load_run(
+                run_dir, keep={t for s in test_data.tokens for t in s}, device=device
             )
-            seconds = time.perf_counter() - start
-            dev = evaluate_data(result.run, dev_data)
-            evaluations["dev"].setdefault(method, []).append(dev)
-            entry = {
-                "method": method,
-                "seed": seed,
-                "dir": str(run_dir),
-                "seconds": seconds,
-                "best_epoch": result.metrics["best_epoch"],
-                "dev": dev.metrics,
-            }
-            oov = {"train": result.metrics["oov"]["train"], "dev": dev.oov}
-            if test_file is not None:
-                test = evaluate_run(run_dir, test_file, device=device)
-                evaluations["test"].setdefault(method, []).append(test)
-                entry["test"] = test.metrics
-                oov["test"] = test.oov
-            runs.append(entry)
+            test = evaluate_data(test_run, test_data)
+            evaluations["test"].setdefault(method, []).append(test)
+            entry["test"] = test.metrics
+            oov["test"] = test.oov
+        runs.append(entry)
     metric = "F1" if base.task == "ner" else "accuracy"
     summary: dict[str, Any] = {}
     gains: dict[str, Any] = {}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -120,11 +121,14 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value}")
-        for name in ("lr_tagger", "lr_oov", "pretrain_lr"):
-            if getattr(self, name) <= 0:
+        for name in ("lr_tagger", "lr_oov", "pretrain_lr", "clip"):
+            # Written so that nan fails too; inf would give nan weights after one step.
+            if not 0 < getattr(self, name) < math.inf:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.context_size is not None and self.context_size < 1:
             raise ConfigError(
                 f"context size must be a positive number of words (or the whole sentence), "
@@ -136,6 +140,8 @@ class TrainConfig:
             raise ConfigError(f"max vocab must be a positive integer, got {self.max_vocab}")
         if self.train_limit is not None and self.train_limit < 1:
             raise ConfigError(f"train limit must be positive, got {self.train_limit}")
+        if self.seed < 0:  # numpy's generators take no negative seeds
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed}")
 
     @property
     def column(self) -> int:

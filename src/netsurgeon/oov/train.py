@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from netsurgeon.errors import CheckpointError, ConfigError
-from netsurgeon.fileio import sha256_file
+from netsurgeon.fileio import check_folder_target, sha256_file
 from netsurgeon.oov.batching import (
     N_SPECIAL_ROWS,
     UNK,
@@ -60,7 +60,15 @@ from netsurgeon.oov.vectors import PACKAGED_GLOVE, load_embeddings, normaliser
 from netsurgeon.oov.vocab import TagVocabulary, oov_stats
 from netsurgeon.pruning.stats import resolve_device
 
-__all__ = ["TaggedData", "TrainResult", "progress_disabled", "read_tagged", "train"]
+__all__ = [
+    "TaggedData",
+    "TrainResult",
+    "absolute_embeddings",
+    "check_run_folder",
+    "progress_disabled",
+    "read_tagged",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +246,7 @@ def _evaluate(
     return tagging_metrics(config.task, data.tags, prediction.tags, prediction.oov_mask)
 
 
-def _absolute_embeddings(config: TrainConfig) -> TrainConfig:
+def absolute_embeddings(config: TrainConfig) -> TrainConfig:
     """``config`` with its embeddings file as an absolute path, so the run loads from anywhere."""
     if config.embeddings is None or config.embeddings == PACKAGED_GLOVE:
         return config
@@ -258,8 +266,15 @@ def _same_file(saved: Any, now: Any) -> bool:
     return Path(saved).resolve() == Path(now).resolve()
 
 
-def _check_out(out: Path, config: TrainConfig, resume: bool) -> bool:
-    """Whether to resume from ``out``; refuses to overwrite another run."""
+def check_run_folder(out: Path, config: TrainConfig, resume: bool) -> bool:
+    """Whether to resume from ``out``; refuses to overwrite another run.
+
+    ``config`` must hold its embeddings as :func:`train` stores them (an absolute path).
+
+    Raises:
+        ConfigError: ``out`` holds a run and ``resume`` is false, or it holds a run of
+            another configuration.
+    """
     checkpoint = out / CHECKPOINT_FILE
     if not resume:
         if (out / CONFIG_FILE).exists() or checkpoint.exists():
@@ -329,13 +344,14 @@ def train(
         The best model and its metrics.
 
     Raises:
-        ConfigError: bad data or options, an unknown device, or CUDA asked for but not
-            available; CheckpointError: unusable checkpoint.
+        ConfigError: bad data or options, an ``out`` that is a file (checked before any
+            work), an unknown device, or CUDA asked for but not available;
+            CheckpointError: unusable checkpoint.
     """
+    out = check_folder_target(out, "--out")
     device = resolve_device(device)
-    out = Path(out)
-    config = _absolute_embeddings(config)
-    resuming = _check_out(out, config, resume)
+    config = absolute_embeddings(config)
+    resuming = check_run_folder(out, config, resume)
     _seed_everything(config.seed)
     train_data = read_tagged(
         train_file,

