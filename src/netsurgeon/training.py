@@ -135,13 +135,31 @@ def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- configuration
 
 
+# The training commands' options for TrainConfig's fields, so that a message names both.
+_FLAGS = {
+    "lr": "--lr",
+    "momentum": "--momentum",
+    "weight_decay": "--weight-decay",
+    "step_size": "--step-size",
+    "gamma": "--gamma",
+    "epochs": "--epochs",
+    "seed": "--seed",
+}
+
+
+def _named(name: str, value: Any) -> str:
+    """``lr=-1.0 (--lr)``: the keyword for Python callers, the option for the command line."""
+    flag = _FLAGS.get(name)
+    return f"{name}={value!r}" + (f" ({flag})" if flag else "")
+
+
 def _check_number(name: str, value: Any, *, low: float, allow_low: bool, kind: type) -> None:
     ok_type = isinstance(value, kind) or (kind is float and isinstance(value, int))
     if isinstance(value, bool) or not ok_type or (kind is float and not math.isfinite(value)):
-        raise ConfigError(f"{name}={value!r} is not allowed; use a {kind.__name__}")
+        raise ConfigError(f"{_named(name, value)} is not allowed; use a {kind.__name__}")
     if value < low or (value == low and not allow_low):
         bound = ">=" if allow_low else ">"
-        raise ConfigError(f"{name}={value!r} is not allowed; use a value {bound} {low}")
+        raise ConfigError(f"{_named(name, value)} is not allowed; use a value {bound} {low}")
 
 
 def _check_device(value: Any) -> None:
@@ -220,13 +238,15 @@ class TrainConfig:
         _check_number("lr", self.lr, low=0.0, allow_low=False, kind=float)
         _check_number("momentum", self.momentum, low=0.0, allow_low=True, kind=float)
         if self.momentum >= 1:
-            raise ConfigError(f"momentum={self.momentum!r} is not allowed; use a value in [0, 1)")
+            raise ConfigError(
+                f"{_named('momentum', self.momentum)} is not allowed; use a value in [0, 1)"
+            )
         _check_number("weight_decay", self.weight_decay, low=0.0, allow_low=True, kind=float)
         _check_number("step_size", self.step_size, low=1, allow_low=True, kind=int)
         _check_number("gamma", self.gamma, low=0.0, allow_low=False, kind=float)
         _check_number("epochs", self.epochs, low=1, allow_low=True, kind=int)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed={self.seed!r} is not allowed; use an integer >= 0")
+            raise ConfigError(f"{_named('seed', self.seed)} is not allowed; use an integer >= 0")
         if not isinstance(self.amp, bool):
             raise ConfigError(f"amp={self.amp!r} is not allowed; use True or False")
         if not isinstance(self.channels_last, bool):

@@ -382,7 +382,9 @@ def split_indices(
             sample.
     """
     if isinstance(val_fraction, bool) or not 0.0 < float(val_fraction) < 1.0:
-        raise ConfigError(f"val_fraction={val_fraction!r} is not allowed; use a number in (0, 1)")
+        raise ConfigError(
+            f"val_fraction={val_fraction!r} (--val-fraction) is not allowed; use a number in (0, 1)"
+        )
     by_class: dict[int, list[int]] = {}
     for position, label in enumerate(targets):
         by_class.setdefault(label, []).append(position)
@@ -475,8 +477,8 @@ def load_image_data(
     if val_fraction is None:
         if train_dir is None or val_dir is None:
             raise ConfigError(
-                f"data folder {root} has no train/ and val/ sub-folders; pass val_fraction to "
-                f"split it into training and validation"
+                f"data folder {root} has no train/ and val/ sub-folders; pass val_fraction "
+                f"(--val-fraction F) to split it into training and validation"
             )
         train = ImageFolderDataset(train_dir, transform=train_tf, verify=verify)
         val = ImageFolderDataset(val_dir, transform=eval_tf, verify=verify)

@@ -537,8 +537,8 @@ def _resolve_weights(name: str, kind: str, weights: object) -> tuple[str, Any]:
         return "file", path
     if kind != "torchvision" and weights == "DEFAULT":
         raise ConfigError(
-            f"{name!r} has no downloadable weights (weights='DEFAULT'); pass weights='none' or "
-            f"the path of a local checkpoint"
+            f"{name!r} has no downloadable weights (weights='DEFAULT'); pass weights='none' "
+            f"(--weights none) or the path of a local checkpoint"
         )
     # The weights enum lists DEFAULT among its members (an alias): name each choice once.
     choices = ["none", "DEFAULT", *(n for n in names if n != "DEFAULT")] if names else ["none"]
