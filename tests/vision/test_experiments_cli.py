@@ -60,6 +60,18 @@ def test_stratified_subset_covers_every_class() -> None:
     assert stratified_subset(targets, 50, seed=0) == list(range(20))
 
 
+@pytest.mark.parametrize("flag", ["--train-subset", "--val-subset"])
+def test_a_subset_smaller_than_the_classes_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
+    data = make_image_folder(tmp_path / "data", train=2, val=2)
+    argv = ["sweep", "cifar_resnet20", "--data", str(data), "--weights", "none", "--criteria",
+            "l1", "--levels", "0.5", flag, "2", "--out", str(tmp_path / "out"), *QUICK]  # fmt: skip
+    assert main(argv) == 2
+    assert f"{flag} 2 is smaller than the 3 classes" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_sweep_on_image_folder_writes_everything(tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "data")
     out = tmp_path / "sweep"

@@ -193,6 +193,12 @@ def _loaders(args: argparse.Namespace) -> tuple[Any, Any, int, dict[str, Any]]:
         num_classes=args.num_classes, verify=not args.no_verify,
     )  # fmt: skip
     train, val = data.train, data.val
+    for flag, size in (("--train-subset", args.train_subset), ("--val-subset", args.val_subset)):
+        if size and size < data.num_classes:  # the subsets promise every class
+            raise ConfigError(
+                f"{flag} {size} is smaller than the {data.num_classes} classes; give at least "
+                f"{data.num_classes} so that every class is represented"
+            )
     if args.train_subset:
         train = train.subset(
             stratified_subset(train.targets, args.train_subset, seed=args.seed),
