@@ -43,6 +43,7 @@ from torchvision import transforms as T
 from tqdm.auto import tqdm
 
 from netsurgeon.errors import ConfigError
+from netsurgeon.vision.data import build_transforms, channel_stats, normalize_uint8
 
 __all__ = ["CachePlan", "CachedImageLoader", "build_cached_loader", "cache_plan"]
 
@@ -96,8 +97,6 @@ def cache_plan(transform: Any) -> CachePlan:
         ConfigError: ``transform`` is not exactly one of those transforms (other parameters,
             such as another flip probability or interpolation, would be silently ignored).
     """
-    from netsurgeon.vision.data import build_transforms
-
     steps = list(transform.transforms) if isinstance(transform, T.Compose) else []
     for train, size, small in _candidates(steps):
         if size < 8:
@@ -225,9 +224,7 @@ class CachedImageLoader:
         self.drop_last = drop_last
         self.seed = seed
         self.device = images.device
-        shape = (1, len(plan.mean), 1, 1)
-        self._mean = torch.tensor(plan.mean, device=self.device).view(shape)
-        self._std = torch.tensor(plan.std, device=self.device).view(shape)
+        self._mean, self._std = channel_stats(plan.mean, plan.std, device=self.device)
 
     def __len__(self) -> int:
         n = len(self.sampler) if self.sampler is not None else len(self.labels)  # type: ignore[arg-type]
@@ -251,7 +248,7 @@ class CachedImageLoader:
             if self.drop_last and len(part["order"]) < self.batch_size:
                 break
             x = self._augment(self.images[part["order"]], part)
-            x = x.float().div_(255).sub_(self._mean).div_(self._std)
+            x = normalize_uint8(x, self._mean, self._std)
             yield [x, self.labels[part["order"]]]
 
     def _draw(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -621,6 +621,26 @@ def _without_normalize(transform: Any) -> tuple[Transform, list[float], list[flo
     return T.Compose([*steps[:-2], T.PILToTensor()]), list(normalize.mean), list(normalize.std)
 
 
+def normalize_uint8(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 images as ``ToTensor`` + ``Normalize`` would give them, in the same float steps.
+
+    ``mean`` and ``std`` are ``(1, C, 1, 1)`` tensors on the images' device
+    (:func:`channel_stats`).
+    """
+    return images.float().div_(255).sub_(mean).div_(std)
+
+
+def channel_stats(
+    mean: Sequence[float], std: Sequence[float], *, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``mean`` and ``std`` as ``(1, C, 1, 1)`` tensors for :func:`normalize_uint8`."""
+    shape = (1, len(mean), 1, 1)
+    return (
+        torch.tensor(mean, device=device).view(shape),
+        torch.tensor(std, device=device).view(shape),
+    )
+
+
 class DeviceNormalizedLoader:
     """Batches of uint8 images, moved to ``device`` and normalised there.
 
@@ -660,12 +680,9 @@ class DeviceNormalizedLoader:
         return len(self.loader)  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[Any]:
-        shape = (1, len(self.mean), 1, 1)
-        mean = torch.tensor(self.mean, device=self.device).view(shape)
-        std = torch.tensor(self.std, device=self.device).view(shape)
+        mean, std = channel_stats(self.mean, self.std, device=self.device)
         for images, *rest in self.loader:
-            x = images.to(self.device, non_blocking=True).float().div_(255)
-            x = x.sub_(mean).div_(std)
+            x = normalize_uint8(images.to(self.device, non_blocking=True), mean, std)
             yield [x, *(r.to(self.device, non_blocking=True) for r in rest)]
 
 
