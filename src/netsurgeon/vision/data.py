@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
 from torchvision import transforms as T
 
 from netsurgeon.errors import ConfigError, NetsurgeonError
@@ -589,14 +589,22 @@ class SeededItems(Dataset[Any]):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
+        if get_worker_info() is not None:
+            # In a loader process every draw belongs to some sample: nothing to restore.
+            _seed_generators(seed)
+            return self.dataset[index]
         torch_state, python_state = torch.random.get_rng_state(), random.getstate()
-        torch.default_generator.manual_seed(seed)  # torch.manual_seed also seeds GPUs: slow
-        random.seed(seed)
+        _seed_generators(seed)
         try:
             return self.dataset[index]
         finally:
             torch.random.set_rng_state(torch_state)
             random.setstate(python_state)
+
+
+def _seed_generators(seed: int) -> None:
+    torch.default_generator.manual_seed(seed)  # torch.manual_seed also seeds GPUs: slow
+    random.seed(seed)
 
 
 def default_num_workers() -> int:
