@@ -79,6 +79,34 @@ def test_taylor_ranking_matches_brute_force_loss_change() -> None:
         assert rho >= 0.8, f"{layer}: Spearman {rho:.3f}"
 
 
+def test_taylor_is_averaged_over_per_example_absolute_values() -> None:
+    """Molchanov et al. 2017, eq. 8: |mean over positions of a * dC/da| for each example,
+    then averaged over the batch; a batch-level absolute value would let examples cancel."""
+    g = torch.Generator().manual_seed(1)
+    model = Tiny().eval()
+    x, y = _task(6, g)
+    graph = trace_graph(model, x[:1])
+    taylor = Taylor()
+    taylor.collect(graph, [(x[:4], y[:4]), (x[4:], y[4:])], F.cross_entropy)
+
+    acts: dict[str, torch.Tensor] = {}
+    hooks = [
+        act.register_forward_hook(lambda _m, _i, out, k=k: acts.__setitem__(k, out))
+        for k, act in (("conv1", model.act1), ("conv2", model.act2))
+    ]
+    expected = {"conv1": torch.zeros(12), "conv2": torch.zeros(12)}
+    for i in range(6):  # each example alone: its own loss, gradient and absolute value
+        loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+        grads = torch.autograd.grad(loss, [acts["conv1"], acts["conv2"]])
+        for layer, grad in zip(("conv1", "conv2"), grads, strict=True):
+            expected[layer] += (acts[layer] * grad)[0].mean((1, 2)).abs()
+    for hook in hooks:
+        hook.remove()
+    for layer, total in expected.items():
+        scores = taylor(Filters(layer, model.get_submodule(layer)))
+        torch.testing.assert_close(scores, total / total.norm(), rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", sorted(CRITERIA))
 def test_every_criterion_scores_each_filter(name: str) -> None:
     model = ResNet().eval()

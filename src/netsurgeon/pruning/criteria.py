@@ -285,11 +285,18 @@ class APoZ(_ActivationStatistic):
 
 
 class Taylor(_ActivationStatistic):
-    """First-order Taylor expansion of the loss change (Molchanov et al. 2017).
+    """First-order Taylor expansion of the loss change (Molchanov et al. 2017, eq. 8).
 
-    For each batch, the score of channel k is ``|mean over batch and positions of a_k * dL/da_k|``
-    where ``a_k`` is the activation that the layer's consumers read; batch scores are summed,
-    then each layer's scores are divided by their L2 norm.
+    For each example, the score of channel k is ``|mean over positions of a_k * dL/da_k|``,
+    where ``a_k`` is the activation that the layer's consumers read; as in the paper, it is
+    computed for each example separately and averaged over the examples, then each layer's
+    scores are divided by their L2 norm. The absolute value per example matters for a trained
+    model: near a minimum, ``a_k * dL/da_k`` tends to average to zero over a batch, so a
+    batch-level absolute value is mostly noise while the per-example magnitudes are not.
+
+    The first dimension of an activation is taken as the batch. The loss is expected to average
+    over the batch (PyTorch's default ``reduction="mean"``), so that each example's gradient
+    carries a factor ``1 / batch size``, which the criterion undoes.
     """
 
     needs_loss = True
@@ -299,7 +306,15 @@ class Taylor(_ActivationStatistic):
     ) -> torch.Tensor:
         if grad is None:  # the loss does not depend on this activation
             return torch.zeros(activation.shape[dim], device=activation.device)
-        return self._per_channel(activation * grad, dim).abs()
+        product = activation * grad
+        dim %= product.dim()
+        if dim == 0:  # no batch dimension to split: one score for the whole tensor
+            return self._per_channel(product, dim).abs()
+        batch = product.shape[0]
+        per_example = product.movedim(dim, 1).reshape(batch, product.shape[dim], -1)
+        # Each example's gradient carries the loss's 1 / batch: undo it, so that every example
+        # weighs the same in the average whatever the size of its batch.
+        return per_example.mean(2).abs().sum(0) * batch
 
     def _finish(
         self, sums: dict[str, torch.Tensor], counts: dict[str, int]
