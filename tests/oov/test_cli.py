@@ -416,3 +416,29 @@ def test_cli_method_list_matches_the_library() -> None:
     from netsurgeon.oov.embedders import METHODS
 
     assert tuple(METHODS) == cli._METHODS
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "random"], "--pretrain-epochs 1 has no effect with --method 'random'"),
+        (["--method", "mimick", "--oov-head", "mlp"], "--oov-head mlp has no effect"),
+    ],
+)
+def test_train_warns_about_options_the_method_ignores(
+    synthetic: SyntheticTask, tmp_path: Path, extra: list[str], message: str
+) -> None:
+    args = ["oov", "train", *_common(synthetic), *extra, "--epochs", "1", "--out", str(tmp_path)]
+    with pytest.warns(UserWarning, match=message):
+        assert main(args) == 0
+
+
+def test_experiment_does_not_warn_when_one_method_uses_the_option(
+    synthetic: SyntheticTask, tmp_path: Path
+) -> None:
+    import warnings
+
+    args = [*_common(synthetic), "--methods", "random,mimick", "--seeds", "1", "--epochs", "1"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*has no effect.*")
+        assert main(["oov", "experiment", *args, "--out", str(tmp_path / "exp")]) == 0

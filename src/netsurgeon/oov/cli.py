@@ -286,10 +286,32 @@ def _setup_logging(args: argparse.Namespace) -> None:
     )
 
 
+def _warn_unused_options(args: argparse.Namespace, methods: list[str]) -> None:
+    """Warn about options that none of ``methods`` reads, rather than ignoring them silently."""
+    import warnings
+
+    from netsurgeon.oov.run import _PRETRAIN_BY_DEFAULT
+
+    named = ", ".join(repr(m) for m in methods)
+    if args.pretrain_epochs and not any(m in _PRETRAIN_BY_DEFAULT for m in methods):
+        warnings.warn(
+            f"--pretrain-epochs {args.pretrain_epochs} has no effect with --method {named}: "
+            f"only {', '.join(_PRETRAIN_BY_DEFAULT)} are pre-trained",
+            stacklevel=2,
+        )
+    if args.oov_head != "linear" and not any(m in ("context", "comick") for m in methods):
+        warnings.warn(
+            f"--oov-head {args.oov_head} has no effect with --method {named}: only context and "
+            "comick have a choice of head (mimick always ends in a hidden layer)",
+            stacklevel=2,
+        )
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from netsurgeon.oov.train import train
 
     _setup_logging(args)
+    _warn_unused_options(args, [args.method])
     config = _config(args, method=args.method, seed=args.seed)
     result = train(
         config,
@@ -351,6 +373,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     methods = check_methods(
         [m.strip() for m in args.methods.split(",") if m.strip()], flag="--methods"
     )
+    _warn_unused_options(args, list(methods))
     base = _config(args, method=methods[0], seed=0)
     results = run_experiment(
         base,
