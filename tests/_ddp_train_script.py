@@ -82,8 +82,59 @@ def main(out: Path) -> None:
         "eval_whole": whole,
         "history": history.to_dict(),
     }
+    report["kept"] = _prune_on_shards(rank=info.rank, world_size=info.world_size)
+    report["iterative_steps"] = _iterative_taylor(out, train, val, rank=info.rank)
     (out / f"rank{info.rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
+
+
+def _iterative_taylor(out: Path, train: DataLoader, val: DataLoader, *, rank: int) -> int:
+    """Molchanov's schedule with Taylor under DDP: the ranks must end with one model."""
+    from netsurgeon.vision.iterative import prune_and_finetune
+
+    model = scoring_model()
+    config = TrainConfig(device="cpu", epochs=1, lr=0.05, progress=False)
+    result = prune_and_finetune(
+        model, train, val, example_inputs=torch.randn(1, 3, 8, 8), config=config,
+        criterion="taylor", target_macs=0.5, prune_steps=2, finetune_steps=2,
+        finetune_epochs=1, criterion_batches=2, oneshot_baseline=False,
+    )  # fmt: skip
+    torch.save(model.state_dict(), out / f"iterative{rank}.pt")
+    return len(result.steps)
+
+
+def scoring_model() -> nn.Module:
+    """The same small CNN on every rank (and in the test, which prunes it in one process)."""
+    torch.manual_seed(7)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3),
+    )  # fmt: skip
+
+
+def scoring_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Four batches of different sizes; rank r scores batches r, r + 2, ..."""
+    generator = torch.Generator().manual_seed(3)
+    sizes = (5, 3, 4, 6)
+    images = [torch.randn(n, 3, 8, 8, generator=generator) for n in sizes]
+    return [(x, torch.randint(0, 3, (len(x),), generator=generator)) for x in images]
+
+
+def _prune_on_shards(*, rank: int, world_size: int) -> dict[str, dict[str, list[int]]]:
+    """Data criteria scored on each rank's own batches: which filters each rank keeps."""
+    import torch.nn.functional as F
+
+    from netsurgeon.pruning import prune
+
+    shard = scoring_batches()[rank::world_size]
+    kept = {}
+    for criterion in ("taylor", "activation"):
+        model = scoring_model().eval()
+        result = prune(model, torch.randn(1, 3, 8, 8), amount=0.5, criterion=criterion,
+                       data=shard, loss_fn=F.cross_entropy)  # fmt: skip
+        kept[criterion] = {k: v.tolist() for k, v in result.kept.items()}
+    return kept
 
 
 def _cached_images(root: Path, config: TrainConfig, *, rank: int) -> list[int]:

@@ -67,6 +67,28 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
         assert report["eval_sharded"]["accuracy"] == report["eval_whole"]["accuracy"]
         assert report["eval_sharded"]["loss"] == pytest.approx(report["eval_whole"]["loss"])
 
+    # data criteria: each rank scores its own batches, the statistics are added over the
+    # ranks, so both keep the same filters as one process scoring every batch
+    import torch.nn.functional as F
+
+    from netsurgeon.pruning import prune
+    from tests._ddp_train_script import scoring_batches, scoring_model
+
+    assert reports[0]["kept"] == reports[1]["kept"]
+    for criterion, kept in reports[0]["kept"].items():
+        model = scoring_model().eval()
+        result = prune(model, torch.randn(1, 3, 8, 8), amount=0.5, criterion=criterion,
+                       data=scoring_batches(), loss_fn=F.cross_entropy)  # fmt: skip
+        assert kept == {k: v.tolist() for k, v in result.kept.items()}, criterion
+
+    # and Molchanov's iterative schedule with Taylor ends with one model on both ranks
+    assert reports[0]["iterative_steps"] == reports[1]["iterative_steps"] == 2
+    iterative = [torch.load(tmp_path / f"iterative{r}.pt", weights_only=True) for r in (0, 1)]
+    assert iterative[0].keys() == iterative[1].keys()
+    for key in iterative[0]:
+        assert torch.equal(iterative[0][key], iterative[1][key]), key
+    assert iterative[0]["0.weight"].shape[0] < 8  # filters were removed
+
     # only rank 0 writes the checkpoint, prints and shows progress
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert checkpoint["epoch"] == 2
@@ -88,7 +110,8 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
 
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["ckpt.pt", "rank0.pt", "rank1.pt", "rank0.json", "rank1.json", "steps0.pt", "steps1.pt",
-         "images", "cached0.pt", "cached1.pt", "recal0.pt", "recal1.pt"]
+         "images", "cached0.pt", "cached1.pt", "recal0.pt", "recal1.pt", "iterative0.pt",
+         "iterative1.pt"]
     )  # fmt: skip
     assert "rank0: epoch 2/2" in output
     assert "rank1:" not in output

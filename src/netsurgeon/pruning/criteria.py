@@ -6,6 +6,8 @@ signature works, for example ``lambda f: f.module.weight.flatten(1).abs().amax(1
 
 Data-driven criteria (``activation``, ``apoz``, ``taylor``) first look at real data: the
 pruner calls their ``collect`` method with a data loader and a loss function, then scores.
+Under ``torch.distributed`` (``torchrun``) every process scores its own batches and the
+statistics are added over the processes, so that all of them prune the same filters.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+import torch.distributed as dist
 from torch import fx, nn
 
 from netsurgeon.errors import ConfigError
@@ -151,6 +154,40 @@ class _Recorder(fx.Interpreter):
         return result.clone()
 
 
+def _add_over_processes(
+    layers: list[str],
+    sums: dict[str, torch.Tensor],
+    counts: dict[str, int],
+    device: torch.device,
+) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """Under ``torch.distributed``, each layer's statistics summed over every process.
+
+    Each process scored its own shard of the data; adding them up gives every process the
+    same scores, hence the same filters to prune. A process that saw no batch adds zeros.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return sums, counts
+    sizes = torch.tensor([len(sums[k]) if k in sums else 0 for k in layers], device=device)
+    dist.all_reduce(sizes, op=dist.ReduceOp.MAX)
+    flat = torch.cat(
+        [
+            torch.tensor([float(counts.get(k, 0)) for k in layers], device=device),
+            *(
+                sums[k].float() if k in sums else torch.zeros(int(n), device=device)
+                for k, n in zip(layers, sizes.tolist(), strict=True)
+            ),
+        ]
+    )
+    dist.all_reduce(flat)
+    total_counts = flat[: len(layers)].round().long().tolist()
+    parts = flat[len(layers) :].split(sizes.tolist())
+    kept = [i for i, c in enumerate(total_counts) if c > 0]
+    return (
+        {layers[i]: parts[i] for i in kept},
+        {layers[i]: int(total_counts[i]) for i in kept},
+    )
+
+
 class _ActivationStatistic:
     """Shared machinery: per-channel statistics of the tensors a layer's consumers read."""
 
@@ -186,6 +223,7 @@ class _ActivationStatistic:
         finally:
             for module, mode in modes.items():
                 module.training = mode
+        sums, counts = _add_over_processes(sorted(graph.observe), sums, counts, device)
         if not counts:
             raise ConfigError("the data loader given to the criterion yielded no batches")
         self.scores = self._finish(sums, counts)

@@ -51,7 +51,7 @@ from netsurgeon.distill import (
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import check_file_target, describe_torch_file, sha256_file
 from netsurgeon.pruning import Pruner, PruneResult, prune
-from netsurgeon.pruning.criteria import Random, get_criterion, requires_data
+from netsurgeon.pruning.criteria import Random, get_criterion
 from netsurgeon.pruning.pruner import SCOPES, Footprint
 from netsurgeon.pruning.stats import count_macs, count_params, move_inputs
 from netsurgeon.recalibrate import recalibrate_bn as _recalibrate
@@ -503,12 +503,6 @@ def prune_and_finetune(
             "netsurgeon.vision.build_model (or set model.netsurgeon_arch)"
         )
     info = init_distributed()
-    if info.world_size > 1 and requires_data(get_criterion(criterion)):
-        # Each process scores filters on its own shard and would prune different ones.
-        raise ConfigError(
-            f"criterion={criterion!r} scores filters on each process's own data, so processes "
-            f"would prune different filters; run iterative pruning in one process"
-        )
     device = resolve_device(config.device, local_rank=info.local_rank)
     example_inputs = move_inputs(example_inputs, device)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -547,7 +541,8 @@ def prune_and_finetune(
         model.to(device)
         if isinstance(train_loss, DistillationLoss):
             train_loss.attach(model)  # the resumed model replaces the one passed in
-        logger.info("resumed iterative pruning after slice %d", state["done"])
+        if is_main_process():
+            logger.info("resumed iterative pruning after slice %d", state["done"])
     else:
         if ckpt_dir is not None and is_main_process():
             # A final fine-tuning checkpoint without progress file is another run's leftover.
@@ -647,13 +642,14 @@ def prune_and_finetune(
                     draws=_draws(train_loader, shared["criterion"]),
                 )
                 _save_state(state_path, model, state)
-            logger.info(
-                "slice %d/%d: %.3f of the MACs left, %d layers pruned",
-                record.step + 1,
-                prune_steps,
-                record.macs_ratio,
-                record.layers_pruned,
-            )
+            if is_main_process():
+                logger.info(
+                    "slice %d/%d: %.3f of the MACs left, %d layers pruned",
+                    record.step + 1,
+                    prune_steps,
+                    record.macs_ratio,
+                    record.layers_pruned,
+                )
             if on_step is not None:
                 on_step(record)
 
