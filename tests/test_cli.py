@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,3 +73,45 @@ def test_warnings_are_one_line_and_the_format_is_restored(
     assert cli._format_warning(message, UserWarning, "/src/data.py", 266, "scan = ...") == (
         "netsurgeon: warning: skipped 1 unreadable image(s) in d; first: d/a/x.jpg\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["stats", "resnet18"], "'netsurgeon stats'"),
+        (["prune", "resnet18", "--weights", "none", "--out", "{tmp}/x.pt"], "'netsurgeon prune'"),
+        (["oov", "evaluate", "RUN", "--data", "FILE"], "'netsurgeon oov evaluate'"),
+    ],
+)
+def test_single_process_commands_refuse_torchrun(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    argv: list[str],
+    name: str,
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    called = []
+    _stats_raising(monkeypatch, lambda: called.append(True))
+    assert cli.main([a.format(tmp=tmp_path) for a in argv]) == 2
+    assert not (tmp_path / "x.pt").exists()
+    err = capsys.readouterr().err
+    assert err.startswith(f"netsurgeon: error: {name} runs in one process, not under torchrun")
+    assert "WORLD_SIZE=2" in err and err.count("\n") == 1
+    assert not called
+
+
+@pytest.mark.parametrize(
+    "namespace",
+    [
+        argparse.Namespace(command="finetune"),
+        argparse.Namespace(command="prune", data="DIR"),
+    ],
+)
+def test_finetune_and_iterative_pruning_run_under_torchrun(
+    monkeypatch: pytest.MonkeyPatch, namespace: argparse.Namespace
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli._single_process_only(namespace) == ""
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert cli._single_process_only(argparse.Namespace(command="sweep")) == ""

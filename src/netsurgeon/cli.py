@@ -59,6 +59,24 @@ def _resume_hint(args: argparse.Namespace) -> str:
     return ""
 
 
+def _single_process_only(args: argparse.Namespace) -> str:
+    """Why this command cannot run under torchrun, or "" when it can (or is not under it)."""
+    try:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return ""
+    if world_size <= 1 or args.command == "finetune":
+        return ""
+    if args.command == "prune" and getattr(args, "data", None) is not None:
+        return ""
+    name = " ".join(n for n in (args.command, getattr(args, "oov_command", None)) if n)
+    # Every process would run the whole command and write the same files.
+    return (
+        f"'netsurgeon {name}' runs in one process, not under torchrun (WORLD_SIZE="
+        f"{world_size}); only 'finetune' and 'prune --data' use several processes"
+    )
+
+
 def _format_warning(
     message: Warning | str,
     category: type[Warning],
@@ -76,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
+        return 2
+    refusal = _single_process_only(args)
+    if refusal:
+        print(f"netsurgeon: error: {refusal}", file=sys.stderr)
         return 2
     previous_format = warnings.formatwarning
     warnings.formatwarning = _format_warning
