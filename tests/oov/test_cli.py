@@ -11,6 +11,9 @@ from netsurgeon.oov.conll import read_conll
 from netsurgeon.oov.vectors import load_embeddings
 from tests.oov.synthetic import SyntheticTask
 
+# SMALL pre-trains for one epoch, which the random-like methods of some tests do not read.
+pytestmark = pytest.mark.filterwarnings("ignore:--pretrain-epochs 1 has no effect")
+
 SMALL = ["--oov-hidden", "8", "--tagger-hidden", "8", "--epochs", "2", "--pretrain-epochs", "1"]
 
 
