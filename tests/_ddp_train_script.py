@@ -84,6 +84,7 @@ def main(out: Path) -> None:
     }
     report["kept"] = _prune_on_shards(rank=info.rank, world_size=info.world_size)
     report["iterative_steps"] = _iterative_taylor(out, train, val, rank=info.rank)
+    report["uneven_recalibration"] = _recalibrate_uneven(rank=info.rank)
     (out / f"rank{info.rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
 
@@ -101,6 +102,16 @@ def _iterative_taylor(out: Path, train: DataLoader, val: DataLoader, *, rank: in
     )  # fmt: skip
     torch.save(model.state_dict(), out / f"iterative{rank}.pt")
     return len(result.steps)
+
+
+def _recalibrate_uneven(*, rank: int) -> dict[str, object]:
+    """BatchNorm recalibration where rank 1's shard is empty: no hang, rank 0's statistics."""
+    from netsurgeon.recalibrate import recalibrate_bn
+
+    model = scoring_model()
+    shard = [x for x, _ in scoring_batches()[:2]] if rank == 0 else []
+    seen = recalibrate_bn(model, shard, batches=None)
+    return {"seen": seen, "mean": model[1].running_mean.tolist()}
 
 
 def scoring_model() -> nn.Module:

@@ -89,6 +89,17 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
         assert torch.equal(iterative[0][key], iterative[1][key]), key
     assert iterative[0]["0.weight"].shape[0] < 8  # filters were removed
 
+    # BatchNorm recalibration where one rank's shard is empty: weighted by batches seen, so
+    # both ranks hold what one process recalibrating on rank 0's two batches holds
+    from netsurgeon.recalibrate import recalibrate_bn
+
+    uneven = [r["uneven_recalibration"] for r in reports]
+    assert [u["seen"] for u in uneven] == [2, 0]
+    assert uneven[0]["mean"] == uneven[1]["mean"]
+    alone = scoring_model()
+    recalibrate_bn(alone, [x for x, _ in scoring_batches()[:2]], batches=None)
+    assert uneven[0]["mean"] == pytest.approx(alone[1].running_mean.tolist(), abs=1e-6)
+
     # only rank 0 writes the checkpoint, prints and shows progress
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert checkpoint["epoch"] == 2
@@ -115,5 +126,6 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
     )  # fmt: skip
     assert "rank0: epoch 2/2" in output
     assert "rank1:" not in output
+    assert "no DistributedSampler" not in output  # make_loader's samplers shard the data
     assert output.count("rank0: epoch 1/2:") == 1
     assert output.count("epoch 1/2:   0%") == 1  # one progress bar per epoch, rank 0's

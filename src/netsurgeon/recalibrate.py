@@ -36,8 +36,9 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], *, batches: int | No
     The running statistics are reset and replaced by the cumulative average of the batch
     statistics of the first ``batches`` batches (BatchNorm's ``momentum=None`` mode), so with
     batches of equal size the running mean is the data's mean. Weights, biases and the
-    model's train/eval mode are left as they were. Under ``torch.distributed`` every process
-    averages its statistics with the others'.
+    model's train/eval mode are left as they were. Under ``torch.distributed`` the processes'
+    statistics are averaged, each weighted by the batches it saw (a process whose shard
+    yields nothing adds nothing).
 
     Args:
         model: The model, on the device it will run on (inputs are moved there).
@@ -49,7 +50,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], *, batches: int | No
 
     Raises:
         ConfigError: ``batches`` is not a positive integer or ``None``, or the loader yields
-            nothing.
+            nothing (on every process, under ``torch.distributed``).
     """
     if batches is not None and (
         isinstance(batches, bool) or not isinstance(batches, int) or batches < 1
@@ -76,13 +77,20 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], *, batches: int | No
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
         model.train(was_training)
-    if seen == 0:
+    total = seen
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if distributed:
+        # Every process joins the reductions, even one whose shard yielded no batch.
+        count = torch.tensor([float(seen)], device=device)
+        dist.all_reduce(count)
+        total = round(count.item())
+    if total == 0:
         raise ConfigError("recalibrate_bn: the data loader yielded no batches")
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        world = dist.get_world_size()
+    if distributed:
         for m in norms:
             for stat in (m.running_mean, m.running_var):
-                if stat is not None:
+                if stat is not None:  # weighted by the batches each process saw
+                    stat.mul_(seen)
                     dist.all_reduce(stat)
-                    stat.div_(world)
+                    stat.div_(total)
     return seen

@@ -865,8 +865,12 @@ def evaluate(
 
 
 def _check_ddp_loader(loader: Iterable[Any], info: DistInfo) -> None:
-    if info.world_size > 1 and not isinstance(
-        getattr(loader, "sampler", None), torch.utils.data.DistributedSampler
+    sampler = getattr(loader, "sampler", None)
+    # make_loader's training samplers wrap the DistributedSampler (vision.data.KeyedSampler).
+    wrapped = getattr(sampler, "sampler", None)
+    sharded = (sampler, wrapped)
+    if info.world_size > 1 and not any(
+        isinstance(s, torch.utils.data.DistributedSampler) for s in sharded
     ):
         warnings.warn(
             "distributed training with a loader that has no DistributedSampler: every process "
