@@ -714,6 +714,20 @@ def test_run_settings_are_compared_on_resume_except_ones_added_since(tmp_path: P
     assert [r.epoch for r in history.epochs] == [0, 1]
 
 
+def test_a_resume_under_another_number_of_processes_is_refused(tmp_path: Path) -> None:
+    """torchrun's process count sets the shards and the steps per epoch: it must not change."""
+    train, _ = loaders()
+    path = tmp_path / "ckpt.pt"
+    fit(make_model(), train, None, config=cpu_config(epochs=1), checkpoint_path=path)
+    data = torch.load(path, weights_only=True)
+    assert data["run"]["processes"] == 1
+    data["run"]["processes"] = 2  # as if written by torchrun --nproc_per_node 2
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match=re.escape("processes=2 then, 1 now")):
+        fit(make_model(), train, None, config=cpu_config(epochs=2), checkpoint_path=path,
+            resume=True)  # fmt: skip
+
+
 class _StopAfterFirstEpoch(Callback):
     def on_epoch_end(self, state: TrainState, record: EpochRecord) -> None:
         state.request_stop()

@@ -129,3 +129,63 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
     assert "no DistributedSampler" not in output  # make_loader's samplers shard the data
     assert output.count("rank0: epoch 1/2:") == 1
     assert output.count("epoch 1/2:   0%") == 1  # one progress bar per epoch, rank 0's
+
+
+def _zero_image_data(path: Path) -> None:
+    """Keep a PNG's structure and checksums but zero its pixel stream: it passes
+    ``Image.verify`` while scanning and fails only when decoded, in one process's shard."""
+    import struct
+    import zlib
+
+    raw = path.read_bytes()
+    out, i = bytearray(raw[:8]), 8
+    while i < len(raw):
+        (n,) = struct.unpack(">I", raw[i : i + 4])
+        kind, data = raw[i + 4 : i + 8], raw[i + 8 : i + 8 + n]
+        if kind == b"IDAT":
+            data = bytes(len(data))
+        out += struct.pack(">I", n) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        i += 12 + n
+    path.write_bytes(bytes(out))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
+def test_finetune_command_under_torchrun(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Messages once, every skipped image counted, and no resume under another process count."""
+    from PIL import Image
+
+    from netsurgeon.cli import main
+
+    generator = torch.Generator().manual_seed(0)
+    for split, n in (("train", 6), ("val", 2)):
+        for label in ("a", "b"):
+            folder = tmp_path / "data" / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8, generator=generator)
+                Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
+    for label in ("a", "b"):
+        _zero_image_data(tmp_path / "data" / "train" / label / "0.png")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    args = ["finetune", "cifar_resnet20", "--weights", "none", "--data", str(tmp_path / "data"),
+            "--out", str(tmp_path / "ft.pt"), "--epochs", "1", "--batch-size", "2",
+            "--workers", "0", "--resume"]  # fmt: skip
+    command = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+        "-m", "netsurgeon.cli", *args, "--amp",
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert output.count("resume was asked for, but there is no checkpoint") == 1, output
+    assert output.count("amp=True needs CUDA") == 1, output
+    assert "skipped 2 unreadable image(s)" in output, output
+
+    # The checkpoint records two processes: one process may not continue it.
+    assert main(args) == 2
+    assert "processes=2 then, 1 now" in capsys.readouterr().err

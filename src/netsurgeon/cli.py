@@ -97,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     refusal = _single_process_only(args)
     if refusal:
-        print(f"netsurgeon: error: {refusal}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # once, not once per process
+            print(f"netsurgeon: error: {refusal}", file=sys.stderr)
         return 2
     previous_format = warnings.formatwarning
     warnings.formatwarning = _format_warning

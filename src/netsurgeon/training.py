@@ -665,7 +665,7 @@ class _Trainer:
         self.info = init_distributed()
         self.device = resolve_device(config.device, local_rank=self.info.local_rank)
         self.amp = config.amp and self.device.type == "cuda"
-        if config.amp and not self.amp:
+        if config.amp and not self.amp and self.info.is_main:
             warnings.warn("amp=True needs CUDA; training on the CPU in float32", stacklevel=3)
         self.config = config
         self.model = model.to(self.device)
@@ -937,7 +937,8 @@ def fit(
         steps_per_epoch=steps_per_epoch,
         total_steps=_planned_steps(config.epochs, steps_per_epoch, config.max_steps),
     )
-    trainer.run_settings = dict(run_settings or {})
+    # Under torchrun the number of processes sets the shards and the steps per epoch.
+    trainer.run_settings = {**(run_settings or {}), "processes": trainer.info.world_size}
     state = trainer.state
     info = trainer.info
     _check_ddp_loader(train_loader, info)

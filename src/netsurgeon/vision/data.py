@@ -142,6 +142,21 @@ class _SkipLog:
             self.warned.value = True
         warnings.warn(message, stacklevel=3)
 
+    def merge_processes(self) -> None:
+        """Under ``torch.distributed``, mark what any process found unreadable.
+
+        Each process loads its own shard, so each saw only its own unreadable files.
+        """
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return
+        device = torch.device("cpu")
+        if dist.get_backend() == "nccl":
+            device = torch.device("cuda", torch.cuda.current_device())
+        flags = torch.tensor(list(self.flags), dtype=torch.uint8, device=device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        for i in flags.nonzero().flatten().tolist():
+            self.flags[i] = True
+
     def __getstate__(self) -> dict[str, Any]:
         # Shared ctypes can only travel to a process being started (DataLoader workers);
         # any other pickling (deepcopy, saving) gets a private copy instead of failing.
@@ -426,6 +441,16 @@ class ImageData:
         """Unreadable files skipped so far, training and validation together."""
         files = dict.fromkeys([*self.train.skipped_files, *self.val.skipped_files])
         return list(files)
+
+    def merge_processes(self) -> None:
+        """Under ``torch.distributed``, count the files any process skipped, on every process.
+
+        Every process must call it (it is a collective operation); outside a distributed job
+        it does nothing.
+        """
+        logs = {id(d._scan.log): d._scan.log for d in (self.train, self.val)}
+        for log in logs.values():
+            log.merge_processes()
 
 
 def _find_child(root: Path, names: Sequence[str]) -> Path | None:

@@ -496,6 +496,8 @@ def prune_and_finetune(
         "slice_lr": slice_lr,
         "train_config": config.to_dict(),
         "run": dict(run_settings) if run_settings else {},
+        # Under torchrun the number of processes sets the shards and the batches per step.
+        "processes": init_distributed().world_size,
     }
     if checkpoint_dir is not None and not isinstance(getattr(model, "netsurgeon_arch", None), dict):
         raise ConfigError(
@@ -819,6 +821,7 @@ def finetune(
 
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config={config!r} is not allowed; pass a TrainConfig")
+    init_distributed()  # before any message, so that under torchrun only rank 0 prints
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is None and out is not None:
         ckpt = default_checkpoint_path(out)
@@ -924,6 +927,7 @@ def finetune(
         loss_fn.detach()
     last = history.last
     val_accuracy = float(last.val_accuracy) if last and last.val_accuracy is not None else math.nan
+    data.merge_processes()  # each process loaded its own shard: count every skipped file
     saved = None
     if out is not None and is_main_process():
         extra = {
@@ -1567,7 +1571,10 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
     keep = not resuming or distill or weights_file
     weights = args.weights if keep else "none"
     torch.manual_seed(args.seed)
-    model = build_model(args.model, weights=weights, num_classes=data.num_classes)
+    init_distributed()  # so that only rank 0 shows the download progress
+    model = build_model(
+        args.model, weights=weights, num_classes=data.num_classes, progress=is_main_process()
+    )
     train_loader = make_loader(
         data.train,
         batch_size=args.train_batch_size,
