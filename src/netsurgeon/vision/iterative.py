@@ -1330,7 +1330,8 @@ def add_iterative_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=8,
         metavar="N",
-        help="training batches the criterion sees before each slice (default: 8)",
+        help="training batches the criterion sees before each slice, per process under "
+        "torchrun (default: 8)",
     )
     _add(
         group,
@@ -1450,8 +1451,8 @@ def _add_recovery_arguments(parser: argparse.ArgumentParser, *, teacher_flag: bo
         type=int,
         default=0,
         metavar="N",
-        help="re-estimate BatchNorm statistics on N training batches after every pruning "
-        "slice, or before fine-tuning (default: 0, off)",
+        help="re-estimate BatchNorm statistics on N training batches (per process under "
+        "torchrun) after every pruning slice, or before fine-tuning (default: 0, off)",
     )
     if not teacher_flag:  # pruning: the model before each slice is there to reconstruct
         _add(
@@ -1461,8 +1462,8 @@ def _add_recovery_arguments(parser: argparse.ArgumentParser, *, teacher_flag: bo
             default=0,
             metavar="N",
             help="after every slice, refit the layers that lost input channels by least squares "
-            "to reproduce the model before the slice, on N training batches per layer "
-            "(default: 0, off)",
+            "to reproduce the model before the slice, on N training batches per layer (per "
+            "process under torchrun; default: 0, off)",
         )
 
 
