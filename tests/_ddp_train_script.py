@@ -84,6 +84,7 @@ def main(out: Path) -> None:
     }
     report["kept"] = _prune_on_shards(rank=info.rank, world_size=info.world_size)
     report["iterative_steps"] = _iterative_taylor(out, train, val, rank=info.rank)
+    report["started_apart"] = _prune_models_that_start_apart(train, val, rank=info.rank)
     report["uneven_recalibration"] = _recalibrate_uneven(rank=info.rank)
     (out / f"rank{info.rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
@@ -102,6 +103,23 @@ def _iterative_taylor(out: Path, train: DataLoader, val: DataLoader, *, rank: in
     )  # fmt: skip
     torch.save(model.state_dict(), out / f"iterative{rank}.pt")
     return len(result.steps)
+
+
+def _prune_models_that_start_apart(train: DataLoader, val: DataLoader, *, rank: int) -> list:
+    """Ranks pass different weights to prune_and_finetune: all prune rank 0's model."""
+    from netsurgeon.vision.iterative import prune_and_finetune
+
+    model = scoring_model()
+    torch.manual_seed(500 + rank)
+    with torch.no_grad():
+        model[0].weight.normal_()  # another l1 ranking on each rank
+    config = TrainConfig(device="cpu", epochs=1, progress=False)
+    prune_and_finetune(
+        model, train, val, example_inputs=torch.randn(1, 3, 8, 8), config=config,
+        criterion="l1", amount=0.5, prune_steps=1, finetune_steps=0, finetune_epochs=0,
+        oneshot_baseline=False,
+    )  # fmt: skip
+    return model[0].weight.flatten().tolist()
 
 
 def _recalibrate_uneven(*, rank: int) -> dict[str, object]:

@@ -89,6 +89,9 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
         assert torch.equal(iterative[0][key], iterative[1][key]), key
     assert iterative[0]["0.weight"].shape[0] < 8  # filters were removed
 
+    # ranks that pass different weights all prune (and keep) rank 0's model
+    assert reports[0]["started_apart"] == reports[1]["started_apart"]
+
     # BatchNorm recalibration where one rank's shard is empty: weighted by batches seen, so
     # both ranks hold what one process recalibrating on rank 0's two batches holds
     from netsurgeon.recalibrate import recalibrate_bn

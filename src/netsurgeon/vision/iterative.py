@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from netsurgeon.distill import (
@@ -507,6 +508,7 @@ def prune_and_finetune(
     info = init_distributed()
     device = resolve_device(config.device, local_rank=info.local_rank)
     example_inputs = move_inputs(example_inputs, device)
+    _share_rank0_weights(model.to(device))
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     state_path = ckpt_dir / _STATE_FILE if ckpt_dir is not None else None
     if ckpt_dir is not None and ckpt_dir.exists() and not ckpt_dir.is_dir():
@@ -729,6 +731,19 @@ def default_checkpoint_path(out: str | os.PathLike[str]) -> Path:
     """Where :func:`finetune` keeps its per-epoch checkpoint for the model saved at ``out``."""
     out = Path(out)
     return out.with_name(out.name + ".train.ckpt")
+
+
+def _share_rank0_weights(model: nn.Module) -> None:
+    """Under ``torch.distributed``, give every process rank 0's weights and buffers.
+
+    DistributedDataParallel does so when it wraps a model for training, but the criteria score,
+    and the accuracies are measured, before any training: every process must hold one model.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(tensor, src=0)
 
 
 def _warn_no_checkpoint(path: Path) -> None:
