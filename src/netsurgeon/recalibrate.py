@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from netsurgeon.distributed import is_distributed
 from netsurgeon.errors import ConfigError
 from netsurgeon.pruning.stats import batch_inputs, move_inputs, resolve_device
 
@@ -78,7 +79,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], *, batches: int | No
             m.momentum = momentum
         model.train(was_training)
     total = seen
-    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    distributed = is_distributed()
     if distributed:
         # Every process joins the reductions, even one whose shard yielded no batch.
         count = torch.tensor([float(seen)], device=device)

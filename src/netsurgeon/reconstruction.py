@@ -28,6 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from netsurgeon.distributed import is_distributed
 from netsurgeon.errors import ConfigError
 from netsurgeon.pruning.stats import as_input_tuple, batch_inputs, move_inputs, resolve_device
 
@@ -277,7 +278,7 @@ def reconstruct(
                 energy += float(outputs.square().sum())
                 rows += features.shape[0]
             assert gram is not None and cross is not None
-            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            if is_distributed():
                 # Sum every process's statistics, so all of them solve for the same weights.
                 totals = gram.new_tensor([energy, float(rows)])
                 for tensor in (gram, cross, totals):

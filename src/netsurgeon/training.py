@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from netsurgeon.distributed import broadcast_from_rank0, is_distributed
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import atomic_torch_save, describe_torch_file
 from netsurgeon.pruning.stats import resolve_device as resolve_named_device
@@ -126,7 +127,7 @@ def is_main_process() -> bool:
 
 
 def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if is_distributed():
         values = values.clone()
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
@@ -704,9 +705,7 @@ class _Trainer:
         # DDP copies rank 0's buffers (BatchNorm statistics) into the others at the start of
         # each forward, so after the last step they differ; copy them once more so every
         # process validates and ends with the same model.
-        if self.info.world_size > 1:
-            for buffer in self.model.buffers():
-                dist.broadcast(buffer, src=0)
+        broadcast_from_rank0(self.model.buffers())
 
     def train_pass(
         self,

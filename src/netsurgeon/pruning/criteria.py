@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import fx, nn
 
+from netsurgeon.distributed import is_distributed
 from netsurgeon.errors import ConfigError
 from netsurgeon.pruning.graph import PruningGraph
 
@@ -165,7 +166,7 @@ def _add_over_processes(
     Each process scored its own shard of the data; adding them up gives every process the
     same scores, hence the same filters to prune. A process that saw no batch adds zeros.
     """
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if not is_distributed():
         return sums, counts
     sizes = torch.tensor([len(sums[k]) if k in sums else 0 for k in layers], device=device)
     dist.all_reduce(sizes, op=dist.ReduceOp.MAX)

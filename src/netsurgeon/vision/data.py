@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
 from torchvision import transforms as T
 
+from netsurgeon.distributed import is_distributed
 from netsurgeon.errors import ConfigError, NetsurgeonError
 from netsurgeon.training import DataWaitTimer, init_distributed, resolve_device
 
@@ -147,7 +148,7 @@ class _SkipLog:
 
         Each process loads its own shard, so each saw only its own unreadable files.
         """
-        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not is_distributed():
             return
         device = torch.device("cpu")
         if dist.get_backend() == "nccl":

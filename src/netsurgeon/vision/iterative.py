@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from netsurgeon.distill import (
@@ -49,6 +48,7 @@ from netsurgeon.distill import (
     DEFAULT_TEMPERATURE,
     DistillationLoss,
 )
+from netsurgeon.distributed import broadcast_from_rank0
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import check_file_target, describe_torch_file, sha256_file
 from netsurgeon.pruning import Pruner, PruneResult, prune
@@ -475,6 +475,7 @@ def prune_and_finetune(
     )
     if distill_features and not distill:
         raise ConfigError(f"distill_features={list(distill_features)!r} need distill=True")
+    info = init_distributed()
     settings: dict[str, Any] = {
         "criterion": criterion,
         "amount": amount,
@@ -498,17 +499,19 @@ def prune_and_finetune(
         "train_config": config.to_dict(),
         "run": dict(run_settings) if run_settings else {},
         # Under torchrun the number of processes sets the shards and the batches per step.
-        "processes": init_distributed().world_size,
+        "processes": info.world_size,
     }
     if checkpoint_dir is not None and not isinstance(getattr(model, "netsurgeon_arch", None), dict):
         raise ConfigError(
             "checkpoint_dir needs a model that netsurgeon.save can rebuild: build it with "
             "netsurgeon.vision.build_model (or set model.netsurgeon_arch)"
         )
-    info = init_distributed()
     device = resolve_device(config.device, local_rank=info.local_rank)
     example_inputs = move_inputs(example_inputs, device)
-    _share_rank0_weights(model.to(device))
+    # DDP shares rank 0's weights only when training starts, but the criteria score and the
+    # accuracies are measured before: every process must hold one model from the start.
+    model.to(device)
+    broadcast_from_rank0([*model.parameters(), *model.buffers()])
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     state_path = ckpt_dir / _STATE_FILE if ckpt_dir is not None else None
     if ckpt_dir is not None and ckpt_dir.exists() and not ckpt_dir.is_dir():
@@ -733,19 +736,6 @@ def default_checkpoint_path(out: str | os.PathLike[str]) -> Path:
     return out.with_name(out.name + ".train.ckpt")
 
 
-def _share_rank0_weights(model: nn.Module) -> None:
-    """Under ``torch.distributed``, give every process rank 0's weights and buffers.
-
-    DistributedDataParallel does so when it wraps a model for training, but the criteria score,
-    and the accuracies are measured, before any training: every process must hold one model.
-    """
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(tensor, src=0)
-
-
 def _warn_no_checkpoint(path: Path) -> None:
     """``resume`` found nothing to continue from: say so, then start from scratch."""
     if is_main_process():
@@ -836,7 +826,7 @@ def finetune(
 
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config={config!r} is not allowed; pass a TrainConfig")
-    init_distributed()  # before any message, so that under torchrun only rank 0 prints
+    info = init_distributed()  # before any message, so that under torchrun only rank 0 prints
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is None and out is not None:
         ckpt = default_checkpoint_path(out)
@@ -905,7 +895,6 @@ def finetune(
     if loss_fn is not None:
         loss_fn.attach(model)
     if recal_batches and not resuming:  # a resumed run restores the statistics it had
-        info = init_distributed()
         model.to(resolve_device(config.device, local_rank=info.local_rank))
         _recalibrate(model, train_loader, batches=recal_batches)
     # What the checkpoint's run trained on beyond its TrainConfig; a resume must match it.
