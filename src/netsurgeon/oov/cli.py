@@ -290,13 +290,13 @@ def _warn_unused_options(args: argparse.Namespace, methods: list[str]) -> None:
     """Warn about options that none of ``methods`` reads, rather than ignoring them silently."""
     import warnings
 
-    from netsurgeon.oov.run import _PRETRAIN_BY_DEFAULT
+    from netsurgeon.oov.run import PRETRAINED_METHODS
 
     named = ", ".join(repr(m) for m in methods)
-    if args.pretrain_epochs and not any(m in _PRETRAIN_BY_DEFAULT for m in methods):
+    if args.pretrain_epochs and not any(m in PRETRAINED_METHODS for m in methods):
         warnings.warn(
             f"--pretrain-epochs {args.pretrain_epochs} has no effect with --method {named}: "
-            f"only {', '.join(_PRETRAIN_BY_DEFAULT)} are pre-trained",
+            f"only {', '.join(PRETRAINED_METHODS)} are pre-trained",
             stacklevel=2,
         )
     if args.oov_head != "linear" and not any(m in ("context", "comick") for m in methods):

@@ -41,6 +41,7 @@ from netsurgeon.pruning.stats import resolve_device
 __all__ = [
     "CONFIG_FILE",
     "MODEL_FILE",
+    "PRETRAINED_METHODS",
     "VOCAB_FILE",
     "Embedder",
     "Prediction",
@@ -56,7 +57,8 @@ MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
 
-_PRETRAIN_BY_DEFAULT = ("mimick", "context", "comick")
+# The methods with weights to pre-train; --pretrain-epochs defaults to 5 for them, 0 otherwise.
+PRETRAINED_METHODS = ("mimick", "context", "comick")
 
 
 @dataclass
@@ -153,7 +155,7 @@ class TrainConfig:
         """Pre-training epochs, defaulting to 5 for the learned predictors and 0 otherwise."""
         if self.pretrain_epochs is not None:
             return self.pretrain_epochs
-        return 5 if self.method in _PRETRAIN_BY_DEFAULT else 0
+        return 5 if self.method in PRETRAINED_METHODS else 0
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form."""
