@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import torch
 
+from netsurgeon import load
 from netsurgeon.cli import main
 from netsurgeon.pruning.stats import count_macs, count_params
 
@@ -256,10 +257,20 @@ def test_prune_rejects_bad_arguments(tmp_path: Path, extra: list[str], pattern: 
     assert not out.exists()
 
 
-def test_prune_rejects_a_missing_output_folder(tmp_path: Path) -> None:
-    out = tmp_path / "missing" / "model.pt"
+def test_prune_creates_a_missing_output_folder(tmp_path: Path) -> None:
+    out = tmp_path / "missing" / "deeper" / "model.pt"
     status, _, stderr = _run([*PRUNE, "--amount", "0.5", "--out", str(out)])
-    assert status == 2 and "does not exist" in stderr and not out.parent.exists()
+    assert status == 0, stderr
+    assert load(out).fc.in_features < 512  # saved, and pruned
+
+
+def test_prune_rejects_an_output_under_a_file_or_at_a_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    status, _, stderr = _run([*PRUNE, "--amount", "0.5", "--out", str(blocker / "model.pt")])
+    assert status == 2 and f"{str(blocker)!r} is a file, not a folder" in stderr, stderr
+    status, _, stderr = _run([*PRUNE, "--amount", "0.5", "--out", str(tmp_path)])
+    assert status == 2 and "is a folder; give a file name" in stderr, stderr
 
 
 def test_prune_rejects_an_unknown_model(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def finetune_args(data: Path, out: Path, *extra: str) -> list[str]:
 
 def test_finetune_end_to_end_and_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = make_image_folder(tmp_path / "data")
-    out = tmp_path / "model.pt"
+    out = tmp_path / "new" / "model.pt"  # a missing folder is created
     assert main(finetune_args(data, out, "--epochs", "2", "--num-classes", "2")) == 0
     printed = capsys.readouterr().out
     assert "fine-tuned cifar_resnet20 on 2 classes (blue, red)" in printed
@@ -69,7 +69,7 @@ def test_finetune_end_to_end_and_stats(tmp_path: Path, capsys: pytest.CaptureFix
     assert len(extra["history"]["epochs"]) == 2
     assert 0.0 <= extra["val_accuracy"] <= 1.0
     # The per-epoch checkpoint sits beside the model.
-    assert load_checkpoint(tmp_path / "model.pt.train.ckpt")["epoch"] == 2
+    assert load_checkpoint(out.parent / "model.pt.train.ckpt")["epoch"] == 2
     # `netsurgeon stats FILE` reads the saved model.
     # It measures at the size the model was fine-tuned at.
     stats = ["stats", str(out), "--repeats", "1", "--warmup", "0", "--json"]
@@ -166,8 +166,9 @@ def test_seeded_split_and_bad_folders(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "is empty" in capsys.readouterr().err
     assert main(finetune_args(tmp_path / "missing", out)) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(finetune_args(flat, tmp_path / "nowhere" / "m.pt")) == 2
-    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "blocker").write_text("not a folder")
+    assert main(finetune_args(flat, tmp_path / "blocker" / "m.pt")) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
     assert main(finetune_args(flat, out, "--epochs", "0")) == 2
     assert "--epochs 0 is not allowed" in capsys.readouterr().err
 

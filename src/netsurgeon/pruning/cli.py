@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
+from netsurgeon.fileio import check_file_target
 from netsurgeon.pruning.pruner import SCOPES
 from netsurgeon.pruning.stats import ModelStats, format_comparison, format_stats, resolve_device
 
@@ -153,7 +154,7 @@ def run_prune(args: argparse.Namespace) -> int:
         raise ConfigError(f"--scope {args.scope!r} is not allowed; use one of {', '.join(SCOPES)}")
     _check_positive("--num-classes", args.num_classes, optional=True)
     _check_measure_arguments(args)
-    out = _check_out(args.out)
+    out = check_file_target(args.out, "--out")  # a missing folder is created on saving
     device = resolve_device(args.device)
 
     models = _import_vision_models()
@@ -278,15 +279,6 @@ def _check_criterion(name: str) -> str:
         f"--criterion {name!r} is unknown; use one of {', '.join(DATA_FREE_CRITERIA)} "
         f"({', '.join(DATA_CRITERIA)} need data)"
     )
-
-
-def _check_out(out: Path) -> Path:
-    """Fail before any slow work when the output cannot be written."""
-    if out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} is a directory; give a file name")
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist")
-    return out
 
 
 def _ratios(before: ModelStats, after: ModelStats) -> dict[str, float | None]:

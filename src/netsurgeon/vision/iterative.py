@@ -1168,14 +1168,6 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser)
 
 
-def _check_out(out: Path) -> Path:
-    if out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} is a folder; give a file name")
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist")
-    return out
-
-
 def _check_flag(flag: str, value: Any, *, low: int, optional: bool = False) -> None:
     if value is None and optional:
         return
@@ -1222,7 +1214,7 @@ def run_finetune_from_args(args: argparse.Namespace) -> int:
     _check_flag("--input-size", args.input_size, low=8)
     _check_flag("--num-classes", args.num_classes, low=1, optional=True)
     _check_flag("--workers", args.workers, low=0, optional=True)
-    out = _check_out(args.out)
+    out = check_file_target(args.out, "--out")
     teacher = getattr(args, "teacher", None)
     recovery = _recovery_from_args(args, distill=teacher is not None, switch="--teacher FILE")
     config = train_config_from_args(args, epochs=args.epochs)
@@ -1546,7 +1538,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
     _check_flag("--input-size", args.input_size, low=8)
     _check_flag("--num-classes", args.num_classes, low=1, optional=True)
     _check_flag("--workers", args.workers, low=0, optional=True)
-    out = _check_out(args.out) if args.out is not None else None
+    out = check_file_target(args.out, "--out") if args.out is not None else None
     if args.scope not in SCOPES:
         raise ConfigError(f"--scope {args.scope!r} is not allowed; use one of {', '.join(SCOPES)}")
     distill = bool(getattr(args, "distill", False))
