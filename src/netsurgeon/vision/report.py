@@ -359,6 +359,9 @@ def plot_sweep(
             ax.plot([ref["macs"]], [y], marker="*", markersize=14, color="black", linestyle="",
                     label="unpruned")  # fmt: skip
     ax.set_xlabel("MACs per image")
+    from matplotlib.ticker import EngFormatter  # matplotlib is there: _figure checked it
+
+    ax.xaxis.set_major_formatter(EngFormatter())  # 25M, not 2.5 with a 1e7 offset
     ax.set_ylabel("top-1 validation accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"Accuracy vs MACs{suffix}")
