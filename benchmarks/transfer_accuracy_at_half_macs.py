@@ -87,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--criteria", default="taylor,l1,bn_scale", help="comma-separated")
     p.add_argument("--target-macs", type=float, default=0.5)
     p.add_argument("--scope", default="global")
+    p.add_argument(
+        "--min-channels",
+        type=int,
+        default=1,
+        help="filters every pruned layer keeps at least (the pruner's min_channels)",
+    )
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--prune-steps", type=int, default=1)
     p.add_argument("--finetune-steps", type=int, default=0)
@@ -197,6 +203,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def variant(args: argparse.Namespace, criterion: str) -> str:
     """A row label: criterion, scope, schedule and recovery aids."""
     parts = [criterion, args.scope]
+    if args.min_channels > 1:
+        parts.append(f"at least {args.min_channels} filters per layer")
     if args.prune_steps > 1:
         parts.append(f"{args.prune_steps} slices x {args.finetune_steps} steps")
         if args.finetune_steps and args.slice_lr != "schedule":
@@ -357,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             finetune_steps=args.finetune_steps,
             finetune_epochs=args.epochs,
             scope=args.scope,
+            min_channels=args.min_channels,
             criterion_batches=args.criterion_batches,
             ignore=ignore or None,
             # The one-shot copy measures accuracy right after pruning without (and with)
@@ -384,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                 "accuracy_recalibrated": result.accuracy_recalibrated,
                 "accuracy_after": result.accuracy_after,
                 "extra_steps": 0 if args.same_budget else slice_steps,
+                # Filters per pruned layer: where the MACs were taken from.
+                "channels": {k: list(v) for k, v in result.channels.items()},
                 **epoch_summary(result.history),
             }
         )
