@@ -86,6 +86,7 @@ def main(out: Path) -> None:
     report["iterative_steps"] = _iterative_taylor(out, train, val, rank=info.rank)
     report["started_apart"] = _prune_models_that_start_apart(train, val, rank=info.rank)
     report["uneven_recalibration"] = _recalibrate_uneven(rank=info.rank)
+    report["uneven_reconstruction"] = _reconstruct_uneven(rank=info.rank)
     (out / f"rank{info.rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
 
@@ -130,6 +131,29 @@ def _recalibrate_uneven(*, rank: int) -> dict[str, object]:
     shard = [x for x, _ in scoring_batches()[:2]] if rank == 0 else []
     seen = recalibrate_bn(model, shard, batches=None)
     return {"seen": seen, "mean": model[1].running_mean.tolist()}
+
+
+def pruned_pair() -> tuple[nn.Module, nn.Module, dict[str, torch.Tensor]]:
+    """scoring_model() pruned by l1 (a layer lost inputs), its unpruned copy, the kept filters."""
+    import copy
+
+    from netsurgeon.pruning import prune
+
+    model = scoring_model()
+    reference = copy.deepcopy(model)
+    result = prune(model, torch.randn(1, 3, 8, 8), amount=0.5, criterion="l1")
+    return model, reference, result.kept
+
+
+def _reconstruct_uneven(*, rank: int) -> list[float]:
+    """Least-squares refit where rank 1's shard is empty: no hang, rank 0's fit."""
+    from netsurgeon.reconstruction import reconstruct
+
+    model, reference, kept = pruned_pair()
+    shard = [x for x, _ in scoring_batches()[:2]] if rank == 0 else []
+    fits = reconstruct(model, reference, shard, kept=kept, batches=4)
+    assert "3" in [f.name for f in fits], fits
+    return model[3].weight.flatten().tolist()
 
 
 def scoring_model() -> nn.Module:

@@ -103,6 +103,19 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
     recalibrate_bn(alone, [x for x, _ in scoring_batches()[:2]], batches=None)
     assert uneven[0]["mean"] == pytest.approx(alone[1].running_mean.tolist(), abs=1e-6)
 
+    # least-squares reconstruction where one rank's shard is empty: both ranks get the fit
+    # that one process makes from rank 0's two batches
+    from netsurgeon.reconstruction import reconstruct
+    from tests._ddp_train_script import pruned_pair
+
+    refit = [r["uneven_reconstruction"] for r in reports]
+    assert refit[0] == refit[1]
+    model, reference, kept = pruned_pair()
+    before = model[3].weight.flatten().tolist()
+    reconstruct(model, reference, [x for x, _ in scoring_batches()[:2]], kept=kept, batches=4)
+    assert refit[0] == pytest.approx(model[3].weight.flatten().tolist(), abs=1e-5)
+    assert refit[0] != pytest.approx(before, abs=1e-5)  # the refit changed the weights
+
     # only rank 0 writes the checkpoint, prints and shows progress
     checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert checkpoint["epoch"] == 2

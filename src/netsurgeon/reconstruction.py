@@ -177,6 +177,26 @@ def _relative_error(
     return max(float(residual), 0.0) / max(energy, 1e-30)
 
 
+def _shared_order(
+    order: list[str] | None, names: list[str], device: torch.device
+) -> list[str] | None:
+    """The layer order of the lowest-ranked process that has data, on every process.
+
+    ``None`` everywhere when no process has data (so that all of them raise alike).
+    """
+    world = dist.get_world_size()
+    source = torch.tensor([dist.get_rank() if order is not None else world], device=device)
+    dist.all_reduce(source, op=dist.ReduceOp.MIN)
+    if int(source.item()) == world:
+        return None
+    # Positions in ``names``, padded with -1: layers that never ran are not refitted.
+    positions = torch.full((len(names),), -1, dtype=torch.long, device=device)
+    if order is not None:
+        positions[: len(order)] = torch.tensor([names.index(n) for n in order], device=device)
+    dist.broadcast(positions, src=int(source.item()))
+    return [names[i] for i in positions.tolist() if i >= 0]
+
+
 @torch.no_grad()
 def reconstruct(
     model: nn.Module,
@@ -197,7 +217,8 @@ def reconstruct(
     (and bias) from ridge regression: its inputs are those the pruned model computes, its
     targets the reference layer's outputs on the same data. Other layers are untouched. A
     refit that would not lower the error keeps the old weights. Under ``torch.distributed``
-    the statistics of all processes are summed, so every process gets the same weights.
+    the statistics of all processes are summed, so every process gets the same weights (a
+    process whose shard yields nothing adds nothing).
 
     Args:
         model: The pruned model, changed in place. Its layer names must be the reference's
@@ -222,7 +243,8 @@ def reconstruct(
 
     Raises:
         ConfigError: A bad argument, a reference that does not match the model, a layer that
-            lost output channels without ``kept``, or a loader that yields nothing.
+            lost output channels without ``kept``, or a loader that yields nothing (on every
+            process, under ``torch.distributed``).
     """
     counts = {"batches": batches, "rows_per_batch": rows_per_batch, "max_features": max_features}
     for label, value in counts.items():
@@ -242,9 +264,17 @@ def reconstruct(
         model.eval()
         reference.eval()
         first = next(iter(loader), None)
-        if first is None:
+        order = (
+            None
+            if first is None
+            else _execution_order(model, targets, move_inputs(batch_inputs(first), device))
+        )
+        if is_distributed():
+            # A process whose shard is empty still joins every reduction below, in the order
+            # a process with data found.
+            order = _shared_order(order, sorted(targets), device)
+        if order is None:
             raise ConfigError("reconstruct: the data loader yielded no batches")
-        order = _execution_order(model, targets, move_inputs(batch_inputs(first), device))
         for name in order:
             module = model.get_submodule(name)
             n_features = module.weight[0].numel()
@@ -277,7 +307,10 @@ def reconstruct(
                 cross = features.T @ outputs if cross is None else cross + features.T @ outputs
                 energy += float(outputs.square().sum())
                 rows += features.shape[0]
-            assert gram is not None and cross is not None
+            if gram is None or cross is None:  # this process's shard is empty
+                n_rows = module.weight[0].numel() + (module.bias is not None)
+                gram = torch.zeros(n_rows, n_rows, dtype=torch.float64, device=device)
+                cross = gram.new_zeros(n_rows, module.weight.shape[0])
             if is_distributed():
                 # Sum every process's statistics, so all of them solve for the same weights.
                 totals = gram.new_tensor([energy, float(rows)])
