@@ -260,3 +260,61 @@ def test_onnx_file_declares_the_requested_opset(
     ):
         export_model(pruned, target, format="onnx", input_size=32, opset=13)
     assert not target.exists()
+
+
+def test_export_refuses_to_overwrite_its_input(
+    pruned: torch.nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: `export q.pt --out q.pt` replaced the model with its export and exited 0."""
+    saved = netsurgeon.save(pruned, tmp_path / "q.pt")
+    before = saved.read_bytes()
+    for fmt in ("onnx", "torchscript"):
+        assert main(["export", str(saved), "--format", fmt, "--out", str(saved)]) == 2
+        err = capsys.readouterr().err
+        assert "is the model being exported" in err and err.count("\n") == 1
+    assert saved.read_bytes() == before
+
+
+@needs_ort
+def test_an_opset_too_old_for_the_model_is_one_clear_error(
+    pruned: torch.nn.Module, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a stack trace, after thousands of lines of TorchScript graph on stdout."""
+    saved = netsurgeon.save(pruned, tmp_path / "pruned.pt")
+    argv = ["export", str(saved), "--format", "onnx", "--exporter", "legacy", "--opset", "9"]
+    assert main([*argv, "--input-size", "32"]) == 2
+    out, err = capfd.readouterr()
+    assert out == ""  # the exporter's native graph dump is discarded
+    expected = (
+        "netsurgeon: error: the legacy exporter cannot write this model at opset 9: "
+        "step!=1 is currently not supported; try a higher --opset"
+    )
+    assert err.startswith(expected)
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned.pt"]
+
+
+def test_exported_files_and_folders_are_named_for_what_they_are(
+    pruned: torch.nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export given back to stats or export: not "a damaged PyTorch file"."""
+    saved = netsurgeon.save(pruned, tmp_path / "pruned.pt")
+    assert (
+        main(["export", str(saved), "--format", "torchscript", "--out", str(tmp_path / "t.pt")])
+        == 0
+    )
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x08\x12\x07pytorch")
+    capsys.readouterr()
+    cases = {
+        "t.pt": "is a TorchScript archive (as `netsurgeon export` writes), not a PyTorch model",
+        "m.onnx": "is an ONNX model (as `netsurgeon export` writes), not a PyTorch model",
+    }
+    for name, message in cases.items():
+        for command in (["stats"], ["export", "--format", "onnx"]):
+            assert main([*command, str(tmp_path / name)]) == 2
+            err = capsys.readouterr().err
+            assert message in err and err.count("\n") == 1, err
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with pytest.raises(CheckpointError, match="is a folder; give a model file"):
+        export_checkpoint(folder, format="onnx")

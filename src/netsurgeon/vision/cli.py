@@ -64,7 +64,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--opset",
         type=int,
         metavar="N",
-        help="ONNX opset: 18 and newer with the dynamo exporter, 7-20 with the legacy one "
+        help="ONNX opset: 18 to the newest this torch writes (23 with torch 2.14) with the dynamo "
+        "exporter, 7-20 with the legacy one; a model may need more than the lowest "
         "(default: the exporter's)",
     )
     export.add_argument(

@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -193,7 +194,7 @@ def _export_onnx_file(
             **names,
         )
         return
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _native_stdout_discarded():
         # The legacy exporter is deprecated, and warns about constant folding of the
         # zero-padding shortcuts' strided slices; neither is the user's concern here.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -207,6 +208,30 @@ def _export_onnx_file(
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
             **names,
         )
+
+
+@contextlib.contextmanager
+def _native_stdout_discarded() -> Iterator[None]:
+    """Discard what native code writes to the process's stdout meanwhile.
+
+    The legacy exporter turns its ONNX log on whatever the caller asked (torch 2.14's
+    ``setup_onnx_logging`` tests a function object, not its result), and on failure its C++
+    side prints the whole TorchScript graph to stdout, thousands of lines before the error.
+    """
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1 (an embedded interpreter): nothing to redirect
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -274,11 +299,24 @@ def export_model(
     model = model.cpu().eval()
     example = example_inputs.detach().cpu()
     path = Path(path)
-    with torch.no_grad(), _atomic_target(path) as tmp:
-        if format == "onnx":
-            _export_onnx(model, example, tmp, exporter=exporter, opset=opset)
-        else:
-            _export_torchscript(model, example, tmp)
+    try:
+        with torch.no_grad(), _atomic_target(path) as tmp:
+            if format == "onnx":
+                _export_onnx(model, example, tmp, exporter=exporter, opset=opset)
+            else:
+                _export_torchscript(model, example, tmp)
+    except torch.onnx.errors.OnnxExporterError as exc:
+        # The model uses an operation this exporter cannot write at this opset (the CIFAR
+        # ResNets' strided slices need opset 10 with the legacy exporter, for instance).
+        text = str(exc).strip()
+        # Not the graph excerpt the message goes on with ("  [Caused by the value ...").
+        first_line = text.splitlines()[0].split("  [")[0] if text else type(exc).__name__
+        raise ConfigError(
+            f"the {exporter} exporter cannot write this model at "
+            f"{'its default opset' if opset is None else f'opset {opset}'}: {first_line}; "
+            "try a higher --opset"
+            + (" or the default --exporter dynamo" if exporter == "legacy" else "")
+        ) from exc
     diff = None
     if verify:
         # Also a batch of another size, so that a batch size fixed at export time shows.
@@ -373,10 +411,15 @@ def export_checkpoint(
 
     format = _check_format(format)
     payload = read_checkpoint(checkpoint)
+    target = Path(out) if out is not None else default_export_path(checkpoint, format)
+    if target.exists() and target.samefile(checkpoint):
+        raise ConfigError(
+            f"--out {str(target)!r} is the model being exported; writing there would replace "
+            f"it: choose another file name"
+        )
     model = model_from_checkpoint(payload, source=checkpoint)
     if input_size is None:
         input_size = checkpoint_input_size(payload)
-    target = Path(out) if out is not None else default_export_path(checkpoint, format)
     return export_model(
         model,
         target,
