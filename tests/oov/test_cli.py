@@ -64,7 +64,9 @@ def test_evaluate(
     assert result["attention_by_tag"].keys() == {"PER", "LOC"}
 
 
-def test_embed_words_and_corpus(synthetic: SyntheticTask, cli_run: Path, tmp_path: Path) -> None:
+def test_embed_words_and_corpus(
+    synthetic: SyntheticTask, cli_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     words = tmp_path / "words.txt"
     words.write_text("zorple\nblick\n\nzorple\n", encoding="utf-8")
     out = tmp_path / "vectors.txt"
@@ -72,6 +74,11 @@ def test_embed_words_and_corpus(synthetic: SyntheticTask, cli_run: Path, tmp_pat
     emb = load_embeddings(out, normalise="none")
     assert emb.words == ["zorple", "blick"] and emb.dim == 8
     assert np.isfinite(emb.vectors).all()
+    # --per-occurrence means nothing for a word list: refused, not silently ignored
+    refused = tmp_path / "refused.txt"
+    argv = ["oov", "embed", str(cli_run), "--words", str(words), "--out", str(refused)]
+    assert main([*argv, "--per-occurrence"]) == 2 and not refused.exists()
+    assert "--per-occurrence applies to --corpus only" in capsys.readouterr().err
 
     out = tmp_path / "corpus.txt"
     assert (

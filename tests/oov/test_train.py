@@ -205,7 +205,15 @@ def test_checkpoint_and_embeddings_mismatch(
     broken = tmp_path / "broken"
     shutil.copytree(comick_run, broken)
     (broken / "model.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"model.pt: not a readable weights file"):
+    with pytest.raises(CheckpointError) as error:
+        load_run(broken)
+    # What the file looks like, in one line: not torch's paragraph advising weights_only=False.
+    assert "model.pt: not a readable weights file: a text file (16 bytes); train the run " in str(
+        error.value
+    )
+    assert "\n" not in str(error.value) and "weights_only" not in str(error.value)
+    (broken / "model.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"model.pt: missing weights file; .* --resume"):
         load_run(broken)
     (broken / "config.json").write_text("{")
     with pytest.raises(CheckpointError, match="corrupt configuration"):

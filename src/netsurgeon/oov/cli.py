@@ -403,6 +403,11 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         "device": args.device,
     }
     if args.words is not None:
+        if args.per_occurrence:
+            raise ConfigError(
+                "--per-occurrence applies to --corpus only (a --words file has no occurrences); "
+                "drop it, or pass --corpus FILE"
+            )
         count = embed_words(args.run, args.words, args.out, **options)
     else:
         count = embed_corpus(

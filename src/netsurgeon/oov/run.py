@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from netsurgeon.errors import CheckpointError, ConfigError
+from netsurgeon.fileio import describe_torch_file
 from netsurgeon.oov.batching import SentenceBatch, TextEncoder
 from netsurgeon.oov.conll import resolve_tag_column
 from netsurgeon.oov.embedders import HEADS, METHODS, build_embedder
@@ -384,12 +385,20 @@ def load_state(path: Path) -> dict[str, Any]:
     Raises:
         CheckpointError: missing, corrupt or not a dict.
     """
+    advice = (
+        "a run stopped before its first epoch ended has none: continue it with "
+        "`netsurgeon oov train ... --resume`, or train it again"
+    )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing weights file") from None
-    except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise CheckpointError(f"{path}: not a readable weights file ({exc})") from None
+        raise CheckpointError(f"{path}: missing weights file; {advice}") from None
+    except Exception:  # torch raises many types for corrupt or foreign files
+        # Its own message is a paragraph, with advice (weights_only=False) not to follow.
+        raise CheckpointError(
+            f"{path}: not a readable weights file: {describe_torch_file(path)}; train the run "
+            "again or restore the file"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors")
     return state
