@@ -452,3 +452,25 @@ def test_experiment_does_not_warn_when_one_method_uses_the_option(
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*has no effect.*")
         assert main(["oov", "experiment", *args, "--out", str(tmp_path / "exp")]) == 0
+
+
+def test_ner_refuses_a_column_without_entity_tags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: `--task ner` on the POS column trained, warned once per tag and scored F1."""
+    sentence = "Peter NNP B-PER\nruns VBZ O\n\n"
+    train_file, dev_file = tmp_path / "train.txt", tmp_path / "dev.txt"
+    train_file.write_text(sentence * 3, encoding="utf-8")
+    dev_file.write_text(sentence, encoding="utf-8")
+    rows = tmp_path / "vectors.txt"
+    rows.write_text("peter 0.1 0.2\nruns 0.3 0.4\n", encoding="utf-8")
+    data = ["--train", str(train_file), "--dev", str(dev_file), "--embeddings", str(rows)]
+    for command in (["train", "--method", "unk"], ["experiment", "--methods", "unk"]):
+        out = tmp_path / command[0]
+        argv = ["oov", *command, "--task", "ner", "--tag-column", "1", *data, *SMALL]
+        err = _error([*argv, "--out", str(out)], capsys)
+        assert f"{train_file}: --task ner needs entity tags (O, B-X, I-X)" in err
+        assert "holds 'NNP' (sentence 1); pass --task pos" in err and not out.exists()
+    # the entity column trains
+    argv = ["oov", "train", "--task", "ner", "--tag-column", "2", *data, *SMALL, "--method", "unk"]
+    assert main([*argv, "--out", str(tmp_path / "ok")]) == 0

@@ -19,7 +19,13 @@ from netsurgeon.oov.embedders import ATTENTION_PARTS, METHODS
 from netsurgeon.oov.evaluate import Evaluation, evaluate_data
 from netsurgeon.oov.report import SECTIONS, write_report
 from netsurgeon.oov.run import TrainConfig, load_run
-from netsurgeon.oov.train import absolute_embeddings, check_run_folder, read_tagged, train
+from netsurgeon.oov.train import (
+    absolute_embeddings,
+    check_run_folder,
+    check_tags_fit_task,
+    read_tagged,
+    train,
+)
 from netsurgeon.oov.vectors import check_embeddings_source
 from netsurgeon.pruning.stats import resolve_device
 
@@ -147,13 +153,14 @@ def run_experiment(
         )
     # Everything a run could fail on is checked here, before the first run starts or any
     # folder is written, so that a typo costs no training and leaves nothing to --resume.
-    read_tagged(
+    train_data = read_tagged(
         train_file,
         column=base.column,
         encoding=base.encoding,
         limit=base.train_limit,
         scheme=base.tag_scheme,
     )
+    check_tags_fit_task(train_data, base.task, base.column)
     dev_data = read_tagged(
         dev_file, column=base.column, encoding=base.encoding, scheme=base.tag_scheme
     )

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ __all__ = [
     "TrainResult",
     "absolute_embeddings",
     "check_run_folder",
+    "check_tags_fit_task",
     "progress_disabled",
     "read_tagged",
     "train",
@@ -118,6 +120,30 @@ def read_tagged(
         [list(s.tokens) for s in sentences],
         [list(s.column(column)) for s in sentences],
     )
+
+
+_NER_TAG = re.compile(r"O|[BIESLU]-\S+")
+
+
+def check_tags_fit_task(data: TaggedData, task: str, column: int) -> None:
+    """For ``ner``, refuse a tag column that is not chunk tags (``O``, ``B-X``, ``I-X``...).
+
+    A POS column under ``--task ner`` would otherwise train, and score entities that are not
+    there, with one seqeval warning per tag.
+
+    Raises:
+        ConfigError: naming the file, the first foreign tag and where it is.
+    """
+    if task != "ner":
+        return
+    for number, tags in enumerate(data.tags, start=1):
+        for tag in tags:
+            if not _NER_TAG.fullmatch(tag):
+                raise ConfigError(
+                    f"{data.path}: --task ner needs entity tags (O, B-X, I-X), but tag column "
+                    f"{column} holds {tag!r} (sentence {number}); pass --task pos, or "
+                    "--tag-column N for the column that holds the entity tags"
+                )
 
 
 def progress_disabled() -> bool:
@@ -363,6 +389,7 @@ def train(
     dev_data = read_tagged(
         dev_file, column=config.column, encoding=config.encoding, scheme=config.tag_scheme
     )
+    check_tags_fit_task(train_data, config.task, config.column)
     keep = {t for data in (train_data, dev_data) for s in data.tokens for t in s}
     embeddings = load_embeddings(
         config.embeddings,
