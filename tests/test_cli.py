@@ -115,3 +115,24 @@ def test_finetune_and_iterative_pruning_run_under_torchrun(
     assert cli._single_process_only(namespace) == ""
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert cli._single_process_only(argparse.Namespace(command="sweep")) == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bogus"], "argument COMMAND: invalid choice: 'bogus'"),
+        (["prune", "resnet18", "--amount", "abc"], "argument --amount: invalid float value"),
+        (["export", "m.pt", "--format", "tflite"], "argument --format: invalid choice"),
+        (["oov", "train", "--dev", "d", "--out", "o"], "the following arguments are required"),
+    ],
+)
+def test_argument_errors_are_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: argparse printed its whole usage block above the error."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"netsurgeon: error: {message}") and err.count("\n") == 1, err
+    assert err.rstrip().endswith("--help`)") and "usage:" not in err
