@@ -120,6 +120,20 @@ def test_prune_prints_a_table_and_saves(tmp_path: Path) -> None:
     assert lines[-1] == f"saved to {out}"
 
 
+def test_prune_lists_each_reason_for_keeping_channels_once(tmp_path: Path) -> None:
+    """Before: the two zero pads of each CIFAR ResNet stream gave two identical lines."""
+    argv = ["prune", "cifar_resnet20", "--weights", "none", "--input-size", "16"]
+    status, stdout, _ = _run([*argv, "--amount", "0.5", "--out", str(tmp_path / "m.pt"), *FAST])
+    assert status == 0
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("kept unpruned (5):"))
+    reasons = lines[start + 1 : -1]
+    assert len(reasons) == len(set(reasons)) == 3
+    assert (
+        sum(line.endswith("kept: zero channels added by a pad (2 groups)") for line in reasons) == 2
+    )
+
+
 def test_prune_ignore_keeps_the_named_modules_channels(tmp_path: Path) -> None:
     out = tmp_path / "model.pt"
     argv = ["prune", "resnet18", "--weights", "none", "--amount", "0.5", "--json"]

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -225,8 +226,9 @@ def run_prune(args: argparse.Namespace) -> int:
     print(format_comparison(before, after))
     if result.skipped:
         print(f"kept unpruned ({len(result.skipped)}):")
-        for reason in result.skipped:
-            print(f"  - {reason}")
+        # Channel groups with the same description (the two zero pads of one stream) once.
+        for reason, count in Counter(result.skipped).items():
+            print(f"  - {reason}" + (f" ({count} groups)" if count > 1 else ""))
     else:
         print("kept unpruned: nothing")
     print(f"saved to {saved}")
