@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import struct
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,21 @@ def test_word2vec_header_mismatch_and_truncated_binary(tmp_path: Path) -> None:
     binary.write_bytes(b"2 3\na " + struct.pack("<3f", 1, 2, 3) + b"\nb " + b"\x00" * 5)
     with pytest.raises(ConfigError, match="file ends inside row 2 of 2"):
         load_embeddings(binary)
+
+
+def test_word2vec_text_header_count_that_disagrees_warns(tmp_path: Path) -> None:
+    """Before: a header promising 999 words over 3 rows (a truncated file) loaded silently."""
+    rows = "a 1 2\nb 3 4\nc 5 6\n"
+    truncated, whole = tmp_path / "truncated.txt", tmp_path / "whole.txt"
+    truncated.write_text("999 2\n" + rows, encoding="utf-8")
+    whole.write_text("3 2\n" + rows, encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"header says 999 words, but the file has 3 rows"):
+        assert load_embeddings(truncated, normalise="none").words == ["a", "b", "c"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_embeddings(whole, normalise="none")
+        # stopped early by max_vocab: the rest of the file is not counted, so no verdict
+        assert load_embeddings(truncated, normalise="none", max_vocab=2).words == ["a", "b"]
 
 
 def test_empty_and_missing_files(tmp_path: Path) -> None:
@@ -424,6 +440,8 @@ def test_bad_numbers_name_file_and_line(tmp_path: Path, monkeypatch: pytest.Monk
         load_embeddings(path)
 
 
+# Random word2vec headers rarely match their row counts: the warning is expected there.
+@pytest.mark.filterwarnings("ignore:.*the word2vec header says:UserWarning")
 def test_fast_and_exact_paths_agree_on_random_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

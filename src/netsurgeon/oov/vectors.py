@@ -458,6 +458,7 @@ class _TextReader:
         self.dim: int | None = None
         self.dim_line = 0
         self.header_dim: int | None = None
+        self.header_count: int | None = None
         self.row = 0
         self.pending: list[bytes] = []  # values of kept rows, parsed _PARSE_CHUNK at a time
         self.pending_lines: list[int] = []
@@ -495,6 +496,14 @@ class _TextReader:
     def finish(self) -> None:
         if self.dim is None:
             raise ConfigError(f"{self.path}: embeddings file is empty")
+        if not self.done and self.header_count not in (None, self.row):
+            # Read to the end (not stopped by max_vocab): a count that disagrees usually means
+            # a truncated download or a file edited after it was written.
+            warnings.warn(
+                f"{self.path}: the word2vec header says {self.header_count} words, but the "
+                f"file has {self.row} rows; is it truncated?",
+                stacklevel=2,
+            )
         self._flush()
         self.scan.dim = self.dim
         self.scan.vectors = (
@@ -512,7 +521,8 @@ class _TextReader:
             word_bytes, _, values = line.partition(b" ")
             values = values.strip()
             if line_no == 1 and _is_word2vec_header(line):
-                self.header_dim = int(line.split()[1])
+                count, dim = line.split()
+                self.header_count, self.header_dim = int(count), int(dim)
                 continue
             dim = self.dim
             n_values = values.count(b" ") + 1 if values else 0
