@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -23,6 +24,7 @@ __all__ = [
     "check_file_target",
     "check_folder_target",
     "describe_torch_file",
+    "exported_format",
     "sha256_file",
 ]
 
@@ -92,6 +94,28 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def exported_format(path: str | os.PathLike[str]) -> str | None:
+    """``"a TorchScript archive"`` or ``"an ONNX model"`` when ``path`` is one, else ``None``.
+
+    Both are what ``netsurgeon export`` writes, and neither is a file ``torch.load`` reads.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return "an ONNX model"
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                # torch.jit.save writes code/ and constants.pkl; torch.save writes neither.
+                names = archive.namelist()
+                if any("/code/" in n for n in names) and any(
+                    n.endswith("/constants.pkl") for n in names
+                ):
+                    return "a TorchScript archive"
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return None
 
 
 def describe_torch_file(path: str | os.PathLike[str]) -> str:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
-from netsurgeon.fileio import describe_torch_file
+from netsurgeon.fileio import describe_torch_file, exported_format
 
 __all__ = [
     "UnreadableFileError",
@@ -384,26 +384,6 @@ class UnreadableFileError(CheckpointError):
 _REPLACE_ADVICE = "replace it with a good copy (download, save or export it again)"
 
 
-def _exported_format(path: Path) -> str | None:
-    """``"a TorchScript archive"`` or ``"an ONNX model"`` when ``path`` is one, else ``None``."""
-    import zipfile
-
-    if path.suffix.lower() == ".onnx":
-        return "an ONNX model"
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                # torch.jit.save writes code/ and constants.pkl; torch.save writes neither.
-                names = archive.namelist()
-                if any("/code/" in n for n in names) and any(
-                    n.endswith("/constants.pkl") for n in names
-                ):
-                    return "a TorchScript archive"
-    except (OSError, zipfile.BadZipFile):
-        return None
-    return None
-
-
 def _torch_load(path: Path, map_location: Any = "cpu", *, advice: str = _REPLACE_ADVICE) -> Any:
     """``torch.load`` with ``weights_only=True``; any failure becomes a CheckpointError.
 
@@ -414,7 +394,7 @@ def _torch_load(path: Path, map_location: Any = "cpu", *, advice: str = _REPLACE
         raise CheckpointError(f"{path} is a folder; give a model file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
-    exported = _exported_format(path)
+    exported = exported_format(path)
     if exported is not None:
         raise CheckpointError(
             f"{path} is {exported} (as `netsurgeon export` writes), not a PyTorch model file; "
