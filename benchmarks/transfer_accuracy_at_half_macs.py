@@ -12,7 +12,11 @@ Pruning goes through :func:`netsurgeon.vision.iterative.prune_and_finetune`: wit
 Molchanov's iterative slices (then the pruned model gets ``S*K`` extra steps, stated in the
 output), unless ``--same-budget`` takes those steps off the final fine-tuning (it then stops
 ``S*K`` steps before the end of its ``--epochs``, its cosine schedule ending there). Every
-epoch's training time and data-wait share are reported too.
+epoch's training time and data-wait share are reported too. ``--start finetuned`` prunes the
+unpruned model after its ``--epochs`` of fine-tuning instead of the pretrained one: the
+transfer-learning pipeline fine-tune, prune, fine-tune (Molchanov et al. 2017), which the
+README's recipe follows; the pruned model then has the same fine-tuning budget after pruning,
+on top of the unpruned model's.
 
 Recovery aids for the pruned model, with the same number of epochs: ``--distill`` fine-tunes it
 with :class:`netsurgeon.distill.DistillationLoss` (teacher: the unpruned model as it was before
@@ -174,6 +178,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "or --unpruned-weights)",
     )
     p.add_argument(
+        "--start",
+        choices=("pretrained", "finetuned"),
+        default="pretrained",
+        help="what the pruned model starts from: the pretrained model (the default), or the "
+        "unpruned model after its --epochs of fine-tuning, as in the transfer-learning pipeline "
+        "fine-tune, prune, fine-tune (Molchanov et al. 2017; the README's recipe); needs this "
+        "run's unpruned model or --unpruned-weights",
+    )
+    p.add_argument(
         "--save-unpruned",
         type=Path,
         default=None,
@@ -203,6 +216,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def variant(args: argparse.Namespace, criterion: str) -> str:
     """A row label: criterion, scope, schedule and recovery aids."""
     parts = [criterion, args.scope]
+    if args.start != "pretrained":
+        parts.append(f"pruned from the {args.start} model")
     if args.min_channels > 1:
         parts.append(f"at least {args.min_channels} filters per layer")
     if args.prune_steps > 1:
@@ -329,13 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     ignore = [n.strip() for n in args.ignore.split(",") if n.strip()]
     if args.keep_streams:
         ignore += stream_norms(base)
-    teacher = None
-    if args.distill and args.teacher == "finetuned":
-        if unpruned is None:
-            sys.exit(
-                "--teacher finetuned needs the unpruned model: run it or pass --unpruned-weights"
-            )
-        teacher = unpruned
+    if unpruned is None and "finetuned" in (args.start, args.distill and args.teacher):
+        sys.exit(
+            "--start finetuned and --teacher finetuned need the unpruned model: run it or pass "
+            "--unpruned-weights"
+        )
+    teacher = unpruned if args.distill and args.teacher == "finetuned" else None
+    # The model the pruned rows start from, after the unpruned row has used its budget.
+    source = unpruned if args.start == "finetuned" else base
     rows = [unpruned_row]
     slice_steps = args.prune_steps * args.finetune_steps
     pruned_config = config
@@ -347,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"--same-budget: {slice_steps} slice steps leave no final fine-tuning")
         pruned_config = dataclasses.replace(pruned_config, max_steps=final_steps)
     for criterion in [c.strip() for c in args.criteria.split(",") if c.strip()]:
-        model = copy.deepcopy(base)
+        model = copy.deepcopy(source)
         # The criterion scores the loader's first batches: show it epoch 0's, as a run that
         # reuses the unpruned row does, not those of the unpruned fit's last epoch.
         sampler = getattr(train_loader, "sampler", None)

@@ -372,6 +372,37 @@ def test_transfer_accuracy_at_half_macs_recipe_and_reuse(
     assert trace(runs[1]["rows"][1]) == trace(runs[0]["rows"][1])
     # Same budget: 2 epochs of 2 batches (6 images, batch 4) less the 2 x 1 slice steps.
     assert sum(steps for steps, _, _ in trace(runs[0]["rows"][1])) == 2 * 2 - 2 * 1
+    # --start finetuned prunes the reused fine-tuned model (the README's recipe) instead.
+    from_finetuned = run_script(
+        "transfer_accuracy_at_half_macs.py", *tiny, "--unpruned-from", "first.json",
+        "--unpruned-weights", "unpruned.pt", "--start", "finetuned", "--json-out", "ft.json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(from_finetuned)
+    pruned = read_json(tmp_path / "ft.json")["rows"][1]
+    assert "pruned from the finetuned model" in pruned["variant"]
+    assert 0.4 < pruned["macs_ratio"] <= 0.5 + 1e-3
+    assert trace(pruned) != trace(runs[0]["rows"][1])
+
+
+def test_transfer_accuracy_at_half_macs_start_needs_the_finetuned_model(
+    tmp_path: Path, image_folder: Path
+) -> None:
+    """--start finetuned with a reused unpruned row but no weights stops with one message."""
+    first = run_script(
+        "transfer_accuracy_at_half_macs.py", "--data", image_folder, "--weights", "none",
+        "--criteria", "l1", "--epochs", "1", "--train-subset", "6", "--val-subset", "3",
+        *TRANSFER_COMMON, "--json-out", "first.json", cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(first)
+    proc = run_script(
+        "transfer_accuracy_at_half_macs.py", "--data", image_folder, "--weights", "none",
+        "--criteria", "l1", "--epochs", "1", "--train-subset", "6", "--val-subset", "3",
+        *TRANSFER_COMMON, "--unpruned-from", "first.json", "--start", "finetuned", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "--start finetuned and --teacher finetuned need the unpruned model" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow
