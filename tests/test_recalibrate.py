@@ -78,3 +78,34 @@ def test_no_batchnorm_and_bad_arguments() -> None:
     with pytest.raises(ConfigError, match="no batches"):
         recalibrate_bn(model, empty)
     assert model[1].momentum == 0.3 and not model.training
+
+
+def _stats(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "batches" in k}
+
+
+@pytest.mark.parametrize(
+    "loader",
+    [
+        DataLoader(TensorDataset(torch.zeros(0, 3, 6, 6), torch.zeros(0)), batch_size=4),
+        [(torch.randn(4, 5, 6, 6), torch.zeros(4))],  # 5 channels: the first conv fails
+    ],
+    ids=["empty", "bad batch"],
+)
+def test_a_failed_pass_puts_the_statistics_back(loader: object) -> None:
+    model = _model()
+    before = _stats(model)
+    with pytest.raises((ConfigError, RuntimeError)):
+        recalibrate_bn(model, loader)  # type: ignore[arg-type]
+    after = _stats(model)
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+    assert model[1].momentum == 0.3
+
+
+def test_every_module_keeps_its_own_mode() -> None:
+    model = _model().train()
+    model[1].eval()  # a frozen batch norm inside a network in training mode
+    recalibrate_bn(model, _loader())
+    assert [m.training for m in model] == [True, False, True, True, True]

@@ -150,9 +150,12 @@ def test_evaluate_matches_a_hand_computation_and_restores_mode() -> None:
     model = make_model()
     _, val = loaders()
     model.train()
+    frozen = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    frozen.eval()  # a frozen batch norm in a model in training mode keeps its own mode
     result = evaluate(model, val, device="cpu")
     assert set(result) == {"loss", "accuracy"}
-    assert model.training
+    assert model.training and not frozen.training
+    assert sum(not m.training for m in model.modules()) == 1
     model.eval()
     data = val.dataset.tensors  # type: ignore[attr-defined]
     with torch.no_grad():

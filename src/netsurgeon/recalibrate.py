@@ -17,6 +17,7 @@ from torch import nn
 
 from netsurgeon.distributed import is_distributed
 from netsurgeon.errors import ConfigError
+from netsurgeon.modes import kept_modes
 from netsurgeon.pruning.stats import batch_inputs, move_inputs, resolve_device
 
 __all__ = ["recalibrate_bn"]
@@ -36,10 +37,11 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], *, batches: int | No
 
     The running statistics are reset and replaced by the cumulative average of the batch
     statistics of the first ``batches`` batches (BatchNorm's ``momentum=None`` mode), so with
-    batches of equal size the running mean is the data's mean. Weights, biases and the
-    model's train/eval mode are left as they were. Under ``torch.distributed`` the processes'
-    statistics are averaged, each weighted by the batches it saw (a process whose shard
-    yields nothing adds nothing).
+    batches of equal size the running mean is the data's mean. Weights, biases and every
+    module's train/eval mode are left as they were; if the pass fails (a bad batch, or no
+    batch at all), the running statistics are put back as they were too. Under
+    ``torch.distributed`` the processes' statistics are averaged, each weighted by the
+    batches it saw (a process whose shard yields nothing adds nothing).
 
     Args:
         model: The model, on the device it will run on (inputs are moved there).
@@ -62,31 +64,36 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], *, batches: int | No
         return 0
     device = resolve_device(None, model)  # where its weights (or buffers) are
     momenta = [m.momentum for m in norms]
-    was_training = model.training
+    # Put back if anything fails: a failed call must not leave reset statistics behind.
+    saved = [{k: b.clone() for k, b in m.state_dict().items()} for m in norms]
     seen = 0
     try:
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative moving average: every batch counts the same
-        model.train()
-        for batch in loader:
-            if batches is not None and seen >= batches:
-                break
-            model(move_inputs(batch_inputs(batch), device))
-            seen += 1
+        with kept_modes(model):
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative moving average: every batch counts the same
+            model.train()
+            for batch in loader:
+                if batches is not None and seen >= batches:
+                    break
+                model(move_inputs(batch_inputs(batch), device))
+                seen += 1
+        total = seen
+        distributed = is_distributed()
+        if distributed:
+            # Every process joins the reductions, even one whose shard yielded no batch.
+            count = torch.tensor([float(seen)], device=device)
+            dist.all_reduce(count)
+            total = round(count.item())
+        if total == 0:
+            raise ConfigError("recalibrate_bn: the data loader yielded no batches")
+    except BaseException:
+        for m, state in zip(norms, saved, strict=True):
+            m.load_state_dict(state)
+        raise
     finally:
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
-        model.train(was_training)
-    total = seen
-    distributed = is_distributed()
-    if distributed:
-        # Every process joins the reductions, even one whose shard yielded no batch.
-        count = torch.tensor([float(seen)], device=device)
-        dist.all_reduce(count)
-        total = round(count.item())
-    if total == 0:
-        raise ConfigError("recalibrate_bn: the data loader yielded no batches")
     if distributed:
         for m in norms:
             for stat in (m.running_mean, m.running_var):

@@ -30,6 +30,7 @@ from torch import nn
 
 from netsurgeon.distributed import is_distributed
 from netsurgeon.errors import ConfigError
+from netsurgeon.modes import kept_modes
 from netsurgeon.pruning.stats import as_input_tuple, batch_inputs, move_inputs, resolve_device
 
 __all__ = ["LayerFit", "reconstruct"]
@@ -257,10 +258,9 @@ def reconstruct(
         return []
     device = resolve_device(None, model)
     ref_device = resolve_device(None, reference)
-    modes = {m: m.training for m in (*model.modules(), *reference.modules())}
     generator = torch.Generator().manual_seed(seed)
     fits: list[LayerFit] = []
-    try:
+    with kept_modes(model, reference):
         model.eval()
         reference.eval()
         first = next(iter(loader), None)
@@ -331,7 +331,4 @@ def reconstruct(
             else:
                 after = before
             fits.append(LayerFit(name, before, after, rows))
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
     return fits

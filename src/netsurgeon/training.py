@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from netsurgeon.distributed import broadcast_from_rank0, is_distributed
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import atomic_torch_save, describe_torch_file
+from netsurgeon.modes import kept_modes
 from netsurgeon.pruning.stats import resolve_device as resolve_named_device
 
 __all__ = [
@@ -821,8 +822,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean loss and top-1 accuracy (a fraction in [0, 1]) of ``model`` over ``loader``.
 
-    The model is moved to ``device`` and put in eval mode for the pass, then back in the
-    mode it was in. Under ``torch.distributed`` the sums are reduced over all processes, so
+    The model is moved to ``device`` and put in eval mode for the pass; every module then gets
+    back the mode it was in. Under ``torch.distributed`` the sums are reduced over all processes, so
     each process gets the figures of the whole validation set.
 
     Args:
@@ -843,10 +844,9 @@ def evaluate(
     info = init_distributed()
     device = resolve_device(device, local_rank=info.local_rank)
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
-    was_training = model.training
-    model.to(device).eval()
     tally = _Tally(device)
-    try:
+    with kept_modes(model):
+        model.to(device).eval()
         for batch in loader:
             inputs, targets = _split_batch(batch, device, channels_last=channels_last)
             with torch.autocast(
@@ -855,8 +855,6 @@ def evaluate(
                 outputs = model(inputs)
                 loss = _compute_loss(loss_fn, outputs, targets, inputs)
             tally.add(loss, outputs, targets)
-    finally:
-        model.train(was_training)
     mean_loss, accuracy, seen = tally.reduced()
     if seen == 0:
         raise ConfigError("the evaluation data loader yielded no batches")

@@ -22,6 +22,7 @@ from torch import fx, nn
 
 from netsurgeon.distributed import is_distributed
 from netsurgeon.errors import ConfigError
+from netsurgeon.modes import kept_modes
 from netsurgeon.pruning.graph import PruningGraph
 
 __all__ = [
@@ -211,19 +212,15 @@ class _ActivationStatistic:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
-        modes = {m: m.training for m in model.modules()}
-        model.eval()
-        graph.graph_module.eval()
-        try:
+        with kept_modes(model):
+            model.eval()
+            graph.graph_module.eval()
             for batch in data:
                 inputs, targets = _split_batch(batch)
                 inputs = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
                 if isinstance(targets, torch.Tensor):
                     targets = targets.to(device)
                 self._batch(graph, wanted, inputs, targets, loss_fn, sums, counts)
-        finally:
-            for module, mode in modes.items():
-                module.training = mode
         sums, counts = _add_over_processes(sorted(graph.observe), sums, counts, device)
         if not counts:
             raise ConfigError("the data loader given to the criterion yielded no batches")

@@ -24,6 +24,7 @@ from torch import fx, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from netsurgeon.errors import TraceError
+from netsurgeon.modes import kept_modes
 from netsurgeon.pruning.stats import as_input_tuple
 
 __all__ = [
@@ -1111,17 +1112,13 @@ def trace_graph(
     Raises:
         TraceError: The model cannot be traced with torch.fx.
     """
-    modes = {m: m.training for m in model.modules()}
-    try:
+    with kept_modes(model):
         gm = _symbolic_trace(model)
         model.train(not model.training)
         try:
             other: fx.GraphModule | None = _symbolic_trace(model)
         except TraceError:
             other = None
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
     ignored = set(ignore)
     analyzer = _Analyzer(gm, ignored)
     output, macs = _run(model, analyzer, example_inputs)
@@ -1145,22 +1142,19 @@ def trace_graph(
 
 def _run(model: nn.Module, analyzer: _Analyzer, example_inputs: Any) -> tuple[Any, int]:
     """Run the analysis pass; returns the outputs and the MACs it counted on the way."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            output = analyzer.run(*as_input_tuple(example_inputs))
-        return output, int(counter.get_total_flops()) // 2
-    except Exception as exc:
-        raise TraceError(
-            f"{type(model).__name__} failed on the example inputs while tracing "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            "check their shape and dtype"
-        ) from None
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
+    with kept_modes(model):
+        model.eval()
+        try:
+            counter = FlopCounterMode(display=False)
+            with torch.no_grad(), counter:
+                output = analyzer.run(*as_input_tuple(example_inputs))
+            return output, int(counter.get_total_flops()) // 2
+        except Exception as exc:
+            raise TraceError(
+                f"{type(model).__name__} failed on the example inputs while tracing "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                "check their shape and dtype"
+            ) from None
 
 
 def _observation_points(

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from netsurgeon.errors import ConfigError
+from netsurgeon.modes import kept_modes
 from netsurgeon.pruning.criteria import (
     Filters,
     get_criterion,
@@ -302,10 +303,9 @@ def _apply(
 def _verify(graph: PruningGraph, example_inputs: Any) -> int:
     """Run the pruned model in every traced mode; returns its MACs in eval mode."""
     model = graph.model
-    modes = {m: m.training for m in model.modules()}
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with kept_modes(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
             if graph.mode_sensitive:  # e.g. auxiliary heads that run only in training
                 model.train()
                 model(*as_input_tuple(example_inputs))
@@ -319,8 +319,6 @@ def _verify(graph: PruningGraph, example_inputs: Any) -> int:
             "the model was restored. Please report this with the model's code."
         ) from exc
     finally:
-        for module, mode in modes.items():
-            module.training = mode
         if graph.mode_sensitive:  # a training-mode pass updated batch-norm statistics
             model.load_state_dict(buffers, strict=False)
     shapes = output_shapes(output)

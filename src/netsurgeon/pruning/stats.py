@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from netsurgeon.errors import ConfigError
+from netsurgeon.modes import kept_modes
 
 __all__ = [
     "ModelStats",
@@ -69,15 +70,11 @@ def count_macs(model: nn.Module, example_inputs: Any) -> int:
     training flags are restored afterwards.
     """
     inputs = as_input_tuple(example_inputs)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+    with kept_modes(model):
+        model.eval()
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
             model(*inputs)
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
     return int(counter.get_total_flops()) // 2
 
 
@@ -164,15 +161,14 @@ def measure_latency(
     inputs = tuple(
         x.to(target) if isinstance(x, torch.Tensor) else x for x in as_input_tuple(example_inputs)
     )
-    modes = {m: m.training for m in model.modules()}
     moved = target != home
     if moved:
         model.to(target)
-    model.eval()
     sync = torch.cuda.synchronize if target.type == "cuda" else _no_sync
     times: list[float] = []
     try:
-        with torch.inference_mode():
+        with kept_modes(model), torch.inference_mode():
+            model.eval()
             for _ in range(warmup):
                 model(*inputs)
             sync()
@@ -182,8 +178,6 @@ def measure_latency(
                 sync()
                 times.append(time.perf_counter() - start)
     finally:
-        for module, mode in modes.items():
-            module.training = mode
         if moved:
             model.to(home)
     return statistics.median(times) * 1000.0
