@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netsurgeon import ConfigError, TraceError
-from netsurgeon.pruning import Pruner, prune, trace_graph
+from netsurgeon.pruning import Footprint, Pruner, prune, trace_graph
 from netsurgeon.pruning import pruner as pruner_module
 from tests.pruning.nets import ConcatNet, ResNet, SeqNet
 
@@ -330,6 +330,39 @@ def test_pruner_continues_a_schedule_after_completed_slices() -> None:
     assert len(rest.history) == 2 and rest.done
     assert [r.after.macs for r in rest.history] == [r.after.macs for r in whole.history[1:]]
     assert result.before == start  # the whole schedule's footprint before its first slice
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+@pytest.mark.parametrize("steps", [1, 3, 5])
+def test_pruner_with_amount_and_steps_lands_on_the_amount(scope: str, steps: int) -> None:
+    """Each slice aims at the schedule's cumulative goal, so rounding does not compound."""
+    from netsurgeon.vision import build_model
+
+    x = torch.randn(1, 3, 32, 32)
+    model = build_model("cifar_resnet20").eval()
+    total = sum(g.size for g in trace_graph(model, x).prunable_groups())
+    pruner = Pruner(model, x, amount=0.5, steps=steps, criterion="l1", scope=scope)
+    assert pruner.start.filters == total
+    pruner.run()
+    left = sum(g.size for g in trace_graph(model, x).prunable_groups())
+    # One filter of slack: a layer-wise share moves the count in jumps of several filters.
+    assert abs((total - left) - total // 2) <= (0 if steps == 1 else 1)
+
+
+def test_pruner_continues_an_amount_schedule() -> None:
+    torch.manual_seed(0)
+    whole = Pruner(SeqNet(), X, amount=0.6, steps=3, criterion="l1", scope="layer")
+    whole.run()
+    for counted in (True, False):  # a start without a filter count is inferred
+        torch.manual_seed(0)
+        model = SeqNet()
+        first = Pruner(model, X, amount=0.6, steps=3, criterion="l1", scope="layer")
+        first.step()
+        start = first.start if counted else Footprint(first.start.params, first.start.macs)
+        rest = Pruner(model, X, amount=0.6, steps=3, criterion="l1", scope="layer",
+                      start=start, completed=1)  # fmt: skip
+        rest.run()
+        assert [r.channels for r in rest.history] == [r.channels for r in whole.history[1:]]
 
 
 def test_pruner_validates_arguments() -> None:

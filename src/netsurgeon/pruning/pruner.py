@@ -38,10 +38,16 @@ _EPS = 1e-12
 
 @dataclass(frozen=True)
 class Footprint:
-    """What a model costs: parameters and multiply-accumulates on the example inputs."""
+    """What a model costs: parameters and multiply-accumulates on the example inputs.
+
+    ``filters`` is the number of filters the pruner may remove, where it was counted
+    (:class:`Pruner` counts it before its first slice, so that a schedule given ``amount``
+    can be continued); ``None`` elsewhere.
+    """
 
     params: int
     macs: int
+    filters: int | None = None
 
 
 @dataclass
@@ -236,14 +242,15 @@ def _plan(
     n_prune: dict[int, int] = {}
     if scope == "layer" and num_filters is None:
         assert amount is not None
-        n_prune = {gid: math.floor(amount * g.size) for gid, g in groups.items()}
+        # The epsilon keeps float error (0.5 * 16 computed as 7.999...) from losing a filter.
+        n_prune = {gid: math.floor(amount * g.size + 1e-9) for gid, g in groups.items()}
     else:
         ids = list(groups)
         if not ids:
             return {}
         flat = torch.cat([scores[gid] for gid in ids])
         owner = torch.cat([torch.full((groups[gid].size,), i) for i, gid in enumerate(ids)])
-        k = num_filters if num_filters is not None else math.floor(amount * flat.numel())
+        k = num_filters if num_filters is not None else math.floor(amount * flat.numel() + 1e-9)
         k = min(k, flat.numel())
         lowest = torch.argsort(flat, stable=True)[:k]
         counts = torch.bincount(owner[lowest], minlength=len(ids))
@@ -362,6 +369,8 @@ def _prune_once(
         keep, note = _search_macs(graph, scores, before.macs, target_macs, plan)
         if note:
             skipped.append(note)
+    elif num_filters is not None and scope == "layer":
+        keep = _search_filters(graph, scores, num_filters, plan)
     else:
         keep = _plan(graph, scores, amount=amount, num_filters=num_filters, **plan)
     sizes = {name: graph.source_module(name) for name in graph.source_names}
@@ -410,6 +419,36 @@ def _search_macs(
         else:
             lo = mid
     return best, None
+
+
+def _search_filters(
+    graph: PruningGraph, scores: dict[int, torch.Tensor], num_filters: int, plan: dict[str, Any]
+) -> dict[int, torch.Tensor]:
+    """The share, the same in every layer, that removes the nearest to ``num_filters``.
+
+    Rounding within each layer moves the count in jumps, so the plan just above and the one
+    just below are compared; a tie goes to the one that removes more.
+    """
+    sizes = {g.id: g.size for g in graph.prunable_groups()}
+
+    def removed(keep: dict[int, torch.Tensor]) -> int:
+        return sum(sizes[gid] - int(idx.numel()) for gid, idx in keep.items())
+
+    if num_filters <= 0:
+        return {}
+    lo, hi = 0.0, 0.999
+    above = _plan(graph, scores, amount=hi, num_filters=None, **plan)
+    if removed(above) <= num_filters:  # as far as the bounds allow
+        return above
+    below: dict[int, torch.Tensor] = {}
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        keep = _plan(graph, scores, amount=mid, num_filters=None, **plan)
+        if removed(keep) >= num_filters:
+            hi, above = mid, keep
+        else:
+            lo, below = mid, keep
+    return below if num_filters - removed(below) < removed(above) - num_filters else above
 
 
 def prune(
@@ -545,7 +584,9 @@ class Pruner:
         self.data = data
         self.loss_fn = loss_fn
         self.history: list[PruneResult] = []
-        self._now = Footprint(count_params(model), count_macs(model, example_inputs))
+        self._now = Footprint(
+            count_params(model), count_macs(model, example_inputs), self._prunable_filters()
+        )
         if start is not None and not isinstance(start, Footprint):
             raise ConfigError(f"start={start!r} is not allowed; pass a Footprint or None")
         self._start = start if start is not None else self._now
@@ -560,7 +601,16 @@ class Pruner:
                 f"steps ({self.steps}), with steps rather than filters_per_step"
             )
         self._completed = completed
-        self._start_filters = self._prunable_filters()
+        self._start_filters = self._start.filters
+        if self._start_filters is None:  # a start counted elsewhere: infer from the schedule
+            assert self._now.filters is not None
+            done = completed / self.steps if self.amount is not None and self.steps else 0.0
+            self._start_filters = round(self._now.filters / (1 - (self.amount or 0.0)) ** done)
+
+    @property
+    def start(self) -> Footprint:
+        """The footprint of the model before the schedule's first slice."""
+        return self._start
 
     def _prunable_filters(self) -> int:
         graph = trace_graph(self.model, self.example_inputs, ignore=self.ignore)
@@ -596,7 +646,12 @@ class Pruner:
                 kwargs["target_macs"] = min(max(goal / max(current.macs, 1), 1e-6), 1 - 1e-9)
             else:
                 assert self.amount is not None
-                kwargs["amount"] = 1 - (1 - self.amount) ** (1 / self.steps)
+                # Aim at the schedule's cumulative goal, a number of filters, not a share of
+                # what is left: each slice's rounding would compound and fall short of amount.
+                share = 1 - (1 - self.amount) ** (i / self.steps)
+                removed = self._start_filters - self._prunable_filters()
+                goal = math.floor(share * self._start_filters + 1e-9)
+                kwargs["num_filters"] = max(goal - removed, 0)
         result = _prune_once(
             self.model, self.example_inputs, criterion=self.criterion, scope=scope,
             ignore=self.ignore, data=self.data, loss_fn=self.loss_fn,

@@ -559,7 +559,7 @@ def prune_and_finetune(
         prune_kwargs = {"amount": amount, "target_macs": target_macs, **shared}
         # Validate every argument (and trace the model) before anything slow happens.
         pruner = Pruner(model, example_inputs, steps=prune_steps, **prune_kwargs)
-        start = {"params": count_params(model), "macs": count_macs(model, example_inputs)}
+        start = asdict(pruner.start)
         accuracy_before = _accuracy(model, val_loader, config, loss)
         accuracy_pruned = accuracy_recalibrated = accuracy_reconstructed = oneshot_ratio = None
         if oneshot_baseline:
@@ -587,7 +587,12 @@ def prune_and_finetune(
             "channels": {},
             "skipped": [],
         }
-    start_fp = Footprint(int(state["start"]["params"]), int(state["start"]["macs"]))
+    filters = state["start"].get("filters")  # absent from checkpoints of older versions
+    start_fp = Footprint(
+        int(state["start"]["params"]),
+        int(state["start"]["macs"]),
+        None if filters is None else int(filters),
+    )
     steps = [IterativeStep(**s) for s in state["steps"]]
     channels = {k: (int(v[0]), int(v[1])) for k, v in state["channels"].items()}
     skipped = list(state["skipped"])
