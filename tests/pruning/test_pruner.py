@@ -379,6 +379,23 @@ def test_pruner_validates_arguments() -> None:
         Pruner(SeqNet(), X, amount=0.5, steps=0, criterion="l1")
 
 
+@pytest.mark.parametrize("how", ["prune", "Pruner"])
+def test_bad_example_inputs_get_the_same_clear_error_from_prune_and_pruner(how: str) -> None:
+    def call(inputs: object) -> None:
+        if how == "prune":
+            prune(SeqNet(), inputs, target_macs=0.5)
+        else:
+            Pruner(SeqNet(), inputs, target_macs=0.5, criterion="l1")
+
+    with pytest.raises(ConfigError, match="example_inputs is required"):
+        call(None)
+    # An empty batch costs no MACs, so any MACs target would be "met" by pruning nothing.
+    with pytest.raises(ConfigError, match=r"empty batch \(shape \(0, 3, 8, 8\)\)"):
+        call(torch.randn(0, 3, 8, 8))
+    with pytest.raises(TraceError, match="failed on the example inputs while tracing"):
+        call(torch.randn(1, 5, 8, 8))  # 5 channels for a 3-channel model
+
+
 def test_concatenation_with_fixed_channels_prunes_the_rest() -> None:
     class WithInput(nn.Module):
         def __init__(self) -> None:

@@ -86,6 +86,19 @@ def _check_fraction(name: str, value: Any) -> float:
     return float(value)
 
 
+def _check_example_inputs(example_inputs: Any) -> None:
+    if example_inputs is None:
+        raise ConfigError("example_inputs is required: a tensor the model accepts")
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    for x in inputs:
+        if isinstance(x, torch.Tensor) and x.dim() and x.shape[0] == 0:
+            # An empty batch costs no MACs: every MACs target would be met by pruning nothing.
+            raise ConfigError(
+                f"example_inputs has an empty batch (shape {tuple(x.shape)}); "
+                "pass at least one example (batch 1 is enough)"
+            )
+
+
 def _check_target(amount: Any, target_macs: Any) -> tuple[float | None, float | None]:
     if (amount is None) == (target_macs is None):
         given = "both" if amount is not None else "neither"
@@ -504,8 +517,7 @@ def prune(
         raise ConfigError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     min_channels = _check_positive_int("min_channels", min_channels)
     round_to = _check_positive_int("round_to", round_to)
-    if example_inputs is None:
-        raise ConfigError("example_inputs is required: a tensor the model accepts")
+    _check_example_inputs(example_inputs)
     ignored = _resolve_ignore(model, ignore)
     return _prune_once(
         model, example_inputs, amount=amount, target_macs=target_macs, num_filters=None,
@@ -578,15 +590,15 @@ class Pruner:
         self.scope = scope
         self.min_channels = _check_positive_int("min_channels", min_channels)
         self.round_to = _check_positive_int("round_to", round_to)
+        _check_example_inputs(example_inputs)
         self.model = model
         self.example_inputs = example_inputs
         self.ignore = _resolve_ignore(model, ignore)
         self.data = data
         self.loss_fn = loss_fn
         self.history: list[PruneResult] = []
-        self._now = Footprint(
-            count_params(model), count_macs(model, example_inputs), self._prunable_filters()
-        )
+        filters = self._prunable_filters()  # traces first: bad inputs get a TraceError
+        self._now = Footprint(count_params(model), count_macs(model, example_inputs), filters)
         if start is not None and not isinstance(start, Footprint):
             raise ConfigError(f"start={start!r} is not allowed; pass a Footprint or None")
         self._start = start if start is not None else self._now
