@@ -171,6 +171,9 @@ def test_nothing_to_refit_and_an_empty_loader() -> None:
     empty = DataLoader(TensorDataset(torch.zeros(0, 3, 6, 6)), batch_size=4)
     with pytest.raises(ConfigError, match="yielded no batches"):
         reconstruct(pruned, model, empty, kept=result.kept)
+    # A generator would be exhausted after the first layer, and the rest "fit" on no rows.
+    with pytest.raises(ConfigError, match="loader is a one-pass generator"):
+        reconstruct(pruned, model, (b for b in _loader()), kept=result.kept)
 
 
 def _shard(rank: int) -> DataLoader:

@@ -31,7 +31,13 @@ from torch import nn
 from netsurgeon.distributed import is_distributed
 from netsurgeon.errors import ConfigError
 from netsurgeon.modes import kept_modes
-from netsurgeon.pruning.stats import as_input_tuple, batch_inputs, move_inputs, resolve_device
+from netsurgeon.pruning.stats import (
+    as_input_tuple,
+    batch_inputs,
+    check_reiterable,
+    move_inputs,
+    resolve_device,
+)
 
 __all__ = ["LayerFit", "reconstruct"]
 
@@ -253,6 +259,7 @@ def reconstruct(
             raise ConfigError(f"{label}={value!r} is not allowed; use a positive integer")
     if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
         raise ConfigError(f"ridge={ridge!r} is not allowed; use a number >= 0")
+    check_reiterable("loader", loader)  # read once per layer
     targets = _targets(model, reference, kept or {})
     if not targets:
         return []

@@ -305,6 +305,15 @@ def test_iterative_pruner_calls_the_hook_between_slices() -> None:
     assert model(X).shape == (1, 10)
 
 
+def test_iterative_pruner_refuses_one_pass_data() -> None:
+    """Every slice scores on ``data``: a generator would be empty from the second slice."""
+    data = [(torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)))]
+    model = SeqNet()
+    with pytest.raises(ConfigError, match="data is a one-pass generator"):
+        Pruner(model, X, amount=0.5, steps=2, criterion="activation", data=(b for b in data))
+    Pruner(model, X, amount=0.5, steps=1, criterion="activation", data=iter(data)).run()
+
+
 def test_iterative_pruner_filters_per_step_until_amount() -> None:
     model = SeqNet()
     total = sum(g.size for g in trace_graph(model, X).prunable_groups())

@@ -370,6 +370,8 @@ def test_bad_arguments_leave_the_model_unchanged() -> None:
         prune_and_finetune(model, train, val, target_macs=1.5, **common)
     with pytest.raises(ConfigError, match="resume=True needs checkpoint_dir"):
         prune_and_finetune(model, train, val, target_macs=0.5, resume=True, **common)
+    with pytest.raises(ConfigError, match="train_loader is a one-pass generator"):
+        prune_and_finetune(model, (b for b in train), val, target_macs=0.5, **common)
     with pytest.raises(ConfigError, match="criterion_batches=0"):
         prune_and_finetune(model, train, val, target_macs=0.5, criterion_batches=0, **common)
     with pytest.raises(ConfigError, match="slice_lr='cosine' is not allowed; use one of"):

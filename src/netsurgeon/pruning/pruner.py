@@ -27,7 +27,7 @@ from netsurgeon.pruning.criteria import (
     requires_data,
 )
 from netsurgeon.pruning.graph import PruningGraph, output_shapes, trace_graph
-from netsurgeon.pruning.stats import as_input_tuple, count_macs, count_params
+from netsurgeon.pruning.stats import as_input_tuple, check_reiterable, count_macs, count_params
 from netsurgeon.pruning.surgery import prune_conv, prune_linear, prune_norm, restorable
 
 __all__ = ["Footprint", "PruneResult", "Pruner", "prune"]
@@ -585,6 +585,8 @@ class Pruner:
             self.steps = None
             self.filters_per_step = _check_positive_int("filters_per_step", filters_per_step)
         self.criterion = _resolve_criterion(criterion, data, loss_fn)
+        if requires_data(self.criterion) and (self.steps is None or self.steps > 1):
+            check_reiterable("data", data)  # every slice scores on it
         if scope not in SCOPES:
             raise ConfigError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
         self.scope = scope

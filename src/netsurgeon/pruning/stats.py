@@ -57,6 +57,19 @@ def batch_inputs(batch: Any) -> Any:
     return batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
 
 
+def check_reiterable(name: str, data: Any) -> None:
+    """Refuse a one-pass iterable (a generator, an iterator) where data is read repeatedly.
+
+    A second pass over a generator yields nothing, which would pass for an empty data set
+    (or a silent no-op) far from the cause.
+    """
+    if data is not None and iter(data) is data:
+        raise ConfigError(
+            f"{name} is a one-pass {type(data).__name__}, but it is read several times; "
+            "pass a list of batches or a DataLoader"
+        )
+
+
 def count_params(model: nn.Module) -> int:
     """Number of parameters, each shared parameter counted once."""
     return sum(p.numel() for p in model.parameters())

@@ -54,7 +54,7 @@ from netsurgeon.fileio import check_file_target, describe_torch_file, sha256_fil
 from netsurgeon.pruning import Pruner, PruneResult, prune
 from netsurgeon.pruning.criteria import Random, get_criterion
 from netsurgeon.pruning.pruner import SCOPES, Footprint
-from netsurgeon.pruning.stats import count_macs, count_params, move_inputs
+from netsurgeon.pruning.stats import check_reiterable, count_macs, count_params, move_inputs
 from netsurgeon.recalibrate import recalibrate_bn as _recalibrate
 from netsurgeon.reconstruction import reconstruct as _reconstruct
 from netsurgeon.training import (
@@ -441,6 +441,8 @@ def prune_and_finetune(
             one (the message says how to start over).
     """
     start_time = time.perf_counter()
+    check_reiterable("train_loader", train_loader)
+    check_reiterable("val_loader", val_loader)
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config={config!r} is not allowed; pass a TrainConfig")
     prune_steps = _check_int("prune_steps", prune_steps, low=1)
