@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from netsurgeon.cli import build_parser, main
+from netsurgeon.errors import ConfigError
 from netsurgeon.oov.conll import read_conll
+from netsurgeon.oov.embed import embed_corpus
 from netsurgeon.oov.vectors import load_embeddings
 from tests.oov.synthetic import SyntheticTask
 
@@ -157,6 +159,17 @@ def test_embed_words_errors_name_the_file_line(
     out = tmp_path / "w.txt"
     err = _error(["oov", "embed", str(cli_run), "--words", str(words), "--out", str(out)], capsys)
     assert "words.txt:5: expected one word per line, got 'bad word'" in err
+    assert not out.exists()
+
+
+def test_embed_corpus_names_the_line_of_a_token_with_whitespace(
+    cli_run: Path, tmp_path: Path
+) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("He O\nvisited O\nnew\xa0york B-LOC\n\n", encoding="utf-8")
+    out = tmp_path / "vectors.txt"
+    with pytest.raises(ConfigError, match=r"corpus\.txt:3: token 'new\\xa0york' holds whitespace"):
+        embed_corpus(cli_run, corpus, out, device="cpu")
     assert not out.exists()
 
 

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import gzip
+import re
 from pathlib import Path
 
 import pytest
 
 from netsurgeon.errors import ConfigError
 from netsurgeon.oov.conll import (
+    DOCSTART,
     Sentence,
     convert_scheme,
     decode_lines,
@@ -177,3 +180,49 @@ def test_cp1252_ellipsis_read_as_latin1_stays_in_its_row(tmp_path: Path) -> None
         "dots\x85 : O O",
         "x NN I-NP O",
     ]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            (("New York", "B-LOC"), ("is", "O")),
+            "sentence 1, token 'New York': cannot write 'New York'",
+        ),
+        ((("", "O"),), "sentence 1, token '': cannot write ''"),
+        ((("a\nb", "O"),), "sentence 1, token 'a\\nb': cannot write 'a\\nb'"),
+        ((("x", "B\tLOC"),), "sentence 1, token 'x': cannot write 'B\\tLOC'"),
+        ((("x", "NN", "O"),), "sentence 1, token 'x': the row has 3 column(s), but the first row"),
+        (((DOCSTART, "O"),), "sentence 1, token '-DOCSTART-': it would be read back as a document"),
+    ],
+)
+def test_write_refuses_what_read_cannot_give_back(
+    tmp_path: Path, rows: tuple[tuple[str, ...], ...], message: str
+) -> None:
+    out = tmp_path / "out.txt"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        write_conll(out, [Sentence((("EU", "B-ORG"),)), Sentence(rows)])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("starts_document", [True, False])
+def test_write_refuses_an_empty_sentence(tmp_path: Path, starts_document: bool) -> None:
+    # read_conll never gives an empty sentence back, with or without a document marker.
+    out = tmp_path / "out.txt"
+    sentences = [Sentence((("EU", "B-ORG"),)), Sentence((), starts_document=starts_document)]
+    with pytest.raises(ConfigError, match="sentence 1 has no tokens"):
+        write_conll(out, sentences)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reads_gzip_compressed_files(tmp_path: Path) -> None:
+    plain = tmp_path / "a.txt"
+    plain.write_text(CONLL, encoding="utf-8")
+    for name in ("a.txt.gz", "gzipped-without-suffix.txt"):
+        packed = tmp_path / name
+        packed.write_bytes(gzip.compress(CONLL.encode("utf-8")))
+        assert read_conll(packed) == read_conll(plain)
+    truncated = tmp_path / "t.txt.gz"
+    truncated.write_bytes(gzip.compress(CONLL.encode("utf-8"))[:-12])
+    with pytest.raises(ConfigError, match=r"t\.txt\.gz: gzip-compressed, but it cannot be"):
+        read_conll(truncated)

@@ -404,3 +404,116 @@ def test_relative_embeddings_path_is_stored_absolute(
     train(config, **files, out=out, resume=True)
     train(dataclasses.replace(config, embeddings=absolute), **files, out=out, resume=True)
     assert json.loads((out / "config.json").read_text())["embeddings"] == "emb.txt"  # as it was
+
+
+def test_config_field_types_are_checked(synthetic: SyntheticTask) -> None:
+    wrong = {
+        "batch_size": 2.5,
+        "seed": 1.5,
+        "epochs": "3",
+        "patience": True,  # a bool is not an integer here
+        "tag_column": "x",
+        "max_vocab": 2.0,
+        "lr_tagger": "0.1",
+        "dropout": None,
+        "method": 3,
+    }
+    for name, value in wrong.items():
+        with pytest.raises(ConfigError, match=rf"^{name} must be .*, got {value!r}$"):
+            _config(synthetic, **{name: value})
+    with pytest.raises(ConfigError, match="normalisation 'upper'"):
+        _config(synthetic, normalise="upper")
+    with pytest.raises(ConfigError, match="embedding format 'fasttext'"):
+        _config(synthetic, embeddings_format="fasttext")
+    with pytest.raises(ConfigError, match="embeddings_encoding 'utf-9' is not a known"):
+        _config(synthetic, embeddings_encoding="utf-9")
+    config = _config(synthetic, lr_oov=1, dropout=0, embeddings=synthetic.embeddings)
+    assert config.lr_oov == 1 and config.embeddings == str(synthetic.embeddings)
+
+
+def test_bad_config_fails_before_the_run_folder_is_written(
+    synthetic: SyntheticTask, tmp_path: Path
+) -> None:
+    config = _config(synthetic, method="unk", epochs=1, pretrain_epochs=0)
+    config.batch_size = 2.5  # type: ignore[assignment]  # changed after it was checked
+    out = tmp_path / "run"
+    files = {"train_file": synthetic.train, "dev_file": synthetic.dev, "out": out}
+    with pytest.raises(ConfigError, match=r"batch_size must be an integer, got 2\.5"):
+        train(config, **files)
+    assert not out.exists()
+    config.batch_size = 8
+    train(config, **files)  # the corrected run is not refused as "already holds a run"
+    assert (out / "model.pt").exists()
+
+
+def test_embed_refuses_a_string_where_words_are_expected(comick_run: Path) -> None:
+    embedder = load_run(comick_run, keep=["mr", "the", "said"], device="cpu").embedder
+    with pytest.raises(ConfigError, match=r"left_context must be a sequence of words, not the "):
+        embedder.embed("zorple", "the mr", ["said"])
+    with pytest.raises(ConfigError, match=r"right_context .* string 'said'; split it"):
+        embedder.embed("zorple", ["mr"], "said")
+    # Flat lists for a list of words: one context word per word, not one list per word.
+    with pytest.raises(ConfigError, match=r"left_context\[0\] is the string 'mr'"):
+        embedder.embed(["zorple", "blick"], ["mr", "the"])
+    with pytest.raises(ConfigError, match=r"right_context\[1\] is the string 'said'"):
+        embedder.embed(["zorple", "blick"], [["mr"], []], [[], "said"])
+    with pytest.raises(ConfigError, match="keep must be a collection of words, not the string"):
+        load_run(comick_run, keep="zorple")
+
+
+def test_embed_checks_its_words_like_embed_words(comick_run: Path) -> None:
+    embedder = load_run(comick_run, keep=["mr"], device="cpu").embedder
+    for bad in ["", "new york", "a\tb", "a\xa0b"]:
+        with pytest.raises(ConfigError, match=r"^word must be a non-empty string without white"):
+            embedder.embed(bad, ["mr"], [])
+    with pytest.raises(ConfigError, match=r"^word\[1\] must be .*, got ''"):
+        embedder.embed(["zorple", ""])
+    for bad in [None, 123]:
+        with pytest.raises(ConfigError, match=rf"word must be a string or .*, got {bad}"):
+            embedder.embed(bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"batch_size must be a positive integer, got 2\.5"):
+        embedder.embed(["zorple"], batch_size=2.5)  # type: ignore[arg-type]
+    # No words: empty arrays, with attention for a method that has it, as for n words.
+    vectors, attention = embedder.embed([])
+    assert vectors.shape == (0, 8)
+    assert attention is not None and attention.shape == (0, 3)
+
+
+def test_predict_refuses_a_string_sentence(comick_run: Path) -> None:
+    run = load_run(comick_run, keep=["mr"], device="cpu")
+    with pytest.raises(ConfigError, match=r"sentences\[0\] is the string 'mr zorple'"):
+        run.predict(["mr zorple"])
+    with pytest.raises(ConfigError, match="sentences must be a sequence of sentences"):
+        run.predict("mr zorple")
+    attention = run.predict([["mr"]]).attention
+    assert attention is not None and attention.shape == (0, 3)
+
+
+def test_embed_and_predict_give_each_module_its_mode_back(
+    comick_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = load_run(comick_run, keep=["mr"], device="cpu")
+    run.tagger.train()
+    run.tagger.oov.eval()  # mixed modes, as when only the OOV module is frozen
+    modes = {name: m.training for name, m in run.tagger.named_modules()}
+
+    def current() -> dict[str, bool]:
+        return {name: m.training for name, m in run.tagger.named_modules()}
+
+    run.embedder.embed("zorple", ["mr"], [])
+    assert current() == modes
+    run.predict([["mr", "zorple"]])
+    assert current() == modes
+
+    def boom(*args: object, **kwargs: object) -> None:
+        assert not any(current().values())  # the forward pass runs in eval mode
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(run.tagger, "embed_oov", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        run.embedder.embed("zorple", ["mr"], [])
+    assert current() == modes
+    monkeypatch.setattr(run.tagger, "forward", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        run.predict([["mr", "zorple"]])
+    assert current() == modes

@@ -587,3 +587,40 @@ def test_non_finite_values_in_word2vec_binary_are_refused(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match=r"w2v\.bin: the vector of 'sat' \(row 4\) holds nan"):
         load_embeddings(path)
     assert load_embeddings(path, keep=["cat"]).words == ["cat"]
+
+
+def test_keep_must_be_a_collection_of_words(tmp_path: Path) -> None:
+    path = _write_all_formats(tmp_path)["glove"]
+    with pytest.raises(ConfigError, match=r"keep must be a collection of words, not .* \['the'\]"):
+        load_embeddings(path, keep="the")
+    with pytest.raises(ConfigError, match=r"keep must hold words .*, but holds 9"):
+        load_embeddings(path, keep=["the", 9])  # type: ignore[list-item]
+    assert load_embeddings(path, keep=("the",)).words == ["the"]
+
+
+@pytest.mark.parametrize(
+    ("words", "values", "message"),
+    [
+        (["x", "y"], VECTORS[:3], "got 2 words but 3 vectors"),
+        (["x"], VECTORS[0], r"vectors must be a 2-D array of numbers .* shape \(3,\)"),
+        (["x"], np.array([["1", "2"]]), "vectors must be a 2-D array of numbers"),
+        (["x", "y"], [[0.0, 1.0], [2.0, np.nan]], r"the vector of 'y' \(row 1\) holds nan"),
+        (["x"], [[np.inf, 1.0]], r"the vector of 'x' \(row 0\) holds inf"),
+        (["x"], [[1e39, 1.0]], r"holds 1e\+39, which is not a finite float32 number"),
+        ([3], VECTORS[:1], "cannot write word 3 in GloVe text format"),
+    ],
+)
+def test_write_glove_text_refuses_before_writing(
+    tmp_path: Path, words: list[Any], values: Any, message: str
+) -> None:
+    out = tmp_path / "out.txt"
+    with pytest.raises(ConfigError, match=message):
+        write_glove_text(out, words, values)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_glove_text_with_no_words_writes_an_empty_file(tmp_path: Path) -> None:
+    for values in (np.zeros((0, 3), np.float32), []):
+        out = tmp_path / "empty.txt"
+        write_glove_text(out, [], values)
+        assert out.read_text() == ""

@@ -8,8 +8,10 @@ file and the line, so nothing is silently dropped.
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,8 @@ _ASCII_SPACES = " \t\n\r\x0b\x0c"
 _ASCII_WHITESPACE = re.compile(f"[{re.escape(_ASCII_SPACES)}]+")
 # The ASCII characters that str.split() also splits at.
 _INFO_SEPARATORS = frozenset("\x1c\x1d\x1e\x1f")
+# The first bytes of a gzip file (no text file in a usual encoding starts with them).
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,8 @@ def decode_lines(path: Path, encoding: str) -> list[str]:
     Lines end at ``\\n`` only (a ``\\r`` before it is dropped), as in the embeddings loader:
     ``str.splitlines`` would also break at characters such as U+0085, which is what a
     cp1252 ellipsis becomes when a file is read as latin-1. A byte-order mark (U+FEFF) at
-    the very start of the file is dropped too.
+    the very start of the file is dropped too. A gzip-compressed file (recognised by its
+    first bytes, whatever its name) is decompressed first.
     """
     try:
         data = path.read_bytes()
@@ -103,6 +108,13 @@ def decode_lines(path: Path, encoding: str) -> list[str]:
         raise ConfigError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a folder, expected a column file") from None
+    if data.startswith(_GZIP_MAGIC):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ConfigError(
+                f"{path}: gzip-compressed, but it cannot be decompressed ({exc}); is it truncated?"
+            ) from None
     try:
         text = data.decode(encoding)
     except LookupError:
@@ -143,7 +155,7 @@ def read_conll(
     """Read a column file into sentences.
 
     Args:
-        path: The file.
+        path: The file; gzip-compressed files are read too.
         encoding: Text encoding of the file.
         min_columns: Fewest columns a row may have (token plus at least one tag by default).
 
@@ -151,8 +163,9 @@ def read_conll(
         The sentences in file order; ``-DOCSTART-`` lines become ``starts_document`` flags.
 
     Raises:
-        ConfigError: missing or empty file, undecodable text, or a row whose column count
-            differs from the file's first row (the message names the file and line).
+        ConfigError: missing or empty file, undecodable text, a gzip file that cannot be
+            decompressed, or a row whose column count differs from the file's first row (the
+            message names the file and line).
     """
     path = Path(path)
     lines = decode_lines(path, encoding)
@@ -211,24 +224,76 @@ def write_conll(
 ) -> None:
     """Write sentences in the column format that :func:`read_conll` reads.
 
+    Everything is checked before the file is written, so that :func:`read_conll` reads back
+    the same sentences.
+
     Args:
         path: Output file; written atomically.
-        sentences: The sentences.
+        sentences: The sentences; each has at least one token, and every row has the same
+            number of columns. A value must be non-empty and hold no ASCII whitespace (which
+            separates columns and lines), and no token may be ``-DOCSTART-``.
         encoding: Text encoding.
         docstart_columns: Columns of ``-DOCSTART-`` lines (default: the sentences' own width,
             filled with ``-X-`` and a final ``O`` like CoNLL-2003).
+
+    Raises:
+        ConfigError: an empty sentence, a row whose number of columns differs from the first
+            row's, or a value that could not be read back; the message names the sentence
+            (counted from 0) and the token.
     """
     from netsurgeon.oov.io import atomic_write_text
 
     parts: list[str] = []
-    for sentence in sentences:
+    n_columns: int | None = None
+    for index, sentence in enumerate(sentences):
+        if not sentence.rows:
+            raise ConfigError(
+                f"sentence {index} has no tokens, which a column file cannot hold; drop it "
+                "(and set starts_document on the next sentence to start a document there)"
+            )
+        if n_columns is None:
+            n_columns = len(sentence.rows[0])
         if sentence.starts_document:
             width = docstart_columns or len(sentence.rows[0])
             parts.append(" ".join([DOCSTART] + ["-X-"] * (width - 2) + ["O"] * (width > 1)))
             parts.append("")
-        parts.extend(" ".join(row) for row in sentence.rows)
+        for row in sentence.rows:
+            parts.append(_row_line(row, index, n_columns))
         parts.append("")
     atomic_write_text(Path(path), "\n".join(parts) + "\n", encoding=encoding)
+
+
+def _row_line(row: tuple[str, ...], index: int, n_columns: int) -> str:
+    """The line of one row, checked to read back as the same row.
+
+    Raises:
+        ConfigError: the row cannot be written so that :func:`read_conll` gives it back.
+    """
+    if not row:
+        raise ConfigError(f"sentence {index}: a row has no columns (not even a token)")
+    token = row[0]
+    where = f"sentence {index}, token {token!r}"
+    if len(row) != n_columns:
+        raise ConfigError(
+            f"{where}: the row has {len(row)} column(s), but the first row written has "
+            f"{n_columns}; every row of a column file has the same number"
+        )
+    bad = [value for value in row if not isinstance(value, str)]
+    if bad:
+        raise ConfigError(f"{where}: value {bad[0]!r} is not a string")
+    line = " ".join(row)
+    if _fields(line) != list(row):
+        value = next(v for v in row if not v or _ASCII_WHITESPACE.search(v))
+        raise ConfigError(
+            f"{where}: cannot write {value!r} in a column file; a value must be non-empty and "
+            "hold no ASCII whitespace (space, tab, newline), which separates the columns"
+        )
+    if token == DOCSTART:
+        raise ConfigError(
+            f"{where}: it would be read back as a document marker; mark the start of a "
+            "document with starts_document=True"
+        )
+    return line
 
 
 def _split(tag: str) -> tuple[str, str]:

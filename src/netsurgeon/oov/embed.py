@@ -29,8 +29,11 @@ def embed_words(
 ) -> int:
     """Predict a vector for each word of a file (one per line, no context).
 
-    ``encoding`` is the words file's; ``embeddings_encoding`` the embeddings file's (default:
-    the run's). ``device`` is where to predict (see :func:`~netsurgeon.oov.run.load_run`).
+    Every word gets the vector the run's OOV module predicts for it, including a word that has
+    a pretrained vector in the embeddings (its pretrained vector is not copied). The words
+    file may be gzip-compressed. ``encoding`` is the words file's; ``embeddings_encoding``
+    the embeddings file's (default: the run's). ``device`` is where to predict (see
+    :func:`~netsurgeon.oov.run.load_run`).
 
     Returns:
         Number of vectors written.
@@ -87,10 +90,13 @@ def embed_corpus(
 
     Raises:
         ConfigError: an ``out`` that is a folder (checked before any work), a bad column
-            file, an unknown device, or CUDA asked for but not available.
+            file, an OOV token holding whitespace such as U+00A0 (the message names its line;
+            checked before predicting), an unknown device, or CUDA asked for but not
+            available.
     """
     check_file_target(out, "--out")
-    sentences = [list(s.tokens) for s in read_conll(corpus, encoding=encoding, min_columns=1)]
+    read = read_conll(corpus, encoding=encoding, min_columns=1)
+    sentences = [list(s.tokens) for s in read]
     run = load_run(
         run_dir,
         keep={t for s in sentences for t in s},
@@ -101,9 +107,14 @@ def embed_corpus(
     words: list[str] = []
     lefts: list[list[str]] = []
     rights: list[list[str]] = []
-    for tokens in sentences:
+    for sentence, tokens in zip(read, sentences, strict=True):
         for j, token in enumerate(tokens):
             if token not in run.embeddings:
+                if any(ch.isspace() for ch in token):  # such as U+00A0, kept in a token
+                    raise ConfigError(
+                        f"{corpus}:{sentence.line + j}: token {token!r} holds whitespace, "
+                        "which a GloVe text file cannot hold"
+                    )
                 words.append(token)
                 lefts.append(tokens[:j])
                 rights.append(tokens[j + 1 :])

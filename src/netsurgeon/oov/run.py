@@ -16,11 +16,12 @@ run trained on a GPU loads and predicts on a CPU-only machine.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,13 @@ import torch
 
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import describe_torch_file
+from netsurgeon.modes import kept_modes
 from netsurgeon.oov.batching import SentenceBatch, TextEncoder
 from netsurgeon.oov.conll import resolve_tag_column
-from netsurgeon.oov.embedders import HEADS, METHODS, build_embedder
+from netsurgeon.oov.embedders import ATTENTION_PARTS, HEADS, METHODS, build_embedder
 from netsurgeon.oov.metrics import TASKS
 from netsurgeon.oov.tagger import Tagger
-from netsurgeon.oov.vectors import Embeddings, load_embeddings
+from netsurgeon.oov.vectors import FORMATS, NORMALISERS, Embeddings, load_embeddings
 from netsurgeon.oov.vocab import TagVocabulary, Vocabulary
 from netsurgeon.pruning.stats import resolve_device
 
@@ -60,6 +62,31 @@ METRICS_FILE = "metrics.json"
 
 # The methods with weights to pre-train; --pretrain-epochs defaults to 5 for them, 0 otherwise.
 PRETRAINED_METHODS = ("mimick", "context", "comick")
+
+# What each annotation of a TrainConfig field accepts (bool is an int subclass, but True as a
+# batch size is a bug at the call site), and how a message names it.
+_FIELD_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+}
+
+
+def _check_field_types(config: TrainConfig) -> None:
+    """Raise ConfigError for a field whose value is not of its annotated type.
+
+    Raises:
+        ConfigError: a value of the wrong type, naming the field.
+    """
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        kinds = str(field.type).split(" | ")
+        if value is None and "None" in kinds:
+            continue
+        checks = [_FIELD_KINDS[kind] for kind in kinds if kind in _FIELD_KINDS]
+        if checks and not any(accepts(value) for _, accepts in checks):
+            wanted = " or ".join([what for what, _ in checks] + ["None"] * ("None" in kinds))
+            raise ConfigError(f"{field.name} must be {wanted}, got {value!r}")
 
 
 @dataclass
@@ -102,6 +129,9 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.embeddings, os.PathLike):
+            self.embeddings = os.fspath(self.embeddings)
+        _check_field_types(self)
         if self.task not in TASKS:
             raise ConfigError(f"task {self.task!r} is not one of {list(TASKS)}")
         if self.method not in METHODS:
@@ -112,6 +142,21 @@ class TrainConfig:
             raise ConfigError(f"OOV head {self.oov_head!r} is not one of {list(HEADS)}")
         if self.pretrain_loss not in ("mse", "cosine"):
             raise ConfigError(f"pretrain loss {self.pretrain_loss!r} is not 'mse' or 'cosine'")
+        if self.normalise not in NORMALISERS:
+            raise ConfigError(
+                f"normalisation {self.normalise!r} is not one of {sorted(NORMALISERS)}"
+            )
+        if self.embeddings_format not in FORMATS:
+            raise ConfigError(
+                f"embedding format {self.embeddings_format!r} is not one of {list(FORMATS)}"
+            )
+        for name in ("encoding", "embeddings_encoding"):
+            try:
+                codecs.lookup(getattr(self, name))
+            except LookupError:
+                raise ConfigError(
+                    f"{name} {getattr(self, name)!r} is not a known text encoding"
+                ) from None
         positive = {
             "epochs": self.epochs,
             "patience": self.patience,
@@ -220,7 +265,8 @@ class Prediction:
         tags: Predicted tags per sentence.
         oov_mask: Whether each token is OOV.
         occurrences: ``(sentence, position)`` of every OOV occurrence, in order.
-        attention: ``(n_occurrences, 3)`` weights over ``ATTENTION_PARTS`` or None.
+        attention: ``(n_occurrences, 3)`` weights over ``ATTENTION_PARTS`` (``(0, 3)`` when
+            there is no OOV occurrence), or None for methods without attention.
     """
 
     tags: list[list[str]]
@@ -250,49 +296,120 @@ class Embedder:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Predicted vector(s) and attention for words in context.
 
+        The tagger runs in eval mode; every module's own mode is restored afterwards.
+
         Args:
-            word: A word, or a list of words.
-            left_context: The words before it (a list of such lists for a list of words).
+            word: A word, or a sequence of words. A word is a non-empty string without
+                whitespace (a token, as :func:`~netsurgeon.oov.embed.embed_words` requires).
+            left_context: The words before it, as a sequence of words (not one string); for a
+                sequence of words, one such sequence per word.
             right_context: The words after it (likewise).
             batch_size: Occurrences per forward pass.
 
         Returns:
             ``(vector, attention)``: shapes ``(dim,)`` and ``(3,)`` for one word, ``(n, dim)`` and
-            ``(n, 3)`` for a list; attention is None for methods without attention. The
-            attention columns follow ``ATTENTION_PARTS`` (word, left, right).
+            ``(n, 3)`` for a sequence of ``n`` words (``n`` may be 0); attention is None for
+            methods without attention. The attention columns follow ``ATTENTION_PARTS`` (word,
+            left, right).
 
         Raises:
-            ConfigError: contexts that do not match the words, or a batch size below 1.
+            ConfigError: a word that is not a non-empty string without whitespace, a context
+                given as a string, contexts that do not match the words, or a batch size that
+                is not an integer >= 1.
         """
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
+        _check_batch_size(batch_size)
         single = isinstance(word, str)
-        words = [word] if single else list(word)
-        lefts = [left_context] if single else list(left_context) or [[] for _ in words]
-        rights = [right_context] if single else list(right_context) or [[] for _ in words]
+        if single:
+            words = [word]
+            lefts = [_words(left_context, "left_context")]
+            rights = [_words(right_context, "right_context")]
+        elif not isinstance(word, Iterable):
+            raise ConfigError(f"word must be a string or a sequence of words, got {word!r}")
+        else:
+            words = list(word)
+            lefts = _contexts(left_context, "left_context", len(words))
+            rights = _contexts(right_context, "right_context", len(words))
+        for i, token in enumerate(words):
+            if not isinstance(token, str) or not token or any(ch.isspace() for ch in token):
+                name = "word" if single else f"word[{i}]"
+                raise ConfigError(
+                    f"{name} must be a non-empty string without whitespace (one token), "
+                    f"got {token!r}"
+                )
         if len(lefts) != len(words) or len(rights) != len(words):
             raise ConfigError(
                 f"got {len(words)} words but {len(lefts)} left and {len(rights)} right contexts"
             )
-        self.tagger.eval()
-        table = self.tagger.word_table()
         vectors: list[np.ndarray] = []
         attentions: list[np.ndarray] = []
-        for start in range(0, len(words), batch_size):
-            stop = start + batch_size
-            batch = self.encoder.batch_from_contexts(
-                words[start:stop], lefts[start:stop], rights[start:stop]
-            ).to(table.device)
-            vec, att = self.tagger.embed_oov(batch, table)
-            vectors.append(vec.cpu().numpy())
-            if att is not None:
-                attentions.append(att.cpu().numpy())
+        with kept_modes(self.tagger):
+            self.tagger.eval()
+            table = self.tagger.word_table()
+            for start in range(0, len(words), batch_size):
+                stop = start + batch_size
+                batch = self.encoder.batch_from_contexts(
+                    words[start:stop], lefts[start:stop], rights[start:stop]
+                ).to(table.device)
+                vec, att = self.tagger.embed_oov(batch, table)
+                vectors.append(vec.cpu().numpy())
+                if att is not None:
+                    attentions.append(att.cpu().numpy())
         dim = self.tagger.dim
         vector_array = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
-        attention = np.concatenate(attentions) if attentions else None
+        attention = _attention(attentions, self.tagger)
         if single:
             return vector_array[0], None if attention is None else attention[0]
         return vector_array, attention
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    """Raise ConfigError unless ``batch_size`` is an integer >= 1 (a bool is not)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _words(value: Any, name: str) -> list[Any]:
+    """``value`` as a list of words; a string is refused (it would be read as characters).
+
+    Raises:
+        ConfigError: a string, or something that is not a sequence.
+    """
+    if isinstance(value, str):
+        raise ConfigError(
+            f"{name} must be a sequence of words, not the string {value!r}; split it, e.g. "
+            f"{value!r}.split()"
+        )
+    if not isinstance(value, Iterable):
+        raise ConfigError(f"{name} must be a sequence of words, got {value!r}")
+    return list(value)
+
+
+def _contexts(value: Any, name: str, n_words: int) -> list[list[Any]]:
+    """One context (a list of words) per word; empty ones when ``value`` is empty.
+
+    Raises:
+        ConfigError: ``value`` or one of its elements is a string or not a sequence.
+    """
+    contexts = _words(value, name) or [[] for _ in range(n_words)]
+    for i, context in enumerate(contexts):
+        if isinstance(context, str):
+            raise ConfigError(
+                f"{name}[{i}] is the string {context!r}, but for a sequence of words {name} "
+                f"must hold one sequence of words per word, e.g. [[{context!r}], ...]"
+            )
+        if not isinstance(context, Iterable):
+            raise ConfigError(f"{name}[{i}] must be a sequence of words, got {context!r}")
+    return contexts
+
+
+def _attention(chunks: list[np.ndarray], tagger: Tagger) -> np.ndarray | None:
+    """The concatenated attention rows: ``(0, 3)`` when there are none but the method has
+    attention, None for methods without attention."""
+    if chunks:
+        return np.concatenate(chunks)
+    if tagger.oov.has_attention:
+        return np.zeros((0, len(ATTENTION_PARTS)), np.float32)
+    return None
 
 
 class TrainedRun:
@@ -341,25 +458,45 @@ class TrainedRun:
 
     @torch.inference_mode()
     def predict(self, sentences: Sequence[Sequence[str]], *, batch_size: int = 64) -> Prediction:
-        """Tag token sequences."""
-        self.tagger.eval()
+        """Tag token sequences.
+
+        The tagger runs in eval mode; every module's own mode is restored afterwards.
+
+        Raises:
+            ConfigError: a sentence given as one string instead of a sequence of tokens, or
+                a batch size that is not an integer >= 1.
+        """
+        _check_batch_size(batch_size)
+        if isinstance(sentences, str):
+            raise ConfigError(
+                f"sentences must be a sequence of sentences (each a sequence of tokens), not "
+                f"the string {sentences!r}; e.g. [{sentences!r}.split()]"
+            )
+        for i, tokens in enumerate(sentences):
+            if isinstance(tokens, str):
+                raise ConfigError(
+                    f"sentences[{i}] is the string {tokens!r}; each sentence must be a "
+                    f"sequence of tokens, e.g. {tokens!r}.split()"
+                )
         tags: list[list[str]] = []
         masks: list[list[bool]] = []
         occurrences: list[tuple[int, int]] = []
         attention: list[np.ndarray] = []
-        for start in range(0, len(sentences), batch_size):
-            chunk = sentences[start : start + batch_size]
-            encoded = [self.encoder.encode(tokens) for tokens in chunk]
-            output = self.tagger(SentenceBatch.collate(encoded).to(self.device))
-            best = output.logits.argmax(-1).cpu()
-            for i, (tokens, enc) in enumerate(zip(chunk, encoded, strict=True)):
-                tags.append([self.tags.decode(int(t)) for t in best[i, : len(tokens)]])
-                oov = set(enc.oov_positions)
-                masks.append([j in oov for j in range(len(tokens))])
-                occurrences.extend((start + i, p) for p in enc.oov_positions)
-            if output.attention is not None:
-                attention.append(output.attention.cpu().numpy())
-        att = np.concatenate(attention) if attention else None
+        with kept_modes(self.tagger):
+            self.tagger.eval()
+            for start in range(0, len(sentences), batch_size):
+                chunk = sentences[start : start + batch_size]
+                encoded = [self.encoder.encode(tokens) for tokens in chunk]
+                output = self.tagger(SentenceBatch.collate(encoded).to(self.device))
+                best = output.logits.argmax(-1).cpu()
+                for i, (tokens, enc) in enumerate(zip(chunk, encoded, strict=True)):
+                    tags.append([self.tags.decode(int(t)) for t in best[i, : len(tokens)]])
+                    oov = set(enc.oov_positions)
+                    masks.append([j in oov for j in range(len(tokens))])
+                    occurrences.extend((start + i, p) for p in enc.oov_positions)
+                if output.attention is not None:
+                    attention.append(output.attention.cpu().numpy())
+        att = _attention(attention, self.tagger)
         if att is not None and len(att) != len(occurrences):  # pragma: no cover - invariant
             raise RuntimeError("attention rows do not match OOV occurrences")
         return Prediction(tags, masks, occurrences, att)

@@ -273,10 +273,18 @@ def _evaluate(
 
 
 def absolute_embeddings(config: TrainConfig) -> TrainConfig:
-    """``config`` with its embeddings file as an absolute path, so the run loads from anywhere."""
-    if config.embeddings is None or config.embeddings == PACKAGED_GLOVE:
-        return config
-    return dataclasses.replace(config, embeddings=str(Path(config.embeddings).resolve()))
+    """``config`` with its embeddings file as an absolute path, so the run loads from anywhere.
+
+    Always a new config, checked again: a field changed after ``config`` was made fails here,
+    before anything is written.
+
+    Raises:
+        ConfigError: a field of ``config`` is invalid.
+    """
+    embeddings = config.embeddings
+    if embeddings is not None and embeddings != PACKAGED_GLOVE:
+        embeddings = str(Path(embeddings).resolve())
+    return dataclasses.replace(config, embeddings=embeddings)
 
 
 def _same_file(saved: Any, now: Any) -> bool:

