@@ -171,6 +171,21 @@ def test_nothing_to_refit_and_an_empty_loader() -> None:
     empty = DataLoader(TensorDataset(torch.zeros(0, 3, 6, 6)), batch_size=4)
     with pytest.raises(ConfigError, match="yielded no batches"):
         reconstruct(pruned, model, empty, kept=result.kept)
+    # kept as plain lists works like tensors; out-of-range indices and the model itself as its
+    # own reference are refused with one message each.
+    as_lists = {k: v.tolist() for k, v in result.kept.items()}
+    twin = copy.deepcopy(pruned)
+    assert [f.rows for f in reconstruct(twin, model, _loader(), kept=as_lists)] == [
+        f.rows for f in reconstruct(copy.deepcopy(pruned), model, _loader(), kept=result.kept)
+    ]
+    shifted = {k: v + 100 for k, v in result.kept.items()}
+    with pytest.raises(
+        ConfigError,
+        match=r"kept\['3'\] holds indices from 100 to 107, outside the reference layer's 8 ",
+    ):
+        reconstruct(copy.deepcopy(pruned), model, _loader(), kept=shifted)
+    with pytest.raises(ConfigError, match="reference is the model itself"):
+        reconstruct(pruned, pruned, _loader(), kept=result.kept)
     # A generator would be exhausted after the first layer, and the rest "fit" on no rows.
     with pytest.raises(ConfigError, match="loader is a one-pass generator"):
         reconstruct(pruned, model, (b for b in _loader()), kept=result.kept)

@@ -98,13 +98,19 @@ def _targets(
             continue  # its inputs are intact: nothing to compensate
         index = None
         if n_out < ref_out:
-            index = kept.get(name)
+            given = kept.get(name)
+            index = None if given is None else torch.as_tensor(given).flatten().long()
             if index is None or index.numel() != n_out:
                 raise ConfigError(
                     f"layer {name!r} also lost output channels ({ref_out} -> {n_out}); pass "
                     "kept=result.kept from the prune that removed them"
                 )
-            index = torch.as_tensor(index, dtype=torch.long)
+            if index.numel() and (int(index.min()) < 0 or int(index.max()) >= ref_out):
+                raise ConfigError(
+                    f"kept[{name!r}] holds indices from {int(index.min())} to "
+                    f"{int(index.max())}, outside the reference layer's {ref_out} outputs; "
+                    "pass kept=result.kept from the prune of this reference"
+                )
         targets[name] = index
     return targets
 
@@ -260,6 +266,11 @@ def reconstruct(
     if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
         raise ConfigError(f"ridge={ridge!r} is not allowed; use a number >= 0")
     check_reiterable("loader", loader)  # read once per layer
+    if reference is model:
+        raise ConfigError(
+            "reference is the model itself; pass the model as it was before pruning "
+            "(copy.deepcopy(model) before you prune it)"
+        )
     targets = _targets(model, reference, kept or {})
     if not targets:
         return []
