@@ -135,6 +135,13 @@ def test_config_is_keyword_only_frozen_and_plain() -> None:
     )
 
 
+def test_config_takes_a_torch_device_and_keeps_its_name() -> None:
+    assert TrainConfig(device=torch.device("cpu")).device == "cpu"  # type: ignore[arg-type]
+    assert TrainConfig(device=torch.device("cuda", 1)).device == "cuda:1"  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="device='meta' is not allowed"):
+        TrainConfig(device=torch.device("meta"))  # type: ignore[arg-type]
+
+
 def test_resolve_device() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -190,8 +190,9 @@ class TrainConfig:
         seed: Seeds Python, NumPy and torch at the start of a fresh run.
         amp: Float16 mixed precision with gradient scaling; CUDA only (ignored with a warning
             when the run lands on the CPU).
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-            Under torchrun, CUDA means this process's ``cuda:LOCAL_RANK``.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; a
+            ``torch.device`` is kept as its name. Under torchrun, CUDA means this process's
+            ``cuda:LOCAL_RANK``.
         grad_clip: Clip the global gradient norm to this value; ``None`` does not clip.
         max_steps: Stop after this many optimizer steps in total, even mid-epoch.
         channels_last: Keep the model's 4-D weights and the image batches in channels-last
@@ -257,6 +258,8 @@ class TrainConfig:
             )
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile={self.compile!r} is not allowed; use True or False")
+        if isinstance(self.device, torch.device):  # kept as its name: configs are plain data
+            object.__setattr__(self, "device", str(self.device))
         _check_device(self.device)
         if self.amp and self.device == "cpu":
             raise ConfigError(
