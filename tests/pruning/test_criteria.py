@@ -179,3 +179,36 @@ def test_unknown_criterion_lists_valid_ones() -> None:
     assert "'magnitude'" in str(err.value)
     for name in CRITERIA:
         assert name in str(err.value)
+
+
+def test_bad_data_for_a_data_driven_criterion_gets_one_clear_message() -> None:
+    """Batches the model cannot run, a missing target or a per-example loss name the cause,
+    and the model is left as it was."""
+    from netsurgeon.pruning import prune
+
+    x = torch.randn(2, 3, 8, 8)
+    y = torch.tensor([0, 1])
+    per_example = lambda o, t: F.cross_entropy(o, t, reduction="none")  # noqa: E731
+    cases = [
+        ({"criterion": "activation", "data": (x, y)}, "'activation' failed on data batch 1"),
+        (
+            {"criterion": "apoz", "data": [(torch.randn(2, 4, 8, 8), y)]},
+            r"'apoz' failed on data batch 0 \(RuntimeError: .*4 channels",
+        ),
+        (
+            {"criterion": "taylor", "data": [x], "loss_fn": F.cross_entropy},
+            "'taylor' needs \\(inputs, targets\\) batches for its loss, but data batch 0",
+        ),
+        (
+            {"criterion": "taylor", "data": [(x, y)], "loss_fn": per_example},
+            r"loss_fn must return one number per batch, got \(2,\)",
+        ),
+    ]
+    for kwargs, message in cases:
+        model = SeqNet()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        with pytest.raises(ConfigError, match=message):
+            prune(model, x[:1], amount=0.5, **kwargs)
+        after = model.state_dict()
+        assert after.keys() == before.keys()
+        assert all(torch.equal(after[k], before[k]) for k in before)

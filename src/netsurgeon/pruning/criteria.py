@@ -215,12 +215,29 @@ class _ActivationStatistic:
         with kept_modes(model):
             model.eval()
             graph.graph_module.eval()
-            for batch in data:
+            label = type(self).__name__.lower()  # the name in CRITERIA
+            for index, batch in enumerate(data):
                 inputs, targets = _split_batch(batch)
                 inputs = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
                 if isinstance(targets, torch.Tensor):
                     targets = targets.to(device)
-                self._batch(graph, wanted, inputs, targets, loss_fn, sums, counts)
+                if self.needs_loss and targets is None:
+                    raise ConfigError(
+                        f"criterion {label!r} needs (inputs, targets) batches for its loss, "
+                        f"but data batch {index} has no targets"
+                    )
+                try:
+                    self._batch(graph, wanted, inputs, targets, loss_fn, sums, counts)
+                except ConfigError:
+                    raise
+                except Exception as exc:  # the user's batch or loss, not the engine
+                    first = str(exc).splitlines()[0] if str(exc) else ""
+                    raise ConfigError(
+                        f"criterion {label!r} failed on data batch {index} "
+                        f"({type(exc).__name__}: {first}); data must yield (inputs, targets) "
+                        "batches the model accepts, like example_inputs (a single batch must "
+                        "be wrapped in a list)"
+                    ) from None
         sums, counts = _add_over_processes(sorted(graph.observe), sums, counts, device)
         if not counts:
             raise ConfigError("the data loader given to the criterion yielded no batches")
@@ -254,6 +271,12 @@ class _ActivationStatistic:
                 )
                 outputs = _Recorder(graph.graph_module, wanted, sink).run(*inputs)
                 loss = loss_fn(outputs, targets)
+                if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                    shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss)
+                    raise ConfigError(
+                        f"loss_fn must return one number per batch, got {shape}; "
+                        "use a mean (e.g. reduction='mean')"
+                    )
                 layers = [k for k, v in seen.items() if v.requires_grad]
                 found = torch.autograd.grad(loss, [seen[k] for k in layers], allow_unused=True)
                 grads = dict(zip(layers, found, strict=True))
