@@ -157,10 +157,11 @@ def test_feature_term_equals_a_hand_computed_one() -> None:
         terms.append((s - t).pow(2).mean() / t.pow(2).mean())
     expected = plain + 2.5 * torch.stack(terms).mean()
     assert value.item() == pytest.approx(expected.item(), rel=1e-5)
-    # The student is the teacher: the feature term vanishes.
+    # The student is an exact copy of the teacher: the feature term vanishes.
     same = DistillationLoss(teacher, alpha=0.0, features=["2"], feature_weight=7.0)
-    same.attach(teacher)
-    out = teacher(x)
+    twin = copy.deepcopy(teacher)
+    same.attach(twin)
+    out = twin(x)
     assert torch.equal(same(out, targets, inputs=x), F.cross_entropy(out, targets))
 
 
@@ -213,3 +214,39 @@ def test_feature_errors_name_the_feature() -> None:
     loss_fn.attach(narrow)
     with pytest.raises(ConfigError, match=r"'2' has shape \(4, 6\) in the student but \(4, 8\)"):
         loss_fn(narrow(x), torch.zeros(4, dtype=torch.long), inputs=x)
+
+
+# --------------------------------------------------------------------------- misuse
+
+
+def test_a_teacher_with_another_class_count_is_named() -> None:
+    x = torch.randn(5, 4)
+    loss_fn = DistillationLoss(nn.Linear(4, 5))
+    with pytest.raises(ConfigError, match=r"teacher's outputs have shape \(5, 5\).*\(5, 3\)"):
+        loss_fn(nn.Linear(4, 3)(x), torch.zeros(5, dtype=torch.long), inputs=x)
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_attach_refuses_the_teacher_itself_as_student(wrap: bool) -> None:
+    model = _teacher()
+    loss_fn = DistillationLoss(model, features=["2"])  # the forgotten copy.deepcopy(model)
+    student = nn.Sequential(model) if wrap else model  # a wrapper shares the parameters
+    with pytest.raises(ConfigError, match=r"must be a separate copy.*copy\.deepcopy\(model\)"):
+        loss_fn.attach(student)
+    assert not loss_fn._handles  # nothing hooked
+    # A deep copy is a separate teacher.
+    loss_fn = DistillationLoss(copy.deepcopy(model), features=["2"])
+    assert loss_fn.attach(model) == ["2"]
+
+
+def test_alpha_zero_with_features_runs_the_teacher_as_documented() -> None:
+    teacher, student = _pair()
+    calls: list[int] = []
+    teacher.register_forward_hook(lambda *_: calls.append(1))
+    loss_fn = DistillationLoss(teacher, alpha=0.0, features=["2"])
+    loss_fn.attach(student)
+    x = torch.randn(4, 4)
+    loss_fn(student(x), torch.zeros(4, dtype=torch.long), inputs=x)
+    assert calls == [1]
+    doc = " ".join((DistillationLoss.__doc__ or "").split())
+    assert "With ``alpha=0`` and no ``features`` the teacher is never run" in doc

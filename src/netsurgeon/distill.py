@@ -44,16 +44,19 @@ DEFAULT_FEATURE_WEIGHT = 300.0
 class DistillationLoss(nn.Module):
     """Soft-target KL to a frozen teacher plus the hard-label loss.
 
-    The teacher is put in eval mode and its parameters stop requiring gradients (pass a copy
-    if it must stay trainable elsewhere); it moves to the device of the student's outputs on
-    first use. The KL term is computed in float32, also under AMP.
+    The teacher is put in eval mode and its parameters stop requiring gradients, so it must be
+    a separate copy of the model (``copy.deepcopy(model)`` before pruning), never the student
+    itself; :meth:`attach` refuses a student that shares parameters with it. It moves to the
+    device of the student's outputs on first use. The KL term is computed in float32, also
+    under AMP.
 
     Args:
         teacher: The model whose outputs the student learns to match.
         temperature: Softmax temperature ``T`` > 0; the KL term is scaled by ``T**2`` so its
             gradients keep their size when ``T`` changes.
         alpha: Weight of the KL term, in [0, 1]; ``1 - alpha`` weighs the hard-label loss.
-            With ``alpha=0`` the teacher is never run.
+            With ``alpha=0`` and no ``features`` the teacher is never run (the feature term
+            needs its module outputs, so with ``features`` it runs whatever ``alpha``).
         loss_fn: The hard-label loss ``loss_fn(outputs, targets)``; defaults to
             cross-entropy.
         features: Names of modules (or ``fnmatch`` patterns over module names, e.g.
@@ -126,9 +129,11 @@ class DistillationLoss(nn.Module):
             The matched module names, in the student's order.
 
         Raises:
-            ConfigError: A name or pattern matches no module of the student, or a matched
-                module is missing from the teacher.
+            ConfigError: The student is the teacher or shares parameters with it, a name or
+                pattern matches no module of the student, or a matched module is missing from
+                the teacher.
         """
+        _check_separate(self.teacher, student)
         self.detach()
         if not self.features:
             return []
@@ -221,10 +226,12 @@ class DistillationLoss(nn.Module):
         Args:
             outputs: The student's ``(batch, classes)`` scores.
             targets: Class indices for the hard-label loss.
-            inputs: The batch's inputs, fed to the teacher (needed unless ``alpha=0``).
+            inputs: The batch's inputs, fed to the teacher (needed unless ``alpha=0`` and
+                there are no ``features``).
 
         Raises:
-            ConfigError: ``inputs`` is missing while ``alpha > 0``.
+            ConfigError: ``inputs`` is missing while the teacher must run, or the teacher's
+                outputs do not have the shape of ``outputs`` (another class count).
         """
         hard = self.hard_loss(outputs, targets)
         if self.alpha == 0.0 and not self.features:
@@ -240,6 +247,12 @@ class DistillationLoss(nn.Module):
             total = total + self.feature_weight * self.feature_loss()
         if self.alpha == 0.0:
             return total
+        if not isinstance(teacher, torch.Tensor) or teacher.shape != outputs.shape:
+            got = tuple(teacher.shape) if isinstance(teacher, torch.Tensor) else type(teacher)
+            raise ConfigError(
+                f"the teacher's outputs have shape {got} but the student's {tuple(outputs.shape)}; "
+                "distillation needs both to score the same classes (same num_classes)"
+            )
         t = self.temperature
         soft = F.kl_div(
             F.log_softmax(outputs.float() / t, dim=1),
@@ -264,6 +277,18 @@ def _check_positive(name: str, value: Any) -> None:
         or value <= 0
     ):
         raise ConfigError(f"{name}={value!r} is not allowed; use a finite number > 0")
+
+
+def _check_separate(teacher: nn.Module, student: nn.Module) -> None:
+    """Refuse a student that is (or shares parameters with) the frozen teacher."""
+    teacher_params = {id(p) for p in teacher.parameters()}
+    if student is teacher or any(id(p) in teacher_params for p in student.parameters()):
+        raise ConfigError(
+            "the student is the teacher (or shares its parameters): DistillationLoss froze it "
+            "and put it in eval mode; the teacher must be a separate copy, e.g. "
+            "DistillationLoss(copy.deepcopy(model)) before pruning, and the student's "
+            "requires_grad and training mode restored (or the model rebuilt)"
+        )
 
 
 def _record(module: nn.Module, name: str, store: dict[str, torch.Tensor]) -> Any:

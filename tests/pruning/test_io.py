@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -167,9 +168,11 @@ def test_another_norm_is_one_registration(tmp_path: Path, monkeypatch: pytest.Mo
     model.norm.num_channels, model.norm.num_groups = 4, 2
     model.fc.weight = nn.Parameter(model.fc.weight.detach()[:, keep].clone())
     model.fc.in_features = 4
-    path = io.save(model, tmp_path / "gn.pt")
-    with pytest.raises(CheckpointError, match=r"norm.weight"):  # GroupNorm not known yet
-        io.load(path)
+    path = tmp_path / "gn.pt"
+    # GroupNorm is not known yet: save refuses to write a file that load() could not restore.
+    with pytest.raises(ConfigError, match=r"norm.weight.*'norm' \(GroupNorm\).*register_resizable"):
+        io.save(model, path)
+    assert not path.exists()
 
     def group_norm_shapes(module: nn.Module, sizes: dict[str, int]) -> dict[str, tuple[int, ...]]:
         if sizes["num_channels"] % sizes["num_groups"]:
@@ -184,7 +187,141 @@ def test_another_norm_is_one_registration(tmp_path: Path, monkeypatch: pytest.Mo
     assert torch.equal(_outputs(loaded, size=16), _outputs(model, size=16))
 
 
+class NormNet(nn.Module):
+    """Per-channel layers besides batch norm that the pruner resizes."""
+
+    def __init__(self, *, num_classes: int = 3) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3)
+        self.norm = nn.InstanceNorm2d(8, affine=True, track_running_stats=True)
+        self.act = nn.PReLU(8)
+        self.conv2 = nn.Conv1d(8, 8, 1)
+        self.norm1d = nn.InstanceNorm1d(8, affine=True)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm(self.conv1(x))).flatten(2)
+        return self.fc(self.norm1d(self.conv2(x)).mean(2))
+
+
+def test_engine_pruned_instance_norm_and_prelu_round_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netsurgeon.pruning import prune
+
+    monkeypatch.setattr(registry, "_USER_BUILDERS", {})
+    register_builder("normnet", NormNet)
+    model = build_model("normnet")
+    model.train()(torch.randn(4, 3, 16, 16))  # non-trivial running statistics
+    x = torch.randn(2, 3, 16, 16)
+    prune(model.eval(), x, amount=0.5, criterion="l2")
+    sizes = (model.norm.num_features, model.act.num_parameters, model.norm1d.num_features)
+    assert sizes == (4, 4, 4)
+    loaded = io.load(io.save(model, tmp_path / "norm.pt"))
+    assert (loaded.norm.num_features, loaded.act.num_parameters) == (4, 4)
+    assert tuple(loaded.norm.running_mean.shape) == (4,)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+class WidthsFromTensors(nn.Module):
+    """Computes its sizes with tensor values, which the meta device does not have."""
+
+    def __init__(self, *, num_classes: int = 3) -> None:
+        super().__init__()
+        width = int(torch.tensor([2.0, 3.0]).prod().item())
+        self.conv = nn.Conv2d(3, width, 3)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_save_builds_for_real_what_cannot_be_built_on_the_meta_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry, "_USER_BUILDERS", {})
+    register_builder("widths", WidthsFromTensors)
+    model = build_model("widths")
+    _keep_out(model.conv, torch.tensor([0, 2, 5]))
+    model.fc.weight = nn.Parameter(model.fc.weight.detach()[:, [0, 2, 5]].clone())
+    model.fc.in_features = 3
+    loaded = io.load(io.save(model, tmp_path / "w.pt"))
+    assert torch.equal(_outputs(loaded, size=8), _outputs(model, size=8))
+    with pytest.raises(ConfigError, match=r"'widths'.*1 tensors not in the rebuilt \(extra\)"):
+        model.register_buffer("extra", torch.zeros(1))
+        io.save(model, tmp_path / "w.pt")
+
+
 # ---- save: bad input ------------------------------------------------------------------------
+
+
+def test_save_refuses_a_model_of_another_architecture(tmp_path: Path) -> None:
+    model = build_model("cifar_resnet20")
+    with pytest.raises(
+        ConfigError,
+        match=r"does not fit architecture 'resnet18'.*'layer1\.2\.conv1' is not in the rebuilt",
+    ):
+        io.save(model, tmp_path / "x.pt", arch="resnet18")
+    with pytest.raises(ConfigError, match=r"'cifar_resnet32'.*tensors missing from the model"):
+        io.save(model, tmp_path / "x.pt", arch="cifar_resnet32")
+    assert not list(tmp_path.iterdir())
+
+
+class _Tensor(torch.Tensor):
+    """A tensor subclass: torch.save pickles its class."""
+
+
+class _Rate(float):
+    """A float subclass, as numpy.float64 is: torch.save pickles its class."""
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"extra": {"lr": _Rate(0.1)}},
+            r"extra\['lr'\] is a .*_Rate: 0\.1; convert it with float\(x\)",
+        ),
+        (
+            {"extra": {"opt": [{"lr": _Rate(0.1)}]}},
+            r"extra\['opt'\]\[0\]\['lr'\] is a .*_Rate",
+        ),
+        ({"arch_kwargs": {"w": _Rate(2.0)}}, r"arch_kwargs\['w'\]"),
+        (
+            {"extra": {"mask": torch.zeros(2).as_subclass(_Tensor)}},
+            r"extra\['mask'\] is a .*_Tensor",
+        ),
+    ],
+)
+def test_save_refuses_subclasses_of_plain_types(tmp_path: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        io.save(build_model("cifar_resnet20"), tmp_path / "x.pt", **kwargs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_save_refuses_numpy_scalars_with_a_conversion(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    model = build_model("cifar_resnet20")
+    with pytest.raises(ConfigError, match=r"extra\['lr'\] is a numpy.float64.*float\(x\)"):
+        io.save(model, tmp_path / "x.pt", extra={"lr": np.float64(0.1)})
+    with pytest.raises(ConfigError, match=r"arch_kwargs\['num_classes'\] is a numpy.int64.*item"):
+        io.save(model, tmp_path / "x.pt", arch_kwargs={"num_classes": np.int64(10)})
+    assert not list(tmp_path.iterdir())
+    # Exactly-plain values, an OrderedDict and a Parameter load back as they were saved.
+    extra = {"lr": 0.1, "state": OrderedDict(a=(1, None)), "p": nn.Parameter(torch.ones(2))}
+    payload = io.read_checkpoint(io.save(model, tmp_path / "x.pt", extra=extra))
+    assert payload["extra"]["state"] == OrderedDict(a=(1, None))
+
+
+def test_save_to_a_folder_or_under_a_file_is_a_config_error(tmp_path: Path) -> None:
+    model = build_model("cifar_resnet20")
+    with pytest.raises(ConfigError, match=r"is a folder; give a file name"):
+        io.save(model, tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"'.*file' is a file, not a folder"):
+        io.save(model, tmp_path / "file" / "x.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
 def test_save_rejects_attributes_that_contradict_the_tensors(tmp_path: Path) -> None:

@@ -5,18 +5,23 @@ A checkpoint is a ``torch.save`` file holding only tensors and plain types:
 * ``format`` and ``version``: the marker :data:`FORMAT` and :data:`FORMAT_VERSION`;
 * ``arch``: ``{"name": ..., "kwargs": {...}}``, what
   :func:`netsurgeon.vision.models.build_model` needs to rebuild the unpruned architecture;
-* ``modules``: the sizes of every resizable module (convolutions, batch norms, linears), for
-  example ``{"layer1.0.conv1": {"type": "Conv2d", "in_channels": 64, "out_channels": 40,
-  "groups": 1}}``;
+* ``modules``: the sizes of every resizable module (convolutions, linears, batch and instance
+  norms, PReLUs: every type that pruning resizes), for example ``{"layer1.0.conv1": {"type":
+  "Conv2d", "in_channels": 64, "out_channels": 40, "groups": 1}}``;
 * ``state_dict`` and ``extra`` (user metadata).
 
 :func:`load` rebuilds the architecture with random initialisation, gives every recorded module
 its recorded sizes, and loads the state dict strictly with ``weights_only=True``. Support for
-another module type is one :func:`register_resizable` call.
+another module type is one :func:`register_resizable` call. :func:`save` rebuilds the
+architecture on the ``meta`` device (no memory, no initialisation) and refuses a model that
+:func:`load` could not restore, so a written file always loads.
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +31,7 @@ import torch
 from torch import nn
 
 from netsurgeon.errors import CheckpointError, ConfigError
-from netsurgeon.fileio import atomic_torch_save
+from netsurgeon.fileio import atomic_torch_save, check_file_target
 
 __all__ = [
     "FORMAT",
@@ -86,7 +91,7 @@ def _conv_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _batchnorm_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]]:
+def _norm_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]]:
     n = sizes["num_features"]
     shapes: dict[str, tuple[int, ...]] = {}
     if module.weight is not None:
@@ -100,6 +105,10 @@ def _batchnorm_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, .
     return shapes
 
 
+def _prelu_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]]:
+    return {"weight": (sizes["num_parameters"],)}
+
+
 def _linear_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]]:
     shapes = {"weight": (sizes["out_features"], sizes["in_features"])}
     if module.bias is not None:
@@ -109,8 +118,13 @@ def _linear_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]
 
 for _conv in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
     register_resizable(_conv, attrs=("in_channels", "out_channels", "groups"), shapes=_conv_shapes)
-for _bn in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
-    register_resizable(_bn, attrs=("num_features",), shapes=_batchnorm_shapes)
+# Every type netsurgeon.pruning.surgery resizes; save() refuses a model with another one resized.
+for _norm in (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+):  # fmt: skip
+    register_resizable(_norm, attrs=("num_features",), shapes=_norm_shapes)
+register_resizable(nn.PReLU, attrs=("num_parameters",), shapes=_prelu_shapes)
 register_resizable(nn.Linear, attrs=("in_features", "out_features"), shapes=_linear_shapes)
 
 
@@ -150,26 +164,73 @@ def _record_modules(model: nn.Module) -> dict[str, dict[str, Any]]:
     return records
 
 
-def _check_plain(value: Any, *, what: str, allow_tensors: bool) -> None:
-    if value is None or isinstance(value, (str, bool, int, float)):
+# Exactly these types (not subclasses such as numpy.float64, whose class would be pickled) are
+# what load()'s weights_only=True unpickler accepts.
+_PLAIN_TYPES = (str, bool, int, float, type(None))
+_SEQUENCE_TYPES = (list, tuple)
+_MAPPING_TYPES = (dict, OrderedDict)
+_TENSOR_TYPES = (torch.Tensor, nn.Parameter)
+
+
+def _check_plain(value: Any, *, what: str, allow_tensors: bool, where: str = "") -> None:
+    """Refuse anything :func:`load` would reject as a pickled object, naming where it is.
+
+    Args:
+        value: The metadata to check, recursively.
+        what: Its argument name (``"extra"``, ``"arch_kwargs"``), which starts the messages.
+        allow_tensors: Whether tensors are allowed.
+        where: The subscripts leading to ``value`` (``"['opt'][0]"``), for the message.
+
+    Raises:
+        ConfigError: A value or key of another type, naming its place, type and a conversion.
+    """
+    kind = type(value)
+    if kind in _PLAIN_TYPES or (allow_tensors and kind in _TENSOR_TYPES):
         return
-    if allow_tensors and isinstance(value, torch.Tensor):
+    if kind in _SEQUENCE_TYPES:
+        for index, item in enumerate(value):
+            _check_plain(item, what=what, allow_tensors=allow_tensors, where=f"{where}[{index}]")
         return
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            _check_plain(item, what=what, allow_tensors=allow_tensors)
-        return
-    if isinstance(value, dict):
+    if kind in _MAPPING_TYPES:
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise ConfigError(f"{what} must have string keys, got {key!r}")
-            _check_plain(item, what=what, allow_tensors=allow_tensors)
+            if type(key) is not str:
+                raise ConfigError(
+                    f"{what}{where} must have string keys, got {key!r} "
+                    f"({_type_name(key)}){_conversion_hint(key, allow_tensors=False)}"
+                )
+            _check_plain(item, what=what, allow_tensors=allow_tensors, where=f"{where}[{key!r}]")
         return
     allowed = "tensors, " if allow_tensors else ""
     raise ConfigError(
-        f"{what} may hold only {allowed}str, int, float, bool, None, lists and dicts; "
-        f"got a {type(value).__name__}: {value!r}"
+        f"{what} may hold only {allowed}str, int, float, bool, None, lists, tuples and dicts "
+        f"(exactly those types: load() unpickles no other class); {what}{where} is a "
+        f"{_type_name(value)}: {value!r}{_conversion_hint(value, allow_tensors=allow_tensors)}"
     )
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+
+
+def _conversion_hint(value: Any, *, allow_tensors: bool) -> str:
+    """How to turn ``value`` into a plain value, as a message suffix ("" if unknown)."""
+    for plain in (bool, int, float, str):
+        if isinstance(value, plain):  # a subclass: numpy.float64, an IntEnum, a StrEnum
+            return f"; convert it with {plain.__name__}(x)"
+    if hasattr(value, "dtype") and hasattr(value, "tolist"):  # numpy scalars and arrays, tensors
+        if getattr(value, "ndim", None) == 0:
+            return "; convert it with x.item()"
+        return "; convert it with torch.as_tensor(x)" if allow_tensors else "; use x.tolist()"
+    if isinstance(value, Mapping):
+        return "; convert it with dict(x)"
+    if isinstance(value, (list, tuple)):
+        return "; convert it with list(x)"
+    return ""
 
 
 def _resolve_arch(
@@ -255,18 +316,22 @@ def save(
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"save needs an nn.Module, got {type(model).__name__}")
+    path = check_file_target(path, "the checkpoint path")
     if extra is not None and not isinstance(extra, dict):
         raise ConfigError(f"extra must be a dict, got {extra!r}")
     _check_plain(extra or {}, what="extra", allow_tensors=True)
+    resolved = _resolve_arch(model, arch, arch_kwargs)
+    records = _record_modules(model)
+    state = model.state_dict()
+    _check_loadable(model, resolved, records, state)
     payload = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
-        "arch": _resolve_arch(model, arch, arch_kwargs),
-        "modules": _record_modules(model),
-        "state_dict": model.state_dict(),
+        "arch": resolved,
+        "modules": records,
+        "state_dict": state,
         "extra": dict(extra or {}),
     }
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(payload, path)
     return path
@@ -343,23 +408,32 @@ def read_checkpoint(path: str | Path, *, map_location: Any = "cpu") -> dict[str,
     return _validate_payload(_torch_load(path, map_location), path)
 
 
-def _resize(module: nn.Module, name: str, record: dict[str, Any], source: str | Path) -> None:
+class _Unfit(Exception):
+    """A checkpoint's records do not fit the rebuilt architecture (message without a source)."""
+
+
+def _resize(module: nn.Module, name: str, record: Mapping[str, Any]) -> None:
+    """Give ``module`` the sizes in ``record``, with uninitialised tensors of the new shapes.
+
+    Raises:
+        _Unfit: ``record`` is of another module type or holds invalid sizes.
+    """
     found = _spec_of(module)
     if found is None or found[0] != record["type"]:
         actual = found[0] if found else type(module).__name__
-        raise CheckpointError(
-            f"{source}: module {name!r} was saved as {record['type']} but the rebuilt model has "
-            f"{actual} there"
+        raise _Unfit(
+            f"module {name!r} was saved as {record['type']} but the rebuilt model has {actual} "
+            f"there"
         )
     _, spec = found
     sizes = {attr: record.get(attr) for attr in spec.attrs}
     bad = {k: v for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
     if bad:
-        raise CheckpointError(f"{source}: module {name!r} has invalid sizes {bad}")
+        raise _Unfit(f"module {name!r} has invalid sizes {bad}")
     try:
         shapes = spec.shapes(module, sizes)
     except (ValueError, ZeroDivisionError) as exc:
-        raise CheckpointError(f"{source}: module {name!r} has invalid sizes: {exc}") from exc
+        raise _Unfit(f"module {name!r} has invalid sizes: {exc}") from exc
     for tensor_name, shape in shapes.items():
         old = getattr(module, tensor_name)
         if tuple(old.shape) == shape:
@@ -373,6 +447,127 @@ def _resize(module: nn.Module, name: str, record: dict[str, Any], source: str | 
         setattr(module, attr, value)
 
 
+def _apply_records(model: nn.Module, records: Mapping[str, Mapping[str, Any]], arch: str) -> None:
+    """Resize the modules of a freshly built ``arch`` as ``records`` say.
+
+    Raises:
+        _Unfit: A recorded module is missing from ``model`` or does not take its record.
+    """
+    for name, record in records.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError as exc:
+            raise _Unfit(f"module {name!r} is not in the rebuilt {arch!r}") from exc
+        _resize(module, name, record)
+
+
+def _shape_problems(
+    model: nn.Module, state: Mapping[str, torch.Tensor], rebuilt: nn.Module
+) -> list[str]:
+    """What keeps ``state`` (``model``'s state dict) from loading strictly into ``rebuilt``.
+
+    Mirrors :func:`netsurgeon.vision.models.load_state_dict_checked`, which fills missing
+    ``num_batches_tracked`` entries of batch norms.
+    """
+    want = rebuilt.state_dict()
+    missing = [
+        k
+        for k in want
+        if k not in state
+        and not (
+            k.rpartition(".")[2] == "num_batches_tracked"
+            and isinstance(
+                rebuilt.get_submodule(k.rpartition(".")[0]), nn.modules.batchnorm._BatchNorm
+            )
+        )
+    ]
+    unexpected = [k for k in state if k not in want]
+    mismatched = [k for k in state if k in want and state[k].shape != want[k].shape]
+    problems = []
+    if mismatched:
+        shown = ", ".join(
+            f"{k}: model {tuple(state[k].shape)} vs rebuilt {tuple(want[k].shape)}"
+            for k in mismatched[:3]
+        )
+        problems.append(f"{len(mismatched)} mismatched shapes ({shown})")
+        # A resized module of a type without a register_resizable() record cannot be restored.
+        unknown = []
+        for owner in sorted({k.rpartition(".")[0] for k in mismatched}):
+            module = _submodule_or_none(model, owner)
+            if module is not None and _spec_of(module) is None:
+                unknown.append(f"{owner!r} ({type(module).__name__})")
+        if unknown:
+            problems.append(
+                f"netsurgeon does not record the sizes of {', '.join(unknown)}; register that "
+                f"type with netsurgeon.pruning.io.register_resizable"
+            )
+    for label, keys in (("missing from the model", missing), ("not in the rebuilt", unexpected)):
+        if keys:
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+            problems.append(f"{len(keys)} tensors {label} ({', '.join(keys[:3])}{more})")
+    return problems
+
+
+def _submodule_or_none(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:  # a state dict key that a hook added, not a module's tensor
+        return None
+
+
+def _build(arch: Mapping[str, Any], *, meta: bool = False) -> nn.Module:
+    """Build ``arch`` unpruned with arbitrary weights; ``meta``: without memory if it can be.
+
+    Raises:
+        _Unfit: Reserved or unusable builder arguments.
+    """
+    from netsurgeon.vision.models import build_architecture
+
+    name, kwargs = arch["name"], arch["kwargs"]
+    reserved = sorted({"name", "weights", "progress"} & set(kwargs))
+    if reserved:
+        raise _Unfit(f"arch kwargs {reserved} are build_model's own arguments, not the builder's")
+    if meta:
+        # A builder that needs real tensors (regnet computes its widths with them) is built
+        # for real below, as load() would.
+        with contextlib.suppress(Exception), warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")  # the builder's warnings are load()'s to give
+            return build_architecture(name, **kwargs)
+    try:
+        return build_architecture(name, **kwargs)
+    except (ConfigError, TypeError) as exc:
+        raise _Unfit(f"cannot rebuild architecture {name!r} with {kwargs!r}: {exc}") from exc
+
+
+def _check_loadable(
+    model: nn.Module,
+    arch: Mapping[str, Any],
+    records: Mapping[str, Mapping[str, Any]],
+    state: Mapping[str, torch.Tensor],
+) -> None:
+    """Refuse now a model that :func:`load` could not restore from ``arch`` and ``records``.
+
+    The architecture is built on the meta device where it can be, which allocates and
+    initialises nothing, so this costs a fraction of a second even for large models.
+
+    Raises:
+        ConfigError: Naming the architecture and the first names that do not fit.
+    """
+    try:
+        rebuilt = _build(arch, meta=True)
+        _apply_records(rebuilt, records, arch["name"])
+    except _Unfit as exc:
+        problems = [str(exc)]
+    else:
+        problems = _shape_problems(model, state, rebuilt)
+    if problems:
+        raise ConfigError(
+            f"this {type(model).__name__} does not fit architecture {arch['name']!r} with "
+            f"{arch['kwargs']!r}, so load() could not rebuild it: {'; '.join(problems)}; pass "
+            f"the arch= and arch_kwargs= that build this model"
+        )
+
+
 def model_from_checkpoint(payload: dict[str, Any], *, source: str | Path) -> nn.Module:
     """Rebuild the model a validated checkpoint describes; see :func:`load`.
 
@@ -381,7 +576,7 @@ def model_from_checkpoint(payload: dict[str, Any], *, source: str | Path) -> nn.
             validated again here, so a loaded file's raw content is fine too).
         source: Named in error messages.
     """
-    from netsurgeon.vision.models import build_architecture, load_state_dict_checked
+    from netsurgeon.vision.models import load_state_dict_checked
 
     payload = _validate_payload(payload, source)
     arch = payload["arch"]
@@ -389,20 +584,15 @@ def model_from_checkpoint(payload: dict[str, Any], *, source: str | Path) -> nn.
     if reserved:
         raise CheckpointError(f"{source}: damaged netsurgeon checkpoint: arch kwargs {reserved}")
     try:
-        model = build_architecture(arch["name"], **arch["kwargs"])
-    except (ConfigError, TypeError) as exc:
+        model = _build(arch)
+    except _Unfit as exc:
         raise CheckpointError(
-            f"{source}: cannot rebuild architecture {arch['name']!r} with {arch['kwargs']!r}: "
-            f"{exc} (a model from a custom builder needs register_builder before loading)"
+            f"{source}: {exc} (a model from a custom builder needs register_builder before loading)"
         ) from exc
-    for name, record in payload["modules"].items():
-        try:
-            module = model.get_submodule(name)
-        except AttributeError as exc:
-            raise CheckpointError(
-                f"{source}: module {name!r} is not in the rebuilt {arch['name']!r}"
-            ) from exc
-        _resize(module, name, record, source)
+    try:
+        _apply_records(model, payload["modules"], arch["name"])
+    except _Unfit as exc:
+        raise CheckpointError(f"{source}: {exc}") from exc
     # assign=True keeps the saved tensors' dtype (and the map_location device).
     load_state_dict_checked(model, payload["state_dict"], source=source, assign=True)
     model.netsurgeon_arch = {"name": arch["name"], "kwargs": dict(arch["kwargs"])}
