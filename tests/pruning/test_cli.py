@@ -150,6 +150,19 @@ def test_prune_ignore_keeps_the_named_modules_channels(tmp_path: Path) -> None:
     assert state["layer2.0.conv1.weight"].shape[0] < 128  # the rest is still pruned
 
 
+def test_prune_min_channels_and_round_to(tmp_path: Path) -> None:
+    out = tmp_path / "model.pt"
+    argv = ["prune", "cifar_resnet20", "--weights", "none", "--amount", "0.7", "--json",
+            "--min-channels", "8", "--round-to", "8"]  # fmt: skip
+    status, stdout, err = _run([*argv, "--out", str(out), *FAST])
+    assert status == 0, err
+    report = json.loads(stdout)
+    assert (report["min_channels"], report["round_to"]) == (8, 8)
+    assert report["channels"], "no layer was pruned"
+    for old, new in report["channels"].values():
+        assert new % 8 == 0 and 8 <= new < old
+
+
 def test_random_criterion_follows_the_seed(tmp_path: Path) -> None:
     """``--criterion random`` draws from ``--seed``: the same seed repeats, another differs."""
 
@@ -255,6 +268,8 @@ PRUNE = ["prune", "resnet18", "--weights", "none", "--input-size", "32", *FAST]
         (["--amount", "0.5", "--repeats", "0"], "--repeats 0 is not allowed"),
         (["--amount", "0.5", "--num-classes", "0"], "--num-classes 0 is not allowed"),
         (["--amount", "0.5", "--threads", "0"], "--threads 0 is not allowed"),
+        (["--amount", "0.5", "--min-channels", "0"], "--min-channels 0 is not allowed"),
+        (["--amount", "0.5", "--round-to", "-8"], "--round-to -8 is not allowed"),
         (["--amount", "0.5", "--device", "tpu"], "device='tpu'"),
         (["--amount", "0.5", "--ignore", "layer9"], "no module named 'layer9'"),
         (["--amount", "0.5", "--reconstruct", "2"], "--reconstruct needs --data DIR"),

@@ -417,7 +417,7 @@ def test_prune_with_data_from_the_command_line(
          "--criterion", "taylor", "--target-macs", "0.5", "--prune-steps", "2",
          "--finetune-steps", "2", "--finetune-epochs", "1", "--input-size", str(SIZE),
          "--train-batch-size", "4", "--device", "cpu", "--workers", "0",
-         "--criterion-batches", "2", "--slice-lr", "schedule"]
+         "--criterion-batches", "2", "--slice-lr", "schedule", "--min-channels", "2"]
     )  # fmt: skip
     assert run_iterative_from_args(args) == 0
     printed = capsys.readouterr().out
@@ -433,6 +433,7 @@ def test_prune_with_data_from_the_command_line(
     assert extra["classes"] == ["blue", "red"] and len(extra["steps"]) == 2
     assert extra["macs_ratio"] == pytest.approx(ratio)
     assert extra["settings"]["slice_lr"] == "schedule"
+    assert (extra["settings"]["min_channels"], extra["settings"]["round_to"]) == (2, 1)
     assert 0.0 <= extra["accuracy_after"] <= 1.0
     assert (tmp_path / "pruned.pt.iterative" / "iterative_state.pt").is_file()
 

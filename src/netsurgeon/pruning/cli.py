@@ -100,6 +100,21 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
         "container keeps everything inside it), e.g. 'bn1,layer?.?.bn2' for the batch norms of "
         "a CIFAR ResNet's residual streams",
     )
+    parser.add_argument(
+        "--min-channels",
+        type=int,
+        default=1,
+        metavar="N",
+        help="fewest filters any pruned layer keeps (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--round-to",
+        type=int,
+        default=1,
+        metavar="N",
+        help="kept filter counts are multiples of N where the layer is big enough, e.g. 8 for "
+        "channel counts that hardware kernels vectorise well (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     _add_measure_arguments(parser)
     parser.set_defaults(
@@ -142,6 +157,8 @@ def run_prune(args: argparse.Namespace) -> int:
         from netsurgeon.vision.iterative import run_iterative_from_args
 
         _refuse_latency_options(args)
+        _check_positive("--min-channels", args.min_channels)
+        _check_positive("--round-to", args.round_to)
         return run_iterative_from_args(args)
     for dest, (flag, default) in getattr(args, "iterative_only", {}).items():
         if getattr(args, dest, default) != default:
@@ -154,6 +171,8 @@ def run_prune(args: argparse.Namespace) -> int:
     if args.scope not in SCOPES:
         raise ConfigError(f"--scope {args.scope!r} is not allowed; use one of {', '.join(SCOPES)}")
     _check_positive("--num-classes", args.num_classes, optional=True)
+    _check_positive("--min-channels", args.min_channels)
+    _check_positive("--round-to", args.round_to)
     _check_measure_arguments(args)
     out = check_file_target(args.out, "--out")  # a missing folder is created on saving
     device = resolve_device(args.device)
@@ -183,6 +202,8 @@ def run_prune(args: argparse.Namespace) -> int:
         criterion=get_criterion(criterion, seed=args.seed),  # "random" draws from --seed
         scope=args.scope,
         ignore=args.ignore,
+        min_channels=args.min_channels,
+        round_to=args.round_to,
     )
     prune_seconds = time.perf_counter() - start
     _progress("measuring the pruned model")
@@ -198,6 +219,8 @@ def run_prune(args: argparse.Namespace) -> int:
         "num_classes": args.num_classes,
         "input_size": args.input_size,
         "ignore": args.ignore,
+        "min_channels": args.min_channels,
+        "round_to": args.round_to,
         "seed": args.seed,
     }
     arch_kwargs = None if args.num_classes is None else {"num_classes": args.num_classes}

@@ -1636,6 +1636,8 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs,
         scope=args.scope,
         ignore=getattr(args, "ignore", None),
+        min_channels=getattr(args, "min_channels", 1),
+        round_to=getattr(args, "round_to", 1),
         criterion_batches=args.criterion_batches,
         oneshot_baseline=not args.no_oneshot,
         checkpoint_dir=checkpoint_dir,
