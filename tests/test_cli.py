@@ -136,3 +136,36 @@ def test_argument_errors_are_one_line(
     err = capsys.readouterr().err
     assert err.startswith(f"netsurgeon: error: {message}") and err.count("\n") == 1, err
     assert err.rstrip().endswith("--help`)") and "usage:" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["finetune", "resnet18", "--data", "d", "--out", "o.pt"],
+        ["sweep"],
+        ["export", "--format", "onnx", "m.pt"],  # an option first
+        ["oov", "train", "--train", "t.txt"],
+    ],
+)
+def test_a_missing_extra_leaves_its_commands_with_one_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """Without torchvision (or seqeval), the other commands still work, and the missing ones
+    say which extra to install instead of the whole command line failing to start."""
+    real = cli.importlib.import_module
+    missing = {"netsurgeon.vision.cli": "torchvision", "netsurgeon.vision.experiments_cli": "PIL",
+               "netsurgeon.oov.cli": "seqeval"}  # fmt: skip
+
+    def fake(name: str, *args: Any) -> Any:
+        if name in missing:
+            raise ModuleNotFoundError(f"No module named {missing[name]!r}", name=missing[name])
+        return real(name, *args)
+
+    monkeypatch.setattr(cli.importlib, "import_module", fake)
+    assert cli.main(["models"]) == 0  # a core command is unaffected
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    extra = "nlp" if argv[0] == "oov" else "vision"
+    assert err.count("\n") == 1 and f"pip install 'netsurgeon[{extra}]'" in err
+    assert f"`netsurgeon {argv[0]}` needs the {extra} extra" in err

@@ -16,14 +16,16 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from netsurgeon import __version__
-from netsurgeon.errors import NetsurgeonError
+from netsurgeon.errors import ConfigError, NetsurgeonError
 
 # Modules that define ``add_commands(subparsers)``; each subcommand sets ``func(args) -> int``.
-_COMMAND_MODULES = (
-    "netsurgeon.pruning.cli",
-    "netsurgeon.vision.cli",
-    "netsurgeon.vision.experiments_cli",
-    "netsurgeon.oov.cli",
+# With each: the extra its third-party imports come from, and the commands it adds, so that a
+# missing extra leaves those commands in place with one message saying what to install.
+_COMMAND_MODULES: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
+    ("netsurgeon.pruning.cli", None, ("prune", "stats", "models")),
+    ("netsurgeon.vision.cli", "vision", ("finetune", "export")),
+    ("netsurgeon.vision.experiments_cli", "vision", ("sweep", "compare-models", "demo")),
+    ("netsurgeon.oov.cli", "nlp", ("oov",)),
 )
 
 
@@ -45,15 +47,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"netsurgeon {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in _COMMAND_MODULES:
+    for module_name, extra, commands in _COMMAND_MODULES:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name):  # capability not installed yet
                 continue
-            raise
+            if extra is None or not exc.name or exc.name.split(".")[0] == "netsurgeon":
+                raise
+            for command in commands:  # an optional dependency is missing: say which extra
+                _add_missing_extra(subparsers, command, extra, exc.name)
+            continue
         module.add_commands(subparsers)
     return parser
+
+
+def _add_missing_extra(
+    subparsers: argparse._SubParsersAction, command: str, extra: str, missing: str
+) -> None:
+    """A stand-in for ``command`` whose optional dependency ``missing`` is not installed."""
+    # No option prefix: every argument, options included, is taken as-is and then refused.
+    stub = subparsers.add_parser(
+        command,
+        help=f"(needs the {extra} extra: pip install 'netsurgeon[{extra}]')",
+        prefix_chars="\0",
+        add_help=False,
+    )
+    stub.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+
+    def refuse(_args: argparse.Namespace) -> int:
+        raise ConfigError(
+            f"`netsurgeon {command}` needs the {extra} extra ({missing} is not installed): "
+            f"pip install 'netsurgeon[{extra}]'"
+        )
+
+    stub.set_defaults(func=refuse)
 
 
 # Commands that continue a stopped run when rerun as they were.
