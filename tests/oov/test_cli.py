@@ -208,8 +208,18 @@ def test_embeddings_encoding_option(
     words.write_text("zorple\n", encoding="utf-8")
     out = tmp_path / "v.txt"
     assert main(["oov", "embed", str(latin_run), "--words", str(words), "--out", str(out)]) == 0
-    embed = ["oov", "embed", str(run), "--corpus", str(dev_file), "--encoding", "latin-1"]
+    # The corpus and words files are read in the run's encoding (latin-1) by default.
+    embed = ["oov", "embed", str(run), "--corpus", str(dev_file)]
     assert main([*embed, *options, "--out", str(out)]) == 0
+    words.write_bytes("café\nzorple\n".encode("latin-1"))
+    assert main(["oov", "embed", str(run), "--words", str(words), "--out", str(out)]) == 0
+    assert [line.split()[0] for line in out.read_text(encoding="utf-8").splitlines()] == [
+        "café",
+        "zorple",
+    ]
+    err = _error(["oov", "embed", str(run), "--words", str(words), "--out", str(out),
+                  "--encoding", "utf-8"], capsys)  # fmt: skip
+    assert "words.txt:1: not valid utf-8" in err
     args = build_parser().parse_args(
         ["oov", "experiment", *data, "--embeddings-encoding", "cp1252", "--out", "x"]
     )

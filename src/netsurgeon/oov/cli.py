@@ -496,7 +496,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="embeddings file to use (default: the run's)",
     )
     embed.add_argument(
-        "--encoding", default="utf-8", help="encoding of --words/--corpus (default: %(default)s)"
+        "--encoding", default=None, help="encoding of --words/--corpus (default: the run's)"
     )
     _add_embeddings_encoding_override(embed)
     embed.add_argument(

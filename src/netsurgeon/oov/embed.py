@@ -11,7 +11,7 @@ import torch
 from netsurgeon.errors import ConfigError
 from netsurgeon.fileio import check_file_target
 from netsurgeon.oov.conll import decode_lines, read_conll
-from netsurgeon.oov.run import load_run
+from netsurgeon.oov.run import load_run, read_run_config
 from netsurgeon.oov.vectors import write_glove_text
 
 __all__ = ["embed_corpus", "embed_words"]
@@ -23,7 +23,7 @@ def embed_words(
     out: str | os.PathLike[str],
     *,
     embeddings: str | None = None,
-    encoding: str = "utf-8",
+    encoding: str | None = None,
     embeddings_encoding: str | None = None,
     device: str | torch.device = "auto",
 ) -> int:
@@ -31,8 +31,8 @@ def embed_words(
 
     Every word gets the vector the run's OOV module predicts for it, including a word that has
     a pretrained vector in the embeddings (its pretrained vector is not copied). The words
-    file may be gzip-compressed. ``encoding`` is the words file's; ``embeddings_encoding``
-    the embeddings file's (default: the run's). ``device`` is where to predict (see
+    file may be gzip-compressed. ``encoding`` is the words file's and ``embeddings_encoding``
+    the embeddings file's (default: the run's, for both). ``device`` is where to predict (see
     :func:`~netsurgeon.oov.run.load_run`).
 
     Returns:
@@ -44,6 +44,7 @@ def embed_words(
             line), an unknown device, or CUDA asked for but not available.
     """
     check_file_target(out, "--out")
+    encoding = encoding or read_run_config(run_dir).encoding
     path = Path(words_file)
     found: dict[str, None] = {}  # the distinct words, in first-seen order
     for line_no, line in enumerate(decode_lines(path, encoding), start=1):
@@ -73,7 +74,7 @@ def embed_corpus(
     out: str | os.PathLike[str],
     *,
     embeddings: str | None = None,
-    encoding: str = "utf-8",
+    encoding: str | None = None,
     embeddings_encoding: str | None = None,
     per_occurrence: bool = False,
     device: str | torch.device = "auto",
@@ -82,7 +83,8 @@ def embed_corpus(
 
     By default the occurrences of a word form are averaged into one line per form; with
     ``per_occurrence`` each occurrence gets its own line (the word repeats). ``encoding`` is
-    the column file's; ``embeddings_encoding`` the embeddings file's (default: the run's).
+    the column file's and ``embeddings_encoding`` the embeddings file's (default: the run's,
+    for both).
     ``device`` is where to predict (see :func:`~netsurgeon.oov.run.load_run`).
 
     Returns:
@@ -95,6 +97,7 @@ def embed_corpus(
             available.
     """
     check_file_target(out, "--out")
+    encoding = encoding or read_run_config(run_dir).encoding
     read = read_conll(corpus, encoding=encoding, min_columns=1)
     sentences = [list(s.tokens) for s in read]
     run = load_run(

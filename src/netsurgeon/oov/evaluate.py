@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from netsurgeon.errors import CheckpointError
 from netsurgeon.oov.embedders import ATTENTION_PARTS
 from netsurgeon.oov.metrics import tagging_metrics
-from netsurgeon.oov.run import CONFIG_FILE, Prediction, TrainConfig, TrainedRun, load_run, read_json
+from netsurgeon.oov.run import (
+    Prediction,
+    TrainedRun,
+    load_run,
+    read_run_config,
+)
 from netsurgeon.oov.train import TaggedData, read_tagged
 from netsurgeon.oov.vectors import normaliser
 from netsurgeon.oov.vocab import oov_stats
@@ -180,9 +183,7 @@ def load_run_and_data(
     The run holds vectors for every token of the file. Arguments and errors are those of
     :func:`evaluate_run`.
     """
-    if not Path(run_dir).is_dir():
-        raise CheckpointError(f"{run_dir}: run folder not found")
-    config = TrainConfig.from_json(read_json(Path(run_dir) / CONFIG_FILE, "configuration"))
+    config = read_run_config(run_dir)
     data = read_tagged(
         data_file,
         column=config.column,

@@ -52,6 +52,7 @@ __all__ = [
     "TrainedRun",
     "build_tagger",
     "load_run",
+    "read_run_config",
 ]
 
 CONFIG_FILE = "config.json"
@@ -560,6 +561,17 @@ def check_embeddings(embeddings: Embeddings, expected: dict[str, Any], run: Path
         )
 
 
+def read_run_config(run: str | os.PathLike[str]) -> TrainConfig:
+    """The training configuration saved in a run folder.
+
+    Raises:
+        CheckpointError: the folder or its configuration file is missing or malformed.
+    """
+    if not Path(run).is_dir():
+        raise CheckpointError(f"{run}: run folder not found")
+    return TrainConfig.from_json(read_json(Path(run) / CONFIG_FILE, "configuration"))
+
+
 def load_run(
     run: str | os.PathLike[str],
     *,
@@ -594,9 +606,7 @@ def load_run(
     """
     target = resolve_device(device)
     run = Path(run)
-    if not run.is_dir():
-        raise CheckpointError(f"{run}: run folder not found")
-    config = TrainConfig.from_json(read_json(run / CONFIG_FILE, "configuration"))
+    config = read_run_config(run)
     vocab = read_json(run / VOCAB_FILE, "vocabularies")
     if not isinstance(vocab, dict) or not isinstance(vocab.get("embeddings"), dict):
         raise CheckpointError(f"{run / VOCAB_FILE}: malformed vocabularies")
