@@ -26,9 +26,9 @@ def _stats_raising(monkeypatch: pytest.MonkeyPatch, action: Any) -> None:
     [
         (argparse.Namespace(command="sweep"), "rerun the same command to continue"),
         (argparse.Namespace(command="demo"), "rerun the same command to continue"),
-        (argparse.Namespace(command="finetune", resume=False), "rerun the command with --resume"),
+        (argparse.Namespace(command="finetune", resume=False), "finished epochs are saved"),
         (argparse.Namespace(command="oov", resume=False), "rerun the command with --resume"),
-        (argparse.Namespace(command="prune", resume=False, data="d"), "with --resume"),
+        (argparse.Namespace(command="prune", resume=False, data="d"), "slices and epochs are"),
         (argparse.Namespace(command="prune", resume=False, data=None), ""),  # data-free: no state
         (argparse.Namespace(command="stats"), ""),
     ],

@@ -94,7 +94,8 @@ def _resume_hint(args: argparse.Namespace) -> str:
         return "; finished runs are saved: rerun the same command to continue after them"
     resumable = hasattr(args, "resume") and (args.command != "prune" or args.data is not None)
     if resumable:
-        return "; finished epochs are saved: rerun the command with --resume to continue"
+        done = "slices and epochs" if args.command == "prune" else "epochs"
+        return f"; finished {done} are saved: rerun the command with --resume to continue"
     return ""
 
 

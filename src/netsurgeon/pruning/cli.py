@@ -116,7 +116,7 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
         "channel counts that hardware kernels vectorise well (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    _add_measure_arguments(parser)
+    _add_measure_arguments(parser, saved_files=False)
     parser.set_defaults(
         latency_only={
             action.dest: (action.option_strings[0], action.default)
@@ -267,11 +267,11 @@ def _refuse_latency_options(args: argparse.Namespace) -> None:
     """With --data, refuse the latency options given other values than their defaults."""
     for dest, (flag, default) in getattr(args, "latency_only", {}).items():
         if getattr(args, dest, default) != default:
+            hint = " (for the fine-tuning batch size use --train-batch-size)"
             raise ConfigError(
                 f"{flag} has no effect with --data: iterative pruning reports accuracy, "
-                f"parameters and MACs, not latency (for the fine-tuning batch size use "
-                f"--train-batch-size); drop {flag}, or measure the saved model with "
-                f"`netsurgeon stats FILE {flag} ...`"
+                f"parameters and MACs, not latency{hint if dest == 'batch_size' else ''}; "
+                f"drop {flag}, or measure the saved model with `netsurgeon stats FILE {flag} ...`"
             )
 
 
@@ -335,7 +335,7 @@ def _add_stats(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--num-classes", type=int, metavar="N", help="classes of a built model (builder only)"
     )
-    _add_measure_arguments(parser)
+    _add_measure_arguments(parser, saved_files=True)
     parser.set_defaults(func=with_threads(run_stats))
 
 
@@ -411,15 +411,15 @@ def run_models(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- shared
 
 
-def _add_measure_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_measure_arguments(parser: argparse.ArgumentParser, *, saved_files: bool) -> None:
     group = parser.add_argument_group("measurement")
+    saved = "; for a saved file, the size it was trained or pruned at" if saved_files else ""
     group.add_argument(
         "--input-size",
         type=int,
         metavar="S",
         help="height and width of the random input images (default: the size the model is "
-        "built for: 32 for the CIFAR ResNets, 224 for most others; for a saved file, the size "
-        "it was trained or pruned at)",
+        f"built for: 32 for the CIFAR ResNets, 224 for most others{saved})",
     )
     group.add_argument(
         "--batch-size",

@@ -94,14 +94,33 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="training batches the data-driven criteria see "
                         "(default: %(default)s)")  # fmt: skip
     train = parser.add_argument_group("fine-tuning")
-    train.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
+    train.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam", "adamw"),
+        default="sgd",
+        help="optimizer (default: %(default)s)",
+    )
     train.add_argument(
         "--lr", type=float, default=0.01, help="learning rate (default: %(default)s)"
     )
-    train.add_argument("--momentum", type=float, default=0.9)
-    train.add_argument("--weight-decay", type=float, default=0.0)
-    train.add_argument("--schedule", choices=("none", "cosine", "step"), default="none")
-    train.add_argument("--seed", type=non_negative_int, default=0)
+    train.add_argument(
+        "--momentum", type=float, default=0.9, help="SGD momentum (default: %(default)s)"
+    )
+    train.add_argument(
+        "--weight-decay", type=float, default=0.0, help="weight decay (default: %(default)s)"
+    )
+    train.add_argument(
+        "--schedule",
+        choices=("none", "cosine", "step"),
+        default="none",
+        help="learning-rate schedule (default: %(default)s)",
+    )
+    train.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="random seed: training, data split and subsets (default: %(default)s)",
+    )
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     train.add_argument(
@@ -466,7 +485,9 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
         metavar="E",
         help="fine-tuning epochs after each prune (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="random seed (default: %(default)s)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_run_demo)

@@ -1089,7 +1089,9 @@ def add_training_arguments(
         type=int,
         default=None,
         metavar="N",
-        help="stop after N optimizer steps in total, even mid-epoch (for quick checks)",
+        help="stop the fine-tuning after N optimizer steps in total, even mid-epoch (for quick "
+        "checks); with prune --data it limits the fine-tuning after the last slice, while "
+        "--finetune-steps sets the steps between slices",
     )
     _add(
         group,
@@ -1455,7 +1457,8 @@ def _add_recovery_arguments(parser: argparse.ArgumentParser, *, teacher_flag: bo
         default=0,
         metavar="N",
         help="re-estimate BatchNorm statistics on N training batches (per process under "
-        "torchrun) after every pruning slice, or before fine-tuning (default: 0, off)",
+        f"torchrun) {'before fine-tuning' if teacher_flag else 'after every pruning slice'} "
+        "(default: 0, off)",
     )
     if not teacher_flag:  # pruning: the model before each slice is there to reconstruct
         _add(
