@@ -250,3 +250,12 @@ def test_alpha_zero_with_features_runs_the_teacher_as_documented() -> None:
     assert calls == [1]
     doc = " ".join((DistillationLoss.__doc__ or "").split())
     assert "With ``alpha=0`` and no ``features`` the teacher is never run" in doc
+
+
+def test_fit_refuses_the_model_as_its_own_teacher() -> None:
+    """Without features nothing calls attach(), so fit() names the forgotten deepcopy."""
+    model = _teacher()
+    data = DataLoader(TensorDataset(torch.randn(8, 4), torch.zeros(8, dtype=torch.long)))
+    with pytest.raises(ConfigError, match=r"teacher is the model being trained.*deepcopy"):
+        fit(model, data, config=TrainConfig(device="cpu", epochs=1, progress=False),
+            loss_fn=DistillationLoss(model))  # fmt: skip

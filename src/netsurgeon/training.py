@@ -678,6 +678,11 @@ class _Trainer:
             model.to(memory_format=torch.channels_last)
         self.loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
         self.callbacks = tuple(callbacks)
+        if getattr(self.loss_fn, "teacher", None) is model:  # a DistillationLoss(model)
+            raise ConfigError(
+                "the loss's teacher is the model being trained: DistillationLoss froze it; the "
+                "teacher must be a separate copy, e.g. DistillationLoss(copy.deepcopy(model))"
+            )
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError("the model has no trainable parameters (all requires_grad=False)")
