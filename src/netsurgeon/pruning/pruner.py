@@ -364,8 +364,11 @@ def _prune_once(
     loss_fn: Any,
     min_channels: int,
     round_to: int,
+    filters_left: int | None = None,
 ) -> PruneResult:
     graph = trace_graph(model, example_inputs, ignore=ignore)
+    if filters_left is not None:  # a schedule's goal: remove down to this many filters
+        num_filters = max(sum(g.size for g in graph.prunable_groups()) - filters_left, 0)
     before = Footprint(count_params(model), graph.total_macs)
     if requires_data(criterion):
         criterion.collect(graph, data, loss_fn)
@@ -416,22 +419,43 @@ def _search_macs(
         counts = {gid: int(idx.numel()) for gid, idx in keep.items()}
         return (untraced + graph.predicted_macs(counts)) / max(macs_before, 1)
 
-    lo, hi = 0.0, 0.999
-    best = _plan(graph, scores, amount=hi, num_filters=None, **plan)
+    best = _plan(graph, scores, amount=_MAX_AMOUNT, num_filters=None, **plan)
     reached = ratio(best)
     if reached > target:
         return best, (
             f"target_macs={target:g} is not reachable with these bounds; "
             f"pruned as far as allowed (about {reached:.3f} of the MACs remain)"
         )
+    return _bisect_amount(graph, scores, plan, lambda keep: ratio(keep) <= target, best)[1], None
+
+
+# The largest share of every layer a bisection tries (the bounds keep at least min_channels).
+_MAX_AMOUNT = 0.999
+
+
+def _bisect_amount(
+    graph: PruningGraph,
+    scores: dict[int, torch.Tensor],
+    plan: dict[str, Any],
+    enough: Callable[[dict[int, torch.Tensor]], bool],
+    above: dict[int, torch.Tensor],
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """Bisect the uniform share in (0, ``_MAX_AMOUNT``) where ``enough`` turns true.
+
+    Returns:
+        The plans just below (not enough; ``{}`` if none was tried) and just above, starting
+        from ``above``, the plan at ``_MAX_AMOUNT``.
+    """
+    below: dict[int, torch.Tensor] = {}
+    lo, hi = 0.0, _MAX_AMOUNT
     for _ in range(30):
         mid = (lo + hi) / 2
         keep = _plan(graph, scores, amount=mid, num_filters=None, **plan)
-        if ratio(keep) <= target:
-            hi, best = mid, keep
+        if enough(keep):
+            hi, above = mid, keep
         else:
-            lo = mid
-    return best, None
+            lo, below = mid, keep
+    return below, above
 
 
 def _search_filters(
@@ -449,18 +473,12 @@ def _search_filters(
 
     if num_filters <= 0:
         return {}
-    lo, hi = 0.0, 0.999
-    above = _plan(graph, scores, amount=hi, num_filters=None, **plan)
+    above = _plan(graph, scores, amount=_MAX_AMOUNT, num_filters=None, **plan)
     if removed(above) <= num_filters:  # as far as the bounds allow
         return above
-    below: dict[int, torch.Tensor] = {}
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        keep = _plan(graph, scores, amount=mid, num_filters=None, **plan)
-        if removed(keep) >= num_filters:
-            hi, above = mid, keep
-        else:
-            lo, below = mid, keep
+    below, above = _bisect_amount(
+        graph, scores, plan, lambda keep: removed(keep) >= num_filters, above
+    )
     return below if num_filters - removed(below) < removed(above) - num_filters else above
 
 
@@ -663,9 +681,8 @@ class Pruner:
                 # Aim at the schedule's cumulative goal, a number of filters, not a share of
                 # what is left: each slice's rounding would compound and fall short of amount.
                 share = 1 - (1 - self.amount) ** (i / self.steps)
-                removed = self._start_filters - self._prunable_filters()
                 goal = math.floor(share * self._start_filters + 1e-9)
-                kwargs["num_filters"] = max(goal - removed, 0)
+                kwargs["filters_left"] = self._start_filters - goal
         result = _prune_once(
             self.model, self.example_inputs, criterion=self.criterion, scope=scope,
             ignore=self.ignore, data=self.data, loss_fn=self.loss_fn,
