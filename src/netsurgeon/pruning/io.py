@@ -464,25 +464,12 @@ def _apply_records(model: nn.Module, records: Mapping[str, Mapping[str, Any]], a
 def _shape_problems(
     model: nn.Module, state: Mapping[str, torch.Tensor], rebuilt: nn.Module
 ) -> list[str]:
-    """What keeps ``state`` (``model``'s state dict) from loading strictly into ``rebuilt``.
+    """What keeps ``state`` (``model``'s state dict) from loading strictly into ``rebuilt``,
+    as :func:`netsurgeon.vision.models.load_state_dict_checked` would find it."""
+    from netsurgeon.vision.models import state_dict_differences
 
-    Mirrors :func:`netsurgeon.vision.models.load_state_dict_checked`, which fills missing
-    ``num_batches_tracked`` entries of batch norms.
-    """
-    want = rebuilt.state_dict()
-    missing = [
-        k
-        for k in want
-        if k not in state
-        and not (
-            k.rpartition(".")[2] == "num_batches_tracked"
-            and isinstance(
-                rebuilt.get_submodule(k.rpartition(".")[0]), nn.modules.batchnorm._BatchNorm
-            )
-        )
-    ]
-    unexpected = [k for k in state if k not in want]
-    mismatched = [k for k in state if k in want and state[k].shape != want[k].shape]
+    diff = state_dict_differences(rebuilt, state)
+    want, missing, unexpected, mismatched = diff.own, diff.missing, diff.unexpected, diff.mismatched
     problems = []
     if mismatched:
         shown = ", ".join(

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -24,6 +24,7 @@ from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
 from netsurgeon.fileio import describe_torch_file, exported_format
 
 __all__ = [
+    "StateDictDifferences",
     "UnreadableFileError",
     "build_architecture",
     "build_model",
@@ -35,6 +36,7 @@ __all__ = [
     "read_state_dict",
     "register_builder",
     "replace_head",
+    "state_dict_differences",
 ]
 
 #: Told to users who mistype a model name.
@@ -318,6 +320,52 @@ def _listing(items: list[str]) -> str:
     return ", ".join(shown) + more
 
 
+class StateDictDifferences(NamedTuple):
+    """How a state dict differs from a model's; every key list is sorted.
+
+    Attributes:
+        state: The state dict, with missing ``num_batches_tracked`` entries of batch norms
+            filled with zero (checkpoints from PyTorch < 0.4.1), as PyTorch itself does.
+        own: The model's state dict.
+        missing: Keys of the model that ``state`` lacks.
+        unexpected: Tensor keys of ``state`` that the model lacks.
+        mismatched: Keys whose tensors have other shapes.
+        not_tensors: Keys of ``state`` whose values are not tensors.
+    """
+
+    state: dict[str, Any]
+    own: dict[str, torch.Tensor]
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[str]
+    not_tensors: list[str]
+
+
+def state_dict_differences(model: nn.Module, state_dict: Mapping[str, Any]) -> StateDictDifferences:
+    """What keeps ``state_dict`` from loading strictly into ``model`` (see the fields)."""
+    own = model.state_dict()
+    state = dict(state_dict)
+    for key, tensor in own.items():
+        owner_name, _, leaf = key.rpartition(".")
+        if leaf == "num_batches_tracked" and key not in state:
+            owner = model.get_submodule(owner_name) if owner_name else model
+            if isinstance(owner, nn.modules.batchnorm._BatchNorm):
+                state[key] = torch.zeros_like(tensor)
+    not_tensors = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
+    return StateDictDifferences(
+        state=state,
+        own=own,
+        missing=sorted(k for k in own if k not in state),
+        unexpected=sorted(k for k in state if k not in own and k not in not_tensors),
+        mismatched=sorted(
+            k
+            for k in own
+            if isinstance(state.get(k), torch.Tensor) and state[k].shape != own[k].shape
+        ),
+        not_tensors=not_tensors,
+    )
+
+
 def load_state_dict_checked(
     model: nn.Module,
     state_dict: Mapping[str, Any],
@@ -341,22 +389,13 @@ def load_state_dict_checked(
         CheckpointError: Listing the mismatched shapes, the missing and the unexpected keys.
     """
     where = f" from {source}" if source is not None else ""
-    own = model.state_dict()
-    state = dict(state_dict)
-    for key, tensor in own.items():
-        owner_name, _, leaf = key.rpartition(".")
-        if leaf == "num_batches_tracked" and key not in state:
-            owner = model.get_submodule(owner_name) if owner_name else model
-            if isinstance(owner, nn.modules.batchnorm._BatchNorm):
-                state[key] = torch.zeros_like(tensor)
-    not_tensors = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own and k not in not_tensors)
-    mismatched = sorted(
+    diff = state_dict_differences(model, state_dict)
+    state, own, not_tensors = diff.state, diff.own, diff.not_tensors
+    missing, unexpected = diff.missing, diff.unexpected
+    mismatched = [
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if isinstance(state.get(k), torch.Tensor) and state[k].shape != own[k].shape
-    )
+        for k in diff.mismatched
+    ]
     problems = []
     if mismatched:
         problems.append(f"{len(mismatched)} mismatched shapes ({_listing(mismatched)})")
