@@ -37,7 +37,7 @@ from netsurgeon.oov.conll import resolve_tag_column
 from netsurgeon.oov.embedders import ATTENTION_PARTS, HEADS, METHODS, build_embedder
 from netsurgeon.oov.metrics import TASKS
 from netsurgeon.oov.tagger import Tagger
-from netsurgeon.oov.vectors import FORMATS, NORMALISERS, Embeddings, load_embeddings
+from netsurgeon.oov.vectors import FORMATS, NORMALISERS, Embeddings, load_embeddings, word_list
 from netsurgeon.oov.vocab import TagVocabulary, Vocabulary
 from netsurgeon.pruning.stats import resolve_device
 
@@ -370,19 +370,8 @@ def _check_batch_size(batch_size: Any) -> None:
 
 
 def _words(value: Any, name: str) -> list[Any]:
-    """``value`` as a list of words; a string is refused (it would be read as characters).
-
-    Raises:
-        ConfigError: a string, or something that is not a sequence.
-    """
-    if isinstance(value, str):
-        raise ConfigError(
-            f"{name} must be a sequence of words, not the string {value!r}; split it, e.g. "
-            f"{value!r}.split()"
-        )
-    if not isinstance(value, Iterable):
-        raise ConfigError(f"{name} must be a sequence of words, got {value!r}")
-    return list(value)
+    """``value`` as a list of words (see :func:`~netsurgeon.oov.vectors.word_list`)."""
+    return word_list(value, name, kind="sequence", hint="split it, e.g. {s}.split()")
 
 
 def _contexts(value: Any, name: str, n_words: int) -> list[list[Any]]:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -175,20 +175,35 @@ def load_embeddings(
     return scan.result(source, normalise)
 
 
+def word_list(value: Any, name: str, *, kind: str, hint: str) -> list[Any]:
+    """``value`` as a list of words; a string is refused, as it would be read as characters.
+
+    Args:
+        value: The argument.
+        name: Its name, for the message.
+        kind: What it must be a ``kind`` of words: ``"sequence"``, ``"collection"``.
+        hint: How to pass a string ``s`` instead, with ``{s}`` where its repr goes.
+
+    Raises:
+        ConfigError: ``value`` is a string or not iterable.
+    """
+    if isinstance(value, str):
+        raise ConfigError(
+            f"{name} must be a {kind} of words, not the string {value!r}; "
+            + hint.format(s=repr(value))
+        )
+    if not isinstance(value, Iterable):
+        raise ConfigError(f"{name} must be a {kind} of words, got {value!r}")
+    return list(value)
+
+
 def _check_keep(keep: Iterable[str]) -> list[str]:
     """The ``keep`` tokens as a list; a string would be taken for its characters.
 
     Raises:
         ConfigError: ``keep`` is a string or not iterable, or holds something not a string.
     """
-    if isinstance(keep, str):
-        raise ConfigError(
-            f"keep must be a collection of words, not the string {keep!r}; for one word "
-            f"pass [{keep!r}]"
-        )
-    if not isinstance(keep, Iterable):
-        raise ConfigError(f"keep must be a collection of words or None, got {keep!r}")
-    words = list(keep)
+    words = word_list(keep, "keep", kind="collection", hint="for one word pass [{s}]")
     for word in words:
         if not isinstance(word, str):
             raise ConfigError(f"keep must hold words (strings), but holds {word!r}")
