@@ -502,18 +502,19 @@ def _submodule_or_none(model: nn.Module, name: str) -> nn.Module | None:
         return None
 
 
+# build_model's own arguments, which a builder's recorded kwargs must not hold.
+_RESERVED_KWARGS = frozenset({"name", "weights", "progress"})
+
+
 def _build(arch: Mapping[str, Any], *, meta: bool = False) -> nn.Module:
     """Build ``arch`` unpruned with arbitrary weights; ``meta``: without memory if it can be.
 
     Raises:
-        _Unfit: Reserved or unusable builder arguments.
+        _Unfit: Unusable builder arguments.
     """
     from netsurgeon.vision.models import build_architecture
 
     name, kwargs = arch["name"], arch["kwargs"]
-    reserved = sorted({"name", "weights", "progress"} & set(kwargs))
-    if reserved:
-        raise _Unfit(f"arch kwargs {reserved} are build_model's own arguments, not the builder's")
     if meta:
         # A builder that needs real tensors (regnet computes its widths with them) is built
         # for real below, as load() would.
@@ -540,7 +541,12 @@ def _check_loadable(
     Raises:
         ConfigError: Naming the architecture and the first names that do not fit.
     """
+    reserved = sorted(_RESERVED_KWARGS & set(arch["kwargs"]))
     try:
+        if reserved:
+            raise _Unfit(
+                f"arch kwargs {reserved} are build_model's own arguments, not the builder's"
+            )
         rebuilt = _build(arch, meta=True)
         _apply_records(rebuilt, records, arch["name"])
     except _Unfit as exc:
@@ -567,7 +573,7 @@ def model_from_checkpoint(payload: dict[str, Any], *, source: str | Path) -> nn.
 
     payload = _validate_payload(payload, source)
     arch = payload["arch"]
-    reserved = {"name", "weights", "progress"} & set(arch["kwargs"])
+    reserved = _RESERVED_KWARGS & set(arch["kwargs"])
     if reserved:
         raise CheckpointError(f"{source}: damaged netsurgeon checkpoint: arch kwargs {reserved}")
     try:
