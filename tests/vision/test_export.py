@@ -122,6 +122,48 @@ class FixedBatch(torch.nn.Module):
         return self.conv(x).reshape(int(x.shape[0]), self.groups, -1)
 
 
+class ShiftedWhenTraced(torch.nn.Module):
+    """Adds 0.5 to its outputs while traced or exported, so the export differs from PyTorch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x).mean((2, 3))
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            y = y + 0.5
+        return y
+
+
+def test_verify_export_measures_the_difference(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = ShiftedWhenTraced().eval()
+    path = tmp_path / "m.pt"
+    export_model(model, path, format="torchscript", input_size=8)
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        expected = (torch.jit.load(str(path))(x) - model(x)).abs().max().item()
+    assert expected == pytest.approx(0.5, abs=1e-6)  # the fixture really differs
+    assert verify_export(path, model, x, format="torchscript") == expected
+
+
+def test_a_failed_verification_leaves_the_target_as_it_was(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = tmp_path / "m.pt"
+    path.write_bytes(b"an older export")
+    message = r"differs from PyTorch by up to 0\.5, more than atol=0\.0001; nothing was written"
+    with pytest.raises(ConfigError, match=message):
+        export_model(ShiftedWhenTraced(), path, format="torchscript", input_size=8, verify=True)
+    assert path.read_bytes() == b"an older export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]  # no temporary file left
+    # A tolerance above the difference accepts the same export and reports it.
+    result = export_model(
+        ShiftedWhenTraced(), path, format="torchscript", input_size=8, verify=True, atol=0.6
+    )
+    assert result.max_abs_diff == pytest.approx(0.5, abs=1e-6)
+
+
 @pytest.mark.parametrize(
     ("groups", "message"),
     [(2, r"returns shape \(2, 2, 54\), PyTorch \(3, 2, 36\)"),  # another batch: wrong shape

@@ -278,7 +278,8 @@ def export_model(
     Raises:
         ConfigError: A bad argument (an opset the exporter cannot write among them), the
             file came out with another opset, or ``verify`` found outputs further apart than
-            ``atol``.
+            ``atol`` or an export that fails on another batch size; ``path`` is then left as
+            it was.
         NetsurgeonError: A package of the ``export`` extra is missing.
     """
     format = _check_format(format)
@@ -299,12 +300,15 @@ def export_model(
     model = model.cpu().eval()
     example = example_inputs.detach().cpu()
     path = Path(path)
+    diff = None
     try:
         with torch.no_grad(), _atomic_target(path) as tmp:
             if format == "onnx":
                 _export_onnx(model, example, tmp, exporter=exporter, opset=opset)
             else:
                 _export_torchscript(model, example, tmp)
+            if verify:  # before the file takes its place: a failed check leaves path as it was
+                diff = _verified_difference(tmp, model, example, format=format, atol=atol)
     except torch.onnx.errors.OnnxExporterError as exc:
         # The model uses an operation this exporter cannot write at this opset (the CIFAR
         # ResNets' strided slices need opset 10 with the legacy exporter, for instance).
@@ -317,20 +321,28 @@ def export_model(
             "try a higher --opset"
             + (" or the default --exporter dynamo" if exporter == "legacy" else "")
         ) from exc
-    diff = None
-    if verify:
-        # Also a batch of another size, so that a batch size fixed at export time shows.
-        generator = torch.Generator().manual_seed(0)
-        other = torch.randn(example.shape[0] + 1, *example.shape[1:], generator=generator)
-        diff = max(verify_export(path, model, batch, format=format) for batch in (example, other))
-        if not diff <= atol:
-            raise ConfigError(
-                f"the exported {format} model differs from PyTorch by up to {diff:.3g}, "
-                f"more than atol={atol:g}"
-            )
     return ExportResult(
         path=path, format=format, input_shape=tuple(example.shape), max_abs_diff=diff
     )
+
+
+def _verified_difference(
+    path: Path, model: nn.Module, example: torch.Tensor, *, format: str, atol: float
+) -> float:
+    """The export's largest difference from PyTorch; ConfigError when it is above ``atol``."""
+    # Also a batch of another size, so that a batch size fixed at export time shows.
+    generator = torch.Generator().manual_seed(0)
+    other = torch.randn(example.shape[0] + 1, *example.shape[1:], generator=generator)
+    try:
+        diff = max(verify_export(path, model, b, format=format) for b in (example, other))
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; nothing was written") from exc
+    if not diff <= atol:
+        raise ConfigError(
+            f"the exported {format} model differs from PyTorch by up to {diff:.3g}, "
+            f"more than atol={atol:g}; nothing was written"
+        )
+    return diff
 
 
 def _run_exported(path: Path, inputs: torch.Tensor, format: str) -> torch.Tensor:
