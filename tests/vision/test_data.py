@@ -422,15 +422,23 @@ def test_training_reads_a_device_normalized_loader(tmp_path: Path) -> None:
     assert loader.sampler.epoch == 1  # set_epoch reached the wrapped sampler
 
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_make_loader_refuses_cuda_without_a_gpu(tmp_path: Path) -> None:
+    root = noise_folder(tmp_path / "noise")
+    dataset = ImageFolderDataset(root, transform=build_transforms(train=False, input_size=16))
+    with pytest.raises(ConfigError, match="cuda"):
+        make_loader(dataset, batch_size=4, train=False, num_workers=0, device="cuda")
+
+
+@needs_cuda
 def test_make_loader_normalizes_on_the_gpu_only_for_standard_image_folders(
     tmp_path: Path,
 ) -> None:
     root = noise_folder(tmp_path / "noise")
     dataset = ImageFolderDataset(root, transform=build_transforms(train=False, input_size=16))
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="cuda"):
-            make_loader(dataset, batch_size=4, train=False, num_workers=0, device="cuda")
-        return
     moved = make_loader(dataset, batch_size=4, train=False, num_workers=0, device="cuda")
     assert isinstance(moved, DeviceNormalizedLoader)
     plain = make_loader(dataset, batch_size=4, train=False, num_workers=0)
