@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -36,18 +38,44 @@ def _common(task: SyntheticTask) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def cli_run(synthetic: SyntheticTask, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cli_train(
+    synthetic: SyntheticTask, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str]:
+    """The run folder of one ``oov train`` and what it printed."""
     out = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["oov", "train", *_common(synthetic), "--method", "comick", "--out", str(out)]) == 0
-    return out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["oov", "train", *_common(synthetic), "--method", "comick", "--out", str(out)])
+    assert code == 0
+    return out, printed.getvalue()
 
 
-def test_train_writes_run_and_summary(cli_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert (cli_run / "model.pt").exists()
-    config = json.loads((cli_run / "config.json").read_text())
+@pytest.fixture(scope="module")
+def cli_run(cli_train: tuple[Path, str]) -> Path:
+    return cli_train[0]
+
+
+def test_train_writes_run_and_summary(cli_train: tuple[Path, str]) -> None:
+    run, printed = cli_train
+    assert (run / "model.pt").exists()
+    config = json.loads((run / "config.json").read_text())
     assert (
         config["method"] == "comick" and config["lr_tagger"] == 0.01 and config["lr_oov"] == 0.001
     )
+    metrics = json.loads((run / "metrics.json").read_text())
+    lines = printed.splitlines()
+    assert lines[0] == f"best dev epoch {metrics['best_epoch']} (comick, seed 0)"
+    assert lines[1].split() == ["tokens", "precision", "recall", "F1", "token", "acc."]
+    best = metrics["best_dev"]
+    rows = {"all tokens": "all", "OOV tokens": "oov_tokens"}
+    for label, key in rows.items():
+        row = next(line for line in lines[3:6] if line.startswith(label + "  "))
+        expected = [f"{best[key][k]:.2f}" for k in ("precision", "recall", "f1", "accuracy")]
+        assert row[len(label) :].split() == expected
+    for split in ("train", "dev"):
+        start = f"{split}: OOV tokens {100 * metrics['oov'][split]['token_rate']:.2f} %"
+        assert any(line.startswith(start) for line in lines), split
+    assert lines[-1] == f"run folder: {run}"
 
 
 def test_evaluate(

@@ -24,6 +24,7 @@ from netsurgeon.oov.io import on_cpu
 from netsurgeon.oov.lstm import _packed_bilstm, bilstm
 from netsurgeon.oov.run import TrainConfig, TrainedRun, load_run
 from netsurgeon.oov.train import read_tagged, train
+from netsurgeon.oov.vectors import load_embeddings
 from tests.oov.synthetic import SyntheticTask
 from tests.oov.test_cli import _common, _error
 from tests.oov.test_train import _config, _untimed
@@ -176,12 +177,26 @@ def test_unknown_device_names(
 def test_cli_device_cpu(
     synthetic: SyntheticTask, cpu_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    evaluate = ["oov", "evaluate", str(cpu_run), "--data", str(synthetic.dev), "--device", "cpu"]
-    assert main(evaluate) == 0
-    out = tmp_path / "vectors.txt"
-    corpus = ["oov", "embed", str(cpu_run), "--corpus", str(synthetic.dev), "--out", str(out)]
-    assert main([*corpus, "--device", "cpu"]) == 0
-    assert "wrote" in capsys.readouterr().out and out.stat().st_size > 0
+    """``--device cpu`` gives what the default device gives on a machine without CUDA."""
+    evaluate = ["oov", "evaluate", str(cpu_run), "--data", str(synthetic.dev)]
+    results = {}
+    for name, extra in (("cpu", ["--device", "cpu"]), ("default", [])):
+        assert main([*evaluate, *extra, "--out", str(tmp_path / f"{name}.json")]) == 0
+        results[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert results["cpu"]["metrics"] == results["default"]["metrics"]
+    assert results["cpu"]["metrics"]["all"]["tokens"] > 0
+    vectors = {}
+    for name, extra in (("cpu", ["--device", "cpu"]), ("default", [])):
+        out = tmp_path / f"{name}.txt"
+        corpus = ["oov", "embed", str(cpu_run), "--corpus", str(synthetic.dev), "--out", str(out)]
+        assert main([*corpus, *extra]) == 0
+        assert "wrote" in capsys.readouterr().out
+        vectors[name] = load_embeddings(out)
+    cpu, default = vectors["cpu"], vectors["default"]
+    assert len(cpu.words) > 0 and cpu.words == default.words
+    torch.testing.assert_close(
+        torch.as_tensor(cpu.vectors), torch.as_tensor(default.vectors), rtol=0, atol=1e-5
+    )
 
 
 def _batch() -> SentenceBatch:
