@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
@@ -223,15 +224,68 @@ def test_channels_last_trains_the_same_model_in_another_memory_order() -> None:
     assert last.val_accuracy == evaluate(plain, val, device="cpu")["accuracy"]
 
 
+class OptimizerPeek(Callback):
+    """The optimizer of each run, seen when the run starts."""
+
+    def __init__(self) -> None:
+        self.optimizers: list[torch.optim.Optimizer] = []
+
+    def on_fit_start(self, state: TrainState) -> None:
+        self.optimizers.append(state.optimizer)
+
+
+OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+}
+
+
 def test_fit_without_validation_and_with_each_optimizer() -> None:
     train, _ = loaders()
-    for optimizer in ("sgd", "adam", "adamw"):
-        history = fit(
-            make_model(), train, None, config=cpu_config(optimizer=optimizer, lr=0.01, epochs=1)
-        )
+    for optimizer, kind in OPTIMIZER_CLASSES.items():
+        peek = OptimizerPeek()
+        config = cpu_config(optimizer=optimizer, lr=0.01, momentum=0.5, weight_decay=1e-3, epochs=1)
+        history = fit(make_model(), train, None, config=config, callbacks=[peek])
         assert history.last is not None
         assert history.last.val_accuracy is None and history.last.val_loss is None
         assert math.isfinite(history.last.train_loss)
+        [opt] = peek.optimizers
+        assert type(opt) is kind, optimizer
+        group = opt.param_groups[0]
+        assert group["weight_decay"] == 1e-3, optimizer
+        if optimizer == "sgd":
+            assert group["momentum"] == 0.5
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZER_CLASSES))
+def test_each_optimizer_steps_like_the_torch_optimizer_it_names(name: str) -> None:
+    """Two steps of fit equal two steps of the torch optimizer built by hand on a copy; two
+    steps, because SGD's momentum changes nothing in the first."""
+    data = NoisyDataset(48, seed=0)
+    train = DataLoader(TensorDataset(data.images, data.labels), batch_size=8)
+    model = make_model()
+    model.drop = nn.Identity()  # no random numbers: the hand-made loop sees the same batches
+    by_hand = copy.deepcopy(model)
+    start = copy.deepcopy(model.state_dict())
+    settings = {"lr": 0.05, "weight_decay": 0.1}
+    config = cpu_config(optimizer=name, momentum=0.5, max_steps=2, **settings)
+    fit(model, train, None, config=config)
+    extra = {"momentum": 0.5} if name == "sgd" else {}
+    opt = OPTIMIZER_CLASSES[name](by_hand.parameters(), **settings, **extra)
+    by_hand.train()
+    batches = iter(train)
+    for _ in range(2):
+        inputs, targets = next(batches)
+        opt.zero_grad()
+        nn.CrossEntropyLoss()(by_hand(inputs), targets).backward()
+        opt.step()
+    for (key, got), want in zip(
+        model.state_dict().items(), by_hand.state_dict().values(), strict=True
+    ):
+        assert torch.equal(got, want), key
+        if key != "bn.num_batches_tracked":
+            assert not torch.equal(got, start[key]), key  # the steps moved every weight
 
 
 def test_step_schedule_decays_every_step_size_epochs() -> None:
@@ -350,9 +404,15 @@ def test_callbacks_run_in_order_and_can_stop() -> None:
 
 
 def test_the_base_callback_is_a_no_op() -> None:
-    train, _ = loaders()
-    history = fit(make_model(), train, None, config=cpu_config(epochs=1), callbacks=[Callback()])
-    assert len(history.epochs) == 1
+    train, val = loaders()
+    plain, called = make_model(), make_model()
+    expected = fit(plain, train, val, config=cpu_config(epochs=2))
+    history = fit(called, train, val, config=cpu_config(epochs=2), callbacks=[Callback()])
+    assert [r.steps for r in history.epochs] == [6, 6]
+    assert [r.train_loss for r in history.epochs] == [r.train_loss for r in expected.epochs]
+    assert [r.val_accuracy for r in history.epochs] == [r.val_accuracy for r in expected.epochs]
+    for (key, a), b in zip(plain.state_dict().items(), called.state_dict().values(), strict=True):
+        assert torch.equal(a, b), key
 
 
 # --------------------------------------------------------------------------- finetune_steps
@@ -458,8 +518,19 @@ def test_finetune_steps_works_after_the_model_changes_shape() -> None:
     model = make_model()
     finetune_steps(model, train, steps=2, config=cpu_config())
     model.fc = nn.Linear(16, 3)  # as a pruning step would swap layers
-    result = finetune_steps(model, train, steps=2, config=cpu_config(optimizer="adam"))
+    new_fc = model.fc.weight.detach().clone()
+    peek = OptimizerPeek()
+    config = cpu_config(optimizer="adam")
+    result = finetune_steps(model, train, steps=2, config=config, callbacks=[peek])
     assert result.steps == 2
+    # A fresh optimizer of the requested kind, over the parameters the model has now...
+    [opt] = peek.optimizers
+    assert type(opt) is torch.optim.Adam
+    params = [p for group in opt.param_groups for p in group["params"]]
+    assert len(params) == len(list(model.parameters()))
+    assert all(a is b for a, b in zip(params, model.parameters(), strict=True))
+    # ... so the new layer was trained.
+    assert not torch.equal(model.fc.weight, new_fc)
 
 
 # --------------------------------------------------------------------------- checkpoints
