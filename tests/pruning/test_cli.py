@@ -315,6 +315,10 @@ def test_prune_rejects_a_missing_weights_file(tmp_path: Path) -> None:
     argv = ["prune", "resnet18", "--weights", str(weights), "--amount", "0.5", "--out", str(out)]
     status, _, stderr = _run(argv)
     assert status == 2 and stderr.count("\n") == 1 and not out.exists()
+    assert stderr.startswith(
+        f"netsurgeon: error: weights={str(weights)!r} for 'resnet18' is neither an existing file "
+        "nor one of 'none', 'DEFAULT', "
+    ), stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")

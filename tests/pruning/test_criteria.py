@@ -123,14 +123,67 @@ def test_every_criterion_scores_each_filter(name: str) -> None:
         assert torch.isfinite(scores).all()
 
 
+def test_activation_is_the_mean_absolute_activation_after_the_norm_and_relu() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 1)
+            self.bn = nn.BatchNorm2d(3)
+            self.act = nn.ReLU()
+            self.head = nn.Conv2d(3, 1, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.act(self.bn(self.conv(x))))
+
+    weight, bias = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.0, 1.0, -0.5])
+    mean, var = torch.tensor([0.5, -1.0, 0.0]), torch.tensor([4.0, 1.0, 0.25])
+    gamma, beta = torch.tensor([2.0, -1.0, 3.0]), torch.tensor([0.0, 0.5, -1.0])
+    model = Net().eval()
+    with torch.no_grad():
+        model.conv.weight.copy_(weight.view(3, 1, 1, 1))
+        model.conv.bias.copy_(bias)
+        model.bn.running_mean.copy_(mean)
+        model.bn.running_var.copy_(var)
+        model.bn.weight.copy_(gamma)
+        model.bn.bias.copy_(beta)
+    x = torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    activation = get_criterion("activation")
+    activation.collect(trace_graph(model, x[:1]), [(x[:4], None), (x[4:], None)], None)
+    scores = activation(Filters("conv", model.conv, model.bn))
+    # By hand: the 1x1 conv of one input channel, the norm with its running statistics, ReLU.
+    shape = (1, 3, 1, 1)
+    pre = x * weight.view(shape) + bias.view(shape)
+    normed = (pre - mean.view(shape)) / (var.view(shape) + 1e-5).sqrt()
+    post = (normed * gamma.view(shape) + beta.view(shape)).clamp_min(0)
+    torch.testing.assert_close(scores, post.mean((0, 2, 3)))
+    assert scores.unique().numel() == 3
+
+
 def test_norm_following_each_conv_is_found() -> None:
     model = SeqNet()
     graph = trace_graph(model, torch.randn(1, 3, 8, 8))
     assert graph.norms["features.0"] == "features.1"
     assert graph.norms["features.3"] == "features.4"
     assert "classifier.0" not in graph.norms
-    assert get_criterion("bn_scale")(Filters("features.0", model.features[0],
-                                             model.features[1])).shape == (8,)  # fmt: skip
+    # bn_scale scores each filter by |gamma| of the norm found after it.
+    gammas = [-3.0, 0.5, 2.0, -0.25, 0.0, 1.5, -1.0, 4.0]
+    with torch.no_grad():
+        model.features[1].weight.copy_(torch.tensor(gammas))
+    norm = model.get_submodule(graph.norms["features.0"])
+    scores = get_criterion("bn_scale")(Filters("features.0", model.features[0], norm))
+    assert scores.tolist() == [3.0, 0.5, 2.0, 0.25, 0.0, 1.5, 1.0, 4.0]
+
+
+def test_bn_scale_without_an_affine_norm_is_the_l1_norm() -> None:
+    model = ResNet()
+    graph = trace_graph(model, torch.randn(1, 3, 8, 8))
+    se1 = model.layer1[0].se1  # a squeeze-excitation conv: no norm follows it
+    assert "layer1.0.se1" not in graph.norms
+    expected = se1.weight.detach().abs().sum((1, 2, 3))
+    bn_scale = get_criterion("bn_scale")
+    torch.testing.assert_close(bn_scale(Filters("layer1.0.se1", se1)), expected)
+    plain = nn.BatchNorm2d(4, affine=False)  # a norm without gamma
+    torch.testing.assert_close(bn_scale(Filters("layer1.0.se1", se1, plain)), expected)
 
 
 def test_weight_norms_are_exact() -> None:
@@ -171,6 +224,10 @@ def test_custom_callable_and_random_are_deterministic() -> None:
     a = get_criterion("random")(Filters("c", conv))
     b = get_criterion("random")(Filters("c", conv))
     assert torch.equal(a, b)
+    # ... and random: one uniform score in [0, 1) per filter, drawn from the seed.
+    assert a.shape == (5,) and a.dtype == torch.float32
+    assert ((a >= 0) & (a < 1)).all() and a.unique().numel() == 5
+    assert not torch.equal(get_criterion("random", seed=1)(Filters("c", conv)), a)
 
 
 def test_unknown_criterion_lists_valid_ones() -> None:

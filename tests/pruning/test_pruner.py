@@ -179,7 +179,10 @@ def test_global_macs_scope_prunes_the_costlier_channels_first() -> None:
 
 def test_global_macs_scope_reaches_a_macs_target() -> None:
     result = prune(ConcatNet(), torch.randn(1, 3, 16, 16), target_macs=0.5, scope="global_macs")
-    assert 0.35 <= result.macs_ratio <= 0.52
+    # At or just under the target (0.466 here): the search stops at the first amount that
+    # reaches it, and does not prune further.
+    assert 0.45 <= result.macs_ratio <= 0.5
+    assert result.after.macs <= 0.5 * result.before.macs
 
 
 def test_bounds_min_channels_round_to_and_ignore() -> None:
