@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import pickle
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,23 @@ def test_describe_torch_file_names_the_kind_of_damage(tmp_path: Path) -> None:
         path.write_bytes(content)
         assert describe_torch_file(path) == expected
     assert describe_torch_file(tmp_path / "absent.pt").startswith("unreadable")
+
+
+def test_describe_torch_file_tells_a_plain_pickle_from_a_cut_legacy_file(tmp_path: Path) -> None:
+    plain = pickle.dumps({"w": [0.0] * 8}, protocol=2)
+    legacy = io.BytesIO()
+    torch.save({"w": torch.zeros(64)}, legacy, _use_new_zipfile_serialization=False)
+    data = legacy.getvalue()
+    cases = {
+        plain: f"a pickle file not written by torch.save ({len(plain)} bytes)",
+        plain[:-1]: f"a truncated or damaged PyTorch file ({len(plain) - 1} bytes)",
+        # The legacy format starts with a whole pickle (a magic number) and goes on.
+        data[: len(data) - 10]: f"a truncated or damaged PyTorch file ({len(data) - 10} bytes)",
+    }
+    for i, (content, expected) in enumerate(cases.items()):
+        path = tmp_path / f"f{i}.pt"
+        path.write_bytes(content)
+        assert describe_torch_file(path) == expected
 
 
 def test_check_file_target(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pickletools
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -137,11 +138,29 @@ def describe_torch_file(path: str | os.PathLike[str]) -> str:
         return f"unreadable ({exc.strerror or type(exc).__name__})"
     if size == 0:
         return "an empty file (0 bytes)"
+    if head.startswith(_PICKLE_MAGIC) and _is_one_whole_pickle(path, size):
+        return f"a pickle file not written by torch.save ({size:,} bytes)"
     if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC):
         return f"a truncated or damaged PyTorch file ({size:,} bytes)"
     if b"\x00" in head:  # text has no NUL bytes; binary formats nearly always do
         return f"a file of another format ({size:,} bytes)"
     return f"a text file ({size:,} bytes)"
+
+
+def _is_one_whole_pickle(path: Path, size: int) -> bool:
+    """True for a file that is exactly one complete pickle (``pickle.dump``'s output).
+
+    torch.save's legacy format is several pickles in a row, and a cut-off one has no end, so
+    neither passes. The opcodes are only read (``pickletools``), never executed.
+    """
+    if size > 64 * 2**20:  # the message is not worth reading a large file
+        return False
+    try:
+        data = path.read_bytes()
+        *_, (last, _arg, position) = pickletools.genops(data)
+    except Exception:  # any malformed stream: not a whole pickle
+        return False
+    return last.name == "STOP" and position == len(data) - 1
 
 
 def check_file_target(path: str | os.PathLike[str], what: str) -> Path:
