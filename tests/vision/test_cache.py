@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -229,9 +231,24 @@ def test_cache_plans_of_the_standard_transforms(
     assert math.isclose(plan.scale[0], 0.08) if augment == "resized_crop" else True
 
 
-def test_cli_finetune_with_cached_data(tmp_path: Path) -> None:
+def test_cli_finetune_with_cached_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from netsurgeon.cli import main
+    from netsurgeon.vision import iterative as it
 
+    fitted: list[tuple[Any, ...]] = []  # fit's (training, validation) loaders
+    iterated: list[CachedImageLoader] = []
+    real_fit, real_iter = it.fit, CachedImageLoader.__iter__
+
+    def spy_fit(model: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        fitted.append(args[:2])
+        return real_fit(model, *args, **kwargs)
+
+    def spy_iter(self: CachedImageLoader) -> Iterator[list[torch.Tensor]]:
+        iterated.append(self)
+        return real_iter(self)
+
+    monkeypatch.setattr(it, "fit", spy_fit)
+    monkeypatch.setattr(CachedImageLoader, "__iter__", spy_iter)
     root = _noise_folder(tmp_path / "noise", per_class=4)
     out = tmp_path / "ft.pt"
     code = main([
@@ -240,6 +257,14 @@ def test_cli_finetune_with_cached_data(tmp_path: Path) -> None:
         "--workers", "0", "--device", "cpu", "--cache-data", "--out", str(out),
     ])  # fmt: skip
     assert code == 0 and out.is_file()
+    # Training (augmented: 16 px is CIFAR-style pad-and-crop) and validation both read the
+    # images cached on the device, and the epoch went through each of them.
+    ((train, val),) = fitted
+    assert isinstance(train, CachedImageLoader) and isinstance(val, CachedImageLoader)
+    assert (train.plan.augment, val.plan.augment) == ("pad_crop", None)
+    assert (len(train.dataset), len(val.dataset)) == (6, 2)
+    assert any(loader is train for loader in iterated)
+    assert any(loader is val for loader in iterated)
 
 
 @needs_cuda

@@ -371,16 +371,36 @@ def test_sweep_stopped_in_base_finetuning_keeps_its_finished_epochs(tmp_path: An
     assert not epochs_file.exists()  # the finished base model replaces its epoch checkpoint
 
 
+@pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize("scope", ["global", "global_macs"])
-def test_prune_steps_and_global_scope(tmp_path: object, scope: str) -> None:
+def test_prune_steps_and_global_scope(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch, scope: str, steps: int
+) -> None:
+    pruned: list[tuple[str, dict[str, Any]]] = []  # (which entry, its keyword arguments)
+    real_prune, real_pruner = experiments.prune, experiments.Pruner
+
+    def spy_prune(*args: Any, **kwargs: Any) -> Any:
+        pruned.append(("prune", kwargs))
+        return real_prune(*args, **kwargs)
+
+    def spy_pruner(*args: Any, **kwargs: Any) -> Any:
+        pruned.append(("Pruner", kwargs))
+        return real_pruner(*args, **kwargs)
+
+    monkeypatch.setattr(experiments, "prune", spy_prune)
+    monkeypatch.setattr(experiments, "Pruner", spy_pruner)
     train, val = tiny_loaders()
-    config = tiny_config(criteria=("taylor",), levels=(0.5,), prune_steps=2, finetune_steps=2,
-                         scope=scope, reference=False)  # fmt: skip
+    config = tiny_config(criteria=("taylor",), levels=(0.5,), prune_steps=steps,
+                         finetune_steps=2, scope=scope, reference=False)  # fmt: skip
     result = run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path,
                        write_report=False)  # fmt: skip
     (row,) = result.rows
     assert row["scope"] == scope and row["macs_ratio"] < 1.0
     assert 0.0 <= row["acc_after"] <= 1.0
+    # The one trial pruned with the sweep's scope: at once, or in `steps` slices.
+    ((entry, kwargs),) = pruned
+    assert entry == ("prune" if steps == 1 else "Pruner") and kwargs["scope"] == scope
+    assert kwargs.get("steps", 1) == steps
 
 
 def test_steps_between_slices_run_eagerly_under_compile(

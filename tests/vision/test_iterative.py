@@ -438,6 +438,33 @@ def test_prune_with_data_from_the_command_line(
     assert (tmp_path / "pruned.pt.iterative" / "iterative_state.pt").is_file()
 
 
+def test_min_channels_and_round_to_bound_every_slice_and_the_oneshot_twin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unbounded, 90 % of the filters would leave layers of 1 to 3 channels: the bounds keep at
+    least 3 (rounded up to 4) on the iterative model and on its one-shot twin alike."""
+    oneshot: list[dict[str, tuple[int, int]]] = []
+    real_prune = it.prune
+
+    def spy_prune(*args: Any, **kwargs: Any) -> Any:
+        result = real_prune(*args, **kwargs)
+        oneshot.append(result.channels)
+        return result
+
+    monkeypatch.setattr(it, "prune", spy_prune)
+    train, val = loaders()
+    result = prune_and_finetune(
+        small_model(), train, val, example_inputs=EXAMPLE, config=CONFIG, criterion="l1",
+        amount=0.9, prune_steps=2, finetune_steps=1, finetune_epochs=0, min_channels=3,
+        round_to=2,
+    )  # fmt: skip
+    assert len(oneshot) == 1
+    for channels in (result.channels, oneshot[0]):
+        assert len(channels) == 19  # conv1 and the 18 block convolutions all lost filters
+        assert all(new >= 3 and new % 2 == 0 for _, new in channels.values()), channels
+    assert result.channels["conv1"] == (16, 4)
+
+
 @pytest.mark.filterwarnings("ignore:resume was asked for")  # its first run resumes nothing
 def test_prune_resume_refuses_other_run_settings(tmp_path: Path) -> None:
     """A resumed prune compares what its progress files recorded beyond the pruning settings:

@@ -229,15 +229,40 @@ def test_prune_cli_with_distillation_and_recalibration(
 
 
 def test_finetune_with_a_teacher_file_and_recalibration(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    fitted: list[tuple[torch.nn.Module, Any]] = []
+    recalibrated: list[tuple[torch.nn.Module, int]] = []
+    real_fit, real_recal = it.fit, it._recalibrate
+
+    def spy_fit(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        fitted.append((model, kwargs["loss_fn"]))
+        return real_fit(model, *args, **kwargs)
+
+    def spy_recal(model: torch.nn.Module, loader: Any, *, batches: int) -> int:
+        recalibrated.append((model, batches))
+        return real_recal(model, loader, batches=batches)
+
+    monkeypatch.setattr(it, "fit", spy_fit)
+    monkeypatch.setattr(it, "_recalibrate", spy_recal)
     data = make_image_folder(tmp_path / "data")
     teacher_file = tmp_path / "teacher.pt"
-    netsurgeon.save(build_model("cifar_resnet20", num_classes=2), teacher_file)
+    teacher = build_model("cifar_resnet20", num_classes=2)
+    netsurgeon.save(teacher, teacher_file)
     out = tmp_path / "student.pt"
     argv = finetune_args(data, out, "--teacher", str(teacher_file), "--distill-alpha", "0.5",
                          "--recalibrate-bn", "1", "--max-steps", "2")  # fmt: skip
     assert main(argv) == 0
+    # fit trained by distillation from the teacher file's model, and the BatchNorm statistics
+    # of the model it trained were recalibrated on 1 batch first.
+    assert len(fitted) == 1
+    student, loss = fitted[0]
+    assert isinstance(loss, DistillationLoss)
+    assert (loss.temperature, loss.alpha) == (4.0, 0.5)
+    teacher_state = loss.teacher.state_dict()
+    assert teacher_state.keys() == teacher.state_dict().keys()
+    assert all(torch.equal(teacher_state[k], v) for k, v in teacher.state_dict().items())
+    assert len(recalibrated) == 1 and recalibrated[0][0] is student and recalibrated[0][1] == 1
     extra = read_checkpoint(out)["extra"]["finetune"]
     # Feature distillation: same architecture, so every block output has the teacher's shape.
     featured = tmp_path / "featured.pt"
