@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json_out,
         {
             "settings": vars(args),
+            # What fed the timed steps: CachedImageLoader with --cache-data, else DataLoader
+            # (DeviceNormalizedLoader where a GPU normalises the images).
+            "loader": type(loader).__name__,
             "environment_start": env_start,
             "environment_end": environment(),
             "results": results,

@@ -242,6 +242,9 @@ def test_transfer_training_time(tmp_path: Path, image_folder: Path, cache: bool)
     payload = read_json(tmp_path / "out.json")
     assert payload["settings"]["model"] == "cifar_resnet32"
     assert payload["settings"]["cache_data"] is cache
+    # The timed steps read the images cached on the device only with --cache-data (on a CPU
+    # the other loader is a plain DataLoader).
+    assert payload["loader"] == ("CachedImageLoader" if cache else "DataLoader")
     results = {(r["level"], r["memory_format"]): r for r in payload["results"]}
     assert sorted(results) == [
         (0.5, "channels_last"), (0.5, "contiguous"), (1.0, "channels_last"), (1.0, "contiguous")

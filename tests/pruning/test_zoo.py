@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -122,6 +124,7 @@ def test_pretrained_cifar_resnet_prunes_and_keeps_working(shared_dir) -> None:
     if not weights.is_file():
         pytest.skip(f"{weights} is absent")
     model = cifar_resnet32(weights=weights).eval()
+    unpruned = copy.deepcopy(model)
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         before = model(x)
@@ -131,3 +134,17 @@ def test_pretrained_cifar_resnet_prunes_and_keeps_working(shared_dir) -> None:
     assert after.shape == before.shape
     assert result.after.macs < result.before.macs
     assert set(_inner_convs(model)) <= set(result.channels)
+    # The pruned model computes what the pretrained one does once the outputs of the removed
+    # filters are silenced after their BatchNorm: every kept channel kept its own weights and
+    # statistics, down the residual streams too.
+    assert set(result.kept) == set(result.channels)
+    for name, kept in result.kept.items():
+        norm = unpruned.get_submodule(name.replace("conv", "bn"))
+        mask = torch.zeros(norm.num_features)
+        mask[kept] = 1.0
+        assert 0 < int(mask.sum()) < norm.num_features, name
+        norm.register_forward_hook(lambda _m, _i, out, mask=mask: out * mask.view(1, -1, 1, 1))
+    with torch.no_grad():
+        silenced = unpruned(x)
+    assert not torch.allclose(silenced, before, atol=1e-2)  # the silenced filters mattered
+    torch.testing.assert_close(after, silenced, rtol=0.0, atol=1e-4)
