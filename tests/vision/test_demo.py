@@ -47,6 +47,28 @@ def test_missing_scikit_learn_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
         load_digits_data()
 
 
+def test_a_resumed_demo_repeats_an_uninterrupted_one(tmp_path: Path) -> None:
+    settings = {
+        "base_epochs": 2, "finetune_epochs": 1, "criteria": ("taylor",), "levels": (0.5,),
+        "progress": False,
+    }  # fmt: skip
+    whole = demo.run_demo(tmp_path / "whole", **settings)
+    assert [r["criterion"] for r in whole.rows] == ["none", "taylor"]
+    cut = tmp_path / "cut"
+    demo.run_demo(cut, **settings)
+    # As if the run had stopped after the base model: only the reference row is recorded.
+    results = cut / "results.json"
+    data = json.loads(results.read_text())
+    data["rows"] = data["rows"][:1]
+    results.write_text(json.dumps(data))
+    resumed = demo.run_demo(cut, **settings)
+    assert resumed.resumed == [("none", 0.0)] and resumed.ran == [("taylor", 0.5)]
+    # Taylor scores filters on training batches and the trial fine-tunes on more: both must be
+    # the batches the uninterrupted run drew, so every figure repeats exactly.
+    for key in ("acc_before", "loss_before", "acc_after", "loss_after", "params", "macs"):
+        assert resumed.rows[1][key] == whole.rows[1][key], key
+
+
 @pytest.mark.slow
 def test_demo_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"

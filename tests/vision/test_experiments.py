@@ -6,7 +6,9 @@ import copy
 import json
 import logging
 import math
+import warnings
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from netsurgeon.errors import ConfigError, NetsurgeonError
 from netsurgeon.pruning import CRITERIA
 from netsurgeon.training import TrainConfig
 from netsurgeon.vision import experiments
+from netsurgeon.vision.data import SeededRandomSampler
 from netsurgeon.vision.demo import DigitsCNN
 from netsurgeon.vision.experiments import (
     COMPARE_COLUMNS,
@@ -42,7 +45,7 @@ def tiny_loaders(n_per_class: int = 16, classes: int = 3) -> tuple[DataLoader, D
     images = torch.randn(len(labels), 1, 8, 8, generator=generator) * 0.5
     images += (labels.float() - 1).view(-1, 1, 1, 1)
     data = TensorDataset(images, labels)
-    train = DataLoader(data, batch_size=8, shuffle=True, generator=generator)
+    train = DataLoader(data, batch_size=8, sampler=SeededRandomSampler(data, seed=0))
     return train, DataLoader(data, batch_size=24)
 
 
@@ -220,6 +223,21 @@ def test_interrupted_sweep_resumes_without_rerunning(
     calls.clear()
     again = run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path)
     assert calls == [] and again.ran == [] and len(again.rows) == 5
+
+
+def test_a_loader_with_its_own_shuffling_generator_is_warned_about(tmp_path: Path) -> None:
+    train, val = tiny_loaders()
+    shuffled = DataLoader(
+        train.dataset, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
+    config = tiny_config(criteria=("l1",), levels=(0.5,), finetune_epochs=0)
+    with pytest.warns(UserWarning, match=r"shuffles with its own torch\.Generator.*resumed"):
+        run_sweep(tiny_model(), shuffled, val, config=config, out_dir=tmp_path / "a",
+                  write_report=False)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the epoch-seeded sampler is the remedy: no warning
+        run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path / "b",
+                  write_report=False)  # fmt: skip
 
 
 def test_different_config_in_same_out_dir_is_an_error(

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from netsurgeon.errors import ConfigError, NetsurgeonError
 from netsurgeon.training import TrainConfig
+from netsurgeon.vision.data import SeededRandomSampler
 from netsurgeon.vision.experiments import SweepConfig, SweepResult, run_sweep
 
 __all__ = [
@@ -161,8 +162,11 @@ def _run(
     progress: bool | None,
 ) -> SweepResult:
     data = load_digits_data(seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(data.train, batch_size=64, shuffle=True, generator=generator)
+    # An order that depends only on the seed and the epoch: a resumed demo must train each
+    # trial on the batches an uninterrupted one does (a shared generator would carry the
+    # draws of every earlier trial in this process).
+    sampler = SeededRandomSampler(data.train, seed=seed)
+    train_loader = DataLoader(data.train, batch_size=64, sampler=sampler)
     val_loader = DataLoader(data.val, batch_size=256)
     torch.manual_seed(seed)
     model = DigitsCNN(num_classes=data.num_classes)

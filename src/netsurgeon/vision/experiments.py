@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from numbers import Real
@@ -33,6 +34,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import RandomSampler
 from tqdm.auto import tqdm
 
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
@@ -430,6 +432,20 @@ def _first_batches(loader: Iterable[Any], n: int, *, seed: int) -> list[Any]:
     return batches
 
 
+def _warn_history_dependent_order(loader: Iterable[Any]) -> None:
+    # A RandomSampler with its own generator continues from the draws of every earlier trial in
+    # this process, so a resumed sweep would train on other batches than an uninterrupted one.
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, RandomSampler) and sampler.generator is not None:
+        warnings.warn(
+            "the training loader shuffles with its own torch.Generator, whose draws carry over "
+            "from trial to trial: a resumed sweep will not repeat an uninterrupted one; pass "
+            "sampler=netsurgeon.vision.data.SeededRandomSampler(dataset, seed=...) instead of "
+            "shuffle=True and generator=..., or build it with make_loader",
+            stacklevel=3,
+        )
+
+
 def _example_inputs(loader: Iterable[Any]) -> torch.Tensor:
     batch = next(iter(loader), None)
     if not isinstance(batch, (tuple, list)) or not isinstance(batch[0], torch.Tensor):
@@ -781,6 +797,7 @@ def run_sweep(
     resolve_device(config.train.device)
     _prepare_out_dir(out, config_dict)
     name = model_name or _model_name(model, config)
+    _warn_history_dependent_order(train_loader)
     results_json = out / "results.json"
     rows = report.read_results(results_json) if results_json.exists() else []
     wanted = [_key(c, lv) for c, lv in config.trials()]
