@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import pickle
+import resource
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 
-from netsurgeon.errors import ConfigError
-from netsurgeon.fileio import check_file_target, describe_torch_file
+from netsurgeon.cli import main
+from netsurgeon.errors import ConfigError, NetsurgeonError, WriteError
+from netsurgeon.fileio import (
+    atomic_torch_save,
+    atomic_write_bytes,
+    check_file_target,
+    describe_torch_file,
+)
 
 
 def test_describe_torch_file_names_the_kind_of_damage(tmp_path: Path) -> None:
@@ -59,3 +69,47 @@ def test_check_file_target(tmp_path: Path) -> None:
     plain.write_text("x")
     with pytest.raises(ConfigError, match=r"plain\.txt' is a file, not a folder"):
         check_file_target(plain / "x.ckpt", "--checkpoint")
+
+
+@contextmanager
+def file_size_limit(nbytes: int) -> Iterator[None]:
+    """Files this process writes cannot grow past ``nbytes`` (Python ignores SIGXFSZ, so a
+    write beyond it fails with EFBIG, as on a full disk)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@pytest.mark.parametrize("writer", ["torch", "bytes"])
+def test_a_failed_write_is_one_write_error_and_leaves_the_old_file(
+    tmp_path: Path, writer: str
+) -> None:
+    path = tmp_path / "out.pt"
+    path.write_bytes(b"the previous version")
+    with file_size_limit(4096), pytest.raises(WriteError) as info:
+        if writer == "torch":  # torch.save reports it as a RuntimeError ("unexpected pos")
+            atomic_torch_save({"w": torch.zeros(10_000)}, path)
+        else:
+            atomic_write_bytes(path, bytes(10_000))
+    error = info.value
+    assert isinstance(error, NetsurgeonError) and isinstance(error, OSError)
+    assert error.errno == errno.EFBIG and error.filename == str(path)
+    assert str(error) == f"cannot write {path}: File too large"
+    assert path.read_bytes() == b"the previous version"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.pt"]  # no temporary file left
+
+
+def test_the_command_line_reports_a_failed_write_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "pruned.pt"
+    argv = ["prune", "cifar_resnet20", "--weights", "none", "--amount", "0.5", "--out", str(out)]
+    with file_size_limit(64 * 1024):
+        code = main(argv)
+    stderr = capsys.readouterr().err
+    assert code == 1
+    assert stderr == f"netsurgeon: error: cannot write {out}: File too large\n"
+    assert not out.exists() and list(tmp_path.iterdir()) == []

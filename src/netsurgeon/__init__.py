@@ -5,7 +5,13 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from netsurgeon.distill import DistillationLoss
-from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError, TraceError
+from netsurgeon.errors import (
+    CheckpointError,
+    ConfigError,
+    NetsurgeonError,
+    TraceError,
+    WriteError,
+)
 from netsurgeon.pruning import Pruner, PruneResult, prune
 from netsurgeon.pruning.io import load, save
 from netsurgeon.recalibrate import recalibrate_bn
@@ -25,6 +31,7 @@ __all__ = [
     "PruneResult",
     "Pruner",
     "TraceError",
+    "WriteError",
     "__version__",
     "load",
     "prune",

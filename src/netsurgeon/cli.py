@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from netsurgeon import __version__
-from netsurgeon.errors import ConfigError, NetsurgeonError
+from netsurgeon.errors import ConfigError, NetsurgeonError, WriteError
 
 # Modules that define ``add_commands(subparsers)``; each subcommand sets ``func(args) -> int``.
 # With each: the extra its third-party imports come from, and the commands it adds, so that a
@@ -144,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _format_warning
     try:
         return int(args.func(args) or 0)
+    except WriteError as exc:  # a full disk, say: the atomic writes left nothing half-written
+        print(f"netsurgeon: error: {exc}{_resume_hint(args)}", file=sys.stderr)
+        return 1
     except NetsurgeonError as exc:
         print(f"netsurgeon: error: {exc}", file=sys.stderr)
         return 2
@@ -158,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError):  # stdout is not a real file (tests, notebooks)
             pass
         return 141
+    except OSError as exc:  # the file system refused something outside the atomic writes
+        print(f"netsurgeon: error: {exc}", file=sys.stderr)
+        return 1
     finally:
         warnings.formatwarning = previous_format
 

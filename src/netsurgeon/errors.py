@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "NetsurgeonError", "TraceError"]
+__all__ = ["CheckpointError", "ConfigError", "NetsurgeonError", "TraceError", "WriteError"]
 
 
 class NetsurgeonError(Exception):
@@ -19,3 +19,15 @@ class TraceError(NetsurgeonError):
 
 class CheckpointError(NetsurgeonError):
     """A file is not a netsurgeon checkpoint, is corrupt, or does not fit the model."""
+
+
+class WriteError(NetsurgeonError, OSError):
+    """A file could not be written (a full disk, a size limit, a read-only folder).
+
+    An :class:`OSError` too, with the ``errno``, ``strerror`` and ``filename`` of the failure,
+    so code that catches ``OSError`` still does. netsurgeon's writes are atomic: the file it
+    was writing is left as it was, with no partial copy beside it.
+    """
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import torch
 
-from netsurgeon.errors import ConfigError
+from netsurgeon.errors import ConfigError, WriteError
 
 __all__ = [
     "atomic_open",
@@ -49,8 +49,11 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     power cut. If the block raises, the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(exc, path) from exc
     try:
         if hasattr(os, "fchmod"):  # mkstemp makes owner-only files; give the usual permissions
             os.fchmod(fd, 0o666 & ~_umask())
@@ -59,9 +62,12 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        cause = _os_error_in(exc)
+        if cause is not None:
+            raise _write_error(cause, path) from exc
         raise
     with contextlib.suppress(OSError):  # not every platform can open a folder
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -69,6 +75,28 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError behind a failed write: ``exc`` itself, or what torch.save's RuntimeError
+    ("unexpected pos ...") was raised while handling (a full disk, a file size limit)."""
+    if isinstance(exc, WriteError):
+        return None  # already explained
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, RuntimeError):
+        seen: BaseException | None = exc.__cause__ or exc.__context__
+        for _ in range(5):
+            if seen is None:
+                break
+            if isinstance(seen, OSError):
+                return seen
+            seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _write_error(cause: OSError, path: Path) -> WriteError:
+    return WriteError(cause.errno, cause.strerror or type(cause).__name__, str(path))
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
