@@ -14,6 +14,7 @@ from PIL import Image
 
 from netsurgeon.cli import main
 from netsurgeon.pruning import CRITERIA
+from netsurgeon.vision import build_model
 from netsurgeon.vision.experiments import COMPARE_COLUMNS, SWEEP_COLUMNS
 from netsurgeon.vision.experiments_cli import stratified_subset
 
@@ -311,3 +312,28 @@ def test_sweep_resume_may_change_how_it_computes(
     capsys.readouterr()
     assert main([*argv, "--device", "cpu", "--seed", "1"]) == 2  # what it computes may not
     assert "train.seed: 0 before, 1 now" in capsys.readouterr().err
+
+
+def test_sweep_resume_checks_the_weights_file_by_content_not_by_spelling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_image_folder(tmp_path / "data", train=2, val=2)
+    torch.manual_seed(0)
+    weights = tmp_path / "w.pt"
+    torch.save(build_model("cifar_resnet20", num_classes=10).state_dict(), weights)
+    out = tmp_path / "sweep"
+    monkeypatch.chdir(tmp_path)
+    argv = ["sweep", "cifar_resnet20", "--data", str(data), "--criteria", "l1", "--levels",
+            "0.5", "--finetune-epochs", "0", "--out", str(out), *QUICK]  # fmt: skip
+    assert main([*argv, "--weights", "w.pt"]) == 0
+    info = json.loads((out / "config.json").read_text())["info"]
+    assert info["weights"] == str(weights.resolve()) and len(info["weights_sha256"]) == 64
+    # The same file by another path resumes (nothing to rerun).
+    capsys.readouterr()
+    assert main([*argv, "--weights", str(weights)]) == 0
+    assert "0 trial(s) run, 2 resumed" in capsys.readouterr().out
+    # The file rewritten with other weights is refused, whatever its name.
+    torch.manual_seed(1)
+    torch.save(build_model("cifar_resnet20", num_classes=10).state_dict(), weights)
+    assert main([*argv, "--weights", "w.pt"]) == 2
+    assert "info.weights_sha256: " in capsys.readouterr().err
