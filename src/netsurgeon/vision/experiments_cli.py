@@ -240,16 +240,12 @@ def _loaders(args: argparse.Namespace) -> tuple[Any, Any, int, dict[str, Any]]:
         train_loader = LimitedLoader(train_loader, args.max_train_batches)
     if args.max_val_batches:
         val_loader = LimitedLoader(val_loader, args.max_val_batches)
-    from netsurgeon.fileio import sha256_file
-    from netsurgeon.vision.iterative import _is_weights_file
+    from netsurgeon.vision.iterative import recorded_weights
 
-    weights_file = _is_weights_file(args.weights)
     info = {
         "data": str(Path(args.data).resolve()),
-        # A file by where it is and what it holds: a resume may spell the path another way,
-        # but a file rewritten since would mix two models' rows in one table.
-        "weights": str(Path(args.weights).resolve()) if weights_file else args.weights,
-        "weights_sha256": sha256_file(args.weights) if weights_file else None,
+        # A rewritten weights file would mix two models' rows in one table.
+        **recorded_weights(args.weights),
         "num_classes": data.num_classes,
         "classes": list(data.classes),
         "input_size": args.input_size,

@@ -757,6 +757,18 @@ def _is_weights_file(weights: str | os.PathLike[str] | None) -> bool:
     return weights is not None and str(weights).lower() != "none" and Path(weights).is_file()
 
 
+def recorded_weights(weights: str | os.PathLike[str]) -> dict[str, str | None]:
+    """How a run records its ``--weights``, to compare on resume.
+
+    A file by where it is and what it holds (``weights``, ``weights_sha256``): a resume may
+    spell the path another way, but a file rewritten since holds another model. A name such
+    as ``DEFAULT`` or ``none`` is kept as given, with no digest.
+    """
+    if not _is_weights_file(weights):
+        return {"weights": str(weights), "weights_sha256": None}
+    return {"weights": str(Path(weights).resolve()), "weights_sha256": sha256_file(weights)}
+
+
 def finetune(
     model_name: str,
     data_dir: str | os.PathLike[str],
@@ -1616,8 +1628,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
     # --distill the weights are also the teacher, so their content must not change either.
     run_settings = {
         "model": args.model,
-        "weights": str(Path(args.weights).resolve()) if weights_file else str(args.weights),
-        "weights_sha256": sha256_file(args.weights) if weights_file else None,
+        **recorded_weights(args.weights),
         "data": str(Path(args.data).resolve()),
         "classes": ",".join(data.classes),
         "val_fraction": args.val_fraction,
