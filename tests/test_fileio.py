@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import pickle
-import resource
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,11 @@ from netsurgeon.fileio import (
     atomic_torch_save,
     atomic_write_bytes,
     check_file_target,
+    check_folder_target,
     describe_torch_file,
+    remove_stale_temporaries,
 )
+from tests.limits import file_size_limit
 
 
 def test_describe_torch_file_names_the_kind_of_damage(tmp_path: Path) -> None:
@@ -71,18 +76,6 @@ def test_check_file_target(tmp_path: Path) -> None:
         check_file_target(plain / "x.ckpt", "--checkpoint")
 
 
-@contextmanager
-def file_size_limit(nbytes: int) -> Iterator[None]:
-    """Files this process writes cannot grow past ``nbytes`` (Python ignores SIGXFSZ, so a
-    write beyond it fails with EFBIG, as on a full disk)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-
-
 @pytest.mark.parametrize("writer", ["torch", "bytes"])
 def test_a_failed_write_is_one_write_error_and_leaves_the_old_file(
     tmp_path: Path, writer: str
@@ -113,3 +106,97 @@ def test_the_command_line_reports_a_failed_write_in_one_line(
     assert code == 1
     assert stderr == f"netsurgeon: error: cannot write {out}: File too large\n"
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_write_removes_temporaries_that_killed_writers_left(tmp_path: Path) -> None:
+    path = tmp_path / "model.ckpt"
+    dead = _dead_pid()
+    stale_file = tmp_path / f".model.ckpt.{dead}-abc123.tmp"
+    stale_file.write_bytes(b"half a checkpoint")
+    stale_folder = tmp_path / f".model.ckpt.{dead}-def456.tmp"  # an exporter's folder
+    stale_folder.mkdir()
+    (stale_folder / "model.ckpt").write_bytes(b"half an export")
+    live = tmp_path / f".model.ckpt.{os.getppid()}-ghi789.tmp"  # a writer still running
+    live.write_bytes(b"being written")
+    other = tmp_path / f".other.ckpt.{dead}-jkl012.tmp"  # another file's
+    other.write_bytes(b"not ours")
+    older_format = tmp_path / ".model.ckpt.x1y2z3.tmp"  # no process id: cannot tell
+    older_format.write_bytes(b"kept")
+    atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["model.ckpt", live.name, other.name, older_format.name]
+    )
+    assert remove_stale_temporaries(tmp_path / "other.ckpt") == [other]
+
+
+def test_a_killed_write_leaves_a_temporary_that_the_next_write_removes(tmp_path: Path) -> None:
+    path = tmp_path / "out.pt"
+    code = (
+        "import os, sys\n"
+        "from netsurgeon.fileio import atomic_open\n"
+        "with atomic_open(sys.argv[1]) as handle:\n"
+        "    handle.write(b'partial')\n"
+        "    handle.flush()\n"
+        "    os._exit(9)\n"  # as a SIGKILL would: no cleanup at all
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], check=False)
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".out.pt.") and left[0].endswith(".tmp")
+    atomic_torch_save({"w": torch.ones(3)}, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.pt"]
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """A read-only mounted folder (needs root and mount; skipped where unavailable)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("a read-only mount needs root and the mount command")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_read_only_folder_is_refused_before_any_work(read_only_folder: Path) -> None:
+    target = read_only_folder / "sub" / "m.pt"
+    expected = (
+        f"--out '{target}': cannot write in '{read_only_folder}' (Read-only file system); "
+        "choose another location"
+    )
+    with pytest.raises(ConfigError) as info:
+        check_file_target(target, "--out")
+    assert str(info.value) == expected
+    with pytest.raises(ConfigError, match="Read-only file system"):
+        check_folder_target(read_only_folder, "--out")
+    with pytest.raises(ConfigError, match="Read-only file system"):
+        check_folder_target(read_only_folder / "new", "--out")
+
+
+def test_an_unwritable_folder_is_refused_whatever_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(ConfigError) as info:
+        check_file_target(tmp_path / "m.pt", "--checkpoint")
+    assert str(info.value) == (
+        f"--checkpoint '{tmp_path / 'm.pt'}': cannot write in '{tmp_path}' (Permission denied); "
+        "choose another location"
+    )

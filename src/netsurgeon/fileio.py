@@ -7,6 +7,8 @@ import contextlib
 import hashlib
 import os
 import pickletools
+import re
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ import torch
 from netsurgeon.errors import ConfigError, WriteError
 
 __all__ = [
+    "as_write_error",
     "atomic_open",
     "atomic_torch_save",
     "atomic_write_bytes",
@@ -26,6 +29,8 @@ __all__ = [
     "check_folder_target",
     "describe_torch_file",
     "exported_format",
+    "make_temporary",
+    "remove_stale_temporaries",
     "sha256_file",
 ]
 
@@ -33,6 +38,72 @@ __all__ = [
 # or, in the legacy format, a pickle stream (protocol 2 or higher starts with 0x80).
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"\x80"
+
+
+def _tmp_prefix(path: Path) -> str:
+    # The writer's process id is in the name, so that a later write can tell a temporary
+    # file left by a killed process (remove it) from one another process is writing now.
+    return f".{path.name}.{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files that killed writers of ``path`` left beside it.
+
+    :func:`atomic_open` and the exporters write ``.NAME.PID-RANDOM.tmp`` beside ``NAME`` and
+    rename it at the end; a process killed before that leaves it behind (up to a whole
+    checkpoint). Those of processes that no longer run are removed; a live writer's are kept.
+
+    Returns:
+        The files and folders removed.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-[^/]*\.tmp")
+    removed: list[Path] = []
+    try:
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for sibling in siblings:
+        match = pattern.fullmatch(sibling.name)
+        if match is None or _pid_alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            if sibling.is_dir() and not sibling.is_symlink():
+                shutil.rmtree(sibling)
+            else:
+                sibling.unlink()
+            removed.append(sibling)
+    return removed
+
+
+def make_temporary(path: Path, *, folder: bool = False) -> Path:
+    """A new temporary file (or folder) beside ``path``, after removing stale ones.
+
+    Raises:
+        WriteError: The folder cannot be created or written.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        if folder:
+            return Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(exc, path) from exc
+    os.close(fd)
+    return Path(tmp)
 
 
 def _umask() -> int:
@@ -47,17 +118,19 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
 
     The data is fsynced before the rename, and the folder after it, so the new file survives a
     power cut. If the block raises, the temporary file is removed and ``path`` is untouched.
+    Temporary files of earlier writers that were killed are removed first
+    (:func:`remove_stale_temporaries`).
+
+    Raises:
+        WriteError: The file cannot be written (a full disk, a read-only folder...); ``path``
+            is untouched.
     """
     path = Path(path)
+    tmp = make_temporary(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise _write_error(exc, path) from exc
-    try:
-        if hasattr(os, "fchmod"):  # mkstemp makes owner-only files; give the usual permissions
-            os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
+        if hasattr(os, "chmod"):  # mkstemp makes owner-only files; give the usual permissions
+            os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -65,9 +138,9 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        cause = _os_error_in(exc)
-        if cause is not None:
-            raise _write_error(cause, path) from exc
+        error = as_write_error(exc, path)
+        if error is not None:
+            raise error from exc
         raise
     with contextlib.suppress(OSError):  # not every platform can open a folder
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -93,6 +166,15 @@ def _os_error_in(exc: BaseException) -> OSError | None:
                 return seen
             seen = seen.__cause__ or seen.__context__
     return None
+
+
+def as_write_error(exc: BaseException, path: str | os.PathLike[str]) -> WriteError | None:
+    """The :class:`WriteError` that explains a failed write of ``path``, or ``None``.
+
+    ``None`` when ``exc`` holds no OSError (it is not about writing) or is a WriteError already.
+    """
+    cause = _os_error_in(exc)
+    return None if cause is None else _write_error(cause, Path(path))
 
 
 def _write_error(cause: OSError, path: Path) -> WriteError:
@@ -195,14 +277,16 @@ def check_file_target(path: str | os.PathLike[str], what: str) -> Path:
     """Fail before any slow work when a file cannot be written at ``path`` later.
 
     A missing parent folder is fine (:func:`atomic_open` creates it); a folder at ``path``,
-    or a file where a parent folder should be, is not.
+    a file where a parent folder should be, or a folder that cannot be written (a read-only
+    mount, no permission) is not.
 
     Args:
         path: Where a file will be written.
         what: How the message names it, e.g. ``"--checkpoint"``.
 
     Raises:
-        ConfigError: ``path`` is a folder, or one of its parents is a file.
+        ConfigError: ``path`` is a folder, one of its parents is a file, or the nearest
+            existing folder cannot be written.
     """
     path = Path(path)
     if path.is_dir():
@@ -214,19 +298,24 @@ def check_file_target(path: str | os.PathLike[str], what: str) -> Path:
 def check_folder_target(path: str | os.PathLike[str], what: str) -> Path:
     """Fail before any slow work when a folder cannot be used or created at ``path`` later.
 
-    An existing folder, or a missing one whose nearest existing parent is a folder, is fine.
+    An existing folder, or a missing one whose nearest existing parent is a folder, is fine
+    when it can be written.
 
     Args:
         path: The folder that will be written to.
         what: How the message names it, e.g. ``"--out"``.
 
     Raises:
-        ConfigError: ``path`` is an existing file, or one of its parents is a file.
+        ConfigError: ``path`` is an existing file, one of its parents is a file, or the folder
+            (or its nearest existing parent) cannot be written.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{what} {str(path)!r} is an existing file; give a folder name")
-    _check_parents(path, what)
+    if path.is_dir():
+        _check_writable(path, path, what)
+    else:
+        _check_parents(path, what)
     return path
 
 
@@ -235,4 +324,21 @@ def _check_parents(path: Path, what: str) -> None:
         if parent.exists():
             if not parent.is_dir():
                 raise ConfigError(f"{what} {str(path)!r}: {str(parent)!r} is a file, not a folder")
+            _check_writable(parent, path, what)
             break
+
+
+def _check_writable(folder: Path, path: Path, what: str) -> None:
+    """Create and remove a file in ``folder``: the one sure test (permissions, ACLs, a
+    read-only mount), where ``os.access`` misses read-only mounts or answers yes for root."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".netsurgeon-probe-", dir=folder)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"{what} {str(path)!r}: cannot write in {str(folder)!r} ({reason}); "
+            "choose another location"
+        ) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)

@@ -11,7 +11,7 @@ import torch
 
 import netsurgeon
 from netsurgeon.cli import main
-from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
+from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError, WriteError
 from netsurgeon.vision import build_model
 from netsurgeon.vision import export as export_module
 from netsurgeon.vision.export import (
@@ -20,6 +20,7 @@ from netsurgeon.vision.export import (
     export_model,
     verify_export,
 )
+from tests.limits import file_size_limit
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
@@ -360,3 +361,39 @@ def test_exported_files_and_folders_are_named_for_what_they_are(
     folder.mkdir()
     with pytest.raises(CheckpointError, match="is a folder; give a model file"):
         export_checkpoint(folder, format="onnx")
+
+
+@pytest.mark.parametrize(
+    "format",
+    [
+        "torchscript",
+        pytest.param("onnx", marks=[needs_ort, pytest.mark.skipif(
+            not HAS_ONNXSCRIPT, reason="onnxscript is not installed (the dynamo exporter)")]),
+    ],
+)  # fmt: skip
+def test_a_failed_export_write_is_one_write_error_and_keeps_the_old_file(
+    pruned: torch.nn.Module, tmp_path: Path, format: str
+) -> None:
+    # TorchScript used to abort the whole process here (jit.save given a path cannot
+    # report a failed write); ONNX raised the bare OSError.
+    path = tmp_path / "m.out"
+    path.write_bytes(b"an older export")
+    with file_size_limit(64 * 1024), pytest.raises(WriteError) as info:
+        export_model(pruned, path, format=format, input_size=32, verify=False)
+    assert str(info.value) == f"cannot write {path}: File too large"
+    assert path.read_bytes() == b"an older export"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.out"]  # no temporary file left
+
+
+def test_the_export_command_reports_a_full_disk_in_one_line(
+    pruned: torch.nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = netsurgeon.save(pruned, tmp_path / "pruned.pt")
+    target = tmp_path / "pruned.torchscript.pt"
+    with file_size_limit(64 * 1024):
+        code = main(["export", str(saved), "--format", "torchscript"])
+    assert code == 1
+    assert capsys.readouterr().err == (
+        f"netsurgeon: error: cannot write {target}: File too large\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned.pt"]

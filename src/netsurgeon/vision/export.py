@@ -17,7 +17,6 @@ import importlib.util
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from netsurgeon.errors import ConfigError, NetsurgeonError
+from netsurgeon.fileio import as_write_error, make_temporary
 from netsurgeon.vision.models import DEFAULT_INPUT_SIZE, checkpoint_input_size
 
 __all__ = [
@@ -88,16 +88,21 @@ def _atomic_target(path: Path) -> Iterator[Path]:
     """A path in a temporary folder beside ``path``, renamed over it when the block succeeds.
 
     The exporters open the file themselves (so it gets the usual permissions); a failed or
-    interrupted export leaves ``path`` as it was and no partial file behind.
+    interrupted export leaves ``path`` as it was and no partial file behind. A failed write
+    (a full disk, a read-only folder) is a :class:`~netsurgeon.errors.WriteError`.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    folder = make_temporary(path, folder=True)
     try:
         tmp = folder / path.name
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except BaseException as exc:
+        error = as_write_error(exc, path)
+        if error is not None:
+            raise error from exc
+        raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     with contextlib.suppress(OSError):  # make the rename durable where folders can be opened
@@ -240,7 +245,9 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> 
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(model, example, check_trace=False)
-        torch.jit.save(traced, str(path))
+        # Through a Python file: given a path, a failed write (full disk) aborts the process.
+        with open(path, "wb") as handle:
+            torch.jit.save(traced, handle)
 
 
 def export_model(
