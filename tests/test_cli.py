@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -169,3 +175,82 @@ def test_a_missing_extra_leaves_its_commands_with_one_message(
     extra = "nlp" if argv[0] == "oov" else "vision"
     assert err.count("\n") == 1 and f"pip install 'netsurgeon[{extra}]'" in err
     assert f"`netsurgeon {argv[0]}` needs the {extra} extra" in err
+
+
+def test_sigterm_is_one_line_status_143_and_the_handler_is_restored(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        pytest.skip("the test runner handles SIGTERM itself")
+
+    def terminate() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # a real signal, as `kill PID` sends
+        time.sleep(30)  # the handler raises before this ends
+
+    _stats_raising(monkeypatch, terminate)
+    start = time.perf_counter()
+    assert cli.main(["stats", "cifar_resnet20"]) == 143
+    assert time.perf_counter() - start < 20
+    assert capsys.readouterr().err == "netsurgeon: terminated\n"
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_an_interrupt_while_the_commands_load_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted_import(name: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.importlib, "import_module", interrupted_import)
+    assert cli.main(["stats", "cifar_resnet20"]) == 130
+    assert capsys.readouterr().err == "netsurgeon: interrupted\n"
+
+
+def test_import_netsurgeon_does_not_load_torch_until_asked() -> None:
+    code = (
+        "import sys, netsurgeon\n"
+        "assert 'torch' not in sys.modules, 'torch loaded by import netsurgeon'\n"
+        "from netsurgeon import prune\n"
+        "assert 'torch' in sys.modules and prune is netsurgeon.pruning.prune\n"
+        "assert netsurgeon.training.fit and set(netsurgeon.__all__) <= set(dir(netsurgeon))\n"
+        "try:\n"
+        "    netsurgeon.no_such_name\n"
+        "except AttributeError as exc:\n"
+        "    assert str(exc) == \"module 'netsurgeon' has no attribute 'no_such_name'\"\n"
+        "else:\n"
+        "    raise SystemExit('no AttributeError')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def _wait_for_torch_to_load(process: subprocess.Popen[str]) -> None:
+    """Until the process has started loading PyTorch's library (the command line's imports)."""
+    deadline = time.monotonic() + 60
+    maps = Path(f"/proc/{process.pid}/maps")
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(OSError):
+            if "libtorch" in maps.read_text():
+                return
+        time.sleep(0.01)
+    pytest.fail("the command never loaded libtorch")
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize(("signum", "message", "status"), [
+    (signal.SIGINT, "netsurgeon: interrupted\n", 130),
+    (signal.SIGTERM, "netsurgeon: terminated\n", 143),
+])  # fmt: skip
+def test_the_console_script_stopped_during_its_imports_says_one_line(
+    signum: int, message: str, status: int
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from netsurgeon.cli import run; run()", "stats", "resnet18"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for_torch_to_load(process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert (process.returncode, stderr) == (status, message)

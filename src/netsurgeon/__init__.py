@@ -1,10 +1,16 @@
-"""netsurgeon: operate on pretrained networks so they fit a downstream task."""
+"""netsurgeon: operate on pretrained networks so they fit a downstream task.
+
+The names below load on first use (PEP 562), so that ``import netsurgeon`` and the command
+line's start do not wait for PyTorch: a Ctrl-C in those first seconds then reaches the
+command line's handler (one line, no traceback) instead of an import.
+"""
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from netsurgeon.distill import DistillationLoss
 from netsurgeon.errors import (
     CheckpointError,
     ConfigError,
@@ -12,10 +18,13 @@ from netsurgeon.errors import (
     TraceError,
     WriteError,
 )
-from netsurgeon.pruning import Pruner, PruneResult, prune
-from netsurgeon.pruning.io import load, save
-from netsurgeon.recalibrate import recalibrate_bn
-from netsurgeon.reconstruction import LayerFit, reconstruct
+
+if TYPE_CHECKING:
+    from netsurgeon.distill import DistillationLoss
+    from netsurgeon.pruning import Pruner, PruneResult, prune
+    from netsurgeon.pruning.io import load, save
+    from netsurgeon.recalibrate import recalibrate_bn
+    from netsurgeon.reconstruction import LayerFit, reconstruct
 
 try:
     __version__ = version("netsurgeon")
@@ -39,3 +48,36 @@ __all__ = [
     "reconstruct",
     "save",
 ]
+
+# Where each lazily loaded name lives.
+_LAZY = {
+    "DistillationLoss": "netsurgeon.distill",
+    "LayerFit": "netsurgeon.reconstruction",
+    "PruneResult": "netsurgeon.pruning",
+    "Pruner": "netsurgeon.pruning",
+    "load": "netsurgeon.pruning.io",
+    "prune": "netsurgeon.pruning",
+    "recalibrate_bn": "netsurgeon.recalibrate",
+    "reconstruct": "netsurgeon.reconstruction",
+    "save": "netsurgeon.pruning.io",
+}
+# Subpackages reachable as attributes after ``import netsurgeon``, as they were when this
+# module imported them eagerly.
+_SUBMODULES = frozenset(
+    {"distill", "fileio", "oov", "pruning", "recalibrate", "reconstruction", "training", "vision"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

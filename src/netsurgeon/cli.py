@@ -3,6 +3,8 @@
 Each capability registers its own subcommands (``netsurgeon.pruning.cli``,
 ``netsurgeon.oov.cli``, ...). User errors (:class:`~netsurgeon.errors.NetsurgeonError`)
 become one line on stderr and exit status 2; anything else is a bug and keeps its traceback.
+Ctrl-C (SIGINT) and SIGTERM stop a command with one line saying how to continue it, exit
+status 130 and 143 as a shell reports them.
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 from typing import NoReturn
 
 from netsurgeon import __version__
@@ -128,18 +134,77 @@ def _format_warning(
     return f"netsurgeon: warning: {message}\n"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (``kill``, a job scheduler, torchrun stopping its workers).
+
+    A :class:`KeyboardInterrupt`, so that it unwinds the same way as Ctrl-C: every write in
+    progress is abandoned atomically and finished work stays on disk.
+    """
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` instead of killing at once.
+
+    Only where SIGTERM still has its default action and in the main thread (where Python
+    runs signal handlers); the previous handler comes back afterwards.
+    """
+    installed = False
+    if threading.current_thread() is threading.main_thread():
+        try:
+            installed = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+            if installed:
+                signal.signal(signal.SIGTERM, _raise_terminated)
+        except (ValueError, OSError):  # pragma: no cover - no signals here
+            installed = False
+    try:
+        yield
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _say_once(text: str) -> None:
+    """Print to stderr, once: under torchrun only on rank 0."""
+    if os.environ.get("RANK", "0") == "0":
+        print(text, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help()
-        return 2
-    refusal = _single_process_only(args)
-    if refusal:
-        if os.environ.get("RANK", "0") == "0":  # once, not once per process
-            print(f"netsurgeon: error: {refusal}", file=sys.stderr)
-        return 2
+    with _sigterm_unwinds():
+        try:
+            # Loading the commands imports PyTorch, which takes seconds: a Ctrl-C then is
+            # as welcome as later, and nothing has started yet.
+            parser = build_parser()
+        except KeyboardInterrupt as exc:
+            _say_once(f"netsurgeon: {_stop_word(exc)}")
+            return _stop_status(exc)
+        args = parser.parse_args(argv)
+        if not hasattr(args, "func"):
+            parser.print_help()
+            return 2
+        refusal = _single_process_only(args)
+        if refusal:
+            _say_once(f"netsurgeon: error: {refusal}")  # once, not once per process
+            return 2
+        return _run(args)
+
+
+def _stop_word(exc: KeyboardInterrupt) -> str:
+    return "terminated" if isinstance(exc, Terminated) else "interrupted"
+
+
+def _stop_status(exc: KeyboardInterrupt) -> int:
+    # 128 + the signal's number, as a shell reports a process that signal ended.
+    return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+
+
+def _run(args: argparse.Namespace) -> int:
     previous_format = warnings.formatwarning
     warnings.formatwarning = _format_warning
     try:
@@ -150,9 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NetsurgeonError as exc:
         print(f"netsurgeon: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"netsurgeon: interrupted{_resume_hint(args)}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        _say_once(f"netsurgeon: {_stop_word(exc)}{_resume_hint(args)}")
+        return _stop_status(exc)
     except BrokenPipeError:
         # The reader went away (`netsurgeon ... | head`): stop quietly, as a killed pipe would.
         try:
@@ -168,5 +233,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.formatwarning = previous_format
 
 
+def run() -> NoReturn:
+    """The ``netsurgeon`` console script: :func:`main`, then exit with its status."""
+    status = main()
+    if status in (130, 143) and threading.current_thread() is threading.main_thread():
+        # Stopped already: a second Ctrl-C while the interpreter shuts down (atexit hooks,
+        # loader workers) would only add a traceback to the one-line message.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()
