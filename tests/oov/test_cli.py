@@ -141,6 +141,17 @@ def test_experiment_writes_reports(
     # An existing experiment is not overwritten.
     assert main(["oov", "experiment", *args]) == 2
     assert "--resume" in capsys.readouterr().err
+    # Resumed, finished runs only reload; their time is still the time they trained.
+    assert main(["oov", "experiment", *args, "--test", str(synthetic.dev), "--epochs", "1",
+                 "--resume"]) == 0  # fmt: skip
+    again = json.loads((out / "results.json").read_text())
+    for before, after in zip(results["runs"], again["runs"], strict=True):
+        metrics = json.loads((Path(before["dir"]) / "metrics.json").read_text())
+        trained = sum(e["time_s"] for e in metrics["pretrain_history"]) + sum(
+            e["train_s"] + e["eval_s"] for e in metrics["history"]
+        )
+        assert after["seconds"] == before["seconds"] == pytest.approx(trained, abs=1e-3)
+        assert after["seconds"] > 0 and after["wall_seconds"] > 0
 
 
 def _error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

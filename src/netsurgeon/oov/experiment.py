@@ -106,6 +106,17 @@ def check_methods(methods: Sequence[str], *, flag: str = "methods") -> list[str]
     return chosen
 
 
+def training_seconds(metrics: dict[str, Any]) -> float:
+    """Seconds a run spent pre-training and training (each epoch with its dev evaluation),
+    summed over every call that trained it (resumes included), from its ``metrics.json``."""
+    pretrain = sum(float(e.get("time_s", 0.0)) for e in metrics.get("pretrain_history", ()))
+    epochs = sum(
+        float(e.get("train_s", 0.0)) + float(e.get("eval_s", 0.0))
+        for e in metrics.get("history", ())
+    )
+    return round(pretrain + epochs, 3)
+
+
 def run_experiment(
     base: TrainConfig,
     *,
@@ -133,7 +144,10 @@ def run_experiment(
             ``cpu``, ``cuda`` or ``cuda:N``.
 
     Returns:
-        The results written to ``results.json``.
+        The results written to ``results.json``. Each of its ``runs`` has ``seconds``, the
+        time the run spent training (from its own records, over every call that trained it,
+        so also for a run finished before a resume), and ``wall_seconds``, this call's time
+        on it (loading included; only the reloading for a run finished earlier).
 
     Raises:
         ConfigError: bad methods or seeds, an ``out`` that is a file, an existing experiment
@@ -195,14 +209,17 @@ def run_experiment(
             resume=resume,
             device=device,
         )
-        seconds = time.perf_counter() - start
+        wall_seconds = time.perf_counter() - start
         dev = evaluate_data(result.run, dev_data)
         evaluations["dev"].setdefault(method, []).append(dev)
         entry = {
             "method": method,
             "seed": seed,
             "dir": str(run_dir),
-            "seconds": seconds,
+            # From the run's own records: a run finished before a resume only reloads here,
+            # and the time this call took would say nothing about its training.
+            "seconds": training_seconds(result.metrics),
+            "wall_seconds": wall_seconds,
             "best_epoch": result.metrics["best_epoch"],
             "dev": dev.metrics,
         }
