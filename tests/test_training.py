@@ -857,3 +857,170 @@ def test_unreadable_checkpoint_says_what_it_is_and_what_to_do(
     message = str(info.value)
     assert kind in message and str(path) in message and "\n" not in message
     assert "delete it to start the training afresh (or run without --resume)" in message
+
+
+# --------------------------------------------------------------------------- max_steps cuts
+
+
+class Unsized:
+    """A loader without a length (like a streaming data set) that still reshuffles by epoch."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+        self.sampler = loader.sampler
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def ten_step_loaders(kind: str = "shuffle") -> tuple[Any, DataLoader]:
+    """10 batches of 8 an epoch: ``shuffle`` draws the order from the global RNG, ``seeded``
+    from the seed and the epoch (netsurgeon's sampler), ``unsized`` has no ``len()``."""
+    from netsurgeon.vision.data import SeededRandomSampler
+
+    data = NoisyDataset(80, seed=0)
+    if kind == "seeded":
+        train: Any = DataLoader(data, batch_size=8, sampler=SeededRandomSampler(data, seed=3))
+    else:
+        train = DataLoader(data, batch_size=8, shuffle=True)
+    _, val = loaders()
+    return (Unsized(train) if kind == "unsized" else train), val
+
+
+def cut_config(kind: str = "shuffle", **kwargs: Any) -> TrainConfig:
+    """A step schedule (restored with the scheduler); none where the loader has no length."""
+    options = {"epochs": 5, "seed": 7, "schedule": "step", "step_size": 2, "gamma": 0.7}
+    if kind == "unsized":
+        options["schedule"] = "none"
+    return cpu_config(**{**options, **kwargs})
+
+
+def assert_same_weights(model: nn.Module, reference: nn.Module) -> None:
+    state, ref_state = model.state_dict(), reference.state_dict()
+    assert state.keys() == ref_state.keys()
+    for key in ref_state:
+        assert torch.equal(state[key], ref_state[key]), key
+
+
+def assert_same_history(history: History, reference: History) -> None:
+    """Equal records; the merged loss and accuracy of a resumed epoch up to float rounding."""
+    assert [r.epoch for r in history.epochs] == [r.epoch for r in reference.epochs]
+    for got, want in zip(history.epochs, reference.epochs, strict=True):
+        assert (got.steps, got.samples, got.lr) == (want.steps, want.samples, want.lr)
+        assert (got.val_loss, got.val_accuracy) == (want.val_loss, want.val_accuracy)
+        assert got.train_loss == pytest.approx(want.train_loss, rel=1e-12)
+        assert got.train_accuracy == pytest.approx(want.train_accuracy, rel=1e-12)
+
+
+class BatchLog(Callback):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def on_epoch_start(self, state: TrainState, epoch: int) -> None:
+        self.events.append(f"start{epoch}")
+
+    def on_batch_end(self, state: TrainState, batch: BatchInfo) -> None:
+        self.events.append(f"{batch.epoch}.{batch.batch}")
+
+
+@pytest.mark.parametrize("kind", ["shuffle", "seeded", "unsized"])
+def test_a_resume_after_a_max_steps_cut_continues_inside_the_cut_epoch(
+    tmp_path: Path, kind: str
+) -> None:
+    """Before: the cut epoch counted as finished, so a resume skipped its last 5 batches."""
+    train, val = ten_step_loaders(kind)
+    reference = make_model(seed=1)
+    ref_history = fit(reference, train, val, config=cut_config(kind))
+
+    path = tmp_path / "ckpt.pt"
+    cut = fit(make_model(seed=1), train, val, config=cut_config(kind, max_steps=45),
+              checkpoint_path=path)  # fmt: skip
+    assert [r.steps for r in cut.epochs] == [10, 10, 10, 10, 5]
+    saved = load_checkpoint(path)
+    assert (saved["epoch"], saved.get("epoch_steps", 0), saved["global_step"]) == (4, 5, 45)
+
+    resumed, log = make_model(seed=99), BatchLog()
+    history = fit(resumed, train, val, config=cut_config(kind), checkpoint_path=path, resume=True,
+                  callbacks=[log])  # fmt: skip
+    assert log.events == ["start4", *[f"4.{b}" for b in range(5, 10)]]
+    assert history.total_steps == 50
+    assert [r.epoch for r in history.epochs] == [0, 1, 2, 3, 4]
+    assert [r.steps for r in history.epochs] == [10] * 5
+    assert_same_weights(resumed, reference)
+    assert_same_history(history, ref_history)
+    saved = load_checkpoint(path)
+    assert (saved["epoch"], saved.get("epoch_steps", 0), saved["global_step"]) == (5, 0, 50)
+
+
+def test_an_epoch_cut_twice_and_resumed_still_ends_with_the_uninterrupted_weights(
+    tmp_path: Path,
+) -> None:
+    train, val = ten_step_loaders()
+    reference = make_model(seed=1)
+    ref_history = fit(reference, train, val, config=cut_config())
+
+    path = tmp_path / "ckpt.pt"
+    for max_steps in (43, 47, None):
+        # The first part starts from the reference's weights; the resumed ones load theirs.
+        model = make_model(seed=1 if max_steps == 43 else 99)
+        history = fit(model, train, val, config=cut_config(max_steps=max_steps),
+                      checkpoint_path=path, resume=max_steps != 43)  # fmt: skip
+        if max_steps == 47:
+            assert [r.steps for r in history.epochs] == [10, 10, 10, 10, 7]
+            assert load_checkpoint(path).get("epoch_steps", 0) == 7
+    assert history.total_steps == 50
+    assert [r.epoch for r in history.epochs] == [0, 1, 2, 3, 4]
+    assert_same_weights(model, reference)
+    assert_same_history(history, ref_history)
+
+
+@pytest.mark.parametrize("kind", ["shuffle", "unsized"])
+def test_a_cut_at_an_epoch_end_is_a_finished_epoch(tmp_path: Path, kind: str) -> None:
+    train, val = ten_step_loaders(kind)
+    reference = make_model(seed=1)
+    fit(reference, train, val, config=cut_config(kind))
+
+    path = tmp_path / "ckpt.pt"
+    history = fit(make_model(seed=1), train, val, config=cut_config(kind, max_steps=40),
+                  checkpoint_path=path)  # fmt: skip
+    assert [r.steps for r in history.epochs] == [10] * 4
+    saved = load_checkpoint(path)
+    # Without a length, the loader's end shows only when the resume finds no batch left.
+    expected = (3, 10) if kind == "unsized" else (4, 0)
+    assert (saved["epoch"], saved.get("epoch_steps", 0)) == expected
+
+    resumed = make_model(seed=99)
+    history = fit(resumed, train, val, config=cut_config(kind), checkpoint_path=path, resume=True)
+    assert [r.epoch for r in history.epochs] == [0, 1, 2, 3, 4]
+    assert [r.steps for r in history.epochs] == [10] * 5
+    assert_same_weights(resumed, reference)
+
+
+def test_a_checkpoint_without_epoch_steps_resumes_after_its_epoch(tmp_path: Path) -> None:
+    """Checkpoints written before cut epochs were kept count every recorded epoch finished."""
+    train, val = ten_step_loaders()
+    reference = make_model(seed=1)
+    fit(reference, train, val, config=cut_config(epochs=3))
+    path = tmp_path / "ckpt.pt"
+    fit(make_model(seed=1), train, val, config=cut_config(epochs=2), checkpoint_path=path)
+    data = torch.load(path, weights_only=True)
+    for key in ("epoch_steps", "epoch_rng"):
+        data.pop(key, None)
+    torch.save(data, path)
+    resumed = make_model(seed=99)
+    history = fit(resumed, train, val, config=cut_config(epochs=3), checkpoint_path=path,
+                  resume=True)  # fmt: skip
+    assert [r.steps for r in history.epochs] == [10] * 3
+    assert_same_weights(resumed, reference)
+
+    # One the old code wrote after a cut: its epoch counted as finished, and so it stays.
+    fit(make_model(seed=1), train, val, config=cut_config(max_steps=25), checkpoint_path=path)
+    data = torch.load(path, weights_only=True)
+    data["epoch"] = 3  # epochs 0, 1 and the cut 2 (5 of its 10 steps)
+    for key in ("epoch_steps", "epoch_rng"):
+        data.pop(key, None)
+    torch.save(data, path)
+    history = fit(make_model(), train, val, config=cut_config(), checkpoint_path=path,
+                  resume=True)  # fmt: skip
+    assert [(r.epoch, r.steps) for r in history.epochs] == [(0, 10), (1, 10), (2, 5), (3, 10),
+                                                             (4, 10)]  # fmt: skip

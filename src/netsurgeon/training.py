@@ -1,7 +1,8 @@
 """The one training loop netsurgeon fine-tunes with: progress, checkpoints, resume, DDP.
 
 :func:`fit` trains for epochs, validates, and writes an atomic checkpoint after every epoch;
-``resume=True`` continues from the last finished epoch and ends with the same weights as an
+``resume=True`` continues where the last run stopped (after its last finished epoch, or at the
+next batch of an epoch that ``max_steps`` cut) and ends with the same weights as an
 uninterrupted run. :func:`finetune_steps` runs exactly K optimizer steps, the inner step of
 iterative pruning. Both run unchanged under ``torchrun --nproc_per_node N``: the process group
 is initialised from the environment, the model is wrapped in DistributedDataParallel, metrics
@@ -306,6 +307,12 @@ def seed_everything(seed: int) -> None:
 class EpochRecord:
     """What one epoch did. Accuracies are fractions in [0, 1]; times are wall seconds.
 
+    An epoch that ``max_steps`` (or a stop request) cut before the loader's end is recorded
+    as it stands, validation of the cut model included. A resume that continues that epoch
+    merges what it trains into the same record: steps, samples and times are summed, the
+    training loss and accuracy are averaged weighted by samples (equal to an uninterrupted
+    epoch's up to float rounding), and the validation and ``lr`` are those of the epoch's end.
+
     Attributes:
         epoch: Zero-based epoch index.
         steps: Optimizer steps taken in this epoch.
@@ -314,8 +321,9 @@ class EpochRecord:
         train_accuracy: Top-1 training accuracy (NaN when outputs are not class scores).
         val_loss: Validation loss, ``None`` without a validation loader.
         val_accuracy: Top-1 validation accuracy, ``None`` without a validation loader.
-        epoch_time_s: Wall time of the training part of the epoch, validation excluded.
-        val_time_s: Wall time of validation.
+        epoch_time_s: Wall time of the training part of the epoch, validation excluded (for
+            a resumed epoch, that of both parts, with loading the batches it skips).
+        val_time_s: Wall time of validation (of both validations for a resumed epoch).
         data_wait_s: Part of ``epoch_time_s`` spent waiting for the next batch.
         lr: Learning rate at the end of the epoch.
         compile_time_s: Part of ``epoch_time_s`` that :func:`torch.compile` spent compiling
@@ -343,7 +351,11 @@ class EpochRecord:
 
 @dataclass
 class History:
-    """One :class:`EpochRecord` per finished epoch, oldest first."""
+    """One :class:`EpochRecord` per epoch, oldest first, with distinct epoch indices.
+
+    The last record may be of an epoch cut before its end (its ``steps`` are fewer than the
+    loader's batches); resuming continues that epoch and merges into that record.
+    """
 
     epochs: list[EpochRecord] = field(default_factory=list)
 
@@ -372,7 +384,14 @@ class History:
 
 @dataclass
 class TrainState:
-    """The live state that callbacks see; only ``request_stop`` is meant to change it."""
+    """The live state that callbacks see; only ``request_stop`` is meant to change it.
+
+    Attributes:
+        epoch: Index of the epoch under way; between epochs, the number of finished ones.
+            An epoch cut by ``max_steps`` keeps its index, so a resume continues inside it.
+        global_step: Optimizer steps taken since the run began (resumed ones included).
+        stop_requested: Set by :meth:`request_stop`.
+    """
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -390,7 +409,11 @@ class TrainState:
 
 @dataclass(frozen=True)
 class BatchInfo:
-    """One optimizer step, as :meth:`Callback.on_batch_end` sees it."""
+    """One optimizer step, as :meth:`Callback.on_batch_end` sees it.
+
+    ``batch`` is the zero-based index of the batch within its epoch, counting the batches an
+    epoch continued by a resume skipped.
+    """
 
     epoch: int
     batch: int
@@ -406,7 +429,7 @@ class Callback:
         """Before the first epoch (after a resumed checkpoint has been restored)."""
 
     def on_epoch_start(self, state: TrainState, epoch: int) -> None:
-        """Before epoch ``epoch`` (zero-based) begins."""
+        """Before epoch ``epoch`` (zero-based) begins, or continues after a resume."""
 
     def on_batch_end(self, state: TrainState, batch: BatchInfo) -> None:
         """After each optimizer step; ``batch.loss`` is detached and still on the device."""
@@ -699,6 +722,13 @@ class _Trainer:
         )
         self.show_progress = _show_progress(config, self.info)
         self.net: nn.Module = model
+        # An epoch cut before the loader's end (by max_steps): the steps it took, every RNG
+        # state just before its batches were drawn, and every RNG state where it stopped
+        # (what the checkpoint keeps as "rng"). A resume replays the draws of the skipped
+        # batches from the first and then continues from the second.
+        self.epoch_steps = 0
+        self.epoch_rng: dict[str, Any] | None = None
+        self.cut_rng: dict[str, Any] | None = None
 
     def wrap(self) -> None:
         """Wrap in DDP once the weights are final (DDP broadcasts rank 0's at wrap time),
@@ -724,18 +754,38 @@ class _Trainer:
         limit: int | None,
         length: int | None,
         desc: str,
-    ) -> tuple[int, int, float, float, float, float]:
+        first_batch: int = 0,
+    ) -> tuple[int, int, float, float, float, float, bool]:
         """Train on ``batches`` (at most ``limit`` steps).
 
-        Returns steps, samples, mean loss, accuracy, wall seconds, seconds waiting for data.
+        Args:
+            batches: The batches to train on.
+            epoch: The epoch, for the callbacks.
+            limit: At most this many steps; ``None``: until ``batches`` ends.
+            length: Batches of a whole epoch, for the progress bar; ``None`` if unknown.
+            desc: The progress bar's label.
+            first_batch: Index in the epoch of the first of ``batches``: an epoch continued
+                by a resume, whose earlier batches were skipped. Such a pass may find no
+                batches left (the cut fell on the end of a loader without a length).
+
+        Returns:
+            Steps, samples, mean loss, accuracy, wall seconds, seconds waiting for data, and
+            whether ``batches`` ran out (rather than ``limit`` or a stop request ending it).
         """
         self.net.train()
         timer = DataWaitTimer(batches)
         tally = _Tally(self.device)
         steps = 0
-        total = length if limit is None else limit if length is None else min(limit, length)
-        bar = tqdm(total=total, desc=desc, disable=not self.show_progress)
+        left = None if length is None else max(0, length - first_batch)
+        todo = left if limit is None else limit if left is None else min(limit, left)
+        bar = tqdm(
+            total=None if todo is None else first_batch + todo,
+            initial=first_batch,
+            desc=desc,
+            disable=not self.show_progress,
+        )
         start = time.perf_counter()
+        exhausted = True
         for batch in timer:
             inputs, targets = _split_batch(
                 batch, self.device, channels_last=self.config.channels_last
@@ -758,7 +808,7 @@ class _Trainer:
             n = tally.add(loss, outputs, targets)
             info = BatchInfo(
                 epoch=epoch,
-                batch=steps - 1,
+                batch=first_batch + steps - 1,
                 global_step=self.state.global_step,
                 loss=loss,
                 batch_size=n,
@@ -770,6 +820,7 @@ class _Trainer:
                 running_loss, running_acc = tally.running()
                 bar.set_postfix(loss=f"{running_loss:.4f}", acc=f"{running_acc:.3f}")
             if self.state.stop_requested or (limit is not None and steps >= limit):
+                exhausted = False
                 break
         self._sync_buffers()
         if self.device.type == "cuda":
@@ -777,9 +828,9 @@ class _Trainer:
         elapsed = time.perf_counter() - start
         bar.close()
         mean_loss, accuracy, seen = tally.reduced()
-        if seen == 0:
+        if seen == 0 and first_batch == 0:
             raise ConfigError("the training data loader yielded no batches")
-        return steps, seen, mean_loss, accuracy, elapsed, timer.wait_s
+        return steps, seen, mean_loss, accuracy, elapsed, timer.wait_s, exhausted
 
 
 def _make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
@@ -907,6 +958,16 @@ def fit(
     Without a checkpoint file, ``resume=True`` starts from scratch; with ``resume=False`` an
     existing file is overwritten after the first epoch.
 
+    When ``config.max_steps`` ends the run inside an epoch, that partial epoch is validated,
+    recorded and checkpointed as well, and a resume with a larger or no ``max_steps``
+    continues it at its next batch: ``max_steps=45`` and then a resume give the same weights
+    as one run of the full length. The continued pass loads and discards the batches already
+    trained (with the RNG states of the original pass, so that their random draws repeat),
+    which needs a batch order that depends on the seed and the epoch only: an in-order loader,
+    a sampler with ``set_epoch`` (``DistributedSampler``, netsurgeon's samplers), or
+    ``shuffle=True`` drawing from the global RNG. A sampler or loader with a generator of its
+    own (``DataLoader(generator=g)``) is not checkpointed and may give another order.
+
     Args:
         model: Trained in place; it is moved to the configured device.
         train_loader: Yields ``(inputs, targets)``; a sampler with ``set_epoch`` is told the
@@ -950,7 +1011,7 @@ def fit(
     checkpoint = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and checkpoint is not None and checkpoint.exists():
         _restore(trainer, load_checkpoint(checkpoint), checkpoint)
-        logger.info("resumed from %s after epoch %d", checkpoint, state.epoch)
+        logger.info("resumed from %s %s", checkpoint, _where(trainer))
     else:
         if resume:
             logger.info("no checkpoint at %s; starting from scratch", checkpoint)
@@ -962,18 +1023,35 @@ def fit(
         if config.max_steps is not None and state.global_step >= config.max_steps:
             break
         epoch = state.epoch
+        skip = trainer.epoch_steps  # batches of this epoch a cut run trained already
         _set_epoch(train_loader, epoch)
         for callback in callbacks:
             callback.on_epoch_start(state, epoch)
         limit = None if config.max_steps is None else config.max_steps - state.global_step
         compiled_before = compile_seconds() if config.compile else 0.0
-        steps, samples, train_loss, train_acc, elapsed, wait = trainer.train_pass(
-            train_loader,
+        if skip:
+            batches: Iterable[Any] = _skipping(train_loader, skip, trainer)
+            desc = f"epoch {epoch + 1}/{config.epochs} (resumed)"
+        else:
+            # Where this epoch's draws start, for a resume after a cut (cheap: ~5 kB).
+            trainer.epoch_rng = _rng_state()
+            batches = train_loader
+            desc = f"epoch {epoch + 1}/{config.epochs}"
+        steps, samples, train_loss, train_acc, elapsed, wait, exhausted = trainer.train_pass(
+            batches,
             epoch=epoch,
             limit=limit,
             length=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
+            desc=desc,
+            first_batch=skip,
         )
+        done = skip + steps
+        # A pass stopped exactly at the loader's end is a finished epoch; without a length,
+        # that shows only on the resume, whose skip then finds no batches left.
+        finished = exhausted or (steps_per_epoch is not None and done >= steps_per_epoch)
+        trainer.epoch_steps = 0 if finished else done
+        # Before validation, whose loader may draw: the continued epoch draws on from here.
+        trainer.cut_rng = None if finished else _rng_state()
         compiling = compile_seconds() - compiled_before if config.compile else 0.0
         val_start = time.perf_counter()
         val = (
@@ -1002,12 +1080,16 @@ def fit(
             lr=float(trainer.optimizer.param_groups[0]["lr"]),
             compile_time_s=min(max(compiling, 0.0), elapsed),
         )
+        last = state.history.last
+        if skip and last is not None and last.epoch == epoch:
+            record = _merged(state.history.epochs.pop(), record)
         state.history.epochs.append(record)
-        state.epoch = epoch + 1
+        if finished:
+            state.epoch = epoch + 1
         if checkpoint is not None and info.is_main:
             atomic_save(_checkpoint_dict(trainer), checkpoint)
         if info.is_main:
-            logger.info(_format_record(record, config.epochs))
+            logger.info(_format_record(record, config.epochs, partial=not finished))
         stopped = state.stop_requested
         for callback in callbacks:
             callback.on_epoch_end(state, record)
@@ -1020,10 +1102,68 @@ def fit(
     return state.history
 
 
-def _format_record(record: EpochRecord, epochs: int) -> str:
+def _where(trainer: _Trainer) -> str:
+    """Where a restored run stands: ``after epoch 3`` or ``in epoch 4, after 5 of its steps``."""
+    if trainer.epoch_steps:
+        return f"in epoch {trainer.state.epoch + 1}, after {trainer.epoch_steps} of its steps"
+    return f"after epoch {trainer.state.epoch}"
+
+
+# What next() gives for a loader that runs out while its batches are skipped.
+_EXHAUSTED = object()
+
+
+def _skipping(loader: Iterable[Any], skip: int, trainer: _Trainer) -> Iterator[Any]:
+    """The batches of ``loader`` after its first ``skip``, for an epoch a cut run began.
+
+    The skipped batches are drawn under the RNG state the cut epoch began with, so that a
+    sampler or augmentation drawing from the global RNG repeats the original pass; then the
+    RNG is set to where that pass stopped. Under DDP every process skips the same number.
+    """
+    if trainer.epoch_rng is not None:
+        _set_rng_state(trainer.epoch_rng)
+    iterator = iter(loader)
+    for _ in range(skip):
+        if next(iterator, _EXHAUSTED) is _EXHAUSTED:
+            break
+    if trainer.cut_rng is not None:
+        _set_rng_state(trainer.cut_rng)
+    yield from iterator
+
+
+def _merged(first: EpochRecord, rest: EpochRecord) -> EpochRecord:
+    """One record of an epoch trained in two parts (cut, then continued by a resume)."""
+    samples = first.samples + rest.samples
+
+    def mean(a: float, b: float) -> float:
+        # A continuation may find no batches left: its NaN means must not spoil the sum.
+        if not rest.samples:
+            return a
+        if not first.samples:
+            return b
+        return (a * first.samples + b * rest.samples) / samples
+
+    return EpochRecord(
+        epoch=first.epoch,
+        steps=first.steps + rest.steps,
+        samples=samples,
+        train_loss=mean(first.train_loss, rest.train_loss),
+        train_accuracy=mean(first.train_accuracy, rest.train_accuracy),
+        val_loss=rest.val_loss,
+        val_accuracy=rest.val_accuracy,
+        epoch_time_s=first.epoch_time_s + rest.epoch_time_s,
+        val_time_s=first.val_time_s + rest.val_time_s,
+        data_wait_s=first.data_wait_s + rest.data_wait_s,
+        lr=rest.lr,
+        compile_time_s=first.compile_time_s + rest.compile_time_s,
+    )
+
+
+def _format_record(record: EpochRecord, epochs: int, *, partial: bool = False) -> str:
     text = (
-        f"epoch {record.epoch + 1}/{epochs}: train loss {record.train_loss:.4f} "
-        f"acc {record.train_accuracy:.3f}"
+        f"epoch {record.epoch + 1}/{epochs}"
+        + (f" (cut after {record.steps} steps)" if partial else "")
+        + f": train loss {record.train_loss:.4f} acc {record.train_accuracy:.3f}"
     )
     if record.val_accuracy is not None:
         text += f", val loss {record.val_loss:.4f} acc {record.val_accuracy:.3f}"
@@ -1069,7 +1209,12 @@ def _checkpoint_dict(trainer: _Trainer) -> dict[str, Any]:
         "history": state.history.to_dict(),
         "config": trainer.config.to_dict(),
         "run": trainer.run_settings,
-        "rng": _rng_state(),
+        # A cut epoch keeps the RNG state of its last step, not the one after validation:
+        # the continued epoch draws on from there. For an old reader, epoch_steps says
+        # nothing and "epoch" counts the cut epoch as unfinished, so it trains it again.
+        "rng": trainer.cut_rng if trainer.epoch_steps else _rng_state(),
+        "epoch_steps": trainer.epoch_steps,
+        "epoch_rng": trainer.epoch_rng if trainer.epoch_steps else None,
     }
 
 
@@ -1112,12 +1257,19 @@ def _restore(trainer: _Trainer, data: Mapping[str, Any], path: Path) -> None:
         trainer.state.global_step = int(data["global_step"])
         # A run a callback stopped stays stopped (checkpoints before this key: never stopped).
         trainer.state.stop_requested = bool(data.get("stop_requested", False))
+        # Steps of an unfinished epoch (checkpoints before this key: none). fit skips its
+        # trained batches under epoch_rng and then sets the RNG to cut_rng, the state where
+        # it stopped; the state set here is for the epoch-boundary case.
+        trainer.epoch_steps = int(data.get("epoch_steps", 0))
+        if trainer.epoch_steps:
+            trainer.epoch_rng = data.get("epoch_rng")
+            trainer.cut_rng = data["rng"]
         if trainer.state.stop_requested:
             logger.info(
-                "checkpoint %s: a callback stopped this run after epoch %d, so nothing is left "
-                "to train; start a new run from its weights to train further",
+                "checkpoint %s: a callback stopped this run %s, so nothing is left to train; "
+                "start a new run from its weights to train further",
                 path,
-                trainer.state.epoch,
+                _where(trainer),
             )
         _set_rng_state(data["rng"])
     except CheckpointError:
@@ -1210,7 +1362,7 @@ def finetune_steps(
                 return
             epoch += 1
 
-    done, samples, loss, accuracy, elapsed, wait = trainer.train_pass(
+    done, samples, loss, accuracy, elapsed, wait, _ = trainer.train_pass(
         cycle(), epoch=epoch_offset, limit=steps, length=None, desc="fine-tune"
     )
     for callback in callbacks:
