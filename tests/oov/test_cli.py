@@ -3,6 +3,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -536,3 +538,18 @@ def test_ner_refuses_a_column_without_entity_tags(
     # the entity column trains
     argv = ["oov", "train", "--task", "ner", "--tag-column", "2", *data, *SMALL, "--method", "unk"]
     assert main([*argv, "--out", str(tmp_path / "ok")]) == 0
+
+
+def test_train_resume_says_when_there_is_nothing_to_resume_or_left_to_train(
+    synthetic: SyntheticTask, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    args = ["oov", "train", *_common(synthetic), "--method", "random", "--epochs", "1"]
+    expected = f"--resume was asked for, but there is no checkpoint at {out / 'checkpoint.pt'}"
+    with pytest.warns(UserWarning, match=re.escape(expected) + "; starting from scratch"):
+        assert main([*args, "--out", str(out), "--resume"]) == 0
+    # Resumed once more, the finished run is not said to resume "at epoch 2".
+    with caplog.at_level(logging.INFO, logger="netsurgeon.oov.train"):
+        assert main([*args, "--out", str(out), "--resume"]) == 0
+    assert f"{out} finished after epoch 1 (--epochs 1); nothing left to train" in caplog.messages
+    assert not any(m.startswith("resuming") for m in caplog.messages)

@@ -308,10 +308,20 @@ def _warn_unused_options(args: argparse.Namespace, methods: list[str]) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import warnings
+
+    from netsurgeon.oov.run import CHECKPOINT_FILE
     from netsurgeon.oov.train import train
 
     _setup_logging(args)
     _warn_unused_options(args, [args.method])
+    if args.resume and not (args.out / CHECKPOINT_FILE).is_file():
+        # As finetune says it: a mistyped --out would otherwise start over in silence.
+        warnings.warn(
+            f"--resume was asked for, but there is no checkpoint at {args.out / CHECKPOINT_FILE}; "
+            "starting from scratch",
+            stacklevel=2,
+        )
     config = _config(args, method=args.method, seed=args.seed)
     result = train(
         config,

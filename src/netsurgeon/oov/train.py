@@ -497,7 +497,13 @@ def train(
             raise CheckpointError(
                 f"{out / CHECKPOINT_FILE}: cannot resume from it ({exc})"
             ) from None
-        log.info("resuming %s at epoch %d", out, state["epoch"] + 1)
+        if state["done"] or state["epoch"] >= config.epochs:
+            stop = "early stopping" if state["done"] else f"--epochs {config.epochs}"
+            log.info(
+                "%s finished after epoch %d (%s); nothing left to train", out, state["epoch"], stop
+            )
+        else:
+            log.info("resuming %s at epoch %d", out, state["epoch"] + 1)
 
     def save_checkpoint() -> None:
         checkpoint = {
