@@ -562,3 +562,54 @@ def test_fine_tune_on_real_hymenoptera_jpegs(shared_dir: Path) -> None:
     assert math.isfinite(record.train_loss) and record.val_accuracy is not None
     assert 0 <= record.val_accuracy <= 1
     assert record.val_accuracy == pytest.approx(evaluate(model, val, device="cpu")["accuracy"])
+
+
+def test_fingerprint_tells_changed_files_apart_without_opening_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a resume compares to notice a data folder whose files changed under its path."""
+    root = make_folder(tmp_path / "flat", per_class=4)
+
+    def fingerprint(folder: Path = root) -> dict[str, Any]:
+        return load_image_data(folder, input_size=16, val_fraction=0.25).fingerprint()
+
+    first = fingerprint()
+    assert set(first) == {"data_train_images", "data_val_images", "data_sha256"}
+    assert (first["data_train_images"], first["data_val_images"]) == (6, 2)
+    assert len(first["data_sha256"]) == 64 and fingerprint() == first
+    # Relative paths: the same files elsewhere give the same fingerprint (the path is
+    # recorded apart).
+    copied = tmp_path / "copy"
+    for path in root.rglob("*.png"):
+        (copied / path.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+        (copied / path.relative_to(root)).write_bytes(path.read_bytes())
+    assert fingerprint(copied) == first
+    # Sizes only: no image is opened (folders can be large).
+    data = load_image_data(root, input_size=16, val_fraction=0.25)
+    monkeypatch.setattr("netsurgeon.vision.data.Image.open", _no_open)
+    assert data.fingerprint() == first
+    monkeypatch.undo()
+    # A file rewritten at another size, renamed, or added: each changes the fingerprint.
+    write_image(root / "cat" / "cat0.png", (1, 2, 3), size=(40, 30))
+    resized = fingerprint()
+    assert resized["data_sha256"] != first["data_sha256"]
+    assert resized["data_train_images"] == 6 and resized["data_val_images"] == 2
+    (root / "dog" / "dog1.png").rename(root / "dog" / "dog9.png")
+    renamed = fingerprint()
+    assert renamed["data_sha256"] not in (first["data_sha256"], resized["data_sha256"])
+    write_image(root / "dog" / "dog5.png", (30, 30, 200))
+    added = fingerprint()
+    assert (added["data_train_images"], added["data_val_images"]) == (7, 2)
+    # train/ and val/ folders: which split a file is in counts.
+    split = tmp_path / "split"
+    make_folder(split / "train", per_class=3)
+    make_folder(split / "val", per_class=1)
+    before = load_image_data(split, input_size=16).fingerprint()
+    assert (before["data_train_images"], before["data_val_images"]) == (6, 2)
+    (split / "train" / "cat" / "cat2.png").rename(split / "val" / "cat" / "cat2.png")
+    after = load_image_data(split, input_size=16).fingerprint()
+    assert (after["data_train_images"], after["data_val_images"]) == (5, 3)
+
+
+def _no_open(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the fingerprint must not open any image")

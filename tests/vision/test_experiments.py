@@ -525,6 +525,42 @@ def test_compare_models_rows_and_resume(tmp_path: object) -> None:
                        config=config, out_dir=tmp_path / "y")  # fmt: skip
 
 
+def _truncate_last_row(path: Path) -> str:
+    """Drop the CSV's last row, as a kill between results.json's and its write leaves it."""
+    full = path.read_text()
+    path.write_text("".join(full.splitlines(keepends=True)[:-1]))
+    return full
+
+
+def test_resumed_sweep_mends_a_csv_left_a_row_behind(tmp_path: Path) -> None:
+    """Before: with no trial left to run, the resumed sweep kept results.csv a row short of
+    results.json."""
+    train, val = tiny_loaders()
+    config = tiny_config(criteria=("l1",), levels=(0.5,), finetune_epochs=0)
+    run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path, write_report=False)
+    full = _truncate_last_row(tmp_path / "results.csv")
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    again = run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path, write_report=False)
+    assert again.ran == [] and len(rows) == 2
+    assert (tmp_path / "results.csv").read_text() == full
+    assert len(full.splitlines()) == 1 + len(rows)
+
+
+def test_resumed_comparison_mends_csvs_left_a_row_behind(tmp_path: Path) -> None:
+    train, val = tiny_loaders()
+    config = tiny_config(criteria=("l1",), levels=(0.5,), finetune_epochs=0)
+
+    def compare() -> Any:
+        return compare_models(["narrow"], build=lambda _: tiny_model(), train_loader=train,
+                              val_loader=val, config=config, out_dir=tmp_path)  # fmt: skip
+
+    compare()
+    files = (tmp_path / "results.csv", tmp_path / "narrow" / "results.csv")
+    full = [_truncate_last_row(path) for path in files]
+    assert compare().ran == []
+    assert [path.read_text() for path in files] == full
+
+
 def test_table_lists_every_row(tmp_path: object) -> None:
     train, val = tiny_loaders()
     config = tiny_config(criteria=("random",), levels=(0.5,), finetune_epochs=0)

@@ -15,6 +15,7 @@ from PIL import Image
 from netsurgeon.cli import main
 from netsurgeon.pruning import CRITERIA
 from netsurgeon.vision import build_model
+from netsurgeon.vision.data import load_image_data
 from netsurgeon.vision.experiments import COMPARE_COLUMNS, SWEEP_COLUMNS
 from netsurgeon.vision.experiments_cli import stratified_subset
 
@@ -337,3 +338,40 @@ def test_sweep_resume_checks_the_weights_file_by_content_not_by_spelling(
     torch.save(build_model("cifar_resnet20", num_classes=10).state_dict(), weights)
     assert main([*argv, "--weights", "w.pt"]) == 2
     assert "info.weights_sha256: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["sweep", "compare-models"])
+def test_resume_refuses_a_data_folder_whose_files_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """Before: config.json kept the folder's path, classes and (subset) image counts, so a
+    rewritten image, or one moved between classes, mixed two data sets' rows in one table."""
+    data = make_image_folder(tmp_path / "data", train=2, val=2)
+    out = tmp_path / "out"
+    pick = ["--criteria", "l1", "--levels", "0.5"] if command == "sweep" else ["--level", "0.5"]
+    argv = [command, "cifar_resnet20", "--data", str(data), "--weights", "none", *pick,
+            "--finetune-epochs", "0", "--out", str(out), *QUICK]  # fmt: skip
+    assert main(argv) == 0
+    info = json.loads((out / "config.json").read_text())["info"]
+    assert (info["data_train_images"], info["data_val_images"]) == (6, 6)
+    # The same number of images, one of them rewritten at another size.
+    pixels = np.full((40, 40, 3), 100, dtype=np.uint8)
+    Image.fromarray(pixels).save(data / "train" / "mid" / "0.png")
+    now = load_image_data(data, input_size=32).fingerprint()["data_sha256"]
+    results = (out / "results.json").read_text()
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"netsurgeon: error: {out} holds results of a different configuration (info.data_sha256: "
+        f"{info['data_sha256']!r} before, {now!r} now); rerun with the same settings to resume, "
+        "or choose another --out\n"
+    )
+    assert (out / "results.json").read_text() == results
+    # Folders written before the fingerprint was recorded still resume.
+    for path in out.rglob("config.json"):
+        config = json.loads(path.read_text())
+        for key in ("data_train_images", "data_val_images", "data_sha256"):
+            del config["info"][key]
+        path.write_text(json.dumps(config))
+    assert main(argv) == 0
+    assert "0 trial(s) run, 2 resumed" in capsys.readouterr().out

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 import netsurgeon
@@ -28,7 +29,7 @@ from netsurgeon.vision.iterative import (
     prune_and_finetune,
     run_iterative_from_args,
 )
-from tests.vision.test_vision_cli import make_image_folder
+from tests.vision.test_vision_cli import StopAtEpoch, make_image_folder
 
 torch.set_num_threads(1)
 
@@ -312,6 +313,138 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
         ).after
         == result.after
     )
+
+
+def test_rerun_without_resume_keeps_an_unfinished_iterative_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a rerun without resume pruned afresh and overwrote the stopped run's progress
+    after its first slice (and deleted its final fine-tuning checkpoint at once)."""
+    train, val = loaders()
+    folder = tmp_path / "progress"
+    state, final = folder / "iterative_state.pt", folder / "final_finetune.ckpt"
+    kwargs: dict[str, Any] = {
+        "example_inputs": EXAMPLE, "config": CONFIG, "criterion": "l1", "target_macs": 0.5,
+        "prune_steps": 2, "finetune_steps": 0, "finetune_epochs": 2, "oneshot_baseline": False,
+        "checkpoint_dir": folder,
+    }  # fmt: skip
+
+    def stop_after_one(step: IterativeStep) -> None:
+        if step.step == 0:
+            raise _Stop
+
+    def refusal(why: str) -> str:
+        return (
+            f"{folder} holds an unfinished run ({why}); pass --resume to continue it, or "
+            "delete it to start over"
+        )
+
+    with pytest.raises(_Stop):
+        prune_and_finetune(small_model(), train, val, on_step=stop_after_one, **kwargs)
+    kept = state.read_bytes()
+    real_pruner, real_fit = it.Pruner, it.fit
+    monkeypatch.setattr(it, "Pruner", _no_training)  # refused before anything slow
+    with pytest.raises(ConfigError) as refused:
+        prune_and_finetune(small_model(), train, val, **kwargs)
+    assert str(refused.value) == refusal("1 of 2 slices done")
+    assert state.read_bytes() == kept
+    monkeypatch.setattr(it, "Pruner", real_pruner)
+    # Resumed, and stopped again as the final fine-tuning's second epoch began.
+    stopping = [StopAtEpoch(1, _Stop)]
+    monkeypatch.setattr(it, "fit", lambda *a, **k: real_fit(*a, **k, callbacks=stopping))
+    with pytest.raises(_Stop):
+        prune_and_finetune(small_model(), train, val, resume=True, **kwargs)
+    monkeypatch.setattr(it, "fit", real_fit)
+    kept, kept_final = state.read_bytes(), final.read_bytes()
+    with pytest.raises(ConfigError) as refused:
+        prune_and_finetune(small_model(), train, val, **kwargs)
+    assert str(refused.value) == refusal(
+        "all 2 slices done, the final fine-tuning 1 of 2 epochs done"
+    )
+    assert state.read_bytes() == kept and final.read_bytes() == kept_final
+    finished = prune_and_finetune(small_model(), train, val, resume=True, **kwargs)
+    assert finished.history is not None and len(finished.history.epochs) == 2
+    # A finished run starts over without resume, as before.
+    again = prune_and_finetune(small_model(), train, val, **kwargs)
+    assert len(again.steps) == 2 and again.history is not None
+
+
+def test_prune_cli_rerun_without_resume_keeps_an_unfinished_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netsurgeon.cli import main
+
+    data = make_image_folder(tmp_path / "data", per_class=2)
+    out, folder = tmp_path / "p.pt", tmp_path / "p.pt.iterative"
+    state = folder / "iterative_state.pt"
+    argv = ["prune", "cifar_resnet20", "--data", str(data), "--weights", "none", "--amount",
+            "0.3", "--input-size", str(SIZE), "--workers", "0", "--device", "cpu",
+            "--prune-steps", "2", "--finetune-steps", "0", "--finetune-epochs", "0",
+            "--no-oneshot", "--train-batch-size", "4", "--out", str(out)]  # fmt: skip
+
+    def killed_after_the_first_slice(message: str) -> None:
+        if "slice 1/2" in message:
+            raise KeyboardInterrupt
+
+    def refusal(why: str) -> str:
+        return (
+            f"netsurgeon: error: {folder} holds an unfinished run ({why}); pass --resume to "
+            "continue it, or delete it (or choose another --out) to start over\n"
+        )
+
+    monkeypatch.setattr(it, "_say", killed_after_the_first_slice)
+    assert main(argv) == 130
+    monkeypatch.undo()
+    kept = state.read_bytes()
+    capsys.readouterr()
+    monkeypatch.setattr("netsurgeon.vision.data.load_image_data", _no_training)
+    assert main(argv) == 2
+    assert capsys.readouterr().err == refusal("1 of 2 slices done")
+    assert state.read_bytes() == kept and not out.exists()
+    monkeypatch.undo()
+    assert main([*argv, "--resume"]) == 0 and out.is_file()
+    assert main(argv) == 0  # a finished run starts over, as before
+    # Its model deleted, a finished run is not finished: --resume would save it again.
+    out.unlink()
+    kept = state.read_bytes()
+    capsys.readouterr()
+    monkeypatch.setattr("netsurgeon.vision.data.load_image_data", _no_training)
+    assert main(argv) == 2
+    assert capsys.readouterr().err == refusal(f"finished, but not saved to {out} after it")
+    assert state.read_bytes() == kept
+
+
+def test_prune_resume_refuses_a_data_folder_whose_files_changed(tmp_path: Path) -> None:
+    """Before: a resume checked the folder's path and classes only."""
+    data = make_image_folder(tmp_path / "data", classes=("red", "blue"), per_class=2)
+    folder = tmp_path / "p.pt.iterative"
+    argv = ["prune", "cifar_resnet20", "--data", str(data), "--out", str(tmp_path / "p.pt"),
+            "--weights", "none", "--criterion", "l1", "--amount", "0.3", "--prune-steps", "1",
+            "--finetune-steps", "0", "--finetune-epochs", "0", "--input-size", str(SIZE),
+            "--train-batch-size", "4", "--device", "cpu", "--workers", "0",
+            "--no-oneshot"]  # fmt: skip
+    assert run_iterative_from_args(_prune_parser().parse_args(argv)) == 0
+    state = torch.load(folder / "iterative_state.pt", weights_only=True)
+    run = state["extra"]["iterative"]["settings"]["run"]
+    assert (run["data_train_images"], run["data_val_images"]) == (4, 4)
+    # The same number of images, one of them rewritten at another size.
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(data / "train" / "red" / "red0.png")
+    from netsurgeon.vision.data import load_image_data
+
+    now = load_image_data(data, input_size=SIZE).fingerprint()["data_sha256"]
+    resume = _prune_parser().parse_args([*argv, "--resume"])
+    with pytest.raises(CheckpointError) as refused:
+        run_iterative_from_args(resume)
+    assert str(refused.value) == (
+        f"{folder / 'iterative_state.pt'} belongs to another iterative run (run.data_sha256: "
+        f"saved {run['data_sha256']!r}, now {now!r}); resume with the same settings or use "
+        "another checkpoint folder"
+    )
+    # Progress files written before the fingerprint was kept still resume.
+    for key in ("data_train_images", "data_val_images", "data_sha256"):
+        del run[key]
+    torch.save(state, folder / "iterative_state.pt")
+    assert run_iterative_from_args(resume) == 0
 
 
 class _Augmented(TensorDataset):

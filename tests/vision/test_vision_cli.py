@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,11 @@ from PIL import Image
 
 import netsurgeon
 from netsurgeon.cli import main
+from netsurgeon.errors import ConfigError
 from netsurgeon.pruning.io import read_checkpoint
-from netsurgeon.training import load_checkpoint
+from netsurgeon.training import Callback, TrainConfig, TrainState, load_checkpoint
 from netsurgeon.vision import iterative as it
+from netsurgeon.vision.data import load_image_data
 
 torch.set_num_threads(1)
 
@@ -161,6 +164,97 @@ def test_resume_continues_from_the_last_epoch(
     b = netsurgeon.load(part).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["val_accuracy"] == uninterrupted["val_accuracy"]
+
+
+class StopAtEpoch(Callback):
+    """Raises ``error`` as epoch ``epoch`` (zero-based) begins: a run killed there."""
+
+    def __init__(self, epoch: int, error: type[BaseException] = KeyboardInterrupt) -> None:
+        self.epoch, self.error = epoch, error
+
+    def on_epoch_start(self, state: TrainState, epoch: int) -> None:
+        if epoch == self.epoch:
+            raise self.error
+
+
+def _no_data(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("a refused rerun must not read the data")
+
+
+def test_rerun_without_resume_keeps_an_unfinished_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the same command without --resume trained afresh and overwrote the stopped
+    run's checkpoint after its first epoch, without a word."""
+    data = make_image_folder(tmp_path / "data", per_class=2)
+    out, ckpt = tmp_path / "m.pt", tmp_path / "m.pt.train.ckpt"
+    argv = finetune_args(data, out, "--epochs", "2")
+    real_fit = it.fit
+    monkeypatch.setattr(it, "fit", lambda *a, **k: real_fit(*a, **k, callbacks=[StopAtEpoch(1)]))
+    assert main(argv) == 130  # killed as its second epoch began
+    monkeypatch.setattr(it, "fit", real_fit)
+    kept = ckpt.read_bytes()
+    capsys.readouterr()
+    monkeypatch.setattr("netsurgeon.vision.data.load_image_data", _no_data)
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"netsurgeon: error: {ckpt} holds an unfinished run (1 of 2 epochs done); pass --resume "
+        "to continue it, or delete it (or choose another --out) to start over\n"
+    )
+    assert ckpt.read_bytes() == kept and not out.exists()
+    # The Python function refuses too; a checkpoint given by itself is not named by --out.
+    with pytest.raises(ConfigError) as refused:
+        it.finetune("cifar_resnet20", data, config=TrainConfig(device="cpu"), checkpoint=ckpt)
+    assert str(refused.value) == (
+        f"{ckpt} holds an unfinished run (1 of 2 epochs done); pass --resume to continue it, or "
+        "delete it to start over"
+    )
+    monkeypatch.undo()
+    assert main([*argv, "--resume"]) == 0 and out.is_file()
+    # A finished run (its model saved after the checkpoint) starts over, as before.
+    assert main(argv) == 0
+    # Its model deleted, a finished run is not finished: --resume would save it again.
+    out.unlink()
+    kept = ckpt.read_bytes()
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"netsurgeon: error: {ckpt} holds an unfinished run (trained to the end, but not saved "
+        f"to {out} after it); pass --resume to continue it, or delete it (or choose another "
+        "--out) to start over\n"
+    )
+    assert ckpt.read_bytes() == kept
+
+
+def test_finetune_resume_refuses_a_data_folder_whose_files_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a resume checked the folder's path and classes only, and went on training on
+    other images."""
+    data = make_image_folder(tmp_path / "data", per_class=2)
+    out, ckpt = tmp_path / "m.pt", tmp_path / "m.pt.train.ckpt"
+    assert main(finetune_args(data, out, "--epochs", "1")) == 0
+    before = load_image_data(data, input_size=16).fingerprint()
+    shutil.copy(data / "train" / "red" / "red0.png", data / "train" / "red" / "red9.png")
+    after = load_image_data(data, input_size=16).fingerprint()
+    capsys.readouterr()
+    resume = finetune_args(data, out, "--epochs", "2", "--resume")
+    kept = ckpt.read_bytes()
+    assert main(resume) == 2
+    assert capsys.readouterr().err == (
+        f"netsurgeon: error: checkpoint {ckpt} was written with other settings "
+        f"(data_sha256={before['data_sha256']!r} then, {after['data_sha256']!r} now; "
+        "data_train_images=4 then, 5 now); resume with the same settings, or start afresh "
+        "without resume\n"
+    )
+    assert ckpt.read_bytes() == kept
+    # A checkpoint written before the fingerprint was kept still resumes.
+    saved = torch.load(ckpt, weights_only=True)
+    for key in before:
+        del saved["run"][key]
+    torch.save(saved, ckpt)
+    assert main(resume) == 0
+    assert load_checkpoint(ckpt)["run"]["data_sha256"] == after["data_sha256"]
 
 
 def test_num_classes_contradicting_the_data(

@@ -8,8 +8,10 @@ reference row (criterion ``"none"``, level 0).
 
 Each finished trial is written at once (``results.json`` and ``results.csv``, rewritten
 atomically), so a killed sweep resumes where it stopped: a rerun with the same ``out_dir``
-skips the finished (criterion, level) pairs. The full configuration is written next to the
-results (``config.json``); reusing an ``out_dir`` with another configuration is an error.
+skips the finished (criterion, level) pairs, and first rewrites ``results.csv`` from
+``results.json``'s rows (a kill between the two writes leaves the CSV a row behind). The full
+configuration is written next to the results (``config.json``); reusing an ``out_dir`` with
+another configuration is an error.
 
 The runners take a model and data loaders, so they work on any data: the CLI builds
 ImageFolder loaders, the offline demo builds in-memory ones.
@@ -113,6 +115,11 @@ _ADDED_SETTINGS: dict[str, Any] = {
     "train.compile": False,
     "slice_lr": "schedule",  # sweeps before the setting restarted the schedule in every slice
 }
+# Settings added later without a value that stands for what earlier versions did: compared
+# only when the folder recorded them (the data folder's fingerprint, ImageData.fingerprint).
+_COMPARED_WHEN_RECORDED = frozenset(
+    {"info.data_train_images", "info.data_val_images", "info.data_sha256"}
+)
 _MAX_LISTED = 8
 
 SWEEP_COLUMNS: tuple[str, ...] = (
@@ -477,7 +484,9 @@ def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> None:
         differ = sorted(
             k
             for k in set(old) | set(new)
-            if k not in _NOT_COMPARED | _UNUSED and old.get(k) != new.get(k)
+            if k not in _NOT_COMPARED | _UNUSED
+            and (k in old or k not in _COMPARED_WHEN_RECORDED)
+            and old.get(k) != new.get(k)
         )
         if differ:
             shown = "; ".join(
@@ -800,6 +809,10 @@ def run_sweep(
     _warn_history_dependent_order(train_loader)
     results_json = out / "results.json"
     rows = report.read_results(results_json) if results_json.exists() else []
+    if results_json.exists():
+        # results.json is written first and is the record: a run stopped between the two
+        # writes left results.csv a row behind, which no later trial may be left to mend.
+        report.write_results_csv(out, rows, columns=SWEEP_COLUMNS)
     wanted = [_key(c, lv) for c, lv in config.trials()]
     done = _done_keys(rows, results_json)
     todo = [k for k in wanted if k not in done]

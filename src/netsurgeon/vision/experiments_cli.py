@@ -253,6 +253,9 @@ def _loaders(args: argparse.Namespace) -> tuple[Any, Any, int, dict[str, Any]]:
         "batch_size": args.batch_size,
         "train_images": len(train),
         "val_images": len(val),
+        # The whole folder's files (before any subset), which may change under the same path
+        # between a run and its resume.
+        **data.fingerprint(),
         "train_subset": args.train_subset,
         "val_subset": args.val_subset,
         "max_train_batches": args.max_train_batches,

@@ -61,6 +61,7 @@ from netsurgeon.training import (
     _RESUMABLE_CHANGES as _FIT_RESUMABLE_CHANGES,
 )
 from netsurgeon.training import (
+    CHECKPOINT_FORMAT,
     SLICE_LRS,
     History,
     TrainConfig,
@@ -326,6 +327,112 @@ def _restore_draws(draws: dict[str, Any] | None, loader: Iterable[Any], criterio
         criterion.generator.set_state(draws["criterion"])
 
 
+# --------------------------------------------------------------------------- unfinished runs
+# A rerun without resume would overwrite a stopped run's progress after its first epoch or
+# slice; these tell such progress from a finished run's, which may be overwritten.
+
+
+def _peek(path: Path) -> Any:
+    """The content of the torch file at ``path``, ``None`` when it is missing or unreadable.
+
+    Memory-mapped, so the tensors are not read: cheap for a large model's checkpoint.
+    """
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # torch raises many types for corrupt or foreign files
+        return None
+
+
+def _saved_after(out: Path, progress: Sequence[Path]) -> bool:
+    """Whether the model file ``out`` was written after every existing ``progress`` file."""
+    if not out.is_file():
+        return False
+    newest = max((p.stat().st_mtime_ns for p in progress if p.is_file()), default=0)
+    return out.stat().st_mtime_ns >= newest
+
+
+def _fit_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The training checkpoint at ``path``; ``None`` when missing, unreadable or foreign."""
+    data = _peek(path)
+    return data if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT else None
+
+
+def _fit_left(data: Mapping[str, Any]) -> str | None:
+    """How far a training checkpoint's run got when it has epochs left; ``None`` when it
+    trained to its end (all its epochs, its ``max_steps``, or a stop request)."""
+    try:
+        epochs, epoch = int(data["config"]["epochs"]), int(data["epoch"])
+        max_steps = data["config"].get("max_steps")
+        if data.get("stop_requested") or epoch >= epochs:
+            return None
+        if max_steps is not None and int(data["global_step"]) >= int(max_steps):
+            return None
+    except (KeyError, TypeError, ValueError, AttributeError):  # not ours to judge: no refusal
+        return None
+    return f"{epoch} of {epochs} epochs done"
+
+
+def _unfinished_finetune(path: Path, out: Path | None) -> str | None:
+    """Why the training checkpoint at ``path`` holds a run still to finish, else ``None``.
+
+    Unfinished: epochs left, or (with ``out``) trained to the end but its model not saved
+    to ``out`` after it (stopped between the two, or the model deleted since). ``None`` also
+    when the file is missing or not a readable training checkpoint: nothing that a resume
+    could continue (and what the unreadable checkpoint's message advises to do).
+    """
+    data = _fit_checkpoint(path)
+    if data is None:
+        return None
+    left = _fit_left(data)
+    if left is None and out is not None and not _saved_after(out, [path]):
+        left = f"trained to the end, but not saved to {out} after it"
+    return left
+
+
+def _unfinished_iterative(ckpt_dir: Path, out: Path | None) -> str | None:
+    """Why the progress folder ``ckpt_dir`` holds an iterative run still to finish, else ``None``.
+
+    Unfinished: slices left, the final fine-tuning not begun or with epochs left, or (with
+    ``out``) finished but not saved to ``out`` after its last progress file. ``None`` also
+    when there is no readable progress file: nothing that a resume could continue.
+    """
+    state_path, final = ckpt_dir / _STATE_FILE, ckpt_dir / _FINAL_FIT_FILE
+    payload = _peek(state_path)
+    extra = payload.get("extra") if isinstance(payload, dict) else None
+    state = extra.get("iterative") if isinstance(extra, dict) else None
+    if not isinstance(state, dict) or state.get("format") != ITERATIVE_STATE:
+        return None
+    try:
+        steps, done = int(state["settings"]["prune_steps"]), int(state["done"])
+        epochs = int(state["settings"]["finetune_epochs"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if done < steps:
+        return f"{done} of {steps} slices done"
+    if state.get("accuracy_after_slices") is None:
+        return f"all {steps} slices done, not yet evaluated"
+    if epochs > 0:
+        fitted = _fit_checkpoint(final)
+        left = "not begun" if fitted is None else _fit_left(fitted)
+        if left is not None:
+            return f"all {steps} slices done, the final fine-tuning {left}"
+    if out is not None and not _saved_after(out, [state_path, final]):
+        return f"finished, but not saved to {out} after it"
+    return None
+
+
+def _refuse_unfinished(path: Path, why: str | None, *, named_by_out: bool) -> None:
+    """Refuse to start over on ``path``, the progress of a run still to finish (``why``)."""
+    if why is not None:
+        other = " (or choose another --out)" if named_by_out else ""
+        raise ConfigError(
+            f"{path} holds an unfinished run ({why}); pass --resume to continue it, or delete "
+            f"it{other} to start over"
+        )
+
+
 def prune_and_finetune(
     model: nn.Module,
     train_loader: Iterable[Any],
@@ -398,7 +505,10 @@ def prune_and_finetune(
             fine-tuning's per-epoch checkpoint. ``None`` writes nothing.
         resume: Continue from ``checkpoint_dir``: after the last finished slice (the schedule
             goes on toward the same overall target) or inside the final fine-tuning. Without
-            a progress file it warns (naming the path) and starts from scratch.
+            a progress file it warns (naming the path) and starts from scratch. Without
+            ``resume``, a folder holding an unfinished run (slices or final epochs left) is
+            refused rather than overwritten; a finished run's files are deleted and the run
+            starts over.
         loss_fn: Defaults to cross-entropy. The criterion always scores with it; with
             ``distill`` it is the hard-label part of the fine-tuning loss.
         on_step: Called with every finished slice's record (e.g. to print progress).
@@ -428,15 +538,18 @@ def prune_and_finetune(
             cifar_resnet32, see ``benchmarks/README.md``). The final fine-tuning always
             follows ``config.schedule``.
         run_settings: Settings of the run outside these arguments (model name, weights,
-            data folder, batch size...), plain values kept in the progress file; a
-            ``resume`` must give the same ones (a progress file without them is not checked).
+            data folder and its :meth:`~netsurgeon.vision.data.ImageData.fingerprint`, batch
+            size...), plain values kept in the progress file; a ``resume`` must give the same
+            ones (a progress file without some of them is not checked on those).
 
     Returns:
         The :class:`IterativeResult`; its ``model`` is the pruned model.
 
     Raises:
-        ConfigError: A bad argument value (the model is unchanged), or ``checkpoint_dir``
-            is a file.
+        ConfigError: A bad argument value (the model is unchanged), ``checkpoint_dir`` is a
+            file, or it holds an unfinished run and ``resume`` is false (checked before
+            anything slow; the message names the folder and says how to continue or start
+            over).
         CheckpointError: ``resume`` found progress files of another run, or an unreadable
             one (the message says how to start over).
     """
@@ -508,18 +621,20 @@ def prune_and_finetune(
             "checkpoint_dir needs a model that netsurgeon.save can rebuild: build it with "
             "netsurgeon.vision.build_model (or set model.netsurgeon_arch)"
         )
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    state_path = ckpt_dir / _STATE_FILE if ckpt_dir is not None else None
+    if ckpt_dir is not None and ckpt_dir.exists() and not ckpt_dir.is_dir():
+        raise ConfigError(f"checkpoint_dir {str(ckpt_dir)!r} is a file; give a folder")
+    if ckpt_dir is not None and not resume:
+        _refuse_unfinished(ckpt_dir, _unfinished_iterative(ckpt_dir, None), named_by_out=False)
+    if resume and state_path is not None and not state_path.is_file():
+        _warn_no_checkpoint(state_path)
     device = resolve_device(config.device, local_rank=info.local_rank)
     example_inputs = move_inputs(example_inputs, device)
     # DDP shares rank 0's weights only when training starts, but the criteria score and the
     # accuracies are measured before: every process must hold one model from the start.
     model.to(device)
     broadcast_from_rank0([*model.parameters(), *model.buffers()])
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    state_path = ckpt_dir / _STATE_FILE if ckpt_dir is not None else None
-    if ckpt_dir is not None and ckpt_dir.exists() and not ckpt_dir.is_dir():
-        raise ConfigError(f"checkpoint_dir {str(ckpt_dir)!r} is a file; give a folder")
-    if resume and state_path is not None and not state_path.is_file():
-        _warn_no_checkpoint(state_path)
     if isinstance(train_loss, DistillationLoss):
         # The unpruned model as passed in, frozen; taken before a resume replaces the model.
         source = teacher if teacher is not None else copy.deepcopy(model)
@@ -554,7 +669,10 @@ def prune_and_finetune(
             logger.info("resumed iterative pruning after slice %d", state["done"])
     else:
         if ckpt_dir is not None and is_main_process():
-            # A final fine-tuning checkpoint without progress file is another run's leftover.
+            # Starting over (the folder holds no unfinished run, checked above): clear a
+            # finished run's files, so that a stop before this run's first slice leaves no
+            # mix of the two, and a final fine-tuning checkpoint is never another run's.
+            (ckpt_dir / _STATE_FILE).unlink(missing_ok=True)
             (ckpt_dir / _FINAL_FIT_FILE).unlink(missing_ok=True)
         seed_everything(config.seed)
         model.to(device)
@@ -813,9 +931,13 @@ def finetune(
         batch_size: Training and validation batch size (per process under torchrun).
         val_fraction: Split the training folder with this share for validation.
         checkpoint: The per-epoch training checkpoint; defaults to
-            :func:`default_checkpoint_path` of ``out`` (none without ``out``).
+            :func:`default_checkpoint_path` of ``out`` (none without ``out``). It is kept
+            after the run.
         resume: Continue from ``checkpoint`` after its last finished epoch; without a
-            checkpoint file it warns (naming the path) and starts from scratch.
+            checkpoint file it warns (naming the path) and starts from scratch. Without
+            ``resume``, a checkpoint of an unfinished run is refused rather than overwritten:
+            one with epochs left, or (with ``out``) one that ``out`` was not saved after. A
+            finished run's checkpoint is overwritten by the new run.
         num_workers: Loader processes; ``None`` picks a default.
         cache_data: Keep the decoded images on the training device
             (``make_loader(..., cache=True)``).
@@ -834,9 +956,10 @@ def finetune(
 
     Raises:
         ConfigError: Bad data folder, ``num_classes`` contradicting the data, bad values,
-            a checkpoint path that is a folder (checked before anything trains).
-        CheckpointError: ``resume`` with a checkpoint of another model or run, or an
-            unreadable ``teacher`` file.
+            a checkpoint path that is a folder, or without ``resume`` a checkpoint of an
+            unfinished run (these two checked before any weights or data are read).
+        CheckpointError: ``resume`` with a checkpoint of another model or run (its settings,
+            the data folder's files among them, differ), or an unreadable ``teacher`` file.
         NetsurgeonError: Pretrained weights could not be downloaded.
     """
     from netsurgeon.pruning.io import save
@@ -853,6 +976,9 @@ def finetune(
         check_file_target(ckpt, "checkpoint" if checkpoint is None else "--checkpoint")
         if resume and not ckpt.is_file():
             _warn_no_checkpoint(ckpt)
+        if not resume:
+            why = _unfinished_finetune(ckpt, Path(out) if out is not None else None)
+            _refuse_unfinished(ckpt, why, named_by_out=checkpoint is None)
     if input_size is None:
         input_size = default_input_size(model_name)
     recal_batches = _check_int("recalibrate_bn", recalibrate_bn, low=0)
@@ -921,6 +1047,8 @@ def finetune(
         "model": model_name,
         "data": str(Path(data_dir).resolve()),
         "classes": ",".join(data.classes),
+        # The folder's files may change under the same path between the run and its resume.
+        **data.fingerprint(),
         "val_fraction": val_fraction,
         "batch_size": batch_size,
         "input_size": input_size,
@@ -1182,7 +1310,8 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the checkpoint after its last finished epoch",
+        help="continue from the checkpoint after its last finished epoch (without it, a "
+        "stopped run's checkpoint is refused, not overwritten)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_recovery_arguments(parser, teacher_flag=True)
@@ -1362,7 +1491,8 @@ def add_iterative_arguments(parser: argparse.ArgumentParser) -> None:
         group,
         "--resume",
         action="store_true",
-        help="continue from --checkpoint-dir after the last finished slice or epoch",
+        help="continue from --checkpoint-dir after the last finished slice or epoch (without "
+        "it, a stopped run's progress there is refused, not overwritten)",
     )
     _add(
         group,
@@ -1573,6 +1703,9 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
     if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
         flag = "--checkpoint-dir" if args.checkpoint_dir is not None else "the progress folder"
         raise ConfigError(f"{flag} {str(checkpoint_dir)!r} is a file; give a folder")
+    if checkpoint_dir is not None and not args.resume:  # before the weights and data load
+        why = _unfinished_iterative(checkpoint_dir, out)
+        _refuse_unfinished(checkpoint_dir, why, named_by_out=args.checkpoint_dir is None)
     config = train_config_from_args(args, epochs=max(1, args.finetune_epochs))
     data = load_image_data(
         args.data,
@@ -1631,6 +1764,8 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
         **recorded_weights(args.weights),
         "data": str(Path(args.data).resolve()),
         "classes": ",".join(data.classes),
+        # The folder's files may change under the same path between the run and its resume.
+        **data.fingerprint(),
         "val_fraction": args.val_fraction,
         "batch_size": args.train_batch_size,
         "input_size": args.input_size,

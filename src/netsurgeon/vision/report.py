@@ -38,6 +38,7 @@ __all__ = [
     "sweep_table",
     "write_compare_report",
     "write_results",
+    "write_results_csv",
     "write_sweep_report",
 ]
 
@@ -121,7 +122,11 @@ def write_results(
     columns: Sequence[str],
     extra: Mapping[str, Any] | None = None,
 ) -> tuple[Path, Path]:
-    """Atomically rewrite ``results.json`` and ``results.csv`` in ``out_dir``.
+    """Atomically rewrite ``results.json`` and then ``results.csv`` in ``out_dir``.
+
+    Both hold all of ``rows``. A process stopped between the two writes leaves the CSV one
+    write behind; :func:`write_results_csv` from the JSON's rows mends it (a resumed sweep
+    does so first).
 
     Args:
         out_dir: The results folder.
@@ -134,16 +139,30 @@ def write_results(
     """
     out = Path(out_dir)
     payload = {"format": RESULTS_FORMAT, **(extra or {}), "rows": [dict(r) for r in rows]}
-    json_path, csv_path = out / "results.json", out / "results.csv"
+    json_path = out / "results.json"
+    # JSON first: it is the file a resumed run reads.
+    atomic_write_text(json_path, dumps_json(payload))
+    return json_path, write_results_csv(out, rows, columns=columns)
+
+
+def write_results_csv(
+    out_dir: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], *, columns: Sequence[str]
+) -> Path:
+    """Atomically rewrite ``results.csv`` in ``out_dir`` from ``rows``; returns its path.
+
+    Args:
+        out_dir: The results folder.
+        rows: One flat mapping per finished run: all of them, as in ``results.json``.
+        columns: CSV columns, in order; list values are joined with ``;``.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_csv_cell(row.get(c)) for c in columns])
-    # JSON first: it is the file a resumed run reads.
-    atomic_write_text(json_path, dumps_json(payload))
+    csv_path = Path(out_dir) / "results.csv"
     atomic_write_text(csv_path, buffer.getvalue())
-    return json_path, csv_path
+    return csv_path
 
 
 def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
