@@ -636,3 +636,30 @@ def test_time_per_epoch_leaves_out_compiling(
     assert row["epoch_time_s"] == 2.25 and row["compile_time_s"] == 8.0
     header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
     assert "compile_time_s" in header
+
+
+def test_a_comparison_resumed_with_other_execution_settings_says_so_once(
+    tmp_path: Path,
+) -> None:
+    train, val = tiny_loaders()
+    config = tiny_config(criteria=("l1",), levels=(0.5,), finetune_epochs=0)
+
+    def compare(channels_last: bool) -> list[str]:
+        changed = replace(config, train=replace(config.train, channels_last=channels_last))
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            compare_models(["a", "b"], build=lambda _: tiny_model(), train_loader=train,
+                           val_loader=val, config=changed, out_dir=tmp_path)  # fmt: skip
+        return [str(w.message) for w in seen if "execution settings" in str(w.message)]
+
+    assert compare(False) == []
+    assert compare(True) == []  # every trial done: no new row can differ from the old ones
+    for name in ("a", "b"):  # both models stopped before their pruned trial
+        results = json.loads((tmp_path / name / "results.json").read_text())
+        (tmp_path / name / "results.json").write_text(
+            json.dumps({**results, "rows": results["rows"][:1]})
+        )
+    assert compare(True) == [
+        f"resuming {tmp_path} with other execution settings (train.channels_last: False before, "
+        "True now); its earlier rows used the values in config.json, the new rows use these"
+    ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,7 @@ def test_sweep_base_model_depends_on_seed_only(tmp_path: Path) -> None:
 
 
 def test_sweep_with_other_settings_in_same_out_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = make_image_folder(tmp_path / "data", train=2, val=2)
     out = tmp_path / "sweep"
@@ -156,11 +157,28 @@ def test_sweep_with_other_settings_in_same_out_is_refused(
     info = json.loads((out / "config.json").read_text())["info"]
     assert (info["workers"], info["cache_data"], info["threads"]) == (0, False, 1)
     previous = torch.get_num_threads()
-    with caplog.at_level(logging.WARNING, logger="netsurgeon"):
-        assert main([*argv, "--workers", "1", "--cache-data", "--threads", "2"]) == 0
+    changed = [*argv, "--workers", "1", "--cache-data", "--threads", "2"]
+    with warnings.catch_warnings(record=True) as seen:  # every trial done: no new rows differ
+        warnings.simplefilter("always")
+        assert main(changed) == 0
+    assert not [w for w in seen if "execution settings" in str(w.message)]
+    results = json.loads((out / "results.json").read_text())
+    results["rows"] = results["rows"][:-1]  # as if stopped before the last trial
+    (out / "results.json").write_text(json.dumps(results))
+    expected = (
+        f"resuming {out} with other execution settings (info.cache_data: False before, True now; "
+        "info.threads: 1 before, 2 now; info.workers: 0 before, 1 now); its earlier rows used the "
+        "values in config.json, the new rows use these"
+    )
+    with pytest.warns(UserWarning, match=re.escape(expected)):
+        assert main(changed) == 0
     assert torch.get_num_threads() == previous  # --threads held for the command only
-    assert "other execution settings (info.cache_data: False before, True now; info.threads: " \
-        "1 before, 2 now; info.workers: 0 before, 1 now)" in caplog.text  # fmt: skip
+    # A folder stopped before its first trial finished holds no results to speak of.
+    (out / "results.json").unlink()
+    capsys.readouterr()
+    assert main([*argv, "--lr", "0.5"]) == 2
+    assert f"{out} holds a stopped run (no results yet) of a different configuration (train.lr: " \
+        "0.01 before, 0.5 now)" in capsys.readouterr().err  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -294,7 +312,7 @@ def test_compare_models_checks_every_name_before_anything_is_written(
 
 
 def test_sweep_resume_may_change_how_it_computes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """README: device, AMP, compile, channels-last, loader processes and --cache-data may
     change on resume. Before: 'train.device: 'auto' before, 'cpu' now' was refused."""
@@ -305,11 +323,16 @@ def test_sweep_resume_may_change_how_it_computes(
             "--out", str(out), *QUICK]  # fmt: skip
     assert main(argv) == 0
     rows = json.loads((out / "results.json").read_text())
-    with caplog.at_level(logging.WARNING, logger="netsurgeon"):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         assert main([*argv, "--device", "cpu", "--channels-last"]) == 0
-    assert "train.channels_last: False before, True now; train.device: 'auto' before, " \
-        "'cpu' now" in caplog.text  # fmt: skip
     assert json.loads((out / "results.json").read_text()) == rows  # resumed, nothing rerun
+    # No new row, so none ran otherwise than the old ones: nothing to warn about.
+    assert not [w for w in seen if "execution settings" in str(w.message)]
+    (out / "results.json").write_text(json.dumps({**rows, "rows": rows["rows"][:1]}))
+    with pytest.warns(UserWarning, match="train.channels_last: False before, True now; "
+                      "train.device: 'auto' before, 'cpu' now"):  # fmt: skip
+        assert main([*argv, "--device", "cpu", "--channels-last"]) == 0
     capsys.readouterr()
     assert main([*argv, "--device", "cpu", "--seed", "1"]) == 2  # what it computes may not
     assert "train.seed: 0 before, 1 now" in capsys.readouterr().err

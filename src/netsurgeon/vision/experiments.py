@@ -463,8 +463,13 @@ def _example_inputs(loader: Iterable[Any]) -> torch.Tensor:
 # --------------------------------------------------------------------------- output folder
 
 
-def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> None:
-    """Write ``config.json``, or check that an existing one matches ``config``."""
+def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> str | None:
+    """Write ``config.json``, or check that an existing one matches ``config``.
+
+    Returns:
+        ``None``, or a note for the user when the folder's runs used other execution settings
+        (allowed): for the caller to give when it runs new trials, which then differ.
+    """
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
     config_path = out / "config.json"
@@ -494,27 +499,31 @@ def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> None:
                 for k in differ[:_MAX_LISTED]
             )
             more = f" (and {len(differ) - _MAX_LISTED} more)" if len(differ) > _MAX_LISTED else ""
+            # Killed before its first trial finished, a folder holds no results yet.
+            holds = (
+                "results" if (out / "results.json").exists() else "a stopped run (no results yet)"
+            )
             raise NetsurgeonError(
-                f"{out} holds results of a different configuration ({shown}{more}); rerun "
+                f"{out} holds {holds} of a different configuration ({shown}{more}); rerun "
                 "with the same settings to resume, or choose another --out"
             )
         fed = sorted(k for k in _NOT_COMPARED - _UNUSED if k in old and old[k] != new.get(k))
         if fed:
             # Allowed, but the rows then mix two ways of running; config.json keeps the
-            # first run's values, so say so once here.
-            logger.warning(
-                "resuming %s with other execution settings (%s); its earlier rows used the "
-                "values in config.json, the new rows use these",
-                out,
-                "; ".join(f"{k}: {old[k]!r} before, {new.get(k)!r} now" for k in fed),
+            # first run's values.
+            changes = "; ".join(f"{k}: {old[k]!r} before, {new.get(k)!r} now" for k in fed)
+            return (
+                f"resuming {out} with other execution settings ({changes}); its earlier rows "
+                "used the values in config.json, the new rows use these"
             )
-        return
+        return None
     if (out / "results.json").exists():
         raise NetsurgeonError(
             f"{out} has results.json but no config.json, so it cannot be resumed safely; "
             "choose another --out"
         )
     report.atomic_write_text(config_path, report.dumps_json(config))
+    return None
 
 
 def _key(criterion: str, level: float) -> tuple[str, float]:
@@ -804,7 +813,7 @@ def run_sweep(
     config_dict = config.to_dict()
     # An unusable device (CUDA asked for, none there) fails before config.json records it.
     resolve_device(config.train.device)
-    _prepare_out_dir(out, config_dict)
+    settings_note = _prepare_out_dir(out, config_dict)
     name = model_name or _model_name(model, config)
     _warn_history_dependent_order(train_loader)
     results_json = out / "results.json"
@@ -820,6 +829,8 @@ def run_sweep(
     files = {"config": out / "config.json"}
     if resumed:
         logger.info("resuming %s: %d of %d trials already done", out, len(resumed), len(wanted))
+    if todo and settings_note is not None:  # only new rows can differ from the old ones
+        warnings.warn(settings_note, UserWarning, stacklevel=2)
     if todo:
         base = _prepare_base(model, out, config, train_loader, val_loader)
         example = example_inputs if example_inputs is not None else _example_inputs(val_loader)
@@ -927,7 +938,7 @@ def compare_models(
     out = Path(out_dir)
     top = {**config.to_dict(), "models": names}
     resolve_device(config.train.device)  # before config.json records it
-    _prepare_out_dir(out, top)
+    settings_note = _prepare_out_dir(out, top)
     rows: list[dict[str, Any]] = []
     files: dict[str, Path] = {"config": out / "config.json"}
     ran: list[tuple[str, float]] = []
@@ -936,17 +947,24 @@ def compare_models(
         sub = replace(config, info={**config.info, "model": name})
         sub_out = out / _safe_dirname(name)
         # Building a big model costs seconds; skip it when its trials are all done.
-        if _finished(sub_out, sub):
-            result = run_sweep(
-                nn.Identity(), train_loader, val_loader, config=sub, out_dir=sub_out,
-                model_name=name, write_report=False,
-            )  # fmt: skip
-        else:
-            result = run_sweep(
-                build(name), train_loader, val_loader, config=sub, out_dir=sub_out,
-                example_inputs=example_inputs, model_name=name, on_trial_end=on_trial_end,
-                write_report=False,
-            )  # fmt: skip
+        finished = _finished(sub_out, sub)
+        if not finished and settings_note is not None:
+            warnings.warn(settings_note, UserWarning, stacklevel=2)
+            settings_note = None  # once for the comparison, not once per model
+        with warnings.catch_warnings():
+            # Each model's folder has the same execution settings: the note above says it.
+            warnings.filterwarnings("ignore", message=r"resuming .* with other execution")
+            if finished:
+                result = run_sweep(
+                    nn.Identity(), train_loader, val_loader, config=sub, out_dir=sub_out,
+                    model_name=name, write_report=False,
+                )  # fmt: skip
+            else:
+                result = run_sweep(
+                    build(name), train_loader, val_loader, config=sub, out_dir=sub_out,
+                    example_inputs=example_inputs, model_name=name, on_trial_end=on_trial_end,
+                    write_report=False,
+                )  # fmt: skip
         ran += result.ran
         resumed += result.resumed
         for row in result.rows:
