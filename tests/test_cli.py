@@ -224,6 +224,10 @@ def test_import_netsurgeon_does_not_load_torch_until_asked() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for_torch_to_load(process: subprocess.Popen[str]) -> None:
     """Until the process has started loading PyTorch's library (the command line's imports)."""
     deadline = time.monotonic() + 60
@@ -249,6 +253,9 @@ def test_the_console_script_stopped_during_its_imports_says_one_line(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell starts background jobs (as CI may run us) with SIGINT ignored, and Python
+        # then installs no Ctrl-C handler: give the command line the terminal's default.
+        preexec_fn=_default_sigint,
     )
     _wait_for_torch_to_load(process)
     process.send_signal(signum)
