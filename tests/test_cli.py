@@ -261,3 +261,19 @@ def test_the_console_script_stopped_during_its_imports_says_one_line(
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     assert (process.returncode, stderr) == (status, message)
+
+
+def test_version_is_answered_without_loading_torch() -> None:
+    code = (
+        "import sys\n"
+        "from netsurgeon.cli import main\n"
+        "assert main(['--version']) == 0\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"netsurgeon {cli.__version__}\n"
+    # The same words through the full parser (argparse's version action) say the same.
+    with pytest.raises(SystemExit) as info:
+        cli.build_parser().parse_args(["--version"])
+    assert info.value.code == 0

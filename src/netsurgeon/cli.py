@@ -176,6 +176,10 @@ def _say_once(text: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words == ["--version"]:  # answered without loading the commands (and PyTorch)
+        print(f"netsurgeon {__version__}")
+        return 0
     with _sigterm_unwinds():
         try:
             # Loading the commands imports PyTorch, which takes seconds: a Ctrl-C then is
@@ -184,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt as exc:
             _say_once(f"netsurgeon: {_stop_word(exc)}")
             return _stop_status(exc)
-        args = parser.parse_args(argv)
+        args = parser.parse_args(words)
         if not hasattr(args, "func"):
             parser.print_help()
             return 2
