@@ -1243,7 +1243,7 @@ def _restore(trainer: _Trainer, data: Mapping[str, Any], path: Path) -> None:
     if differ:
         raise CheckpointError(
             f"checkpoint {path} was written with other settings ({'; '.join(differ)}); "
-            f"resume with the same settings, or start afresh without resume"
+            f"resume with the same settings, or delete it to start afresh"
         )
     try:
         load_model_state(trainer.model, data["model"], source=f"checkpoint {path}")

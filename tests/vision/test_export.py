@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -397,3 +398,38 @@ def test_the_export_command_reports_a_full_disk_in_one_line(
         f"netsurgeon: error: cannot write {target}: File too large\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned.pt"]
+
+
+def test_an_export_not_verified_says_why(
+    pruned: torch.nn.Module,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    saved = netsurgeon.save(pruned, tmp_path / "pruned.pt")
+    argv = ["export", str(saved), "--format", "torchscript", "--input-size", "32"]
+    assert main([*argv, "--verify", "no"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "not verified (--verify no)"
+    # --verify auto for ONNX where onnxruntime is missing (the export itself is not run).
+    no_modules = SimpleNamespace(util=SimpleNamespace(find_spec=lambda name: None))
+    monkeypatch.setattr("netsurgeon.vision.cli.importlib", no_modules)
+    called = {}
+
+    def fake_export(*args: object, **kwargs: object) -> export_module.ExportResult:
+        called.update(kwargs)
+        return export_module.ExportResult(tmp_path / "pruned.onnx", "onnx", (2, 3, 32, 32), None)
+
+    monkeypatch.setattr("netsurgeon.vision.cli.export_checkpoint", fake_export)
+    assert main(["export", str(saved), "--format", "onnx", "--exporter", "legacy"]) == 0
+    assert called["verify"] is False
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "not verified: onnxruntime is not installed (pip install 'netsurgeon[export]')"
+    )
+
+
+@pytest.mark.parametrize("atol", [-1.0, float("nan"), "0.1", True])
+def test_a_bad_tolerance_is_refused(pruned: torch.nn.Module, tmp_path: Path, atol: object) -> None:
+    path = tmp_path / "m.pt"
+    with pytest.raises(ConfigError, match=r"is not allowed; use a number >= 0 \(--atol\)"):
+        export_model(pruned, path, format="torchscript", verify=True, atol=atol)  # type: ignore[arg-type]
+    assert not path.exists()

@@ -301,7 +301,7 @@ def format_comparison(before: ModelStats, after: ModelStats) -> str:
         params                            11.690 M   2.939 M         0.251
         MACs (per image)                   1.814 G 464.023 M         0.256
         size on disk                      44.67 MiB 11.25 MiB         0.252
-        latency (batch 1, cpu)            25.10 ms   9.80 ms         0.390
+        latency (batch 1, cpu, 1 thread)  25.10 ms   9.80 ms         0.390
     """
     rows = []
     for name, fmt in _METRICS:

@@ -121,6 +121,8 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"exported {args.file} to {result.path} ({result.format}, input batch x {shape})")
     if result.max_abs_diff is not None:
         print(f"verified: largest difference from PyTorch {result.max_abs_diff:.3g}")
-    elif args.format == "onnx":
+    elif args.verify == "no":
+        print("not verified (--verify no)")
+    else:  # auto, for ONNX without onnxruntime
         print("not verified: onnxruntime is not installed (pip install 'netsurgeon[export]')")
     return 0

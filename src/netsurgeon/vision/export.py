@@ -275,12 +275,12 @@ def export_model(
         exporter: ONNX only: ``"dynamo"`` (``torch.export``-based, needs onnxscript) or
             ``"legacy"`` (TorchScript-based, deprecated upstream).
         opset: ONNX opset; ``None`` takes the exporter's default. The dynamo exporter
-            writes 18 to ``torch.onnx``'s newest (23 in torch 2.9), the legacy one 7 to 20;
+            writes 18 to ``torch.onnx``'s newest (23 in torch 2.14), the legacy one 7 to 20;
             the written file is checked to declare this opset.
         verify: Run the exported file and compare it with PyTorch (see :func:`verify_export`)
             on the example batch and on a batch one larger, which shows a batch size fixed
             at export time.
-        atol: With ``verify``, the largest allowed absolute difference.
+        atol: With ``verify``, the largest allowed absolute difference (>= 0).
 
     Raises:
         ConfigError: A bad argument (an opset the exporter cannot write among them), the
@@ -290,6 +290,8 @@ def export_model(
         NetsurgeonError: A package of the ``export`` extra is missing.
     """
     format = _check_format(format)
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol >= 0:
+        raise ConfigError(f"atol={atol!r} is not allowed; use a number >= 0 (--atol)")
     if exporter not in EXPORTERS:
         raise ConfigError(
             f"exporter={exporter!r} is not allowed; use one of {', '.join(EXPORTERS)}"
