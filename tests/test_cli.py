@@ -277,3 +277,64 @@ def test_version_is_answered_without_loading_torch() -> None:
     with pytest.raises(SystemExit) as info:
         cli.build_parser().parse_args(["--version"])
     assert info.value.code == 0
+
+
+class _NoisyOnCleanup:
+    """Raises when collected, as a data loader whose workers were killed does."""
+
+    def __del__(self) -> None:
+        raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+
+
+def test_what_a_stop_causes_is_the_stop_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A SIGTERM to the process group also kills the loader workers: the loader may raise
+    about them while the stop unwinds, and complain again when it is collected."""
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        pytest.skip("the test runner handles SIGTERM itself")
+
+    def terminate_with_a_dead_worker() -> None:
+        noisy = _NoisyOnCleanup()
+        noisy.cycle = noisy  # type: ignore[attr-defined]  # freed only by the collector
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+        except KeyboardInterrupt:  # as the loader does: its error replaces the stop
+            raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")  # noqa: B904
+
+    _stats_raising(monkeypatch, terminate_with_a_dead_worker)
+    hook = sys.unraisablehook
+    assert cli.main(["stats", "cifar_resnet20"]) == 143
+    assert capsys.readouterr().err == "netsurgeon: terminated\n"
+    assert sys.unraisablehook is hook and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    # Without a stop, the same error is a bug and keeps its traceback.
+    _stats_raising(monkeypatch, lambda: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["stats", "cifar_resnet20"])
+
+
+def test_the_stop_hint_promises_only_what_was_saved(tmp_path: Path) -> None:
+    out = tmp_path / "m.pt"
+    finetune = argparse.Namespace(command="finetune", resume=False, out=out, checkpoint=None)
+    assert cli._resume_hint(finetune) == ""  # stopped before its first epoch ended
+    (tmp_path / "m.pt.train.ckpt").write_bytes(b"")
+    assert "finished epochs are saved" in cli._resume_hint(finetune)
+    prune = argparse.Namespace(command="prune", resume=False, out=out, data="d",
+                               checkpoint_dir=None)  # fmt: skip
+    assert cli._resume_hint(prune) == ""
+    (tmp_path / "m.pt.iterative").mkdir()
+    assert cli._resume_hint(prune) == ""  # the folder, but no slice finished
+    (tmp_path / "m.pt.iterative" / "iterative_state.pt").write_bytes(b"")
+    assert "slices and epochs are saved" in cli._resume_hint(prune)
+    sweep = argparse.Namespace(command="sweep", out=tmp_path / "sweep")
+    assert cli._resume_hint(sweep) == ""
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "config.json").write_text("{}")
+    assert cli._resume_hint(sweep) == ""
+    (tmp_path / "sweep" / "results.json").write_text("{}")
+    assert "rerun the same command to continue" in cli._resume_hint(sweep)
+    train = argparse.Namespace(command="oov", oov_command="train", resume=False, out=tmp_path)
+    assert cli._resume_hint(train) == ""
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    assert "--resume" in cli._resume_hint(train)

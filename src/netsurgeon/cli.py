@@ -10,6 +10,7 @@ status 130 and 143 as a shell reports them.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import signal
@@ -18,8 +19,9 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from netsurgeon import __version__
 from netsurgeon.errors import ConfigError, NetsurgeonError, WriteError
@@ -96,6 +98,8 @@ _RERUN_RESUMES = frozenset({"sweep", "compare-models", "demo"})
 
 def _resume_hint(args: argparse.Namespace) -> str:
     """How to continue the interrupted command, or "" where there is nothing to continue."""
+    if _saved_nothing(args):
+        return ""
     if args.command in _RERUN_RESUMES:
         return "; finished runs are saved: rerun the same command to continue after them"
     resumable = hasattr(args, "resume") and (args.command != "prune" or args.data is not None)
@@ -103,6 +107,26 @@ def _resume_hint(args: argparse.Namespace) -> str:
         done = "slices and epochs" if args.command == "prune" else "epochs"
         return f"; finished {done} are saved: rerun the command with --resume to continue"
     return ""
+
+
+def _saved_nothing(args: argparse.Namespace) -> bool:
+    """Whether the command's progress files are known not to exist (stopped before its first
+    epoch, slice or trial ended), so that no resume hint would be true."""
+    out = getattr(args, "out", None)
+    if not isinstance(out, Path):
+        return False
+    if args.command == "finetune":
+        checkpoint = getattr(args, "checkpoint", None) or out.with_name(out.name + ".train.ckpt")
+        return not Path(checkpoint).exists()
+    if args.command == "prune" and getattr(args, "data", None) is not None:
+        folder = getattr(args, "checkpoint_dir", None) or out.with_name(out.name + ".iterative")
+        return not any(Path(folder).glob("*"))
+    if args.command == "oov" and getattr(args, "oov_command", None) == "train":
+        return not (out / "checkpoint.pt").exists()
+    if args.command in _RERUN_RESUMES or getattr(args, "oov_command", None) == "experiment":
+        # Anything but the configuration written at the start is a finished part.
+        return not any(p.is_file() and p.name != "config.json" for p in out.rglob("*"))
+    return False
 
 
 def _single_process_only(args: argparse.Namespace) -> str:
@@ -142,30 +166,77 @@ class Terminated(KeyboardInterrupt):
     """
 
 
+# The stop signals (SIGINT, SIGTERM) that arrived while main() ran.
+_STOPS: list[int] = []
+
+
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    _STOPS.append(signum)
     raise Terminated
 
 
-@contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """While the block runs, SIGTERM raises :class:`Terminated` instead of killing at once.
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    _STOPS.append(signum)
+    raise KeyboardInterrupt
 
-    Only where SIGTERM still has its default action and in the main thread (where Python
-    runs signal handlers); the previous handler comes back afterwards.
+
+@contextmanager
+def _stops_unwind() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` instead of killing at once,
+    and both it and Ctrl-C are recorded, so that what they cause later is known as theirs.
+
+    A signal sent to the whole process group (a scheduler, ``kill -- -PGID``) also stops the
+    data loader's worker processes; the loader then reports them dead, as a RuntimeError in
+    place of the stop or as "Exception ignored" noise while it is cleaned up. After a stop
+    both are taken as the stop's consequence: one line, not a traceback.
+
+    Handlers are only installed where the signal still has its default action and in the main
+    thread (where Python runs them); the previous ones come back afterwards.
     """
-    installed = False
+    _STOPS.clear()
+    installed: list[tuple[int, Any]] = []
     if threading.current_thread() is threading.main_thread():
-        try:
-            installed = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-            if installed:
-                signal.signal(signal.SIGTERM, _raise_terminated)
-        except (ValueError, OSError):  # pragma: no cover - no signals here
-            installed = False
+        wanted = (
+            (signal.SIGTERM, signal.SIG_DFL, _raise_terminated),
+            (signal.SIGINT, signal.default_int_handler, _raise_interrupted),
+        )
+        for signum, default, handler in wanted:
+            try:
+                if signal.getsignal(signum) is default:
+                    signal.signal(signum, handler)
+                    installed.append((signum, default))
+            except (ValueError, OSError):  # pragma: no cover - no signals here
+                pass
+    previous_hook = sys.unraisablehook
+
+    def quiet_after_stop(unraisable: Any) -> None:
+        if not _STOPS:
+            previous_hook(unraisable)
+
+    sys.unraisablehook = quiet_after_stop
     try:
         yield
     finally:
-        if installed:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if _STOPS:
+            gc.collect()  # clean up the stopped loaders while their noise is still muted
+        sys.unraisablehook = previous_hook
+        for signum, default in installed:
+            signal.signal(signum, default)
+
+
+def _stop_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The stop that ``exc`` comes from: a stop signal arrived, or Ctrl-C or SIGTERM is in
+    its chain (an error raised while the stop unwound, e.g. a killed loader worker)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    if _STOPS:
+        return Terminated() if _STOPS[0] == signal.SIGTERM else KeyboardInterrupt()
+    return None
 
 
 def _say_once(text: str) -> None:
@@ -180,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if words == ["--version"]:  # answered without loading the commands (and PyTorch)
         print(f"netsurgeon {__version__}")
         return 0
-    with _sigterm_unwinds():
+    with _stops_unwind():
         try:
             # Loading the commands imports PyTorch, which takes seconds: a Ctrl-C then is
             # as welcome as later, and nothing has started yet.
@@ -209,6 +280,17 @@ def _stop_status(exc: KeyboardInterrupt) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    try:
+        return _dispatch(args)
+    except Exception as exc:
+        stop = _stop_behind(exc)
+        if stop is None:
+            raise  # a bug: keep its traceback
+        _say_once(f"netsurgeon: {_stop_word(stop)}{_resume_hint(args)}")
+        return _stop_status(stop)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     previous_format = warnings.formatwarning
     warnings.formatwarning = _format_warning
     try:

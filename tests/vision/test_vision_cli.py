@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -318,3 +323,34 @@ def test_finetune_torchvision_model_on_hymenoptera(
     assert model.netsurgeon_arch["name"] == "mobilenet_v3_small"
     with torch.no_grad():
         assert model(torch.randn(2, 3, 64, 64)).shape == (2, 2)
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_is_one_line(tmp_path: Path) -> None:
+    """A scheduler's SIGTERM reaches the loader's worker processes too. Before: the loader's
+    "worker killed" RuntimeError replaced the stop, a traceback and exit status 1."""
+    data = make_image_folder(tmp_path / "data", per_class=16)
+    out = tmp_path / "m.pt"
+    argv = finetune_args(data, out, "--epochs", "500")
+    argv[argv.index("--workers") + 1] = "1"
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from netsurgeon.cli import run; run()", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a job's
+    )
+    checkpoint = tmp_path / "m.pt.train.ckpt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert checkpoint.exists(), "no epoch finished"
+    time.sleep(0.3)  # into the next epoch, its worker running
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert stderr.splitlines()[-1] == (
+        "netsurgeon: terminated; finished epochs are saved: rerun the command with --resume "
+        "to continue"
+    )
+    load_checkpoint(checkpoint)  # intact
