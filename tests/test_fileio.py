@@ -118,21 +118,24 @@ def _dead_pid() -> int:
 def test_a_write_removes_temporaries_that_killed_writers_left(tmp_path: Path) -> None:
     path = tmp_path / "model.ckpt"
     dead = _dead_pid()
-    stale_file = tmp_path / f".model.ckpt.{dead}-abc123.tmp"
+    stale_file = tmp_path / f".model.ckpt.{dead}-abc123de.tmp"
     stale_file.write_bytes(b"half a checkpoint")
-    stale_folder = tmp_path / f".model.ckpt.{dead}-def456.tmp"  # an exporter's folder
+    stale_folder = tmp_path / f".model.ckpt.{dead}-def456gh.tmp"  # an exporter's folder
     stale_folder.mkdir()
     (stale_folder / "model.ckpt").write_bytes(b"half an export")
-    live = tmp_path / f".model.ckpt.{os.getppid()}-ghi789.tmp"  # a writer still running
+    live = tmp_path / f".model.ckpt.{os.getppid()}-ghi789jk.tmp"  # a writer still running
     live.write_bytes(b"being written")
-    other = tmp_path / f".other.ckpt.{dead}-jkl012.tmp"  # another file's
+    other = tmp_path / f".other.ckpt.{dead}-jkl012mn.tmp"  # another file's
     other.write_bytes(b"not ours")
-    older_format = tmp_path / ".model.ckpt.x1y2z3.tmp"  # no process id: cannot tell
+    older_format = tmp_path / ".model.ckpt.x1y2z3w4.tmp"  # no process id: cannot tell
     older_format.write_bytes(b"kept")
+    # The temporary of "model.ckpt.<n>-06-01" being written, not one of ours by a process n.
+    dated = tmp_path / f".model.ckpt.{dead}-06-01.{os.getpid()}-pqr345st.tmp"
+    dated.write_bytes(b"being written")
     atomic_write_bytes(path, b"new")
     assert path.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["model.ckpt", live.name, other.name, older_format.name]
+        ["model.ckpt", live.name, other.name, older_format.name, dated.name]
     )
     assert remove_stale_temporaries(tmp_path / "other.ckpt") == [other]
 

@@ -69,7 +69,9 @@ def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
         The files and folders removed.
     """
     path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-[^/]*\.tmp")
+    # mkstemp/mkdtemp add 8 characters from [a-z0-9_]: exactly, so that the temporary of
+    # "NAME.2024-06-01" is not taken for one of NAME by a process 2024.
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-[a-z0-9_]{{8}}\.tmp")
     removed: list[Path] = []
     try:
         siblings = list(path.parent.iterdir())
