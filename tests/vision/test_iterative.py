@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import netsurgeon
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.pruning.stats import count_macs, count_params
-from netsurgeon.training import TrainConfig
+from netsurgeon.training import TrainConfig, load_checkpoint
 from netsurgeon.vision import build_model
 from netsurgeon.vision import iterative as it
 from netsurgeon.vision.data import make_loader
@@ -624,6 +624,27 @@ def test_prune_resume_refuses_other_run_settings(tmp_path: Path) -> None:
     torch.save(build_model("cifar_resnet20").state_dict(), weights)  # other weights, same path
     with pytest.raises(CheckpointError, match=r"run\.weights_sha256"):
         run_iterative_from_args(_prune_parser().parse_args(argv))
+
+
+def test_prune_resume_may_raise_max_steps(tmp_path: Path) -> None:
+    """README: without a cosine schedule --max-steps may grow on resume. Before: "belongs to
+    another iterative run (train_config.max_steps: saved 3, now None)"."""
+    data = make_image_folder(tmp_path / "data", classes=("red", "blue"), per_class=8, split=True)
+    argv = ["prune", "cifar_resnet20", "--data", str(data), "--out", str(tmp_path / "p.pt"),
+            "--weights", "none", "--criterion", "l1", "--target-macs", "0.6",
+            "--prune-steps", "2", "--finetune-steps", "1", "--finetune-epochs", "2",
+            "--input-size", str(SIZE), "--train-batch-size", "4", "--device", "cpu",
+            "--workers", "0", "--no-oneshot"]  # fmt: skip
+    assert run_iterative_from_args(_prune_parser().parse_args([*argv, "--max-steps", "3"])) == 0
+    final = tmp_path / "p.pt.iterative" / "final_finetune.ckpt"
+    assert load_checkpoint(final)["global_step"] == 3
+    assert run_iterative_from_args(_prune_parser().parse_args([*argv, "--resume"])) == 0
+    saved = load_checkpoint(final)
+    assert (saved["global_step"], saved["epoch"]) == (8, 2)  # 2 epochs of 4 batches
+    cosine = [*argv, "--schedule", "cosine", "--out", str(tmp_path / "c.pt")]
+    assert run_iterative_from_args(_prune_parser().parse_args([*cosine, "--max-steps", "3"])) == 0
+    with pytest.raises(CheckpointError, match=r"train_config\.max_steps: saved 3, now None"):
+        run_iterative_from_args(_prune_parser().parse_args([*cosine, "--resume"]))
 
 
 def test_iterative_arguments_on_a_bare_parser(tmp_path: Path) -> None:

@@ -296,7 +296,12 @@ def _load_state(path: Path, settings: dict[str, Any]) -> tuple[nn.Module, dict[s
         raise CheckpointError(f"{path}: not an iterative-pruning progress file")
     saved = {**_ADDED_SETTINGS, **_flatten_settings(state.get("settings", {}))}
     now = _flatten_settings(settings)
-    differ = _changed_settings(saved, now, free=_RESUMABLE_CHANGES)
+    free = set(_RESUMABLE_CHANGES)
+    if now.get("train_config.schedule") != "cosine":
+        # As fit allows: max_steps only bounds the final fine-tuning, which continues inside
+        # a cut epoch; only the cosine schedule is laid out over the run's length.
+        free.add("train_config.max_steps")
+    differ = _changed_settings(saved, now, free=frozenset(free))
     if differ:
         listed = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, a, b in differ)
         raise CheckpointError(
