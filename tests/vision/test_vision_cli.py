@@ -218,6 +218,10 @@ def test_rerun_without_resume_keeps_an_unfinished_run(
     assert main([*argv, "--resume"]) == 0 and out.is_file()
     # A finished run (its model saved after the checkpoint) starts over, as before.
     assert main(argv) == 0
+    # So does one copied without its times (cp), whose model came out older than the
+    # checkpoint: the model records the checkpoint's very history.
+    os.utime(out, ns=(ckpt.stat().st_mtime_ns - 10**9,) * 2)
+    assert main(argv) == 0
     # Its model deleted, a finished run is not finished: --resume would save it again.
     out.unlink()
     kept = ckpt.read_bytes()

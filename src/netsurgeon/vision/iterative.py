@@ -391,9 +391,22 @@ def _unfinished_finetune(path: Path, out: Path | None) -> str | None:
     if data is None:
         return None
     left = _fit_left(data)
-    if left is None and out is not None and not _saved_after(out, [path]):
+    saved = out is not None and (
+        _saved_after(out, [path]) or _saves_history(out, data.get("history"))
+    )
+    if left is None and out is not None and not saved:
         left = f"trained to the end, but not saved to {out} after it"
     return left
+
+
+def _saves_history(out: Path, history: Any) -> bool:
+    """Whether the model saved at ``out`` records exactly ``history`` (epoch times included,
+    so no other run's does): the run was saved, though a copy left the files' times out of
+    order."""
+    payload = _peek(out)
+    extra = payload.get("extra") if isinstance(payload, dict) else None
+    saved = extra.get("finetune") if isinstance(extra, dict) else None
+    return isinstance(saved, dict) and history is not None and saved.get("history") == history
 
 
 def _unfinished_iterative(ckpt_dir: Path, out: Path | None) -> str | None:
