@@ -1024,3 +1024,21 @@ def test_a_checkpoint_without_epoch_steps_resumes_after_its_epoch(tmp_path: Path
                   resume=True)  # fmt: skip
     assert [(r.epoch, r.steps) for r in history.epochs] == [(0, 10), (1, 10), (2, 5), (3, 10),
                                                              (4, 10)]  # fmt: skip
+
+
+def test_data_fingerprint_changes_read_as_words_not_digests() -> None:
+    from netsurgeon.training import _fold_data_changes
+
+    changed = [("lr", 0.1, 0.2), ("run.data_sha256", "a" * 64, "b" * 64),
+               ("run.data_train_images", 4, 5), ("run.data_val_images", 2, 2)]  # fmt: skip
+    rest, phrase = _fold_data_changes(changed)
+    assert rest == [("lr", 0.1, 0.2)]
+    assert phrase == (
+        "the data folder's image files changed (training images: 4 then, 5 now; validation "
+        "images: 2 then, 2 now)"
+    )
+    assert _fold_data_changes([("info.data_sha256", "a", "b")]) == (
+        [],
+        "the data folder's image files changed (as many images, other names or sizes)",
+    )
+    assert _fold_data_changes([("seed", 0, 1)]) == ([("seed", 0, 1)], None)

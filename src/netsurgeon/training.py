@@ -662,6 +662,44 @@ def _changed_settings(
     ]
 
 
+# The keys of netsurgeon.vision.data.ImageData.fingerprint, as runs record them.
+_DATA_KEYS = {
+    "data_train_images": "training",
+    "data_val_images": "validation",
+    "data_sha256": "",
+}
+
+
+def _fold_data_changes(
+    changed: Sequence[tuple[str, Any, Any]],
+) -> tuple[list[tuple[str, Any, Any]], str | None]:
+    """Split the data folder's fingerprint off ``(key, then, now)`` changes, for messages.
+
+    A changed digest says nothing to a reader; "the data folder's image files changed
+    (training images: 4 then, 5 now)" does. Keys may carry a prefix (``run.``, ``info.``).
+
+    Returns:
+        The other changes, and one phrase for the fingerprint's (``None`` if it is unchanged).
+    """
+    rest: list[tuple[str, Any, Any]] = []
+    data: dict[str, tuple[Any, Any]] = {}
+    for key, then, now in changed:
+        name = key.rsplit(".", 1)[-1]
+        if name in _DATA_KEYS:
+            data[name] = (then, now)
+        else:
+            rest.append((key, then, now))
+    if not data:
+        return rest, None
+    counts = [
+        f"{_DATA_KEYS[name]} images: {data[name][0]} then, {data[name][1]} now"
+        for name in ("data_train_images", "data_val_images")
+        if name in data
+    ]
+    detail = "; ".join(counts) if counts else "as many images, other names or sizes"
+    return rest, f"the data folder's image files changed ({detail})"
+
+
 def _set_epoch(loader: Iterable[Any], epoch: int) -> None:
     # DistributedSampler and netsurgeon's SeededRandomSampler reshuffle by epoch.
     sampler = getattr(loader, "sampler", None)
@@ -1239,7 +1277,9 @@ def _restore(trainer: _Trainer, data: Mapping[str, Any], path: Path) -> None:
         *_changed_settings(saved, now, free=free),
         *_changed_settings(data.get("run") or {}, run_now),
     ]
+    changed, data_change = _fold_data_changes(changed)
     differ = [f"{k}={then!r} then, {value!r} now" for k, then, value in changed]
+    differ += [data_change] if data_change else []
     if differ:
         raise CheckpointError(
             f"checkpoint {path} was written with other settings ({'; '.join(differ)}); "

@@ -384,10 +384,11 @@ def test_resume_refuses_a_data_folder_whose_files_changed(
     results = (out / "results.json").read_text()
     capsys.readouterr()
     assert main(argv) == 2
+    assert now != info["data_sha256"]
     assert capsys.readouterr().err == (
-        f"netsurgeon: error: {out} holds results of a different configuration (info.data_sha256: "
-        f"{info['data_sha256']!r} before, {now!r} now); rerun with the same settings to resume, "
-        "or choose another --out\n"
+        f"netsurgeon: error: {out} holds results of a different configuration (the data "
+        "folder's image files changed (as many images, other names or sizes)); rerun with the "
+        "same settings to resume, or choose another --out\n"
     )
     assert (out / "results.json").read_text() == results
     # Folders written before the fingerprint was recorded still resume.

@@ -432,13 +432,14 @@ def test_prune_resume_refuses_a_data_folder_whose_files_changed(tmp_path: Path) 
     from netsurgeon.vision.data import load_image_data
 
     now = load_image_data(data, input_size=SIZE).fingerprint()["data_sha256"]
+    assert now != run["data_sha256"]
     resume = _prune_parser().parse_args([*argv, "--resume"])
     with pytest.raises(CheckpointError) as refused:
         run_iterative_from_args(resume)
     assert str(refused.value) == (
-        f"{folder / 'iterative_state.pt'} belongs to another iterative run (run.data_sha256: "
-        f"saved {run['data_sha256']!r}, now {now!r}); resume with the same settings or use "
-        "another checkpoint folder"
+        f"{folder / 'iterative_state.pt'} belongs to another iterative run (the data folder's "
+        "image files changed (as many images, other names or sizes)); resume with the same "
+        "settings or use another checkpoint folder"
     )
     # Progress files written before the fingerprint was kept still resume.
     for key in ("data_train_images", "data_val_images", "data_sha256"):

@@ -49,6 +49,7 @@ from netsurgeon.training import (
     History,
     TrainConfig,
     _flatten_settings,
+    _fold_data_changes,
     _set_epoch,
     atomic_save,
     check_slice_lr,
@@ -494,11 +495,13 @@ def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> str | None:
             and old.get(k) != new.get(k)
         )
         if differ:
-            shown = "; ".join(
-                f"{k}: {old.get(k, '<missing>')!r} before, {new.get(k, '<missing>')!r} now"
-                for k in differ[:_MAX_LISTED]
+            others, data_change = _fold_data_changes(
+                [(k, old.get(k, "<missing>"), new.get(k, "<missing>")) for k in differ]
             )
-            more = f" (and {len(differ) - _MAX_LISTED} more)" if len(differ) > _MAX_LISTED else ""
+            listed = [f"{k}: {a!r} before, {b!r} now" for k, a, b in others]
+            listed += [data_change] if data_change else []
+            shown = "; ".join(listed[:_MAX_LISTED])
+            more = f" (and {len(listed) - _MAX_LISTED} more)" if len(listed) > _MAX_LISTED else ""
             # Killed before its first trial finished, a folder holds no results yet.
             holds = (
                 "results" if (out / "results.json").exists() else "a stopped run (no results yet)"
