@@ -115,14 +115,21 @@ def _saved_nothing(args: argparse.Namespace) -> bool:
     out = getattr(args, "out", None)
     if not isinstance(out, Path):
         return False
+    # The commands' own modules are loaded by now: they ran.
     if args.command == "finetune":
-        checkpoint = getattr(args, "checkpoint", None) or out.with_name(out.name + ".train.ckpt")
+        from netsurgeon.vision.iterative import default_checkpoint_path
+
+        checkpoint = getattr(args, "checkpoint", None) or default_checkpoint_path(out)
         return not Path(checkpoint).exists()
     if args.command == "prune" and getattr(args, "data", None) is not None:
-        folder = getattr(args, "checkpoint_dir", None) or out.with_name(out.name + ".iterative")
+        from netsurgeon.vision.iterative import default_progress_dir
+
+        folder = getattr(args, "checkpoint_dir", None) or default_progress_dir(out)
         return not any(Path(folder).glob("*"))
     if args.command == "oov" and getattr(args, "oov_command", None) == "train":
-        return not (out / "checkpoint.pt").exists()
+        from netsurgeon.oov.run import CHECKPOINT_FILE
+
+        return not (out / CHECKPOINT_FILE).exists()
     if args.command in _RERUN_RESUMES or getattr(args, "oov_command", None) == "experiment":
         # Anything but the configuration written at the start is a finished part.
         return not any(p.is_file() and p.name != "config.json" for p in out.rglob("*"))

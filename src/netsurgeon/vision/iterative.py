@@ -92,6 +92,7 @@ __all__ = [
     "add_iterative_arguments",
     "add_training_arguments",
     "default_checkpoint_path",
+    "default_progress_dir",
     "finetune",
     "format_iterative",
     "prune_and_finetune",
@@ -881,6 +882,13 @@ def default_checkpoint_path(out: str | os.PathLike[str]) -> Path:
     """Where :func:`finetune` keeps its per-epoch checkpoint for the model saved at ``out``."""
     out = Path(out)
     return out.with_name(out.name + ".train.ckpt")
+
+
+def default_progress_dir(out: str | os.PathLike[str]) -> Path:
+    """Where ``netsurgeon prune --data`` keeps its progress files for the model saved at
+    ``out`` (the ``checkpoint_dir`` of :func:`prune_and_finetune`)."""
+    out = Path(out)
+    return out.with_name(out.name + ".iterative")
 
 
 def _warn_no_checkpoint(path: Path) -> None:
@@ -1721,7 +1729,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
     _check_flag("--reconstruct", reconstruct, low=0)
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir is None and out is not None:
-        checkpoint_dir = out.with_name(out.name + ".iterative")
+        checkpoint_dir = default_progress_dir(out)
     if checkpoint_dir is not None and checkpoint_dir.exists() and not checkpoint_dir.is_dir():
         flag = "--checkpoint-dir" if args.checkpoint_dir is not None else "the progress folder"
         raise ConfigError(f"{flag} {str(checkpoint_dir)!r} is a file; give a folder")
