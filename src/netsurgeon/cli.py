@@ -24,7 +24,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from netsurgeon import __version__
-from netsurgeon.errors import ConfigError, NetsurgeonError, WriteError
+from netsurgeon.errors import ConfigError, NetsurgeonError, WriteError, find_in_chain
 
 # Modules that define ``add_commands(subparsers)``; each subcommand sets ``func(args) -> int``.
 # With each: the extra its third-party imports come from, and the commands it adds, so that a
@@ -234,13 +234,9 @@ def _stops_unwind() -> Iterator[None]:
 def _stop_behind(exc: BaseException) -> KeyboardInterrupt | None:
     """The stop that ``exc`` comes from: a stop signal arrived, or Ctrl-C or SIGTERM is in
     its chain (an error raised while the stop unwound, e.g. a killed loader worker)."""
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            break
-        if isinstance(seen, KeyboardInterrupt):
-            return seen
-        seen = seen.__cause__ or seen.__context__
+    stop = find_in_chain(exc, KeyboardInterrupt)
+    if stop is not None:
+        return stop
     if _STOPS:
         return Terminated() if _STOPS[0] == signal.SIGTERM else KeyboardInterrupt()
     return None

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "NetsurgeonError", "TraceError", "WriteError"]
+from typing import TypeVar
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "NetsurgeonError",
+    "TraceError",
+    "WriteError",
+    "find_in_chain",
+]
+
+_E = TypeVar("_E", bound=BaseException)
 
 
 class NetsurgeonError(Exception):
@@ -31,3 +42,19 @@ class WriteError(NetsurgeonError, OSError):
 
     def __str__(self) -> str:
         return f"cannot write {self.filename}: {self.strerror}"
+
+
+def find_in_chain(exc: BaseException | None, kind: type[_E], *, depth: int = 10) -> _E | None:
+    """``exc``, or the first exception it was raised from or while handling, that is a ``kind``.
+
+    For errors that another one replaced on the way up: torch.save's RuntimeError over the
+    OSError of a full disk, a data loader's "worker killed" over the Ctrl-C that killed it.
+    At most ``depth`` links are followed.
+    """
+    for _ in range(depth):
+        if exc is None:
+            return None
+        if isinstance(exc, kind):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None

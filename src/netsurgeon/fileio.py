@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import torch
 
-from netsurgeon.errors import ConfigError, WriteError
+from netsurgeon.errors import ConfigError, WriteError, find_in_chain
 
 __all__ = [
     "as_write_error",
@@ -160,13 +160,7 @@ def _os_error_in(exc: BaseException) -> OSError | None:
     if isinstance(exc, OSError):
         return exc
     if isinstance(exc, RuntimeError):
-        seen: BaseException | None = exc.__cause__ or exc.__context__
-        for _ in range(5):
-            if seen is None:
-                break
-            if isinstance(seen, OSError):
-                return seen
-            seen = seen.__cause__ or seen.__context__
+        return find_in_chain(exc.__cause__ or exc.__context__, OSError, depth=5)
     return None
 
 
