@@ -29,6 +29,7 @@ __all__ = [
     "check_folder_target",
     "describe_torch_file",
     "exported_format",
+    "fsync_folder",
     "make_temporary",
     "remove_stale_temporaries",
     "sha256_file",
@@ -144,8 +145,13 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
         if error is not None:
             raise error from exc
         raise
-    with contextlib.suppress(OSError):  # not every platform can open a folder
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_folder(path.parent)
+
+
+def fsync_folder(folder: str | os.PathLike[str]) -> None:
+    """Make a rename into ``folder`` durable, where folders can be opened (not everywhere)."""
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:

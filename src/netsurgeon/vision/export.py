@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from netsurgeon.errors import ConfigError, NetsurgeonError
-from netsurgeon.fileio import as_write_error, make_temporary
+from netsurgeon.fileio import as_write_error, fsync_folder, make_temporary
 from netsurgeon.vision.models import DEFAULT_INPUT_SIZE, checkpoint_input_size
 
 __all__ = [
@@ -105,12 +105,7 @@ def _atomic_target(path: Path) -> Iterator[Path]:
         raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    with contextlib.suppress(OSError):  # make the rename durable where folders can be opened
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    fsync_folder(path.parent)
 
 
 def _opset_range(exporter: str) -> tuple[int, int]:
