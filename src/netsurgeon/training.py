@@ -662,7 +662,7 @@ def _changed_settings(
     ]
 
 
-# The keys of netsurgeon.vision.data.ImageData.fingerprint, as runs record them.
+# netsurgeon.vision.data.FINGERPRINT_KEYS with their words (training cannot import vision).
 _DATA_KEYS = {
     "data_train_images": "training",
     "data_val_images": "validation",

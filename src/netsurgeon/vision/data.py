@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from netsurgeon.vision.cache import CachedImageLoader
 
 __all__ = [
+    "FINGERPRINT_KEYS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMG_EXTENSIONS",
@@ -420,6 +421,10 @@ def split_indices(
     return sorted(train), sorted(val)
 
 
+#: The keys of :meth:`ImageData.fingerprint`, as runs record them among their settings.
+FINGERPRINT_KEYS = ("data_train_images", "data_val_images", "data_sha256")
+
+
 @dataclass(frozen=True)
 class ImageData:
     """Training and validation datasets over the same classes."""
@@ -475,11 +480,8 @@ class ImageData:
             )
             for name, size in entries:
                 digest.update(f"{split}\t{name}\t{size}\n".encode())
-        return {
-            "data_train_images": len(self.train),
-            "data_val_images": len(self.val),
-            "data_sha256": digest.hexdigest(),
-        }
+        values = (len(self.train), len(self.val), digest.hexdigest())
+        return dict(zip(FINGERPRINT_KEYS, values, strict=True))
 
 
 def _file_size(path: Path) -> int:

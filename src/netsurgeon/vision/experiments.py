@@ -60,6 +60,7 @@ from netsurgeon.training import (
     seed_everything,
 )
 from netsurgeon.vision import report
+from netsurgeon.vision.data import FINGERPRINT_KEYS
 
 __all__ = [
     "COMPARE_COLUMNS",
@@ -118,9 +119,7 @@ _ADDED_SETTINGS: dict[str, Any] = {
 }
 # Settings added later without a value that stands for what earlier versions did: compared
 # only when the folder recorded them (the data folder's fingerprint, ImageData.fingerprint).
-_COMPARED_WHEN_RECORDED = frozenset(
-    {"info.data_train_images", "info.data_val_images", "info.data_sha256"}
-)
+_COMPARED_WHEN_RECORDED = frozenset(f"info.{key}" for key in FINGERPRINT_KEYS)
 _MAX_LISTED = 8
 
 SWEEP_COLUMNS: tuple[str, ...] = (
@@ -820,8 +819,9 @@ def run_sweep(
     name = model_name or _model_name(model, config)
     _warn_history_dependent_order(train_loader)
     results_json = out / "results.json"
-    rows = report.read_results(results_json) if results_json.exists() else []
+    rows: list[dict[str, Any]] = []
     if results_json.exists():
+        rows = report.read_results(results_json)
         # results.json is written first and is the record: a run stopped between the two
         # writes left results.csv a row behind, which no later trial may be left to mend.
         report.write_results_csv(out, rows, columns=SWEEP_COLUMNS)
