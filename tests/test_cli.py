@@ -206,6 +206,13 @@ def test_an_interrupt_while_the_commands_load_is_one_line(
     assert capsys.readouterr().err == "netsurgeon: interrupted\n"
 
 
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (nothing imported yet); it must succeed."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_import_netsurgeon_does_not_load_torch_until_asked() -> None:
     code = (
         "import sys, netsurgeon\n"
@@ -220,8 +227,7 @@ def test_import_netsurgeon_does_not_load_torch_until_asked() -> None:
         "else:\n"
         "    raise SystemExit('no AttributeError')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
+    _python(code)
 
 
 def _default_sigint() -> None:
@@ -270,8 +276,7 @@ def test_version_is_answered_without_loading_torch() -> None:
         "assert main(['--version']) == 0\n"
         "assert 'torch' not in sys.modules\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
+    done = _python(code)
     assert done.stdout == f"netsurgeon {cli.__version__}\n"
     # The same words through the full parser (argparse's version action) say the same.
     with pytest.raises(SystemExit) as info:
