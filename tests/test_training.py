@@ -996,6 +996,29 @@ def test_a_cut_at_an_epoch_end_is_a_finished_epoch(tmp_path: Path, kind: str) ->
     assert_same_weights(resumed, reference)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cut_epoch_resumed_on_a_gpu_ends_with_the_uninterrupted_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dropout draws from the GPU's generator: the resume must restore that state at the cut."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    train, val = ten_step_loaders()
+    reference = make_model(seed=1)
+    fit(reference, train, val, config=cut_config(device="cuda"))
+
+    path = tmp_path / "ckpt.pt"
+    fit(make_model(seed=1), train, val, config=cut_config(device="cuda", max_steps=45),
+        checkpoint_path=path)  # fmt: skip
+    assert load_checkpoint(path)["rng"]["cuda"], "the checkpoint keeps the GPU's RNG state"
+    torch.cuda.manual_seed_all(12345)  # what a fresh process would hold, not the cut's state
+    resumed = make_model(seed=99)
+    history = fit(resumed, train, val, config=cut_config(device="cuda"), checkpoint_path=path,
+                  resume=True)  # fmt: skip
+    assert [r.steps for r in history.epochs] == [10] * 5
+    assert_same_weights(resumed.cpu(), reference.cpu())
+
+
 def test_a_checkpoint_without_epoch_steps_resumes_after_its_epoch(tmp_path: Path) -> None:
     """Checkpoints written before cut epochs were kept count every recorded epoch finished."""
     train, val = ten_step_loaders()
