@@ -6,6 +6,7 @@ import dataclasses
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from torch import nn
 
 from netsurgeon.errors import ConfigError
 from netsurgeon.pruning.stats import (
+    MacCounter,
     ModelStats,
     count_macs,
     count_params,
@@ -94,6 +96,59 @@ def test_resnet18_macs_at_224_match_published_count() -> None:
     model = torchvision.models.resnet18()
     macs = count_macs(model, torch.randn(1, 3, 224, 224))
     assert macs == pytest.approx(1.814e9, rel=0.01)
+
+
+class _ManyOps(nn.Module):
+    """Every kind of operation torch.utils.flop_counter counts, and one it decomposes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.depthwise = nn.Conv2d(8, 8, 3, groups=8)
+        self.up = nn.ConvTranspose2d(8, 4, 2, stride=2)
+        self.conv1d = nn.Conv1d(4, 6, 3)
+        self.fc = nn.Linear(6, 5)
+        self.attention = nn.MultiheadAttention(5, 1, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.up(self.depthwise(self.conv(x)))  # (N, 4, 12, 12)
+        x = self.conv1d(x.flatten(2))  # (N, 6, 142)
+        x = self.fc(x.transpose(1, 2))  # (N, 142, 5): addmm
+        x = x + torch.bmm(x, x.transpose(1, 2)) @ x / 100  # bmm, then matmul
+        x = x + torch.einsum("nij,njk->nik", x[:, :5], x[:, :5].transpose(1, 2)).sum()
+        q = x.unsqueeze(1)
+        x = x + torch.nn.functional.scaled_dot_product_attention(q, q, q).squeeze(1)
+        return self.attention(x, x, x)[0]
+
+
+@pytest.mark.parametrize(
+    ("training", "no_grad"),
+    [(False, torch.no_grad), (True, torch.no_grad), (False, torch.inference_mode)],
+)
+def test_mac_counter_counts_what_flop_counter_mode_counts(training: bool, no_grad: Any) -> None:
+    """MacCounter drops FlopCounterMode's per-module bookkeeping and must count the same.
+
+    Under inference mode, composite operations such as ``linear`` reach the counter whole and
+    count only once decomposed (0 MACs for ``nn.Linear`` otherwise).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torchvision = pytest.importorskip("torchvision")
+    cases = [
+        (_ManyOps(), torch.randn(2, 3, 8, 8)),
+        (torchvision.models.mobilenet_v3_small(num_classes=7), torch.randn(2, 3, 64, 64)),
+        (torchvision.models.densenet121(num_classes=3), torch.randn(2, 3, 40, 40)),
+    ]
+    for model, x in cases:
+        model.train(training)
+        reference = FlopCounterMode(display=False)
+        with no_grad(), reference:
+            model(x)
+        with no_grad(), MacCounter() as counter:
+            model(x)
+        assert reference.get_total_flops() > 0
+        assert counter.flops == reference.get_total_flops(), type(model).__name__
+        assert counter.macs == reference.get_total_flops() // 2
 
 
 def test_state_size_bytes_equals_file_written_by_torch_save(tmp_path: Path) -> None:

@@ -21,11 +21,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from netsurgeon.errors import TraceError
 from netsurgeon.modes import kept_modes
-from netsurgeon.pruning.stats import as_input_tuple
+from netsurgeon.pruning.stats import MacCounter, as_input_tuple
 
 __all__ = [
     "ChannelGroup",
@@ -246,7 +245,7 @@ class PruningGraph:
         self.observe = observe
         self.norms = norms
         self.output_shapes: Any = None
-        self.total_macs = 0  # every MAC of one forward pass, as torch.utils.flop_counter counts
+        self.total_macs = 0  # every MAC of one forward pass, as MacCounter counts
         self.mode_sensitive = False  # the forward differs between train and eval mode
         self.notes: list[str] = []
         self.groups: dict[int, ChannelGroup] = {}
@@ -388,6 +387,11 @@ class _Tracer(fx.Tracer):
 
 
 def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    return fx.GraphModule(model, _trace(model), type(model).__name__)
+
+
+def _trace(model: nn.Module) -> fx.Graph:
+    """``model``'s fx graph, without the GraphModule (compiling its code costs more)."""
     tracer = _Tracer()
     try:
         graph = tracer.trace(model)
@@ -405,7 +409,7 @@ def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
             f"(for example model.{where or 'features'}), or make that forward free of "
             "data-dependent control flow."
         ) from None
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    return graph
 
 
 def _shape_of(value: Any) -> Any:
@@ -1116,16 +1120,17 @@ def trace_graph(
         gm = _symbolic_trace(model)
         model.train(not model.training)
         try:
-            other: fx.GraphModule | None = _symbolic_trace(model)
+            other: fx.Graph | None = _trace(model)
         except TraceError:
             other = None
     ignored = set(ignore)
     analyzer = _Analyzer(gm, ignored)
     output, macs = _run(model, analyzer, example_inputs)
-    mode_sensitive = other is not None and other.code != gm.code
+    mode_sensitive = other is not None and other.python_code("self").src != gm.code
     if mode_sensitive:
         assert other is not None
-        _run(model, _Analyzer(other, ignored, shared=analyzer), example_inputs)
+        other_gm = fx.GraphModule(model, other, type(model).__name__)
+        _run(model, _Analyzer(other_gm, ignored, shared=analyzer), example_inputs)
     observe, norms = _observation_points(gm, analyzer)
     graph = PruningGraph(
         model, gm, analyzer.spaces, analyzer.sources, analyzer.consumers, analyzer.macs,
@@ -1145,10 +1150,9 @@ def _run(model: nn.Module, analyzer: _Analyzer, example_inputs: Any) -> tuple[An
     with kept_modes(model):
         model.eval()
         try:
-            counter = FlopCounterMode(display=False)
-            with torch.no_grad(), counter:
+            with torch.no_grad(), MacCounter() as counter:
                 output = analyzer.run(*as_input_tuple(example_inputs))
-            return output, int(counter.get_total_flops()) // 2
+            return output, counter.macs
         except Exception as exc:
             raise TraceError(
                 f"{type(model).__name__} failed on the example inputs while tracing "

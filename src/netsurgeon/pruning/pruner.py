@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from netsurgeon.errors import ConfigError
 from netsurgeon.modes import kept_modes
@@ -27,7 +26,13 @@ from netsurgeon.pruning.criteria import (
     requires_data,
 )
 from netsurgeon.pruning.graph import PruningGraph, output_shapes, trace_graph
-from netsurgeon.pruning.stats import as_input_tuple, check_reiterable, count_macs, count_params
+from netsurgeon.pruning.stats import (
+    MacCounter,
+    as_input_tuple,
+    check_reiterable,
+    count_macs,
+    count_params,
+)
 from netsurgeon.pruning.surgery import prune_conv, prune_linear, prune_norm, restorable
 
 __all__ = ["Footprint", "PruneResult", "Pruner", "prune"]
@@ -330,8 +335,7 @@ def _verify(graph: PruningGraph, example_inputs: Any) -> int:
                 model.train()
                 model(*as_input_tuple(example_inputs))
             model.eval()
-            counter = FlopCounterMode(display=False)
-            with counter:
+            with MacCounter() as counter:
                 output = model(*as_input_tuple(example_inputs))
     except Exception as exc:  # a bug in the engine: undo and report loudly
         raise RuntimeError(
@@ -347,7 +351,7 @@ def _verify(graph: PruningGraph, example_inputs: Any) -> int:
             f"pruning changed the output shapes from {graph.output_shapes} to {shapes}; "
             "the model was restored. Please report this with the model's code."
         )
-    return int(counter.get_total_flops()) // 2
+    return counter.macs
 
 
 def _prune_once(

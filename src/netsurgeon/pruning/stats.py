@@ -12,12 +12,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from netsurgeon.errors import ConfigError
 from netsurgeon.modes import kept_modes
 
 __all__ = [
+    "MacCounter",
     "ModelStats",
     "as_input_tuple",
     "batch_inputs",
@@ -75,20 +77,60 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+class MacCounter(TorchDispatchMode):
+    """Counts the multiply-accumulates of the operations run under it.
+
+    The count is :class:`torch.utils.flop_counter.FlopCounterMode`'s total halved (its
+    formulas, 2 FLOPs per MAC of convolutions and matrix products, and its decomposition of
+    composite operations), without its per-module bookkeeping, which hooks every module call:
+    on mobilenet_v2 at 224 px a counted forward pass took about 65 ms with FlopCounterMode and
+    50 ms with this counter (30 ms uncounted), and pruning counts two of them.
+
+    Example::
+
+        with torch.no_grad(), MacCounter() as counter:
+            model(inputs)
+        counter.macs
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates counted so far."""
+        return self.flops // 2
+
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func is not torch.ops.prim.device.default:
+            with self:  # count what a composite operation runs, as FlopCounterMode does
+                result = func.decompose(*args, **kwargs)
+            if result is not NotImplemented:
+                return result
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.flops += int(formula(*args, **kwargs, out_val=out))
+        return out
+
+
 def count_macs(model: nn.Module, example_inputs: Any) -> int:
     """Multiply-accumulates of one forward pass on ``example_inputs``.
 
-    Counted with :mod:`torch.utils.flop_counter`, which reports 2 FLOPs per MAC for
-    convolutions and matrix products; the model runs in eval mode without gradients and its
-    training flags are restored afterwards.
+    Counted with :class:`MacCounter` (:mod:`torch.utils.flop_counter`'s formulas: convolutions
+    and matrix products); the model runs in eval mode without gradients and its training flags
+    are restored afterwards.
     """
     inputs = as_input_tuple(example_inputs)
     with kept_modes(model):
         model.eval()
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
+        with torch.no_grad(), MacCounter() as counter:
             model(*inputs)
-    return int(counter.get_total_flops()) // 2
+    return counter.macs
 
 
 def state_size_bytes(model: nn.Module) -> int:
