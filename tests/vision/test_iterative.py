@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -404,6 +405,10 @@ def test_prune_cli_rerun_without_resume_keeps_an_unfinished_run(
     monkeypatch.undo()
     assert main([*argv, "--resume"]) == 0 and out.is_file()
     assert main(argv) == 0  # a finished run starts over, as before
+    # So does one copied without its times (cp), whose model came out older than its progress:
+    # the model records the run's very slices (before: "finished, but not saved").
+    os.utime(out, ns=(state.stat().st_mtime_ns - 10**9,) * 2)
+    assert main(argv) == 0
     # Its model deleted, a finished run is not finished: --resume would save it again.
     out.unlink()
     kept = state.read_bytes()

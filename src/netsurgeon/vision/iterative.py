@@ -397,21 +397,21 @@ def _unfinished_finetune(path: Path, out: Path | None) -> str | None:
         return None
     left = _fit_left(data)
     saved = out is not None and (
-        _saved_after(out, [path]) or _saves_history(out, data.get("history"))
+        _saved_after(out, [path]) or _saves_run(out, "finetune", "history", data.get("history"))
     )
     if left is None and out is not None and not saved:
         left = f"trained to the end, but not saved to {out} after it"
     return left
 
 
-def _saves_history(out: Path, history: Any) -> bool:
-    """Whether the model saved at ``out`` records exactly ``history`` (epoch times included,
-    so no other run's does): the run was saved, though a copy left the files' times out of
-    order."""
+def _saves_run(out: Path, kind: str, field: str, record: Any) -> bool:
+    """Whether the model saved at ``out`` records exactly ``record`` as ``extra[kind][field]``
+    (a run's epochs or slices, with their times, so no other run's match): the run was saved,
+    though a copy left the files' times out of order."""
     payload = _peek(out)
     extra = payload.get("extra") if isinstance(payload, dict) else None
-    saved = extra.get("finetune") if isinstance(extra, dict) else None
-    return isinstance(saved, dict) and history is not None and saved.get("history") == history
+    saved = extra.get(kind) if isinstance(extra, dict) else None
+    return isinstance(saved, dict) and bool(record) and saved.get(field) == record
 
 
 def _unfinished_iterative(ckpt_dir: Path, out: Path | None) -> str | None:
@@ -441,7 +441,11 @@ def _unfinished_iterative(ckpt_dir: Path, out: Path | None) -> str | None:
         left = "not begun" if fitted is None else _fit_left(fitted)
         if left is not None:
             return f"all {steps} slices done, the final fine-tuning {left}"
-    if out is not None and not _saved_after(out, [state_path, final]):
+    if (
+        out is not None
+        and not _saved_after(out, [state_path, final])
+        and not _saves_run(out, "iterative", "steps", state.get("steps"))
+    ):
         return f"finished, but not saved to {out} after it"
     return None
 
