@@ -418,8 +418,9 @@ def _unfinished_iterative(ckpt_dir: Path, out: Path | None) -> str | None:
     """Why the progress folder ``ckpt_dir`` holds an iterative run still to finish, else ``None``.
 
     Unfinished: slices left, the final fine-tuning not begun or with epochs left, or (with
-    ``out``) finished but not saved to ``out`` after its last progress file. ``None`` also
-    when there is no readable progress file: nothing that a resume could continue.
+    ``out``) finished but not saved to ``out``: ``out`` is missing, or older than the last
+    progress file and not recording the run's slices. ``None`` also when there is no readable
+    progress file: nothing that a resume could continue.
     """
     state_path, final = ckpt_dir / _STATE_FILE, ckpt_dir / _FINAL_FIT_FILE
     payload = _peek(state_path)
