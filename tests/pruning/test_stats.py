@@ -151,6 +151,19 @@ def test_mac_counter_counts_what_flop_counter_mode_counts(training: bool, no_gra
         assert counter.macs == reference.get_total_flops() // 2
 
 
+def test_mac_counter_counts_the_larger_branch_of_torch_cond() -> None:
+    """Higher-order operators go to FlopCounterMode's rules; before, they raised."""
+    weight = torch.randn(4, 4)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.cond(x.sum() > 0, lambda x: x @ weight, lambda x: x @ weight @ weight, (x,))
+
+    for x in (torch.ones(2, 4), -torch.ones(2, 4)):  # either branch runs
+        with torch.no_grad(), MacCounter() as counter:
+            forward(x)
+        assert counter.macs == 2 * (2 * 4 * 4)
+
+
 def test_state_size_bytes_equals_file_written_by_torch_save(tmp_path: Path) -> None:
     model = _small_cnn()
     path = tmp_path / "state.pt"
