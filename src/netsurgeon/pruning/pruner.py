@@ -566,9 +566,9 @@ class Pruner:
         target_macs: Overall fraction of MACs to keep.
         steps: Number of slices; each slice removes a geometric share of what is left so that
             the last one lands on the target. Mutually exclusive with ``filters_per_step``.
-            With ``scope="layer"`` and ``amount``, the last slice lands on the total number of
-            filters a one-shot :func:`prune` keeps, but per-layer counts can differ from the
-            one-shot's by a few filters (each slice rounds per layer).
+            With ``scope="layer"`` and ``amount``, the slices remove ``amount`` of all
+            filters in total; a one-shot :func:`prune` rounds down in each layer instead, so
+            the two can differ by a few filters per layer.
         filters_per_step: Instead of ``steps``, remove this many filters per slice (global
             ranking), Molchanov's original schedule, until the target is met.
         criterion, scope, ignore, data, loss_fn, min_channels, round_to: As in :func:`prune`.
