@@ -386,12 +386,12 @@ class _Tracer(fx.Tracer):
         return result
 
 
-def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
-    return fx.GraphModule(model, _trace(model), type(model).__name__)
+def _graph_module(model: nn.Module, graph: fx.Graph) -> fx.GraphModule:
+    return fx.GraphModule(model, graph, type(model).__name__)
 
 
 def _trace(model: nn.Module) -> fx.Graph:
-    """``model``'s fx graph, without the GraphModule (compiling its code costs more)."""
+    """``model``'s fx graph; :func:`_graph_module` compiles it, which costs more than tracing."""
     tracer = _Tracer()
     try:
         graph = tracer.trace(model)
@@ -1117,7 +1117,7 @@ def trace_graph(
         TraceError: The model cannot be traced with torch.fx.
     """
     with kept_modes(model):
-        gm = _symbolic_trace(model)
+        gm = _graph_module(model, _trace(model))
         model.train(not model.training)
         try:
             other: fx.Graph | None = _trace(model)
@@ -1129,8 +1129,8 @@ def trace_graph(
     mode_sensitive = other is not None and other.python_code("self").src != gm.code
     if mode_sensitive:
         assert other is not None
-        other_gm = fx.GraphModule(model, other, type(model).__name__)
-        _run(model, _Analyzer(other_gm, ignored, shared=analyzer), example_inputs)
+        other_analyzer = _Analyzer(_graph_module(model, other), ignored, shared=analyzer)
+        _run(model, other_analyzer, example_inputs)
     observe, norms = _observation_points(gm, analyzer)
     graph = PruningGraph(
         model, gm, analyzer.spaces, analyzer.sources, analyzer.consumers, analyzer.macs,
