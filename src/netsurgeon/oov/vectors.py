@@ -800,6 +800,8 @@ def write_glove_text(
             "not a finite float32 number (load_embeddings would refuse it)"
         )
     with atomic_open(Path(path), "w") as handle:
+        if words and words[0].startswith("\ufeff"):
+            handle.write("\ufeff")  # the loader drops one byte-order mark, not the word's own
         for word, vector in zip(words, array, strict=True):
             # 9 significant digits give back the same float32 when read.
             handle.write(word + " " + " ".join(f"{x:.9g}" for x in vector.tolist()) + "\n")
