@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from netsurgeon import cli
+from netsurgeon.errors import ConfigError
 from netsurgeon.pruning import cli as pruning_cli
 
 
@@ -105,6 +106,43 @@ def test_single_process_commands_refuse_torchrun(
     assert err.startswith(f"netsurgeon: error: {name} runs in one process, not under torchrun")
     assert "WORLD_SIZE=2" in err and err.count("\n") == 1
     assert not called
+
+
+def _config_error_from_stats(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse() -> None:
+        raise ConfigError("data folder d does not exist")
+
+    _stats_raising(monkeypatch, refuse)
+
+
+def test_an_error_on_another_rank_waits_then_names_the_rank(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rank 0 says it at once; rank 1 only if torchrun has not stopped it by then.
+    waits: list[float] = []
+    monkeypatch.setattr(cli.time, "sleep", waits.append)
+    _config_error_from_stats(monkeypatch)
+    monkeypatch.setenv("RANK", "0")
+    assert cli.main(["stats", "cifar_resnet20"]) == 2
+    assert capsys.readouterr().err == "netsurgeon: error: data folder d does not exist\n"
+    assert waits == []
+    monkeypatch.setenv("RANK", "1")
+    assert cli.main(["stats", "cifar_resnet20"]) == 2
+    assert capsys.readouterr().err == "netsurgeon: error (rank 1): data folder d does not exist\n"
+    assert waits == [cli._PEER_ERROR_DELAY_S]
+
+
+def test_an_error_on_another_rank_stopped_while_it_waits_prints_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def stopped(seconds: float) -> None:
+        raise cli.Terminated  # torchrun's SIGTERM after rank 0 failed
+
+    monkeypatch.setattr(cli.time, "sleep", stopped)
+    _config_error_from_stats(monkeypatch)
+    monkeypatch.setenv("RANK", "1")
+    assert cli.main(["stats", "cifar_resnet20"]) == 2
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize(

@@ -22,17 +22,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
-def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
+def torchrun(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``torchrun --nproc_per_node 2 ARGS`` on the CPU, one thread per process."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     command = [
         sys.executable, "-m", "torch.distributed.run",
         "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        str(SCRIPT), str(tmp_path),
+        *args,
     ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
+def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
+    done = torchrun(str(SCRIPT), str(tmp_path))
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
 
@@ -185,17 +190,10 @@ def test_finetune_command_under_torchrun(
                 Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
     for label in ("a", "b"):
         _zero_image_data(tmp_path / "data" / "train" / label / "0.png")
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     args = ["finetune", "cifar_resnet20", "--weights", "none", "--data", str(tmp_path / "data"),
             "--out", str(tmp_path / "ft.pt"), "--epochs", "1", "--batch-size", "2",
             "--workers", "0", "--resume"]  # fmt: skip
-    command = [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        "-m", "netsurgeon.cli", *args, "--amp",
-    ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = torchrun("-m", "netsurgeon.cli", *args, "--amp", timeout=300)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert output.count("resume was asked for, but there is no checkpoint") == 1, output
@@ -205,3 +203,16 @@ def test_finetune_command_under_torchrun(
     # The checkpoint records two processes: one process may not continue it.
     assert main(args) == 2
     assert "processes=2 then, 1 now" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
+def test_an_error_every_process_meets_is_printed_once(tmp_path: Path) -> None:
+    """Before: each process printed it, the two lines sometimes run together."""
+    done = torchrun(
+        "-m", "netsurgeon.cli", "finetune", "cifar_resnet20", "--weights", "none",
+        "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "ft.pt"),
+    )  # fmt: skip
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("netsurgeon: ")]
+    assert lines == [f"netsurgeon: error: data folder {tmp_path / 'missing'} does not exist"]

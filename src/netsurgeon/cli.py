@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -248,6 +249,28 @@ def _say_once(text: str) -> None:
         print(text, file=sys.stderr)
 
 
+# How long a process other than rank 0 waits before it reports an error. When rank 0 fails
+# too, torchrun stops the other processes meanwhile, so an error they all meet shows once.
+_PEER_ERROR_DELAY_S = 5.0
+
+
+def _say_error(text: str) -> None:
+    """Print an error line to stderr; under torchrun, once for an error every process meets.
+
+    The processes run the same command on the same files, so they usually fail alike. Rank 0
+    prints at once. Another rank waits first, and torchrun stops it when rank 0 has failed; an
+    error of its own still shows after the wait, with the rank named.
+    """
+    rank = os.environ.get("RANK", "0")
+    if rank != "0":
+        try:
+            time.sleep(_PEER_ERROR_DELAY_S)
+        except KeyboardInterrupt:  # torchrun's SIGTERM: rank 0 failed and says why
+            return
+        text = text.replace("netsurgeon: error:", f"netsurgeon: error (rank {rank}):", 1)
+    sys.stderr.write(text + "\n")  # one write, so that lines of several processes do not mix
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     words = list(sys.argv[1:] if argv is None else argv)
@@ -268,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         refusal = _single_process_only(args)
         if refusal:
-            _say_once(f"netsurgeon: error: {refusal}")  # once, not once per process
+            _say_error(f"netsurgeon: error: {refusal}")
             return 2
         return _run(args)
 
@@ -299,10 +322,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except WriteError as exc:  # a full disk, say: the atomic writes left nothing half-written
-        print(f"netsurgeon: error: {exc}{_resume_hint(args)}", file=sys.stderr)
+        _say_error(f"netsurgeon: error: {exc}{_resume_hint(args)}")
         return 1
     except NetsurgeonError as exc:
-        print(f"netsurgeon: error: {exc}", file=sys.stderr)
+        _say_error(f"netsurgeon: error: {exc}")
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
         _say_once(f"netsurgeon: {_stop_word(exc)}{_resume_hint(args)}")
@@ -316,7 +339,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             pass
         return 141
     except OSError as exc:  # the file system refused something outside the atomic writes
-        print(f"netsurgeon: error: {exc}", file=sys.stderr)
+        _say_error(f"netsurgeon: error: {exc}")
         return 1
     finally:
         warnings.formatwarning = previous_format
