@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -344,37 +346,88 @@ def test_pruner_continues_a_schedule_after_completed_slices() -> None:
     assert result.before == start  # the whole schedule's footprint before its first slice
 
 
-@pytest.mark.parametrize("scope", ["layer", "global"])
 @pytest.mark.parametrize("steps", [1, 3, 5])
-def test_pruner_with_amount_and_steps_lands_on_the_amount(scope: str, steps: int) -> None:
+def test_pruner_with_amount_and_steps_lands_on_the_amount(steps: int) -> None:
     """Each slice aims at the schedule's cumulative goal, so rounding does not compound."""
     from netsurgeon.vision import build_model
 
     x = torch.randn(1, 3, 32, 32)
     model = build_model("cifar_resnet20").eval()
     total = sum(g.size for g in trace_graph(model, x).prunable_groups())
-    pruner = Pruner(model, x, amount=0.5, steps=steps, criterion="l1", scope=scope)
+    pruner = Pruner(model, x, amount=0.5, steps=steps, criterion="l1", scope="global")
     assert pruner.start.filters == total
     pruner.run()
     left = sum(g.size for g in trace_graph(model, x).prunable_groups())
-    # One filter of slack: a layer-wise share moves the count in jumps of several filters.
-    assert abs((total - left) - total // 2) <= (0 if steps == 1 else 1)
+    assert total - left == total // 2
 
 
-def test_pruner_continues_an_amount_schedule() -> None:
+@pytest.mark.parametrize(
+    ("name", "size", "amount", "steps", "bounds"),
+    [
+        ("cifar_resnet20", 32, 0.5, 3, {}),  # residual streams split where a shortcut pads
+        ("cifar_resnet20", 32, 0.3, 7, {"round_to": 4}),
+        ("resnet18", 64, 0.3, 7, {}),
+        ("resnet18", 64, 0.7, 4, {"min_channels": 40}),
+        ("SeqNet", 8, 0.5, 7, {}),  # convolutions, then linear layers
+        ("mobilenet_v2", 64, 0.7, 3, {}),  # depthwise convolutions prune with their producer
+    ],
+)
+def test_layer_scope_schedule_ends_where_a_one_shot_prune_does(
+    name: str, size: int, amount: float, steps: int, bounds: dict[str, int]
+) -> None:
+    """Before: the slices aimed at amount of all filters, shared out uniformly, and ended up
+    to 8 filters away from the one-shot count in a layer (4 to 13 in total)."""
+    from netsurgeon.vision import build_model
+
+    x = torch.randn(1, 3, size, size)
+    model = SeqNet() if name == "SeqNet" else build_model(name, weights=None, num_classes=10)
+    model.eval()
+    original = copy.deepcopy(model)
+
+    def one_shot(share: float) -> dict[str, tuple[int, int]]:
+        return prune(copy.deepcopy(original), x, amount=share, scope="layer", **bounds).channels
+
+    pruner = Pruner(model, x, amount=amount, steps=steps, criterion="l1", scope="layer", **bounds)
+    expected = one_shot(amount)
+    assert pruner.run().channels == expected
+    assert len(pruner.history) == steps
+    # Slice i takes every layer where a one-shot prune of its share of the schedule would.
+    channels: dict[str, tuple[int, int]] = {}
+    for i, result in enumerate(pruner.history[:-1], start=1):
+        for layer, (old, new) in result.channels.items():
+            channels[layer] = (channels.get(layer, (old, new))[0], new)
+        assert channels == one_shot(1 - (1 - amount) ** (i / steps)), i
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "amount", "steps", "completed"),
+    [("SeqNet", 8, 0.6, 3, 1), ("cifar_resnet20", 32, 0.5, 3, 2), ("mobilenet_v2", 64, 0.7, 4, 3)],
+)
+def test_pruner_continues_an_amount_schedule(
+    name: str, size: int, amount: float, steps: int, completed: int
+) -> None:
+    from netsurgeon.vision import build_model
+
+    x = torch.randn(1, 3, size, size)
     torch.manual_seed(0)
-    whole = Pruner(SeqNet(), X, amount=0.6, steps=3, criterion="l1", scope="layer")
+    model = SeqNet() if name == "SeqNet" else build_model(name, weights=None, num_classes=10)
+    original = copy.deepcopy(model.eval())
+    plan = {"amount": amount, "steps": steps, "criterion": "l1", "scope": "layer"}
+    whole = Pruner(copy.deepcopy(original), x, **plan)
     whole.run()
-    for counted in (True, False):  # a start without a filter count is inferred
-        torch.manual_seed(0)
-        model = SeqNet()
-        first = Pruner(model, X, amount=0.6, steps=3, criterion="l1", scope="layer")
-        first.step()
+    # A start without the counts (an older checkpoint) is inferred from the schedule: the
+    # sizes that the slices so far leave where they are now.
+    for counted in (True, False):
+        model = copy.deepcopy(original)
+        first = Pruner(model, x, **plan)
+        for _ in range(completed):
+            first.step()
         start = first.start if counted else Footprint(first.start.params, first.start.macs)
-        rest = Pruner(model, X, amount=0.6, steps=3, criterion="l1", scope="layer",
-                      start=start, completed=1)  # fmt: skip
+        rest = Pruner(model, x, **plan, start=start, completed=completed)
         rest.run()
-        assert [r.channels for r in rest.history] == [r.channels for r in whole.history[1:]]
+        assert [r.channels for r in rest.history] == [
+            r.channels for r in whole.history[completed:]
+        ], counted
 
 
 def test_pruner_validates_arguments() -> None:

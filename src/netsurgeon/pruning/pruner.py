@@ -45,14 +45,16 @@ _EPS = 1e-12
 class Footprint:
     """What a model costs: parameters and multiply-accumulates on the example inputs.
 
-    ``filters`` is the number of filters the pruner may remove, where it was counted
-    (:class:`Pruner` counts it before its first slice, so that a schedule given ``amount``
-    can be continued); ``None`` elsewhere.
+    ``filters`` is the number of filters the pruner may remove, and ``groups`` the size of
+    every set of channels pruned together, as ``(key, size)`` pairs; a key joins the names of
+    the layers that make those channels. :class:`Pruner` counts both before its first slice,
+    so that a schedule given ``amount`` can be continued; ``None`` elsewhere.
     """
 
     params: int
     macs: int
     filters: int | None = None
+    groups: tuple[tuple[str, int], ...] | None = None
 
 
 @dataclass
@@ -245,6 +247,22 @@ def _select(scores: torch.Tensor, keep: int, divisor: int) -> torch.Tensor:
     return torch.cat(chosen).sort().values
 
 
+def _group_keys(graph: PruningGraph) -> dict[int, str]:
+    """A name for every prunable group that stays the same when the model is pruned.
+
+    The key joins the names of the layers whose filters the group holds; groups made by the
+    same layers (pieces of a split channel stream) are numbered in channel order, ``#1`` on.
+    """
+    keys: dict[int, str] = {}
+    seen: dict[str, int] = {}
+    for group in sorted(graph.prunable_groups(), key=lambda g: g.slices[0][1]):
+        name = ",".join(sorted(group.sources))
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        keys[group.id] = f"{name}#{count}" if count else name
+    return keys
+
+
 def _plan(
     graph: PruningGraph,
     scores: dict[int, torch.Tensor],
@@ -254,14 +272,23 @@ def _plan(
     scope: str,
     min_channels: int,
     round_to: int,
+    sizes: dict[int, int] | None = None,
 ) -> dict[int, torch.Tensor]:
-    """Indices each group keeps; groups that keep everything are left out."""
+    """Indices each group keeps; groups that keep everything are left out.
+
+    With ``scope="layer"`` a group keeps what ``amount`` leaves of its size in ``sizes`` (its
+    size before a schedule's first slice; default: now), and never more than it holds.
+    """
     groups = {g.id: g for g in graph.prunable_groups() if g.id in scores}
-    n_prune: dict[int, int] = {}
+    n_keep: dict[int, int] = {}
     if scope == "layer" and num_filters is None:
         assert amount is not None
-        # The epsilon keeps float error (0.5 * 16 computed as 7.999...) from losing a filter.
-        n_prune = {gid: math.floor(amount * g.size + 1e-9) for gid, g in groups.items()}
+        for gid, group in groups.items():
+            size = group.size if sizes is None else sizes.get(gid, group.size)
+            # The epsilon keeps float error (0.5 * 16 computed as 7.999...) from losing a filter.
+            n_prune = math.floor(amount * size + 1e-9)
+            bounded = _bounded_keep(size - n_prune, size, group.divisor, min_channels, round_to)
+            n_keep[gid] = min(bounded, group.size)
     else:
         ids = list(groups)
         if not ids:
@@ -272,14 +299,15 @@ def _plan(
         k = min(k, flat.numel())
         lowest = torch.argsort(flat, stable=True)[:k]
         counts = torch.bincount(owner[lowest], minlength=len(ids))
-        n_prune = {gid: int(counts[i]) for i, gid in enumerate(ids)}
+        for i, gid in enumerate(ids):
+            group = groups[gid]
+            n_keep[gid] = _bounded_keep(
+                group.size - int(counts[i]), group.size, group.divisor, min_channels, round_to
+            )
     keep: dict[int, torch.Tensor] = {}
     for gid, group in groups.items():
-        n_keep = _bounded_keep(
-            group.size - n_prune.get(gid, 0), group.size, group.divisor, min_channels, round_to
-        )
-        if n_keep < group.size:
-            keep[gid] = _select(scores[gid], n_keep, group.divisor)
+        if n_keep[gid] < group.size:
+            keep[gid] = _select(scores[gid], n_keep[gid], group.divisor)
     return keep
 
 
@@ -369,9 +397,10 @@ def _prune_once(
     min_channels: int,
     round_to: int,
     filters_left: int | None = None,
+    start_sizes: dict[str, int] | None = None,
 ) -> PruneResult:
     graph = trace_graph(model, example_inputs, ignore=ignore)
-    if filters_left is not None:  # a schedule's goal: remove down to this many filters
+    if filters_left is not None:  # a global schedule's goal: remove down to this many filters
         num_filters = max(sum(g.size for g in graph.prunable_groups()) - filters_left, 0)
     before = Footprint(count_params(model), graph.total_macs)
     if requires_data(criterion):
@@ -389,10 +418,14 @@ def _prune_once(
         keep, note = _search_macs(graph, scores, before.macs, target_macs, plan)
         if note:
             skipped.append(note)
-    elif num_filters is not None and scope == "layer":
-        keep = _search_filters(graph, scores, num_filters, plan)
     else:
-        keep = _plan(graph, scores, amount=amount, num_filters=num_filters, **plan)
+        first_sizes = None
+        if start_sizes is not None:  # a layer-scope schedule: shares of the original sizes
+            keys = _group_keys(graph)
+            first_sizes = {gid: start_sizes[k] for gid, k in keys.items() if k in start_sizes}
+        keep = _plan(
+            graph, scores, amount=amount, num_filters=num_filters, sizes=first_sizes, **plan
+        )
     sizes = {name: graph.source_module(name) for name in graph.source_names}
     channels_before = {name: _out_channels(m) for name, m in sizes.items()}
     macs_after, kept = _apply(graph, keep, example_inputs) if keep else (before.macs, {})
@@ -407,6 +440,29 @@ def _prune_once(
 
 def _out_channels(module: nn.Module) -> int:
     return int(module.weight.shape[0])
+
+
+def _size_before(size: int, share: float, divisor: int, min_channels: int, round_to: int) -> int:
+    """A group's size before layer-scope slices took it down to what ``share`` of it leaves.
+
+    Rounding lets several sizes fit at times. Layer widths are mostly multiples of a power of
+    two (16, 144, 960), so the one divisible by the highest power of two wins, then the one
+    nearest ``size / (1 - share)``.
+    """
+    estimate = size / (1 - share)
+    fits = [
+        n
+        for n in range(size, math.floor(estimate + 1e-9) + 1)
+        if _bounded_keep(n - math.floor(share * n + 1e-9), n, divisor, min_channels, round_to)
+        == size
+    ]
+    if not fits:
+        return round(estimate)
+    return min(fits, key=lambda n: (-((n & -n).bit_length()), abs(n - estimate)))
+
+
+# The largest share of every layer a bisection tries (the bounds keep at least min_channels).
+_MAX_AMOUNT = 0.999
 
 
 def _search_macs(
@@ -430,60 +486,15 @@ def _search_macs(
             f"target_macs={target:g} is not reachable with these bounds; "
             f"pruned as far as allowed (about {reached:.3f} of the MACs remain)"
         )
-    return _bisect_amount(graph, scores, plan, lambda keep: ratio(keep) <= target, best)[1], None
-
-
-# The largest share of every layer a bisection tries (the bounds keep at least min_channels).
-_MAX_AMOUNT = 0.999
-
-
-def _bisect_amount(
-    graph: PruningGraph,
-    scores: dict[int, torch.Tensor],
-    plan: dict[str, Any],
-    enough: Callable[[dict[int, torch.Tensor]], bool],
-    above: dict[int, torch.Tensor],
-) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
-    """Bisect the uniform share in (0, ``_MAX_AMOUNT``) where ``enough`` turns true.
-
-    Returns:
-        The plans just below (not enough; ``{}`` if none was tried) and just above, starting
-        from ``above``, the plan at ``_MAX_AMOUNT``.
-    """
-    below: dict[int, torch.Tensor] = {}
-    lo, hi = 0.0, _MAX_AMOUNT
+    lo, hi = 0.0, _MAX_AMOUNT  # bisect the uniform share where the target is met
     for _ in range(30):
         mid = (lo + hi) / 2
         keep = _plan(graph, scores, amount=mid, num_filters=None, **plan)
-        if enough(keep):
-            hi, above = mid, keep
+        if ratio(keep) <= target:
+            hi, best = mid, keep
         else:
-            lo, below = mid, keep
-    return below, above
-
-
-def _search_filters(
-    graph: PruningGraph, scores: dict[int, torch.Tensor], num_filters: int, plan: dict[str, Any]
-) -> dict[int, torch.Tensor]:
-    """The share, the same in every layer, that removes the nearest to ``num_filters``.
-
-    Rounding within each layer moves the count in jumps, so the plan just above and the one
-    just below are compared; a tie goes to the one that removes more.
-    """
-    sizes = {g.id: g.size for g in graph.prunable_groups()}
-
-    def removed(keep: dict[int, torch.Tensor]) -> int:
-        return sum(sizes[gid] - int(idx.numel()) for gid, idx in keep.items())
-
-    if num_filters <= 0:
-        return {}
-    above = _plan(graph, scores, amount=_MAX_AMOUNT, num_filters=None, **plan)
-    if removed(above) <= num_filters:  # as far as the bounds allow
-        return above
-    below, above = _bisect_amount(
-        graph, scores, plan, lambda keep: removed(keep) >= num_filters, above
-    )
-    return below if num_filters - removed(below) < removed(above) - num_filters else above
+            lo = mid
+    return best, None
 
 
 def prune(
@@ -566,9 +577,9 @@ class Pruner:
         target_macs: Overall fraction of MACs to keep.
         steps: Number of slices; each slice removes a geometric share of what is left so that
             the last one lands on the target. Mutually exclusive with ``filters_per_step``.
-            With ``scope="layer"`` and ``amount``, the slices remove ``amount`` of all
-            filters in total; a one-shot :func:`prune` rounds down in each layer instead, so
-            the two can differ by a few filters per layer.
+            With ``scope="layer"`` and ``amount``, slice ``i`` takes every layer down to
+            what ``1 - (1 - amount) ** (i / steps)`` of its original size leaves, so the last
+            slice ends, layer by layer, where a one-shot :func:`prune` ends.
         filters_per_step: Instead of ``steps``, remove this many filters per slice (global
             ranking), Molchanov's original schedule, until the target is met.
         criterion, scope, ignore, data, loss_fn, min_channels, round_to: As in :func:`prune`.
@@ -624,8 +635,14 @@ class Pruner:
         self.data = data
         self.loss_fn = loss_fn
         self.history: list[PruneResult] = []
-        filters = self._prunable_filters()  # traces first: bad inputs get a TraceError
-        self._now = Footprint(count_params(model), count_macs(model, example_inputs), filters)
+        graph = self._trace()  # first: bad inputs get a TraceError
+        groups = _group_keys(graph)
+        self._now = Footprint(
+            count_params(model),
+            count_macs(model, example_inputs),
+            sum(g.size for g in graph.prunable_groups()),
+            tuple(sorted((groups[g.id], g.size) for g in graph.prunable_groups())),
+        )
         if start is not None and not isinstance(start, Footprint):
             raise ConfigError(f"start={start!r} is not allowed; pass a Footprint or None")
         self._start = start if start is not None else self._now
@@ -640,20 +657,30 @@ class Pruner:
                 f"steps ({self.steps}), with steps rather than filters_per_step"
             )
         self._completed = completed
+        # A start counted elsewhere (or by an older version) lacks the counts: infer them
+        # from the schedule, which took each down to 1 - share of it.
+        done = completed / self.steps if self.amount is not None and self.steps else 0.0
+        share = 1 - (1 - (self.amount or 0.0)) ** done
+        assert self._now.filters is not None
         self._start_filters = self._start.filters
-        if self._start_filters is None:  # a start counted elsewhere: infer from the schedule
-            assert self._now.filters is not None
-            done = completed / self.steps if self.amount is not None and self.steps else 0.0
-            self._start_filters = round(self._now.filters / (1 - (self.amount or 0.0)) ** done)
+        if self._start_filters is None:
+            self._start_filters = round(self._now.filters / (1 - share))
+        if self._start.groups is not None:
+            self._start_groups = dict(self._start.groups)
+        else:
+            bounds = (self.min_channels, self.round_to)
+            self._start_groups = {
+                groups[g.id]: _size_before(g.size, share, g.divisor, *bounds)
+                for g in graph.prunable_groups()
+            }
 
     @property
     def start(self) -> Footprint:
         """The footprint of the model before the schedule's first slice."""
         return self._start
 
-    def _prunable_filters(self) -> int:
-        graph = trace_graph(self.model, self.example_inputs, ignore=self.ignore)
-        return sum(g.size for g in graph.prunable_groups())
+    def _trace(self) -> PruningGraph:
+        return trace_graph(self.model, self.example_inputs, ignore=self.ignore)
 
     @property
     def done(self) -> bool:
@@ -666,7 +693,7 @@ class Pruner:
         if self.target_macs is not None:
             return current.macs <= self.target_macs * self._start.macs
         assert self.amount is not None
-        removed = self._start_filters - self._prunable_filters()
+        removed = self._start_filters - sum(g.size for g in self._trace().prunable_groups())
         return removed >= self.amount * self._start_filters
 
     def step(self) -> PruneResult:
@@ -685,11 +712,17 @@ class Pruner:
                 kwargs["target_macs"] = min(max(goal / max(current.macs, 1), 1e-6), 1 - 1e-9)
             else:
                 assert self.amount is not None
-                # Aim at the schedule's cumulative goal, a number of filters, not a share of
-                # what is left: each slice's rounding would compound and fall short of amount.
+                # Aim at the schedule's cumulative goal, counted from the sizes before the
+                # first slice, not at a share of what is left: each slice's rounding would
+                # compound and fall short of amount.
                 share = 1 - (1 - self.amount) ** (i / self.steps)
-                goal = math.floor(share * self._start_filters + 1e-9)
-                kwargs["filters_left"] = self._start_filters - goal
+                if i == self.steps:
+                    share = self.amount  # exactly, where float error could lose a filter
+                if scope == "layer":
+                    kwargs.update(amount=share, start_sizes=self._start_groups)
+                else:
+                    goal = math.floor(share * self._start_filters + 1e-9)
+                    kwargs["filters_left"] = self._start_filters - goal
         result = _prune_once(
             self.model, self.example_inputs, criterion=self.criterion, scope=scope,
             ignore=self.ignore, data=self.data, loss_fn=self.loss_fn,

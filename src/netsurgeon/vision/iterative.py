@@ -735,11 +735,13 @@ def prune_and_finetune(
             "channels": {},
             "skipped": [],
         }
-    filters = state["start"].get("filters")  # absent from checkpoints of older versions
+    # Counts absent from the checkpoints of older versions; the Pruner then infers them.
+    filters, groups = state["start"].get("filters"), state["start"].get("groups")
     start_fp = Footprint(
         int(state["start"]["params"]),
         int(state["start"]["macs"]),
         None if filters is None else int(filters),
+        None if groups is None else tuple((str(key), int(size)) for key, size in groups),
     )
     steps = [IterativeStep(**s) for s in state["steps"]]
     channels = {k: (int(v[0]), int(v[1])) for k, v in state["channels"].items()}
