@@ -82,6 +82,7 @@ def main(out: Path) -> None:
         "eval_whole": whole,
         "history": history.to_dict(),
     }
+    report["dropout"] = _dropout_cut_and_resumed(out, train, val)
     report["kept"] = _prune_on_shards(rank=info.rank, world_size=info.world_size)
     report["iterative_steps"] = _iterative_taylor(out, train, val, rank=info.rank)
     report["started_apart"] = _prune_models_that_start_apart(train, val, rank=info.rank)
@@ -89,6 +90,31 @@ def main(out: Path) -> None:
     report["uneven_reconstruction"] = _reconstruct_uneven(rank=info.rank)
     (out / f"rank{info.rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
+
+
+def _dropout_cut_and_resumed(out: Path, train: DataLoader, val: DataLoader) -> dict:
+    """Dropout under DDP, one fit against one cut by max_steps and resumed: the ranks draw
+    their own masks, and a resume goes on with each rank's own random streams."""
+    from dataclasses import replace
+
+    def fresh() -> nn.Module:
+        torch.manual_seed(11)
+        return nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(3 * 8 * 8, 2))
+
+    config = TrainConfig(device="cpu", epochs=3, lr=0.1, schedule="none", progress=False)
+    whole = fresh()
+    fit(whole, train, val, config=config, checkpoint_path=out / "whole.pt")
+    draws = torch.rand(3).tolist()
+    fit(fresh(), train, val, config=replace(config, max_steps=7), checkpoint_path=out / "cut.pt")
+    dist.barrier()  # rank 0 has written the checkpoint
+    resumed = fresh()
+    fit(resumed, train, val, config=config, checkpoint_path=out / "cut.pt", resume=True)
+    a, b = whole.state_dict(), resumed.state_dict()
+    return {
+        "resumed_equal": all(torch.equal(a[k], b[k]) for k in a),
+        "draws": draws,
+        "draws_resumed": torch.rand(3).tolist(),
+    }
 
 
 def _iterative_taylor(out: Path, train: DataLoader, val: DataLoader, *, rank: int) -> int:

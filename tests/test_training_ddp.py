@@ -65,6 +65,12 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
     ]
     assert metrics[0] == metrics[1]
     assert [e["samples"] for e in reports[0]["history"]["epochs"]] == [40, 40]
+    # each rank draws its own dropout masks (seed + rank), and a resume of an epoch cut by
+    # max_steps continues every rank's own streams: it ends as the uninterrupted fit
+    dropout = [r["dropout"] for r in reports]
+    assert dropout[0]["draws"] != dropout[1]["draws"]
+    for report in dropout:
+        assert report["resumed_equal"] and report["draws_resumed"] == report["draws"]
     # evaluation shards hold every sample once, however uneven: 21 + 20 of 41
     shards = [r["eval_shard"] for r in reports]
     assert sorted(shards[0] + shards[1]) == list(range(41))
@@ -143,7 +149,7 @@ def test_two_cpu_processes_end_with_identical_weights(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["ckpt.pt", "rank0.pt", "rank1.pt", "rank0.json", "rank1.json", "steps0.pt", "steps1.pt",
          "images", "cached0.pt", "cached1.pt", "recal0.pt", "recal1.pt", "iterative0.pt",
-         "iterative1.pt"]
+         "iterative1.pt", "whole.pt", "cut.pt"]
     )  # fmt: skip
     assert "rank0: epoch 2/2" in output
     assert "rank1:" not in output

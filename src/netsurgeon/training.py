@@ -31,7 +31,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from netsurgeon.distributed import broadcast_from_rank0, is_distributed
+from netsurgeon.distributed import (
+    broadcast_from_rank0,
+    gather_objects,
+    is_distributed,
+    rank_and_size,
+)
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import atomic_torch_save, describe_torch_file
 from netsurgeon.modes import kept_modes
@@ -60,6 +65,7 @@ __all__ = [
     "load_model_state",
     "resolve_device",
     "seed_everything",
+    "seed_process",
 ]
 
 CHECKPOINT_FORMAT = "netsurgeon.training.checkpoint/1"
@@ -188,7 +194,8 @@ class TrainConfig:
         step_size: Epochs between decays of the ``"step"`` schedule.
         gamma: Decay factor of the ``"step"`` schedule.
         epochs: Epochs to train.
-        seed: Seeds Python, NumPy and torch at the start of a fresh run.
+        seed: Seeds Python, NumPy and torch at the start of a fresh run (under torchrun,
+            ``seed + rank``, so that the processes draw different augmentations).
         amp: Float16 mixed precision with gradient scaling; CUDA only (ignored with a warning
             when the run lands on the CPU).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; a
@@ -298,6 +305,15 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def seed_process(seed: int) -> None:
+    """:func:`seed_everything` with ``seed``, plus this process's rank under torchrun.
+
+    Each process then draws its own augmentations and dropout masks, as one process does
+    for every sample of its batch; DDP keeps their weights equal all the same.
+    """
+    seed_everything(seed + rank_and_size()[0])
 
 
 # --------------------------------------------------------------------------- results
@@ -767,6 +783,9 @@ class _Trainer:
         self.epoch_steps = 0
         self.epoch_rng: dict[str, Any] | None = None
         self.cut_rng: dict[str, Any] | None = None
+        # Under torchrun: every process's RNG states at the last epoch end, as
+        # _rng_record gives them; each process continues from its own on a resume.
+        self.rank_rngs: list[dict[str, Any]] | None = None
 
     def wrap(self) -> None:
         """Wrap in DDP once the weights are final (DDP broadcasts rank 0's at wrap time),
@@ -988,7 +1007,8 @@ def fit(
     """Train ``model`` in place for ``config.epochs`` epochs, validating after each.
 
     After every epoch rank 0 writes ``checkpoint_path`` atomically: model, optimizer,
-    schedule and scaler states, the epoch count, the history and every RNG state, as tensors
+    schedule and scaler states, the epoch count, the history and every RNG state (each
+    process's, under torchrun, where every process draws from ``seed + rank``), as tensors
     and plain values only (it loads with ``torch.load(weights_only=True)``). With
     ``resume=True`` and an existing checkpoint, training continues from the last finished
     epoch and ends with the same weights an uninterrupted run would have (exactly so on the
@@ -1049,11 +1069,12 @@ def fit(
     checkpoint = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and checkpoint is not None and checkpoint.exists():
         _restore(trainer, load_checkpoint(checkpoint), checkpoint)
-        logger.info("resumed from %s %s", checkpoint, _where(trainer))
+        if info.is_main:
+            logger.info("resumed from %s %s", checkpoint, _where(trainer))
     else:
-        if resume:
+        if resume and info.is_main:
             logger.info("no checkpoint at %s; starting from scratch", checkpoint)
-        seed_everything(config.seed)
+        seed_process(config.seed)
     trainer.wrap()
     for callback in callbacks:
         callback.on_fit_start(state)
@@ -1124,6 +1145,8 @@ def fit(
         state.history.epochs.append(record)
         if finished:
             state.epoch = epoch + 1
+        if checkpoint is not None and info.world_size > 1:
+            trainer.rank_rngs = gather_objects(_rng_record(trainer))
         if checkpoint is not None and info.is_main:
             atomic_save(_checkpoint_dict(trainer), checkpoint)
         if info.is_main:
@@ -1233,6 +1256,17 @@ def compile_seconds() -> float:
         return 0.0
 
 
+def _rng_record(trainer: _Trainer) -> dict[str, Any]:
+    """The RNG states a checkpoint keeps: where to go on, and where a cut epoch began.
+
+    A cut epoch keeps the state of its last step, not the one after validation: the continued
+    epoch draws on from there.
+    """
+    if trainer.epoch_steps:
+        return {"rng": trainer.cut_rng, "epoch_rng": trainer.epoch_rng}
+    return {"rng": _rng_state(), "epoch_rng": None}
+
+
 def _checkpoint_dict(trainer: _Trainer) -> dict[str, Any]:
     state = trainer.state
     return {
@@ -1247,12 +1281,11 @@ def _checkpoint_dict(trainer: _Trainer) -> dict[str, Any]:
         "history": state.history.to_dict(),
         "config": trainer.config.to_dict(),
         "run": trainer.run_settings,
-        # A cut epoch keeps the RNG state of its last step, not the one after validation:
-        # the continued epoch draws on from there. For an old reader, epoch_steps says
-        # nothing and "epoch" counts the cut epoch as unfinished, so it trains it again.
-        "rng": trainer.cut_rng if trainer.epoch_steps else _rng_state(),
+        # For an old reader, epoch_steps says nothing and "epoch" counts the cut epoch as
+        # unfinished, so it trains it again.
+        **_rng_record(trainer),
         "epoch_steps": trainer.epoch_steps,
-        "epoch_rng": trainer.epoch_rng if trainer.epoch_steps else None,
+        "rng_ranks": trainer.rank_rngs,
     }
 
 
@@ -1301,17 +1334,23 @@ def _restore(trainer: _Trainer, data: Mapping[str, Any], path: Path) -> None:
         # trained batches under epoch_rng and then sets the RNG to cut_rng, the state where
         # it stopped; the state set here is for the epoch-boundary case.
         trainer.epoch_steps = int(data.get("epoch_steps", 0))
+        # Under torchrun each process continues its own streams (checkpoints before this
+        # key, or of one process: rank 0's, the only ones kept).
+        record = {"rng": data["rng"], "epoch_rng": data.get("epoch_rng")}
+        ranks = data.get("rng_ranks")
+        if ranks and len(ranks) == trainer.info.world_size:
+            record = ranks[trainer.info.rank]
         if trainer.epoch_steps:
-            trainer.epoch_rng = data.get("epoch_rng")
-            trainer.cut_rng = data["rng"]
-        if trainer.state.stop_requested:
+            trainer.epoch_rng = record["epoch_rng"]
+            trainer.cut_rng = record["rng"]
+        if trainer.state.stop_requested and trainer.info.is_main:
             logger.info(
                 "checkpoint %s: a callback stopped this run %s, so nothing is left to train; "
                 "start a new run from its weights to train further",
                 path,
                 _where(trainer),
             )
-        _set_rng_state(data["rng"])
+        _set_rng_state(record["rng"])
     except CheckpointError:
         raise
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:

@@ -504,6 +504,22 @@ def test_resumed_run_continues_the_uninterrupted_one(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize(("rank", "size", "expected"), [(1, 2, 1), (0, 2, 0), (1, 3, 0)])
+def test_a_resumed_process_takes_its_own_random_streams(
+    monkeypatch: pytest.MonkeyPatch, rank: int, size: int, expected: int
+) -> None:
+    """Under torchrun every process draws from its own streams; a progress file of another
+    number of processes (refused earlier) or of one process has rank 0's only."""
+    states = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        states.append(it._draws([], None)["rng"])
+    draws = {**it._draws([], None), "rng": states[0], "rng_ranks": states}
+    monkeypatch.setattr(it, "rank_and_size", lambda: (rank, size))
+    it._restore_draws(draws, [], None)
+    assert torch.equal(torch.get_rng_state(), states[expected]["torch"])
+
+
 def test_bad_arguments_leave_the_model_unchanged() -> None:
     train, val = loaders()
     model = small_model()

@@ -48,7 +48,7 @@ from netsurgeon.distill import (
     DEFAULT_TEMPERATURE,
     DistillationLoss,
 )
-from netsurgeon.distributed import broadcast_from_rank0
+from netsurgeon.distributed import broadcast_from_rank0, gather_objects, rank_and_size
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import check_file_target, describe_torch_file, sha256_file
 from netsurgeon.pruning import Pruner, PruneResult, prune
@@ -78,6 +78,7 @@ from netsurgeon.training import (
     is_main_process,
     resolve_device,
     seed_everything,
+    seed_process,
 )
 from netsurgeon.training import (
     finetune_steps as train_steps,
@@ -330,7 +331,10 @@ def _draws(loader: Iterable[Any], criterion: Any) -> dict[str, Any]:
 def _restore_draws(draws: dict[str, Any] | None, loader: Iterable[Any], criterion: Any) -> None:
     if not draws:  # a progress file written before they were kept
         return
-    _set_rng_state(draws["rng"])
+    # Each process goes on with its own streams (files before "rng_ranks": rank 0's).
+    ranks = draws.get("rng_ranks") or []
+    rank, size = rank_and_size()
+    _set_rng_state(ranks[rank] if len(ranks) == size else draws["rng"])
     if draws["sampler_epoch"] is not None:
         _set_epoch(loader, int(draws["sampler_epoch"]))
     if draws["criterion"] is not None and isinstance(criterion, Random):
@@ -702,7 +706,7 @@ def prune_and_finetune(
             # mix of the two, and a final fine-tuning checkpoint is never another run's.
             (ckpt_dir / _STATE_FILE).unlink(missing_ok=True)
             (ckpt_dir / _FINAL_FIT_FILE).unlink(missing_ok=True)
-        seed_everything(config.seed)
+        seed_process(config.seed)
         model.to(device)
         prune_kwargs = {"amount": amount, "target_macs": target_macs, **shared}
         # Validate every argument (and trace the model) before anything slow happens.
@@ -795,13 +799,15 @@ def prune_and_finetune(
             for name, (old, new) in result.channels.items():
                 channels[name] = (channels.get(name, (old, new))[0], new)
             skipped = list(dict.fromkeys([*skipped, *result.skipped]))
+            # Every process's, collected on all of them: each draws from its own streams.
+            draws = gather_objects(_draws(train_loader, shared["criterion"]))
             if state_path is not None and is_main_process():
                 state.update(
                     done=done + len(pruner.history),
                     steps=[asdict(s) for s in steps],
                     channels={k: list(v) for k, v in channels.items()},
                     skipped=skipped,
-                    draws=_draws(train_loader, shared["criterion"]),
+                    draws={**draws[0], "rng_ranks": [d["rng"] for d in draws]},
                 )
                 _save_state(state_path, model, state)
             if is_main_process():
@@ -1226,7 +1232,13 @@ def add_training_arguments(
         help="epochs between decays of the step schedule (default: 1)",
     )
     _add(group, "--gamma", type=float, default=0.1, help="step schedule factor (default: 0.1)")
-    _add(group, "--seed", type=int, default=0, help="random seed (default: 0)")
+    _add(
+        group,
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed (default: 0); under torchrun each process adds its rank",
+    )
     _add(group, "--amp", action="store_true", help="float16 mixed precision (CUDA only)")
     _add(
         group,
