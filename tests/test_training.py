@@ -856,7 +856,8 @@ def test_unreadable_checkpoint_says_what_it_is_and_what_to_do(
             resume=True)  # fmt: skip
     message = str(info.value)
     assert kind in message and str(path) in message and "\n" not in message
-    assert "delete it to start the training afresh (or run without --resume)" in message
+    assert "delete it to start the training afresh (or train without resuming: " in message
+    assert "resume=False, no --resume)" in message
 
 
 # --------------------------------------------------------------------------- max_steps cuts

@@ -512,7 +512,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         # wrong with the file or what to do; describe it instead.
         raise CheckpointError(
             f"checkpoint {path} is not readable: {describe_torch_file(path)}; delete it to "
-            "start the training afresh (or run without --resume)"
+            "start the training afresh (or train without resuming: resume=False, no --resume)"
         ) from exc
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(

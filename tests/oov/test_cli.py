@@ -333,11 +333,11 @@ def test_out_that_is_a_file_is_refused_before_any_work(
     afile.write_text("keep me\n", encoding="utf-8")
     train = ["oov", "train", *_common(synthetic), "--method", "random"]
     err = _error([*train, "--out", str(afile)], capsys)
-    assert f"--out {str(afile)!r} is an existing file; give a folder name" in err
+    assert f"out (--out) {str(afile)!r} is an existing file; give a folder name" in err
     err = _error(_experiment(synthetic, afile), capsys)
-    assert f"--out {str(afile)!r} is an existing file; give a folder name" in err
+    assert f"out (--out) {str(afile)!r} is an existing file; give a folder name" in err
     err = _error([*train, "--out", str(afile / "run")], capsys)
-    assert f"--out {str(afile / 'run')!r}: {str(afile)!r} is a file, not a folder" in err
+    assert f"out (--out) {str(afile / 'run')!r}: {str(afile)!r} is a file, not a folder" in err
     assert afile.read_text(encoding="utf-8") == "keep me\n"
     # Before any work: the --out check comes before the data is read.
     argv = [*train, "--out", str(afile)]
@@ -358,7 +358,7 @@ def test_embed_and_evaluate_refuse_a_folder_as_out(
         ["oov", "evaluate", str(cli_run), "--data", str(synthetic.dev)],
     ):
         err = _error([*argv, "--out", str(folder)], capsys)
-        assert f"--out {str(folder)!r} is a folder; give a file name" in err
+        assert "--out" in err and f"{str(folder)!r} is a folder; give a file name" in err
         # Checked first: a missing run folder is not reached.
         argv[2] = str(tmp_path / "no-run")
         assert "is a folder; give a file name" in _error([*argv, "--out", str(folder)], capsys)
@@ -533,8 +533,8 @@ def test_ner_refuses_a_column_without_entity_tags(
         out = tmp_path / command[0]
         argv = ["oov", *command, "--task", "ner", "--tag-column", "1", *data, *SMALL]
         err = _error([*argv, "--out", str(out)], capsys)
-        assert f"{train_file}: --task ner needs entity tags (O, B-X, I-X)" in err
-        assert "holds 'NNP' (sentence 1); pass --task pos" in err and not out.exists()
+        assert f"{train_file}: task='ner' (--task ner) needs entity tags (O, B-X, I-X)" in err
+        assert "holds 'NNP' (sentence 1); use task='pos' (--task pos)" in err and not out.exists()
     # the entity column trains
     argv = ["oov", "train", "--task", "ner", "--tag-column", "2", *data, *SMALL, "--method", "unk"]
     assert main([*argv, "--out", str(tmp_path / "ok")]) == 0
@@ -551,5 +551,5 @@ def test_train_resume_says_when_there_is_nothing_to_resume_or_left_to_train(
     # Resumed once more, the finished run is not said to resume "at epoch 2".
     with caplog.at_level(logging.INFO, logger="netsurgeon.oov.train"):
         assert main([*args, "--out", str(out), "--resume"]) == 0
-    assert f"{out} finished after epoch 1 (--epochs 1); nothing left to train" in caplog.messages
+    assert f"{out} finished after epoch 1 (epochs=1); nothing left to train" in caplog.messages
     assert not any(m.startswith("resuming") for m in caplog.messages)

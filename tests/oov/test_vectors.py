@@ -389,7 +389,7 @@ def test_fast_path_decodes_words_like_the_exact_path(
     monkeypatch.setattr(vectors, "_BLOCK_BYTES", 1000)  # about 45 lines
     if encoding == "ascii":
         with pytest.raises(
-            ConfigError, match=r"v\.txt:70: not valid ascii text; pass --embeddings-encoding"
+            ConfigError, match=r"v\.txt:70: not valid ascii text; pass the file's encoding, for"
         ):
             load_embeddings(path, encoding=encoding)
         return

@@ -388,7 +388,7 @@ def test_resume_refuses_a_data_folder_whose_files_changed(
     assert capsys.readouterr().err == (
         f"netsurgeon: error: {out} holds results of a different configuration (the data "
         "folder's image files changed (as many images, other names or sizes)); rerun with the "
-        "same settings to resume, or choose another --out\n"
+        "same settings to resume, or choose another out folder (--out)\n"
     )
     assert (out / "results.json").read_text() == results
     # Folders written before the fingerprint was recorded still resume.

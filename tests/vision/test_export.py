@@ -252,13 +252,17 @@ def _declared_opset(path: Path) -> int:
         (
             "dynamo",
             13,
-            r"--opset 13 is not allowed with the dynamo exporter; use 18 to \d+; "
-            r"for opset 13 use --exporter legacy \(7-20\)",
+            r"opset=13 \(--opset\) is not allowed with the dynamo exporter; use 18 to \d+; "
+            r"for opset 13 use exporter='legacy' \(--exporter legacy; 7-20\)",
         ),
-        ("dynamo", 99, r"--opset 99 is not allowed with the dynamo exporter; use 18 to \d+$"),
-        ("dynamo", -1, r"--opset -1 is not allowed"),
-        ("legacy", 3, r"--opset 3 is not allowed with the legacy exporter; use 7 to 20$"),
-        ("legacy", 99, r"--opset 99 is not allowed with the legacy exporter"),
+        (
+            "dynamo",
+            99,
+            r"opset=99 \(--opset\) is not allowed with the dynamo exporter; use 18 to \d+$",
+        ),
+        ("dynamo", -1, r"opset=-1 \(--opset\) is not allowed"),
+        ("legacy", 3, r"opset=3 \(--opset\) is not allowed with the legacy exporter; use 7 to 20$"),
+        ("legacy", 99, r"opset=99 \(--opset\) is not allowed with the legacy exporter"),
     ],
 )
 def test_opsets_the_exporter_cannot_write_are_refused(
@@ -279,7 +283,7 @@ def test_export_command_refuses_a_bad_opset_in_one_line(
     for extra in (["--opset", "13"], ["--exporter", "legacy", "--opset", "3"]):
         assert main(["export", str(saved), "--format", "onnx", *extra]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("netsurgeon: error: --opset") and err.count("\n") == 1
+        assert err.startswith("netsurgeon: error: opset=") and err.count("\n") == 1
     assert main(["export", str(saved), "--format", "torchscript", "--opset", "13"]) == 2
     assert "--opset applies to --format onnx only" in capsys.readouterr().err
     assert not (tmp_path / "pruned.onnx").exists()
@@ -331,7 +335,7 @@ def test_an_opset_too_old_for_the_model_is_one_clear_error(
     assert out == ""  # the exporter's native graph dump is discarded
     expected = (
         "netsurgeon: error: the legacy exporter cannot write this model at opset 9: "
-        "step!=1 is currently not supported; try a higher --opset"
+        "step!=1 is currently not supported; try a higher opset (--opset)"
     )
     assert err.startswith(expected)
     assert err.count("\n") == 1

@@ -335,8 +335,8 @@ def test_rerun_without_resume_keeps_an_unfinished_iterative_run(
 
     def refusal(why: str) -> str:
         return (
-            f"{folder} holds an unfinished run ({why}); pass --resume to continue it, or "
-            "delete it to start over"
+            f"{folder} holds an unfinished run ({why}); pass resume=True (--resume) to "
+            "continue it, or delete it to start over"
         )
 
     with pytest.raises(_Stop):
@@ -388,8 +388,9 @@ def test_prune_cli_rerun_without_resume_keeps_an_unfinished_run(
 
     def refusal(why: str) -> str:
         return (
-            f"netsurgeon: error: {folder} holds an unfinished run ({why}); pass --resume to "
-            "continue it, or delete it (or choose another --out) to start over\n"
+            f"netsurgeon: error: {folder} holds an unfinished run ({why}); pass resume=True "
+            "(--resume) to continue it, or delete it (or choose another out file, --out) to "
+            "start over\n"
         )
 
     monkeypatch.setattr(it, "_say", killed_after_the_first_slice)
@@ -709,8 +710,10 @@ def test_finetune_checkpoint_folder_is_refused_before_training(
     out = tmp_path / "f.pt"
     assert main(_finetune_argv(data, out, "--checkpoint", str(tmp_path / "ckdir"))) == 2
     err = capsys.readouterr().err
-    assert err == f"netsurgeon: error: --checkpoint {str(tmp_path / 'ckdir')!r} is a folder; " \
-        "give a file name\n"  # fmt: skip
+    assert err == (
+        f"netsurgeon: error: checkpoint (--checkpoint) {str(tmp_path / 'ckdir')!r} is a folder; "
+        "give a file name\n"
+    )
     (tmp_path / "f.pt.train.ckpt").mkdir()  # the default checkpoint path
     assert main(_finetune_argv(data, out)) == 2
     assert "checkpoint" in capsys.readouterr().err and not out.exists()
@@ -779,4 +782,7 @@ def test_unreadable_progress_file_says_how_to_get_past_it(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and kind in err and str(state) in err
-    assert "delete it to start the run over (or run without --resume)" in err
+    assert (
+        "delete it to start the run over (or run without resuming: resume=False, no --resume)"
+        in err
+    )

@@ -203,16 +203,17 @@ def test_rerun_without_resume_keeps_an_unfinished_run(
     monkeypatch.setattr("netsurgeon.vision.data.load_image_data", _no_data)
     assert main(argv) == 2
     assert capsys.readouterr().err == (
-        f"netsurgeon: error: {ckpt} holds an unfinished run (1 of 2 epochs done); pass --resume "
-        "to continue it, or delete it (or choose another --out) to start over\n"
+        f"netsurgeon: error: {ckpt} holds an unfinished run (1 of 2 epochs done); pass "
+        "resume=True (--resume) to continue it, or delete it (or choose another out file, "
+        "--out) to start over\n"
     )
     assert ckpt.read_bytes() == kept and not out.exists()
     # The Python function refuses too; a checkpoint given by itself is not named by --out.
     with pytest.raises(ConfigError) as refused:
         it.finetune("cifar_resnet20", data, config=TrainConfig(device="cpu"), checkpoint=ckpt)
     assert str(refused.value) == (
-        f"{ckpt} holds an unfinished run (1 of 2 epochs done); pass --resume to continue it, or "
-        "delete it to start over"
+        f"{ckpt} holds an unfinished run (1 of 2 epochs done); pass resume=True (--resume) to "
+        "continue it, or delete it to start over"
     )
     monkeypatch.undo()
     assert main([*argv, "--resume"]) == 0 and out.is_file()
@@ -229,8 +230,8 @@ def test_rerun_without_resume_keeps_an_unfinished_run(
     assert main(argv) == 2
     assert capsys.readouterr().err == (
         f"netsurgeon: error: {ckpt} holds an unfinished run (trained to the end, but not saved "
-        f"to {out} after it); pass --resume to continue it, or delete it (or choose another "
-        "--out) to start over\n"
+        f"to {out} after it); pass resume=True (--resume) to continue it, or delete it (or "
+        "choose another out file, --out) to start over\n"
     )
     assert ckpt.read_bytes() == kept
 

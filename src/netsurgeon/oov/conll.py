@@ -118,15 +118,15 @@ def decode_lines(path: Path, encoding: str) -> list[str]:
     try:
         text = data.decode(encoding)
     except LookupError:
-        raise ConfigError(f"unknown --encoding {encoding!r}") from None
+        raise ConfigError(f"unknown encoding={encoding!r} (--encoding)") from None
     except UnicodeDecodeError as exc:
         line_no = data.count(b"\n", 0, exc.start) + 1
         line_start = data.rfind(b"\n", 0, exc.start) + 1
         bad = data[exc.start : exc.start + 1].hex()
         raise ConfigError(
             f"{path}:{line_no}: not valid {encoding} text (byte 0x{bad} at column "
-            f"{exc.start - line_start + 1}); pass --encoding with the file's encoding "
-            f"(for example --encoding latin-1)"
+            f"{exc.start - line_start + 1}); pass the file's encoding, for example "
+            f"encoding='latin-1' (--encoding latin-1)"
         ) from None
     lines = text.removeprefix("\ufeff").split("\n")
     if not lines[-1]:  # the piece after the final newline is not a line

@@ -43,7 +43,7 @@ def embed_words(
             undecodable words file, a line with more than one word (the message names its
             line), an unknown device, or CUDA asked for but not available.
     """
-    check_file_target(out, "--out")
+    check_file_target(out, "out (--out)")
     encoding = encoding or read_run_config(run_dir).encoding
     path = Path(words_file)
     found: dict[str, None] = {}  # the distinct words, in first-seen order
@@ -96,7 +96,7 @@ def embed_corpus(
             checked before predicting), an unknown device, or CUDA asked for but not
             available.
     """
-    check_file_target(out, "--out")
+    check_file_target(out, "out (--out)")
     encoding = encoding or read_run_config(run_dir).encoding
     read = read_conll(corpus, encoding=encoding, min_columns=1)
     sentences = [list(s.tokens) for s in read]

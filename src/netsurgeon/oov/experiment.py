@@ -159,11 +159,12 @@ def run_experiment(
     methods = check_methods(methods)
     if seeds < 1:
         raise ConfigError(f"seeds must be a positive integer, got {seeds}")
-    out = check_folder_target(out, "--out")
+    out = check_folder_target(out, "out (--out)")
     device = resolve_device(device)
     if (out / "results.json").exists() and not resume:
         raise ConfigError(
-            f"{out} already holds an experiment; pass --resume or choose another --out"
+            f"{out} already holds an experiment; pass resume=True (--resume) or choose "
+            "another out folder (--out)"
         )
     # Everything a run could fail on is checked here, before the first run starts or any
     # folder is written, so that a typo costs no training and leaves nothing to --resume.

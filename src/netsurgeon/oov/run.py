@@ -546,7 +546,7 @@ def check_embeddings(embeddings: Embeddings, expected: dict[str, Any], run: Path
             f"words, fingerprint {embeddings.fingerprint[:12]}) does not match the one the run "
             f"was trained with ({expected.get('vocab_size')} words, fingerprint "
             f"{str(expected.get('fingerprint'))[:12]}, from {expected.get('source')}); pass "
-            f"the same --embeddings and --max-vocab"
+            f"the same embeddings and max_vocab (--embeddings, --max-vocab)"
         )
 
 

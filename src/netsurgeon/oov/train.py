@@ -140,9 +140,10 @@ def check_tags_fit_task(data: TaggedData, task: str, column: int) -> None:
         for tag in tags:
             if not _NER_TAG.fullmatch(tag):
                 raise ConfigError(
-                    f"{data.path}: --task ner needs entity tags (O, B-X, I-X), but tag column "
-                    f"{column} holds {tag!r} (sentence {number}); pass --task pos, or "
-                    "--tag-column N for the column that holds the entity tags"
+                    f"{data.path}: task='ner' (--task ner) needs entity tags (O, B-X, I-X), "
+                    f"but tag column {column} holds {tag!r} (sentence {number}); use "
+                    "task='pos' (--task pos), or tag_column=N (--tag-column N) for the column "
+                    "that holds the entity tags"
                 )
 
 
@@ -313,7 +314,8 @@ def check_run_folder(out: Path, config: TrainConfig, resume: bool) -> bool:
     if not resume:
         if (out / CONFIG_FILE).exists() or checkpoint.exists():
             raise ConfigError(
-                f"{out} already holds a run; pass --resume to continue it or choose another --out"
+                f"{out} already holds a run; pass resume=True (--resume) to continue it or "
+                "choose another out folder (--out)"
             )
         return False
     if not checkpoint.exists():
@@ -349,8 +351,8 @@ def _check_same_data(out: Path, vocab: dict[str, Any]) -> None:
     if differ:
         raise ConfigError(
             f"{out}: cannot resume, the run was trained on other data (its {', '.join(differ)} "
-            f"differ from those of the files given now); use the same --train, --dev and "
-            f"--embeddings files, or another --out"
+            f"differ from those of the files given now); use the same training, development "
+            f"and embeddings files (--train, --dev, --embeddings), or another out folder (--out)"
         )
 
 
@@ -382,7 +384,7 @@ def train(
             work), an unknown device, or CUDA asked for but not available;
             CheckpointError: unusable checkpoint.
     """
-    out = check_folder_target(out, "--out")
+    out = check_folder_target(out, "out (--out)")
     device = resolve_device(device)
     config = absolute_embeddings(config)
     resuming = check_run_folder(out, config, resume)
@@ -409,8 +411,8 @@ def train(
     )
     if len(embeddings) == 0:
         raise ConfigError(
-            f"no word of {train_file} has a vector in {embeddings.source}; check --embeddings "
-            "and --normalise"
+            f"no word of {train_file} has a vector in {embeddings.source}; check the "
+            "embeddings and normalise settings (--embeddings, --normalise)"
         )
     scale = float(embeddings.vectors.std())
     tags = TagVocabulary.from_sequences(train_data.tags)
@@ -498,7 +500,7 @@ def train(
                 f"{out / CHECKPOINT_FILE}: cannot resume from it ({exc})"
             ) from None
         if state["done"] or state["epoch"] >= config.epochs:
-            stop = "early stopping" if state["done"] else f"--epochs {config.epochs}"
+            stop = "early stopping" if state["done"] else f"epochs={config.epochs}"
             log.info(
                 "%s finished after epoch %d (%s); nothing left to train", out, state["epoch"], stop
             )

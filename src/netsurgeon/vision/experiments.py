@@ -471,7 +471,7 @@ def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> str | None:
         (allowed): for the caller to give when it runs new trials, which then differ.
     """
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder")
+        raise ConfigError(f"out={str(out)!r} (--out) exists and is not a folder")
     config_path = out / "config.json"
     current = json.loads(report.dumps_json(config))
     if config_path.exists():
@@ -479,11 +479,12 @@ def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> str | None:
             saved = json.loads(config_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise NetsurgeonError(
-                f"{config_path} is unreadable ({exc}); use another --out"
+                f"{config_path} is unreadable ({exc}); use another out folder (--out)"
             ) from exc
         if not isinstance(saved, dict) or saved.get("format") != current.get("format"):
             raise NetsurgeonError(
-                f"{config_path} was not written by this kind of netsurgeon run; use another --out"
+                f"{config_path} was not written by this kind of netsurgeon run; use another "
+                "out folder (--out)"
             )
         old, new = {**_ADDED_SETTINGS, **_flatten_settings(saved)}, _flatten_settings(current)
         differ = sorted(
@@ -507,7 +508,7 @@ def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> str | None:
             )
             raise NetsurgeonError(
                 f"{out} holds {holds} of a different configuration ({shown}{more}); rerun "
-                "with the same settings to resume, or choose another --out"
+                "with the same settings to resume, or choose another out folder (--out)"
             )
         fed = sorted(k for k in _NOT_COMPARED - _UNUSED if k in old and old[k] != new.get(k))
         if fed:
@@ -522,7 +523,7 @@ def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> str | None:
     if (out / "results.json").exists():
         raise NetsurgeonError(
             f"{out} has results.json but no config.json, so it cannot be resumed safely; "
-            "choose another --out"
+            "choose another out folder (--out)"
         )
     report.atomic_write_text(config_path, report.dumps_json(config))
     return None
@@ -537,7 +538,8 @@ def _done_keys(rows: Sequence[Mapping[str, Any]], path: Path) -> set[tuple[str, 
         return {_key(r["criterion"], r["level"]) for r in rows}
     except (KeyError, TypeError, ValueError) as exc:
         raise NetsurgeonError(
-            f"{path} has a row without a valid criterion and level ({exc!r}); use another --out"
+            f"{path} has a row without a valid criterion and level ({exc!r}); use another out "
+            "folder (--out)"
         ) from exc
 
 

@@ -142,9 +142,12 @@ def _check_opset(opset: object, exporter: str) -> int | None:
         if exporter == "dynamo":
             legacy_low, legacy_high = _opset_range("legacy")
             if isinstance(opset, int) and legacy_low <= opset < low:
-                hint = f"; for opset {opset} use --exporter legacy ({legacy_low}-{legacy_high})"
+                hint = (
+                    f"; for opset {opset} use exporter='legacy' (--exporter legacy; "
+                    f"{legacy_low}-{legacy_high})"
+                )
         raise ConfigError(
-            f"--opset {opset!r} is not allowed with the {exporter} exporter; use {low} to "
+            f"opset={opset!r} (--opset) is not allowed with the {exporter} exporter; use {low} to "
             f"{high}{hint}"
         )
     return opset
@@ -171,7 +174,7 @@ def _export_onnx(
         if written != opset:
             raise ConfigError(
                 f"the {exporter} exporter wrote opset {written}, not the requested {opset}; "
-                "choose another --opset (or --exporter)"
+                "choose another opset (--opset) or exporter (--exporter)"
             )
 
 
@@ -322,8 +325,12 @@ def export_model(
         raise ConfigError(
             f"the {exporter} exporter cannot write this model at "
             f"{'its default opset' if opset is None else f'opset {opset}'}: {first_line}; "
-            "try a higher --opset"
-            + (" or the default --exporter dynamo" if exporter == "legacy" else "")
+            "try a higher opset (--opset)"
+            + (
+                " or the default exporter='dynamo' (--exporter dynamo)"
+                if exporter == "legacy"
+                else ""
+            )
         ) from exc
     return ExportResult(
         path=path, format=format, input_shape=tuple(example.shape), max_abs_diff=diff
@@ -430,7 +437,7 @@ def export_checkpoint(
     target = Path(out) if out is not None else default_export_path(checkpoint, format)
     if target.exists() and target.samefile(checkpoint):
         raise ConfigError(
-            f"--out {str(target)!r} is the model being exported; writing there would replace "
+            f"out={str(target)!r} (--out) is the model being exported; writing there would replace "
             f"it: choose another file name"
         )
     model = model_from_checkpoint(payload, source=checkpoint)

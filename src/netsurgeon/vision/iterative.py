@@ -292,7 +292,7 @@ def _load_state(path: Path, settings: dict[str, Any]) -> tuple[nn.Module, dict[s
     except UnreadableFileError as exc:  # only --resume reads it: say how to get past it
         raise CheckpointError(
             f"{path}: the progress file is not readable: {describe_torch_file(path)}; delete "
-            "it to start the run over (or run without --resume)"
+            "it to start the run over (or run without resuming: resume=False, no --resume)"
         ) from exc
     state = payload["extra"].get("iterative")
     if not isinstance(state, dict) or state.get("format") != ITERATIVE_STATE:
@@ -458,10 +458,10 @@ def _unfinished_iterative(ckpt_dir: Path, out: Path | None) -> str | None:
 def _refuse_unfinished(path: Path, why: str | None, *, named_by_out: bool) -> None:
     """Refuse to start over on ``path``, the progress of a run still to finish (``why``)."""
     if why is not None:
-        other = " (or choose another --out)" if named_by_out else ""
+        other = " (or choose another out file, --out)" if named_by_out else ""
         raise ConfigError(
-            f"{path} holds an unfinished run ({why}); pass --resume to continue it, or delete "
-            f"it{other} to start over"
+            f"{path} holds an unfinished run ({why}); pass resume=True (--resume) to continue "
+            f"it, or delete it{other} to start over"
         )
 
 
@@ -1016,7 +1016,7 @@ def finetune(
     if ckpt is None and out is not None:
         ckpt = default_checkpoint_path(out)
     if ckpt is not None:  # before a whole epoch trains, not when its checkpoint is written
-        check_file_target(ckpt, "checkpoint" if checkpoint is None else "--checkpoint")
+        check_file_target(ckpt, "checkpoint" if checkpoint is None else "checkpoint (--checkpoint)")
         if resume and not ckpt.is_file():
             _warn_no_checkpoint(ckpt)
         if not resume:

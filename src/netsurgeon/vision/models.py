@@ -603,8 +603,8 @@ def _download(
     except OSError as exc:  # urllib's URLError and socket errors are OSErrors
         raise NetsurgeonError(
             f"could not download the pretrained weights {weights} of {name!r} from "
-            f"{weights.url} ({exc}); pass --weights none for random initialisation, or "
-            f"--weights PATH for a local state-dict file"
+            f"{weights.url} ({exc}); pass weights='none' (--weights none) for random "
+            f"initialisation, or the path of a local state-dict file (--weights PATH)"
         ) from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"cannot build {name!r} with {weights} and {kwargs!r}: {exc}") from exc
@@ -613,7 +613,8 @@ def _download(
             raise
         raise NetsurgeonError(
             f"the downloaded weights {weights} of {name!r} are corrupt ({exc}); delete them from "
-            f"{torch.hub.get_dir()}/checkpoints and retry, or pass --weights none or a local path"
+            f"{torch.hub.get_dir()}/checkpoints and retry, or pass weights='none' (--weights none) "
+            "or a local path"
         ) from exc
 
 

@@ -179,7 +179,7 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
         raise NetsurgeonError(
             f"{path} is not a netsurgeon results file (format {RESULTS_FORMAT!r}); "
-            "use another --out folder"
+            "use another out folder (--out)"
         )
     rows = data.get("rows")
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
