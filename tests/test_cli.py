@@ -233,6 +233,38 @@ def test_sigterm_is_one_line_status_143_and_the_handler_is_restored(
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
+def test_loader_workers_that_die_with_a_stop_do_not_break_its_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: PyTorch's SIGCHLD handler raised "worker killed" inside the final message (a
+    traceback, exit status 1) when a scheduler's SIGTERM also stopped the loader workers."""
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        pytest.skip("the test runner handles SIGTERM itself")
+
+    def loaders_handler(signum: int, frame: object) -> None:
+        raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+
+    say = cli._say_once
+
+    def say_after_a_worker_died(text: str) -> None:
+        os.kill(os.getpid(), signal.SIGCHLD)  # a worker stopped with the process group
+        say(text)
+
+    def terminate() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler raises before this ends
+
+    monkeypatch.setattr(cli, "_say_once", say_after_a_worker_died)
+    _stats_raising(monkeypatch, terminate)
+    previous = signal.signal(signal.SIGCHLD, loaders_handler)
+    try:
+        assert cli.main(["stats", "cifar_resnet20"]) == 143
+        assert signal.getsignal(signal.SIGCHLD) is loaders_handler  # put back afterwards
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert capsys.readouterr().err == "netsurgeon: terminated\n"
+
+
 def test_an_interrupt_while_the_commands_load_is_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -176,15 +176,30 @@ class Terminated(KeyboardInterrupt):
 
 # The stop signals (SIGINT, SIGTERM) that arrived while main() ran.
 _STOPS: list[int] = []
+# The SIGCHLD handler that a stop set aside, to put back when main() returns.
+_SIGCHLD_SET_ASIDE: list[Any] = []
+
+
+def _stop(signum: int) -> None:
+    _STOPS.append(signum)
+    # Loader workers die with a stop sent to the process group. PyTorch's SIGCHLD handler
+    # would raise "worker killed" for each wherever the unwinding is, even inside the final
+    # message; they are the stop's doing, so it goes until main() returns.
+    sigchld = getattr(signal, "SIGCHLD", None)
+    if sigchld is not None and not _SIGCHLD_SET_ASIDE:
+        handler = signal.getsignal(sigchld)
+        if callable(handler):
+            _SIGCHLD_SET_ASIDE.append(handler)
+            signal.signal(sigchld, signal.SIG_DFL)
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    _STOPS.append(signum)
+    _stop(signum)
     raise Terminated
 
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
-    _STOPS.append(signum)
+    _stop(signum)
     raise KeyboardInterrupt
 
 
@@ -230,6 +245,8 @@ def _stops_unwind() -> Iterator[None]:
         sys.unraisablehook = previous_hook
         for signum, default in installed:
             signal.signal(signum, default)
+        if _SIGCHLD_SET_ASIDE:
+            signal.signal(signal.SIGCHLD, _SIGCHLD_SET_ASIDE.pop())
 
 
 def _stop_behind(exc: BaseException) -> KeyboardInterrupt | None:
@@ -246,7 +263,7 @@ def _stop_behind(exc: BaseException) -> KeyboardInterrupt | None:
 def _say_once(text: str) -> None:
     """Print to stderr, once: under torchrun only on rank 0."""
     if os.environ.get("RANK", "0") == "0":
-        print(text, file=sys.stderr)
+        sys.stderr.write(text + "\n")
 
 
 # How long a process other than rank 0 waits before it reports an error. When rank 0 fails
