@@ -77,6 +77,10 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# Operations whose decompose() gave NotImplemented (no composite kernel), as it always will.
+_NOT_COMPOSITE: set[Any] = set()
+
+
 class MacCounter(TorchDispatchMode):
     """Counts the multiply-accumulates of the operations run under it.
 
@@ -117,11 +121,12 @@ class MacCounter(TorchDispatchMode):
                 out = func(*args, **kwargs)
             self.flops += int(inner.get_total_flops())
             return out
-        if func is not torch.ops.prim.device.default:
+        if func is not torch.ops.prim.device.default and func not in _NOT_COMPOSITE:
             with self:  # count what a composite operation runs, as FlopCounterMode does
                 result = func.decompose(*args, **kwargs)
             if result is not NotImplemented:
                 return result
+            _NOT_COMPOSITE.add(func)  # never decomposes: skip the mode re-entry next time
         out = func(*args, **kwargs)
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
