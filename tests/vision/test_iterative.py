@@ -235,6 +235,8 @@ def test_amount_without_finetuning(monkeypatch: pytest.MonkeyPatch) -> None:
     inner = {f"layer{i}.{j}.conv1" for i in (1, 2, 3) for j in range(3)}
     assert inner | {"conv1"} <= set(result.channels)
     assert result.channels["layer2.1.conv1"] == (32, 16)
+    # The start's group sizes serve a resume only; the reported footprint leaves them out.
+    assert result.before.groups is None and result.to_dict()["before"]["groups"] is None
 
 
 def test_random_criterion_follows_the_config_seed() -> None:

@@ -847,7 +847,7 @@ def prune_and_finetune(
     after = Footprint(count_params(model), count_macs(model, example_inputs))
     return IterativeResult(
         model=model,
-        before=start_fp,
+        before=dataclasses.replace(start_fp, groups=None),  # the sizes only serve a resume
         after=after,
         accuracy_before=float(state["accuracy_before"]),
         accuracy_pruned=state["accuracy_pruned"],
