@@ -400,6 +400,26 @@ def test_layer_scope_schedule_ends_where_a_one_shot_prune_does(
 
 
 @pytest.mark.parametrize(
+    ("name", "size", "target", "steps"),
+    [("cifar_resnet20", 32, 0.3, 3), ("resnet18", 64, 0.5, 4), ("mobilenet_v2", 64, 0.4, 3)],
+)
+def test_layer_scope_macs_schedule_ends_where_a_one_shot_prune_does(
+    name: str, size: int, target: float, steps: int
+) -> None:
+    """Each slice takes one share of every layer's size before the first slice, the smallest
+    that meets its MACs goal: the last one is the one-shot prune's share. Before: a share of
+    what each layer held then, which compounds differently."""
+    from netsurgeon.vision import build_model
+
+    x = torch.randn(1, 3, size, size)
+    model = build_model(name, weights=None, num_classes=10).eval()
+    expected = prune(copy.deepcopy(model), x, target_macs=target, scope="layer")
+    result = Pruner(model, x, target_macs=target, steps=steps, criterion="l1", scope="layer").run()
+    assert result.channels == expected.channels
+    assert result.after.macs == expected.after.macs
+
+
+@pytest.mark.parametrize(
     ("name", "size", "amount", "steps", "completed"),
     [("SeqNet", 8, 0.6, 3, 1), ("cifar_resnet20", 32, 0.5, 3, 2), ("mobilenet_v2", 64, 0.7, 4, 3)],
 )

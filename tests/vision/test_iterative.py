@@ -469,6 +469,7 @@ class _Augmented(TensorDataset):
         ("random", {"target_macs": 0.3, "scope": "global"}),
         ("taylor", {"target_macs": 0.3, "scope": "global"}),
         ("l1", {"amount": 0.6, "scope": "layer"}),  # each layer's share of its first size
+        ("l1", {"target_macs": 0.3, "scope": "layer"}),
     ],
 )
 def test_resumed_run_continues_the_uninterrupted_one(

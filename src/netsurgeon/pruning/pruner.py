@@ -413,19 +413,22 @@ def _prune_once(
         scope = "global"
     else:
         scores = _group_scores(graph, criterion, skipped)
-    plan = {"scope": scope, "min_channels": min_channels, "round_to": round_to}
+    first_sizes = None
+    if start_sizes is not None and scope == "layer":  # a schedule: shares of the first sizes
+        keys = _group_keys(graph)
+        first_sizes = {gid: start_sizes[k] for gid, k in keys.items() if k in start_sizes}
+    plan = {
+        "scope": scope,
+        "min_channels": min_channels,
+        "round_to": round_to,
+        "sizes": first_sizes,
+    }
     if target_macs is not None:
         keep, note = _search_macs(graph, scores, before.macs, target_macs, plan)
         if note:
             skipped.append(note)
     else:
-        first_sizes = None
-        if start_sizes is not None:  # a layer-scope schedule: shares of the original sizes
-            keys = _group_keys(graph)
-            first_sizes = {gid: start_sizes[k] for gid, k in keys.items() if k in start_sizes}
-        keep = _plan(
-            graph, scores, amount=amount, num_filters=num_filters, sizes=first_sizes, **plan
-        )
+        keep = _plan(graph, scores, amount=amount, num_filters=num_filters, **plan)
     sizes = {name: graph.source_module(name) for name in graph.source_names}
     channels_before = {name: _out_channels(m) for name, m in sizes.items()}
     macs_after, kept = _apply(graph, keep, example_inputs) if keep else (before.macs, {})
@@ -578,13 +581,18 @@ class Pruner:
         steps: Number of slices; each slice removes a geometric share of what is left so that
             the last one lands on the target. Mutually exclusive with ``filters_per_step``.
             With ``scope="layer"`` and ``amount``, slice ``i`` takes every layer down to
-            what ``1 - (1 - amount) ** (i / steps)`` of its original size leaves, so the last
-            slice ends, layer by layer, where a one-shot :func:`prune` ends.
+            what ``1 - (1 - amount) ** (i / steps)`` of its original size leaves; with
+            ``target_macs``, to what the smallest share of every layer's original size that
+            meets the slice's MACs goal leaves. Either way the last slice ends, layer by
+            layer, where a one-shot :func:`prune` ends.
         filters_per_step: Instead of ``steps``, remove this many filters per slice (global
             ranking), Molchanov's original schedule, until the target is met.
         criterion, scope, ignore, data, loss_fn, min_channels, round_to: As in :func:`prune`.
         start: To continue a ``steps`` schedule after an interruption: the footprint of the
-            model before its first slice (default: the model as passed in).
+            model before its first slice (default: the model as passed in), as
+            :attr:`start` gave it. One without ``filters`` and ``groups`` has them inferred
+            from the schedule with ``amount``; with ``target_macs`` a layer-scope schedule
+            then takes shares of the sizes the model has now.
         completed: The number of that schedule's slices already done on ``model``; the rest
             keep the original plan (slice ``i`` aims at ``target_macs ** (i / steps)`` of
             ``start``), not a new plan from where the model is now.
@@ -710,6 +718,8 @@ class Pruner:
             if self.target_macs is not None:
                 goal = self.target_macs ** (i / self.steps) * self._start.macs
                 kwargs["target_macs"] = min(max(goal / max(current.macs, 1), 1e-6), 1 - 1e-9)
+                if scope == "layer":  # one share of every layer's first size meets the goal
+                    kwargs["start_sizes"] = self._start_groups
             else:
                 assert self.amount is not None
                 # Aim at the schedule's cumulative goal, counted from the sizes before the
