@@ -132,6 +132,21 @@ def test_an_error_on_another_rank_waits_then_names_the_rank(
     assert waits == [cli._PEER_ERROR_DELAY_S]
 
 
+def test_an_argument_error_on_another_rank_waits_then_names_the_rank(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: every process under torchrun printed the same argparse error."""
+    waits: list[float] = []
+    monkeypatch.setattr(cli.time, "sleep", waits.append)
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["prune", "resnet18", "--amount", "abc"])
+    assert exit_info.value.code == 2 and waits == [cli._PEER_ERROR_DELAY_S]
+    assert capsys.readouterr().err.startswith(
+        "netsurgeon: error (rank 1): argument --amount: invalid float value"
+    )
+
+
 def test_an_error_on_another_rank_stopped_while_it_waits_prints_nothing(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

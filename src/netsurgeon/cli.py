@@ -45,7 +45,8 @@ class _Parser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"netsurgeon: error: {message} (see `{self.prog} --help`)\n")
+        _say_error(f"netsurgeon: error: {message} (see `{self.prog} --help`)")
+        self.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
