@@ -30,7 +30,6 @@ from netsurgeon.pruning.stats import (
     MacCounter,
     as_input_tuple,
     check_reiterable,
-    count_macs,
     count_params,
 )
 from netsurgeon.pruning.surgery import prune_conv, prune_linear, prune_norm, restorable
@@ -647,7 +646,7 @@ class Pruner:
         groups = _group_keys(graph)
         self._now = Footprint(
             count_params(model),
-            count_macs(model, example_inputs),
+            graph.total_macs,  # counted by the trace's forward pass: no second pass
             sum(g.size for g in graph.prunable_groups()),
             tuple(sorted((groups[g.id], g.size) for g in graph.prunable_groups())),
         )
