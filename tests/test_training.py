@@ -652,7 +652,7 @@ def test_resuming_with_another_optimizer_is_refused(tmp_path: Path) -> None:
     train, _ = loaders()
     path = tmp_path / "ckpt.pt"
     fit(make_model(), train, None, config=cpu_config(epochs=1), checkpoint_path=path)
-    with pytest.raises(CheckpointError, match=r"optimizer='sgd' then, 'adam' now"):
+    with pytest.raises(CheckpointError, match=r"optimizer: 'sgd' then, 'adam' now"):
         fit(
             make_model(),
             train,
@@ -738,10 +738,10 @@ def test_data_wait_timer_counts_starting_the_iterator() -> None:
 @pytest.mark.parametrize(
     ("first", "then", "named"),
     [
-        ({"lr": 0.1}, {"lr": 0.001}, "lr=0.1 then, 0.001 now"),
-        ({"seed": 0}, {"seed": 1}, "seed=0 then, 1 now"),
+        ({"lr": 0.1}, {"lr": 0.001}, "lr: 0.1 then, 0.001 now"),
+        ({"seed": 0}, {"seed": 1}, "seed: 0 then, 1 now"),
         # The cosine schedule is laid out over the run's length, restored with the scheduler.
-        ({"schedule": "cosine"}, {"schedule": "cosine", "epochs": 2}, "epochs=1 then, 2 now"),
+        ({"schedule": "cosine"}, {"schedule": "cosine", "epochs": 2}, "epochs: 1 then, 2 now"),
     ],
 )
 def test_resuming_with_other_settings_is_refused_and_names_them(
@@ -788,7 +788,7 @@ def test_run_settings_are_compared_on_resume_except_ones_added_since(tmp_path: P
         return fit(make_model(), train, None, config=cpu_config(epochs=2), checkpoint_path=path,
                    resume=True, run_settings=settings)  # fmt: skip
 
-    with pytest.raises(CheckpointError, match=re.escape("batch_size=4 then, 8 now")):
+    with pytest.raises(CheckpointError, match=re.escape("batch_size: 4 then, 8 now")):
         resume({"data": "a", "batch_size": 8})
     # A setting the checkpoint lacks was added since it was written: not compared.
     history = resume({"data": "a", "batch_size": 4, "teacher_sha256": "0" * 64})
@@ -804,7 +804,7 @@ def test_a_resume_under_another_number_of_processes_is_refused(tmp_path: Path) -
     assert data["run"]["processes"] == 1
     data["run"]["processes"] = 2  # as if written by torchrun --nproc_per_node 2
     torch.save(data, path)
-    with pytest.raises(CheckpointError, match=re.escape("processes=2 then, 1 now")):
+    with pytest.raises(CheckpointError, match=re.escape("processes: 2 then, 1 now")):
         fit(make_model(), train, None, config=cpu_config(epochs=2), checkpoint_path=path,
             resume=True)  # fmt: skip
 
@@ -1051,18 +1051,19 @@ def test_a_checkpoint_without_epoch_steps_resumes_after_its_epoch(tmp_path: Path
 
 
 def test_data_fingerprint_changes_read_as_words_not_digests() -> None:
-    from netsurgeon.training import _fold_data_changes
+    from netsurgeon.training import _describe_changes
 
     changed = [("lr", 0.1, 0.2), ("run.data_sha256", "a" * 64, "b" * 64),
                ("run.data_train_images", 4, 5), ("run.data_val_images", 2, 2)]  # fmt: skip
-    rest, phrase = _fold_data_changes(changed)
-    assert rest == [("lr", 0.1, 0.2)]
-    assert phrase == (
+    assert _describe_changes(changed) == [
+        "lr: 0.1 then, 0.2 now",
         "the data folder's image files changed (training images: 4 then, 5 now; validation "
-        "images: 2 then, 2 now)"
-    )
-    assert _fold_data_changes([("info.data_sha256", "a", "b")]) == (
-        [],
-        "the data folder's image files changed (as many images, other names or sizes)",
-    )
-    assert _fold_data_changes([("seed", 0, 1)]) == ([("seed", 0, 1)], None)
+        "images: 2 then, 2 now)",
+    ]
+    assert _describe_changes([("info.data_sha256", "a", "b")]) == [
+        "the data folder's image files changed (as many images, other names or sizes)"
+    ]
+    assert _describe_changes([("seed", 0, 1), ("optimizer", "sgd", "adam")]) == [
+        "seed: 0 then, 1 now",
+        "optimizer: 'sgd' then, 'adam' now",
+    ]

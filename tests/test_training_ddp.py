@@ -208,7 +208,7 @@ def test_finetune_command_under_torchrun(
 
     # The checkpoint records two processes: one process may not continue it.
     assert main(args) == 2
-    assert "processes=2 then, 1 now" in capsys.readouterr().err
+    assert "processes: 2 then, 1 now" in capsys.readouterr().err
 
 
 @pytest.mark.slow

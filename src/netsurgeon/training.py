@@ -678,42 +678,37 @@ def _changed_settings(
     ]
 
 
-# netsurgeon.vision.data.FINGERPRINT_KEYS with their words (training cannot import vision).
-_DATA_KEYS = {
-    "data_train_images": "training",
-    "data_val_images": "validation",
-    "data_sha256": "",
-}
+#: The keys under which runs record an image folder's fingerprint among their settings
+#: (``netsurgeon.vision.data.ImageData.fingerprint``), with the words a message uses for them.
+FINGERPRINT_KEYS = ("data_train_images", "data_val_images", "data_sha256")
+_FINGERPRINT_WORDS = {"data_train_images": "training", "data_val_images": "validation"}
 
 
-def _fold_data_changes(
-    changed: Sequence[tuple[str, Any, Any]],
-) -> tuple[list[tuple[str, Any, Any]], str | None]:
-    """Split the data folder's fingerprint off ``(key, then, now)`` changes, for messages.
+def _describe_changes(changed: Sequence[tuple[str, Any, Any]]) -> list[str]:
+    """One phrase per ``(key, then, now)`` change, for the messages that refuse a resume.
 
-    A changed digest says nothing to a reader; "the data folder's image files changed
-    (training images: 4 then, 5 now)" does. Keys may carry a prefix (``run.``, ``info.``).
-
-    Returns:
-        The other changes, and one phrase for the fingerprint's (``None`` if it is unchanged).
+    Every setting reads ``key: then then, now now``. The data folder's fingerprint becomes
+    one phrase, since a changed digest says nothing to a reader: "the data folder's image
+    files changed (training images: 4 then, 5 now)". Keys may carry a prefix (``run.``,
+    ``info.``).
     """
-    rest: list[tuple[str, Any, Any]] = []
+    phrases: list[str] = []
     data: dict[str, tuple[Any, Any]] = {}
     for key, then, now in changed:
         name = key.rsplit(".", 1)[-1]
-        if name in _DATA_KEYS:
+        if name in FINGERPRINT_KEYS:
             data[name] = (then, now)
         else:
-            rest.append((key, then, now))
-    if not data:
-        return rest, None
-    counts = [
-        f"{_DATA_KEYS[name]} images: {data[name][0]} then, {data[name][1]} now"
-        for name in ("data_train_images", "data_val_images")
-        if name in data
-    ]
-    detail = "; ".join(counts) if counts else "as many images, other names or sizes"
-    return rest, f"the data folder's image files changed ({detail})"
+            phrases.append(f"{key}: {then!r} then, {now!r} now")
+    if data:
+        counts = [
+            f"{words} images: {data[name][0]} then, {data[name][1]} now"
+            for name, words in _FINGERPRINT_WORDS.items()
+            if name in data
+        ]
+        detail = "; ".join(counts) if counts else "as many images, other names or sizes"
+        phrases.append(f"the data folder's image files changed ({detail})")
+    return phrases
 
 
 def _set_epoch(loader: Iterable[Any], epoch: int) -> None:
@@ -1310,9 +1305,7 @@ def _restore(trainer: _Trainer, data: Mapping[str, Any], path: Path) -> None:
         *_changed_settings(saved, now, free=free),
         *_changed_settings(data.get("run") or {}, run_now),
     ]
-    changed, data_change = _fold_data_changes(changed)
-    differ = [f"{k}={then!r} then, {value!r} now" for k, then, value in changed]
-    differ += [data_change] if data_change else []
+    differ = _describe_changes(changed)
     if differ:
         raise CheckpointError(
             f"checkpoint {path} was written with other settings ({'; '.join(differ)}); "

@@ -246,7 +246,7 @@ def test_different_config_in_same_out_dir_is_an_error(
     config = tiny_config(criteria=("l1",), levels=(0.5,), finetune_epochs=0)
     run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path, write_report=False)
     changed = tiny_config(criteria=("l1",), levels=(0.5,), finetune_epochs=0, scope="global")
-    with pytest.raises(NetsurgeonError, match=r"different configuration \(scope: 'layer' before"):
+    with pytest.raises(NetsurgeonError, match=r"different configuration \(scope: 'layer' then"):
         run_sweep(tiny_model(), train, val, config=changed, out_dir=tmp_path)
     # Progress bars do not change results, so they may differ on resume.
     quiet = tiny_config(
@@ -261,7 +261,7 @@ def test_different_config_in_same_out_dir_is_an_error(
     config_file.write_text(json.dumps(saved))
     old = replace(config, slice_lr="schedule")  # what such a folder ran between slices
     assert run_sweep(tiny_model(), train, val, config=old, out_dir=tmp_path).ran == []
-    with pytest.raises(NetsurgeonError, match=r"slice_lr: 'schedule' before, 'constant' now"):
+    with pytest.raises(NetsurgeonError, match=r"slice_lr: 'schedule' then, 'constant' now"):
         run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path)
     saved["slice_lr"] = "constant"
     config_file.write_text(json.dumps(saved))
@@ -275,7 +275,7 @@ def test_different_config_in_same_out_dir_is_an_error(
         )  # fmt: skip
         assert run_sweep(tiny_model(), train, val, config=changed, out_dir=tmp_path).ran == []
         note = experiments._prepare_out_dir(tmp_path, changed.to_dict())
-        assert note is not None and f"train.{added}: False before, True now" in note
+        assert note is not None and f"train.{added}: False then, True now" in note
     # A results file whose rows lack the trial keys is refused, not silently rerun.
     (tmp_path / "results.json").write_text(
         json.dumps({"format": "netsurgeon.sweep.results/1", "rows": [{"level": 0.5}]})
@@ -658,6 +658,6 @@ def test_a_comparison_resumed_with_other_execution_settings_says_so_once(
             json.dumps({**results, "rows": results["rows"][:1]})
         )
     assert compare(True) == [
-        f"resuming {tmp_path} with other execution settings (train.channels_last: False before, "
+        f"resuming {tmp_path} with other execution settings (train.channels_last: False then, "
         "True now); its earlier rows used the values in config.json, the new rows use these"
     ]

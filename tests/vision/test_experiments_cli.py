@@ -150,9 +150,9 @@ def test_sweep_with_other_settings_in_same_out_is_refused(
     assert main([*argv, "--lr", "0.5"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("netsurgeon: error:") and len(err.strip().splitlines()) == 1
-    assert "train.lr: 0.01 before, 0.5 now" in err
+    assert "train.lr: 0.01 then, 0.5 now" in err
     assert main([*argv, "--slice-lr", "schedule"]) == 2
-    assert "slice_lr: 'constant' before, 'schedule' now" in capsys.readouterr().err
+    assert "slice_lr: 'constant' then, 'schedule' now" in capsys.readouterr().err
     # How the run executes is recorded but may change on a resume.
     info = json.loads((out / "config.json").read_text())["info"]
     assert (info["workers"], info["cache_data"], info["threads"]) == (0, False, 1)
@@ -166,8 +166,8 @@ def test_sweep_with_other_settings_in_same_out_is_refused(
     results["rows"] = results["rows"][:-1]  # as if stopped before the last trial
     (out / "results.json").write_text(json.dumps(results))
     expected = (
-        f"resuming {out} with other execution settings (info.cache_data: False before, True now; "
-        "info.threads: 1 before, 2 now; info.workers: 0 before, 1 now); its earlier rows used the "
+        f"resuming {out} with other execution settings (info.cache_data: False then, True now; "
+        "info.threads: 1 then, 2 now; info.workers: 0 then, 1 now); its earlier rows used the "
         "values in config.json, the new rows use these"
     )
     with pytest.warns(UserWarning, match=re.escape(expected)):
@@ -178,7 +178,7 @@ def test_sweep_with_other_settings_in_same_out_is_refused(
     capsys.readouterr()
     assert main([*argv, "--lr", "0.5"]) == 2
     assert f"{out} holds a stopped run (no results yet) of a different configuration (train.lr: " \
-        "0.01 before, 0.5 now)" in capsys.readouterr().err  # fmt: skip
+        "0.01 then, 0.5 now)" in capsys.readouterr().err  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -330,12 +330,12 @@ def test_sweep_resume_may_change_how_it_computes(
     # No new row, so none ran otherwise than the old ones: nothing to warn about.
     assert not [w for w in seen if "execution settings" in str(w.message)]
     (out / "results.json").write_text(json.dumps({**rows, "rows": rows["rows"][:1]}))
-    with pytest.warns(UserWarning, match="train.channels_last: False before, True now; "
-                      "train.device: 'auto' before, 'cpu' now"):  # fmt: skip
+    with pytest.warns(UserWarning, match="train.channels_last: False then, True now; "
+                      "train.device: 'auto' then, 'cpu' now"):  # fmt: skip
         assert main([*argv, "--device", "cpu", "--channels-last"]) == 0
     capsys.readouterr()
     assert main([*argv, "--device", "cpu", "--seed", "1"]) == 2  # what it computes may not
-    assert "train.seed: 0 before, 1 now" in capsys.readouterr().err
+    assert "train.seed: 0 then, 1 now" in capsys.readouterr().err
 
 
 def test_sweep_resume_checks_the_weights_file_by_content_not_by_spelling(

@@ -301,9 +301,9 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
         prune_and_finetune(small_model(), train, val, resume=True, **{**kwargs, "criterion": "l1"})
     # Every setting counts, the training configuration's included, except how a run computes.
     others = {
-        "slice_lr": ("schedule", "slice_lr: saved 'constant', now 'schedule'"),
-        "config": (replace(CONFIG, lr=0.5), "train_config.lr: saved 0.05, now 0.5"),
-        "criterion_batches": (2, "criterion_batches: saved 8, now 2"),
+        "slice_lr": ("schedule", "slice_lr: 'constant' then, 'schedule' now"),
+        "config": (replace(CONFIG, lr=0.5), "train_config.lr: 0.05 then, 0.5 now"),
+        "criterion_batches": (2, "criterion_batches: 8 then, 2 now"),
     }
     for key, (value, named) in others.items():
         with pytest.raises(CheckpointError, match=re.escape(named)):
@@ -652,7 +652,7 @@ def test_prune_resume_refuses_other_run_settings(tmp_path: Path) -> None:
     assert run["classes"] == "blue,red" and len(run["weights_sha256"]) == 64
     # The same settings resume (here: the run is finished, so nothing is left to do).
     assert run_iterative_from_args(_prune_parser().parse_args(argv)) == 0
-    with pytest.raises(CheckpointError, match=r"run\.batch_size: saved 4, now 2"):
+    with pytest.raises(CheckpointError, match=r"run\.batch_size: 4 then, 2 now"):
         run_iterative_from_args(_prune_parser().parse_args([*argv, "--train-batch-size", "2"]))
     torch.manual_seed(1)
     torch.save(build_model("cifar_resnet20").state_dict(), weights)  # other weights, same path
@@ -662,7 +662,7 @@ def test_prune_resume_refuses_other_run_settings(tmp_path: Path) -> None:
 
 def test_prune_resume_may_raise_max_steps(tmp_path: Path) -> None:
     """README: without a cosine schedule --max-steps may grow on resume. Before: "belongs to
-    another iterative run (train_config.max_steps: saved 3, now None)"."""
+    another iterative run (train_config.max_steps: 3 then, None now)"."""
     data = make_image_folder(tmp_path / "data", classes=("red", "blue"), per_class=8, split=True)
     argv = ["prune", "cifar_resnet20", "--data", str(data), "--out", str(tmp_path / "p.pt"),
             "--weights", "none", "--criterion", "l1", "--target-macs", "0.6",
@@ -677,7 +677,7 @@ def test_prune_resume_may_raise_max_steps(tmp_path: Path) -> None:
     assert (saved["global_step"], saved["epoch"]) == (8, 2)  # 2 epochs of 4 batches
     cosine = [*argv, "--schedule", "cosine", "--out", str(tmp_path / "c.pt")]
     assert run_iterative_from_args(_prune_parser().parse_args([*cosine, "--max-steps", "3"])) == 0
-    with pytest.raises(CheckpointError, match=r"train_config\.max_steps: saved 3, now None"):
+    with pytest.raises(CheckpointError, match=r"train_config\.max_steps: 3 then, None now"):
         run_iterative_from_args(_prune_parser().parse_args([*cosine, "--resume"]))
 
 

@@ -158,7 +158,7 @@ def test_resume_continues_from_the_last_epoch(
     capsys.readouterr()
     # Resuming with other run settings (here the batch size, outside TrainConfig) is refused.
     assert main([*finetune_args(data, part, "--epochs", "2", "--resume"), "--batch-size", "2"]) == 2
-    assert "batch_size=4 then, 2 now" in capsys.readouterr().err
+    assert "batch_size: 4 then, 2 now" in capsys.readouterr().err
     assert main(finetune_args(data, part, "--epochs", "2", "--resume", "--json")) == 0
     resumed = json.loads(capsys.readouterr().out)
     epochs = resumed["history"]["epochs"]

@@ -60,6 +60,7 @@ from netsurgeon.oov.tagger import Tagger
 from netsurgeon.oov.vectors import PACKAGED_GLOVE, load_embeddings, normaliser
 from netsurgeon.oov.vocab import TagVocabulary, oov_stats
 from netsurgeon.pruning.stats import resolve_device
+from netsurgeon.training import _describe_changes
 
 __all__ = [
     "TaggedData",
@@ -327,8 +328,9 @@ def check_run_folder(out: Path, config: TrainConfig, resume: bool) -> bool:
         saved["embeddings"] = now["embeddings"]
     if saved != now:
         changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        listed = "; ".join(_describe_changes([(k, saved.get(k), now.get(k)) for k in changed]))
         raise ConfigError(
-            f"{out}: cannot resume, the configuration differs in {changed}; use the same options"
+            f"{out}: cannot resume, the configuration differs ({listed}); use the same options"
         )
     return True
 

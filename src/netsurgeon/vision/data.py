@@ -29,7 +29,12 @@ from torchvision import transforms as T
 
 from netsurgeon.distributed import is_distributed
 from netsurgeon.errors import ConfigError, NetsurgeonError
-from netsurgeon.training import DataWaitTimer, init_distributed, resolve_device
+from netsurgeon.training import (
+    FINGERPRINT_KEYS,
+    DataWaitTimer,
+    init_distributed,
+    resolve_device,
+)
 
 if TYPE_CHECKING:
     from netsurgeon.vision.cache import CachedImageLoader
@@ -419,10 +424,6 @@ def split_indices(
             f"val_fraction={val_fraction} leaves no validation sample out of {len(targets)}"
         )
     return sorted(train), sorted(val)
-
-
-#: The keys of :meth:`ImageData.fingerprint`, as runs record them among their settings.
-FINGERPRINT_KEYS = ("data_train_images", "data_val_images", "data_sha256")
 
 
 @dataclass(frozen=True)

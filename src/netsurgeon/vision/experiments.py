@@ -48,8 +48,8 @@ from netsurgeon.pruning.stats import count_macs, count_params, measure_latency, 
 from netsurgeon.training import (
     History,
     TrainConfig,
+    _describe_changes,
     _flatten_settings,
-    _fold_data_changes,
     _set_epoch,
     atomic_save,
     check_slice_lr,
@@ -495,11 +495,9 @@ def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> str | None:
             and old.get(k) != new.get(k)
         )
         if differ:
-            others, data_change = _fold_data_changes(
+            listed = _describe_changes(
                 [(k, old.get(k, "<missing>"), new.get(k, "<missing>")) for k in differ]
             )
-            listed = [f"{k}: {a!r} before, {b!r} now" for k, a, b in others]
-            listed += [data_change] if data_change else []
             shown = "; ".join(listed[:_MAX_LISTED])
             more = f" (and {len(listed) - _MAX_LISTED} more)" if len(listed) > _MAX_LISTED else ""
             # Killed before its first trial finished, a folder holds no results yet.
@@ -514,7 +512,7 @@ def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> str | None:
         if fed:
             # Allowed, but the rows then mix two ways of running; config.json keeps the
             # first run's values.
-            changes = "; ".join(f"{k}: {old[k]!r} before, {new.get(k)!r} now" for k in fed)
+            changes = "; ".join(_describe_changes([(k, old[k], new.get(k)) for k in fed]))
             return (
                 f"resuming {out} with other execution settings ({changes}); its earlier rows "
                 "used the values in config.json, the new rows use these"

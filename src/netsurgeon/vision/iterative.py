@@ -66,8 +66,8 @@ from netsurgeon.training import (
     History,
     TrainConfig,
     _changed_settings,
+    _describe_changes,
     _flatten_settings,
-    _fold_data_changes,
     _rng_state,
     _set_epoch,
     _set_rng_state,
@@ -304,12 +304,9 @@ def _load_state(path: Path, settings: dict[str, Any]) -> tuple[nn.Module, dict[s
         # As fit allows: max_steps only bounds the final fine-tuning, which continues inside
         # a cut epoch; only the cosine schedule is laid out over the run's length.
         free.add("train_config.max_steps")
-    differ, data_change = _fold_data_changes(_changed_settings(saved, now, free=frozenset(free)))
-    if differ or data_change:
-        listed = ", ".join(
-            [f"{k}: saved {a!r}, now {b!r}" for k, a, b in differ]
-            + ([data_change] if data_change else [])
-        )
+    differ = _describe_changes(_changed_settings(saved, now, free=frozenset(free)))
+    if differ:
+        listed = "; ".join(differ)
         raise CheckpointError(
             f"{path} belongs to another iterative run ({listed}); resume with the same settings "
             f"or use another checkpoint folder"
