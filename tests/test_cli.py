@@ -118,18 +118,41 @@ def _config_error_from_stats(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_an_error_on_another_rank_waits_then_names_the_rank(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Rank 0 says it at once; rank 1 only if torchrun has not stopped it by then.
+    # Rank 0 says it at once; rank 1 only if torchrun has not stopped it by then. (Every
+    # process of a single-process command under torchrun meets the same refusal.)
     waits: list[float] = []
     monkeypatch.setattr(cli.time, "sleep", waits.append)
-    _config_error_from_stats(monkeypatch)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    refusal = "runs in one process, not under torchrun (WORLD_SIZE=2)"
     monkeypatch.setenv("RANK", "0")
     assert cli.main(["stats", "cifar_resnet20"]) == 2
-    assert capsys.readouterr().err == "netsurgeon: error: data folder d does not exist\n"
+    err = capsys.readouterr().err
+    assert err.startswith("netsurgeon: error: 'netsurgeon stats' ") and refusal in err
     assert waits == []
     monkeypatch.setenv("RANK", "1")
     assert cli.main(["stats", "cifar_resnet20"]) == 2
-    assert capsys.readouterr().err == "netsurgeon: error (rank 1): data folder d does not exist\n"
-    assert waits == [cli._PEER_ERROR_DELAY_S]
+    err = capsys.readouterr().err
+    assert err.startswith("netsurgeon: error (rank 1): 'netsurgeon stats' ") and refusal in err
+    assert err.count("\n") == 1 and waits == [cli._PEER_ERROR_DELAY_S]
+
+
+def test_a_rank_outside_torchrun_prints_at_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RANK set for other reasons (a scheduler, a shell) with no WORLD_SIZE > 1 is one process:
+    before, it waited 5 s and named a rank."""
+    waits: list[float] = []
+    monkeypatch.setattr(cli.time, "sleep", waits.append)
+    _config_error_from_stats(monkeypatch)
+    monkeypatch.setenv("RANK", "3")
+    for world_size in (None, "1"):
+        if world_size is None:
+            monkeypatch.delenv("WORLD_SIZE", raising=False)
+        else:
+            monkeypatch.setenv("WORLD_SIZE", world_size)
+        assert cli.main(["stats", "cifar_resnet20"]) == 2
+        assert capsys.readouterr().err == "netsurgeon: error: data folder d does not exist\n"
+    assert waits == []
 
 
 def test_an_argument_error_on_another_rank_waits_then_names_the_rank(
@@ -138,6 +161,7 @@ def test_an_argument_error_on_another_rank_waits_then_names_the_rank(
     """Before: every process under torchrun printed the same argparse error."""
     waits: list[float] = []
     monkeypatch.setattr(cli.time, "sleep", waits.append)
+    monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["prune", "resnet18", "--amount", "abc"])
@@ -154,7 +178,7 @@ def test_an_error_on_another_rank_stopped_while_it_waits_prints_nothing(
         raise cli.Terminated  # torchrun's SIGTERM after rank 0 failed
 
     monkeypatch.setattr(cli.time, "sleep", stopped)
-    _config_error_from_stats(monkeypatch)
+    monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     assert cli.main(["stats", "cifar_resnet20"]) == 2
     assert capsys.readouterr().err == ""

@@ -280,7 +280,8 @@ def _say_error(text: str) -> None:
     error of its own still shows after the wait, with the rank named.
     """
     rank = os.environ.get("RANK", "0")
-    if rank != "0":
+    # As init_distributed: torchrun's processes have WORLD_SIZE > 1; a RANK alone is not one.
+    if rank != "0" and os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
         try:
             time.sleep(_PEER_ERROR_DELAY_S)
         except KeyboardInterrupt:  # torchrun's SIGTERM: rank 0 failed and says why
