@@ -130,11 +130,14 @@ def test_data_driven_prune_leaves_grads_and_norm_statistics_alone() -> None:
 def test_layer_scope_removes_the_fraction_from_each_layer() -> None:
     model = SeqNet()
     result = prune(model, X, amount=0.5)
+    # The depthwise conv loses filters with its producer, and is reported (before: only in kept).
     assert result.channels == {
         "features.0": (8, 4),
         "features.3": (16, 8),
+        "features.7": (16, 8),
         "classifier.0": (32, 16),
     }
+    assert set(result.channels) == set(result.kept)
     assert model.features[7].groups == model.features[7].out_channels == 8  # depthwise follows
     assert model.classifier[0].in_features == 8 * 4 * 4  # each channel owned 4x4 features
     assert result.after.params == sum(p.numel() for p in model.parameters())
@@ -148,7 +151,7 @@ def test_global_scope_ranks_across_layers() -> None:
         model.features[3].weight[:5].mul_(0.01)  # five filters far weaker than their peers
     total = 8 + 16 + 32  # prunable filters: features.0, features.3, classifier.0
     result = prune(model, X, amount=5 / total + 1e-6, scope="global", criterion="l1")
-    assert result.channels == {"features.3": (16, 11)}
+    assert result.channels == {"features.3": (16, 11), "features.7": (16, 11)}  # + depthwise
     assert torch.all(model.features[3].weight.abs().sum((1, 2, 3)) > 0.5)
 
 
@@ -536,3 +539,42 @@ def test_unusual_calls_keep_their_channels() -> None:
     assert model.a.out_channels == model.b.out_channels == 8
     assert any(".max()" in s for s in result.skipped)
     assert model(X).shape == (1, 2, 8, 8)
+
+
+@pytest.mark.parametrize("scope", ["layer", "global_macs"])
+def test_a_macs_schedule_prunes_nothing_in_a_slice_whose_goal_is_met(scope: str) -> None:
+    """round_to=8 makes slices overshoot their goals on 16-filter layers; the slices whose goal
+    an earlier one met remove nothing. Before, each removed more: the layer schedule ended at
+    0.19 of the MACs where the one-shot prune keeps 0.35, global_macs at 0.40 against 0.43."""
+    pytest.importorskip("torchvision", reason="the vision extra is not installed")
+    from netsurgeon.vision import build_model
+
+    x = torch.randn(1, 3, 32, 32)
+    model = build_model("cifar_resnet20").eval()
+    pruner = Pruner(model, x, target_macs=0.5, steps=12, criterion="l1", scope=scope, round_to=8)
+    pruner.run()
+    start = pruner.start.macs
+    reached = [r.after.macs / start for r in pruner.history]
+    goals = [0.5 ** (i / 12) for i in range(1, 13)]
+    for i, result in enumerate(pruner.history):
+        before = result.before.macs / start
+        if before <= goals[i]:  # an earlier slice got here first
+            assert result.after.macs == result.before.macs and not result.channels
+        else:
+            assert reached[i] <= goals[i]
+    assert any(r.after.macs == r.before.macs for r in pruner.history)  # the case is exercised
+    if scope == "layer":  # then it ends where the one-shot prune does
+        once = prune(build_model("cifar_resnet20").eval(), x, target_macs=0.5, criterion="l1",
+                     scope="layer", round_to=8)  # fmt: skip
+        assert pruner.history[-1].after.macs == once.after.macs
+
+
+@pytest.mark.parametrize("target", [{"amount": 0.5}, {"target_macs": 0.5}])
+def test_a_step_after_the_schedule_is_done_is_refused(target: dict[str, float]) -> None:
+    model = SeqNet()
+    pruner = Pruner(model, X, steps=2, criterion="l1", scope="layer", **target)
+    pruner.run()
+    shapes = [p.shape for p in model.parameters()]
+    with pytest.raises(ConfigError, match="the schedule is done after 2 slices; build a new"):
+        pruner.step()
+    assert [p.shape for p in model.parameters()] == shapes and len(pruner.history) == 2

@@ -428,7 +428,13 @@ def _prune_once(
             skipped.append(note)
     else:
         keep = _plan(graph, scores, amount=amount, num_filters=num_filters, **plan)
+    # Every layer whose outputs can shrink: producers, and depthwise convolutions pruned along.
     sizes = {name: graph.source_module(name) for name in graph.source_names}
+    sizes.update(
+        (name, record.module)
+        for name, record in graph.consumers.items()
+        if record.role == "member" and isinstance(record.module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+    )
     channels_before = {name: _out_channels(m) for name, m in sizes.items()}
     macs_after, kept = _apply(graph, keep, example_inputs) if keep else (before.macs, {})
     channels = {
@@ -704,7 +710,19 @@ class Pruner:
         return removed >= self.amount * self._start_filters
 
     def step(self) -> PruneResult:
-        """Prune one slice and return what it did."""
+        """Prune one slice and return what it did.
+
+        A ``target_macs`` slice whose MACs goal an earlier slice already met (bounds such as
+        ``round_to`` can make a slice overshoot its own goal) removes nothing.
+
+        Raises:
+            ConfigError: The schedule is :attr:`done`.
+        """
+        if self.done:
+            slices = self._completed + len(self.history)
+            raise ConfigError(
+                f"the schedule is done after {slices} slices; build a new Pruner to prune further"
+            )
         kwargs: dict[str, Any] = {"amount": None, "target_macs": None, "num_filters": None}
         current = self.history[-1].after if self.history else self._now
         if self.filters_per_step is not None:
@@ -716,7 +734,11 @@ class Pruner:
             scope = self.scope
             if self.target_macs is not None:
                 goal = self.target_macs ** (i / self.steps) * self._start.macs
-                kwargs["target_macs"] = min(max(goal / max(current.macs, 1), 1e-6), 1 - 1e-9)
+                if current.macs <= goal:  # met already: a slice that overshot got here first
+                    result = PruneResult(current, current)
+                    self.history.append(result)
+                    return result
+                kwargs["target_macs"] = max(goal / max(current.macs, 1), 1e-6)
                 if scope == "layer":  # one share of every layer's first size meets the goal
                     kwargs["start_sizes"] = self._start_groups
             else:
