@@ -630,3 +630,26 @@ def test_write_glove_text_with_no_words_writes_an_empty_file(tmp_path: Path) -> 
         out = tmp_path / "empty.txt"
         write_glove_text(out, [], values)
         assert out.read_text() == ""
+
+
+def test_gzip_is_recognised_by_its_bytes_and_a_broken_stream_is_one_error(tmp_path: Path) -> None:
+    """Before: a truncated or damaged .gz raised EOFError / zlib.error (a traceback from the
+    CLI), a plain file named .gz 'Not a gzipped file' without its name, and a gzipped file
+    without the .gz name was taken for text in another encoding."""
+    text = "the 0.1 0.2\nof 0.3 0.4\n"
+    packed = gzip.compress(text.encode())
+    unnamed = tmp_path / "v.txt"
+    unnamed.write_bytes(packed)
+    misnamed = tmp_path / "plain.txt.gz"
+    misnamed.write_text(text, encoding="utf-8")
+    for path in (unnamed, misnamed):
+        embeddings = load_embeddings(path)
+        assert embeddings.words == ["the", "of"] and embeddings.dim == 2
+    truncated = tmp_path / "cut.txt.gz"
+    truncated.write_bytes(packed[: len(packed) // 2])
+    damaged = tmp_path / "bad.txt.gz"
+    damaged.write_bytes(packed[:10] + bytes(b ^ 0xFF for b in packed[10:-8]) + packed[-8:])
+    for path in (truncated, damaged):
+        with pytest.raises(ConfigError, match=f"^{path}: gzip-compressed, but it cannot be "
+                           r"decompressed \(.+\); is it truncated or damaged\?$"):  # fmt: skip
+            load_embeddings(path)

@@ -48,6 +48,14 @@ _INFO_SEPARATORS = frozenset("\x1c\x1d\x1e\x1f")
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
+def _gzip_error(path: Path, exc: Exception) -> ConfigError:
+    """The error for a gzip-compressed file that cannot be decompressed."""
+    return ConfigError(
+        f"{path}: gzip-compressed, but it cannot be decompressed ({exc}); is it truncated or "
+        "damaged?"
+    )
+
+
 @dataclass(frozen=True)
 class Sentence:
     """One sentence of a column file.
@@ -112,9 +120,7 @@ def decode_lines(path: Path, encoding: str) -> list[str]:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
-            raise ConfigError(
-                f"{path}: gzip-compressed, but it cannot be decompressed ({exc}); is it truncated?"
-            ) from None
+            raise _gzip_error(path, exc) from None
     try:
         text = data.decode(encoding)
     except LookupError:

@@ -9,12 +9,14 @@ installed (the ``nlp`` extra), falling back to numpy for anything it might read 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gzip
 import hashlib
 import importlib.util
 import io
 import os
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from netsurgeon.errors import ConfigError
+from netsurgeon.oov.conll import _GZIP_MAGIC, _gzip_error
 
 __all__ = [
     "FORMATS",
@@ -353,10 +356,21 @@ def _is_binary_name(path: Path) -> bool:
     return path.name.endswith((".bin", ".bin.gz"))
 
 
-def _open_binary(path: Path) -> BinaryIO:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
+@contextlib.contextmanager
+def _open_binary(path: Path) -> Iterator[BinaryIO]:
+    """The file's bytes, decompressed if it is gzip-compressed (by its first bytes, whatever
+    its name); a compressed stream that breaks off or is damaged is a :class:`ConfigError`."""
+    with open(path, "rb") as raw:
+        compressed = raw.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
+        raw.seek(0)
+        if not compressed:
+            yield raw
+            return
+        with gzip.GzipFile(fileobj=raw, mode="rb") as handle:
+            try:
+                yield handle  # type: ignore[misc]
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                raise _gzip_error(path, exc) from None
 
 
 def _decode(raw: bytes, path: Path, line_no: int, encoding: str) -> str:
