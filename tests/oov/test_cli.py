@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,21 @@ def test_evaluate(
     assert set(result["metrics"]) == {"all", "oov_tokens", "oov_sentences"}
     assert result["oov"]["oov_tokens"] > 0
     assert result["attention_by_tag"].keys() == {"PER", "LOC"}
+
+
+def test_evaluate_reads_the_task_from_the_loaded_run(
+    synthetic: SyntheticTask, cli_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config.json without a field that has a default ("task": ner) loads; before, the
+    command then re-read the raw file and stopped with KeyError after evaluating."""
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    config = json.loads((run / "config.json").read_text())
+    del config["task"]
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["oov", "evaluate", str(run), "--data", str(synthetic.dev)]) == 0
+    printed = capsys.readouterr().out
+    assert "F1" in printed and "OOV tokens" in printed
 
 
 def test_embed_words_and_corpus(

@@ -37,7 +37,7 @@ def _evaluation(f1: float, attention: dict[str, dict[str, float]] | None) -> Eva
             "attention": {"word": 0.9, "left": 0.05, "right": 0.05},
         },
     ]
-    return Evaluation("dev.txt", sections, {}, {}, attention, examples if attention else [])
+    return Evaluation("dev.txt", "ner", sections, {}, {}, attention, examples if attention else [])
 
 
 def _results() -> dict[str, Any]:

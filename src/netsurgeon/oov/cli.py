@@ -7,7 +7,6 @@ stays fast and works without the ``nlp`` extra.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -361,8 +360,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         embeddings_encoding=args.embeddings_encoding,
         device=args.device,
     )
-    task = json.loads((Path(args.run) / "config.json").read_text(encoding="utf-8"))["task"]
-    print(_metrics_table(task, evaluation.metrics))
+    print(_metrics_table(evaluation.task, evaluation.metrics))
     print(
         f"OOV tokens {100 * evaluation.oov['token_rate']:.2f} %, "
         f"OOV types {100 * evaluation.oov['type_rate']:.2f} %"

@@ -41,6 +41,7 @@ class Evaluation:
 
     Attributes:
         data: The file evaluated.
+        task: The run's task (``"ner"`` or ``"pos"``), which sets the metrics.
         metrics: Output of :func:`~netsurgeon.oov.metrics.tagging_metrics`.
         oov: OOV rates of the file.
         unseen_tags: Gold tags that the run never saw in training, with counts.
@@ -49,6 +50,7 @@ class Evaluation:
     """
 
     data: str
+    task: str
     metrics: dict[str, Any]
     oov: dict[str, Any]
     unseen_tags: dict[str, int]
@@ -127,6 +129,7 @@ def evaluate_data(run: TrainedRun, data: TaggedData) -> Evaluation:
     stats = oov_stats(data.tokens, run.embeddings, normaliser(run.config.normalise)).to_json()
     return Evaluation(
         data=data.path,
+        task=run.config.task,
         metrics=metrics,
         oov=stats,
         unseen_tags=dict(unseen),
