@@ -554,6 +554,24 @@ def test_ner_refuses_a_column_without_entity_tags(
     # the entity column trains
     argv = ["oov", "train", "--task", "ner", "--tag-column", "2", *data, *SMALL, "--method", "unk"]
     assert main([*argv, "--out", str(tmp_path / "ok")]) == 0
+    # Dev, test and evaluated files are checked too (before: only --train; a dev file without
+    # entity tags scored F1 0 with one seqeval warning per tag).
+    pos_only = tmp_path / "pos_only.txt"
+    pos_only.write_text("Peter NNP NNP\nruns VBZ VBZ\n\n", encoding="utf-8")
+    tagged = ["--train", str(train_file), "--embeddings", str(rows), "--task", "ner", *SMALL]
+    for argv in (
+        ["oov", "train", *tagged, "--dev", str(pos_only), "--method", "unk"],
+        ["oov", "experiment", *tagged, "--dev", str(pos_only), "--methods", "unk"],
+        ["oov", "experiment", *tagged, "--dev", str(dev_file), "--test", str(pos_only),
+         "--methods", "unk"],
+    ):  # fmt: skip
+        out = tmp_path / "refused"
+        err = _error([*argv, "--out", str(out)], capsys)
+        assert f"{pos_only}: task='ner' (--task ner) needs entity tags" in err
+        assert "holds 'NNP' (sentence 1)" in err and not out.exists()
+    err = _error(["oov", "evaluate", str(tmp_path / "ok"), "--data", str(pos_only)], capsys)
+    assert f"{pos_only}: task='ner' (--task ner) needs entity tags" in err
+    assert "the run was trained for NER on tag column 2: give a file with its entity tags" in err
 
 
 def test_train_resume_says_when_there_is_nothing_to_resume_or_left_to_train(

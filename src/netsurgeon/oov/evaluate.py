@@ -18,7 +18,7 @@ from netsurgeon.oov.run import (
     load_run,
     read_run_config,
 )
-from netsurgeon.oov.train import TaggedData, read_tagged
+from netsurgeon.oov.train import TaggedData, check_tags_fit_task, read_tagged
 from netsurgeon.oov.vectors import normaliser
 from netsurgeon.oov.vocab import oov_stats
 
@@ -192,6 +192,13 @@ def load_run_and_data(
         column=config.column,
         encoding=encoding or config.encoding,
         scheme=config.tag_scheme,
+    )
+    check_tags_fit_task(
+        data,
+        config.task,
+        config.column,
+        remedy=f"the run was trained for NER on tag column {config.column}: give a file with "
+        "its entity tags there",
     )
     run = load_run(
         run_dir,

@@ -184,6 +184,9 @@ def run_experiment(
         test_data = read_tagged(
             test_file, column=base.column, encoding=base.encoding, scheme=base.tag_scheme
         )
+    for data in (dev_data, test_data):
+        if data is not None:
+            check_tags_fit_task(data, base.task, base.column)
     check_embeddings_source(
         base.embeddings, format=base.embeddings_format, encoding=base.embeddings_encoding
     )

@@ -126,11 +126,14 @@ def read_tagged(
 _NER_TAG = re.compile(r"O|[BIESLU]-\S+")
 
 
-def check_tags_fit_task(data: TaggedData, task: str, column: int) -> None:
+def check_tags_fit_task(
+    data: TaggedData, task: str, column: int, *, remedy: str | None = None
+) -> None:
     """For ``ner``, refuse a tag column that is not chunk tags (``O``, ``B-X``, ``I-X``...).
 
     A POS column under ``--task ner`` would otherwise train, and score entities that are not
-    there, with one seqeval warning per tag.
+    there, with one seqeval warning per tag. ``remedy`` replaces the message's advice (which
+    names the task and tag column options).
 
     Raises:
         ConfigError: naming the file, the first foreign tag and where it is.
@@ -142,9 +145,12 @@ def check_tags_fit_task(data: TaggedData, task: str, column: int) -> None:
             if not _NER_TAG.fullmatch(tag):
                 raise ConfigError(
                     f"{data.path}: task='ner' (--task ner) needs entity tags (O, B-X, I-X), "
-                    f"but tag column {column} holds {tag!r} (sentence {number}); use "
-                    "task='pos' (--task pos), or tag_column=N (--tag-column N) for the column "
-                    "that holds the entity tags"
+                    f"but tag column {column} holds {tag!r} (sentence {number}); "
+                    + (
+                        remedy
+                        or "use task='pos' (--task pos), or tag_column=N (--tag-column N) for "
+                        "the column that holds the entity tags"
+                    )
                 )
 
 
@@ -401,7 +407,8 @@ def train(
     dev_data = read_tagged(
         dev_file, column=config.column, encoding=config.encoding, scheme=config.tag_scheme
     )
-    check_tags_fit_task(train_data, config.task, config.column)
+    for data in (train_data, dev_data):
+        check_tags_fit_task(data, config.task, config.column)
     keep = {t for data in (train_data, dev_data) for s in data.tokens for t in s}
     embeddings = load_embeddings(
         config.embeddings,
