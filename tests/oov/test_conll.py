@@ -237,3 +237,19 @@ def test_reads_gzip_compressed_files(tmp_path: Path) -> None:
     truncated.write_bytes(gzip.compress(CONLL.encode("utf-8"))[:-12])
     with pytest.raises(ConfigError, match=r"t\.txt\.gz: gzip-compressed, but it cannot be"):
         read_conll(truncated)
+
+
+def test_a_file_with_cr_line_endings_only_reads_as_with_newlines(tmp_path: Path) -> None:
+    """Classic Mac OS line endings; before, the whole file was one line (one token)."""
+    text = "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER\n"
+    lf, cr = tmp_path / "lf.txt", tmp_path / "cr.txt"
+    lf.write_bytes(text.encode())
+    cr.write_bytes(text.replace("\n", "\r").encode())
+    assert read_conll(cr) == read_conll(lf)
+    assert [s.tokens for s in read_conll(cr)] == [("EU", "rejects"), ("Peter",)]
+    # Line numbers count CRs there.
+    cr.write_bytes(text.replace("\n", "\r").replace("Peter", "P\xe9ter").encode("latin-1"))
+    with pytest.raises(
+        ConfigError, match=r"cr\.txt:4: not valid utf-8 text \(byte 0xe9 at column 2\)"
+    ):
+        read_conll(cr)

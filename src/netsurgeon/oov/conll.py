@@ -106,7 +106,8 @@ def decode_lines(path: Path, encoding: str) -> list[str]:
 
     Lines end at ``\\n`` only (a ``\\r`` before it is dropped), as in the embeddings loader:
     ``str.splitlines`` would also break at characters such as U+0085, which is what a
-    cp1252 ellipsis becomes when a file is read as latin-1. A byte-order mark (U+FEFF) at
+    cp1252 ellipsis becomes when a file is read as latin-1. A file without any ``\\n`` ends
+    its lines at ``\\r`` (classic Mac OS). A byte-order mark (U+FEFF) at
     the very start of the file is dropped too. A gzip-compressed file (recognised by its
     first bytes, whatever its name) is decompressed first.
     """
@@ -121,20 +122,25 @@ def decode_lines(path: Path, encoding: str) -> list[str]:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
             raise _gzip_error(path, exc) from None
+    # Classic Mac OS files end lines in CR alone.
+    newline = b"\r" if b"\n" not in data and b"\r" in data else b"\n"
     try:
         text = data.decode(encoding)
     except LookupError:
         raise ConfigError(f"unknown encoding={encoding!r} (--encoding)") from None
     except UnicodeDecodeError as exc:
-        line_no = data.count(b"\n", 0, exc.start) + 1
-        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line_no = data.count(newline, 0, exc.start) + 1
+        line_start = data.rfind(newline, 0, exc.start) + 1
         bad = data[exc.start : exc.start + 1].hex()
         raise ConfigError(
             f"{path}:{line_no}: not valid {encoding} text (byte 0x{bad} at column "
             f"{exc.start - line_start + 1}); pass the file's encoding, for example "
             f"encoding='latin-1' (--encoding latin-1)"
         ) from None
-    lines = text.removeprefix("\ufeff").split("\n")
+    text = text.removeprefix("\ufeff")
+    if newline == b"\r":
+        text = text.replace("\r", "\n")
+    lines = text.split("\n")
     if not lines[-1]:  # the piece after the final newline is not a line
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
