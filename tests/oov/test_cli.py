@@ -112,6 +112,26 @@ def test_evaluate_reads_the_task_from_the_loaded_run(
     assert "F1" in printed and "OOV tokens" in printed
 
 
+def test_a_run_whose_embeddings_file_moved_says_how_to_point_at_it(
+    synthetic: SyntheticTask, cli_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    config = json.loads((run / "config.json").read_text())
+    moved = tmp_path / "moved.txt"
+    config["embeddings"] = str(moved)
+    (run / "config.json").write_text(json.dumps(config))
+    for argv in (
+        ["oov", "evaluate", str(run), "--data", str(synthetic.dev)],
+        ["oov", "embed", str(run), "--corpus", str(synthetic.dev), "--out", str(tmp_path / "v")],
+    ):
+        err = _error(argv, capsys)
+        assert err == (
+            f"netsurgeon: error: {moved}: the run's embeddings file is not found (moved or "
+            "deleted?); pass its new location with embeddings=FILE (--embeddings FILE)\n"
+        )
+
+
 def test_embed_words_and_corpus(
     synthetic: SyntheticTask, cli_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

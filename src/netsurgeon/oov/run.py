@@ -37,7 +37,14 @@ from netsurgeon.oov.conll import resolve_tag_column
 from netsurgeon.oov.embedders import ATTENTION_PARTS, HEADS, METHODS, build_embedder
 from netsurgeon.oov.metrics import TASKS
 from netsurgeon.oov.tagger import Tagger
-from netsurgeon.oov.vectors import FORMATS, NORMALISERS, Embeddings, load_embeddings, word_list
+from netsurgeon.oov.vectors import (
+    FORMATS,
+    NORMALISERS,
+    PACKAGED_GLOVE,
+    Embeddings,
+    load_embeddings,
+    word_list,
+)
 from netsurgeon.oov.vocab import TagVocabulary, Vocabulary
 from netsurgeon.pruning.stats import resolve_device
 
@@ -603,6 +610,11 @@ def load_run(
     tags = TagVocabulary.from_json(vocab.get("tags"))
     expected = vocab["embeddings"]
     source = embeddings if embeddings is not None else config.embeddings
+    if embeddings is None and source not in (None, PACKAGED_GLOVE) and not Path(source).exists():
+        raise ConfigError(
+            f"{source}: the run's embeddings file is not found (moved or deleted?); pass its "
+            "new location with embeddings=FILE (--embeddings FILE)"
+        )
     loaded = load_embeddings(
         source,
         keep=keep,
