@@ -653,3 +653,11 @@ def test_gzip_is_recognised_by_its_bytes_and_a_broken_stream_is_one_error(tmp_pa
         with pytest.raises(ConfigError, match=f"^{path}: gzip-compressed, but it cannot be "
                            r"decompressed \(.+\); is it truncated or damaged\?$"):  # fmt: skip
             load_embeddings(path)
+
+
+def test_a_tab_separated_embeddings_file_is_told_to_use_spaces(tmp_path: Path) -> None:
+    path = tmp_path / "tabs.txt"
+    path.write_text("the\t0.1\t0.2\nof\t0.3\t0.4\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"tabs\.txt:1: row has a word but no vector values; "
+                       "its fields are separated by tabs, use spaces$"):  # fmt: skip
+        load_embeddings(path)

@@ -581,7 +581,11 @@ class _TextReader:
                 n_values = len(values.split())  # tolerate repeated spaces
             if dim is None:
                 if n_values == 0:
-                    raise ConfigError(f"{path}:{line_no}: row has a word but no vector values")
+                    # A tab-separated file reads as one long word.
+                    tabs = "; its fields are separated by tabs, use spaces" if b"\t" in line else ""
+                    raise ConfigError(
+                        f"{path}:{line_no}: row has a word but no vector values{tabs}"
+                    )
                 if self.header_dim is not None and n_values != self.header_dim:
                     raise ConfigError(
                         f"{path}:{line_no}: row has {n_values} values, but the word2vec "
