@@ -132,6 +132,25 @@ def test_a_run_whose_embeddings_file_moved_says_how_to_point_at_it(
         )
 
 
+def test_evaluate_points_from_an_experiment_folder_to_its_runs(
+    synthetic: SyntheticTask, cli_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: 'EXP/config.json: missing configuration', and 'run folder not found' for a file."""
+    experiment = tmp_path / "exp"
+    shutil.copytree(cli_run, experiment / "runs" / "comick-seed0")
+    (experiment / "results.json").write_text("{}")
+    data = ["--data", str(synthetic.dev)]
+    err = _error(["oov", "evaluate", str(experiment), *data], capsys)
+    assert err == (
+        f"netsurgeon: error: {experiment}: an experiment folder, not a run folder; give one of "
+        f"its runs ({experiment / 'runs' / 'comick-seed0'})\n"
+    )
+    a_file = tmp_path / "results.json"
+    a_file.write_text("{}")
+    err = _error(["oov", "evaluate", str(a_file), *data], capsys)
+    assert err == f"netsurgeon: error: {a_file}: is a file, expected a run folder\n"
+
+
 def test_embed_words_and_corpus(
     synthetic: SyntheticTask, cli_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

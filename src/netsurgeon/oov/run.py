@@ -563,9 +563,18 @@ def read_run_config(run: str | os.PathLike[str]) -> TrainConfig:
     Raises:
         CheckpointError: the folder or its configuration file is missing or malformed.
     """
-    if not Path(run).is_dir():
+    folder = Path(run)
+    if folder.is_file():
+        raise CheckpointError(f"{run}: is a file, expected a run folder")
+    if not folder.is_dir():
         raise CheckpointError(f"{run}: run folder not found")
-    return TrainConfig.from_json(read_json(Path(run) / CONFIG_FILE, "configuration"))
+    runs = sorted(p for p in (folder / "runs").glob(f"*/{CONFIG_FILE}"))
+    if not (folder / CONFIG_FILE).exists() and runs:
+        shown = ", ".join(str(p.parent) for p in runs[:3]) + (", ..." if len(runs) > 3 else "")
+        raise CheckpointError(
+            f"{run}: an experiment folder, not a run folder; give one of its runs ({shown})"
+        )
+    return TrainConfig.from_json(read_json(folder / CONFIG_FILE, "configuration"))
 
 
 def load_run(
