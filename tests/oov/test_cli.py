@@ -238,6 +238,15 @@ def test_user_errors_are_one_line(
     err = _error(["oov", "evaluate", str(tmp_path / "none"), "--data", str(synthetic.dev)], capsys)
     assert "run folder not found" in err
     _error(["oov"], capsys)
+    # Before: "encoding 'foo' is not a known text encoding", without the option.
+    base = ["oov", "train", *_common(synthetic), "--out", str(tmp_path / "r")]
+    for option in ("--encoding", "--embeddings-encoding"):
+        err = _error([*base, option, "foo"], capsys)
+        name = option[2:].replace("-", "_")
+        assert err == (
+            f"netsurgeon: error: unknown {name}='foo' ({option}); use a Python codec name such "
+            "as utf-8 or latin-1\n"
+        )
 
 
 def test_train_oov_head_option(synthetic: SyntheticTask, tmp_path: Path) -> None:
@@ -256,6 +265,11 @@ def test_embed_words_errors_name_the_file_line(
     err = _error(["oov", "embed", str(cli_run), "--words", str(words), "--out", str(out)], capsys)
     assert "words.txt:5: expected one word per line, got 'bad word'" in err
     assert not out.exists()
+    # Before: "is a folder, expected a column file".
+    err = _error(
+        ["oov", "embed", str(cli_run), "--words", str(tmp_path), "--out", str(out)], capsys
+    )
+    assert err == f"netsurgeon: error: {tmp_path}: is a folder, expected a words file\n"
 
 
 def test_embed_corpus_names_the_line_of_a_token_with_whitespace(

@@ -101,7 +101,7 @@ def resolve_tag_column(task_or_column: str | int) -> int:
         ) from None
 
 
-def decode_lines(path: Path, encoding: str) -> list[str]:
+def decode_lines(path: Path, encoding: str, *, what: str = "a column file") -> list[str]:
     """Read and decode ``path`` line by line so a decoding error can name its line.
 
     Lines end at ``\\n`` only (a ``\\r`` before it is dropped), as in the embeddings loader:
@@ -109,14 +109,15 @@ def decode_lines(path: Path, encoding: str) -> list[str]:
     cp1252 ellipsis becomes when a file is read as latin-1. A file without any ``\\n`` ends
     its lines at ``\\r`` (classic Mac OS). A byte-order mark (U+FEFF) at
     the very start of the file is dropped too. A gzip-compressed file (recognised by its
-    first bytes, whatever its name) is decompressed first.
+    first bytes, whatever its name) is decompressed first. ``what`` names the kind of file
+    expected, for the error about a folder.
     """
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, expected a column file") from None
+        raise ConfigError(f"{path}: is a folder, expected {what}") from None
     if data.startswith(_GZIP_MAGIC):
         try:
             data = gzip.decompress(data)

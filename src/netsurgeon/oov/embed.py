@@ -47,7 +47,7 @@ def embed_words(
     encoding = encoding or read_run_config(run_dir).encoding
     path = Path(words_file)
     found: dict[str, None] = {}  # the distinct words, in first-seen order
-    for line_no, line in enumerate(decode_lines(path, encoding), start=1):
+    for line_no, line in enumerate(decode_lines(path, encoding, what="a words file"), start=1):
         word = line.strip()
         if any(ch.isspace() for ch in word):
             raise ConfigError(f"{path}:{line_no}: expected one word per line, got {word!r}")

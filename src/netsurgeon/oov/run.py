@@ -162,8 +162,10 @@ class TrainConfig:
             try:
                 codecs.lookup(getattr(self, name))
             except LookupError:
+                option = "--" + name.replace("_", "-")
                 raise ConfigError(
-                    f"{name} {getattr(self, name)!r} is not a known text encoding"
+                    f"unknown {name}={getattr(self, name)!r} ({option}); use a Python codec "
+                    "name such as utf-8 or latin-1"
                 ) from None
         positive = {
             "epochs": self.epochs,
