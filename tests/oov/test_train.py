@@ -429,7 +429,9 @@ def test_config_field_types_are_checked(synthetic: SyntheticTask) -> None:
         _config(synthetic, normalise="upper")
     with pytest.raises(ConfigError, match="embedding format 'fasttext'"):
         _config(synthetic, embeddings_format="fasttext")
-    with pytest.raises(ConfigError, match="embeddings_encoding 'utf-9' is not a known"):
+    with pytest.raises(
+        ConfigError, match=r"unknown embeddings_encoding='utf-9' \(--embeddings-encoding\)"
+    ):
         _config(synthetic, embeddings_encoding="utf-9")
     config = _config(synthetic, lr_oov=1, dropout=0, embeddings=synthetic.embeddings)
     assert config.lr_oov == 1 and config.embeddings == str(synthetic.embeddings)
