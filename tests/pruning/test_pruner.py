@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
@@ -578,3 +579,40 @@ def test_a_step_after_the_schedule_is_done_is_refused(target: dict[str, float]) 
     with pytest.raises(ConfigError, match="the schedule is done after 2 slices; build a new"):
         pruner.step()
     assert [p.shape for p in model.parameters()] == shapes and len(pruner.history) == 2
+
+
+class _AuxNet(nn.Module):
+    """An auxiliary head in training mode only, as googlenet and inception_v3 have."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.aux = nn.Conv2d(8, 4, 1)
+        self.fc = nn.Linear(16, 10)
+        self.aux_fc = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        main = self.fc(torch.relu(self.conv2(x)).mean((2, 3)))
+        if self.training:
+            return main, self.aux_fc(torch.relu(self.aux(x)).mean((2, 3)))
+        return main
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_a_model_with_a_training_only_head_prunes_in_either_mode(training: bool) -> None:
+    """Before: in training mode the outputs recorded (main and auxiliary) were compared with
+    the eval-mode check's (main only), and the prune failed as an engine bug."""
+    from netsurgeon.pruning import count_macs
+
+    model = _AuxNet().train(training)
+    eval_macs = count_macs(copy.deepcopy(model).eval(), X)
+    result = prune(model, X, amount=0.5, criterion="l1")
+    assert model.training == training
+    assert result.before.macs == eval_macs  # counted as the pruned model is: in eval mode
+    assert result.after.macs == count_macs(copy.deepcopy(model).eval(), X)
+    assert model.conv1.out_channels == 4 and model.aux.in_channels == 4
+    outputs = model.train()(X)
+    assert len(outputs) == 2 and all(o.shape == (1, 10) for o in outputs)

@@ -1126,14 +1126,19 @@ def trace_graph(
     ignored = set(ignore)
     analyzer = _Analyzer(gm, ignored)
     output, macs = _run(model, analyzer, example_inputs)
+    mac_records = analyzer.macs
     mode_sensitive = other is not None and other.python_code("self").src != gm.code
     if mode_sensitive:
         assert other is not None
         other_analyzer = _Analyzer(_graph_module(model, other), ignored, shared=analyzer)
-        _run(model, other_analyzer, example_inputs)
+        other_output, other_macs = _run(model, other_analyzer, example_inputs)
+        if model.training:
+            # Outputs and MACs are those of eval mode, as the pruned model is checked and
+            # counted (a training-mode forward may add auxiliary heads).
+            output, macs, mac_records = other_output, other_macs, other_analyzer.macs
     observe, norms = _observation_points(gm, analyzer)
     graph = PruningGraph(
-        model, gm, analyzer.spaces, analyzer.sources, analyzer.consumers, analyzer.macs,
+        model, gm, analyzer.spaces, analyzer.sources, analyzer.consumers, mac_records,
         observe, norms,
     )  # fmt: skip
     graph.output_shapes = output_shapes(output)
