@@ -302,7 +302,7 @@ def test_finetune_resume_refuses_a_changed_teacher_file(
     netsurgeon.save(build_model("cifar_resnet20", num_classes=2), teacher_file)
     capsys.readouterr()
     assert main(resume) == 2
-    assert "teacher_sha256=" in capsys.readouterr().err
+    assert "teacher_sha256: " in capsys.readouterr().err
 
 
 def test_iterative_arguments_include_the_recovery_flags() -> None:
