@@ -616,3 +616,46 @@ def test_a_model_with_a_training_only_head_prunes_in_either_mode(training: bool)
     assert model.conv1.out_channels == 4 and model.aux.in_channels == 4
     outputs = model.train()(X)
     assert len(outputs) == 2 and all(o.shape == (1, 10) for o in outputs)
+
+
+class _PooledAuxNet(_AuxNet):
+    """The auxiliary head normalises pooled (1 x 1) features: a batch of 1 cannot train it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aux_bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        main = self.fc(torch.relu(self.conv2(x)).mean((2, 3)))
+        if self.training:
+            pooled = self.aux_bn(self.aux(x.mean((2, 3), keepdim=True)))
+            return main, self.aux_fc(pooled.flatten(1))
+        return main
+
+
+def test_inputs_the_model_cannot_train_on_are_a_config_error_not_an_engine_bug() -> None:
+    """Before: 'netsurgeon produced a model that does not run ... Please report this', for a
+    failure the unpruned model has too (efficientnet_b0 at 32 px, batch 1)."""
+    model = _PooledAuxNet().eval()
+    shapes = [p.shape for p in model.parameters()]
+    with pytest.raises(ConfigError, match=r"the model does not run in training mode on "
+                       r"example_inputs, before pruning either \(ValueError: Expected more than "
+                       r"1 value per channel when training.*a batch of 2 or more"):  # fmt: skip
+        prune(model, X, amount=0.5, criterion="l1")
+    assert [p.shape for p in model.parameters()] == shapes and not model.training
+    prune(model, torch.cat([X, X]), amount=0.5, criterion="l1")  # a batch of 2 trains
+    assert model.conv1.out_channels == 4
+
+
+def test_a_filters_per_step_schedule_that_removes_nothing_says_why() -> None:
+    """round_to=8 rounds every 4-filter slice back to nothing; before, run() returned the
+    model unpruned with no note."""
+    model = SeqNet()
+    pruner = Pruner(model, X, filters_per_step=2, round_to=8, criterion="l1", amount=0.5)
+    result = pruner.run()
+    assert pruner.done and len(pruner.history) == 1 and not result.channels
+    assert (
+        "filters_per_step=2 removes no filter within the bounds (min_channels=1, round_to=8); "
+        "the schedule stops short of its target: remove more per slice, or use steps"
+    ) in result.skipped

@@ -332,18 +332,30 @@ def _apply(
             (member_keep if record.role == "member" else in_keep)[name] = positions
     names = set(out_keep) | set(in_keep) | set(member_keep)
     modules = {name: graph.model.get_submodule(name) for name in names}
-    with restorable(list(modules.values())):
-        for name, module in modules.items():
-            if name in member_keep:
-                if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-                    prune_conv(module, out_keep=member_keep[name], in_keep=member_keep[name])
+    try:
+        with restorable(list(modules.values())):
+            for name, module in modules.items():
+                if name in member_keep:
+                    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                        prune_conv(module, out_keep=member_keep[name], in_keep=member_keep[name])
+                    else:
+                        prune_norm(module, member_keep[name])
+                elif isinstance(module, nn.Linear):
+                    prune_linear(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
                 else:
-                    prune_norm(module, member_keep[name])
-            elif isinstance(module, nn.Linear):
-                prune_linear(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
-            else:
-                prune_conv(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
-        macs = _verify(graph, example_inputs)
+                    prune_conv(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
+            macs = _verify(graph, example_inputs)
+    except _PrunedModelFails:
+        if graph.mode_sensitive:  # the restored model: does it fail in training mode too?
+            try:
+                _training_pass(graph.model, example_inputs)
+            except Exception as exc:
+                raise ConfigError(
+                    f"the model does not run in training mode on example_inputs, before pruning "
+                    f"either ({type(exc).__name__}: {exc}); give inputs it can train on, such "
+                    "as a batch of 2 or more, or a larger input size (--input-size)"
+                ) from None
+        raise
     kept = {
         name: index
         for name, index in {**out_keep, **member_keep}.items()
@@ -352,26 +364,37 @@ def _apply(
     return macs, kept
 
 
-def _verify(graph: PruningGraph, example_inputs: Any) -> int:
-    """Run the pruned model in every traced mode; returns its MACs in eval mode."""
-    model = graph.model
+class _PrunedModelFails(RuntimeError):
+    """The pruned model raised: an engine bug, unless the model failed so before pruning."""
+
+
+def _training_pass(model: nn.Module, example_inputs: Any) -> None:
+    """One forward pass in training mode, leaving modes, buffers and random streams as they
+    were (a training-mode pass updates batch-norm statistics)."""
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     try:
         with kept_modes(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
-            if graph.mode_sensitive:  # e.g. auxiliary heads that run only in training
-                model.train()
-                model(*as_input_tuple(example_inputs))
+            model.train()
+            model(*as_input_tuple(example_inputs))
+    finally:
+        model.load_state_dict(buffers, strict=False)
+
+
+def _verify(graph: PruningGraph, example_inputs: Any) -> int:
+    """Run the pruned model in every traced mode; returns its MACs in eval mode."""
+    model = graph.model
+    try:
+        if graph.mode_sensitive:  # e.g. auxiliary heads that run only in training
+            _training_pass(model, example_inputs)
+        with kept_modes(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
             model.eval()
             with MacCounter() as counter:
                 output = model(*as_input_tuple(example_inputs))
     except Exception as exc:  # a bug in the engine: undo and report loudly
-        raise RuntimeError(
+        raise _PrunedModelFails(
             f"netsurgeon produced a model that does not run ({type(exc).__name__}: {exc}); "
             "the model was restored. Please report this with the model's code."
         ) from exc
-    finally:
-        if graph.mode_sensitive:  # a training-mode pass updated batch-norm statistics
-            model.load_state_dict(buffers, strict=False)
     shapes = output_shapes(output)
     if shapes != graph.output_shapes:
         raise RuntimeError(
@@ -759,6 +782,13 @@ class Pruner:
             ignore=self.ignore, data=self.data, loss_fn=self.loss_fn,
             min_channels=self.min_channels, round_to=self.round_to, **kwargs,
         )  # fmt: skip
+        if self.filters_per_step is not None and not result.channels:
+            # done turns true: say why the target is not reached.
+            result.skipped.append(
+                f"filters_per_step={self.filters_per_step} removes no filter within the bounds "
+                f"(min_channels={self.min_channels}, round_to={self.round_to}); the schedule "
+                "stops short of its target: remove more per slice, or use steps"
+            )
         self.history.append(result)
         return result
 
