@@ -112,3 +112,84 @@ def test_concat_offsets_per_input() -> None:
     assert model.branch_a.in_channels == 4 + 2 + 3
     assert model.norm2.num_features == model.head.in_channels == 2 + 3
     assert model(x).shape == (1, 5)
+
+
+class _AttributeNet(nn.Module):
+    """``.data`` passes the channels on; ``.mT`` moves them somewhere the engine keeps them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.f = (
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.Conv2d(8, 4, 1),
+            nn.Conv2d(3, 8, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.b(torch.relu(self.a(x)).data)
+        return y.mean((2, 3)) + self.f(x).flatten(2).mT.mean((1, 2)).unsqueeze(1)
+
+
+class _ClampNet(nn.Module):
+    """Per-channel clamp bounds are combined with the channels element-wise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.a = nn.Conv2d(3, 6, 1), nn.Conv2d(6, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 4, 1)
+        self.bound = nn.Parameter(torch.linspace(0.1, 1.0, 8).view(1, 8, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(torch.relu(self.stem(x)))
+        return self.b(torch.clamp(y, max=self.bound)).mean((2, 3))
+
+
+class _SplitSliceNet(nn.Module):
+    """A slice of a tuple of spatial pieces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.a = nn.Conv2d(3, 6, 1), nn.Conv2d(6, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(torch.relu(self.stem(x)))
+        return self.b(torch.cat(torch.split(y, 2, dim=3)[1:3], 3)).mean((2, 3))
+
+
+class _SharedOnImageNet(nn.Module):
+    """One convolution reads the image and, in a second call, another layer's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.shared = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 8, 1)
+        self.b = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.shared(x) + self.shared(torch.relu(self.a(x)))).mean((2, 3))
+
+
+@pytest.mark.parametrize(
+    ("net", "layer", "reason"),
+    [
+        (_AttributeNet, "f (8 channels) kept: ", "it reads the attribute .mT"),
+        (_ClampNet, "a (8 channels) kept: ", "(node clamp) combines channels with a fixed tensor"),
+        (_SplitSliceNet, "a (8 channels) kept: ", "it takes a slice of a sequence of tensors"),
+        (_SharedOnImageNet, "a (3 channels) kept: ", "'shared' is also called on fixed channels"),
+    ],
+)
+def test_patterns_the_engine_keeps_are_kept_and_the_rest_prunes_exactly(
+    net: Callable[[], nn.Module], layer: str, reason: str
+) -> None:
+    """Before: .data / .mT dropped the channels' trail (silently wrong outputs), and the other
+    three pruned what they should keep, so the prune failed as 'does not run'."""
+    model = net().eval()
+    x = torch.randn(2, 3, 8, 8)
+    removed = _zero_half_of_every_group(model, x)
+    with torch.no_grad():
+        expected = model(x)
+    result = prune(model, x, amount=0.5, criterion=_weight_l1)
+    assert any(s.startswith(layer) and reason in s for s in result.skipped), result.skipped
+    assert sum(old - new for old, new in result.channels.values()) == removed > 0
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=0)

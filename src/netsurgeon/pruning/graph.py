@@ -90,7 +90,13 @@ _ELEMENTWISE_METHODS = {
 }  # fmt: skip
 # Calls that return shapes or other non-tensor facts; they never constrain channels.
 _NON_TENSOR_METHODS = {"size", "dim", "numel", "ndimension", "nelement", "__len__"}
-_NON_TENSOR_FUNCTIONS: set[Any] = {getattr, len, torch.numel}
+_NON_TENSOR_FUNCTIONS: set[Any] = {len, torch.numel}
+# Tensor attributes that are facts about it, not tensors (``x.T``, ``x.mT`` are tensors).
+_TENSOR_FACTS = {
+    "shape", "dtype", "device", "ndim", "layout", "is_cuda", "is_sparse", "requires_grad",
+    "is_leaf", "names",
+}  # fmt: skip
+_CLAMPS = {torch.clamp, torch.clip, "clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_max"}
 
 # Extra functions registered by users (or below) as channel-wise pass-through ops.
 _USER_PASSTHROUGH: set[Any] = set()
@@ -450,6 +456,8 @@ class _Analyzer(fx.Interpreter):
         self.spaces: dict[int, _Space] = shared.spaces if shared else {}
         self.sources: dict[str, tuple[int, nn.Module, str, int]] = shared.sources if shared else {}
         self.consumers: dict[str, ConsumerRecord] = shared.consumers if shared else {}
+        # Modules called (at least once) on channels that cannot be pruned, such as the image.
+        self.fixed_inputs: set[str] = shared.fixed_inputs if shared else set()
         self.macs: list[_MacRecord] = []
         self.chain_nodes: set[str] = set()  # channel-wise ops that may follow a source
         self.norm_nodes: dict[str, str] = {}  # node name -> module name of a BN-like member
@@ -626,6 +634,8 @@ class _Analyzer(fx.Interpreter):
                 b is not None for b in module.buffers()
             )
             if info is None:
+                if has_state:
+                    self._fixed_input(name)
                 return None
             if info.dim != 1 or info.repeat != 1:
                 raise _Unsupported("a per-channel layer sees channels on another dimension")
@@ -669,6 +679,7 @@ class _Analyzer(fx.Interpreter):
         if groups > 1 and groups == cin == cout:  # depthwise: filter i reads channel i only
             self.macs.append(_MacRecord(name, macs, None, info, True))
             if info is None:
+                self._fixed_input(name)
                 return None
             if name in self.ignored:
                 return None
@@ -683,6 +694,8 @@ class _Analyzer(fx.Interpreter):
                 else:
                     self._constrain(pieces[0].space, groups)
             self._consumer(name, conv, info)
+        else:
+            self._fixed_input(name)
         out = self._source(name, conv, n, cout, dim=1)
         if groups > 1:
             self._constrain(out.segments[0].space, groups)
@@ -704,6 +717,8 @@ class _Analyzer(fx.Interpreter):
             info = None
         if info is not None:
             self._consumer(name, linear, info)
+        else:
+            self._fixed_input(name)
         out = self._source(name, linear, n, linear.out_features, dim=last)
         self.macs.append(
             _MacRecord(name, result.numel() * linear.in_features, out.segments[0].space, info,
@@ -727,9 +742,18 @@ class _Analyzer(fx.Interpreter):
     def _member(self, name: str, module: nn.Module, info: Channels) -> None:
         self._record(name, module, info, "member")
 
+    def _fixed_input(self, name: str) -> None:
+        """``name`` is called on channels that cannot be pruned: so must be its other calls'."""
+        self.fixed_inputs.add(name)
+        previous = self.consumers.get(name)
+        if previous is not None:
+            self._block(previous.channels, f"'{name}' is also called on fixed channels")
+
     def _record(self, name: str, module: nn.Module, info: Channels, role: str) -> None:
         if name in self.ignored:
             self._block(info, f"'{name}' is ignored")
+        if name in self.fixed_inputs:
+            self._block(info, f"'{name}' is also called on fixed channels")
         previous = self.consumers.get(name)
         if previous is not None:  # a module called twice must see the same channels
             self._unify(previous.channels, info, f"'{name}' is called on different channels")
@@ -741,8 +765,12 @@ class _Analyzer(fx.Interpreter):
         info, shape = self._in(n)
         if fn in _NON_TENSOR_FUNCTIONS:
             return None
+        if fn is getattr:
+            return self._attribute(n, info, shape, result)
         if fn is operator.getitem:
             return self._getitem(n, result)
+        if fn in _CLAMPS and self._tensor_bounds(n):
+            return self._elementwise(n, result)
         if fn in _UNARY_FUNCTIONS or fn in _USER_PASSTHROUGH:
             self.chain_nodes.add(n.name)
             return self._same(info, shape, result)
@@ -783,6 +811,8 @@ class _Analyzer(fx.Interpreter):
         info, shape = self._in(n)
         if method in _NON_TENSOR_METHODS:
             return None
+        if method in _CLAMPS and self._tensor_bounds(n):
+            return self._elementwise(n, result)
         if method in _UNARY_METHODS:
             self.chain_nodes.add(n.name)
             return self._same(info, shape, result)
@@ -820,6 +850,19 @@ class _Analyzer(fx.Interpreter):
         raise _Unsupported(f"method .{method}() is not understood on the channel dimension")
 
     # op families -----------------------------------------------------------------------
+    def _attribute(self, n: fx.Node, info: Any, shape: Any, result: Any) -> Any:
+        attr = self._arg(n, 1, "name")
+        if attr == "data":  # the same values, outside autograd
+            return self._same(info, shape, result)
+        if info is None or attr in _TENSOR_FACTS:
+            return None
+        raise _Unsupported(f"it reads the attribute .{attr}")
+
+    @staticmethod
+    def _tensor_bounds(n: fx.Node) -> bool:
+        """Whether a clamp's bounds are tensors, which combine with its input element-wise."""
+        return any(isinstance(a, fx.Node) for a in (*n.args[1:], *n.kwargs.values()))
+
     def _same(self, info: Any, shape: Any, result: Any) -> Any:
         if info is None:
             return None
@@ -905,7 +948,9 @@ class _Analyzer(fx.Interpreter):
         info = self.info.get(src) if isinstance(src, fx.Node) else None
         index = n.args[1]
         if isinstance(info, (list, tuple)):
-            return info[index] if isinstance(index, int) else None
+            if isinstance(index, int):
+                return info[index]
+            raise _Unsupported("it takes a slice of a sequence of tensors")
         if info is None:
             return None
         shape = self.shapes.get(src)
