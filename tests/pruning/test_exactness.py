@@ -193,3 +193,54 @@ def test_patterns_the_engine_keeps_are_kept_and_the_rest_prunes_exactly(
     assert sum(old - new for old, new in result.channels.values()) == removed > 0
     with torch.no_grad():
         torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=0)
+
+
+class _CountScaleNet(nn.Module):
+    """Scales by the channel count read at run time, which pruning would change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.a = nn.Conv2d(3, 6, 1), nn.Conv2d(6, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(torch.relu(self.stem(x)))
+        return self.b(y * y.shape[1] ** -0.5).mean((2, 3))
+
+
+class _CountShapeNet(nn.Module):
+    """Squeeze-excitation written with the sizes unpacked: counts used as shapes only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.fc, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 8), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.a(x))
+        b, c, _, _ = y.size()
+        gate = torch.sigmoid(self.fc(y.mean((2, 3)).view(b, c))).view(b, c, 1, 1)
+        return self.b(y * gate.expand(b, c, y.size(2), y.size(3))).mean((2, 3))
+
+
+def test_a_channel_count_used_as_a_value_keeps_its_channels_and_as_a_shape_does_not() -> None:
+    """Before: y * y.shape[1] ** -0.5 pruned y's producer, and the scale changed silently."""
+    model = _CountScaleNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    removed = _zero_half_of_every_group(model, x)
+    with torch.no_grad():
+        expected = model(x)
+    result = prune(model, x, amount=0.5, criterion=_weight_l1)
+    assert any(s.startswith("a (8 channels) kept: ") and "uses the channel count as a value" in s
+               for s in result.skipped), result.skipped  # fmt: skip
+    assert set(result.channels) == {"stem"} and removed == 3
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=0)
+    # Counts that only size a view or an expand prune with the rest.
+    model = _CountShapeNet().eval()
+    removed = _zero_half_of_every_group(model, x)
+    with torch.no_grad():
+        expected = model(x)
+    result = prune(model, x, amount=0.5, criterion=_weight_l1)
+    assert result.channels["a"] == (8, 4) and removed > 0
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=0)

@@ -98,6 +98,25 @@ _TENSOR_FACTS = {
 }  # fmt: skip
 _CLAMPS = {torch.clamp, torch.clip, "clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_max"}
 
+# Arithmetic on Python numbers: a channel count stays one through these.
+_COUNT_ARITHMETIC: set[Any] = {
+    operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv,
+    operator.mod, operator.pow, operator.neg,
+}  # fmt: skip
+# Calls that take channel counts as sizes of what they build or reshape.
+_SHAPE_METHODS = {
+    "view", "reshape", "expand", "repeat", "unflatten", "new_zeros", "new_ones", "new_empty",
+    "new_full",
+}  # fmt: skip
+_SHAPE_FUNCTIONS: set[Any] = {torch.reshape, torch.zeros, torch.ones, torch.empty, torch.full}
+
+
+def _takes_shape(n: fx.Node) -> bool:
+    return (n.op == "call_method" and n.target in _SHAPE_METHODS) or (
+        n.op == "call_function" and n.target in _SHAPE_FUNCTIONS
+    )
+
+
 # Extra functions registered by users (or below) as channel-wise pass-through ops.
 _USER_PASSTHROUGH: set[Any] = set()
 
@@ -461,6 +480,11 @@ class _Analyzer(fx.Interpreter):
         self.macs: list[_MacRecord] = []
         self.chain_nodes: set[str] = set()  # channel-wise ops that may follow a source
         self.norm_nodes: dict[str, str] = {}  # node name -> module name of a BN-like member
+        # Python values that hold channel counts: a count used as a number (a scale such as
+        # c ** -0.5) changes when the channels are pruned, so those channels must stay.
+        # x.size() / x.shape of a tracked tensor, with its number of dimensions
+        self.sizes: dict[fx.Node, tuple[Channels, int]] = {}
+        self.counts: dict[fx.Node, list[Channels]] = {}  # values derived from channel counts
 
     # ----- channel spaces -------------------------------------------------------------
     def _new_space(self, size: int) -> int:
@@ -571,6 +595,7 @@ class _Analyzer(fx.Interpreter):
         result = super().run_node(n)
         self.shapes[n] = _shape_of(result)
         try:
+            self._track_counts(n, result)
             self.info[n] = self._visit(n, result)
         except _Unsupported as exc:
             self._block(self._arg_infos(n), f"{_describe(n)}: {exc}")
@@ -580,6 +605,50 @@ class _Analyzer(fx.Interpreter):
             self._block(self._arg_infos(n), reason)
             self.info[n] = None
         return result
+
+    def _track_counts(self, n: fx.Node, result: Any) -> None:
+        """Follow channel counts read as Python values; keep the channels of a count that is
+        used other than as a shape (where pruning changes it consistently)."""
+        info, shape = self._in(n)
+        if n.op in ("call_method", "call_function") and n.target in ("size", getattr):
+            attr = n.args[1] if n.target is getattr and len(n.args) > 1 else None
+            if isinstance(info, Channels) and (n.target == "size" or attr == "shape"):
+                dim = self._arg(n, 1, "dim") if n.target == "size" else None
+                if dim is None:
+                    self.sizes[n] = (info, len(shape))
+                elif isinstance(dim, int) and dim % len(shape) == info.dim:
+                    self.counts[n] = [info]
+                return
+        if n.target is operator.getitem and n.args[0] in self.sizes:
+            (info, ndim), index = self.sizes[n.args[0]], n.args[1]
+            if isinstance(index, int):
+                hit = index % ndim == info.dim
+            else:  # a slice of the sizes (or an index only known at run time)
+                hit = not isinstance(index, slice) or info.dim in range(ndim)[index]
+            if hit:
+                self.counts[n] = [info]
+            return
+        carried: list[Channels] = []
+
+        def collect(a: Any) -> Any:
+            if isinstance(a, fx.Node):
+                carried.extend(self.counts.get(a, ()))
+                if a in self.sizes:
+                    carried.append(self.sizes[a][0])
+            return a
+
+        fx.node.map_arg((n.args, n.kwargs), collect)
+        if not carried:
+            return
+        if (
+            n.op == "call_function"
+            and n.target in _COUNT_ARITHMETIC
+            and not isinstance(result, torch.Tensor)
+        ):
+            self.counts[n] = carried  # c // 2, c * 4: still a count
+        elif not _takes_shape(n):
+            for info in carried:
+                self._block(info, f"{_describe(n)} uses the channel count as a value")
 
     def _arg_infos(self, n: fx.Node) -> list[Any]:
         out: list[Any] = []
