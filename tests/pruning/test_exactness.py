@@ -130,31 +130,37 @@ class _AttributeNet(nn.Module):
         return y.mean((2, 3)) + self.f(x).flatten(2).mT.mean((1, 2)).unsqueeze(1)
 
 
-class _ClampNet(nn.Module):
+class _StemNet(nn.Module):
+    """stem -> a -> (the pattern under test, :meth:`pattern`) -> b; the stem stays prunable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.a = nn.Conv2d(3, 6, 1), nn.Conv2d(6, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 4, 1)
+
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.pattern(self.a(torch.relu(self.stem(x))))).mean((2, 3))
+
+
+class _ClampNet(_StemNet):
     """Per-channel clamp bounds are combined with the channels element-wise."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem, self.a = nn.Conv2d(3, 6, 1), nn.Conv2d(6, 8, 3, padding=1)
-        self.b = nn.Conv2d(8, 4, 1)
         self.bound = nn.Parameter(torch.linspace(0.1, 1.0, 8).view(1, 8, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.a(torch.relu(self.stem(x)))
-        return self.b(torch.clamp(y, max=self.bound)).mean((2, 3))
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(y, max=self.bound)
 
 
-class _SplitSliceNet(nn.Module):
+class _SplitSliceNet(_StemNet):
     """A slice of a tuple of spatial pieces."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem, self.a = nn.Conv2d(3, 6, 1), nn.Conv2d(6, 8, 3, padding=1)
-        self.b = nn.Conv2d(8, 4, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.a(torch.relu(self.stem(x)))
-        return self.b(torch.cat(torch.split(y, 2, dim=3)[1:3], 3)).mean((2, 3))
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.cat(torch.split(y, 2, dim=3)[1:3], 3)
 
 
 class _SharedOnImageNet(nn.Module):
@@ -195,17 +201,11 @@ def test_patterns_the_engine_keeps_are_kept_and_the_rest_prunes_exactly(
         torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=0)
 
 
-class _CountScaleNet(nn.Module):
+class _CountScaleNet(_StemNet):
     """Scales by the channel count read at run time, which pruning would change."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem, self.a = nn.Conv2d(3, 6, 1), nn.Conv2d(6, 8, 3, padding=1)
-        self.b = nn.Conv2d(8, 4, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.a(torch.relu(self.stem(x)))
-        return self.b(y * y.shape[1] ** -0.5).mean((2, 3))
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        return y * y.shape[1] ** -0.5
 
 
 class _CountShapeNet(nn.Module):
