@@ -144,6 +144,35 @@ def test_finetune_with_compile_saves_a_model_that_loads_eagerly(tmp_path: Path) 
     assert model(torch.rand(2, 3, 16, 16)).shape == (2, 2)
 
 
+def test_finetune_never_overwrites_a_file_that_is_not_its_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: --checkpoint on an image of the data folder, a saved model or a text file
+    overwrote it after the first epoch, and --checkpoint equal to --out lost the checkpoint."""
+    data = make_image_folder(tmp_path / "data", per_class=4)
+    out = tmp_path / "model.pt"
+    image = next((data / "train").rglob("*.png"))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    for path in (image, notes):
+        before = path.read_bytes()
+        assert main([*finetune_args(data, out), "--checkpoint", str(path)]) == 2
+        assert capsys.readouterr().err == (
+            f"netsurgeon: error: checkpoint (--checkpoint) '{path}' exists and is not a training "
+            "checkpoint; give another path, or delete the file if it may go\n"
+        )
+        assert path.read_bytes() == before and not out.exists()
+    assert main([*finetune_args(data, out), "--checkpoint", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"netsurgeon: error: checkpoint (--checkpoint) '{out}' is the out file (--out) too; give "
+        "the checkpoint another path\n"
+    )
+    ckpt = tmp_path / "run.ckpt"
+    assert main([*finetune_args(data, out), "--checkpoint", str(ckpt)]) == 0
+    assert main([*finetune_args(data, out, "--epochs", "2"), "--checkpoint", str(ckpt),
+                 "--resume"]) == 0  # fmt: skip
+
+
 def test_resume_continues_from_the_last_epoch(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

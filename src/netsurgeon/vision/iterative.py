@@ -1013,7 +1013,18 @@ def finetune(
     if ckpt is None and out is not None:
         ckpt = default_checkpoint_path(out)
     if ckpt is not None:  # before a whole epoch trains, not when its checkpoint is written
-        check_file_target(ckpt, "checkpoint" if checkpoint is None else "checkpoint (--checkpoint)")
+        flag = "checkpoint" if checkpoint is None else "checkpoint (--checkpoint)"
+        check_file_target(ckpt, flag)
+        if out is not None and ckpt.resolve() == Path(out).resolve():
+            raise ConfigError(
+                f"{flag} {str(ckpt)!r} is the out file (--out) too; give the checkpoint "
+                "another path"
+            )
+        if ckpt.is_file() and _fit_checkpoint(ckpt) is None:  # never overwrite other files
+            raise ConfigError(
+                f"{flag} {str(ckpt)!r} exists and is not a training checkpoint; give another "
+                "path, or delete the file if it may go"
+            )
         if resume and not ckpt.is_file():
             _warn_no_checkpoint(ckpt)
         if not resume:
