@@ -40,3 +40,20 @@ def test_refused_values_are_named(kind: object, text: str, message: str) -> None
     with pytest.raises(argparse.ArgumentTypeError) as info:
         kind(text)  # type: ignore[operator]
     assert str(info.value) == message
+
+
+def test_comma_lists_refuse_an_empty_entry_and_allow_a_trailing_comma() -> None:
+    """Before: '0.5,,0.3' and 'l1,,l2' ran without the value that was left out."""
+    from netsurgeon.errors import ConfigError
+    from netsurgeon.vision.experiments import parse_criteria, parse_levels
+
+    comma_list = argtypes.comma_list
+    assert comma_list(" l1, l2 ,", name="criteria", flag="--criteria") == ["l1", "l2"]
+    assert comma_list("", name="criteria", flag="--criteria") == []
+    for parse, text, name in [(parse_levels, "0.5,,0.3", "levels"),
+                              (parse_criteria, "l1,,l2", "criteria")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=(
+            rf"^{name}='{text}' \(--{name}\) has an empty entry; separate the values with "
+            "single commas$"
+        )):  # fmt: skip
+            parse(text)

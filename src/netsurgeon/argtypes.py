@@ -9,7 +9,36 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["integer", "non_negative_int", "positive_float", "positive_int", "unit_interval"]
+from netsurgeon.errors import ConfigError
+
+__all__ = [
+    "comma_list",
+    "integer",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
+    "unit_interval",
+]
+
+
+def comma_list(text: str, *, name: str, flag: str) -> list[str]:
+    """The comma-separated entries of ``text``, stripped; one trailing comma is allowed, and
+    a text of commas and spaces alone gives no entries (the caller says what is missing).
+
+    Raises:
+        ConfigError: an empty entry among values (``l1,,l2``: a value was left out), named
+            as ``name=...`` (``flag``).
+    """
+    parts = [part.strip() for part in text.split(",")]
+    if not any(parts):
+        return []
+    if not parts[-1]:
+        parts.pop()
+    if any(not part for part in parts):
+        raise ConfigError(
+            f"{name}={text!r} ({flag}) has an empty entry; separate the values with single commas"
+        )
+    return parts
 
 
 def integer(value: str) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from netsurgeon.argtypes import (
+    comma_list,
     integer,
     non_negative_int,
     positive_float,
@@ -379,7 +380,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
     _setup_logging(args)
     methods = check_methods(
-        [m.strip() for m in args.methods.split(",") if m.strip()], flag="--methods"
+        comma_list(args.methods, name="methods", flag="--methods"), flag="--methods"
     )
     _warn_unused_options(args, list(methods))
     base = _config(args, method=methods[0], seed=0)

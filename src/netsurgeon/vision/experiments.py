@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.data import RandomSampler
 from tqdm.auto import tqdm
 
+from netsurgeon.argtypes import comma_list
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
 from netsurgeon.fileio import describe_torch_file
 from netsurgeon.pruning import CRITERIA, Pruner, PruneResult, prune
@@ -202,7 +203,7 @@ def check_criteria(criteria: Iterable[Any]) -> tuple[str, ...]:
 
 def parse_criteria(text: str) -> tuple[str, ...]:
     """``"l1,taylor"`` -> ``("l1", "taylor")``, validated with :func:`check_criteria`."""
-    return check_criteria(part.strip() for part in text.split(",") if part.strip())
+    return check_criteria(comma_list(text, name="criteria", flag="--criteria"))
 
 
 def parse_levels(text: str) -> tuple[float, ...]:
@@ -216,7 +217,7 @@ def parse_levels(text: str) -> tuple[float, ...]:
         ConfigError: A part is not a number, a level is outside (0, 1), or ``...`` is not
             between two given levels and a last one.
     """
-    parts = [p.strip() for p in text.split(",") if p.strip()]
+    parts = comma_list(text, name="levels", flag="--levels")
     values: list[float | str] = []
     for part in parts:
         if part in ("...", "…"):

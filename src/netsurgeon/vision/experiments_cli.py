@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsurgeon.argtypes import non_negative_int, positive_int
+from netsurgeon.argtypes import comma_list, non_negative_int, positive_int
 from netsurgeon.errors import ConfigError
 from netsurgeon.pruning import CRITERIA
 from netsurgeon.pruning.cli import with_threads
@@ -437,7 +437,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     from netsurgeon.vision.experiments import check_criteria, check_levels, compare_models
 
     started = time.perf_counter()
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    names = comma_list(args.models, name="models", flag="MODELS")
     criteria, levels = check_criteria([args.criterion]), check_levels([args.level])
     if not names:
         raise ConfigError("no models given; pass model names like alexnet,vgg16,resnet18")
