@@ -438,6 +438,18 @@ def test_load_foreign_torch_files(tmp_path: Path, obj: object, match: str) -> No
         io.load(_write(tmp_path, obj))
 
 
+def test_load_a_training_checkpoint_says_to_give_the_saved_model(tmp_path: Path) -> None:
+    """Before: "not a netsurgeon checkpoint (it holds a dict without the ... marker)"."""
+    from netsurgeon.training import CHECKPOINT_FORMAT
+
+    path = _write(tmp_path, {"format": CHECKPOINT_FORMAT, "model": {}, "epoch": 1})
+    with pytest.raises(CheckpointError, match=(
+        f"^{path}: a training checkpoint, which resumes a fine-tuning run \\(--resume\\), not "
+        "a model; give the model file the run saved \\(its --out\\)$"
+    )):  # fmt: skip
+        io.load(path)
+
+
 def test_load_other_format_version(tmp_path: Path) -> None:
     payload = {**_payload(tmp_path), "version": 99}
     with pytest.raises(CheckpointError, match=r"format version 99.*reads version 1"):

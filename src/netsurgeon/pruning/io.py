@@ -344,6 +344,13 @@ def is_checkpoint(obj: Any) -> bool:
 
 def _validate_payload(obj: Any, source: str | Path) -> dict[str, Any]:
     if not is_checkpoint(obj):
+        from netsurgeon.training import CHECKPOINT_FORMAT  # here: training imports pruning
+
+        if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
+            raise CheckpointError(
+                f"{source}: a training checkpoint, which resumes a fine-tuning run (--resume), "
+                "not a model; give the model file the run saved (its --out)"
+            )
         if (
             isinstance(obj, Mapping)
             and obj
