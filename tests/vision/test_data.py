@@ -204,6 +204,23 @@ def test_bad_folders_name_the_path(tmp_path: Path) -> None:
     split_only = make_folder(tmp_path / "split_only", per_class=2)
     with pytest.raises(ConfigError, match="no train/ and val/ sub-folders; pass val_fraction"):
         load_image_data(split_only)
+    # train/ without val/ is named as such, and splits; a split of train/ beside val/ warns
+    # that val/ is not used (before: silently).
+    layout = tmp_path / "layout"
+    make_folder(layout / "train", per_class=4)
+    with pytest.raises(ConfigError, match=(
+        rf"^data folder {layout} has train/ but no val/ sub-folder; pass val_fraction "
+        r"\(--val-fraction F\) to split train/ into training and validation$"
+    )):  # fmt: skip
+        load_image_data(layout)
+    assert len(load_image_data(layout, val_fraction=0.5).val) == 4
+    make_folder(layout / "val", per_class=2)
+    with pytest.warns(UserWarning, match=(
+        rf"^val_fraction \(--val-fraction\) splits {layout / 'train'} for validation; "
+        rf"{layout / 'val'} is not used \(leave val_fraction out to validate on it\)$"
+    )):  # fmt: skip
+        assert len(load_image_data(layout, val_fraction=0.5).val) == 4
+    assert len(load_image_data(layout).val) == 4
 
 
 def test_num_classes_must_match_the_data(tmp_path: Path) -> None:

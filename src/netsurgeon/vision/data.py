@@ -540,9 +540,10 @@ def load_image_data(
     val_dir = _find_child(root, _VAL_NAMES)
     if val_fraction is None:
         if train_dir is None or val_dir is None:
+            has = "train/ but no val/ sub-folder" if train_dir else "no train/ and val/ sub-folders"
             raise ConfigError(
-                f"data folder {root} has no train/ and val/ sub-folders; pass val_fraction "
-                f"(--val-fraction F) to split it into training and validation"
+                f"data folder {root} has {has}; pass val_fraction (--val-fraction F) to split "
+                f"{'train/' if train_dir else 'it'} into training and validation"
             )
         train = ImageFolderDataset(train_dir, transform=train_tf, verify=verify)
         val = ImageFolderDataset(val_dir, transform=eval_tf, verify=verify)
@@ -555,6 +556,13 @@ def load_image_data(
             )
         _check_num_classes(num_classes, train.classes, train_dir)
         return ImageData(train=train, val=val, classes=train.classes)
+    if train_dir is not None and val_dir is not None:  # allowed: val/ may be a held-out test
+        warnings.warn(
+            f"val_fraction (--val-fraction) splits {train_dir} for validation; {val_dir} is not "
+            "used (leave val_fraction out to validate on it)",
+            UserWarning,
+            stacklevel=2,
+        )
     folder = ImageFolderDataset(train_dir or root, verify=verify)
     _check_num_classes(num_classes, folder.classes, folder.root)
     train_idx, val_idx = split_indices(folder.targets, val_fraction=val_fraction, seed=seed)
