@@ -235,6 +235,29 @@ def test_compare_models_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
 
 
+def test_compare_models_checks_one_weights_file_against_every_model_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: the mismatch surfaced after cifar_resnet20 had trained, and the folder then
+    held a stopped run that refused the corrected command."""
+    import netsurgeon
+    from netsurgeon.vision import build_model
+
+    data = make_image_folder(tmp_path / "data", train=4, val=2)
+    weights = tmp_path / "r20.pt"
+    netsurgeon.save(build_model("cifar_resnet20", num_classes=3), weights)
+    out = tmp_path / "cmp"
+    argv = ["compare-models", "cifar_resnet20,cifar_resnet32", "--data", str(data),
+            "--input-size", "32", "--level", "0.5", "--out", str(out), "--finetune-epochs", "1",
+            *QUICK]  # fmt: skip
+    assert main([*argv, "--weights", str(weights)]) == 2
+    assert capsys.readouterr().err == (
+        f"netsurgeon: error: {weights}: holds a 'cifar_resnet20' model, not 'cifar_resnet32'\n"
+    )
+    assert not out.exists()
+    assert main([*argv, "--weights", "none"]) == 0
+
+
 def test_compare_models_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = make_image_folder(tmp_path / "data", train=4, val=2)
     out = tmp_path / "cmp"

@@ -379,12 +379,18 @@ def _check_models(args: argparse.Namespace, names: list[str]) -> None:
     _default_input_size(args, names)
 
 
-def _check_weights(args: argparse.Namespace, names: list[str]) -> None:
+def _check_weights(args: argparse.Namespace, names: list[str], num_classes: int) -> None:
     """Fail on ``--weights`` that some model cannot take before the first one trains."""
-    from netsurgeon.vision.models import check_model
+    from netsurgeon.vision.iterative import _is_weights_file
+    from netsurgeon.vision.models import build_model, check_model
 
     for name in names:
         check_model(name, weights=args.weights)
+    if len(names) > 1 and _is_weights_file(args.weights):
+        # One file for several architectures: load it into each now, not after the first
+        # model has trained and the results folder records this configuration.
+        for name in names:
+            build_model(name, weights=args.weights, num_classes=num_classes, progress=False)
 
 
 def _default_input_size(args: argparse.Namespace, names: list[str]) -> None:
@@ -446,7 +452,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     # otherwise keep a mistyped list and refuse the corrected command.
     _check_models(args, names)
     train_loader, val_loader, num_classes, info = _loaders(args)
-    _check_weights(args, names)
+    _check_weights(args, names, num_classes)
     info = {"command": "compare-models", **info}
     config = _sweep_config(args, criteria=criteria, levels=levels, info=info)
     result = compare_models(
