@@ -316,8 +316,8 @@ def test_prune_rejects_a_missing_weights_file(tmp_path: Path) -> None:
     status, _, stderr = _run(argv)
     assert status == 2 and stderr.count("\n") == 1 and not out.exists()
     assert stderr.startswith(
-        f"netsurgeon: error: weights={str(weights)!r} for 'resnet18' is neither an existing file "
-        "nor one of 'none', 'DEFAULT', "
+        f"netsurgeon: error: weights={str(weights)!r} (--weights) for 'resnet18' is neither an "
+        "existing file nor one of 'none', 'DEFAULT', "
     ), stderr
 
 

@@ -225,7 +225,9 @@ def test_bad_folders_name_the_path(tmp_path: Path) -> None:
 
 def test_num_classes_must_match_the_data(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "d", per_class=2)
-    with pytest.raises(ConfigError, match=rf"num_classes=3 contradicts the data: {root} has 2"):
+    with pytest.raises(
+        ConfigError, match=rf"num_classes=3 \(--num-classes\) contradicts the data: {root} has 2"
+    ):
         load_image_data(root, val_fraction=0.5, num_classes=3)
     assert load_image_data(root, val_fraction=0.5, num_classes=2).num_classes == 2
     with pytest.raises(ConfigError, match="num_classes=0"):

@@ -285,6 +285,12 @@ def test_finetune_with_a_teacher_file_and_recalibration(
         finetune("cifar_resnet20", data, config=CONFIG, input_size=SIZE, teacher=wrong)
     assert main(finetune_args(data, out, "--distill-temperature", "2")) == 2
     assert "without --teacher FILE" in capsys.readouterr().err
+    missing = tmp_path / "missing.pt"  # before: "missing.pt: no such file", no option named
+    assert main(finetune_args(data, out, "--teacher", str(missing))) == 2
+    assert capsys.readouterr().err == (
+        f"netsurgeon: error: teacher (--teacher) '{missing}' does not exist; give a model file "
+        "saved by netsurgeon (finetune's or prune's --out)\n"
+    )
 
 
 def test_finetune_resume_refuses_a_changed_teacher_file(

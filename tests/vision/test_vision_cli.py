@@ -303,7 +303,7 @@ def test_num_classes_contradicting_the_data(
     assert main(finetune_args(data, out, "--num-classes", "3")) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
-    assert "num_classes=3 contradicts the data" in err and "2 class folders" in err
+    assert "num_classes=3 (--num-classes) contradicts the data" in err and "2 class folders" in err
     assert not out.exists() and not (tmp_path / "model.pt.train.ckpt").exists()
 
 

@@ -140,11 +140,13 @@ def _resolve_ignore(model: nn.Module, ignore: Iterable[str | nn.Module] | None) 
         if isinstance(item, str) and item not in names and any(c in item for c in "*?["):
             matched = [n for n in names if n and fnmatch.fnmatchcase(n, item)]
             if not matched:
-                raise ConfigError(f"ignore: the pattern {item!r} matches no module of the model")
+                raise ConfigError(
+                    f"ignore (--ignore): the pattern {item!r} matches no module of the model"
+                )
         elif not isinstance(item, str) or item not in names:
             close = difflib.get_close_matches(str(item), [n for n in names if n], n=3)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ConfigError(f"ignore: the model has no module named {item!r}{hint}")
+            raise ConfigError(f"ignore (--ignore): the model has no module named {item!r}{hint}")
         else:
             matched = [item]
         for name in matched:

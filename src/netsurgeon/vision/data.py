@@ -105,7 +105,9 @@ def build_transforms(*, train: bool, input_size: int = 224, small: bool | None =
         ConfigError: ``input_size`` is not an integer of at least 8.
     """
     if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 8:
-        raise ConfigError(f"input_size={input_size!r} is not allowed; use an integer >= 8")
+        raise ConfigError(
+            f"input_size={input_size!r} (--input-size) is not allowed; use an integer >= 8"
+        )
     if small is None:
         small = input_size <= _SMALL_INPUT_MAX
     finish = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
@@ -356,7 +358,7 @@ class ImageFolderDataset(Dataset[tuple[Any, int]]):
             self._scan.log.mark(scan_index)
             self._scan.log.warn_once(
                 f"skipped unreadable image {path} ({type(exc).__name__}: {exc}); it is replaced "
-                f"by the next sample, and the count is in dataset.num_skipped"
+                f"by the next sample (every skipped image is counted: dataset.num_skipped)"
             )
             return None
 
@@ -384,8 +386,8 @@ def _check_num_classes(num_classes: int | None, classes: Sequence[str], root: Pa
         raise ConfigError(f"num_classes={num_classes!r} is not allowed; use a positive integer")
     if num_classes != len(classes):
         raise ConfigError(
-            f"num_classes={num_classes} contradicts the data: {root} has {len(classes)} class "
-            f"folders ({', '.join(classes)})"
+            f"num_classes={num_classes} (--num-classes) contradicts the data: {root} has "
+            f"{len(classes)} class folders ({', '.join(classes)}); leave it out to use theirs"
         )
 
 

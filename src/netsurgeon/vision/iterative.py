@@ -1037,6 +1037,12 @@ def finetune(
     if teacher is not None:
         from netsurgeon.pruning.io import load
 
+        if not isinstance(teacher, nn.Module) and not Path(teacher).is_file():
+            what = "is a folder" if Path(teacher).is_dir() else "does not exist"
+            raise ConfigError(
+                f"teacher (--teacher) {str(teacher)!r} {what}; give a model file saved by "
+                "netsurgeon (finetune's or prune's --out)"
+            )
         teacher_model = teacher if isinstance(teacher, nn.Module) else load(teacher)
         loss_fn = DistillationLoss(
             teacher_model,

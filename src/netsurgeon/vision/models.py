@@ -591,7 +591,8 @@ def _resolve_weights(name: str, kind: str, weights: object) -> tuple[str, Any]:
     choices = ["none", "DEFAULT", *(n for n in names if n != "DEFAULT")] if names else ["none"]
     allowed = ", ".join(repr(choice) for choice in choices)
     raise ConfigError(
-        f"weights={weights!r} for {name!r} is neither an existing file nor one of {allowed}"
+        f"weights={weights!r} (--weights) for {name!r} is neither an existing file nor one of "
+        f"{allowed}"
     )
 
 
