@@ -482,9 +482,10 @@ class _Analyzer(fx.Interpreter):
         self.norm_nodes: dict[str, str] = {}  # node name -> module name of a BN-like member
         # Python values that hold channel counts: a count used as a number (a scale such as
         # c ** -0.5) changes when the channels are pruned, so those channels must stay.
-        # x.size() / x.shape of a tracked tensor, with its number of dimensions
+        # `sizes`: x.size() or x.shape of a tracked tensor, with its number of dimensions;
+        # `counts`: channel counts read from them, and numbers computed from those.
         self.sizes: dict[fx.Node, tuple[Channels, int]] = {}
-        self.counts: dict[fx.Node, list[Channels]] = {}  # values derived from channel counts
+        self.counts: dict[fx.Node, list[Channels]] = {}
 
     # ----- channel spaces -------------------------------------------------------------
     def _new_space(self, size: int) -> int:

@@ -748,6 +748,9 @@ class Pruner:
             raise ConfigError(
                 f"the schedule is done after {slices} slices; build a new Pruner to prune further"
             )
+        return self._step()
+
+    def _step(self) -> PruneResult:
         kwargs: dict[str, Any] = {"amount": None, "target_macs": None, "num_filters": None}
         current = self.history[-1].after if self.history else self._now
         if self.filters_per_step is not None:
@@ -803,7 +806,7 @@ class Pruner:
             The overall result, from the first slice's ``before`` to the last one's ``after``.
         """
         while not self.done:
-            result = self.step()
+            result = self._step()  # done was just checked (it may trace the model)
             if finetune is not None:
                 finetune(self.model, len(self.history) - 1, result)
         channels: dict[str, tuple[int, int]] = {}
