@@ -659,3 +659,26 @@ def test_a_filters_per_step_schedule_that_removes_nothing_says_why() -> None:
         "filters_per_step=2 removes no filter within the bounds (min_channels=1, round_to=8); "
         "the schedule stops short of its target: remove more per slice, or use steps"
     ) in result.skipped
+
+
+class _SqueezedHead(nn.Module):
+    """``.squeeze()`` without a dimension after pooling, a common way to write a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.adaptive_avg_pool2d(torch.relu(self.a(x)), 1).squeeze())
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_a_squeeze_without_a_dimension_keeps_two_channels(scope: str) -> None:
+    """One channel left would be squeezed away with the spatial ones; before, amount=0.9 cut
+    'a' to 1 filter and the prune failed as 'does not run'."""
+    model = _SqueezedHead().eval()
+    x = torch.randn(2, 3, 8, 8)
+    result = prune(model, x, amount=0.9, scope=scope, criterion="l1")
+    assert result.channels == {"a": (8, 2)} and model(x).shape == (2, 5)
+    groups = trace_graph(_SqueezedHead(), x).prunable_groups()
+    assert [g.min_size for g in groups] == [2]

@@ -172,6 +172,7 @@ class _Space:
     size: int
     parent: int
     group: int = 1  # filters must be pruned in equal numbers from `group` equal slices
+    min_size: int = 1  # channels to keep at least (2 where a squeeze() would drop the dim)
     blocked: list[str] = field(default_factory=list)
     # A space split into consecutive pieces that are pruned independently (see _Analyzer._split).
     children: list[int] | None = None
@@ -232,6 +233,8 @@ class ChannelGroup:
         blocked: Why these channels must be kept; empty when the group is prunable.
         slices: ``(source, offset, length)``: which output filters of each source layer form
             the group (all of them unless residual streams were split, as at a channel pad).
+        min_size: Channels the group keeps at least, whatever the pruner's ``min_channels``
+            (2 where a ``squeeze()`` without a dimension would drop a 1-channel dimension).
     """
 
     id: int
@@ -240,6 +243,7 @@ class ChannelGroup:
     divisor: int
     blocked: list[str]
     slices: list[tuple[str, int, int]] = field(default_factory=list)
+    min_size: int = 1
 
     @property
     def prunable(self) -> bool:
@@ -281,7 +285,10 @@ class PruningGraph:
                 group = self.groups.get(root)
                 if group is None:
                     info = spaces[root]
-                    group = ChannelGroup(root, info.size, [], info.group, list(info.blocked))
+                    group = ChannelGroup(
+                        root, info.size, [], info.group, list(info.blocked),
+                        min_size=info.min_size,
+                    )  # fmt: skip
                     self.groups[root] = group
                 if name not in group.sources:
                     group.sources.append(name)
@@ -525,6 +532,7 @@ class _Analyzer(fx.Interpreter):
         sb.parent = ra
         sa.blocked.extend(sb.blocked)
         sa.members.extend(sb.members)
+        sa.min_size = max(sa.min_size, sb.min_size)
         self._constrain(ra, sb.group)
 
     def _split_space(self, sid: int, cuts: list[int]) -> bool:
@@ -543,6 +551,7 @@ class _Analyzer(fx.Interpreter):
             kids = [self._new_space(size) for size in sizes]
             for kid in kids:
                 self.spaces[kid].blocked = list(root.blocked)
+                self.spaces[kid].min_size = root.min_size
             self.spaces[member].children = kids
             pieces.append(kids)
         for other in pieces[1:]:
@@ -1120,6 +1129,10 @@ class _Analyzer(fx.Interpreter):
             return None
         if dim is None:
             removed = [i for i, s in enumerate(shape) if s == 1]
+            # Pruned to one channel, the channel dimension would be squeezed away too.
+            for seg in _expand(self.spaces, info.segments):
+                root = self.spaces[self._find(seg.space)]
+                root.min_size = max(root.min_size, 2)
         else:
             dims = [dim] if isinstance(dim, int) else list(dim)
             removed = [x % len(shape) for x in dims if shape[x % len(shape)] == 1]

@@ -288,7 +288,8 @@ def _plan(
             size = group.size if sizes is None else sizes.get(gid, group.size)
             # The epsilon keeps float error (0.5 * 16 computed as 7.999...) from losing a filter.
             n_prune = math.floor(amount * size + 1e-9)
-            bounded = _bounded_keep(size - n_prune, size, group.divisor, min_channels, round_to)
+            least = max(min_channels, group.min_size)
+            bounded = _bounded_keep(size - n_prune, size, group.divisor, least, round_to)
             n_keep[gid] = min(bounded, group.size)
     else:
         ids = list(groups)
@@ -303,7 +304,11 @@ def _plan(
         for i, gid in enumerate(ids):
             group = groups[gid]
             n_keep[gid] = _bounded_keep(
-                group.size - int(counts[i]), group.size, group.divisor, min_channels, round_to
+                group.size - int(counts[i]),
+                group.size,
+                group.divisor,
+                max(min_channels, group.min_size),
+                round_to,
             )
     keep: dict[int, torch.Tensor] = {}
     for gid, group in groups.items():
@@ -706,9 +711,10 @@ class Pruner:
         if self._start.groups is not None:
             self._start_groups = dict(self._start.groups)
         else:
-            bounds = (self.min_channels, self.round_to)
             self._start_groups = {
-                groups[g.id]: _size_before(g.size, share, g.divisor, *bounds)
+                groups[g.id]: _size_before(
+                    g.size, share, g.divisor, max(self.min_channels, g.min_size), self.round_to
+                )
                 for g in graph.prunable_groups()
             }
 
