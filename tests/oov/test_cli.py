@@ -149,6 +149,14 @@ def test_evaluate_points_from_an_experiment_folder_to_its_runs(
     a_file.write_text("{}")
     err = _error(["oov", "evaluate", str(a_file), *data], capsys)
     assert err == f"netsurgeon: error: {a_file}: is a file, expected a run folder\n"
+    sweep = tmp_path / "sweep"  # another command's folder; before, the message had no path
+    sweep.mkdir()
+    (sweep / "config.json").write_text(json.dumps({"criteria": ["l1"], "levels": [0.5]}))
+    err = _error(["oov", "evaluate", str(sweep), *data], capsys)
+    assert err == (
+        f"netsurgeon: error: {sweep / 'config.json'} has unknown fields ['criteria', 'levels']; "
+        "was it written by `netsurgeon oov train`?\n"
+    )
 
 
 def test_embed_words_and_corpus(

@@ -218,8 +218,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: Any) -> TrainConfig:
-        """Rebuild from :meth:`to_json` output.
+    def from_json(cls, data: Any, *, source: str | os.PathLike[str] = CONFIG_FILE) -> TrainConfig:
+        """Rebuild from :meth:`to_json` output; ``source`` names the file in errors.
 
         Fields added since a run was written take their defaults, except
         ``embeddings_encoding``: runs from before it existed read their embeddings with
@@ -229,17 +229,19 @@ class TrainConfig:
             CheckpointError: unknown or missing fields.
         """
         if not isinstance(data, dict):
-            raise CheckpointError("config.json does not hold an object")
+            raise CheckpointError(f"{source} does not hold an object")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise CheckpointError(f"config.json has unknown fields {unknown}")
+            raise CheckpointError(
+                f"{source} has unknown fields {unknown}; was it written by `netsurgeon oov train`?"
+            )
         if "embeddings_encoding" not in data and "encoding" in data:
             data = {**data, "embeddings_encoding": data["encoding"]}
         try:
             return cls(**data)
         except ConfigError as exc:
-            raise CheckpointError(f"config.json is invalid: {exc}") from None
+            raise CheckpointError(f"{source} is invalid: {exc}") from None
 
 
 def build_tagger(
@@ -576,7 +578,8 @@ def read_run_config(run: str | os.PathLike[str]) -> TrainConfig:
         raise CheckpointError(
             f"{run}: an experiment folder, not a run folder; give one of its runs ({shown})"
         )
-    return TrainConfig.from_json(read_json(folder / CONFIG_FILE, "configuration"))
+    path = folder / CONFIG_FILE
+    return TrainConfig.from_json(read_json(path, "configuration"), source=path)
 
 
 def load_run(

@@ -328,7 +328,8 @@ def check_run_folder(out: Path, config: TrainConfig, resume: bool) -> bool:
     if not checkpoint.exists():
         return False
     # Through TrainConfig, so that fields added since the run was written get their defaults.
-    saved = TrainConfig.from_json(read_json(out / CONFIG_FILE, "configuration")).to_json()
+    path = out / CONFIG_FILE
+    saved = TrainConfig.from_json(read_json(path, "configuration"), source=path).to_json()
     now = config.to_json()
     if _same_file(saved["embeddings"], now["embeddings"]):
         saved["embeddings"] = now["embeddings"]
