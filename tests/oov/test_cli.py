@@ -159,6 +159,23 @@ def test_evaluate_points_from_an_experiment_folder_to_its_runs(
     )
 
 
+def test_embed_warns_that_unk_gives_every_word_one_vector(
+    synthetic: SyntheticTask, tmp_path: Path
+) -> None:
+    from netsurgeon.oov.embed import embed_words
+
+    run = tmp_path / "unk"
+    args = ["oov", "train", *_common(synthetic), "--method", "unk", "--epochs", "1"]
+    assert main([*args, "--out", str(run)]) == 0
+    words = tmp_path / "words.txt"
+    words.write_text("zorple\nblick\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match=(
+        f"^{run} was trained with method 'unk', which gives every OOV word the same vector; "
+        "a run of mimick, context or comick predicts one per word$"
+    )):  # fmt: skip
+        assert embed_words(run, words, tmp_path / "v.txt") == 2
+
+
 def test_embed_words_and_corpus(
     synthetic: SyntheticTask, cli_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

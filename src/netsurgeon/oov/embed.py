@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,16 @@ from netsurgeon.oov.run import load_run, read_run_config
 from netsurgeon.oov.vectors import write_glove_text
 
 __all__ = ["embed_corpus", "embed_words"]
+
+
+def _warn_if_one_vector(run_dir: str | os.PathLike[str], method: str) -> None:
+    if method in ("unk", "zero"):
+        warnings.warn(
+            f"{run_dir} was trained with method {method!r}, which gives every OOV word the same "
+            "vector; a run of mimick, context or comick predicts one per word",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def embed_words(
@@ -63,6 +74,7 @@ def embed_words(
         embeddings_encoding=embeddings_encoding,
         device=device,
     )
+    _warn_if_one_vector(run_dir, run.config.method)
     vectors, _ = run.embedder.embed(words, [[] for _ in words], [[] for _ in words])
     write_glove_text(out, words, vectors)
     return len(words)
@@ -107,6 +119,7 @@ def embed_corpus(
         embeddings_encoding=embeddings_encoding,
         device=device,
     )
+    _warn_if_one_vector(run_dir, run.config.method)
     words: list[str] = []
     lefts: list[list[str]] = []
     rights: list[list[str]] = []
