@@ -308,6 +308,7 @@ def test_embed_corpus_names_the_line_of_a_token_with_whitespace(
     assert not out.exists()
 
 
+@pytest.mark.filterwarnings("ignore:.*gives every OOV word the same vector")  # unk runs, on purpose
 def test_embeddings_encoding_option(
     synthetic: SyntheticTask, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
