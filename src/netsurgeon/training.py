@@ -687,7 +687,7 @@ _FINGERPRINT_WORDS = {"data_train_images": "training", "data_val_images": "valid
 def _describe_changes(changed: Sequence[tuple[str, Any, Any]]) -> list[str]:
     """One phrase per ``(key, then, now)`` change, for the messages that refuse a resume.
 
-    Every setting reads ``key: then then, now now``. The data folder's fingerprint becomes
+    Every setting reads ``key: A then, B now``. The data folder's fingerprint becomes
     one phrase, since a changed digest says nothing to a reader: "the data folder's image
     files changed (training images: 4 then, 5 now)". Keys may carry a prefix (``run.``,
     ``info.``).
