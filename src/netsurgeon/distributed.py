@@ -6,13 +6,19 @@ training loop can all use it without import cycles.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["broadcast_from_rank0", "gather_objects", "is_distributed", "rank_and_size"]
+__all__ = [
+    "broadcast_from_rank0",
+    "gather_objects",
+    "is_distributed",
+    "own_entry",
+    "rank_and_size",
+]
 
 _T = TypeVar("_T")
 
@@ -46,3 +52,10 @@ def gather_objects(value: _T) -> list[_T]:
     gathered: list[_T] = [value] * dist.get_world_size()
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def own_entry(per_rank: Sequence[_T] | None, fallback: _T) -> _T:
+    """This process's entry of a list :func:`gather_objects` gave (and a file kept);
+    ``fallback`` when there is none, or it came from another number of processes."""
+    rank, size = rank_and_size()
+    return per_rank[rank] if per_rank and len(per_rank) == size else fallback

@@ -35,6 +35,7 @@ from netsurgeon.distributed import (
     broadcast_from_rank0,
     gather_objects,
     is_distributed,
+    own_entry,
     rank_and_size,
 )
 from netsurgeon.errors import CheckpointError, ConfigError
@@ -1329,10 +1330,9 @@ def _restore(trainer: _Trainer, data: Mapping[str, Any], path: Path) -> None:
         trainer.epoch_steps = int(data.get("epoch_steps", 0))
         # Under torchrun each process continues its own streams (checkpoints before this
         # key, or of one process: rank 0's, the only ones kept).
-        record = {"rng": data["rng"], "epoch_rng": data.get("epoch_rng")}
-        ranks = data.get("rng_ranks")
-        if ranks and len(ranks) == trainer.info.world_size:
-            record = ranks[trainer.info.rank]
+        record = own_entry(
+            data.get("rng_ranks"), {"rng": data["rng"], "epoch_rng": data.get("epoch_rng")}
+        )
         if trainer.epoch_steps:
             trainer.epoch_rng = record["epoch_rng"]
             trainer.cut_rng = record["rng"]

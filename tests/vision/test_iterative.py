@@ -16,6 +16,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 import netsurgeon
+from netsurgeon import distributed
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.pruning.stats import count_macs, count_params
 from netsurgeon.training import TrainConfig, load_checkpoint
@@ -519,7 +520,7 @@ def test_a_resumed_process_takes_its_own_random_streams(
         torch.manual_seed(seed)
         states.append(it._draws([], None)["rng"])
     draws = {**it._draws([], None), "rng": states[0], "rng_ranks": states}
-    monkeypatch.setattr(it, "rank_and_size", lambda: (rank, size))
+    monkeypatch.setattr(distributed, "rank_and_size", lambda: (rank, size))
     it._restore_draws(draws, [], None)
     assert torch.equal(torch.get_rng_state(), states[expected]["torch"])
 

@@ -48,7 +48,7 @@ from netsurgeon.distill import (
     DEFAULT_TEMPERATURE,
     DistillationLoss,
 )
-from netsurgeon.distributed import broadcast_from_rank0, gather_objects, rank_and_size
+from netsurgeon.distributed import broadcast_from_rank0, gather_objects, own_entry
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import check_file_target, describe_torch_file, sha256_file
 from netsurgeon.pruning import Pruner, PruneResult, prune
@@ -329,9 +329,7 @@ def _restore_draws(draws: dict[str, Any] | None, loader: Iterable[Any], criterio
     if not draws:  # a progress file written before they were kept
         return
     # Each process goes on with its own streams (files before "rng_ranks": rank 0's).
-    ranks = draws.get("rng_ranks") or []
-    rank, size = rank_and_size()
-    _set_rng_state(ranks[rank] if len(ranks) == size else draws["rng"])
+    _set_rng_state(own_entry(draws.get("rng_ranks"), draws["rng"]))
     if draws["sampler_epoch"] is not None:
         _set_epoch(loader, int(draws["sampler_epoch"]))
     if draws["criterion"] is not None and isinstance(criterion, Random):
