@@ -619,8 +619,8 @@ class _Analyzer(fx.Interpreter):
     def _track_counts(self, n: fx.Node, result: Any) -> None:
         """Follow channel counts read as Python values; keep the channels of a count that is
         used other than as a shape (where pruning changes it consistently)."""
-        info, shape = self._in(n)
         if n.op in ("call_method", "call_function") and n.target in ("size", getattr):
+            info, shape = self._in(n)
             attr = n.args[1] if n.target is getattr and len(n.args) > 1 else None
             if isinstance(info, Channels) and (n.target == "size" or attr == "shape"):
                 dim = self._arg(n, 1, "dim") if n.target == "size" else None
@@ -637,6 +637,8 @@ class _Analyzer(fx.Interpreter):
                 hit = not isinstance(index, slice) or info.dim in range(ndim)[index]
             if hit:
                 self.counts[n] = [info]
+            return
+        if not self.counts and not self.sizes:  # most models: no count read, nothing to follow
             return
         carried: list[Channels] = []
 
