@@ -115,13 +115,19 @@ def _config_error_from_stats(monkeypatch: pytest.MonkeyPatch) -> None:
     _stats_raising(monkeypatch, refuse)
 
 
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The seconds the CLI would have slept (it does not): a rank's wait for rank 0."""
+    slept: list[float] = []
+    monkeypatch.setattr(cli.time, "sleep", slept.append)
+    return slept
+
+
 def test_an_error_on_another_rank_waits_then_names_the_rank(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], waits: list[float]
 ) -> None:
     # Rank 0 says it at once; rank 1 only if torchrun has not stopped it by then. (Every
     # process of a single-process command under torchrun meets the same refusal.)
-    waits: list[float] = []
-    monkeypatch.setattr(cli.time, "sleep", waits.append)
     monkeypatch.setenv("WORLD_SIZE", "2")
     refusal = "runs in one process, not under torchrun (WORLD_SIZE=2)"
     monkeypatch.setenv("RANK", "0")
@@ -137,12 +143,10 @@ def test_an_error_on_another_rank_waits_then_names_the_rank(
 
 
 def test_a_rank_outside_torchrun_prints_at_once(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], waits: list[float]
 ) -> None:
     """RANK set for other reasons (a scheduler, a shell) with no WORLD_SIZE > 1 is one process:
     before, it waited 5 s and named a rank."""
-    waits: list[float] = []
-    monkeypatch.setattr(cli.time, "sleep", waits.append)
     _config_error_from_stats(monkeypatch)
     monkeypatch.setenv("RANK", "3")
     for world_size in (None, "1"):
@@ -156,11 +160,9 @@ def test_a_rank_outside_torchrun_prints_at_once(
 
 
 def test_an_argument_error_on_another_rank_waits_then_names_the_rank(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], waits: list[float]
 ) -> None:
     """Before: every process under torchrun printed the same argparse error."""
-    waits: list[float] = []
-    monkeypatch.setattr(cli.time, "sleep", waits.append)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(SystemExit) as exit_info:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from netsurgeon.pruning import Filters, prune, trace_graph
+from netsurgeon.pruning import Filters, PruneResult, prune, trace_graph
 from tests.pruning.nets import ConcatNet, ResNet, SeqNet
 
 
@@ -57,6 +57,21 @@ def _zero_half_of_every_group(model: nn.Module, x: torch.Tensor) -> int:
 
 def _weight_l1(filters: Filters) -> torch.Tensor:
     return filters.module.weight.detach().flatten(1).abs().sum(1)
+
+
+def _prune_half_zeroed(model: nn.Module, x: torch.Tensor) -> tuple[int, PruneResult]:
+    """Zero half of every prunable group, prune those filters, and check the outputs stayed.
+
+    Returns:
+        The number of filters zeroed, and the prune's result.
+    """
+    removed = _zero_half_of_every_group(model, x)
+    with torch.no_grad():
+        expected = model(x)
+    result = prune(model, x, amount=0.5, criterion=_weight_l1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=0)
+    return removed, result
 
 
 def _cifar_resnet20() -> nn.Module:
@@ -189,16 +204,9 @@ def test_patterns_the_engine_keeps_are_kept_and_the_rest_prunes_exactly(
 ) -> None:
     """Before: .data / .mT dropped the channels' trail (silently wrong outputs), and the other
     three pruned what they should keep, so the prune failed as 'does not run'."""
-    model = net().eval()
-    x = torch.randn(2, 3, 8, 8)
-    removed = _zero_half_of_every_group(model, x)
-    with torch.no_grad():
-        expected = model(x)
-    result = prune(model, x, amount=0.5, criterion=_weight_l1)
+    removed, result = _prune_half_zeroed(net().eval(), torch.randn(2, 3, 8, 8))
     assert any(s.startswith(layer) and reason in s for s in result.skipped), result.skipped
     assert sum(old - new for old, new in result.channels.values()) == removed > 0
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=0)
 
 
 class _CountScaleNet(_StemNet):
@@ -224,23 +232,11 @@ class _CountShapeNet(nn.Module):
 
 def test_a_channel_count_used_as_a_value_keeps_its_channels_and_as_a_shape_does_not() -> None:
     """Before: y * y.shape[1] ** -0.5 pruned y's producer, and the scale changed silently."""
-    model = _CountScaleNet().eval()
     x = torch.randn(2, 3, 8, 8)
-    removed = _zero_half_of_every_group(model, x)
-    with torch.no_grad():
-        expected = model(x)
-    result = prune(model, x, amount=0.5, criterion=_weight_l1)
+    removed, result = _prune_half_zeroed(_CountScaleNet().eval(), x)
     assert any(s.startswith("a (8 channels) kept: ") and "uses the channel count as a value" in s
                for s in result.skipped), result.skipped  # fmt: skip
     assert set(result.channels) == {"stem"} and removed == 3
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=0)
     # Counts that only size a view or an expand prune with the rest.
-    model = _CountShapeNet().eval()
-    removed = _zero_half_of_every_group(model, x)
-    with torch.no_grad():
-        expected = model(x)
-    result = prune(model, x, amount=0.5, criterion=_weight_l1)
+    removed, result = _prune_half_zeroed(_CountShapeNet().eval(), x)
     assert result.channels["a"] == (8, 4) and removed > 0
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=0)
