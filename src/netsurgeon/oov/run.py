@@ -572,13 +572,14 @@ def read_run_config(run: str | os.PathLike[str]) -> TrainConfig:
         raise CheckpointError(f"{run}: is a file, expected a run folder")
     if not folder.is_dir():
         raise CheckpointError(f"{run}: run folder not found")
-    runs = sorted(p for p in (folder / "runs").glob(f"*/{CONFIG_FILE}"))
-    if not (folder / CONFIG_FILE).exists() and runs:
-        shown = ", ".join(str(p.parent) for p in runs[:3]) + (", ..." if len(runs) > 3 else "")
-        raise CheckpointError(
-            f"{run}: an experiment folder, not a run folder; give one of its runs ({shown})"
-        )
     path = folder / CONFIG_FILE
+    if not path.exists():  # read_json says it is missing; first, is it an experiment's folder?
+        runs = sorted((folder / "runs").glob(f"*/{CONFIG_FILE}"))
+        if runs:
+            shown = ", ".join(str(p.parent) for p in runs[:3]) + (", ..." if len(runs) > 3 else "")
+            raise CheckpointError(
+                f"{run}: an experiment folder, not a run folder; give one of its runs ({shown})"
+            )
     return TrainConfig.from_json(read_json(path, "configuration"), source=path)
 
 
