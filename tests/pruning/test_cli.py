@@ -286,6 +286,20 @@ def test_prune_rejects_bad_arguments(tmp_path: Path, extra: list[str], pattern: 
     assert not out.exists()
 
 
+def test_prune_ignore_refuses_an_empty_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: ``layer1,,conv1`` ran as ``layer1,conv1``, hiding a name left out."""
+    out = tmp_path / "never.pt"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*PRUNE, "--amount", "0.5", "--ignore", "layer1,,conv1", "--out", str(out)])
+    assert exit_info.value.code == 2 and not out.exists()
+    assert (
+        "argument --ignore: expected comma-separated module names, got 'layer1,,conv1'; "
+        "separate them with single commas" in capsys.readouterr().err
+    )
+
+
 def test_prune_creates_a_missing_output_folder(tmp_path: Path) -> None:
     out = tmp_path / "missing" / "deeper" / "model.pt"
     status, _, stderr = _run([*PRUNE, "--amount", "0.5", "--out", str(out)])

@@ -181,6 +181,7 @@ def test_bad_recovery_arguments_leave_the_model_unchanged() -> None:
         (["--distill-temperature", "3"], "--distill-temperature has no effect without --distill"),
         (["--distill-features", "layer?.?"], "--distill-features has no effect without --distill"),
         (["--distill", "--distill-features", " , "], "--distill-features ' , ' names no module"),
+        (["--distill", "--distill-features", "layer1,,layer2"], "'layer1,,layer2' .* empty entry"),
         (["--distill", "--distill-feature-weight", "3"], "no effect without --distill-features"),
         (
             ["--distill", "--distill-features", "a", "--distill-feature-weight", "0"],

@@ -23,6 +23,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from netsurgeon.argtypes import comma_list
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
 from netsurgeon.fileio import check_file_target
 from netsurgeon.pruning.pruner import SCOPES
@@ -144,10 +145,15 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _names(text: str) -> list[str]:
-    """``--ignore``'s comma-separated module names."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    """``--ignore``'s comma-separated module names (an empty entry is a name left out)."""
+    try:
+        names = comma_list(text, name="ignore", flag="--ignore")
+    except ConfigError:
+        names = None
     if not names:
-        raise argparse.ArgumentTypeError(f"expected comma-separated module names, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated module names, got {text!r}; separate them with single commas"
+        )
     return names
 
 

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netsurgeon.argtypes import comma_list
 from netsurgeon.distill import (
     DEFAULT_ALPHA,
     DEFAULT_FEATURE_WEIGHT,
@@ -1697,7 +1698,7 @@ def _recovery_from_args(
     ]
     if not distill and given:
         raise ConfigError(f"{given[0]} has no effect without {switch}; add {switch}")
-    features = [f.strip() for f in (features_flag or "").split(",") if f.strip()]
+    features = comma_list(features_flag or "", name="distill_features", flag="--distill-features")
     if features_flag is not None and not features:
         raise ConfigError(
             f"--distill-features {features_flag!r} names no module; give comma-separated names"
