@@ -66,6 +66,31 @@ def test_a_removed_duplicate_channel_is_folded_back_exactly(head: str) -> None:
     assert fits[0].rows == rows
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's, kernel 4
+@pytest.mark.parametrize(
+    ("padding", "kernel", "dilation"), [("same", 3, 2), ("same", 4, 1), ("valid", 3, 1)]
+)
+def test_string_padding_is_unfolded_as_the_convolution_pads(
+    padding: str, kernel: int, dilation: int
+) -> None:
+    """Before: ``padding="same"``/``"valid"`` reached ``F.unfold`` and raised a TypeError."""
+    reference = _with_duplicate_filter("conv")
+    torch.manual_seed(2)
+    reference[3] = nn.Conv2d(6, 4, kernel, padding=padding, dilation=dilation)
+    model = copy.deepcopy(reference)
+    keep = torch.tensor([0, 1, 2, 3, 4])
+    prune_conv(model[0], out_keep=keep)
+    prune_conv(model[3], in_keep=keep)
+
+    fits = reconstruct(model, reference, _loader(), batches=4, ridge=0.0)
+
+    assert [f.name for f in fits] == ["3"] and fits[0].error_after < 1e-9
+    x = next(iter(_loader()))[0]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), atol=1e-4, rtol=1e-4)
+    assert fits[0].rows == 16 * reference(x[:1]).shape[2:].numel()
+
+
 def _cnn() -> nn.Sequential:
     torch.manual_seed(1)
     return nn.Sequential(

@@ -161,8 +161,17 @@ def _capture(model: nn.Module, name: str, inputs: Any, *, output: bool) -> torch
 def _rows(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Design matrix (rows, features[+1]) and targets (rows, outputs) of one batch."""
     if isinstance(module, nn.Conv2d):
+        padding = module.padding
+        if isinstance(padding, str):  # "valid" pads nothing; "same" pads as Conv2d does
+            if padding == "same":
+                pads = []  # F.pad's order: last dimension first
+                for dims in zip(module.dilation[::-1], module.kernel_size[::-1], strict=True):
+                    total = dims[0] * (dims[1] - 1)
+                    pads += [total // 2, total - total // 2]
+                x = F.pad(x, pads)
+            padding = 0
         cols = F.unfold(
-            x, module.kernel_size, dilation=module.dilation, padding=module.padding,
+            x, module.kernel_size, dilation=module.dilation, padding=padding,
             stride=module.stride,
         )  # fmt: skip
         features = cols.transpose(1, 2).reshape(-1, cols.shape[1])
