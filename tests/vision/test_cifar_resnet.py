@@ -136,7 +136,12 @@ def test_loads_legacy_and_plain_state_dicts(tmp_path: Path) -> None:
     plain = tmp_path / "plain.pth"
     torch.save(source.state_dict(), plain)
     x = torch.randn(2, 3, 32, 32)
-    for path in (legacy, str(plain)):
+
+    class PathLike:  # an os.PathLike that is not a pathlib.Path
+        def __fspath__(self) -> str:
+            return str(plain)
+
+    for path in (legacy, str(plain), PathLike()):
         model = cifar_resnet20(weights=path).eval()
         with torch.no_grad():
             assert torch.equal(model(x), source(x))

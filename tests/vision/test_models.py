@@ -225,6 +225,27 @@ def test_local_torchvision_state_dict(tmp_path: Path) -> None:
     assert torch.equal(other.conv1.weight, source.conv1.weight)
 
 
+class _PathLike:
+    """An os.PathLike that is not a pathlib.Path (as some path libraries give)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+def test_local_weights_given_as_any_path_like(tmp_path: Path) -> None:
+    """Before: an os.PathLike other than Path was refused as 'neither a name nor a path'."""
+    source = build_model("resnet18", num_classes=3)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    assert _equal_outputs(build_model("resnet18", weights=_PathLike(path)), source)
+    missing = str(tmp_path / "missing.pth")
+    with pytest.raises(ConfigError, match=f"weights file {missing!r} does not exist"):
+        build_model("resnet18", weights=_PathLike(Path(missing)))
+
+
 def test_local_legacy_file_with_module_prefix(tmp_path: Path) -> None:
     source = build_model("mobilenet_v3_small", num_classes=6)
     path = tmp_path / "legacy.th"

@@ -10,6 +10,7 @@ input and zero-pads the channel dimension; that is a functional ``F.pad`` call i
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -132,7 +133,7 @@ class CifarResNet(nn.Module):
 
 
 def _cifar_resnet(
-    depth: int, *, weights: str | Path | None, num_classes: int, progress: bool
+    depth: int, *, weights: str | os.PathLike[str] | None, num_classes: int, progress: bool
 ) -> CifarResNet:
     del progress  # Kept for torchvision parity; local files need no progress bar.
     _check_positive_int("num_classes", num_classes)
@@ -152,7 +153,7 @@ def _load_cifar_weights(depth: int, n: int, weights: object, num_classes: int) -
             f"cifar_resnet{depth} has no downloadable weights (weights='DEFAULT'); pass the path "
             f"of a local checkpoint such as resnet{depth}-*.th, or weights=None"
         )
-    if not isinstance(weights, (str, Path)):
+    if not isinstance(weights, (str, os.PathLike)):
         raise ConfigError(f"weights must be None or a file path, got {weights!r}")
     # Imported here because models.py imports this module to register the builders.
     from netsurgeon.vision.models import load_weights_into
@@ -162,7 +163,7 @@ def _load_cifar_weights(depth: int, n: int, weights: object, num_classes: int) -
 
 
 def cifar_resnet20(
-    *, weights: str | Path | None = None, num_classes: int = 10, progress: bool = True
+    *, weights: str | os.PathLike[str] | None = None, num_classes: int = 10, progress: bool = True
 ) -> CifarResNet:
     """ResNet-20 for CIFAR (0.27 M parameters).
 
@@ -182,28 +183,28 @@ def cifar_resnet20(
 
 
 def cifar_resnet32(
-    *, weights: str | Path | None = None, num_classes: int = 10, progress: bool = True
+    *, weights: str | os.PathLike[str] | None = None, num_classes: int = 10, progress: bool = True
 ) -> CifarResNet:
     """ResNet-32 for CIFAR (0.46 M parameters); arguments as :func:`cifar_resnet20`."""
     return _cifar_resnet(32, weights=weights, num_classes=num_classes, progress=progress)
 
 
 def cifar_resnet44(
-    *, weights: str | Path | None = None, num_classes: int = 10, progress: bool = True
+    *, weights: str | os.PathLike[str] | None = None, num_classes: int = 10, progress: bool = True
 ) -> CifarResNet:
     """ResNet-44 for CIFAR (0.66 M parameters); arguments as :func:`cifar_resnet20`."""
     return _cifar_resnet(44, weights=weights, num_classes=num_classes, progress=progress)
 
 
 def cifar_resnet56(
-    *, weights: str | Path | None = None, num_classes: int = 10, progress: bool = True
+    *, weights: str | os.PathLike[str] | None = None, num_classes: int = 10, progress: bool = True
 ) -> CifarResNet:
     """ResNet-56 for CIFAR (0.85 M parameters); arguments as :func:`cifar_resnet20`."""
     return _cifar_resnet(56, weights=weights, num_classes=num_classes, progress=progress)
 
 
 def cifar_resnet110(
-    *, weights: str | Path | None = None, num_classes: int = 10, progress: bool = True
+    *, weights: str | os.PathLike[str] | None = None, num_classes: int = 10, progress: bool = True
 ) -> CifarResNet:
     """ResNet-110 for CIFAR (1.7 M parameters); arguments as :func:`cifar_resnet20`."""
     return _cifar_resnet(110, weights=weights, num_classes=num_classes, progress=progress)

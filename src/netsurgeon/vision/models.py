@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -559,10 +560,11 @@ def _resolve_weights(name: str, kind: str, weights: object) -> tuple[str, Any]:
     """Classify ``weights`` as ("none", None), ("torchvision", enum) or ("file", Path)."""
     if weights is None:
         return "none", None
-    if isinstance(weights, Path):
-        if not weights.is_file():
-            raise ConfigError(f"weights file {str(weights)!r} does not exist")
-        return "file", weights
+    if isinstance(weights, os.PathLike):
+        path = Path(os.fspath(weights))
+        if not path.is_file():
+            raise ConfigError(f"weights file {str(path)!r} does not exist")
+        return "file", path
     if not isinstance(weights, str) or not weights:
         raise ConfigError(
             f"weights must be 'none', 'DEFAULT', a torchvision weights name or a file path, "
@@ -676,7 +678,7 @@ def build_architecture(name: str, **kwargs: Any) -> nn.Module:
     return build_model(name, weights="none", **kwargs)
 
 
-def check_model(name: str, *, weights: str | Path | None = "none") -> None:
+def check_model(name: str, *, weights: str | os.PathLike[str] | None = "none") -> None:
     """Check, without building anything, that :func:`build_model` knows ``name`` and
     ``weights``: the cheap checks a command runs before it writes or trains anything.
 
@@ -691,7 +693,7 @@ def check_model(name: str, *, weights: str | Path | None = "none") -> None:
 def build_model(
     name: str,
     *,
-    weights: str | Path | None = "none",
+    weights: str | os.PathLike[str] | None = "none",
     num_classes: int | None = None,
     progress: bool = True,
     **kwargs: Any,
