@@ -11,6 +11,7 @@ import torch
 
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.oov import train as train_module
+from netsurgeon.oov.conll import convert_scheme, detect_scheme, read_conll, write_conll
 from netsurgeon.oov.evaluate import evaluate_data, evaluate_run
 from netsurgeon.oov.run import TrainConfig, load_run
 from netsurgeon.oov.train import read_tagged, train
@@ -238,6 +239,29 @@ def test_unseen_dev_tags_are_mapped_and_reported(synthetic: SyntheticTask, tmp_p
     assert evaluation.unseen_tags == {"B-ORG": 2}
     assert evaluation.metrics["all"]["gold"] == 2  # still scored, as misses
     assert evaluation.metrics["all"]["recall"] == 0.0
+
+
+def test_files_in_the_other_iob_scheme_are_read_in_the_training_files(
+    synthetic: SyntheticTask, tmp_path: Path
+) -> None:
+    """Before: an IOB1 dev file for an IOB2-trained run kept its I- tags, reported as unseen
+    and scored as token errors (entity F1 was unaffected)."""
+    dev_iob1 = tmp_path / "dev_iob1.txt"
+    write_conll(dev_iob1, convert_scheme(read_conll(synthetic.dev), column=1, to="iob1"))
+    assert detect_scheme(read_tagged(dev_iob1, column=1).tags) == "iob1"
+    result = train(
+        _config(synthetic, method="unk", epochs=1, pretrain_epochs=0),
+        train_file=synthetic.train,
+        dev_file=dev_iob1,
+        out=tmp_path / "run",
+    )
+    assert result.metrics["unseen_dev_tags"] == {}
+    assert json.loads((tmp_path / "run" / "vocab.json").read_text())["tag_scheme"] == "iob2"
+    as_iob1 = evaluate_run(tmp_path / "run", dev_iob1)
+    as_iob2 = evaluate_run(tmp_path / "run", synthetic.dev)
+    assert as_iob1.unseen_tags == as_iob2.unseen_tags == {}
+    assert as_iob1.metrics == as_iob2.metrics == result.metrics["best_dev"]
+    assert as_iob1.metrics["all"]["gold"] > 0
 
 
 def test_config_validation(synthetic: SyntheticTask) -> None:

@@ -60,7 +60,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         "--tag-scheme",
         choices=["iob1", "iob2"],
         default=None,
-        help="convert NER tags to this scheme when reading (default: keep them as written)",
+        help="convert NER tags to this scheme when reading (default: the training file's "
+        "own; dev, test and evaluated files are converted to it)",
     )
     parser.add_argument(
         "--encoding", default="utf-8", help="text encoding of the data files (default: %(default)s)"

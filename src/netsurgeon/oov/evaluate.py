@@ -17,6 +17,7 @@ from netsurgeon.oov.run import (
     TrainedRun,
     load_run,
     read_run_config,
+    run_tag_scheme,
 )
 from netsurgeon.oov.train import TaggedData, check_tags_fit_task, read_tagged
 from netsurgeon.oov.vectors import normaliser
@@ -191,7 +192,7 @@ def load_run_and_data(
         data_file,
         column=config.column,
         encoding=encoding or config.encoding,
-        scheme=config.tag_scheme,
+        scheme=run_tag_scheme(run_dir, config),
     )
     check_tags_fit_task(
         data,

@@ -24,6 +24,7 @@ from netsurgeon.oov.train import (
     check_run_folder,
     check_tags_fit_task,
     read_tagged,
+    reading_scheme,
     train,
 )
 from netsurgeon.oov.vectors import check_embeddings_source
@@ -176,13 +177,12 @@ def run_experiment(
         scheme=base.tag_scheme,
     )
     check_tags_fit_task(train_data, base.task, base.column)
-    dev_data = read_tagged(
-        dev_file, column=base.column, encoding=base.encoding, scheme=base.tag_scheme
-    )
+    scheme = reading_scheme(base, train_data.tags)  # every run's, as train() finds it
+    dev_data = read_tagged(dev_file, column=base.column, encoding=base.encoding, scheme=scheme)
     test_data = None
     if test_file is not None:
         test_data = read_tagged(
-            test_file, column=base.column, encoding=base.encoding, scheme=base.tag_scheme
+            test_file, column=base.column, encoding=base.encoding, scheme=scheme
         )
     for data in (dev_data, test_data):
         if data is not None:

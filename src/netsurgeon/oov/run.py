@@ -60,6 +60,7 @@ __all__ = [
     "build_tagger",
     "load_run",
     "read_run_config",
+    "run_tag_scheme",
 ]
 
 CONFIG_FILE = "config.json"
@@ -581,6 +582,24 @@ def read_run_config(run: str | os.PathLike[str]) -> TrainConfig:
                 f"{run}: an experiment folder, not a run folder; give one of its runs ({shown})"
             )
     return TrainConfig.from_json(read_json(path, "configuration"), source=path)
+
+
+def run_tag_scheme(run: str | os.PathLike[str], config: TrainConfig) -> str | None:
+    """The IOB scheme a run reads evaluated files in: its ``tag_scheme``, else the training
+    file's own (recorded in ``vocab.json``; runs written before it was recorded, and POS
+    runs, read files as written).
+
+    Raises:
+        CheckpointError: the recorded scheme is neither ``iob1`` nor ``iob2``.
+    """
+    if config.tag_scheme is not None:
+        return config.tag_scheme
+    path = Path(run) / VOCAB_FILE
+    vocab = read_json(path, "vocabularies")
+    scheme = vocab.get("tag_scheme") if isinstance(vocab, dict) else None
+    if scheme not in (None, "iob1", "iob2"):
+        raise CheckpointError(f"{path}: tag_scheme {scheme!r} is not 'iob1' or 'iob2'")
+    return scheme
 
 
 def load_run(

@@ -21,6 +21,7 @@ import os
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ from netsurgeon.oov.batching import (
     SentenceBatch,
     TextEncoder,
 )
-from netsurgeon.oov.conll import Sentence, convert_scheme, read_conll
+from netsurgeon.oov.conll import Sentence, convert_scheme, detect_scheme, read_conll
 from netsurgeon.oov.io import atomic_save_torch, atomic_write_json
 from netsurgeon.oov.metrics import headline, tagging_metrics
 from netsurgeon.oov.run import (
@@ -70,6 +71,7 @@ __all__ = [
     "check_tags_fit_task",
     "progress_disabled",
     "read_tagged",
+    "reading_scheme",
     "train",
 ]
 
@@ -121,6 +123,19 @@ def read_tagged(
         [list(s.tokens) for s in sentences],
         [list(s.column(column)) for s in sentences],
     )
+
+
+def reading_scheme(config: TrainConfig, train_tags: Sequence[Sequence[str]]) -> str | None:
+    """The IOB scheme other files are read in for a run trained on ``train_tags``.
+
+    ``config.tag_scheme`` when set; for NER otherwise the training file's own scheme, so that
+    a development or evaluated file written in the other one (CoNLL-2003 circulates in both)
+    is converted to the tags the tagger learned, rather than scored against them as written.
+    ``None`` (POS): tags are read as written.
+    """
+    if config.tag_scheme is not None or config.task != "ner":
+        return config.tag_scheme
+    return detect_scheme(train_tags)
 
 
 _NER_TAG = re.compile(r"O|[BIESLU]-\S+")
@@ -405,9 +420,8 @@ def train(
         limit=config.train_limit,
         scheme=config.tag_scheme,
     )
-    dev_data = read_tagged(
-        dev_file, column=config.column, encoding=config.encoding, scheme=config.tag_scheme
-    )
+    scheme = reading_scheme(config, train_data.tags)
+    dev_data = read_tagged(dev_file, column=config.column, encoding=config.encoding, scheme=scheme)
     for data in (train_data, dev_data):
         check_tags_fit_task(data, config.task, config.column)
     keep = {t for data in (train_data, dev_data) for s in data.tokens for t in s}
@@ -426,17 +440,14 @@ def train(
         )
     scale = float(embeddings.vectors.std())
     tags = TagVocabulary.from_sequences(train_data.tags)
-    for sentence_tags in dev_data.tags:
-        for tag in sentence_tags:
-            tags.encode(tag)
-    unseen = dict(tags.unseen)
+    # Dev tags stay as written for scoring (they never enter the loss).
+    unseen = dict(Counter(t for sentence in dev_data.tags for t in sentence if t not in tags))
     if unseen:
         log.warning(
-            "tags in %s that never occur in %s are mapped to %r for the loss and count as "
-            "errors in the metrics: %s",
+            "tags in %s that never occur in %s: the tagger cannot predict them, so they count "
+            "as errors in the dev metrics: %s",
             dev_file,
             train_file,
-            tags.fallback,
             unseen,
         )
     chars = TextEncoder.build_chars(t for s in train_data.tokens for t in s)
@@ -464,6 +475,8 @@ def train(
             "special_rows": N_SPECIAL_ROWS,
         },
         "data": {"train_sha256": sha256_file(train_file), "dev_sha256": sha256_file(dev_file)},
+        # The scheme evaluated files are converted to (runs without it read them as written).
+        "tag_scheme": scheme,
     }
     if resuming:
         _check_same_data(out, vocab)
