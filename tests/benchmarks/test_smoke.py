@@ -513,7 +513,7 @@ def test_oov_conll(conll_experiment: tuple[subprocess.CompletedProcess[str], Pat
     )
     assert [line.split(" | ")[:3] for line in lines[1:4]] == [
         ["dev", "all tokens", "F1"],
-        ["dev", "OOV tokens", "F1"],
+        ["dev", "entities with an OOV token", "F1"],
         ["dev", "sentences with an OOV word", "F1"],
     ]
     means = [results["summary"]["dev"]["all"][m]["mean"] for m in methods]

@@ -68,13 +68,16 @@ def test_train_writes_run_and_summary(cli_train: tuple[Path, str]) -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     lines = printed.splitlines()
     assert lines[0] == f"best dev epoch {metrics['best_epoch']} (comick, seed 0)"
-    assert lines[1].split() == ["tokens", "precision", "recall", "F1", "token", "acc."]
+    assert lines[1].split() == ["scope", "precision", "recall", "F1", "entities", "token", "acc.",
+                                "tokens"]  # fmt: skip
     best = metrics["best_dev"]
-    rows = {"all tokens": "all", "OOV tokens": "oov_tokens"}
+    rows = {"all tokens": "all", "entities with an OOV token": "oov_tokens"}
     for label, key in rows.items():
         row = next(line for line in lines[3:6] if line.startswith(label + "  "))
-        expected = [f"{best[key][k]:.2f}" for k in ("precision", "recall", "f1", "accuracy")]
-        assert row[len(label) :].split() == expected
+        expected = [f"{best[key][k]:.2f}" for k in ("precision", "recall", "f1")]
+        expected += [str(best[key]["gold"]), f"{best[key]['accuracy']:.2f}"]
+        assert row[len(label) :].split() == [*expected, str(best[key]["tokens"])]
+    assert lines[6].startswith("(entities: gold entities scored")
     for split in ("train", "dev"):
         start = f"{split}: OOV tokens {100 * metrics['oov'][split]['token_rate']:.2f} %"
         assert any(line.startswith(start) for line in lines), split
@@ -95,6 +98,18 @@ def test_evaluate(
     assert set(result["metrics"]) == {"all", "oov_tokens", "oov_sentences"}
     assert result["oov"]["oov_tokens"] > 0
     assert result["attention_by_tag"].keys() == {"PER", "LOC"}
+
+
+def test_evaluate_shows_scores_over_nothing_as_n_a(
+    synthetic: SyntheticTask, cli_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a file without OOV tokens printed 0.00 everywhere on the OOV rows."""
+    assert main(["oov", "evaluate", str(cli_run), "--data", str(synthetic.train)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for label in ("entities with an OOV token", "sentences with an OOV word"):
+        row = next(line for line in lines if line.startswith(label + "  "))
+        assert row[len(label) :].split() == ["n/a", "n/a", "n/a", "0", "n/a", "0"]
+    assert next(line for line in lines if line.startswith("all tokens  ")).split()[2] != "n/a"
 
 
 def test_evaluate_reads_the_task_from_the_loaded_run(

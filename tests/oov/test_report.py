@@ -11,7 +11,7 @@ import pytest
 
 from netsurgeon.oov.evaluate import Evaluation
 from netsurgeon.oov.experiment import _mean_attention, summarise
-from netsurgeon.oov.report import format_mean_std, write_report
+from netsurgeon.oov.report import format_mean_std, section_label, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -81,11 +81,18 @@ def test_summary_and_gains() -> None:
     assert pooled["O"]["count"] == 30
 
 
+def test_section_labels_say_what_each_task_scores() -> None:
+    assert section_label("ner", "oov_tokens") == "entities with an OOV token"
+    assert section_label("pos", "oov_tokens") == "OOV tokens"
+    assert section_label("ner", "all") == section_label("pos", "all") == "all tokens"
+
+
 def test_writes_json_markdown_and_html(tmp_path: Path) -> None:
     paths = write_report(_results(), tmp_path)
     assert json.loads(paths["json"].read_text())["baseline"] == "random"
     md = paths["md"].read_text()
     assert "| dev | all tokens | F1 | 71.00 ± 1.41 | 78.00 ± 1.41 | +9.86 % |" in md
+    assert "| dev | entities with an OOV token | F1 |" in md  # NER scores their entities
     assert "| PER | 10 | 0.300 | 0.500 | 0.200 |" in md
     assert "| train | 100 | 7 | 7.00 % | 50 | 6 | 12.00 % |" in md
     page = paths["html"].read_text()

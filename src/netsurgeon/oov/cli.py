@@ -262,22 +262,29 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _metrics_table(task: str, metrics: dict[str, Any]) -> str:
-    from netsurgeon.oov.report import SECTIONS
+    """One row per section; a score over nothing (no entity, no token) shows as n/a."""
+    from netsurgeon.oov.report import SECTIONS, section_label
 
+    rows = []
+    for s in SECTIONS:
+        m = metrics[s]
+        accuracy = f"{m['accuracy']:.2f}" if m["tokens"] else "n/a"
+        if task == "ner":
+            scored = m["gold"] or m["pred"]
+            entity = [f"{m[k]:.2f}" if scored else "n/a" for k in ("precision", "recall", "f1")]
+            rows.append(
+                [section_label(task, s), *entity, str(m["gold"]), accuracy, str(m["tokens"])]
+            )
+        else:
+            rows.append([section_label(task, s), accuracy, str(m["tokens"])])
     if task == "ner":
-        header = ["tokens", "precision", "recall", "F1", "token acc."]
-        keys = ["precision", "recall", "f1", "accuracy"]
-    else:
-        header = ["tokens", "accuracy", "count"]
-        keys = ["accuracy", "tokens"]
-    rows = [
-        [
-            SECTIONS[s],
-            *[f"{metrics[s][k]:.2f}" if k != "tokens" else str(metrics[s][k]) for k in keys],
-        ]
-        for s in SECTIONS
-    ]
-    return _table(header, rows)
+        header = ["scope", "precision", "recall", "F1", "entities", "token acc.", "tokens"]
+        note = (
+            "(entities: gold entities scored; the OOV row's token acc. is over the OOV "
+            "tokens themselves)"
+        )
+        return _table(header, rows) + "\n" + note
+    return _table(["scope", "accuracy", "tokens"], rows)
 
 
 def _setup_logging(args: argparse.Namespace) -> None:

@@ -13,13 +13,22 @@ from typing import Any
 from netsurgeon.oov.embedders import ATTENTION_PARTS
 from netsurgeon.oov.io import atomic_write_json, atomic_write_text
 
-__all__ = ["SECTIONS", "format_mean_std", "results_rows", "write_report"]
+__all__ = ["SECTIONS", "format_mean_std", "results_rows", "section_label", "write_report"]
 
 SECTIONS = {
     "all": "all tokens",
     "oov_tokens": "OOV tokens",
     "oov_sentences": "sentences with an OOV word",
 }
+# NER's OOV section scores the entities that cover an OOV token (metrics.entity_scores).
+_NER_SECTIONS = {**SECTIONS, "oov_tokens": "entities with an OOV token"}
+
+
+def section_label(task: str, section: str) -> str:
+    """What a metrics section covers, as tables name it."""
+    return (_NER_SECTIONS if task == "ner" else SECTIONS).get(section, section)
+
+
 # Colours of the three attention parts (word, left, right) in the HTML report.
 _COLOURS = {"word": (214, 39, 40), "left": (31, 119, 180), "right": (44, 160, 44)}
 
@@ -40,7 +49,7 @@ def results_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows: list[list[str]] = []
     for split, sections in results["summary"].items():
         for section, per_method in sections.items():
-            row = [split, SECTIONS.get(section, section), results["metric"]]
+            row = [split, section_label(results["task"], section), results["metric"]]
             row += [format_mean_std(per_method[m]) for m in methods]
             gains = results["gains"][split][section]
             row += [f"{gains[m]:+.2f} %" if gains[m] is not None else "n/a" for m in others]
