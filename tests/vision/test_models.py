@@ -246,6 +246,17 @@ def test_local_weights_given_as_any_path_like(tmp_path: Path) -> None:
         build_model("resnet18", weights=_PathLike(Path(missing)))
 
 
+def test_a_model_that_reads_its_version_metadata_saves_and_loads(tmp_path: Path) -> None:
+    """Before: MNASNet (whose loader needs the state's version metadata) failed to load from
+    any file with ``ValueError: version should be set to 1 or 2``, so prune, load and export
+    of an MNASNet all crashed."""
+    source = build_model("mnasnet0_5", num_classes=4)
+    io.save(source, tmp_path / "model.pt")
+    assert _equal_outputs(io.load(tmp_path / "model.pt"), source, size=32)
+    torch.save(dict(source.state_dict()), tmp_path / "plain.pth")  # no metadata at all
+    assert _equal_outputs(build_model("mnasnet0_5", weights=tmp_path / "plain.pth"), source, 32)
+
+
 def test_local_legacy_file_with_module_prefix(tmp_path: Path) -> None:
     source = build_model("mobilenet_v3_small", num_classes=6)
     path = tmp_path / "legacy.th"

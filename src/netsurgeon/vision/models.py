@@ -13,6 +13,7 @@ import difflib
 import inspect
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -345,7 +346,15 @@ class StateDictDifferences(NamedTuple):
 def state_dict_differences(model: nn.Module, state_dict: Mapping[str, Any]) -> StateDictDifferences:
     """What keeps ``state_dict`` from loading strictly into ``model`` (see the fields)."""
     own = model.state_dict()
-    state = dict(state_dict)
+    state = OrderedDict(state_dict)
+    # Modules read their format version from the metadata (torchvision's MNASNet refuses a
+    # state without). A state that lost it (a plain dict, or keys renamed on the way) gets the
+    # model's own: the shape checks below catch a layout of another version.
+    metadata = getattr(state_dict, "_metadata", None)
+    if metadata is None:
+        metadata = getattr(own, "_metadata", None)
+    if metadata is not None:
+        state._metadata = metadata  # type: ignore[attr-defined]
     for key, tensor in own.items():
         owner_name, _, leaf = key.rpartition(".")
         if leaf == "num_batches_tracked" and key not in state:
@@ -412,7 +421,9 @@ def load_state_dict_checked(
         )
     try:
         model.load_state_dict(state, strict=True, assign=assign)
-    except RuntimeError as exc:  # dtype or other problems the checks above cannot see
+    # dtype or other problems the checks above cannot see; ValueError: a module's own check,
+    # such as MNASNet's on a state saved without its version metadata.
+    except (RuntimeError, ValueError) as exc:
         raise CheckpointError(f"cannot load the checkpoint{where}: {exc}") from exc
 
 
