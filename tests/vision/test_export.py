@@ -154,7 +154,11 @@ def test_a_failed_verification_leaves_the_target_as_it_was(tmp_path: Path) -> No
     torch.manual_seed(0)
     path = tmp_path / "m.pt"
     path.write_bytes(b"an older export")
-    message = r"differs from PyTorch by up to 0\.5, more than atol=0\.0001; nothing was written"
+    message = (
+        r"differs from PyTorch by up to 0\.5, more than atol \+ rtol x \S+ \(its largest output\) "
+        r"= 0\.0001\d*; nothing was written\. If that difference is acceptable, raise --atol or "
+        r"--rtol, or skip the check \(--verify no\)"
+    )
     with pytest.raises(ConfigError, match=message):
         export_model(ShiftedWhenTraced(), path, format="torchscript", input_size=8, verify=True)
     assert path.read_bytes() == b"an older export"
@@ -164,6 +168,43 @@ def test_a_failed_verification_leaves_the_target_as_it_was(tmp_path: Path) -> No
         ShiftedWhenTraced(), path, format="torchscript", input_size=8, verify=True, atol=0.6
     )
     assert result.max_abs_diff == pytest.approx(0.5, abs=1e-6)
+
+
+class LargeOutputs(ShiftedWhenTraced):
+    """Outputs of about 1e5, shifted by 0.5 when traced: within float32 rounding's reach."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + 1e6 * self.conv(x).mean((2, 3))
+
+
+def test_the_tolerance_grows_with_the_outputs(tmp_path: Path) -> None:
+    """Before: atol alone refused correct exports of models with large outputs."""
+    torch.manual_seed(0)
+    model = LargeOutputs().eval()
+    result = export_model(model, tmp_path / "m.pt", format="torchscript", input_size=8,
+                          verify=True)  # fmt: skip
+    assert result.max_abs_diff == pytest.approx(0.5, abs=0.05)
+    with pytest.raises(ConfigError, match=r"more than atol \+ rtol x \S+ \(its largest output"):
+        export_model(model, tmp_path / "m.pt", format="torchscript", input_size=8, verify=True,
+                     rtol=0.0)  # fmt: skip
+
+
+def test_a_model_that_does_not_run_on_the_example_is_the_inputs_fault(tmp_path: Path) -> None:
+    """Before: a traceback from the tracer (TorchScript) or "try a higher opset" (ONNX)."""
+    with pytest.raises(ConfigError, match=r"does not run on example inputs of shape \(2, 3, 2, 2\) "
+                       r"\(.*\); give an input size it accepts \(--input-size\)"):  # fmt: skip
+        export_model(ShiftedWhenTraced(), tmp_path / "m.pt", format="torchscript", input_size=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_out_under_a_file_is_refused_in_one_line(
+    pruned: torch.nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: 'cannot write .../x.pt: File exists'."""
+    saved = netsurgeon.save(pruned, tmp_path / "pruned.pt")
+    out = saved / "x.pt"
+    assert main(["export", str(saved), "--format", "torchscript", "--out", str(out)]) == 2
+    assert f"--out {str(out)!r}: {str(saved)!r} is a file, not a folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -431,9 +472,14 @@ def test_an_export_not_verified_says_why(
     )
 
 
-@pytest.mark.parametrize("atol", [-1.0, float("nan"), "0.1", True])
-def test_a_bad_tolerance_is_refused(pruned: torch.nn.Module, tmp_path: Path, atol: object) -> None:
+@pytest.mark.parametrize("name", ["atol", "rtol"])
+@pytest.mark.parametrize("value", [-1.0, float("nan"), "0.1", True])
+def test_a_bad_tolerance_is_refused(
+    pruned: torch.nn.Module, tmp_path: Path, name: str, value: object
+) -> None:
     path = tmp_path / "m.pt"
-    with pytest.raises(ConfigError, match=r"is not allowed; use a number >= 0 \(--atol\)"):
-        export_model(pruned, path, format="torchscript", verify=True, atol=atol)  # type: ignore[arg-type]
+    with pytest.raises(
+        ConfigError, match=rf"{name}=.* is not allowed; use a number >= 0 \(--{name}\)"
+    ):
+        export_model(pruned, path, format="torchscript", verify=True, **{name: value})  # type: ignore[arg-type]
     assert not path.exists()

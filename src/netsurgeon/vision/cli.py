@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from netsurgeon.errors import ConfigError
+from netsurgeon.fileio import check_file_target
 from netsurgeon.vision.export import EXPORTERS, FORMATS, export_checkpoint
 from netsurgeon.vision.iterative import add_finetune_arguments, run_finetune_from_args
 
@@ -76,7 +77,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "onnxruntime is installed and always for TorchScript (default: auto)",
     )
     export.add_argument(
-        "--atol", type=float, default=1e-4, help="allowed difference (default: 1e-4)"
+        "--atol", type=float, default=1e-4, help="allowed absolute difference (default: 1e-4)"
+    )
+    export.add_argument(
+        "--rtol",
+        type=float,
+        default=1e-5,
+        help="plus this share of the largest output, as in torch.allclose (default: 1e-5)",
     )
     export.add_argument("--json", action="store_true", help="print the result as JSON")
     export.set_defaults(func=run_export)
@@ -88,8 +95,8 @@ def run_export(args: argparse.Namespace) -> int:
         raise ConfigError(f"--input-size {args.input_size} is not allowed; use an integer >= 1")
     if args.opset is not None and args.format != "onnx":
         raise ConfigError(f"--opset applies to --format onnx only, not {args.format}")
-    if args.out is not None and args.out.is_dir():
-        raise ConfigError(f"--out {str(args.out)!r} is a folder; give a file name")
+    if args.out is not None:
+        check_file_target(args.out, "--out")  # not a folder, nor under a file
     verify = args.verify == "yes" or (
         args.verify == "auto"
         and (args.format == "torchscript" or importlib.util.find_spec("onnxruntime") is not None)
@@ -103,6 +110,7 @@ def run_export(args: argparse.Namespace) -> int:
         opset=args.opset,
         verify=verify,
         atol=args.atol,
+        rtol=args.rtol,
     )
     if args.json:
         print(

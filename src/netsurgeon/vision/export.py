@@ -259,6 +259,7 @@ def export_model(
     opset: int | None = None,
     verify: bool = False,
     atol: float = 1e-4,
+    rtol: float = 1e-5,
 ) -> ExportResult:
     """Export ``model`` (in eval mode, on the CPU) to ``path``, written atomically.
 
@@ -278,18 +279,26 @@ def export_model(
         verify: Run the exported file and compare it with PyTorch (see :func:`verify_export`)
             on the example batch and on a batch one larger, which shows a batch size fixed
             at export time.
-        atol: With ``verify``, the largest allowed absolute difference (>= 0).
+        atol: With ``verify``, the allowed absolute difference (>= 0)...
+        rtol: ...plus this share of PyTorch's largest output magnitude (>= 0), as in
+            :func:`torch.allclose`: float32 rounding grows with the outputs' size.
 
     Raises:
-        ConfigError: A bad argument (an opset the exporter cannot write among them), the
-            file came out with another opset, or ``verify`` found outputs further apart than
-            ``atol`` or an export that fails on another batch size; ``path`` is then left as
-            it was.
+        ConfigError: A bad argument (an opset the exporter cannot write among them), a model
+            that does not run on the example inputs (too small for it, say), the file came
+            out with another opset, or ``verify`` found outputs further apart than
+            ``atol + rtol * max|output|`` or an export that fails on another batch size;
+            ``path`` is then left as it was.
         NetsurgeonError: A package of the ``export`` extra is missing.
     """
     format = _check_format(format)
-    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol >= 0:
-        raise ConfigError(f"atol={atol!r} is not allowed; use a number >= 0 (--atol)")
+    for name, tolerance in (("atol", atol), ("rtol", rtol)):
+        if (
+            isinstance(tolerance, bool)
+            or not isinstance(tolerance, (int, float))
+            or not (tolerance >= 0)
+        ):
+            raise ConfigError(f"{name}={tolerance!r} is not allowed; use a number >= 0 (--{name})")
     if exporter not in EXPORTERS:
         raise ConfigError(
             f"exporter={exporter!r} is not allowed; use one of {', '.join(EXPORTERS)}"
@@ -306,6 +315,7 @@ def export_model(
         raise ConfigError("example_inputs must be one tensor (batch, channels, height, width)")
     model = model.cpu().eval()
     example = example_inputs.detach().cpu()
+    _check_runs(model, example)
     path = Path(path)
     diff = None
     try:
@@ -315,7 +325,9 @@ def export_model(
             else:
                 _export_torchscript(model, example, tmp)
             if verify:  # before the file takes its place: a failed check leaves path as it was
-                diff = _verified_difference(tmp, model, example, format=format, atol=atol)
+                diff = _verified_difference(
+                    tmp, model, example, format=format, atol=atol, rtol=rtol
+                )
     except torch.onnx.errors.OnnxExporterError as exc:
         # The model uses an operation this exporter cannot write at this opset (the CIFAR
         # ResNets' strided slices need opset 10 with the legacy exporter, for instance).
@@ -337,10 +349,24 @@ def export_model(
     )
 
 
+def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
+    """Run ``model`` once on ``example``: a failure there is the input's, not the exporter's."""
+    try:
+        with torch.no_grad():
+            model(example)
+    except (RuntimeError, ValueError) as exc:  # too small for its pooling, wrong channels...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"the model does not run on example inputs of shape {tuple(example.shape)} "
+            f"({first}); give an input size it accepts (--input-size)"
+        ) from exc
+
+
 def _verified_difference(
-    path: Path, model: nn.Module, example: torch.Tensor, *, format: str, atol: float
+    path: Path, model: nn.Module, example: torch.Tensor, *, format: str, atol: float, rtol: float
 ) -> float:
-    """The export's largest difference from PyTorch; ConfigError when it is above ``atol``."""
+    """The export's largest difference from PyTorch; ConfigError when it is above
+    ``atol + rtol * max|output|``."""
     # Also a batch of another size, so that a batch size fixed at export time shows.
     generator = torch.Generator().manual_seed(0)
     other = torch.randn(example.shape[0] + 1, *example.shape[1:], generator=generator)
@@ -348,10 +374,15 @@ def _verified_difference(
         diff = max(verify_export(path, model, b, format=format) for b in (example, other))
     except ConfigError as exc:
         raise ConfigError(f"{exc}; nothing was written") from exc
-    if not diff <= atol:
+    with torch.no_grad():
+        scale = max(float(model(b).abs().max()) for b in (example, other))
+    allowed = atol + rtol * scale
+    if not diff <= allowed:
         raise ConfigError(
-            f"the exported {format} model differs from PyTorch by up to {diff:.3g}, "
-            f"more than atol={atol:g}; nothing was written"
+            f"the exported {format} model differs from PyTorch by up to {diff:.3g}, more than "
+            f"atol + rtol x {scale:.3g} (its largest output) = {allowed:.3g}; nothing was "
+            "written. If that difference is acceptable, raise --atol or --rtol, or skip the "
+            "check (--verify no)"
         )
     return diff
 
@@ -414,6 +445,7 @@ def export_checkpoint(
     opset: int | None = None,
     verify: bool = False,
     atol: float = 1e-4,
+    rtol: float = 1e-5,
 ) -> ExportResult:
     """Load a netsurgeon checkpoint (:func:`netsurgeon.load`) and export it.
 
@@ -425,7 +457,7 @@ def export_checkpoint(
         input_size: Side of the example input; ``None`` takes the size recorded in the
             checkpoint's metadata (fine-tuning or pruning settings), else the architecture's
             (:func:`netsurgeon.vision.models.default_input_size`).
-        exporter, opset, verify, atol: As in :func:`export_model`.
+        exporter, opset, verify, atol, rtol: As in :func:`export_model`.
 
     Raises:
         CheckpointError: The file is missing, corrupt or not a netsurgeon checkpoint.
@@ -452,4 +484,5 @@ def export_checkpoint(
         opset=opset,
         verify=verify,
         atol=atol,
+        rtol=rtol,
     )
