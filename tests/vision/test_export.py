@@ -197,6 +197,20 @@ def test_a_model_that_does_not_run_on_the_example_is_the_inputs_fault(tmp_path: 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_exporter_errors_lose_their_terminal_colours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def coloured(*args: object, **kwargs: object) -> None:
+        raise torch.onnx.errors.OnnxExporterError("\x1b[96mThis is step 1/3\x1b[0m of export")
+
+    monkeypatch.setattr("netsurgeon.vision.export._export_onnx", coloured)
+    with pytest.raises(ConfigError) as info:
+        export_model(ShiftedWhenTraced(), tmp_path / "m.onnx", format="onnx", input_size=8)
+    assert "cannot write this model at its default opset: This is step 1/3 of export" in str(
+        info.value
+    )
+
+
 def test_export_out_under_a_file_is_refused_in_one_line(
     pruned: torch.nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

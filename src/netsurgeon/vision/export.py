@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -331,7 +332,7 @@ def export_model(
     except torch.onnx.errors.OnnxExporterError as exc:
         # The model uses an operation this exporter cannot write at this opset (the CIFAR
         # ResNets' strided slices need opset 10 with the legacy exporter, for instance).
-        text = str(exc).strip()
+        text = _ANSI_COLOUR.sub("", str(exc)).strip()  # torch.export colours its messages
         # Not the graph excerpt the message goes on with ("  [Caused by the value ...").
         first_line = text.splitlines()[0].split("  [")[0] if text else type(exc).__name__
         raise ConfigError(
@@ -347,6 +348,9 @@ def export_model(
     return ExportResult(
         path=path, format=format, input_shape=tuple(example.shape), max_abs_diff=diff
     )
+
+
+_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
