@@ -341,6 +341,8 @@ def test_export_command_refuses_a_bad_opset_in_one_line(
         assert err.startswith("netsurgeon: error: opset=") and err.count("\n") == 1
     assert main(["export", str(saved), "--format", "torchscript", "--opset", "13"]) == 2
     assert "--opset applies to --format onnx only" in capsys.readouterr().err
+    assert main(["export", str(saved), "--format", "torchscript", "--exporter", "legacy"]) == 2
+    assert "--exporter applies to --format onnx only" in capsys.readouterr().err
     assert not (tmp_path / "pruned.onnx").exists()
 
 

@@ -57,7 +57,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--exporter",
         choices=EXPORTERS,
-        default="dynamo",
+        default=None,
         help="ONNX exporter: torch.export-based dynamo or the deprecated TorchScript-based "
         "legacy one (default: dynamo)",
     )
@@ -93,8 +93,9 @@ def run_export(args: argparse.Namespace) -> int:
     """Carry out ``netsurgeon export``; returns the exit status."""
     if args.input_size is not None and args.input_size < 1:
         raise ConfigError(f"--input-size {args.input_size} is not allowed; use an integer >= 1")
-    if args.opset is not None and args.format != "onnx":
-        raise ConfigError(f"--opset applies to --format onnx only, not {args.format}")
+    for flag, value in (("--opset", args.opset), ("--exporter", args.exporter)):
+        if value is not None and args.format != "onnx":
+            raise ConfigError(f"{flag} applies to --format onnx only, not {args.format}")
     if args.out is not None:
         check_file_target(args.out, "--out")  # not a folder, nor under a file
     verify = args.verify == "yes" or (
@@ -106,7 +107,7 @@ def run_export(args: argparse.Namespace) -> int:
         format=args.format,
         out=args.out,
         input_size=args.input_size,
-        exporter=args.exporter,
+        exporter=args.exporter or "dynamo",
         opset=args.opset,
         verify=verify,
         atol=args.atol,
