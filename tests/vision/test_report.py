@@ -129,6 +129,7 @@ def test_sweep_report_is_self_contained(tmp_path: Path) -> None:
     for name in ("accuracy_vs_level.png", "accuracy_vs_macs.png", "time_vs_level.png"):
         assert f"]({name})" in markdown
     assert markdown.count("\n| taylor |") == 3
+    assert "| data | a\\<b\\>\\&c |" in markdown  # shown as written, not as HTML
 
 
 def test_compare_report_and_plot(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from netsurgeon.markdown import markdown_table
 from netsurgeon.oov.embedders import ATTENTION_PARTS
 from netsurgeon.oov.io import atomic_write_json, atomic_write_text
 
@@ -64,15 +65,6 @@ def _attention_rows(table: dict[str, dict[str, float]]) -> list[list[str]]:
     ]
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    def escape(cell: str) -> str:
-        return cell.replace("|", "\\|")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(escape(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _example_rows(examples: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for ex in examples:
@@ -102,11 +94,11 @@ def _markdown(results: dict[str, Any]) -> str:
         f"Methods {', '.join(results['methods'])}; seeds {results['seeds']}; values are "
         f"mean ± std over seeds; gains are relative to `{results['baseline']}`.",
         "",
-        _markdown_table(header, rows),
+        markdown_table(header, rows),
         "",
         "## OOV rates",
         "",
-        _markdown_table(
+        markdown_table(
             ["split", "tokens", "OOV tokens", "token rate", "types", "OOV types", "type rate"],
             [
                 [
@@ -127,14 +119,14 @@ def _markdown(results: dict[str, Any]) -> str:
             "",
             f"## Attention per gold tag ({method}, dev, mean over seeds' OOV occurrences)",
             "",
-            _markdown_table(_ATTENTION_HEADER, _attention_rows(table)),
+            markdown_table(_ATTENTION_HEADER, _attention_rows(table)),
         ]
     for method, examples in results.get("examples", {}).items():
         parts += [
             "",
             f"## Examples ({method}, dev, seed {results['seeds'][0]})",
             "",
-            _markdown_table(_EXAMPLE_HEADER, _example_rows(examples)),
+            markdown_table(_EXAMPLE_HEADER, _example_rows(examples)),
         ]
     return "\n".join(parts) + "\n"
 

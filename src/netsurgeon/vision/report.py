@@ -21,6 +21,7 @@ from typing import Any
 
 from netsurgeon.errors import NetsurgeonError
 from netsurgeon.fileio import atomic_write_bytes, atomic_write_text
+from netsurgeon.markdown import markdown_table
 
 __all__ = [
     "COMPARE_PLOT",
@@ -237,16 +238,6 @@ def sweep_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list
 def compare_table(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and formatted cells of the model comparison table."""
     return [h for _k, h, _f in _COMPARE_TABLE], _cells(rows, _COMPARE_TABLE)
-
-
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    def esc(cell: str) -> str:
-        return cell.replace("|", "\\|")
-
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |"]
-    lines.append("|" + "|".join("---" for _ in header) + "|")
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -481,7 +472,7 @@ def _write_reports(
     md = [f"# {title}", ""]
     sections: list[tuple[str, str]] = []
     for heading, header, cells in tables:
-        md += [f"## {heading}", "", _markdown_table(header, cells), ""]
+        md += [f"## {heading}", "", markdown_table(header, cells), ""]
         sections.append((heading, _html_table(header, cells)))
     md += ["## Plots", ""]
     figures = []
@@ -491,7 +482,7 @@ def _write_reports(
         figures.append(_embed(path, alt))
     sections.append(("Plots", "\n".join(figures)))
     config_cells = _config_rows(config)
-    md += ["## Configuration", "", _markdown_table(["setting", "value"], config_cells), ""]
+    md += ["## Configuration", "", markdown_table(["setting", "value"], config_cells), ""]
     sections.append(("Configuration", _html_table(["setting", "value"], config_cells)))
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, "\n".join(md))
