@@ -8,6 +8,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,6 +131,23 @@ def test_sweep_report_is_self_contained(tmp_path: Path) -> None:
         assert f"]({name})" in markdown
     assert markdown.count("\n| taylor |") == 3
     assert "| data | a\\<b\\>\\&c |" in markdown  # shown as written, not as HTML
+
+
+@pytest.mark.parametrize(("kind", "removed"), [("filters", "filters"), ("macs", "MACs")])
+def test_level_axes_say_what_a_level_removes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, removed: str
+) -> None:
+    """Before: "pruning level" alone, although with --level-kind macs a level is MACs removed."""
+    labels: dict[str, list[str]] = {}
+
+    def keep_labels(figure: Any, path: Path) -> Path:
+        labels[path.stem] = [axes.get_xlabel() for axes in figure.axes]
+        return path
+
+    monkeypatch.setattr(report, "_save", keep_labels)
+    report.plot_sweep([{**row, "level_kind": kind} for row in sweep_rows()], tmp_path)
+    axis = f"pruning level (share of {removed} removed)"
+    assert labels["accuracy_vs_level"] == [axis] and labels["time_vs_level"] == [axis, axis]
 
 
 def test_compare_report_and_plot(tmp_path: Path) -> None:

@@ -334,6 +334,8 @@ def plot_sweep(
     series = _by_criterion(rows)
     ref = _reference(rows)
     suffix = f" - {title}" if title else ""
+    kind = next((r["level_kind"] for r in rows if r.get("level_kind")), "filters")
+    level_axis = f"pruning level (share of {'MACs' if kind == 'macs' else 'filters'} removed)"
     paths: dict[str, Path] = {}
 
     fig = _figure(ncols=1, width=7.0)
@@ -347,7 +349,7 @@ def plot_sweep(
         _hline(ax, ref, "acc_after", "unpruned, fine-tuned")
     else:  # a sweep without fine-tuning
         _hline(ax, ref, "acc_before", "unpruned")
-    ax.set_xlabel("pruning level")
+    ax.set_xlabel(level_axis)
     ax.set_ylabel("top-1 validation accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"Accuracy vs pruning level{suffix}")
@@ -389,7 +391,7 @@ def plot_sweep(
         for name, points in series.items():
             _line(ax, points, "level", key, label=name)
         _hline(ax, ref, key, "unpruned")
-        ax.set_xlabel("pruning level")
+        ax.set_xlabel(level_axis)
         ax.set_ylabel(label)
         ax.set_ylim(bottom=0)
         ax.set_title(f"{label.split(' (')[0]} vs pruning level")
