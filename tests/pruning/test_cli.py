@@ -300,6 +300,21 @@ def test_prune_ignore_refuses_an_empty_entry(
     )
 
 
+@pytest.mark.parametrize("command", ["prune", "stats"])
+def test_an_input_size_the_model_cannot_take_is_one_line(tmp_path: Path, command: str) -> None:
+    """Before: a traceback from inside alexnet ("Output size is too small"), exit status 1."""
+    argv = {
+        "prune": ["prune", "alexnet", "--weights", "none", "--amount", "0.5",
+                  "--out", str(tmp_path / "m.pt")],
+        "stats": ["stats", "alexnet"],
+    }[command]  # fmt: skip
+    status, _, stderr = _run([*argv, "--input-size", "32", *FAST])
+    assert status == 2 and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("netsurgeon: error: alexnet does not run on 32x32 images (")
+    assert stderr.endswith("; give an input size it accepts (--input-size)\n")
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_prune_creates_a_missing_output_folder(tmp_path: Path) -> None:
     out = tmp_path / "missing" / "deeper" / "model.pt"
     status, _, stderr = _run([*PRUNE, "--amount", "0.5", "--out", str(out)])

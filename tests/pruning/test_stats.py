@@ -16,6 +16,7 @@ from netsurgeon.errors import ConfigError
 from netsurgeon.pruning.stats import (
     MacCounter,
     ModelStats,
+    check_input_size,
     count_macs,
     count_params,
     format_comparison,
@@ -44,6 +45,18 @@ class _TwoInputs(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.linear(x) + self.linear(y)
+
+
+def test_check_input_size_names_the_option_and_keeps_the_modes() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 5), nn.BatchNorm2d(4)).train()
+    check_input_size(model, 5)  # fits exactly
+    with pytest.raises(
+        ConfigError, match=r"^net does not run on 4x4 images \(.*\); give an input size it "
+        r"accepts \(--input-size\)$"
+    ):  # fmt: skip
+        check_input_size(model, 4, name="net")
+    assert all(m.training for m in model.modules())
+    assert model[1].num_batches_tracked == 0  # ran in eval mode: statistics untouched
 
 
 def test_count_params_exact_for_small_cnn() -> None:

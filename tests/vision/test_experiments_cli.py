@@ -235,6 +235,21 @@ def test_compare_models_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
 
 
+def test_compare_models_checks_every_models_input_size_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: cifar_resnet20 trained, then alexnet failed with a traceback, leaving a
+    half-written folder."""
+    data = make_image_folder(tmp_path / "data", train=4, val=2)
+    out = tmp_path / "cmp"
+    argv = ["compare-models", "cifar_resnet20,alexnet", "--data", str(data), "--weights", "none",
+            "--input-size", "32", "--level", "0.5", "--out", str(out), *QUICK]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("netsurgeon: error: alexnet does not run on 32x32 images (")
+    assert err.count("\n") == 1 and not out.exists()
+
+
 def test_compare_models_checks_one_weights_file_against_every_model_first(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -89,6 +89,20 @@ def test_finetune_end_to_end_and_stats(tmp_path: Path, capsys: pytest.CaptureFix
     assert report["input_size"] == 16
 
 
+def test_finetune_refuses_an_input_size_the_model_cannot_take(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a traceback from the first training step."""
+    data = make_image_folder(tmp_path / "data")
+    argv = finetune_args(data, tmp_path / "m.pt", "--epochs", "1")
+    argv[argv.index("cifar_resnet20")] = "alexnet"
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(
+        "netsurgeon: error: alexnet does not run on 16x16 images ("
+    )
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_finetune_trains_at_the_models_own_input_size(tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "data")
     out = tmp_path / "model.pt"

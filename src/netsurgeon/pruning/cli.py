@@ -27,7 +27,13 @@ from netsurgeon.argtypes import comma_list
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
 from netsurgeon.fileio import check_file_target
 from netsurgeon.pruning.pruner import SCOPES
-from netsurgeon.pruning.stats import ModelStats, format_comparison, format_stats, resolve_device
+from netsurgeon.pruning.stats import (
+    ModelStats,
+    check_input_size,
+    format_comparison,
+    format_stats,
+    resolve_device,
+)
 
 __all__ = ["DATA_CRITERIA", "DATA_FREE_CRITERIA", "add_commands"]
 
@@ -497,6 +503,7 @@ def with_threads(command: Callable[[argparse.Namespace], int]) -> Callable[..., 
 
 
 def _measure(model: nn.Module, args: argparse.Namespace, device: torch.device) -> ModelStats:
+    check_input_size(model, args.input_size, name=args.model)
     return ModelStats.measure(
         model,
         input_size=args.input_size,

@@ -23,6 +23,7 @@ __all__ = [
     "ModelStats",
     "as_input_tuple",
     "batch_inputs",
+    "check_input_size",
     "count_macs",
     "count_params",
     "format_comparison",
@@ -132,6 +133,29 @@ class MacCounter(TorchDispatchMode):
         if formula is not None:
             self.flops += int(formula(*args, **kwargs, out_val=out))
         return out
+
+
+def check_input_size(model: nn.Module, input_size: int, *, name: str | None = None) -> None:
+    """Run ``model`` once, in eval mode, on one black ``input_size`` x ``input_size`` image
+    where its weights are, so that a size it cannot take (pooled down to nothing, say) is
+    refused up front with the option to change, not as a traceback midway through the work.
+
+    Raises:
+        ConfigError: the model fails on such an image; the message names ``--input-size``.
+    """
+    weight = next(model.parameters(), None)
+    image = torch.zeros(
+        1, 3, input_size, input_size, device=weight.device if weight is not None else None
+    )
+    try:
+        with kept_modes(model), torch.no_grad():
+            model.eval()(image)
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{name or type(model).__name__} does not run on {input_size}x{input_size} images "
+            f"({first}); give an input size it accepts (--input-size)"
+        ) from exc
 
 
 def count_macs(model: nn.Module, example_inputs: Any) -> int:

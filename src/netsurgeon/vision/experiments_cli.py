@@ -372,11 +372,17 @@ def _check_models(args: argparse.Namespace, names: list[str]) -> None:
     The names come first, so that a typo is not reported as another input size; then the
     input sizes (:func:`_default_input_size`).
     """
-    from netsurgeon.vision.models import check_model
+    from netsurgeon.pruning.stats import check_input_size
+    from netsurgeon.vision.models import build_model, check_model
 
     for name in names:
         check_model(name, weights="none")
     _default_input_size(args, names)
+    # Random weights are enough to see the input size fit; the RNG is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        for name in names:
+            model = build_model(name, weights="none", progress=False)
+            check_input_size(model, args.input_size, name=name)
 
 
 def _check_weights(args: argparse.Namespace, names: list[str], num_classes: int) -> None:

@@ -55,7 +55,13 @@ from netsurgeon.fileio import check_file_target, describe_torch_file, sha256_fil
 from netsurgeon.pruning import Pruner, PruneResult, prune
 from netsurgeon.pruning.criteria import Random, get_criterion
 from netsurgeon.pruning.pruner import SCOPES, Footprint
-from netsurgeon.pruning.stats import check_reiterable, count_macs, count_params, move_inputs
+from netsurgeon.pruning.stats import (
+    check_input_size,
+    check_reiterable,
+    count_macs,
+    count_params,
+    move_inputs,
+)
 from netsurgeon.recalibrate import recalibrate_bn as _recalibrate
 from netsurgeon.reconstruction import reconstruct as _reconstruct
 from netsurgeon.training import (
@@ -1076,6 +1082,7 @@ def finetune(
     model = build_model(
         model_name, weights=build_weights, num_classes=data.num_classes, progress=is_main_process()
     )
+    check_input_size(model, input_size, name=model_name)
     train_loader = make_loader(
         data.train,
         batch_size=batch_size,
@@ -1789,6 +1796,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
     model = build_model(
         args.model, weights=weights, num_classes=data.num_classes, progress=is_main_process()
     )
+    check_input_size(model, args.input_size, name=args.model)
     train_loader = make_loader(
         data.train,
         batch_size=args.train_batch_size,
