@@ -1050,6 +1050,27 @@ def test_a_checkpoint_without_epoch_steps_resumes_after_its_epoch(tmp_path: Path
                                                              (4, 10)]  # fmt: skip
 
 
+def test_a_resume_may_not_shorten_the_run_below_what_it_trained(tmp_path: Path) -> None:
+    """Before: --epochs 1 on a 3-epoch checkpoint ended at once, passing the 3-epoch weights
+    off as a 1-epoch run."""
+    train, val = ten_step_loaders()
+    path = tmp_path / "ckpt.pt"
+    fit(make_model(seed=1), train, val, config=cut_config(epochs=3), checkpoint_path=path)
+    before = path.read_bytes()
+    for changes, message in (
+        ({"epochs": 2}, "has trained 3 epochs already, more than --epochs 2; resume with "
+                        "--epochs 3 or more"),
+        ({"max_steps": 25}, "has trained 30 steps already, more than --max-steps 25"),
+    ):  # fmt: skip
+        with pytest.raises(CheckpointError, match=message):
+            fit(make_model(), train, val, config=cut_config(**{"epochs": 3, **changes}),
+                checkpoint_path=path, resume=True)  # fmt: skip
+        assert path.read_bytes() == before
+    history = fit(make_model(), train, val, config=cut_config(epochs=4), checkpoint_path=path,
+                  resume=True)  # fmt: skip
+    assert [r.epoch for r in history.epochs] == [0, 1, 2, 3]  # growing stays allowed
+
+
 def test_data_fingerprint_changes_read_as_words_not_digests() -> None:
     from netsurgeon.training import _describe_changes
 

@@ -1312,6 +1312,19 @@ def _restore(trainer: _Trainer, data: Mapping[str, Any], path: Path) -> None:
             f"checkpoint {path} was written with other settings ({'; '.join(differ)}); "
             f"resume with the same settings, or delete it to start afresh"
         )
+    # A length may grow, not shrink below what was trained: the run would end at once and
+    # pass the longer run's weights off as this one's.
+    config = trainer.config
+    for done, limit, flag in (
+        (data.get("epoch"), config.epochs, "--epochs"),
+        (data.get("global_step"), config.max_steps, "--max-steps"),
+    ):
+        if isinstance(done, int) and limit is not None and done > limit:
+            unit = "epochs" if flag == "--epochs" else "steps"
+            raise CheckpointError(
+                f"checkpoint {path} has trained {done} {unit} already, more than {flag} {limit}; "
+                f"resume with {flag} {done} or more, or delete it to start afresh"
+            )
     try:
         load_model_state(trainer.model, data["model"], source=f"checkpoint {path}")
         trainer.optimizer.load_state_dict(data["optimizer"])
