@@ -1050,6 +1050,19 @@ def test_a_checkpoint_without_epoch_steps_resumes_after_its_epoch(tmp_path: Path
                                                              (4, 10)]  # fmt: skip
 
 
+def test_a_diverged_run_is_warned_about_once() -> None:
+    """Before: nan losses went by unremarked (a sweep row then showed chance accuracy)."""
+    train, val = ten_step_loaders()
+    broken = make_model()
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("inf"))  # as an overflowing step leaves it
+    with pytest.warns(UserWarning, match=r"^epoch 1: the training loss is nan; training has "
+                      r"diverged .* lower the learning rate \(--lr\)") as caught:  # fmt: skip
+        history = fit(broken, train, val, config=cpu_config())
+    assert len([w for w in caught if "diverged" in str(w.message)]) == 1
+    assert all(math.isnan(r.train_loss) for r in history.epochs)
+
+
 def test_a_resume_may_not_shorten_the_run_below_what_it_trained(tmp_path: Path) -> None:
     """Before: --epochs 1 on a 3-epoch checkpoint ended at once, passing the 3-epoch weights
     off as a 1-epoch run."""

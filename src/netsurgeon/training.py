@@ -1074,6 +1074,7 @@ def fit(
     trainer.wrap()
     for callback in callbacks:
         callback.on_fit_start(state)
+    diverged = False
     while state.epoch < config.epochs and not state.stop_requested:
         if config.max_steps is not None and state.global_step >= config.max_steps:
             break
@@ -1147,6 +1148,14 @@ def fit(
             atomic_save(_checkpoint_dict(trainer), checkpoint)
         if info.is_main:
             logger.info(_format_record(record, config.epochs, partial=not finished))
+        if info.is_main and samples and not math.isfinite(train_loss) and not diverged:
+            diverged = True  # once: every later epoch is nan too
+            warnings.warn(
+                f"epoch {epoch + 1}: the training loss is {train_loss}; training has diverged "
+                "and the weights may hold nan or inf: lower the learning rate (--lr) and start "
+                "afresh",
+                stacklevel=2,
+            )
         stopped = state.stop_requested
         for callback in callbacks:
             callback.on_epoch_end(state, record)
