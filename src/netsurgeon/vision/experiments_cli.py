@@ -370,7 +370,7 @@ def _check_models(args: argparse.Namespace, names: list[str]) -> None:
     """Fail on an unknown model name before anything is read, written or trained.
 
     The names come first, so that a typo is not reported as another input size; then the
-    input sizes (:func:`_default_input_size`).
+    input sizes (:func:`_default_input_size`), and that each model runs at that size.
     """
     from netsurgeon.pruning.stats import check_input_size
     from netsurgeon.vision.models import build_model, check_model
