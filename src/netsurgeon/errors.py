@@ -11,6 +11,7 @@ __all__ = [
     "TraceError",
     "WriteError",
     "find_in_chain",
+    "first_line",
 ]
 
 _E = TypeVar("_E", bound=BaseException)
@@ -58,3 +59,10 @@ def find_in_chain(exc: BaseException | None, kind: type[_E], *, depth: int = 10)
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type's name when it has none), for one-line
+    messages that quote a lower-level error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

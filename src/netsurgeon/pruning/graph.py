@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from netsurgeon.errors import TraceError
+from netsurgeon.errors import TraceError, first_line
 from netsurgeon.modes import kept_modes
 from netsurgeon.pruning.stats import MacCounter, as_input_tuple
 
@@ -434,10 +434,9 @@ def _trace(model: nn.Module) -> fx.Graph:
             if where
             else (f"the forward of {type(model).__name__}")
         )
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TraceError(
             f"cannot trace {type(model).__name__} with torch.fx: {place} failed "
-            f"({type(exc).__name__}: {first_line}). Prune a traceable sub-module instead "
+            f"({type(exc).__name__}: {first_line(exc)}). Prune a traceable sub-module instead "
             f"(for example model.{where or 'features'}), or make that forward free of "
             "data-dependent control flow."
         ) from None

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from netsurgeon.errors import ConfigError
+from netsurgeon.errors import ConfigError, first_line
 from netsurgeon.modes import kept_modes
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "as_input_tuple",
     "batch_inputs",
     "check_input_size",
+    "check_runs",
     "count_macs",
     "count_params",
     "format_comparison",
@@ -135,10 +136,27 @@ class MacCounter(TorchDispatchMode):
         return out
 
 
+def check_runs(model: nn.Module, example_inputs: Any, *, failure: str) -> None:
+    """Run ``model`` once, in eval mode, on ``example_inputs``, so that inputs it cannot take
+    (pooled down to nothing, say) are refused up front with the option to change, not as a
+    traceback midway through the work.
+
+    Raises:
+        ConfigError: ``failure`` (what did not run), the model's own error, and the
+            ``--input-size`` advice.
+    """
+    try:
+        with kept_modes(model), torch.no_grad():
+            model.eval()(*as_input_tuple(example_inputs))
+    except (RuntimeError, ValueError) as exc:  # too small for its pooling, wrong channels...
+        raise ConfigError(
+            f"{failure} ({first_line(exc)}); give an input size it accepts (--input-size)"
+        ) from exc
+
+
 def check_input_size(model: nn.Module, input_size: int, *, name: str | None = None) -> None:
-    """Run ``model`` once, in eval mode, on one black ``input_size`` x ``input_size`` image
-    where its weights are, so that a size it cannot take (pooled down to nothing, say) is
-    refused up front with the option to change, not as a traceback midway through the work.
+    """:func:`check_runs` on one black ``input_size`` x ``input_size`` image, where the
+    model's weights are.
 
     Raises:
         ConfigError: the model fails on such an image; the message names ``--input-size``.
@@ -147,15 +165,8 @@ def check_input_size(model: nn.Module, input_size: int, *, name: str | None = No
     image = torch.zeros(
         1, 3, input_size, input_size, device=weight.device if weight is not None else None
     )
-    try:
-        with kept_modes(model), torch.no_grad():
-            model.eval()(image)
-    except (RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"{name or type(model).__name__} does not run on {input_size}x{input_size} images "
-            f"({first}); give an input size it accepts (--input-size)"
-        ) from exc
+    failure = f"{name or type(model).__name__} does not run on {input_size}x{input_size} images"
+    check_runs(model, image, failure=failure)
 
 
 def count_macs(model: nn.Module, example_inputs: Any) -> int:

@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from netsurgeon.errors import ConfigError, NetsurgeonError
+from netsurgeon.errors import ConfigError, NetsurgeonError, first_line
 from netsurgeon.fileio import as_write_error, fsync_folder, make_temporary
+from netsurgeon.pruning.stats import check_runs
 from netsurgeon.vision.models import DEFAULT_INPUT_SIZE, checkpoint_input_size
 
 __all__ = [
@@ -316,7 +317,9 @@ def export_model(
         raise ConfigError("example_inputs must be one tensor (batch, channels, height, width)")
     model = model.cpu().eval()
     example = example_inputs.detach().cpu()
-    _check_runs(model, example)
+    # A failure here is the input's, not the exporter's.
+    shape = tuple(example.shape)
+    check_runs(model, example, failure=f"the model does not run on example inputs of shape {shape}")
     path = Path(path)
     diff = None
     try:
@@ -334,10 +337,10 @@ def export_model(
         # ResNets' strided slices need opset 10 with the legacy exporter, for instance).
         text = _ANSI_COLOUR.sub("", str(exc)).strip()  # torch.export colours its messages
         # Not the graph excerpt the message goes on with ("  [Caused by the value ...").
-        first_line = text.splitlines()[0].split("  [")[0] if text else type(exc).__name__
+        reason = text.splitlines()[0].split("  [")[0] if text else type(exc).__name__
         raise ConfigError(
             f"the {exporter} exporter cannot write this model at "
-            f"{'its default opset' if opset is None else f'opset {opset}'}: {first_line}; "
+            f"{'its default opset' if opset is None else f'opset {opset}'}: {reason}; "
             "try a higher opset (--opset)"
             + (
                 " or the default exporter='dynamo' (--exporter dynamo)"
@@ -353,19 +356,6 @@ def export_model(
 _ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
-    """Run ``model`` once on ``example``: a failure there is the input's, not the exporter's."""
-    try:
-        with torch.no_grad():
-            model(example)
-    except (RuntimeError, ValueError) as exc:  # too small for its pooling, wrong channels...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"the model does not run on example inputs of shape {tuple(example.shape)} "
-            f"({first}); give an input size it accepts (--input-size)"
-        ) from exc
-
-
 def _verified_difference(
     path: Path, model: nn.Module, example: torch.Tensor, *, format: str, atol: float, rtol: float
 ) -> float:
@@ -375,11 +365,11 @@ def _verified_difference(
     generator = torch.Generator().manual_seed(0)
     other = torch.randn(example.shape[0] + 1, *example.shape[1:], generator=generator)
     try:
-        diff = max(verify_export(path, model, b, format=format) for b in (example, other))
+        compared = [_compare(path, model, b, format=format) for b in (example, other)]
     except ConfigError as exc:
         raise ConfigError(f"{exc}; nothing was written") from exc
-    with torch.no_grad():
-        scale = max(float(model(b).abs().max()) for b in (example, other))
+    diff = max(d for d, _ in compared)
+    scale = max(s for _, s in compared)
     allowed = atol + rtol * scale
     if not diff <= allowed:
         raise ConfigError(
@@ -419,7 +409,13 @@ def verify_export(
         NetsurgeonError: onnxruntime is not installed (ONNX only).
         ConfigError: the exported model fails on ``inputs`` or returns another shape.
     """
-    format = _check_format(format)
+    return _compare(path, model, inputs, format=_check_format(format))[0]
+
+
+def _compare(
+    path: str | os.PathLike[str], model: nn.Module, inputs: torch.Tensor, *, format: str
+) -> tuple[float, float]:
+    """:func:`verify_export`'s difference, and the largest magnitude of PyTorch's outputs."""
     model = model.cpu().eval()
     inputs = inputs.detach().cpu().float()
     with torch.no_grad():
@@ -427,16 +423,17 @@ def verify_export(
     try:
         actual = _run_exported(Path(path), inputs, format)
     except (RuntimeError, ValueError) as exc:  # a shape baked in at export time, typically
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
-            f"the exported {format} model fails on inputs of shape {tuple(inputs.shape)} ({first})"
+            f"the exported {format} model fails on inputs of shape {tuple(inputs.shape)} "
+            f"({first_line(exc)})"
         ) from exc
     if actual.shape != expected.shape:
         raise ConfigError(
             f"the exported model returns shape {tuple(actual.shape)}, "
             f"PyTorch {tuple(expected.shape)}"
         )
-    return float((actual.float() - expected.float()).abs().max())
+    difference = float((actual.float() - expected.float()).abs().max())
+    return difference, float(expected.abs().max())
 
 
 def export_checkpoint(
