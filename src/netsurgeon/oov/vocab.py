@@ -61,7 +61,7 @@ class Vocabulary:
 
 
 class TagVocabulary:
-    """Tags seen in training; tags never seen there map to a fallback tag and are counted.
+    """Tags seen in training; tags never seen there map to a fallback tag.
 
     Args:
         tags: Training tags (most frequent first is best: the first is the default fallback).
@@ -78,7 +78,6 @@ class TagVocabulary:
         if fallback not in self._index:
             raise CheckpointError(f"fallback tag {fallback!r} is not in the tag vocabulary")
         self.fallback = fallback
-        self.unseen: Counter[str] = Counter()
 
     @classmethod
     def from_sequences(cls, sequences: Iterable[Sequence[str]]) -> TagVocabulary:
@@ -93,12 +92,9 @@ class TagVocabulary:
         return tag in self._index
 
     def encode(self, tag: str) -> int:
-        """Index of ``tag``; an unseen tag gives the fallback's index and is counted."""
+        """Index of ``tag``; an unseen tag gives the fallback's index."""
         index = self._index.get(tag)
-        if index is None:
-            self.unseen[tag] += 1
-            return self._index[self.fallback]
-        return index
+        return self._index[self.fallback] if index is None else index
 
     def decode(self, index: int) -> str:
         """The tag at ``index``."""
