@@ -202,6 +202,7 @@ def run_prune(args: argparse.Namespace) -> int:
         args.input_size = models.default_input_size(args.model)
 
     _progress("measuring the unpruned model")
+    check_input_size(model, args.input_size, name=args.model)
     before = _measure(model, args, device)
     example = torch.randn(1, 3, args.input_size, args.input_size, device=device)
     _progress(f"pruning with {criterion} ({args.scope} scope)")
@@ -360,6 +361,7 @@ def run_stats(args: argparse.Namespace) -> int:
     model.to(device).eval()
     if args.input_size is None:
         args.input_size = input_size
+    check_input_size(model, args.input_size, name=args.model)
     stats = _measure(model, args, device)
     if args.json:
         print(json.dumps({"model": args.model, "source": source, **stats.as_dict()}, indent=2))
@@ -503,7 +505,6 @@ def with_threads(command: Callable[[argparse.Namespace], int]) -> Callable[..., 
 
 
 def _measure(model: nn.Module, args: argparse.Namespace, device: torch.device) -> ModelStats:
-    check_input_size(model, args.input_size, name=args.model)
     return ModelStats.measure(
         model,
         input_size=args.input_size,
