@@ -400,7 +400,7 @@ def test_prune_help_describes_the_data_mode() -> None:
     text = " ".join(_help("prune").split())  # argparse wraps to the terminal's width
     description = text.split("positional arguments")[0]
     assert "without data" not in description and "with --data DIR" in description
-    assert "random, l1, l2, bn_scale; with --data also activation, apoz, taylor" in text
+    assert "random, l1, l2, bn_scale, fpgm; with --data also activation, apoz, taylor" in text
 
 
 def _help(command: str) -> str:

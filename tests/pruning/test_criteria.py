@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netsurgeon import ConfigError
-from netsurgeon.pruning import CRITERIA, Filters, get_criterion, trace_graph
+from netsurgeon.pruning import CRITERIA, Filters, get_criterion, prune, trace_graph
 from netsurgeon.pruning.criteria import APoZ, Taylor
 from tests.pruning.nets import ResNet, SeqNet
 
@@ -193,6 +193,36 @@ def test_weight_norms_are_exact() -> None:
     filters = Filters("conv", conv)
     assert get_criterion("l1")(filters).tolist() == [3.0, 7.0, 0.0]
     assert get_criterion("l2")(filters).tolist() == pytest.approx([5**0.5, 5.0, 0.0])
+
+
+def test_fpgm_is_each_filters_summed_distance_to_the_others() -> None:
+    conv = nn.Conv2d(3, 5, 2, bias=False)
+    weight = conv.weight.detach().flatten(1)
+    expected = torch.tensor(
+        [sum(float((weight[i] - weight[j]).norm()) for j in range(5)) for i in range(5)]
+    )
+    torch.testing.assert_close(get_criterion("fpgm")(Filters("conv", conv)), expected)
+    linear = nn.Linear(4, 1)  # one filter: no other filter to be near
+    assert get_criterion("fpgm")(Filters("fc", linear)).tolist() == [0.0]
+
+
+def test_fpgm_prunes_the_redundant_filter_where_l1_prunes_the_small_one() -> None:
+    # Filters 1 and 2 are copies: nearest the geometric median, so FPGM scores them lowest,
+    # while the tiny filter 0 is what a norm criterion removes first.
+    model = SeqNet()
+    conv = model.features[0]
+    first = conv.weight.detach()[0].flatten()
+    direction = first / first.norm()
+    with torch.no_grad():
+        for i, scale in enumerate([0.01, 5.0, 5.0, 9.0, 12.0, -6.0, 15.0, 2.0]):
+            conv.weight[i] = (direction * scale).view_as(conv.weight[i])
+    fpgm = get_criterion("fpgm")(Filters("features.0", conv))
+    l1 = get_criterion("l1")(Filters("features.0", conv))
+    assert fpgm[1] == fpgm[2] and set(fpgm.argsort()[:2].tolist()) == {1, 2}
+    assert int(fpgm.argmin()) != 0 and int(l1.argmin()) == 0
+    result = prune(model, torch.randn(1, 3, 8, 8), amount=0.125, scope="layer", criterion="fpgm")
+    kept = result.kept["features.0"].tolist()
+    assert len(kept) == 7 and 0 in kept and (1 in kept) != (2 in kept)
 
 
 def test_apoz_scores_mostly_zero_channels_lowest() -> None:

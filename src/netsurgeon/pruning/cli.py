@@ -38,7 +38,7 @@ from netsurgeon.pruning.stats import (
 __all__ = ["DATA_CRITERIA", "DATA_FREE_CRITERIA", "add_commands"]
 
 # Criteria that score filters from the weights alone, so the CLI can run them without data.
-DATA_FREE_CRITERIA = ("random", "l1", "l2", "bn_scale")
+DATA_FREE_CRITERIA = ("random", "l1", "l2", "bn_scale", "fpgm")
 # Criteria that need a data loader and a loss; the CLI gets --data in the experiments issue.
 DATA_CRITERIA = ("activation", "apoz", "taylor")
 DEVICES = ("auto", "cpu", "cuda")

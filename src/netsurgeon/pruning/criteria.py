@@ -27,6 +27,7 @@ from netsurgeon.pruning.graph import PruningGraph
 
 __all__ = [
     "CRITERIA",
+    "FPGM",
     "APoZ",
     "Activation",
     "BNScale",
@@ -77,6 +78,20 @@ class L2Norm:
 
     def __call__(self, filters: Filters) -> torch.Tensor:
         return _rows(filters.module).float().norm(dim=1)
+
+
+class FPGM:
+    """Filter pruning via geometric median (He et al. 2019).
+
+    A filter's score is the sum of its Euclidean distances to the layer's other filters. The
+    filters closest to the layer's geometric median score lowest: what they compute is best
+    replaced by the filters that stay, whatever their norm. A layer with one filter scores 0.
+    """
+
+    def __call__(self, filters: Filters) -> torch.Tensor:
+        # float64: the distance sums of near-identical filters must not tie from rounding.
+        rows = _rows(filters.module).double()
+        return torch.cdist(rows.unsqueeze(0), rows.unsqueeze(0)).squeeze(0).sum(1).float()
 
 
 class Random:
@@ -393,6 +408,7 @@ CRITERIA: dict[str, Callable[[], Any]] = {
     "apoz": APoZ,
     "taylor": Taylor,
     "bn_scale": BNScale,
+    "fpgm": FPGM,
 }
 
 
