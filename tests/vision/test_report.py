@@ -150,6 +150,24 @@ def test_level_axes_say_what_a_level_removes(
     assert labels["accuracy_vs_level"] == [axis] and labels["time_vs_level"] == [axis, axis]
 
 
+def test_time_panel_says_when_the_sweep_did_not_fine_tune(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: with --finetune-epochs 0 the time-per-epoch panel was an empty frame."""
+    texts: dict[str, list[list[str]]] = {}
+
+    def keep_texts(figure: Any, path: Path) -> Path:
+        texts[path.stem] = [[t.get_text() for t in axes.texts] for axes in figure.axes]
+        return path
+
+    monkeypatch.setattr(report, "_save", keep_texts)
+    report.plot_sweep(sweep_rows(), tmp_path)
+    assert texts["time_vs_level"] == [[], []]
+    no_finetuning = [{**row, "epoch_time_s": None, "acc_after": None} for row in sweep_rows()]
+    report.plot_sweep(no_finetuning, tmp_path)
+    assert texts["time_vs_level"] == [[], ["no fine-tuning in this sweep"]]
+
+
 def test_compare_report_and_plot(tmp_path: Path) -> None:
     rows = []
     for model, macs in (("alexnet", 700), ("resnet18", 1800)):

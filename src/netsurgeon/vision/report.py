@@ -383,14 +383,16 @@ def plot_sweep(
 
     fig = _figure(ncols=2)
     panels = (
-        ("latency_ms", "CPU latency (ms)"),
-        ("epoch_time_s", "fine-tuning time per epoch (s)"),
+        ("latency_ms", "CPU latency (ms)", "latency not measured in this sweep"),
+        ("epoch_time_s", "fine-tuning time per epoch (s)", "no fine-tuning in this sweep"),
     )
-    for i, (key, label) in enumerate(panels, start=1):
+    for i, (key, label, absent) in enumerate(panels, start=1):
         ax = fig.add_subplot(1, 2, i)
         for name, points in series.items():
             _line(ax, points, "level", key, label=name)
         _hline(ax, ref, key, "unpruned")
+        if not any(_finite(row.get(key)) for row in rows):  # say so, not an empty frame
+            ax.text(0.5, 0.5, absent, ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel(level_axis)
         ax.set_ylabel(label)
         ax.set_ylim(bottom=0)
