@@ -489,13 +489,16 @@ def test_an_export_not_verified_says_why(
 
 
 @pytest.mark.parametrize("name", ["atol", "rtol"])
-@pytest.mark.parametrize("value", [-1.0, float("nan"), "0.1", True])
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), "0.1", True])
 def test_a_bad_tolerance_is_refused(
     pruned: torch.nn.Module, tmp_path: Path, name: str, value: object
 ) -> None:
+    """inf included: before, it passed every difference, a check that could not fail."""
     path = tmp_path / "m.pt"
     with pytest.raises(
-        ConfigError, match=rf"{name}=.* is not allowed; use a number >= 0 \(--{name}\)"
+        ConfigError,
+        match=rf"{name}=.* is not allowed; use a finite number >= 0 \(--{name}\), or skip the "
+        r"check \(--verify no\)",
     ):
         export_model(pruned, path, format="torchscript", verify=True, **{name: value})  # type: ignore[arg-type]
     assert not path.exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import math
 import os
 import re
 import shutil
@@ -298,9 +299,12 @@ def export_model(
         if (
             isinstance(tolerance, bool)
             or not isinstance(tolerance, (int, float))
-            or not (tolerance >= 0)
+            or not (0 <= tolerance < math.inf)  # inf would pass any difference unchecked
         ):
-            raise ConfigError(f"{name}={tolerance!r} is not allowed; use a number >= 0 (--{name})")
+            raise ConfigError(
+                f"{name}={tolerance!r} is not allowed; use a finite number >= 0 (--{name}), or "
+                "skip the check (--verify no)"
+            )
     if exporter not in EXPORTERS:
         raise ConfigError(
             f"exporter={exporter!r} is not allowed; use one of {', '.join(EXPORTERS)}"
