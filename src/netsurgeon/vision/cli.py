@@ -119,7 +119,8 @@ def run_export(args: argparse.Namespace) -> int:
                 {
                     "path": str(result.path),
                     "format": result.format,
-                    "input_shape": list(result.input_shape),
+                    # null: the batch size is free in the file (2 is only the traced one)
+                    "input_shape": [None, *result.input_shape[1:]],
                     "max_abs_diff": result.max_abs_diff,
                 },
                 indent=2,
