@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
@@ -145,7 +146,8 @@ def test_embed_api_single_and_batched(comick_run: Path) -> None:
 def test_resume_continues_to_the_same_weights(
     synthetic: SyntheticTask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = _config(synthetic, method="comick", epochs=2, pretrain_epochs=1)
+    # With --oov-dropout, whose draws must also continue where they stopped.
+    config = _config(synthetic, method="comick", epochs=2, pretrain_epochs=1, oov_dropout=0.2)
     full = train(config, train_file=synthetic.train, dev_file=synthetic.dev, out=tmp_path / "a")
     calls = {"n": 0}
     real_evaluate = train_module._evaluate
@@ -189,6 +191,60 @@ def test_resume_continues_to_the_same_weights(
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_pseudo_oov_occurrences_are_those_of_real_oov_tokens(synthetic: SyntheticTask) -> None:
+    run = load_run(_trained_once(synthetic))
+    tokens = ["mr", "zorple", "said", "the", "city"]  # "zorple" is OOV
+    sentence = run.encoder.encode(tokens)
+    assert sentence.oov_positions == (1,)
+    rng = np.random.default_rng(0)
+    everything = train_module._with_pseudo_oov(sentence, tokens, run.encoder, 1.0, rng)
+    assert everything.word_ids == sentence.word_ids and everything.tags == sentence.tags
+    assert everything.oov_positions == (1, 0, 2, 3, 4)
+    by_position = dict(zip(everything.oov_positions, everything.occurrences, strict=True))
+    every = run.encoder.encode(tokens, all_positions=True)
+    assert by_position == dict(zip(every.oov_positions, every.occurrences, strict=True))
+    assert train_module._with_pseudo_oov(sentence, tokens, run.encoder, 0.0, rng) is sentence
+
+
+def _trained_once(synthetic: SyntheticTask) -> Path:
+    out = synthetic.root / "one-epoch-random"
+    if not (out / "model.pt").exists():
+        train(_config(synthetic, method="random", epochs=1), train_file=synthetic.train,
+              dev_file=synthetic.dev, out=out)  # fmt: skip
+    return out
+
+
+def test_oov_dropout_trains_the_module_where_training_has_no_oov_token(
+    synthetic: SyntheticTask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The synthetic training file has no OOV token: without --oov-dropout and pre-training
+    the module never gets a gradient; with it, it learns the context cues on in-vocabulary
+    names and tags the dev set's OOV names."""
+    initial: dict[str, dict[str, torch.Tensor]] = {}
+    real_build = train_module.build_tagger
+
+    def recording_build(config: TrainConfig, **kwargs: object) -> object:
+        tagger = real_build(config, **kwargs)  # type: ignore[arg-type]
+        initial[str(config.oov_dropout)] = copy.deepcopy(tagger.oov.state_dict())
+        return tagger
+
+    monkeypatch.setattr(train_module, "build_tagger", recording_build)
+    data = read_tagged(synthetic.dev, column=1)
+    keep = {t for s in data.tokens for t in s}
+    scores = {}
+    for p in (0.0, 0.3):
+        config = _config(synthetic, method="context", pretrain_epochs=0, oov_dropout=p)
+        result = train(config, train_file=synthetic.train, dev_file=synthetic.dev,
+                       out=tmp_path / str(p))  # fmt: skip
+        assert result.metrics["oov"]["train"]["oov_tokens"] == 0
+        run = load_run(tmp_path / str(p), keep=keep)
+        trained = run.tagger.oov.state_dict()
+        changed = [k for k, v in initial[str(p)].items() if not torch.equal(v, trained[k])]
+        assert bool(changed) == (p > 0)
+        scores[p] = evaluate_data(run, data).metrics["oov_tokens"]["accuracy"]
+    assert scores[0.3] >= 90.0 and scores[0.3] > scores[0.0] + 20.0
 
 
 def test_checkpoint_and_embeddings_mismatch(
@@ -275,6 +331,9 @@ def test_config_validation(synthetic: SyntheticTask) -> None:
         _config(synthetic, context_size=0)
     with pytest.raises(ConfigError, match="OOV head 'deep'"):
         _config(synthetic, oov_head="deep")
+    for value in (1.0, -0.1, float("nan")):
+        with pytest.raises(ConfigError, match=r"oov_dropout must be in \[0, 1\), got"):
+            _config(synthetic, oov_dropout=value)
     assert _config(synthetic, method="comick", pretrain_epochs=None).effective_pretrain_epochs == 5
     assert _config(synthetic, method="random", pretrain_epochs=None).effective_pretrain_epochs == 0
 

@@ -191,6 +191,15 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="SGD momentum, in [0, 1) (default: %(default)s)",
     )
     parser.add_argument(
+        "--oov-dropout",
+        type=unit_interval,
+        default=0.0,
+        metavar="P",
+        help="during joint training, treat each in-vocabulary training token as OOV with "
+        "probability P, so the OOV module also learns from words it can check against the "
+        "task, and the tagger from its predictions, in [0, 1) (default: %(default)s)",
+    )
+    parser.add_argument(
         "--pretrain-epochs",
         type=non_negative_int,
         default=None,
@@ -239,6 +248,7 @@ def _config(args: argparse.Namespace, *, method: str, seed: int) -> Any:
         oov_head=args.oov_head,
         tagger_hidden=args.tagger_hidden,
         dropout=args.dropout,
+        oov_dropout=args.oov_dropout,
         epochs=args.epochs,
         patience=args.patience,
         batch_size=args.batch_size,

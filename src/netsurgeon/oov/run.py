@@ -123,6 +123,7 @@ class TrainConfig:
     oov_head: str = "linear"
     tagger_hidden: int = 128
     dropout: float = 0.0
+    oov_dropout: float = 0.0
     epochs: int = 30
     patience: int = 3
     batch_size: int = 8
@@ -188,6 +189,8 @@ class TrainConfig:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.oov_dropout < 1.0:
+            raise ConfigError(f"oov_dropout must be in [0, 1), got {self.oov_dropout}")
         if self.context_size is not None and self.context_size < 1:
             raise ConfigError(
                 f"context size must be a positive number of words (or the whole sentence), "

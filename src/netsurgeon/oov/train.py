@@ -37,6 +37,7 @@ from netsurgeon.fileio import check_folder_target, sha256_file
 from netsurgeon.oov.batching import (
     N_SPECIAL_ROWS,
     UNK,
+    EncodedSentence,
     Occurrence,
     OccurrenceBatch,
     SentenceBatch,
@@ -216,6 +217,31 @@ def _batches(
             groups.extend(chunk[s : s + size] for s in range(0, len(chunk), size))
         groups = [groups[i] for i in rng.permutation(len(groups)).tolist()]
     return [[items[i] for i in group] for group in groups]
+
+
+def _with_pseudo_oov(
+    sentence: EncodedSentence,
+    tokens: Sequence[str],
+    encoder: TextEncoder,
+    probability: float,
+    rng: np.random.Generator,
+) -> EncodedSentence:
+    """``sentence`` with each in-vocabulary token made an OOV occurrence with ``probability``.
+
+    The tagger then reads the OOV module's prediction at those positions instead of the
+    pretrained vector (word dropout into the module): the module learns from the task on many
+    more occurrences than the few real OOV tokens, and the tagger learns to read predictions.
+    """
+    draws = rng.random(len(sentence.word_ids))  # one draw per token: batches stay reproducible
+    chosen = [i for i, row in enumerate(sentence.word_ids) if row != UNK and draws[i] < probability]
+    if not chosen:
+        return sentence
+    extra = tuple(encoder.occurrence(tokens, i, sentence.word_ids) for i in chosen)
+    return dataclasses.replace(
+        sentence,
+        oov_positions=sentence.oov_positions + tuple(chosen),
+        occurrences=sentence.occurrences + extra,
+    )
 
 
 def _context_length(item: tuple[Occurrence, int]) -> int:
@@ -592,13 +618,33 @@ def train(
         tagger.train()
         total, sentences = 0.0, 0
         started = time.perf_counter()
+        pseudo_rng = np.random.default_rng([config.seed, 3, epoch])
         bar = tqdm(
-            _batches(train_encoded, config.batch_size, rng, lambda s: len(s.word_ids)),
+            # Indices, not sentences, so --oov-dropout can find each sentence's tokens; the
+            # batches are the same either way.
+            _batches(
+                range(len(train_encoded)),
+                config.batch_size,
+                rng,
+                lambda i: len(train_encoded[i].word_ids),
+            ),
             desc=f"epoch {epoch}/{config.epochs}",
             leave=False,
             disable=progress_disabled(),
         )
-        for batch_sentences in bar:
+        for batch_indices in bar:
+            batch_sentences = [train_encoded[i] for i in batch_indices]
+            if config.oov_dropout:
+                batch_sentences = [
+                    _with_pseudo_oov(
+                        train_encoded[i],
+                        train_data.tokens[i],
+                        encoder,
+                        config.oov_dropout,
+                        pseudo_rng,
+                    )
+                    for i in batch_indices
+                ]
             batch = SentenceBatch.collate(batch_sentences).to(device)
             output = tagger(batch)
             assert batch.tags is not None
