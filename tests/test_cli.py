@@ -454,3 +454,21 @@ def test_the_stop_hint_promises_only_what_was_saved(tmp_path: Path) -> None:
     assert cli._resume_hint(train) == ""
     (tmp_path / "checkpoint.pt").write_bytes(b"")
     assert "--resume" in cli._resume_hint(train)
+
+
+def test_python_m_netsurgeon_is_the_command_line() -> None:
+    """Before: "No module named netsurgeon.__main__" (for environments without the script on
+    PATH, such as a venv that is not activated)."""
+    version = subprocess.run(
+        [sys.executable, "-m", "netsurgeon", "--version"], capture_output=True, text=True
+    )
+    assert version.returncode == 0 and version.stdout == f"netsurgeon {cli.__version__}\n"
+    bad = subprocess.run(
+        [sys.executable, "-m", "netsurgeon", "prune", "resnet18", "--amount", "1.5", "--out", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert (bad.returncode, bad.stderr) == (
+        2,
+        "netsurgeon: error: --amount 1.5 is not allowed; it must be in (0, 1)\n",
+    )
