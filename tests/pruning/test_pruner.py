@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import pytest
@@ -682,3 +683,90 @@ def test_a_squeeze_without_a_dimension_keeps_two_channels(scope: str) -> None:
     assert result.channels == {"a": (8, 2)} and model(x).shape == (2, 5)
     groups = trace_graph(_SqueezedHead(), x).prunable_groups()
     assert [g.min_size for g in groups] == [2]
+
+
+class _Chain(nn.Module):
+    """stem -> a -> b -> head -> fc, every conv prunable unless something keeps it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a = nn.Conv2d(8, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in (self.stem, self.a, self.b, self.head):
+            x = torch.relu(conv(x))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_modules_that_share_a_weight_stay_tied() -> None:
+    """Before: a and b were cut separately (each kept its own filters) and left untied."""
+    model = _Chain()
+    model.b.weight = model.a.weight
+    result = prune(model, X, amount=0.5, criterion="l1")
+    assert model.a.weight is model.b.weight and model.a.weight.shape == (8, 8, 3, 3)
+    assert set(result.channels) == {"head"}
+    assert "b (8 channels) kept: 'b' shares its weight with 'a'" in result.skipped
+
+
+def test_a_forward_hook_on_a_layer_keeps_its_channels() -> None:
+    """Before: the trace cannot see a hook, so a hook that reorders conv a's channels made
+    the pruned model's outputs wrong (max difference 0.05 on outputs of about 0.2)."""
+    torch.manual_seed(0)
+    model = _Chain()
+    model.a.register_forward_hook(lambda module, inputs, output: output.flip(1))
+    with torch.no_grad():  # half of every filter set useless, so pruning is exact
+        for conv in (model.stem, model.a, model.b, model.head):
+            conv.weight[:4] = 0
+            conv.bias[:4] = 0
+    x = torch.randn(2, 3, 8, 8)
+    expected = model(x)
+    result = prune(model, x, amount=0.5, criterion="l1")
+    assert "a (8 channels) kept: 'a' has forward hooks, whose effect on its channels cannot be " \
+        "traced" in result.skipped  # fmt: skip
+    assert "a" not in result.channels and result.channels["head"] == (8, 4)
+    torch.testing.assert_close(model(x), expected)
+
+
+@pytest.mark.parametrize(
+    ("prepare", "message"),
+    [
+        (
+            lambda m: nn.utils.parametrizations.weight_norm(m.a),
+            r"'a' has parametrizations on weight .*remove_parametrizations\(module, 'weight'\)",
+        ),
+        (
+            lambda m: nn.utils.prune.l1_unstructured(m.a, "weight", 0.3),
+            r"'a' holds a mask from torch.nn.utils.prune \(weight_orig and weight_mask\): make "
+            r"it permanent first with torch.nn.utils.prune.remove\(module, 'weight'\)",
+        ),
+        (
+            lambda m: nn.utils.weight_norm(m.a),
+            r"'a' has torch.nn.utils.weight_norm on 'weight': remove it first",
+        ),
+    ],
+    ids=["parametrize", "torch_prune", "old_weight_norm"],
+)
+def test_modules_netsurgeon_cannot_cut_are_refused_up_front(prepare: Any, message: str) -> None:
+    """Before: each failed after surgery with "netsurgeon produced a model that does not run
+    ... Please report this", an engine-bug message, for a model state the user can undo."""
+    model = _Chain()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch deprecates the old weight_norm
+        prepare(model)
+    snapshot = _snapshot(model)
+    with pytest.raises(TraceError, match=message):
+        prune(model, X, amount=0.5)
+    _assert_unchanged(model, snapshot)
+
+
+def test_wrapped_models_are_refused_with_what_to_prune_instead() -> None:
+    with pytest.raises(TraceError, match=r"wrapped in DataParallel: prune the model inside "
+                                         r"\(model.module\)"):  # fmt: skip
+        prune(nn.DataParallel(_Chain()), X, amount=0.5)
+    with pytest.raises(TraceError, match=r"compiled with torch.compile: prune the original "
+                                         r"model \(model._orig_mod\)"):  # fmt: skip
+        prune(torch.compile(_Chain()), X, amount=0.5)

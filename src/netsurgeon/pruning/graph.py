@@ -470,11 +470,11 @@ class _Analyzer(fx.Interpreter):
     """Runs the traced graph and derives each tensor's :class:`Channels`."""
 
     def __init__(
-        self, gm: fx.GraphModule, ignored: set[str], shared: _Analyzer | None = None
+        self, gm: fx.GraphModule, kept: dict[str, str], shared: _Analyzer | None = None
     ) -> None:
         super().__init__(gm)
         self.modules = dict(gm.named_modules())
-        self.ignored = ignored
+        self.kept = kept  # module name -> why its parameters must not change
         self.info: dict[fx.Node, Any] = {}
         self.shapes: dict[fx.Node, Any] = {}
         # A second trace (the model's other train/eval mode) adds its constraints to the first.
@@ -701,8 +701,8 @@ class _Analyzer(fx.Interpreter):
     def _visit_module(self, n: fx.Node, module: nn.Module, result: Any) -> Any:
         name = str(n.target)
         info, shape = self._in(n)
-        if name in self.ignored:
-            self._block(info, f"'{name}' is ignored")
+        if name in self.kept:
+            self._block(info, f"'{name}' {self.kept[name]}")
         if isinstance(module, _CONV_TYPES):
             return self._conv(n, name, module, info, result)
         if isinstance(module, nn.Linear):
@@ -761,7 +761,7 @@ class _Analyzer(fx.Interpreter):
             if info is None:
                 self._fixed_input(name)
                 return None
-            if name in self.ignored:
+            if name in self.kept:
                 return None
             self._member(name, conv, info)
             return info
@@ -812,8 +812,8 @@ class _Analyzer(fx.Interpreter):
         else:
             sid = self._new_space(size)
             self.sources[name] = (sid, module, n.name, dim)
-            if name in self.ignored:
-                self._block_space(sid, f"'{name}' is ignored")
+            if name in self.kept:
+                self._block_space(sid, f"'{name}' {self.kept[name]}")
         return Channels(dim, (Segment(sid, 0, size),))
 
     def _consumer(self, name: str, module: nn.Module, info: Channels) -> None:
@@ -830,8 +830,8 @@ class _Analyzer(fx.Interpreter):
             self._block(previous.channels, f"'{name}' is also called on fixed channels")
 
     def _record(self, name: str, module: nn.Module, info: Channels, role: str) -> None:
-        if name in self.ignored:
-            self._block(info, f"'{name}' is ignored")
+        if name in self.kept:
+            self._block(info, f"'{name}' {self.kept[name]}")
         if name in self.fixed_inputs:
             self._block(info, f"'{name}' is also called on fixed channels")
         previous = self.consumers.get(name)
@@ -1224,6 +1224,67 @@ def _describe(n: fx.Node) -> str:
     return f"`{prefix}{target}` (node {n.name})"
 
 
+def _check_prunable(model: nn.Module) -> None:
+    """Refuse wrappers and modules whose parameters netsurgeon cannot cut, saying what to do."""
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        raise TraceError(
+            f"the model is wrapped in {type(model).__name__}: prune the model inside "
+            "(model.module), then wrap it again"
+        )
+    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+        raise TraceError(
+            "the model was compiled with torch.compile: prune the original model "
+            "(model._orig_mod), then compile the pruned one"
+        )
+    from torch.nn.utils import parametrize
+    from torch.nn.utils import prune as torch_prune
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    for name, module in model.named_modules():
+        label = f"'{name}'" if name else "the model"
+        if parametrize.is_parametrized(module):
+            tensors = ", ".join(module.parametrizations)
+            raise TraceError(
+                f"{label} has parametrizations on {tensors} (torch.nn.utils.parametrize, as "
+                "weight_norm and spectral_norm add): netsurgeon cuts plain parameters; remove "
+                f"them first (torch.nn.utils.parametrize.remove_parametrizations(module, "
+                f"'{next(iter(module.parametrizations))}')), prune, then add them again"
+            )
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                raise TraceError(
+                    f"{label} holds a mask from torch.nn.utils.prune ({hook._tensor_name}_orig "
+                    f"and {hook._tensor_name}_mask): make it permanent first with "
+                    f"torch.nn.utils.prune.remove(module, '{hook._tensor_name}'), then prune"
+                )
+            if isinstance(hook, WeightNorm):
+                raise TraceError(
+                    f"{label} has torch.nn.utils.weight_norm on '{hook.name}': remove it first "
+                    "(torch.nn.utils.remove_weight_norm(module)), prune, then add it again"
+                )
+
+
+def _kept_modules(model: nn.Module, ignore: Iterable[str]) -> dict[str, str]:
+    """Modules whose parameters must not change, each with the reason.
+
+    Besides the ignored ones: modules with forward hooks (what a hook does to the channels is
+    invisible to the trace) and modules that share a parameter (cutting one would untie them).
+    """
+    kept: dict[str, str] = {}
+    owners: dict[int, list[tuple[str, str]]] = {}
+    for name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            owners.setdefault(id(param), []).append((name, param_name))
+        if module._forward_hooks or module._forward_pre_hooks:
+            kept[name] = "has forward hooks, whose effect on its channels cannot be traced"
+    for shared in owners.values():
+        for name, param_name in shared if len(shared) > 1 else ():
+            others = ", ".join(f"'{other}'" for other, _ in shared if other != name)
+            kept[name] = f"shares its {param_name} with {others}"
+    kept.update({name: "is ignored" for name in ignore})
+    return kept
+
+
 def trace_graph(
     model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = ()
 ) -> PruningGraph:
@@ -1237,14 +1298,18 @@ def trace_graph(
     Args:
         model: The network to analyse. It is not modified.
         example_inputs: A tensor or a tuple of positional inputs.
-        ignore: Qualified names of modules whose parameters must not change.
+        ignore: Qualified names of modules whose parameters must not change. Modules with
+            forward hooks and modules that share a parameter are kept this way too.
 
     Returns:
         The channel groups, their consumers, and the reasons some channels must be kept.
 
     Raises:
-        TraceError: The model cannot be traced with torch.fx.
+        TraceError: The model cannot be traced with torch.fx; or it is wrapped
+            (``DataParallel``, ``torch.compile``), or has parametrizations, a
+            ``torch.nn.utils.prune`` mask or ``weight_norm``, which must be removed first.
     """
+    _check_prunable(model)
     with kept_modes(model):
         gm = _graph_module(model, _trace(model))
         model.train(not model.training)
@@ -1252,14 +1317,14 @@ def trace_graph(
             other: fx.Graph | None = _trace(model)
         except TraceError:
             other = None
-    ignored = set(ignore)
-    analyzer = _Analyzer(gm, ignored)
+    kept = _kept_modules(model, ignore)
+    analyzer = _Analyzer(gm, kept)
     output, macs = _run(model, analyzer, example_inputs)
     mac_records = analyzer.macs
     mode_sensitive = other is not None and other.python_code("self").src != gm.code
     if mode_sensitive:
         assert other is not None
-        other_analyzer = _Analyzer(_graph_module(model, other), ignored, shared=analyzer)
+        other_analyzer = _Analyzer(_graph_module(model, other), kept, shared=analyzer)
         other_output, other_macs = _run(model, other_analyzer, example_inputs)
         if model.training:
             # Outputs and MACs are those of eval mode, as the pruned model is checked and

@@ -554,7 +554,9 @@ def prune(
     Everything tied to a removed filter goes with it: its BatchNorm channel, the matching input
     channels of every consumer, residual partners, concatenation slices and flattened features.
     Channels that reach the model's output, or pass through an op the tracer does not
-    understand, are kept and reported in ``result.skipped``.
+    understand, are kept and reported in ``result.skipped``; so are the channels of modules
+    with forward hooks and of modules that share a parameter. Pruning replaces the parameters
+    it cuts: build the optimiser after pruning (one built before keeps updating the old ones).
 
     Args:
         model: The network to prune. Its modules keep their names and identity.
@@ -580,7 +582,10 @@ def prune(
 
     Raises:
         ConfigError: An argument is invalid; the model is unchanged.
-        TraceError: The model cannot be traced; the model is unchanged.
+        TraceError: The model cannot be traced, is wrapped (``DataParallel``,
+            ``torch.compile``), or has parametrizations, ``weight_norm`` or a
+            ``torch.nn.utils.prune`` mask (the message says how to remove them); the model is
+            unchanged.
     """
     amount, target_macs = _check_target(amount, target_macs)
     crit = _resolve_criterion(criterion, data, loss_fn)
