@@ -177,7 +177,13 @@ def progress_disabled() -> bool:
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the best model and its metrics."""
+    """What :func:`train` returns: the best model and its metrics.
+
+    ``run`` holds pretrained vectors for the training and development tokens only, as
+    ``load_run(out, keep=those tokens)`` would: any other word counts as OOV there, even one
+    the embeddings have. To tag or embed other text, load the run folder with
+    :func:`~netsurgeon.oov.run.load_run` (all words, or ``keep=`` the tokens to be read).
+    """
 
     run: TrainedRun
     metrics: dict[str, Any]
