@@ -562,6 +562,13 @@ def test_embed_checks_its_words_like_embed_words(comick_run: Path) -> None:
             embedder.embed(bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"batch_size must be a positive integer, got 2\.5"):
         embedder.embed(["zorple"], batch_size=2.5)  # type: ignore[arg-type]
+    # Before: a raw TypeError from str.lower (a pandas gap is nan, a number slips in).
+    with pytest.raises(
+        ConfigError, match=r"^left_context\[1\] must be a string \(a word\), got None"
+    ):
+        embedder.embed("zorple", ["mr", None], [])  # type: ignore[list-item]
+    with pytest.raises(ConfigError, match=r"^right_context\[1\]\[0\] must be .*, got nan"):
+        embedder.embed(["zorple", "blick"], [[], []], [["said"], [float("nan")]])  # type: ignore[list-item]
     # No words: empty arrays, with attention for a method that has it, as for n words.
     vectors, attention = embedder.embed([])
     assert vectors.shape == (0, 8)
@@ -574,6 +581,10 @@ def test_predict_refuses_a_string_sentence(comick_run: Path) -> None:
         run.predict(["mr zorple"])
     with pytest.raises(ConfigError, match="sentences must be a sequence of sentences"):
         run.predict("mr zorple")
+    with pytest.raises(
+        ConfigError, match=r"^sentences\[1\]\[1\] must be a string \(a token\), got 3"
+    ):
+        run.predict([["mr"], ["mr", 3]])  # type: ignore[list-item]
     attention = run.predict([["mr"]]).attention
     assert attention is not None and attention.shape == (0, 3)
 

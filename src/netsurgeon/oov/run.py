@@ -330,8 +330,8 @@ class Embedder:
 
         Raises:
             ConfigError: a word that is not a non-empty string without whitespace, a context
-                given as a string, contexts that do not match the words, or a batch size that
-                is not an integer >= 1.
+                given as a string or holding something other than strings, contexts that do
+                not match the words, or a batch size that is not an integer >= 1.
         """
         _check_batch_size(batch_size)
         single = isinstance(word, str)
@@ -356,6 +356,9 @@ class Embedder:
             raise ConfigError(
                 f"got {len(words)} words but {len(lefts)} left and {len(rights)} right contexts"
             )
+        for name, contexts in (("left_context", lefts), ("right_context", rights)):
+            for i, context in enumerate(contexts):
+                _check_tokens(context, name if single else f"{name}[{i}]", "word")
         vectors: list[np.ndarray] = []
         attentions: list[np.ndarray] = []
         with kept_modes(self.tagger):
@@ -387,6 +390,13 @@ def _check_batch_size(batch_size: Any) -> None:
 def _words(value: Any, name: str) -> list[Any]:
     """``value`` as a list of words (see :func:`~netsurgeon.oov.vectors.word_list`)."""
     return word_list(value, name, kind="sequence", hint="split it, e.g. {s}.split()")
+
+
+def _check_tokens(tokens: Iterable[Any], name: str, what: str) -> None:
+    """Raise ConfigError naming the first element of ``tokens`` that is not a string."""
+    for j, token in enumerate(tokens):
+        if not isinstance(token, str):
+            raise ConfigError(f"{name}[{j}] must be a string (a {what}), got {token!r}")
 
 
 def _contexts(value: Any, name: str, n_words: int) -> list[list[Any]]:
@@ -468,8 +478,8 @@ class TrainedRun:
         The tagger runs in eval mode; every module's own mode is restored afterwards.
 
         Raises:
-            ConfigError: a sentence given as one string instead of a sequence of tokens, or
-                a batch size that is not an integer >= 1.
+            ConfigError: a sentence given as one string instead of a sequence of tokens, a
+                token that is not a string, or a batch size that is not an integer >= 1.
         """
         _check_batch_size(batch_size)
         if isinstance(sentences, str):
@@ -483,6 +493,7 @@ class TrainedRun:
                     f"sentences[{i}] is the string {tokens!r}; each sentence must be a "
                     f"sequence of tokens, e.g. {tokens!r}.split()"
                 )
+            _check_tokens(tokens, f"sentences[{i}]", "token")
         tags: list[list[str]] = []
         masks: list[list[bool]] = []
         occurrences: list[tuple[int, int]] = []
