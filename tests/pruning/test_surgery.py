@@ -1,6 +1,8 @@
-"""Layer surgery keeps dtype, device, requires_grad and works for 1-D and grouped layers."""
+"""Layer surgery keeps dtype, device, layout, requires_grad and works for 1-D and grouped layers."""
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
@@ -32,6 +34,38 @@ def test_dtype_and_requires_grad_are_kept() -> None:
     assert all(b.dtype == torch.float64 for n, b in model.named_buffers() if "running" in n)
     assert model[0].bias.requires_grad is False and model[0].weight.requires_grad
     assert isinstance(model[0].weight, nn.Parameter)
+
+
+def test_channels_last_layout_is_kept() -> None:
+    """Before: every cut 3x3 (and 3-D) weight came back contiguous in a channels-last model."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+        nn.Conv2d(8, 4, 1),
+    ).to(memory_format=torch.channels_last)  # fmt: skip
+    x = torch.randn(2, 3, 12, 12).to(memory_format=torch.channels_last)
+    prune(model, x, amount=0.5)
+    assert model[0].weight.shape == (4, 3, 3, 3) and model[3].weight.shape == (4, 4, 3, 3)
+    for conv in (model[0], model[3]):
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        assert not conv.weight.is_contiguous()
+    conv3d = nn.Conv3d(4, 6, 3).to(memory_format=torch.channels_last_3d)
+    prune_conv(conv3d, out_keep=torch.tensor([0, 2, 5]), in_keep=torch.tensor([1, 3]))
+    assert conv3d.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    plain = nn.Conv2d(4, 6, 3)  # a contiguous weight stays contiguous
+    prune_conv(plain, out_keep=torch.tensor([0, 2, 5]))
+    assert plain.weight.is_contiguous()
+
+
+def test_a_stateless_instance_norm_follows_its_channels() -> None:
+    """Before: InstanceNorm2d without affine or running statistics kept num_features=8 and
+    warned on every forward of the pruned model."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.InstanceNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    x = torch.randn(2, 3, 8, 8)
+    prune(model, x, amount=0.5)
+    assert model[1].num_features == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert model(x).shape == (2, 4, 6, 6)
 
 
 def test_grouped_conv_surgery_matches_a_masked_reference() -> None:

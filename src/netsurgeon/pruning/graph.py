@@ -713,14 +713,17 @@ class _Analyzer(fx.Interpreter):
             has_state = any(True for _ in module.parameters()) or any(
                 b is not None for b in module.buffers()
             )
+            # A stateless InstanceNorm still checks its num_features (it warns on every call).
+            sized = has_state or isinstance(module, _INSTANCE_NORM_TYPES)
             if info is None:
-                if has_state:
+                if sized:
                     self._fixed_input(name)
                 return None
             if info.dim != 1 or info.repeat != 1:
                 raise _Unsupported("a per-channel layer sees channels on another dimension")
-            if has_state:
+            if sized:
                 self._member(name, module, info)
+            if has_state:
                 self.norm_nodes[n.name] = name
             self.chain_nodes.add(n.name)
             return info

@@ -1,8 +1,9 @@
 """Make layers smaller: new parameters that keep only the given channel indices.
 
 Each function changes one module in place (the module object, and so its name in the model,
-stays the same) and keeps dtype, device and ``requires_grad``. Index tensors are positions to
-keep, sorted. Optimisers that hold the old parameters must be rebuilt after surgery.
+stays the same) and keeps dtype, device, memory layout and ``requires_grad``. Index tensors
+are positions to keep, sorted. Optimisers that hold the old parameters must be rebuilt after
+surgery.
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ def _set_param(module: nn.Module, name: str, value: torch.Tensor | None) -> None
     old = getattr(module, name)
     if old is None or value is None:
         return
+    for ndim, layout in ((4, torch.channels_last), (5, torch.channels_last_3d)):
+        # Keep a channels-last layout (model.to(memory_format=...)): index_select and clone
+        # give a contiguous tensor, and mixed layouts run slower.
+        if (
+            old.dim() == ndim
+            and not old.is_contiguous()
+            and old.is_contiguous(memory_format=layout)
+        ):
+            value = value.contiguous(memory_format=layout)
     module._parameters[name] = nn.Parameter(value, requires_grad=old.requires_grad)
 
 
