@@ -109,3 +109,14 @@ def test_every_module_keeps_its_own_mode() -> None:
     model[1].eval()  # a frozen batch norm inside a network in training mode
     recalibrate_bn(model, _loader())
     assert [m.training for m in model] == [True, False, True, True, True]
+
+
+def test_a_float32_loader_recalibrates_a_bfloat16_model() -> None:
+    """Before: a raw "Input type (float) and bias type (c10::BFloat16) should be the same"."""
+    model = _model().to(torch.bfloat16)
+    reference = _model()
+    assert recalibrate_bn(model, _loader()) == recalibrate_bn(reference, _loader()) == 3
+    torch.testing.assert_close(
+        model[1].running_mean.float(), reference[1].running_mean, atol=0.05, rtol=0.02
+    )
+    assert model[1].running_mean.dtype == torch.bfloat16

@@ -242,3 +242,12 @@ def test_processes_sum_their_statistics_and_get_the_same_weights(tmp_path: Path)
     for key, value in model.state_dict().items():
         assert torch.equal(states[0][key], states[1][key]), key
         torch.testing.assert_close(states[0][key], value, atol=1e-5, rtol=1e-5, msg=key)
+
+
+def test_a_float32_loader_refits_a_float64_model() -> None:
+    """Before: a raw dtype mismatch from the first convolution the loader's batch reached."""
+    model, reference, kept = _pruned_pair()
+    model, reference = model.double(), reference.double()
+    fits = reconstruct(model, reference, _loader(), kept=kept, batches=2)
+    assert fits and all(f.error_after <= f.error_before for f in fits)
+    assert all(p.dtype == torch.float64 for p in model.parameters())

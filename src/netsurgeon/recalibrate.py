@@ -18,7 +18,7 @@ from torch import nn
 from netsurgeon.distributed import is_distributed
 from netsurgeon.errors import ConfigError
 from netsurgeon.modes import kept_modes
-from netsurgeon.pruning.stats import batch_inputs, move_inputs, resolve_device
+from netsurgeon.pruning.stats import batch_inputs, float_dtype, move_inputs, resolve_device
 
 __all__ = ["recalibrate_bn"]
 
@@ -63,6 +63,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], *, batches: int | No
     if not norms:
         return 0
     device = resolve_device(None, model)  # where its weights (or buffers) are
+    dtype = float_dtype(model)  # and what its inputs must be
     momenta = [m.momentum for m in norms]
     # Put back if anything fails: a failed call must not leave reset statistics behind.
     saved = [{k: b.clone() for k, b in m.state_dict().items()} for m in norms]
@@ -76,7 +77,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], *, batches: int | No
             for batch in loader:
                 if batches is not None and seen >= batches:
                     break
-                model(move_inputs(batch_inputs(batch), device))
+                model(move_inputs(batch_inputs(batch), device, dtype))
                 seen += 1
         total = seen
         distributed = is_distributed()

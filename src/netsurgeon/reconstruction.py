@@ -35,6 +35,7 @@ from netsurgeon.pruning.stats import (
     as_input_tuple,
     batch_inputs,
     check_reiterable,
+    float_dtype,
     move_inputs,
     resolve_device,
 )
@@ -285,6 +286,7 @@ def reconstruct(
         return []
     device = resolve_device(None, model)
     ref_device = resolve_device(None, reference)
+    dtype, ref_dtype = float_dtype(model), float_dtype(reference)
     generator = torch.Generator().manual_seed(seed)
     fits: list[LayerFit] = []
     with kept_modes(model, reference):
@@ -294,7 +296,7 @@ def reconstruct(
         order = (
             None
             if first is None
-            else _execution_order(model, targets, move_inputs(batch_inputs(first), device))
+            else _execution_order(model, targets, move_inputs(batch_inputs(first), device, dtype))
         )
         if is_distributed():
             # A process whose shard is empty still joins every reduction below, in the order
@@ -317,8 +319,10 @@ def reconstruct(
                 if i >= batches:
                     break
                 inputs = batch_inputs(batch)
-                x = _capture(model, name, move_inputs(inputs, device), output=False)
-                y = _capture(reference, name, move_inputs(inputs, ref_device), output=True)
+                x = _capture(model, name, move_inputs(inputs, device, dtype), output=False)
+                y = _capture(
+                    reference, name, move_inputs(inputs, ref_device, ref_dtype), output=True
+                )
                 y = y.to(x.device)
                 index = targets[name]
                 if index is not None:  # outputs are channels: dim 1 of a conv, last of a linear

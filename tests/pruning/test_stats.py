@@ -57,6 +57,9 @@ def test_check_input_size_names_the_option_and_keeps_the_modes() -> None:
         check_input_size(model, 4, name="net")
     assert all(m.training for m in model.modules())
     assert model[1].num_batches_tracked == 0  # ran in eval mode: statistics untouched
+    # Before: a bfloat16 model failed on the float32 probe image, and the message blamed
+    # --input-size for a dtype mismatch.
+    check_input_size(model.to(torch.bfloat16), 5)
 
 
 def test_count_params_exact_for_small_cnn() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 from pathlib import Path
@@ -488,6 +489,17 @@ def test_an_export_not_verified_says_why(
     assert capsys.readouterr().out.splitlines()[-1] == (
         "not verified: onnxruntime is not installed (pip install 'netsurgeon[export]')"
     )
+
+
+def test_a_float64_model_is_exported_and_verified_in_its_dtype(
+    pruned: torch.nn.Module, tmp_path: Path
+) -> None:
+    """Before: the verification fed float32 inputs and failed with a raw dtype mismatch."""
+    model = copy.deepcopy(pruned).double()
+    result = export_model(model, tmp_path / "m.pt", format="torchscript", verify=True)
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-10
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    assert torch.jit.load(str(result.path))(x).dtype == torch.float64
 
 
 @pytest.mark.parametrize("name", ["atol", "rtol"])

@@ -47,12 +47,16 @@ def as_input_tuple(example_inputs: Any) -> tuple[Any, ...]:
     return (example_inputs,)
 
 
-def move_inputs(inputs: Any, device: torch.device | str) -> Any:
-    """``inputs`` (a tensor, or a tuple or list of them and other values) on ``device``."""
+def move_inputs(inputs: Any, device: torch.device | str, dtype: torch.dtype | None = None) -> Any:
+    """``inputs`` (a tensor, or a tuple or list of them and other values) on ``device``; with
+    ``dtype``, floating-point tensors also cast to it (a loader's float32 images for a
+    bfloat16 model, say)."""
     if isinstance(inputs, torch.Tensor):
+        if dtype is not None and inputs.is_floating_point():
+            return inputs.to(device, dtype)
         return inputs.to(device)
     if isinstance(inputs, (tuple, list)):
-        return type(inputs)(move_inputs(x, device) for x in inputs)
+        return type(inputs)(move_inputs(x, device, dtype) for x in inputs)
     return inputs
 
 
@@ -156,14 +160,19 @@ def check_runs(model: nn.Module, example_inputs: Any, *, failure: str) -> None:
 
 def check_input_size(model: nn.Module, input_size: int, *, name: str | None = None) -> None:
     """:func:`check_runs` on one black ``input_size`` x ``input_size`` image, where the
-    model's weights are.
+    model's weights are and in their dtype.
 
     Raises:
         ConfigError: the model fails on such an image; the message names ``--input-size``.
     """
     weight = next(model.parameters(), None)
     image = torch.zeros(
-        1, 3, input_size, input_size, device=weight.device if weight is not None else None
+        1,
+        3,
+        input_size,
+        input_size,
+        device=weight.device if weight is not None else None,
+        dtype=float_dtype(model),
     )
     failure = f"{name or type(model).__name__} does not run on {input_size}x{input_size} images"
     check_runs(model, image, failure=failure)
@@ -350,7 +359,7 @@ class ModelStats:
         _check_int("warmup", warmup, minimum=0)
         _check_int("repeats", repeats, minimum=1)
         target = resolve_device(device, model)
-        dtype = _float_dtype(model)
+        dtype = float_dtype(model)
         # A fixed seed makes repeated measurements see the same inputs.
         generator = torch.Generator().manual_seed(0)
         images = torch.randn(
@@ -476,7 +485,9 @@ def _tensors(model: nn.Module | None) -> list[torch.Tensor]:
     return [*model.parameters(), *model.buffers()]
 
 
-def _float_dtype(model: nn.Module) -> torch.dtype:
+def float_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of ``model``'s first floating-point parameter or buffer (else float32): what
+    its floating-point inputs must be."""
     for tensor in _tensors(model):
         if tensor.is_floating_point():
             return tensor.dtype

@@ -30,7 +30,7 @@ from torch import nn
 
 from netsurgeon.errors import ConfigError, NetsurgeonError, first_line
 from netsurgeon.fileio import as_write_error, fsync_folder, make_temporary
-from netsurgeon.pruning.stats import check_runs
+from netsurgeon.pruning.stats import check_runs, float_dtype, move_inputs
 from netsurgeon.vision.models import DEFAULT_INPUT_SIZE, checkpoint_input_size
 
 __all__ = [
@@ -320,7 +320,7 @@ def export_model(
     if not isinstance(example_inputs, torch.Tensor):
         raise ConfigError("example_inputs must be one tensor (batch, channels, height, width)")
     model = model.cpu().eval()
-    example = example_inputs.detach().cpu()
+    example = move_inputs(example_inputs.detach(), "cpu", float_dtype(model))
     # A failure here is the input's, not the exporter's.
     shape = tuple(example.shape)
     check_runs(model, example, failure=f"the model does not run on example inputs of shape {shape}")
@@ -421,7 +421,7 @@ def _compare(
 ) -> tuple[float, float]:
     """:func:`verify_export`'s difference, and the largest magnitude of PyTorch's outputs."""
     model = model.cpu().eval()
-    inputs = inputs.detach().cpu().float()
+    inputs = move_inputs(inputs.detach(), "cpu", float_dtype(model))
     with torch.no_grad():
         expected = model(inputs)
     try:
