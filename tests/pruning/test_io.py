@@ -128,6 +128,21 @@ def test_round_trip_of_a_pruned_cifar_resnet_in_double(tmp_path: Path) -> None:
     assert torch.equal(_outputs(loaded, size=32), _outputs(model, size=32))
 
 
+def test_a_wrapped_model_saves_the_model_inside(tmp_path: Path) -> None:
+    """Before: "cannot tell which architecture this DataParallel is", or, with arch=, a state
+    dict whose keys all carried the wrapper's prefix."""
+    model = cifar_resnet20()
+    _randomise_bn(model)
+    for wrapped in (
+        nn.DataParallel(model),
+        torch.compile(model),
+        torch.compile(nn.DataParallel(model)),
+    ):
+        loaded = io.load(io.save(wrapped, tmp_path / "wrapped.pt"))
+        assert loaded.state_dict().keys() == model.state_dict().keys()
+        assert torch.equal(_outputs(loaded, size=32), _outputs(model, size=32))
+
+
 def test_builder_flags_survive_the_round_trip(tmp_path: Path) -> None:
     model = build_model("googlenet", num_classes=3, transform_input=True, init_weights=False)
     loaded = io.load(io.save(model, tmp_path / "googlenet.pt"))

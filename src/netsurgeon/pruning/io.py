@@ -233,6 +233,20 @@ def _conversion_hint(value: Any, *, allow_tensors: bool) -> str:
     return ""
 
 
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The model inside ``DataParallel``, ``DistributedDataParallel`` and ``torch.compile``
+    wrappers (whose state-dict keys carry a ``module.`` or ``_orig_mod.`` prefix)."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif type(model).__name__ == "OptimizedModule" and isinstance(
+            getattr(model, "_orig_mod", None), nn.Module
+        ):
+            model = model._orig_mod
+        else:
+            return model
+
+
 def _resolve_arch(
     model: nn.Module, arch: str | None, arch_kwargs: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -300,7 +314,8 @@ def save(
     Args:
         model: A model whose architecture is known: built by
             :func:`netsurgeon.vision.build_model` (it carries ``netsurgeon_arch``) or named by
-            ``arch``.
+            ``arch``. A ``DataParallel``, ``DistributedDataParallel`` or ``torch.compile``
+            wrapper saves the model inside it.
         path: The file to write; its folder is created if needed.
         arch: The architecture name, overriding ``model.netsurgeon_arch``.
         arch_kwargs: Builder keyword arguments (JSON-able). They update the recorded ones when
@@ -316,6 +331,7 @@ def save(
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"save needs an nn.Module, got {type(model).__name__}")
+    model = _unwrapped(model)
     path = check_file_target(path, "the checkpoint path")
     if extra is not None and not isinstance(extra, dict):
         raise ConfigError(f"extra must be a dict, got {extra!r}")
