@@ -95,6 +95,28 @@ def test_count_macs_of_linear_matches_closed_form() -> None:
     assert count_macs(nn.Linear(7, 3), torch.randn(5, 7)) == 5 * 7 * 3
 
 
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(x, x, x, need_weights=False)[0]
+
+
+def test_count_macs_of_attention_matches_closed_form() -> None:
+    """Before: in eval mode without gradients the fused attention kernel ran uncounted (a ViT
+    lost a third of its MACs, so target_macs=0.5 kept 0.67), and on the CPU the attention
+    scores were never counted."""
+    x = torch.randn(2, 5, 16)  # batch 2, 5 tokens of 16 features
+    projections = 5 * 16 * 48 + 5 * 16 * 16  # q, k, v in one product, then the output
+    scores = 2 * 5 * 5 * 16  # q k^T and the weighted sum of v, over both heads
+    assert count_macs(_Attention().eval(), x) == 2 * (projections + scores)
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, batch_first=True).eval()
+    assert count_macs(layer, x) == 2 * (projections + scores + 2 * 5 * 16 * 32)
+    assert torch.backends.mha.get_fastpath_enabled()  # the fast path is back on afterwards
+
+
 def test_count_macs_accepts_several_inputs() -> None:
     model = _TwoInputs()
     assert count_macs(model, (torch.randn(3, 4), torch.randn(3, 4))) == 2 * 3 * 4 * 2
@@ -142,12 +164,14 @@ class _ManyOps(nn.Module):
     [(False, torch.no_grad), (True, torch.no_grad), (False, torch.inference_mode)],
 )
 def test_mac_counter_counts_what_flop_counter_mode_counts(training: bool, no_grad: Any) -> None:
-    """MacCounter drops FlopCounterMode's per-module bookkeeping and must count the same.
+    """MacCounter drops FlopCounterMode's per-module bookkeeping and must count the same,
+    plus what FlopCounterMode misses: attention on the CPU (given here as a custom formula)
+    and the fused attention kernel (turned off here as MacCounter turns it off).
 
     Under inference mode, composite operations such as ``linear`` reach the counter whole and
     count only once decomposed (0 MACs for ``nn.Linear`` otherwise).
     """
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
     torchvision = pytest.importorskip("torchvision")
     cases = [
@@ -155,11 +179,20 @@ def test_mac_counter_counts_what_flop_counter_mode_counts(training: bool, no_gra
         (torchvision.models.mobilenet_v3_small(num_classes=7), torch.randn(2, 3, 64, 64)),
         (torchvision.models.densenet121(num_classes=3), torch.randn(2, 3, 40, 40)),
     ]
+    cpu_attention = {
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: (
+            lambda q, k, v, *args, **kwargs: sdpa_flop_count(q, k, v)
+        )
+    }
     for model, x in cases:
         model.train(training)
-        reference = FlopCounterMode(display=False)
-        with no_grad(), reference:
-            model(x)
+        reference = FlopCounterMode(display=False, custom_mapping=cpu_attention)
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            with no_grad(), reference:
+                model(x)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(True)
         with no_grad(), MacCounter() as counter:
             model(x)
         assert reference.get_total_flops() > 0
