@@ -76,6 +76,13 @@ def test_criterion_with_wrong_shape_is_refused_and_changes_nothing() -> None:
     with pytest.raises(ConfigError, match=r"one score per filter \(8\)"):
         prune(model, X, amount=0.5, criterion=lambda f: torch.ones(3))
     _assert_unchanged(model, snapshot)
+    # Before: nan scores were accepted, and which filters went was arbitrary.
+    scores = torch.tensor([1.0, float("nan"), 2.0, 3.0, 4.0, float("inf"), 5.0, 6.0])
+    with pytest.raises(ConfigError, match=r"criterion returned 2 non-finite score\(s\) \(nan "
+                                          r"or inf\) of 8 for layer 'features.0'"):  # fmt: skip
+        prune(model, X, amount=0.5, criterion=lambda f: scores if f.module.out_channels == 8
+              else torch.ones(f.module.weight.shape[0]))  # fmt: skip
+    _assert_unchanged(model, snapshot)
 
 
 class Gate(nn.Module):

@@ -62,6 +62,22 @@ def test_check_input_size_names_the_option_and_keeps_the_modes() -> None:
     check_input_size(model.to(torch.bfloat16), 5)
 
 
+class _SizeAsserting(nn.Module):
+    """Checks its input size with torch._assert, as torchvision's VisionTransformer does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch._assert(x.shape[2] == 8, f"Wrong image height! Expected 8 but got {x.shape[2]}!")
+        return x
+
+
+def test_check_input_size_refuses_a_size_a_model_asserts_against() -> None:
+    """Before: the AssertionError escaped as a 40-line traceback (vit_b_16 at 64 px)."""
+    check_input_size(_SizeAsserting(), 8)
+    message = r"^vit does not run on 4x4 images \(Wrong image height! Expected 8 but got 4!\)"
+    with pytest.raises(ConfigError, match=message):
+        check_input_size(_SizeAsserting(), 4, name="vit")
+
+
 def test_count_params_exact_for_small_cnn() -> None:
     assert count_params(_small_cnn()) == 224 + 16 + 36
 

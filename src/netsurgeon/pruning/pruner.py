@@ -205,6 +205,12 @@ def _group_scores(
                         f"tensor with one score per filter ({filters})"
                     )
                 scores = scores.detach().float().cpu()
+                if not bool(scores.isfinite().all()):  # nan sorts anywhere: an arbitrary cut
+                    bad = int((~scores.isfinite()).sum())
+                    raise ConfigError(
+                        f"criterion returned {bad} non-finite score(s) (nan or inf) of "
+                        f"{filters} for layer '{name}'; scores must be finite numbers"
+                    )
                 cache[name] = scores / scores.abs().mean().clamp_min(_EPS)
             per_group.setdefault(group.id, []).append(cache[name][offset : offset + length])
     if reduce == "sum":

@@ -180,7 +180,8 @@ def check_runs(model: nn.Module, example_inputs: Any, *, failure: str) -> None:
     try:
         with kept_modes(model), torch.no_grad():
             model.eval()(*as_input_tuple(example_inputs))
-    except (RuntimeError, ValueError) as exc:  # too small for its pooling, wrong channels...
+    # Too small for its pooling, wrong channels, torchvision's torch._assert on the size...
+    except (RuntimeError, ValueError, AssertionError) as exc:
         raise ConfigError(
             f"{failure} ({first_line(exc)}); give an input size it accepts (--input-size)"
         ) from exc
