@@ -299,4 +299,6 @@ def _record(module: nn.Module, name: str, store: dict[str, torch.Tensor]) -> Any
         if mod is target():  # deep copies share this hook; only this module records
             store[name] = output
 
+    # What the pruner says when it keeps this module's channels (a hooked layer is kept).
+    hook.netsurgeon_reason = "is a distillation feature (its outputs are matched to the teacher's)"  # type: ignore[attr-defined]
     return module.register_forward_hook(hook)

@@ -109,14 +109,21 @@ def test_feature_distillation_in_prune_and_finetune(monkeypatch: pytest.MonkeyPa
     assert settings["distill_features"] == ["layer?.?"]
     assert settings["distill_feature_weight"] == 3.0
     assert not any(m._forward_hooks for m in result.model.modules())
-    # Features whose channels are pruned are refused with the shapes named.
+    # A hooked feature layer keeps its channels, so that its outputs still match the
+    # teacher's (before: a ConfigError naming the shapes, after the pruning).
     model = small_model()
-    with pytest.raises(ConfigError, match=r"'layer1\.0\.bn1' has shape"):
-        prune_and_finetune(
-            model, train, val, example_inputs=EXAMPLE, config=CONFIG, criterion="l1",
-            amount=0.5, prune_steps=1, finetune_steps=1, finetune_epochs=0,
-            ignore=_stream_norms(model), distill=True, distill_features=["layer1.0.bn1"],
-        )  # fmt: skip
+    result = prune_and_finetune(
+        model, train, val, example_inputs=EXAMPLE, config=CONFIG, criterion="l1",
+        amount=0.5, prune_steps=1, finetune_steps=1, finetune_epochs=0,
+        ignore=_stream_norms(model), distill=True, distill_features=["layer1.0.bn1"],
+    )  # fmt: skip
+    assert "layer1.0.conv1" not in result.to_dict()["channels"]
+    assert result.model.layer1[0].bn1.num_features == small_model().layer1[0].bn1.num_features
+    assert any(
+        "'layer1.0.bn1' is a distillation feature (its outputs are matched to the teacher's)"
+        in reason
+        for reason in result.to_dict()["skipped"]
+    )
     with pytest.raises(ConfigError, match=r"distill_features=\['layer1'\] need distill=True"):
         prune_and_finetune(
             small_model(), train, val, example_inputs=EXAMPLE, config=CONFIG,

@@ -1278,8 +1278,15 @@ def _kept_modules(model: nn.Module, ignore: Iterable[str]) -> dict[str, str]:
     for name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
             owners.setdefault(id(param), []).append((name, param_name))
-        if module._forward_hooks or module._forward_pre_hooks:
-            kept[name] = "has forward hooks, whose effect on its channels cannot be traced"
+        hooks = [*module._forward_hooks.values(), *module._forward_pre_hooks.values()]
+        if hooks:
+            # A hook may say why it is there (netsurgeon's distillation hooks do).
+            reasons = {getattr(hook, "netsurgeon_reason", None) for hook in hooks}
+            kept[name] = (
+                reasons.pop()
+                if len(reasons) == 1 and None not in reasons
+                else "has forward hooks, whose effect on its channels cannot be traced"
+            )
     for shared in owners.values():
         for name, param_name in shared if len(shared) > 1 else ():
             others = ", ".join(f"'{other}'" for other, _ in shared if other != name)
