@@ -174,6 +174,23 @@ def test_evaluate_matches_a_hand_computation_and_restores_mode() -> None:
     assert result["accuracy"] == pytest.approx(expected_acc)
 
 
+def test_evaluate_counts_a_nan_output_as_wrong() -> None:
+    """Before: argmax of an all-nan row is 0, so a diverged model scored the share of class 0
+    (0.333 here) as its accuracy."""
+
+    class Diverged(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(x.shape[0], 3)
+            out[1:] = float("nan")  # the first sample still has finite scores
+            return out
+
+    x = torch.zeros(6, 2)
+    loader = [(x, torch.tensor([0, 1, 2, 0, 1, 2]))]
+    result = evaluate(Diverged(), loader, device="cpu")
+    assert result["accuracy"] == pytest.approx(1 / 6)  # only the finite row, a tie won by 0
+    assert math.isnan(result["loss"])
+
+
 def test_evaluate_rejects_an_empty_loader() -> None:
     empty = DataLoader(TensorDataset(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.long)))
     with pytest.raises(ConfigError, match="no batches"):

@@ -616,7 +616,10 @@ def _compute_loss(
 
 def _correct(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if outputs.dim() == 2 and targets.dim() == 1 and not targets.is_floating_point():
-        return (outputs.argmax(dim=1) == targets).sum()
+        # A row with nan or inf is wrong: argmax of an all-nan row is 0, so a diverged model
+        # would score the share of class 0.
+        right = (outputs.argmax(dim=1) == targets) & outputs.isfinite().all(dim=1)
+        return right.sum()
     return outputs.new_full((), float("nan"))
 
 
