@@ -170,7 +170,7 @@ class DistillationLoss(nn.Module):
         self._teacher.clear()
 
     def feature_loss(self) -> torch.Tensor:
-        """Mean over the attached modules of ``||s - t||^2 / mean(t^2)`` for the last batch.
+        """Mean over the attached modules of ``mean((s - t)^2) / mean(t^2)`` for the last batch.
 
         Raises:
             ConfigError: :meth:`attach` was not called, a module did not run, or its output

@@ -188,7 +188,8 @@ class TrainConfig:
         optimizer: ``"sgd"`` (with ``momentum``), ``"adam"`` or ``"adamw"``.
         lr: Initial learning rate.
         momentum: SGD momentum; ignored by Adam(W).
-        weight_decay: L2 penalty (decoupled for AdamW).
+        weight_decay: L2 penalty (decoupled for AdamW), on every parameter, biases and
+            BatchNorm weights included.
         schedule: ``"none"``, ``"cosine"`` (annealed to 0 over the planned steps) or ``"step"``
             (multiplied by ``gamma`` every ``step_size`` epochs). The learning rate is
             updated after every optimizer step.
@@ -1017,9 +1018,11 @@ def fit(
 
     When ``config.max_steps`` ends the run inside an epoch, that partial epoch is validated,
     recorded and checkpointed as well, and a resume with a larger or no ``max_steps``
-    continues it at its next batch: ``max_steps=45`` and then a resume give the same weights
-    as one run of the full length. The continued pass loads and discards the batches already
-    trained (with the RNG states of the original pass, so that their random draws repeat),
+    continues it at its next batch (except under a ``"cosine"`` schedule, whose horizon
+    ``max_steps`` set, so a resume must give the same ``max_steps``): ``max_steps=45`` and
+    then a resume give the same weights as one run of the full length. The continued pass
+    loads and discards the batches already trained (with the RNG states of the original pass,
+    so that their random draws repeat),
     which needs a batch order that depends on the seed and the epoch only: an in-order loader,
     a sampler with ``set_epoch`` (``DistributedSampler``, netsurgeon's samplers), or
     ``shuffle=True`` drawing from the global RNG. A sampler or loader with a generator of its
@@ -1423,7 +1426,7 @@ def finetune_steps(
         callbacks: ``on_fit_start``, ``on_batch_end`` and ``on_fit_end`` are called.
         loss_fn: Defaults to cross-entropy.
         lr: ``"schedule"`` restarts ``config.schedule`` and anneals it over these ``steps``
-            (a ``"cosine"`` one reaches 0 at the last step); ``"constant"`` keeps
+            (a ``"cosine"`` one reaches 0 after the last step); ``"constant"`` keeps
             ``config.lr`` throughout, as Molchanov et al. 2017 fine-tune between slices.
 
     Raises:

@@ -93,10 +93,10 @@ def build_transforms(*, train: bool, input_size: int = 224, small: bool | None =
     Args:
         train: Augmenting training transforms, or deterministic evaluation ones.
         input_size: Side of the square tensor the model receives.
-        small: CIFAR-style transforms for small images (resize, pad-4 random crop, flip)
-            instead of ImageNet-style ones (RandomResizedCrop and flip for training; resize to
-            ``input_size * 256 / 224`` and centre crop for evaluation). ``None`` picks small
-            when ``input_size <= 64``.
+        small: CIFAR-style transforms for small images (resize, random crop after padding
+            by ``input_size // 8``, which is 4 at 32 px, and flip) instead of ImageNet-style
+            ones (RandomResizedCrop and flip for training; resize to ``input_size * 256 / 224``
+            and centre crop for evaluation). ``None`` picks small when ``input_size <= 64``.
 
     Returns:
         A callable from a PIL image to a normalised ``3 x input_size x input_size`` tensor.

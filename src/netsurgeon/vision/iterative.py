@@ -1257,7 +1257,8 @@ def add_training_arguments(
         "--seed",
         type=int,
         default=0,
-        help="random seed (default: 0); under torchrun each process adds its rank",
+        help="random seed: training and the --val-fraction split, so seeds also validate on "
+        "different images (default: 0); under torchrun each process adds its rank",
     )
     _add(group, "--amp", action="store_true", help="float16 mixed precision (CUDA only)")
     _add(
