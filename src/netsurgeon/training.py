@@ -1022,10 +1022,10 @@ def fit(
     ``max_steps`` set, so a resume must give the same ``max_steps``): ``max_steps=45`` and
     then a resume give the same weights as one run of the full length. The continued pass
     loads and discards the batches already trained (with the RNG states of the original pass,
-    so that their random draws repeat),
-    which needs a batch order that depends on the seed and the epoch only: an in-order loader,
-    a sampler with ``set_epoch`` (``DistributedSampler``, netsurgeon's samplers), or
-    ``shuffle=True`` drawing from the global RNG. A sampler or loader with a generator of its
+    so that their random draws repeat), which needs a batch order that depends on the seed
+    and the epoch only: an in-order loader, a sampler with ``set_epoch``
+    (``DistributedSampler``, netsurgeon's samplers), or ``shuffle=True`` drawing from the
+    global RNG. A sampler or loader with a generator of its
     own (``DataLoader(generator=g)``) is not checkpointed and may give another order.
 
     Args:
