@@ -110,7 +110,7 @@ def cpu_config(**kwargs) -> TrainConfig:
         ({"device": "cuda:x"}, "device='cuda:x'"),
         ({"amp": True, "device": "cpu"}, "amp=True"),
         ({"amp": "yes"}, "amp='yes'"),
-        ({"grad_clip": 0.0}, "grad_clip=0.0 is not allowed"),  # no option: no flag
+        ({"grad_clip": 0.0}, "grad_clip=0.0 (--grad-clip) is not allowed"),
         ({"max_steps": 0}, "max_steps=0"),
         ({"max_steps": True}, "max_steps=True"),
         ({"progress": "auto"}, "progress='auto'"),

@@ -150,6 +150,7 @@ _FLAGS = {
     "lr": "--lr",
     "momentum": "--momentum",
     "weight_decay": "--weight-decay",
+    "grad_clip": "--grad-clip",
     "step_size": "--step-size",
     "gamma": "--gamma",
     "epochs": "--epochs",

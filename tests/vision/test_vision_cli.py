@@ -401,3 +401,22 @@ def test_sigterm_to_the_process_group_with_loader_workers_is_one_line(tmp_path: 
         "to continue"
     )
     load_checkpoint(checkpoint)  # intact
+
+
+def test_grad_clip_reaches_the_training_config() -> None:
+    """Before: gradient clipping was Python-only (TrainConfig(grad_clip=...))."""
+    from netsurgeon.cli import build_parser
+    from netsurgeon.vision.experiments_cli import _sweep_config
+    from netsurgeon.vision.iterative import train_config_from_args
+
+    parser = build_parser()
+    for command in (["finetune", "resnet18"], ["prune", "resnet18", "--amount", "0.5"]):
+        base = [*command, "--data", "d", "--out", "o.pt"]
+        args = parser.parse_args([*base, "--grad-clip", "1.5"])
+        assert train_config_from_args(args, epochs=1).grad_clip == 1.5
+        assert train_config_from_args(parser.parse_args(base), epochs=1).grad_clip is None
+    args = parser.parse_args(["sweep", "resnet18", "--data", "d", "--out", "o", "--grad-clip", "2"])
+    config = _sweep_config(args, criteria=("l1",), levels=(0.5,), info={})
+    assert config.train.grad_clip == 2.0
+    with pytest.raises(ConfigError, match=r"^grad_clip=-1\.0 \(--grad-clip\) is not allowed"):
+        train_config_from_args(parser.parse_args([*base, "--grad-clip", "-1"]), epochs=1)

@@ -110,6 +110,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--weight-decay", type=float, default=0.0, help="weight decay (default: %(default)s)"
     )
     train.add_argument(
+        "--grad-clip",
+        type=float,
+        default=None,
+        metavar="NORM",
+        help="clip the global gradient norm to NORM (default: no clipping)",
+    )
+    train.add_argument(
         "--schedule",
         choices=("none", "cosine", "step"),
         default="none",
@@ -277,7 +284,8 @@ def _sweep_config(
 
     train = TrainConfig(
         optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-        weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
+        weight_decay=args.weight_decay, grad_clip=args.grad_clip, schedule=args.schedule,
+        seed=args.seed,
         device=args.device, amp=args.amp, channels_last=args.channels_last,
         compile=args.compile, progress=False if args.no_progress else None,
     )  # fmt: skip

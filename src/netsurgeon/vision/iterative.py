@@ -1238,6 +1238,14 @@ def add_training_arguments(
     _add(group, "--weight-decay", type=float, default=0.0, help="weight decay (default: 0)")
     _add(
         group,
+        "--grad-clip",
+        type=float,
+        default=None,
+        metavar="NORM",
+        help="clip the global gradient norm to NORM (default: no clipping)",
+    )
+    _add(
+        group,
         "--schedule",
         default="none",
         choices=("none", "cosine", "step"),
@@ -1328,6 +1336,7 @@ def train_config_from_args(args: argparse.Namespace, *, epochs: int) -> TrainCon
         lr=args.lr,
         momentum=args.momentum,
         weight_decay=args.weight_decay,
+        grad_clip=getattr(args, "grad_clip", None),
         schedule=args.schedule,
         step_size=args.step_size,
         gamma=args.gamma,
