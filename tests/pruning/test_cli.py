@@ -422,3 +422,27 @@ def test_prune_with_data_refuses_latency_options(tmp_path: Path, extra: list[str
     # The fine-tuning batch size is named only where it was likely meant.
     assert ("--train-batch-size" in stderr) == (extra[0] == "--batch-size")
     assert not out.exists()
+
+
+def test_prune_amounts_per_layer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "model.pt"
+    argv = ["prune", "cifar_resnet20", "--weights", "none", "--amount", "0.5", "--json",
+            "--amounts", "layer3=0.75,layer1.?.conv1=0"]  # fmt: skip
+    status, stdout, err = _run([*argv, "--out", str(out), *FAST])
+    assert status == 0, err
+    report = json.loads(stdout)
+    assert report["amounts"] == {"layer3": 0.75, "layer1.?.conv1": 0.0}
+    channels = report["channels"]
+    assert channels["layer3.0.conv1"] == [64, 16] and channels["layer2.0.conv1"] == [32, 16]
+    assert not any(name.startswith("layer1.") and name.endswith("conv1") for name in channels)
+    for bad, message in [
+        ("layer3", "argument --amounts: expected comma-separated NAME=FRACTION entries, got "
+                   "'layer3' in 'layer3'"),
+        ("layer3=x", "got 'layer3=x'"),
+    ]:  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main([*PRUNE, "--amount", "0.5", "--amounts", bad, "--out", str(out)])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    status, _, err = _run([*PRUNE, "--amount", "0.5", "--amounts", "layer3=0.5", "--data",
+                           str(tmp_path), "--out", str(out)])  # fmt: skip
+    assert status == 2 and "--amounts works for the one-shot prune only, not with --data" in err

@@ -777,3 +777,43 @@ def test_wrapped_models_are_refused_with_what_to_prune_instead() -> None:
     with pytest.raises(TraceError, match=r"compiled with torch.compile: prune the original "
                                          r"model \(model._orig_mod\)"):  # fmt: skip
         prune(torch.compile(_Chain()), X, amount=0.5)
+
+
+def test_per_layer_amounts_replace_amount_where_they_match() -> None:
+    """Torch-Pruning's pruning_ratio_dict: before, amount={...} was refused as not a number."""
+    model = _Chain()
+    result = prune(
+        model, X, amount=0.5, criterion="l1",
+        amounts={"a": 0.25, "[ab]": 0.75, "head": 0.0},  # the first match wins: a takes 0.25
+    )  # fmt: skip
+    assert result.channels == {"stem": (8, 4), "a": (8, 6), "b": (8, 2)}
+    assert model.head.out_channels == 8 and model.fc.in_features == 8
+    container = nn.Sequential(_Chain())  # a container covers the layers inside it
+    result = prune(container, X, amount=0.5, amounts={"0": 0.25})
+    assert {name: sizes[1] for name, sizes in result.channels.items()} == {
+        "0.stem": 6, "0.a": 6, "0.b": 6, "0.head": 6,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"amount": 0.5, "amounts": {"a": 1.0}}, r"amounts\['a'\] must be a number in \[0, 1\)"),
+        ({"amount": 0.5, "amounts": {"a": "0.2"}}, r"amounts\['a'\] must be a number"),
+        (
+            {"amount": 0.5, "amounts": {"haed": 0.2}},
+            r"amounts \(--amounts\): the model has no "
+            r"module named 'haed'; did you mean 'head'",
+        ),
+        ({"amount": 0.5, "amounts": {"x*": 0.2}}, r"the pattern 'x\*' matches no module"),
+        ({"amount": 0.5, "amounts": [("a", 0.2)]}, r"amounts must be a mapping"),
+        ({"target_macs": 0.5, "amounts": {"a": 0.2}}, r"need amount= and scope=\"layer\""),
+        ({"amount": 0.5, "scope": "global", "amounts": {"a": 0.2}}, r"got amount=0.5, scope="),
+    ],
+)
+def test_bad_per_layer_amounts_are_refused(kwargs: dict, message: str) -> None:
+    model = _Chain()
+    snapshot = _snapshot(model)
+    with pytest.raises(ConfigError, match=message):
+        prune(model, X, **kwargs)
+    _assert_unchanged(model, snapshot)

@@ -108,6 +108,15 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
         "a CIFAR ResNet's residual streams",
     )
     parser.add_argument(
+        "--amounts",
+        type=_amounts,
+        default=None,
+        metavar="NAME=F,...",
+        help="per-layer shares of filters to remove that replace --amount (with --scope "
+        "layer, without --data), e.g. 'layer4=0.7,layer1.?.conv1=0': module names or patterns, "
+        "the first that covers a layer wins",
+    )
+    parser.add_argument(
         "--min-channels",
         type=int,
         default=1,
@@ -163,11 +172,32 @@ def _names(text: str) -> list[str]:
     return names
 
 
+def _amounts(text: str) -> dict[str, float]:
+    """``--amounts``' ``name=fraction`` entries, in order."""
+    out: dict[str, float] = {}
+    for entry in text.split(","):
+        name, sep, value = entry.partition("=")
+        try:
+            share = float(value)
+        except ValueError:
+            share = None
+        if not sep or not name.strip() or share is None:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated NAME=FRACTION entries, got {entry!r} in {text!r}"
+            )
+        out[name.strip()] = share
+    return out
+
+
 def run_prune(args: argparse.Namespace) -> int:
     """Carry out ``netsurgeon prune``; returns the exit status."""
     if getattr(args, "data", None) is not None:
         from netsurgeon.vision.iterative import run_iterative_from_args
 
+        if args.amounts is not None:
+            raise ConfigError(
+                "--amounts works for the one-shot prune only, not with --data; drop one of them"
+            )
         _refuse_latency_options(args)
         _check_positive("--min-channels", args.min_channels)
         _check_positive("--round-to", args.round_to)
@@ -217,6 +247,7 @@ def run_prune(args: argparse.Namespace) -> int:
         ignore=args.ignore,
         min_channels=args.min_channels,
         round_to=args.round_to,
+        amounts=args.amounts,
     )
     prune_seconds = time.perf_counter() - start
     _progress("measuring the pruned model")
@@ -232,6 +263,7 @@ def run_prune(args: argparse.Namespace) -> int:
         "num_classes": args.num_classes,
         "input_size": args.input_size,
         "ignore": args.ignore,
+        "amounts": args.amounts,
         "min_channels": args.min_channels,
         "round_to": args.round_to,
         "seed": args.seed,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any
@@ -124,7 +124,11 @@ def _check_positive_int(name: str, value: Any) -> int:
     return value
 
 
-def _resolve_ignore(model: nn.Module, ignore: Iterable[str | nn.Module] | None) -> set[str]:
+def _resolve_ignore(
+    model: nn.Module,
+    ignore: Iterable[str | nn.Module] | None,
+    what: str = "ignore (--ignore)",
+) -> set[str]:
     if ignore is None:
         return set()
     if isinstance(ignore, (str, nn.Module)):
@@ -135,23 +139,53 @@ def _resolve_ignore(model: nn.Module, ignore: Iterable[str | nn.Module] | None) 
     for item in ignore:
         if isinstance(item, nn.Module):
             if id(item) not in by_module:
-                raise ConfigError(f"ignore: module {type(item).__name__} is not part of the model")
+                raise ConfigError(f"{what}: module {type(item).__name__} is not part of the model")
             item = by_module[id(item)]
         if isinstance(item, str) and item not in names and any(c in item for c in "*?["):
             matched = [n for n in names if n and fnmatch.fnmatchcase(n, item)]
             if not matched:
-                raise ConfigError(
-                    f"ignore (--ignore): the pattern {item!r} matches no module of the model"
-                )
+                raise ConfigError(f"{what}: the pattern {item!r} matches no module of the model")
         elif not isinstance(item, str) or item not in names:
             close = difflib.get_close_matches(str(item), [n for n in names if n], n=3)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise ConfigError(f"ignore (--ignore): the model has no module named {item!r}{hint}")
+            raise ConfigError(f"{what}: the model has no module named {item!r}{hint}")
         else:
             matched = [item]
         for name in matched:
             prefix = f"{name}." if name else ""
             resolved.update(n for n in names if n == name or n.startswith(prefix))
+    return resolved
+
+
+Amounts = list[tuple[frozenset[str], float]]
+
+
+def _resolve_amounts(
+    model: nn.Module, amounts: Mapping[str, float] | None, amount: float | None, scope: str
+) -> Amounts | None:
+    """``amounts``' entries as (module names they cover, fraction), in the given order."""
+    if amounts is None:
+        return None
+    if not isinstance(amounts, Mapping):
+        raise ConfigError(
+            f"amounts must be a mapping of module names to fractions, got {amounts!r}"
+        )
+    if amount is None or scope != "layer":
+        raise ConfigError(
+            'amounts (per-layer fractions) need amount= and scope="layer" (--amount and '
+            f"--scope layer); got amount={amount!r}, scope={scope!r}"
+        )
+    resolved: Amounts = []
+    for key, value in amounts.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"amounts: keys must be module names or patterns, got {key!r}")
+        if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value < 1:
+            raise ConfigError(
+                f"amounts[{key!r}] must be a number in [0, 1) (the share of that layer's "
+                f"filters to remove), got {value!r}"
+            )
+        names = _resolve_ignore(model, [key], what="amounts (--amounts)")
+        resolved.append((frozenset(names), float(value)))
     return resolved
 
 
@@ -280,11 +314,13 @@ def _plan(
     min_channels: int,
     round_to: int,
     sizes: dict[int, int] | None = None,
+    amounts: Amounts | None = None,
 ) -> dict[int, torch.Tensor]:
     """Indices each group keeps; groups that keep everything are left out.
 
     With ``scope="layer"`` a group keeps what ``amount`` leaves of its size in ``sizes`` (its
-    size before a schedule's first slice; default: now), and never more than it holds.
+    size before a schedule's first slice; default: now), and never more than it holds; the
+    first entry of ``amounts`` that covers one of its layers replaces ``amount``.
     """
     groups = {g.id: g for g in graph.prunable_groups() if g.id in scores}
     n_keep: dict[int, int] = {}
@@ -292,8 +328,11 @@ def _plan(
         assert amount is not None
         for gid, group in groups.items():
             size = group.size if sizes is None else sizes.get(gid, group.size)
+            share = next(
+                (a for names, a in amounts or () if not names.isdisjoint(group.sources)), amount
+            )
             # The epsilon keeps float error (0.5 * 16 computed as 7.999...) from losing a filter.
-            n_prune = math.floor(amount * size + 1e-9)
+            n_prune = math.floor(share * size + 1e-9)
             least = max(min_channels, group.min_size)
             bounded = _bounded_keep(size - n_prune, size, group.divisor, least, round_to)
             n_keep[gid] = min(bounded, group.size)
@@ -433,6 +472,7 @@ def _prune_once(
     round_to: int,
     filters_left: int | None = None,
     start_sizes: dict[str, int] | None = None,
+    amounts: Amounts | None = None,
 ) -> PruneResult:
     graph = trace_graph(model, example_inputs, ignore=ignore)
     if filters_left is not None:  # a global schedule's goal: remove down to this many filters
@@ -463,7 +503,7 @@ def _prune_once(
         if note:
             skipped.append(note)
     else:
-        keep = _plan(graph, scores, amount=amount, num_filters=num_filters, **plan)
+        keep = _plan(graph, scores, amount=amount, num_filters=num_filters, amounts=amounts, **plan)
     # Every layer whose outputs can shrink: producers, and depthwise convolutions pruned along.
     sizes = {name: graph.source_module(name) for name in graph.source_names}
     sizes.update(
@@ -554,6 +594,7 @@ def prune(
     loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
     min_channels: int = 1,
     round_to: int = 1,
+    amounts: Mapping[str, float] | None = None,
 ) -> PruneResult:
     """Physically remove convolution filters (and linear units) from ``model``, in place.
 
@@ -582,6 +623,11 @@ def prune(
         loss_fn: ``loss_fn(outputs, targets)``, needed by ``taylor``.
         min_channels: Fewest channels any layer keeps.
         round_to: Kept channel counts are multiples of this (where the layer is big enough).
+        amounts: Per-layer fractions that replace ``amount`` (with ``scope="layer"``), as
+            Torch-Pruning's ``pruning_ratio_dict``: module names or ``fnmatch`` patterns (a
+            container covers the layers inside it) to the share of filters to remove, in
+            [0, 1). A channel group takes the first entry that covers one of its layers, so
+            a residual stream takes the entry of any layer that writes to it.
 
     Returns:
         Parameters and MACs before and after, skipped reasons, and per-layer channel counts.
@@ -601,10 +647,11 @@ def prune(
     round_to = _check_positive_int("round_to", round_to)
     _check_example_inputs(example_inputs)
     ignored = _resolve_ignore(model, ignore)
+    per_layer = _resolve_amounts(model, amounts, amount, scope)
     return _prune_once(
         model, example_inputs, amount=amount, target_macs=target_macs, num_filters=None,
         criterion=crit, scope=scope, ignore=ignored, data=data, loss_fn=loss_fn,
-        min_channels=min_channels, round_to=round_to,
+        min_channels=min_channels, round_to=round_to, amounts=per_layer,
     )  # fmt: skip
 
 
