@@ -639,18 +639,14 @@ def train(
             disable=progress_disabled(),
         )
         for batch_indices in bar:
-            batch_sentences = [train_encoded[i] for i in batch_indices]
-            if config.oov_dropout:
-                batch_sentences = [
-                    _with_pseudo_oov(
-                        train_encoded[i],
-                        train_data.tokens[i],
-                        encoder,
-                        config.oov_dropout,
-                        pseudo_rng,
-                    )
-                    for i in batch_indices
-                ]
+            batch_sentences = [
+                _with_pseudo_oov(
+                    train_encoded[i], train_data.tokens[i], encoder, config.oov_dropout, pseudo_rng
+                )
+                if config.oov_dropout
+                else train_encoded[i]
+                for i in batch_indices
+            ]
             batch = SentenceBatch.collate(batch_sentences).to(device)
             output = tagger(batch)
             assert batch.tags is not None

@@ -21,6 +21,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.nn.utils import parametrize
+from torch.nn.utils import prune as torch_prune
+from torch.nn.utils.weight_norm import WeightNorm
 
 from netsurgeon.errors import TraceError, first_line
 from netsurgeon.modes import kept_modes
@@ -1227,22 +1230,30 @@ def _describe(n: fx.Node) -> str:
     return f"`{prefix}{target}` (node {n.name})"
 
 
+def wrapped_model(model: nn.Module) -> tuple[nn.Module, str] | None:
+    """The model inside a ``DataParallel`` or ``DistributedDataParallel`` (``"module"``) or
+    ``torch.compile`` (``"_orig_mod"``) wrapper, with that attribute; None for a plain model."""
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return model.module, "module"
+    inner = getattr(model, "_orig_mod", None)
+    if type(model).__name__ == "OptimizedModule" and isinstance(inner, nn.Module):
+        return inner, "_orig_mod"
+    return None
+
+
 def _check_prunable(model: nn.Module) -> None:
     """Refuse wrappers and modules whose parameters netsurgeon cannot cut, saying what to do."""
-    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+    wrapped = wrapped_model(model)
+    if wrapped is not None and wrapped[1] == "module":
         raise TraceError(
             f"the model is wrapped in {type(model).__name__}: prune the model inside "
             "(model.module), then wrap it again"
         )
-    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+    if wrapped is not None:
         raise TraceError(
             "the model was compiled with torch.compile: prune the original model "
             "(model._orig_mod), then compile the pruned one"
         )
-    from torch.nn.utils import parametrize
-    from torch.nn.utils import prune as torch_prune
-    from torch.nn.utils.weight_norm import WeightNorm
-
     for name, module in model.named_modules():
         label = f"'{name}'" if name else "the model"
         if parametrize.is_parametrized(module):

@@ -32,6 +32,7 @@ from torch import nn
 
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import atomic_torch_save, check_file_target
+from netsurgeon.pruning.graph import wrapped_model
 
 __all__ = [
     "FORMAT",
@@ -233,20 +234,6 @@ def _conversion_hint(value: Any, *, allow_tensors: bool) -> str:
     return ""
 
 
-def _unwrapped(model: nn.Module) -> nn.Module:
-    """The model inside ``DataParallel``, ``DistributedDataParallel`` and ``torch.compile``
-    wrappers (whose state-dict keys carry a ``module.`` or ``_orig_mod.`` prefix)."""
-    while True:
-        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        elif type(model).__name__ == "OptimizedModule" and isinstance(
-            getattr(model, "_orig_mod", None), nn.Module
-        ):
-            model = model._orig_mod
-        else:
-            return model
-
-
 def _resolve_arch(
     model: nn.Module, arch: str | None, arch_kwargs: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -331,7 +318,9 @@ def save(
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"save needs an nn.Module, got {type(model).__name__}")
-    model = _unwrapped(model)
+    # A wrapper's state-dict keys carry a "module." or "_orig_mod." prefix: save what it wraps.
+    while (wrapped := wrapped_model(model)) is not None:
+        model = wrapped[0]
     path = check_file_target(path, "the checkpoint path")
     if extra is not None and not isinstance(extra, dict):
         raise ConfigError(f"extra must be a dict, got {extra!r}")

@@ -194,13 +194,12 @@ def check_input_size(model: nn.Module, input_size: int, *, name: str | None = No
     Raises:
         ConfigError: the model fails on such an image; the message names ``--input-size``.
     """
-    weight = next(model.parameters(), None)
     image = torch.zeros(
         1,
         3,
         input_size,
         input_size,
-        device=weight.device if weight is not None else None,
+        device=resolve_device(None, model),
         dtype=float_dtype(model),
     )
     failure = f"{name or type(model).__name__} does not run on {input_size}x{input_size} images"
