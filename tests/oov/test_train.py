@@ -193,6 +193,55 @@ def test_resume_continues_to_the_same_weights(
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
+def _same_weights(a: Path, b: Path) -> None:
+    first = torch.load(a / "model.pt", weights_only=True)
+    second = torch.load(b / "model.pt", weights_only=True)
+    assert first.keys() == second.keys()
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0)
+
+
+def test_resume_with_more_epochs_ends_as_a_longer_run(
+    synthetic: SyntheticTask, tmp_path: Path
+) -> None:
+    config = _config(synthetic, method="mimick", epochs=3, pretrain_epochs=1)
+    full = train(config, train_file=synthetic.train, dev_file=synthetic.dev, out=tmp_path / "a")
+    short = dataclasses.replace(config, epochs=1)
+    train(short, train_file=synthetic.train, dev_file=synthetic.dev, out=tmp_path / "b")
+    resumed = train(
+        config, train_file=synthetic.train, dev_file=synthetic.dev, out=tmp_path / "b", resume=True
+    )
+    assert [h["epoch"] for h in resumed.metrics["history"]] == [1, 2, 3]
+    assert _untimed(resumed.metrics["history"]) == _untimed(full.metrics["history"])
+    _same_weights(tmp_path / "a", tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["epochs"] == 3
+    shorter = dataclasses.replace(config, epochs=2)
+    with pytest.raises(ConfigError, match=r"epochs=2 \(--epochs\), the run has already trained 3"):
+        train(shorter, train_file=synthetic.train, dev_file=synthetic.dev, out=tmp_path / "b",
+              resume=True)  # fmt: skip
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["epochs"] == 3
+
+
+def test_resume_with_more_patience_continues_a_run_stopped_early(
+    synthetic: SyntheticTask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A flat dev score: the first epoch is the best, every later one a bad epoch.
+    monkeypatch.setattr(train_module, "headline", lambda task, metrics: 0.0)
+    config = _config(synthetic, method="random", epochs=6, patience=2)
+    full = train(config, train_file=synthetic.train, dev_file=synthetic.dev, out=tmp_path / "a")
+    assert len(full.metrics["history"]) == 3
+    impatient = dataclasses.replace(config, patience=1)
+    stopped = train(
+        impatient, train_file=synthetic.train, dev_file=synthetic.dev, out=tmp_path / "b"
+    )
+    assert len(stopped.metrics["history"]) == 2
+    resumed = train(
+        config, train_file=synthetic.train, dev_file=synthetic.dev, out=tmp_path / "b", resume=True
+    )
+    assert _untimed(resumed.metrics["history"]) == _untimed(full.metrics["history"])
+    _same_weights(tmp_path / "a", tmp_path / "b")
+
+
 def test_pseudo_oov_occurrences_are_those_of_real_oov_tokens(synthetic: SyntheticTask) -> None:
     run = load_run(_trained_once(synthetic))
     tokens = ["mr", "zorple", "said", "the", "city"]  # "zorple" is OOV

@@ -224,7 +224,11 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="use only the first N training sentences (default: all)",
     )
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run (--epochs and --patience may grow)",
+    )
     _add_device_option(parser)
 
 

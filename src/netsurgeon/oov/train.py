@@ -355,10 +355,17 @@ def _same_file(saved: Any, now: Any) -> bool:
     return Path(saved).resolve() == Path(now).resolve()
 
 
+# Settings a resume may change: each epoch's batches and draws depend on the seed and the
+# epoch's number only, and the learning rates are constant, so a run resumed with more epochs
+# or more patience ends as one started with them.
+RESUMABLE_CHANGES = ("epochs", "patience")
+
+
 def check_run_folder(out: Path, config: TrainConfig, resume: bool) -> bool:
     """Whether to resume from ``out``; refuses to overwrite another run.
 
     ``config`` must hold its embeddings as :func:`train` stores them (an absolute path).
+    ``epochs`` and ``patience`` may differ from the run's (:data:`RESUMABLE_CHANGES`).
 
     Raises:
         ConfigError: ``out`` holds a run and ``resume`` is false, or it holds a run of
@@ -380,6 +387,8 @@ def check_run_folder(out: Path, config: TrainConfig, resume: bool) -> bool:
     now = config.to_json()
     if _same_file(saved["embeddings"], now["embeddings"]):
         saved["embeddings"] = now["embeddings"]
+    for key in RESUMABLE_CHANGES:
+        saved[key] = now[key]
     if saved != now:
         changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         listed = "; ".join(_describe_changes([(k, saved.get(k), now.get(k)) for k in changed]))
@@ -550,10 +559,24 @@ def train(
             if device.type == "cuda" and "cuda_rng" in checkpoint:
                 torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
             state.update(checkpoint["state"])
+            # A run stopped early continues when resumed with more patience.
+            state["done"] = state["bad_epochs"] >= config.patience
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(
                 f"{out / CHECKPOINT_FILE}: cannot resume from it ({exc})"
             ) from None
+        if config.epochs < state["epoch"]:
+            raise ConfigError(
+                f"{out}: cannot resume with epochs={config.epochs} (--epochs), the run has "
+                f"already trained {state['epoch']}; pass at least that many"
+            )
+        # Record a grown epochs or patience; the rest stays as the run wrote it.
+        saved = read_json(out / CONFIG_FILE, "configuration")
+        grown = {
+            k: getattr(config, k) for k in RESUMABLE_CHANGES if saved.get(k) != getattr(config, k)
+        }
+        if grown:
+            atomic_write_json(out / CONFIG_FILE, {**saved, **grown})
         if state["done"] or state["epoch"] >= config.epochs:
             stop = "early stopping" if state["done"] else f"epochs={config.epochs}"
             log.info(
