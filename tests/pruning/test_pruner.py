@@ -105,8 +105,82 @@ class Untraceable(nn.Module):
 def test_untraceable_model_names_the_module() -> None:
     model = Untraceable()
     snapshot = _snapshot(model)
-    with pytest.raises(TraceError, match=r"module 'gate' \(Gate\) failed.*Prune a traceable"):
+    with pytest.raises(
+        TraceError, match=r"module 'gate' \(Gate\) failed.*Pass leaf_modules=\['gate'\]"
+    ):
         prune(model, X, amount=0.5)
+    _assert_unchanged(model, snapshot)
+
+
+class GatedConv(nn.Module):
+    """A conv whose sign flip depends on the data: torch.fx cannot trace it."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y if y.mean() > 0 else -y
+
+
+class WithLeaf(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.gated = GatedConv(8)
+        self.conv3 = nn.Conv2d(8, 16, 3, padding=1)
+        self.conv4 = nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.gated(F.relu(self.conv2(F.relu(self.conv1(x)))))
+        x = F.relu(self.conv4(F.relu(self.conv3(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("leaf", ["gated", "gat*", GatedConv, "module"])
+def test_leaf_modules_are_called_whole_and_keep_their_channels(leaf: Any) -> None:
+    torch.manual_seed(0)
+    model = WithLeaf()
+    if leaf == "module":
+        leaf = model.gated
+    with pytest.raises(TraceError, match="leaf_modules"):
+        prune(model, X, amount=0.5)
+    inner = {k: v.clone() for k, v in model.gated.state_dict().items()}
+    result = prune(model, X, amount=0.5, leaf_modules=[leaf])
+    # conv1 feeds conv2 only; conv2 feeds the leaf, and the leaf conv3: those stay.
+    assert result.channels == {"conv1": (8, 4), "conv3": (16, 8), "conv4": (16, 8)}
+    assert (model.conv2.out_channels, model.conv3.in_channels) == (8, 8)
+    assert model.fc.in_features == 8 and model(X).shape == (1, 10)
+    for key, value in model.gated.state_dict().items():
+        assert torch.equal(value, inner[key]), key
+    assert any("module 'gated': it is kept whole (leaf_modules)" in r for r in result.skipped)
+
+
+def test_pruner_takes_leaf_modules() -> None:
+    model = WithLeaf()
+    pruner = Pruner(model, X, amount=0.5, steps=2, criterion="l1", scope="layer",
+                    leaf_modules=[GatedConv])  # fmt: skip
+    result = pruner.run()
+    assert result.channels["conv3"] == (16, 8) and "conv2" not in result.channels
+    assert model(X).shape == (1, 10)
+
+
+@pytest.mark.parametrize(
+    ("leaf", "message"),
+    [
+        ("gatd", "leaf_modules: the model has no module named 'gatd'; did you mean 'gated'"),
+        (nn.LSTM, "leaf_modules: the model has no module of type LSTM"),
+        ("", "leaf_modules: the model itself cannot be a leaf"),
+    ],
+)
+def test_bad_leaf_modules_are_refused(leaf: Any, message: str) -> None:
+    model = WithLeaf()
+    snapshot = _snapshot(model)
+    with pytest.raises(ConfigError, match=message):
+        prune(model, X, amount=0.5, leaf_modules=[leaf])
     _assert_unchanged(model, snapshot)
 
 

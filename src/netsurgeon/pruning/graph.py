@@ -402,11 +402,18 @@ class PruningGraph:
 
 
 class _Tracer(fx.Tracer):
-    """An fx tracer that remembers which submodule it is inside, for error messages."""
+    """An fx tracer that remembers which submodule it is inside, for error messages, and
+    records the modules named in ``leaves`` as single calls instead of tracing into them."""
 
-    def __init__(self) -> None:
+    def __init__(self, leaves: Iterable[str] = ()) -> None:
         super().__init__()
         self.stack: list[str] = []
+        self.leaves = frozenset(leaves)
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return module_qualified_name in self.leaves or super().is_leaf_module(
+            m, module_qualified_name
+        )
 
     def call_module(
         self,
@@ -425,9 +432,11 @@ def _graph_module(model: nn.Module, graph: fx.Graph) -> fx.GraphModule:
     return fx.GraphModule(model, graph, type(model).__name__)
 
 
-def _trace(model: nn.Module) -> fx.Graph:
-    """``model``'s fx graph; :func:`_graph_module` compiles it, which costs more than tracing."""
-    tracer = _Tracer()
+def _trace(model: nn.Module, leaves: Iterable[str] = ()) -> fx.Graph:
+    """``model``'s fx graph; :func:`_graph_module` compiles it, which costs more than tracing.
+
+    The modules named in ``leaves`` appear as single calls, not traced into."""
+    tracer = _Tracer(leaves)
     try:
         graph = tracer.trace(model)
     except Exception as exc:
@@ -439,9 +448,14 @@ def _trace(model: nn.Module) -> fx.Graph:
         )
         raise TraceError(
             f"cannot trace {type(model).__name__} with torch.fx: {place} failed "
-            f"({type(exc).__name__}: {first_line(exc)}). Prune a traceable sub-module instead "
-            f"(for example model.{where or 'features'}), or make that forward free of "
-            "data-dependent control flow."
+            f"({type(exc).__name__}: {first_line(exc)}). "
+            + (
+                f"Pass leaf_modules=['{where}'] to keep that module whole (not traced into), "
+                if where
+                else ""
+            )
+            + f"prune a traceable sub-module instead (for example model.{where or 'features'}), "
+            "or make that forward free of data-dependent control flow."
         ) from None
     return graph
 
@@ -473,11 +487,16 @@ class _Analyzer(fx.Interpreter):
     """Runs the traced graph and derives each tensor's :class:`Channels`."""
 
     def __init__(
-        self, gm: fx.GraphModule, kept: dict[str, str], shared: _Analyzer | None = None
+        self,
+        gm: fx.GraphModule,
+        kept: dict[str, str],
+        shared: _Analyzer | None = None,
+        leaves: Iterable[str] = (),
     ) -> None:
         super().__init__(gm)
         self.modules = dict(gm.named_modules())
         self.kept = kept  # module name -> why its parameters must not change
+        self.leaves = frozenset(leaves)  # modules called whole (leaf_modules), not traced into
         self.info: dict[fx.Node, Any] = {}
         self.shapes: dict[fx.Node, Any] = {}
         # A second trace (the model's other train/eval mode) adds its constraints to the first.
@@ -704,6 +723,8 @@ class _Analyzer(fx.Interpreter):
     def _visit_module(self, n: fx.Node, module: nn.Module, result: Any) -> Any:
         name = str(n.target)
         info, shape = self._in(n)
+        if name in self.leaves:
+            raise _Unsupported("it is kept whole (leaf_modules), its inside is not traced")
         if name in self.kept:
             self._block(info, f"'{name}' {self.kept[name]}")
         if isinstance(module, _CONV_TYPES):
@@ -1307,7 +1328,11 @@ def _kept_modules(model: nn.Module, ignore: Iterable[str]) -> dict[str, str]:
 
 
 def trace_graph(
-    model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = ()
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    ignore: Iterable[str] = (),
+    leaf_modules: Iterable[str] = (),
 ) -> PruningGraph:
     """Trace ``model`` into channel groups.
 
@@ -1321,6 +1346,9 @@ def trace_graph(
         example_inputs: A tensor or a tuple of positional inputs.
         ignore: Qualified names of modules whose parameters must not change. Modules with
             forward hooks and modules that share a parameter are kept this way too.
+        leaf_modules: Qualified names of modules to call whole instead of tracing into
+            (modules torch.fx cannot trace, such as those with data-dependent control flow).
+            Their parameters, inputs and outputs keep all their channels.
 
     Returns:
         The channel groups, their consumers, and the reasons some channels must be kept.
@@ -1331,21 +1359,24 @@ def trace_graph(
             ``torch.nn.utils.prune`` mask or ``weight_norm``, which must be removed first.
     """
     _check_prunable(model)
+    leaves = frozenset(leaf_modules)
     with kept_modes(model):
-        gm = _graph_module(model, _trace(model))
+        gm = _graph_module(model, _trace(model, leaves))
         model.train(not model.training)
         try:
-            other: fx.Graph | None = _trace(model)
+            other: fx.Graph | None = _trace(model, leaves)
         except TraceError:
             other = None
     kept = _kept_modules(model, ignore)
-    analyzer = _Analyzer(gm, kept)
+    analyzer = _Analyzer(gm, kept, leaves=leaves)
     output, macs = _run(model, analyzer, example_inputs)
     mac_records = analyzer.macs
     mode_sensitive = other is not None and other.python_code("self").src != gm.code
     if mode_sensitive:
         assert other is not None
-        other_analyzer = _Analyzer(_graph_module(model, other), kept, shared=analyzer)
+        other_analyzer = _Analyzer(
+            _graph_module(model, other), kept, shared=analyzer, leaves=leaves
+        )
         other_output, other_macs = _run(model, other_analyzer, example_inputs)
         if model.training:
             # Outputs and MACs are those of eval mode, as the pruned model is checked and

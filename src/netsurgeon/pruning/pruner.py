@@ -129,14 +129,51 @@ def _resolve_ignore(
     ignore: Iterable[str | nn.Module] | None,
     what: str = "ignore (--ignore)",
 ) -> set[str]:
-    if ignore is None:
+    """The names of the modules ``ignore`` lists and of every module inside them."""
+    names = dict(model.named_modules())
+    resolved: set[str] = set()
+    for name in _match_modules(model, ignore, what):
+        prefix = f"{name}." if name else ""
+        resolved.update(n for n in names if n == name or n.startswith(prefix))
+    return resolved
+
+
+def _resolve_leaves(
+    model: nn.Module, leaf_modules: Iterable[str | nn.Module | type[nn.Module]] | None
+) -> set[str]:
+    """The names of the modules ``leaf_modules`` lists: names, patterns, modules or types."""
+    if leaf_modules is None:
         return set()
-    if isinstance(ignore, (str, nn.Module)):
-        ignore = [ignore]
+    if isinstance(leaf_modules, (str, nn.Module, type)):
+        leaf_modules = [leaf_modules]
+    what = "leaf_modules"
+    items, resolved = [], set()
+    for item in leaf_modules:
+        if isinstance(item, type) and issubclass(item, nn.Module):
+            of_type = {n for n, m in model.named_modules() if n and isinstance(m, item)}
+            if not of_type:
+                raise ConfigError(f"{what}: the model has no module of type {item.__name__}")
+            resolved |= of_type
+        else:
+            items.append(item)
+    resolved |= _match_modules(model, items, what)
+    if "" in resolved:
+        raise ConfigError(f"{what}: the model itself cannot be a leaf; name modules inside it")
+    return resolved
+
+
+def _match_modules(
+    model: nn.Module, items: Iterable[str | nn.Module] | None, what: str
+) -> set[str]:
+    """The names of the modules ``items`` lists by name, ``fnmatch`` pattern or object."""
+    if items is None:
+        return set()
+    if isinstance(items, (str, nn.Module)):
+        items = [items]
     names = dict(model.named_modules())
     by_module = {id(m): n for n, m in names.items()}
     resolved: set[str] = set()
-    for item in ignore:
+    for item in items:
         if isinstance(item, nn.Module):
             if id(item) not in by_module:
                 raise ConfigError(f"{what}: module {type(item).__name__} is not part of the model")
@@ -151,9 +188,7 @@ def _resolve_ignore(
             raise ConfigError(f"{what}: the model has no module named {item!r}{hint}")
         else:
             matched = [item]
-        for name in matched:
-            prefix = f"{name}." if name else ""
-            resolved.update(n for n in names if n == name or n.startswith(prefix))
+        resolved.update(matched)
     return resolved
 
 
@@ -473,8 +508,9 @@ def _prune_once(
     filters_left: int | None = None,
     start_sizes: dict[str, int] | None = None,
     amounts: Amounts | None = None,
+    leaves: set[str] | None = None,
 ) -> PruneResult:
-    graph = trace_graph(model, example_inputs, ignore=ignore)
+    graph = trace_graph(model, example_inputs, ignore=ignore, leaf_modules=leaves or ())
     if filters_left is not None:  # a global schedule's goal: remove down to this many filters
         num_filters = max(sum(g.size for g in graph.prunable_groups()) - filters_left, 0)
     before = Footprint(count_params(model), graph.total_macs)
@@ -595,6 +631,7 @@ def prune(
     min_channels: int = 1,
     round_to: int = 1,
     amounts: Mapping[str, float] | None = None,
+    leaf_modules: Iterable[str | nn.Module | type[nn.Module]] | None = None,
 ) -> PruneResult:
     """Physically remove convolution filters (and linear units) from ``model``, in place.
 
@@ -628,6 +665,10 @@ def prune(
             container covers the layers inside it) to the share of filters to remove, in
             [0, 1). A channel group takes the first entry that covers one of its layers, so
             a residual stream takes the entry of any layer that writes to it.
+        leaf_modules: Modules to call whole instead of tracing into, for those torch.fx cannot
+            trace (data-dependent control flow, for example): names, ``fnmatch`` patterns,
+            module objects or module types. They keep their parameters, and the channels
+            they take and give are kept (``result.skipped`` says so).
 
     Returns:
         Parameters and MACs before and after, skipped reasons, and per-layer channel counts.
@@ -648,10 +689,11 @@ def prune(
     _check_example_inputs(example_inputs)
     ignored = _resolve_ignore(model, ignore)
     per_layer = _resolve_amounts(model, amounts, amount, scope)
+    leaves = _resolve_leaves(model, leaf_modules)
     return _prune_once(
         model, example_inputs, amount=amount, target_macs=target_macs, num_filters=None,
         criterion=crit, scope=scope, ignore=ignored, data=data, loss_fn=loss_fn,
-        min_channels=min_channels, round_to=round_to, amounts=per_layer,
+        min_channels=min_channels, round_to=round_to, amounts=per_layer, leaves=leaves,
     )  # fmt: skip
 
 
@@ -680,7 +722,8 @@ class Pruner:
             layer, where a one-shot :func:`prune` ends.
         filters_per_step: Instead of ``steps``, remove this many filters per slice (global
             ranking), Molchanov's original schedule, until the target is met.
-        criterion, scope, ignore, data, loss_fn, min_channels, round_to: As in :func:`prune`.
+        criterion, scope, ignore, data, loss_fn, min_channels, round_to, leaf_modules: As in
+            :func:`prune`.
         start: To continue a ``steps`` schedule after an interruption: the footprint of the
             model before its first slice (default: the model as passed in), as
             :attr:`start` gave it. One without ``filters`` and ``groups`` has them inferred
@@ -709,6 +752,7 @@ class Pruner:
         round_to: int = 1,
         start: Footprint | None = None,
         completed: int = 0,
+        leaf_modules: Iterable[str | nn.Module | type[nn.Module]] | None = None,
     ) -> None:
         self.amount, self.target_macs = _check_target(amount, target_macs)
         if steps is not None and filters_per_step is not None:
@@ -733,6 +777,7 @@ class Pruner:
         self.model = model
         self.example_inputs = example_inputs
         self.ignore = _resolve_ignore(model, ignore)
+        self.leaf_modules = _resolve_leaves(model, leaf_modules)
         self.data = data
         self.loss_fn = loss_fn
         self.history: list[PruneResult] = []
@@ -782,7 +827,9 @@ class Pruner:
         return self._start
 
     def _trace(self) -> PruningGraph:
-        return trace_graph(self.model, self.example_inputs, ignore=self.ignore)
+        return trace_graph(
+            self.model, self.example_inputs, ignore=self.ignore, leaf_modules=self.leaf_modules
+        )
 
     @property
     def done(self) -> bool:
@@ -849,7 +896,8 @@ class Pruner:
         result = _prune_once(
             self.model, self.example_inputs, criterion=self.criterion, scope=scope,
             ignore=self.ignore, data=self.data, loss_fn=self.loss_fn,
-            min_channels=self.min_channels, round_to=self.round_to, **kwargs,
+            min_channels=self.min_channels, round_to=self.round_to, leaves=self.leaf_modules,
+            **kwargs,
         )  # fmt: skip
         if self.filters_per_step is not None and not result.channels:
             # done turns true: say why the target is not reached.
