@@ -190,9 +190,33 @@ class _SharedOnImageNet(nn.Module):
         return self.b(self.shared(x) + self.shared(torch.relu(self.a(x)))).mean((2, 3))
 
 
+class _KeywordReduceNet(_StemNet):
+    """A tensor passed by keyword (``input=``) into a sum over the channels."""
+
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        return y * torch.sigmoid(input=y).sum(dim=1, keepdim=True)
+
+
+class _ReadBiasNet(_StemNet):
+    """A layer's parameter read directly in forward: pruning would change what is read."""
+
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.stem.bias.abs().mean()
+
+
+class _CountAttributeNet(_StemNet):
+    """Scales by a layer's channel count (fx keeps only the number it computed)."""
+
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.stem.out_channels**-0.5
+
+
 @pytest.mark.parametrize(
     ("net", "layer", "reason"),
     [
+        (_KeywordReduceNet, "a (8 channels) kept: ", "it reduces over the channels"),
+        (_ReadBiasNet, "stem (6 channels) kept: ", "'stem.bias' read directly in forward"),
+        (_CountAttributeNet, "stem (6 channels) kept: ", "its out_channels used as a number"),
         (_AttributeNet, "f (8 channels) kept: ", "it reads the attribute .mT"),
         (_ClampNet, "a (8 channels) kept: ", "(node clamp) combines channels with a fixed tensor"),
         (_SplitSliceNet, "a (8 channels) kept: ", "it takes a slice of a sequence of tensors"),
@@ -203,7 +227,8 @@ def test_patterns_the_engine_keeps_are_kept_and_the_rest_prunes_exactly(
     net: Callable[[], nn.Module], layer: str, reason: str
 ) -> None:
     """Before: .data / .mT dropped the channels' trail (silently wrong outputs), and the other
-    three pruned what they should keep, so the prune failed as 'does not run'."""
+    three pruned what they should keep, so the prune failed as 'does not run'. The keyword
+    tensor, the parameter read and the count attribute changed the outputs silently."""
     removed, result = _prune_half_zeroed(net().eval(), torch.randn(2, 3, 8, 8))
     assert any(s.startswith(layer) and reason in s for s in result.skipped), result.skipped
     assert sum(old - new for old, new in result.channels.values()) == removed > 0
@@ -228,6 +253,30 @@ class _CountShapeNet(nn.Module):
         b, c, _, _ = y.size()
         gate = torch.sigmoid(self.fc(y.mean((2, 3)).view(b, c))).view(b, c, 1, 1)
         return self.b(y * gate.expand(b, c, y.size(2), y.size(3))).mean((2, 3))
+
+
+class _KeywordCallNet(nn.Module):
+    """Layers and functions called with their tensors passed by keyword."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.bn, self.b = (
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.Conv2d(8, 4, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(input=self.bn(input=self.a(input=x)))
+        return self.b(input=torch.add(input=y, other=y, alpha=2)).mean((2, 3))
+
+
+def test_tensors_passed_by_keyword_prune_as_passed_by_position() -> None:
+    """Before: bn(input=...) was left out of the conv's group, and the prune failed."""
+    model = _KeywordCallNet().eval()
+    _randomise_norms(model)
+    removed, result = _prune_half_zeroed(model, torch.randn(2, 3, 8, 8))
+    assert result.channels == {"a": (8, 4)} and model.bn.num_features == 4 and removed == 4
 
 
 def test_a_channel_count_used_as_a_value_keeps_its_channels_and_as_a_shape_does_not() -> None:

@@ -11,6 +11,7 @@ kept, and the reason is recorded, so the engine never produces a broken model.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import operator
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.fx.operator_schemas import get_signature_for_torch_op
 from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 from torch.nn.utils.weight_norm import WeightNorm
@@ -43,6 +45,12 @@ __all__ = [
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _INSTANCE_NORM_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+# The layers surgery resizes, and their attributes that hold channel counts.
+_RESIZED_TYPES = (*_CONV_TYPES, nn.Linear, *_BN_TYPES, *_INSTANCE_NORM_TYPES, nn.PReLU)
+_COUNT_ATTRIBUTES = (
+    "in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
+    "num_parameters",
+)  # fmt: skip
 
 # Modules that act on each channel independently and keep the tensor's layout.
 _PASSTHROUGH_MODULES: tuple[type[nn.Module], ...] = (
@@ -100,6 +108,8 @@ _TENSOR_FACTS = {
     "is_leaf", "names",
 }  # fmt: skip
 _CLAMPS = {torch.clamp, torch.clip, "clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_max"}
+# Calls whose tensors passed by keyword the analysis follows (it aligns all their operands).
+_KEYWORD_TENSORS_FOLLOWED = _ELEMENTWISE_FUNCTIONS | _ELEMENTWISE_METHODS | _CLAMPS
 
 # Arithmetic on Python numbers: a channel count stays one through these.
 _COUNT_ARITHMETIC: set[Any] = {
@@ -428,6 +438,121 @@ class _Tracer(fx.Tracer):
         return result
 
 
+def _positional_names(target: Any) -> list[list[str]]:
+    """The names of ``target``'s positional parameters, one list per known signature."""
+    signatures: list[inspect.Signature] = []
+    if not isinstance(target, nn.Module):
+        signatures = list(get_signature_for_torch_op(target) or [])
+    if not signatures:
+        try:
+            signatures = [inspect.signature(target.forward if isinstance(target, nn.Module)
+                                            else target)]  # fmt: skip
+        except (TypeError, ValueError):  # a builtin without a signature
+            return []
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [[p.name for p in s.parameters.values() if p.kind in positional] for s in signatures]
+
+
+def _keywords_to_positions(model: nn.Module, graph: fx.Graph) -> None:
+    """Pass by position the leading arguments that ``forward`` passed by keyword.
+
+    The analysis reads a call's tensors by position (``torch.sigmoid(input=x)`` and
+    ``self.bn(input=x)`` would otherwise look as if they carried no channels).
+    """
+    for n in graph.nodes:
+        if not n.kwargs or n.op not in ("call_function", "call_module"):
+            continue
+        target = model.get_submodule(str(n.target)) if n.op == "call_module" else n.target
+        options = _positional_names(target)
+        args, kwargs = list(n.args), dict(n.kwargs)
+        while options:
+            at = len(args)
+            names = {names[at] if at < len(names) else None for names in options}
+            name = names.pop()
+            if names or name is None or name not in kwargs:  # overloads disagree, or done
+                break
+            args.append(kwargs.pop(name))
+        if len(args) != len(n.args):
+            n.args, n.kwargs = tuple(args), kwargs
+
+
+class _WatchedCount(int):
+    """A layer's channel count that records, while the model is traced, being used as a
+    number: fx keeps only the result, which pruning would silently change."""
+
+    reads: dict[str, str]
+    label: str
+
+    def __new__(cls, value: int, reads: dict[str, str], label: str) -> _WatchedCount:
+        count = super().__new__(cls, value)
+        count.reads, count.label = reads, label
+        return count
+
+    def __reduce__(self) -> Any:  # copies and pickles are plain ints
+        return int, (int(self),)
+
+
+def _watching(name: str) -> Callable[..., Any]:
+    plain = getattr(int, name)
+
+    def method(self: _WatchedCount, *args: Any) -> Any:
+        owner, _, attr = self.label.rpartition(".")
+        self.reads.setdefault(owner, f"has its {attr} used as a number in forward")
+        return plain(int(self), *(int(a) if isinstance(a, _WatchedCount) else a for a in args))
+
+    return method
+
+
+for _name in (
+    "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
+    "__rtruediv__", "__floordiv__", "__rfloordiv__", "__mod__", "__rmod__", "__pow__",
+    "__rpow__", "__neg__", "__abs__", "__float__", "__bool__", "__lt__", "__le__", "__gt__",
+    "__ge__", "__eq__", "__ne__", "__divmod__", "__rdivmod__",
+):  # fmt: skip
+    setattr(_WatchedCount, _name, _watching(_name))
+_WatchedCount.__hash__ = int.__hash__  # type: ignore[method-assign]
+
+
+class _CountWatch:
+    """Within ``with``, the channel counts of the layers surgery resizes are
+    :class:`_WatchedCount` s; :attr:`reads` maps each layer whose count forward used as a
+    number to the reason it must keep its channels."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.reads: dict[str, str] = {}
+        self._saved: list[tuple[nn.Module, str, int]] = []
+
+    def __enter__(self) -> _CountWatch:
+        for name, module in self.model.named_modules():
+            if not isinstance(module, _RESIZED_TYPES):
+                continue
+            for attr in _COUNT_ATTRIBUTES:
+                value = module.__dict__.get(attr)
+                if type(value) is int:
+                    self._saved.append((module, attr, value))
+                    module.__dict__[attr] = _WatchedCount(value, self.reads, f"{name}.{attr}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for module, attr, value in self._saved:
+            module.__dict__[attr] = value
+        self._saved.clear()
+
+
+def _read_parameters(model: nn.Module, graph: fx.Graph) -> dict[str, str]:
+    """Layers surgery resizes whose parameters or buffers ``forward`` reads directly (a tied
+    weight, ``x * self.bn.weight``): they keep their channels, as cutting would break the read."""
+    reads: dict[str, str] = {}
+    for n in graph.nodes:
+        if n.op != "get_attr":
+            continue
+        owner = str(n.target).rpartition(".")[0]
+        if owner and isinstance(model.get_submodule(owner), _RESIZED_TYPES):
+            reads.setdefault(owner, f"has its tensor '{n.target}' read directly in forward")
+    return reads
+
+
 def _graph_module(model: nn.Module, graph: fx.Graph) -> fx.GraphModule:
     return fx.GraphModule(model, graph, type(model).__name__)
 
@@ -457,6 +582,7 @@ def _trace(model: nn.Module, leaves: Iterable[str] = ()) -> fx.Graph:
             + f"prune a traceable sub-module instead (for example model.{where or 'features'}), "
             "or make that forward free of data-dependent control flow."
         ) from None
+    _keywords_to_positions(model, graph)
     return graph
 
 
@@ -700,6 +826,11 @@ class _Analyzer(fx.Interpreter):
         if n.op == "output":
             self._block(self._arg_infos(n), "it reaches the model's output")
             return None
+        if n.op != "output" and n.target not in _KEYWORD_TENSORS_FOLLOWED:
+            keyword_infos: list[Any] = []
+            fx.node.map_arg(n.kwargs, lambda a: keyword_infos.append(self.info.get(a)))
+            if any(True for _ in _iter_channels(keyword_infos)):
+                raise _Unsupported("it takes a tensor by keyword, which is not followed")
         if n.op == "call_module":
             return self._visit_module(n, self.modules[str(n.target)], result)
         if n.op == "call_function":
@@ -1360,14 +1491,20 @@ def trace_graph(
     """
     _check_prunable(model)
     leaves = frozenset(leaf_modules)
-    with kept_modes(model):
-        gm = _graph_module(model, _trace(model, leaves))
+    with kept_modes(model), _CountWatch(model) as counts:
+        graph = _trace(model, leaves)
         model.train(not model.training)
         try:
             other: fx.Graph | None = _trace(model, leaves)
         except TraceError:
             other = None
-    kept = _kept_modules(model, ignore)
+    gm = _graph_module(model, graph)
+    kept = {
+        **counts.reads,
+        **_read_parameters(model, graph),
+        **(_read_parameters(model, other) if other is not None else {}),
+        **_kept_modules(model, ignore),
+    }
     analyzer = _Analyzer(gm, kept, leaves=leaves)
     output, macs = _run(model, analyzer, example_inputs)
     mac_records = analyzer.macs
