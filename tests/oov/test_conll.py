@@ -17,6 +17,7 @@ from netsurgeon.oov.conll import (
     iob2_to_iob1,
     read_conll,
     resolve_tag_column,
+    scheme_evidence,
     write_conll,
 )
 
@@ -91,6 +92,11 @@ def test_iob_conversion() -> None:
     assert iob1_to_iob2(iob2) == iob2  # already IOB2
     assert detect_scheme([iob1]) == "iob1"
     assert detect_scheme([iob2]) == "iob2"
+    # Most chunks decide: one stray I- start in an IOB2 file (and one B- in an IOB1 one).
+    assert scheme_evidence([iob2, iob2, ["I-MISC"]]) == {"iob1": 1, "iob2": 6}
+    assert detect_scheme([iob2, iob2, ["I-MISC"]]) == "iob2"
+    assert detect_scheme([iob1, iob1, ["B-MISC"]]) == "iob1"
+    assert detect_scheme([["O"]]) == "iob2"
 
 
 def test_convert_scheme_round_trip(tmp_path: Path) -> None:

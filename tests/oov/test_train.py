@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -344,6 +345,31 @@ def test_unseen_dev_tags_are_mapped_and_reported(synthetic: SyntheticTask, tmp_p
     assert evaluation.unseen_tags == {"B-ORG": 2}
     assert evaluation.metrics["all"]["gold"] == 2  # still scored, as misses
     assert evaluation.metrics["all"]["recall"] == 0.0
+
+
+def test_a_stray_iob1_chunk_in_an_iob2_training_file_is_converted_not_the_dev_file(
+    synthetic: SyntheticTask, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: one I-X chunk start made the run IOB1, and converted the dev file's B- tags."""
+    sentences = read_conll(synthetic.train)
+    rows = list(sentences[0].rows)
+    at = next(i for i, row in enumerate(rows) if row[1].startswith("B-"))
+    rows[at] = (rows[at][0], "I-" + rows[at][1][2:])
+    stray = tmp_path / "stray.txt"
+    write_conll(stray, [dataclasses.replace(sentences[0], rows=tuple(rows)), *sentences[1:]])
+    with caplog.at_level("WARNING", logger="netsurgeon.oov.train"):
+        result = train(
+            _config(synthetic, method="unk", epochs=1, pretrain_epochs=0),
+            train_file=stray,
+            dev_file=synthetic.dev,
+            out=tmp_path / "run",
+        )
+    assert re.search(r"stray\.txt mixes IOB schemes: \d+ chunks start as in IOB2 and 1 as in "
+                     r"IOB1; reading it and the other files as iob2", caplog.text)  # fmt: skip
+    assert json.loads((tmp_path / "run" / "vocab.json").read_text())["tag_scheme"] == "iob2"
+    assert result.metrics["unseen_dev_tags"] == {}
+    assert rows[at][1] not in result.run.tags  # trained as the B- tag it converts to
+    assert evaluate_run(tmp_path / "run", synthetic.dev).metrics == result.metrics["best_dev"]
 
 
 def test_files_in_the_other_iob_scheme_are_read_in_the_training_files(

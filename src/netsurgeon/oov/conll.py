@@ -29,6 +29,7 @@ __all__ = [
     "iob2_to_iob1",
     "read_conll",
     "resolve_tag_column",
+    "scheme_evidence",
     "write_conll",
 ]
 
@@ -352,12 +353,25 @@ def iob2_to_iob1(tags: Sequence[str]) -> list[str]:
     return out
 
 
-def detect_scheme(tag_sequences: Iterable[Sequence[str]]) -> str:
-    """Guess ``iob1`` or ``iob2``: IOB2 never has ``I-X`` without a preceding ``X`` chunk."""
+def scheme_evidence(tag_sequences: Iterable[Sequence[str]]) -> dict[str, int]:
+    """How many chunks start the IOB1 way (``I-X`` not after an ``X`` chunk) and how many
+    the IOB2 way (``B-X`` not after an ``X`` chunk: IOB1 writes ``B-`` only there)."""
+    counts = {"iob1": 0, "iob2": 0}
     for tags in tag_sequences:
-        if list(tags) != iob1_to_iob2(tags):
-            return "iob1"
-    return "iob2"
+        previous = ""
+        for tag in tags:
+            prefix, label = _split(tag)
+            if prefix in ("B", "I") and previous != label:
+                counts["iob1" if prefix == "I" else "iob2"] += 1
+            previous = label if prefix in ("B", "I") else ""
+    return counts
+
+
+def detect_scheme(tag_sequences: Iterable[Sequence[str]]) -> str:
+    """Guess ``iob1`` or ``iob2`` from how most chunks start (:func:`scheme_evidence`), so
+    that a stray ``I-X`` in an IOB2 file does not make it IOB1; ``iob2`` on a tie."""
+    counts = scheme_evidence(tag_sequences)
+    return "iob1" if counts["iob1"] > counts["iob2"] else "iob2"
 
 
 def convert_scheme(sentences: Sequence[Sentence], *, column: int, to: str) -> list[Sentence]:

@@ -177,7 +177,7 @@ def run_experiment(
         scheme=base.tag_scheme,
     )
     check_tags_fit_task(train_data, base.task, base.column)
-    scheme = reading_scheme(base, train_data.tags)  # every run's, as train() finds it
+    scheme = reading_scheme(base, train_data)  # every run's, as train() finds it
     dev_data = read_tagged(dev_file, column=base.column, encoding=base.encoding, scheme=scheme)
     test_data = None
     if test_file is not None:

@@ -43,7 +43,15 @@ from netsurgeon.oov.batching import (
     SentenceBatch,
     TextEncoder,
 )
-from netsurgeon.oov.conll import Sentence, convert_scheme, detect_scheme, read_conll
+from netsurgeon.oov.conll import (
+    Sentence,
+    convert_scheme,
+    detect_scheme,
+    iob1_to_iob2,
+    iob2_to_iob1,
+    read_conll,
+    scheme_evidence,
+)
 from netsurgeon.oov.io import atomic_save_torch, atomic_write_json
 from netsurgeon.oov.metrics import headline, tagging_metrics
 from netsurgeon.oov.run import (
@@ -126,17 +134,32 @@ def read_tagged(
     )
 
 
-def reading_scheme(config: TrainConfig, train_tags: Sequence[Sequence[str]]) -> str | None:
-    """The IOB scheme other files are read in for a run trained on ``train_tags``.
+def reading_scheme(config: TrainConfig, train: TaggedData) -> str | None:
+    """The IOB scheme other files are read in for a run trained on ``train``.
 
-    ``config.tag_scheme`` when set; for NER otherwise the training file's own scheme, so that
-    a development or evaluated file written in the other one (CoNLL-2003 circulates in both)
-    is converted to the tags the tagger learned, rather than scored against them as written.
-    ``None`` (POS): tags are read as written.
+    ``config.tag_scheme`` when set; for NER otherwise the training file's own scheme (that of
+    most of its chunks, with a warning where some start the other way), so that a development
+    or evaluated file written in the other one (CoNLL-2003 circulates in both) is converted
+    to the tags the tagger learns, rather than scored against them as written. ``None``
+    (POS): tags are read as written.
     """
     if config.tag_scheme is not None or config.task != "ner":
         return config.tag_scheme
-    return detect_scheme(train_tags)
+    counts = scheme_evidence(train.tags)
+    scheme = detect_scheme(train.tags)
+    other = "iob2" if scheme == "iob1" else "iob1"
+    if counts[other]:
+        log.warning(
+            "%s mixes IOB schemes: %d chunks start as in %s and %d as in %s; reading it and "
+            "the other files as %s (--tag-scheme chooses)",
+            train.path,
+            counts[scheme],
+            scheme.upper(),
+            counts[other],
+            other.upper(),
+            scheme,
+        )
+    return scheme
 
 
 _NER_TAG = re.compile(r"O|[BIESLU]-\S+")
@@ -461,7 +484,10 @@ def train(
         limit=config.train_limit,
         scheme=config.tag_scheme,
     )
-    scheme = reading_scheme(config, train_data.tags)
+    scheme = reading_scheme(config, train_data)
+    if scheme is not None and config.tag_scheme is None:  # the chunks that start the other way
+        convert = iob1_to_iob2 if scheme == "iob2" else iob2_to_iob1
+        train_data.tags = [convert(tags) for tags in train_data.tags]
     dev_data = read_tagged(dev_file, column=config.column, encoding=config.encoding, scheme=scheme)
     for data in (train_data, dev_data):
         check_tags_fit_task(data, config.task, config.column)
