@@ -411,6 +411,20 @@ def test_config_validation(synthetic: SyntheticTask) -> None:
             _config(synthetic, oov_dropout=value)
     assert _config(synthetic, method="comick", pretrain_epochs=None).effective_pretrain_epochs == 5
     assert _config(synthetic, method="random", pretrain_epochs=None).effective_pretrain_epochs == 0
+    assert _config(synthetic, method="unk", pretrain_epochs=3).effective_pretrain_epochs == 0
+
+
+def test_pretraining_is_only_for_the_learned_predictors(
+    synthetic: SyntheticTask, tmp_path: Path
+) -> None:
+    """Before: --pretrain-epochs N pre-trained unk's vector too (the CLI said it had no effect)."""
+    runs = {}
+    for epochs in (0, 2):
+        config = _config(synthetic, method="unk", epochs=1, pretrain_epochs=epochs)
+        out = tmp_path / str(epochs)
+        runs[epochs] = train(config, train_file=synthetic.train, dev_file=synthetic.dev, out=out)
+    assert runs[2].metrics["pretrain_history"] == []
+    _same_weights(tmp_path / "0", tmp_path / "2")
 
 
 def test_missing_tag_column(synthetic: SyntheticTask, tmp_path: Path) -> None:

@@ -203,8 +203,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--pretrain-epochs",
         type=non_negative_int,
         default=None,
-        help="epochs mimicking in-vocabulary vectors before joint training (default: 5 for "
-        "mimick, context and comick, 0 for the others)",
+        help="epochs mimicking in-vocabulary vectors before joint training, for mimick, "
+        "context and comick (default: 5); the other methods are not pre-trained",
     )
     parser.add_argument(
         "--pretrain-loss",

@@ -212,10 +212,11 @@ class TrainConfig:
 
     @property
     def effective_pretrain_epochs(self) -> int:
-        """Pre-training epochs, defaulting to 5 for the learned predictors and 0 otherwise."""
-        if self.pretrain_epochs is not None:
-            return self.pretrain_epochs
-        return 5 if self.method in PRETRAINED_METHODS else 0
+        """Pre-training epochs of the learned predictors (:data:`PRETRAINED_METHODS`):
+        ``pretrain_epochs``, 5 by default; 0 for the other methods, whatever it says."""
+        if self.method not in PRETRAINED_METHODS:
+            return 0
+        return 5 if self.pretrain_epochs is None else self.pretrain_epochs
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form."""
