@@ -46,6 +46,24 @@ def test_tagging_metrics_sections() -> None:
     assert headline("pos", pos, "oov_tokens") == 0.0
 
 
+def test_bilou_tags_score_as_their_iobes_equivalents() -> None:
+    """Before: U-/L- tags passed to seqeval as written, which merged adjacent unit entities."""
+    bilou = (
+        [["U-PER", "U-PER", "O", "B-LOC", "I-LOC", "L-LOC"]],
+        [["U-PER", "O", "O", "B-LOC", "I-LOC", "L-LOC"]],
+    )
+    iobes = (
+        [["S-PER", "S-PER", "O", "B-LOC", "I-LOC", "E-LOC"]],
+        [["S-PER", "O", "O", "B-LOC", "I-LOC", "E-LOC"]],
+    )
+    mask = [[True] * 6]
+    ours = tagging_metrics("ner", *bilou, mask)
+    assert ours == tagging_metrics("ner", *iobes, mask)
+    assert (ours["all"]["gold"], ours["all"]["pred"]) == (3, 2)
+    assert ours["all"]["recall"] == pytest.approx(200 / 3)
+    assert ours["all"]["precision"] == 100.0
+
+
 def test_accuracy_and_errors() -> None:
     assert accuracy([["a", "b"]], [["a", "c"]]) == {"accuracy": 50.0, "tokens": 2}
     with pytest.raises(ConfigError, match="differ"):

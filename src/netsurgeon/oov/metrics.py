@@ -18,10 +18,21 @@ def _check_lengths(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]])
         raise ConfigError("gold and predicted tag sequences differ in number or length")
 
 
+# BILOU's last and unit tags are IOBES's end and single ones, which seqeval knows.
+_BILOU_TO_IOBES = {"L": "E", "U": "S"}
+
+
+def _chunk_tags(tags: Sequence[str]) -> list[str]:
+    """``tags`` with BILOU's ``L-``/``U-`` written as IOBES's ``E-``/``S-``."""
+    return [
+        f"{_BILOU_TO_IOBES[tag[0]]}{tag[1:]}" if tag[:2] in ("L-", "U-") else tag for tag in tags
+    ]
+
+
 def _entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     from seqeval.metrics.sequence_labeling import get_entities
 
-    return [(label, start, end) for label, start, end in get_entities(list(tags))]
+    return [(label, start, end) for label, start, end in get_entities(_chunk_tags(tags))]
 
 
 def entity_scores(
@@ -29,7 +40,8 @@ def entity_scores(
     pred: Sequence[Sequence[str]],
     oov_mask: Sequence[Sequence[bool]] | None = None,
 ) -> dict[str, float | int]:
-    """Entity precision, recall and F1 in percent (conlleval chunking via seqeval).
+    """Entity precision, recall and F1 in percent (conlleval chunking via seqeval; IOB1,
+    IOB2, IOBES and BILOU tags).
 
     With ``oov_mask``, only entities covering at least one OOV token count: precision over such
     predicted entities, recall over such gold entities.
@@ -95,7 +107,7 @@ def tagging_metrics(
         from seqeval.metrics import f1_score, precision_score, recall_score
 
         overall = entity_scores(gold, pred)
-        gold_lists, pred_lists = [list(g) for g in gold], [list(p) for p in pred]
+        gold_lists, pred_lists = [_chunk_tags(g) for g in gold], [_chunk_tags(p) for p in pred]
         # seqeval's own scores are the reference; ours must agree (same chunking).
         for name, score in (
             ("f1", f1_score),
