@@ -90,6 +90,27 @@ def test_inconsistent_dimensions_name_file_and_line(tmp_path: Path) -> None:
         load_embeddings(path, keep=["a"])
 
 
+@pytest.mark.parametrize("block_bytes", [None, 100])
+def test_words_with_spaces_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block_bytes: int | None
+) -> None:
+    """GloVe 840B has rows such as '. . . 0.1 ...'. Before: refused as inconsistent rows."""
+    if block_bytes is not None:  # rows inside pyarrow's blocks too
+        monkeypatch.setattr(vectors, "_BLOCK_BYTES", block_bytes)
+    good = [f"w{i} {i} 2 3" for i in range(300)]
+    path = tmp_path / "spaced.txt"
+    rows = [*good[:250], ". . . 7 8 9", "new  york 4 5 6", *good[250:]]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    emb = load_embeddings(path, normalise="none")
+    assert emb.vocab_size == 302 and emb.words[250:252] == [". . .", "new york"]
+    np.testing.assert_array_equal(emb.vectors[250:252], [[7, 8, 9], [4, 5, 6]])
+    np.testing.assert_array_equal(emb.vectors[252], [250, 2, 3])
+    # A number among the extra fields is a row with too many values, not a word.
+    path.write_text("\n".join([*good[:250], "c 1 2 3 4", *good[250:]]) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"spaced\.txt:251: row for 'c' has 4 values, expected 3"):
+        load_embeddings(path)
+
+
 def test_word2vec_header_mismatch_and_truncated_binary(tmp_path: Path) -> None:
     path = tmp_path / "w.txt"
     path.write_text("2 4\na 1 2 3\n", encoding="utf-8")

@@ -490,6 +490,21 @@ class _ArrowParser:
         return words, vectors
 
 
+def _spaced_word(word: bytes, values: bytes, dim: int) -> tuple[bytes, bytes] | None:
+    """A row's word and values where the word holds spaces (GloVe 840B has ``. . .`` and
+    ``at name@domain.com``): the leading fields beyond ``dim`` values, none of them a number,
+    belong to the word. None where they hold a number (a row with too many values)."""
+    fields = values.split()
+    extra = fields[: len(fields) - dim]
+    for value in extra:
+        try:
+            float(value)
+        except ValueError:
+            continue
+        return None
+    return b" ".join([word, *extra]), b" ".join(fields[len(fields) - dim :])
+
+
 class _TextReader:
     """Reads GloVe / word2vec text into a :class:`_Scan`.
 
@@ -593,12 +608,15 @@ class _TextReader:
                     )
                 self.dim, self.dim_line = n_values, line_no
             elif n_values != dim:
-                self._flush()  # an earlier bad number is reported first, whatever the chunking
-                word = word_bytes.decode(encoding, errors="replace")
-                raise ConfigError(
-                    f"{path}:{line_no}: row for {word!r} has {n_values} values, expected {dim} "
-                    f"like line {self.dim_line} (inconsistent embedding dimensions)"
-                )
+                spaced = _spaced_word(word_bytes, values, dim) if n_values > dim else None
+                if spaced is None:
+                    self._flush()  # an earlier bad number is reported first, whatever the chunks
+                    word = word_bytes.decode(encoding, errors="replace")
+                    raise ConfigError(
+                        f"{path}:{line_no}: row for {word!r} has {n_values} values, expected "
+                        f"{dim} like line {self.dim_line} (inconsistent embedding dimensions)"
+                    )
+                word_bytes, values = spaced
             if scan.full():
                 self.done = True
                 break
