@@ -643,8 +643,15 @@ def test_ner_refuses_a_column_without_entity_tags(
         out = tmp_path / command[0]
         argv = ["oov", *command, "--task", "ner", "--tag-column", "1", *data, *SMALL]
         err = _error([*argv, "--out", str(out)], capsys)
-        assert f"{train_file}: task='ner' (--task ner) needs entity tags (O, B-X, I-X)" in err
-        assert "holds 'NNP' (sentence 1); use task='pos' (--task pos)" in err and not out.exists()
+        assert f"{train_file}:1: task='ner' (--task ner) needs entity tags (O, B-X, I-X)" in err
+        assert "holds 'NNP'; use task='pos' (--task pos)" in err and not out.exists()
+    # A typo names its line (before: its sentence's number, -DOCSTART- lines not counted).
+    typo = tmp_path / "typo.txt"
+    typo.write_text("-DOCSTART- -X- O\n\n" + sentence * 2 + "Anna NNP B_PER\n\n", encoding="utf-8")
+    argv = ["oov", "train", "--task", "ner", "--tag-column", "2", "--train", str(typo), "--dev",
+            str(dev_file), "--embeddings", str(rows), *SMALL, "--method", "unk"]  # fmt: skip
+    err = _error([*argv, "--out", str(tmp_path / "typo")], capsys)
+    assert f"{typo}:9: task='ner' (--task ner) needs entity tags" in err and "'B_PER'" in err
     # the entity column trains
     argv = ["oov", "train", "--task", "ner", "--tag-column", "2", *data, *SMALL, "--method", "unk"]
     assert main([*argv, "--out", str(tmp_path / "ok")]) == 0
@@ -661,10 +668,10 @@ def test_ner_refuses_a_column_without_entity_tags(
     ):  # fmt: skip
         out = tmp_path / "refused"
         err = _error([*argv, "--out", str(out)], capsys)
-        assert f"{pos_only}: task='ner' (--task ner) needs entity tags" in err
-        assert "holds 'NNP' (sentence 1)" in err and not out.exists()
+        assert f"{pos_only}:1: task='ner' (--task ner) needs entity tags" in err
+        assert "holds 'NNP'" in err and not out.exists()
     err = _error(["oov", "evaluate", str(tmp_path / "ok"), "--data", str(pos_only)], capsys)
-    assert f"{pos_only}: task='ner' (--task ner) needs entity tags" in err
+    assert f"{pos_only}:1: task='ner' (--task ner) needs entity tags" in err
     assert "the run was trained for NER on tag column 2: give a file with its entity tags" in err
 
 

@@ -89,11 +89,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TaggedData:
-    """Token and tag sequences read from one column file."""
+    """Token and tag sequences read from one column file, with the line each sentence starts
+    at (empty for data built in code)."""
 
     path: str
     tokens: list[list[str]]
     tags: list[list[str]]
+    lines: list[int] = dataclasses.field(default_factory=list)
 
 
 def read_tagged(
@@ -131,6 +133,7 @@ def read_tagged(
         str(path),
         [list(s.tokens) for s in sentences],
         [list(s.column(column)) for s in sentences],
+        [s.line for s in sentences],
     )
 
 
@@ -180,11 +183,16 @@ def check_tags_fit_task(
     if task != "ner":
         return
     for number, tags in enumerate(data.tags, start=1):
-        for tag in tags:
+        for offset, tag in enumerate(tags):
             if not _NER_TAG.fullmatch(tag):
+                where = (
+                    f"{data.path}:{data.lines[number - 1] + offset}"
+                    if data.lines and data.lines[number - 1]
+                    else f"{data.path} (sentence {number})"
+                )
                 raise ConfigError(
-                    f"{data.path}: task='ner' (--task ner) needs entity tags (O, B-X, I-X), "
-                    f"but tag column {column} holds {tag!r} (sentence {number}); "
+                    f"{where}: task='ner' (--task ner) needs entity tags (O, B-X, I-X), "
+                    f"but tag column {column} holds {tag!r}; "
                     + (
                         remedy
                         or "use task='pos' (--task pos), or tag_column=N (--tag-column N) for "
