@@ -102,6 +102,14 @@ def test_writes_json_markdown_and_html(tmp_path: Path) -> None:
     assert re.search(r'class="left"[^>]*rgba\(31, 119, 180, 0\.700\)[^>]*>said mr<', page)
 
 
+def test_mean_counts_are_not_truncated(tmp_path: Path) -> None:
+    """Before: a mean count over seeds of 10.5 showed as 10."""
+    results = _results()
+    results["attention_by_tag"]["comick"]["PER"]["count"] = 10.5
+    md = write_report(results, tmp_path)["md"].read_text()
+    assert "| PER | 10.5 | 0.300 |" in md and "| O | 30 | " in md
+
+
 @pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="headless Chromium is not installed (/usr/bin/chromium; apt-get install chromium)",

@@ -58,9 +58,14 @@ def results_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _count(value: float) -> str:
+    """An occurrence count, which over several seeds is a mean (whole when the data agree)."""
+    return str(int(value)) if value == int(value) else f"{value:.1f}"
+
+
 def _attention_rows(table: dict[str, dict[str, float]]) -> list[list[str]]:
     return [
-        [tag, str(int(v["count"])), *[f"{v[p]:.3f}" for p in ATTENTION_PARTS]]
+        [tag, _count(v["count"]), *[f"{v[p]:.3f}" for p in ATTENTION_PARTS]]
         for tag, v in table.items()
     ]
 
