@@ -510,7 +510,7 @@ def train(
     )
     if len(embeddings) == 0:
         raise ConfigError(
-            f"no word of {train_file} has a vector in {embeddings.source}; check the "
+            f"no word of {train_file} or {dev_file} has a vector in {embeddings.source}; check the "
             "embeddings and normalise settings (--embeddings, --normalise)"
         )
     scale = float(embeddings.vectors.std())
