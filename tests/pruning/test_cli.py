@@ -443,6 +443,3 @@ def test_prune_amounts_per_layer(tmp_path: Path, capsys: pytest.CaptureFixture[s
         with pytest.raises(SystemExit) as exit_info:
             main([*PRUNE, "--amount", "0.5", "--amounts", bad, "--out", str(out)])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
-    status, _, err = _run([*PRUNE, "--amount", "0.5", "--amounts", "layer3=0.5", "--data",
-                           str(tmp_path), "--out", str(out)])  # fmt: skip
-    assert status == 2 and "--amounts works for the one-shot prune only, not with --data" in err

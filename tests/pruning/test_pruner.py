@@ -869,6 +869,37 @@ def test_per_layer_amounts_replace_amount_where_they_match() -> None:
     }  # fmt: skip
 
 
+def test_pruner_takes_per_layer_amounts_and_ends_where_prune_does() -> None:
+    """Before: Pruner had no amounts; the schedule shrinks each layer by its own share."""
+    torch.manual_seed(0)
+    original = _Chain()
+    amounts = {"a": 0.25, "b": 0.75, "head": 0.0}
+    plan = {"amount": 0.5, "steps": 3, "criterion": "l1", "scope": "layer", "amounts": amounts}
+    whole = Pruner(copy.deepcopy(original), X, **plan)
+    result = whole.run()
+    once = prune(copy.deepcopy(original), X, amount=0.5, criterion="l1", amounts=amounts)
+    assert (
+        {n: new for n, (_old, new) in result.channels.items()}
+        == {n: new for n, (_old, new) in once.channels.items()}
+        == {"stem": 4, "a": 6, "b": 2}
+    )
+    # b: 8 * (1 - 0.75) ** (1 / 3) = 5.04 filters left after the first slice, rounded up.
+    assert whole.history[0].channels["b"] == (8, 6)
+    # A start without the counts is inferred from each layer's own share.
+    model = copy.deepcopy(original)
+    first = Pruner(model, X, **plan)
+    first.step()
+    rest = Pruner(model, X, **plan, start=Footprint(first.start.params, first.start.macs),
+                  completed=1)  # fmt: skip
+    rest.run()
+    assert [r.channels for r in rest.history] == [r.channels for r in whole.history[1:]]
+    with pytest.raises(ConfigError, match=r"amounts .* need steps, not filters_per_step"):
+        Pruner(_Chain(), X, amount=0.5, filters_per_step=2, scope="layer", criterion="l1",
+               amounts=amounts)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"need amount= and scope=\"layer\""):
+        Pruner(_Chain(), X, amount=0.5, steps=2, criterion="l1", amounts=amounts)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -422,6 +422,44 @@ def test_prune_cli_rerun_without_resume_keeps_an_unfinished_run(
     assert state.read_bytes() == kept
 
 
+def test_prune_cli_with_data_takes_per_layer_amounts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: --amounts with --data was refused (one-shot only)."""
+    from netsurgeon.cli import main
+
+    data = make_image_folder(tmp_path / "data", per_class=2)
+    out = tmp_path / "p.pt"
+    argv = ["prune", "cifar_resnet20", "--data", str(data), "--weights", "none", "--amount",
+            "0.5", "--scope", "layer", "--amounts", "layer3=0.75,layer1.?.conv1=0",
+            "--input-size", str(SIZE), "--workers", "0", "--device", "cpu", "--prune-steps", "2",
+            "--finetune-steps", "0", "--finetune-epochs", "0", "--no-oneshot",
+            "--train-batch-size", "4", "--out", str(out)]  # fmt: skip
+
+    def killed_after_the_first_slice(message: str) -> None:
+        if "slice 1/2" in message:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(it, "_say", killed_after_the_first_slice)
+    assert main(argv) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    at = argv.index("--amounts") + 1
+    other = [*argv[:at], "layer3=0.5", *argv[at + 1 :]]
+    assert main([*other, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "amounts: 'layer3=0.75,layer1.?.conv1=0' then, 'layer3=0.5' now" in err, err
+    assert main([*argv, "--resume"]) == 0
+    model = netsurgeon.load(out)
+    assert model.layer3[0].conv1.out_channels == 16  # 64 less 3/4
+    assert model.layer2[0].conv1.out_channels == 16  # 32 less --amount 0.5
+    assert model.layer1[0].conv1.out_channels == 16  # kept whole
+    at = argv.index("--scope") + 1
+    glob = [*argv[:at], "global", *argv[at + 1 :], "--out", str(tmp_path / "g.pt")]
+    assert main(glob) == 2
+    assert 'amounts (per-layer fractions) need amount= and scope="layer"' in capsys.readouterr().err
+
+
 def test_prune_resume_refuses_a_data_folder_whose_files_changed(tmp_path: Path) -> None:
     """Before: a resume checked the folder's path and classes only."""
     data = make_image_folder(tmp_path / "data", classes=("red", "blue"), per_class=2)

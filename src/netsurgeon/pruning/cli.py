@@ -113,8 +113,9 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="NAME=F,...",
         help="per-layer shares of filters to remove that replace --amount (with --scope "
-        "layer, without --data), e.g. 'layer4=0.7,layer1.?.conv1=0': module names or patterns, "
-        "the first that covers a layer wins",
+        "layer; with --data every slice takes each layer's own share), e.g. "
+        "'layer4=0.7,layer1.?.conv1=0': module names or patterns, the first that covers a "
+        "layer wins",
     )
     parser.add_argument(
         "--min-channels",
@@ -194,10 +195,6 @@ def run_prune(args: argparse.Namespace) -> int:
     if getattr(args, "data", None) is not None:
         from netsurgeon.vision.iterative import run_iterative_from_args
 
-        if args.amounts is not None:
-            raise ConfigError(
-                "--amounts works for the one-shot prune only, not with --data; drop one of them"
-            )
         _refuse_latency_options(args)
         _check_positive("--min-channels", args.min_channels)
         _check_positive("--round-to", args.round_to)

@@ -724,6 +724,9 @@ class Pruner:
             ranking), Molchanov's original schedule, until the target is met.
         criterion, scope, ignore, data, loss_fn, min_channels, round_to, leaf_modules: As in
             :func:`prune`.
+        amounts: Per-layer fractions that replace ``amount`` (see :func:`prune`), with
+            ``steps`` and ``scope="layer"``: slice ``i`` takes a layer whose entry says ``a``
+            down to what ``1 - (1 - a) ** (i / steps)`` of its original size leaves.
         start: To continue a ``steps`` schedule after an interruption: the footprint of the
             model before its first slice (default: the model as passed in), as
             :attr:`start` gave it. One without ``filters`` and ``groups`` has them inferred
@@ -753,6 +756,7 @@ class Pruner:
         start: Footprint | None = None,
         completed: int = 0,
         leaf_modules: Iterable[str | nn.Module | type[nn.Module]] | None = None,
+        amounts: Mapping[str, float] | None = None,
     ) -> None:
         self.amount, self.target_macs = _check_target(amount, target_macs)
         if steps is not None and filters_per_step is not None:
@@ -778,6 +782,12 @@ class Pruner:
         self.example_inputs = example_inputs
         self.ignore = _resolve_ignore(model, ignore)
         self.leaf_modules = _resolve_leaves(model, leaf_modules)
+        self.amounts = _resolve_amounts(model, amounts, self.amount, scope)
+        if self.amounts is not None and self.steps is None:
+            raise ConfigError(
+                "amounts (per-layer fractions) need steps, not filters_per_step (a global "
+                f"schedule); got filters_per_step={self.filters_per_step!r}"
+            )
         self.data = data
         self.loss_fn = loss_fn
         self.history: list[PruneResult] = []
@@ -814,12 +824,19 @@ class Pruner:
         if self._start.groups is not None:
             self._start_groups = dict(self._start.groups)
         else:
-            self._start_groups = {
-                groups[g.id]: _size_before(
-                    g.size, share, g.divisor, max(self.min_channels, g.min_size), self.round_to
+            self._start_groups = {}
+            for g in graph.prunable_groups():
+                amount = next(
+                    (a for names, a in self.amounts or () if not names.isdisjoint(g.sources)),
+                    self.amount or 0.0,
                 )
-                for g in graph.prunable_groups()
-            }
+                self._start_groups[groups[g.id]] = _size_before(
+                    g.size,
+                    1 - (1 - amount) ** done,
+                    g.divisor,
+                    max(self.min_channels, g.min_size),
+                    self.round_to,
+                )
 
     @property
     def start(self) -> Footprint:
@@ -890,6 +907,11 @@ class Pruner:
                     share = self.amount  # exactly, where float error could lose a filter
                 if scope == "layer":
                     kwargs.update(amount=share, start_sizes=self._start_groups)
+                    if self.amounts is not None:
+                        kwargs["amounts"] = [
+                            (names, a if i == self.steps else 1 - (1 - a) ** (i / self.steps))
+                            for names, a in self.amounts
+                        ]
                 else:
                     goal = math.floor(share * self._start_filters + 1e-9)
                     kwargs["filters_left"] = self._start_filters - goal

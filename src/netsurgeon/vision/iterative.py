@@ -120,10 +120,21 @@ _FINAL_FIT_FILE = "final_finetune.ckpt"
 _RESUMABLE_CHANGES = frozenset(f"train_config.{k}" for k in _FIT_RESUMABLE_CHANGES)
 # Settings added after progress files were first written, with the value that gives what
 # earlier versions did (other keys a file lacks are not compared).
-_ADDED_SETTINGS: dict[str, Any] = {"slice_lr": "schedule"}
+_ADDED_SETTINGS: dict[str, Any] = {"slice_lr": "schedule", "amounts": None}
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _amounts_text(amounts: Any) -> str | None:
+    """Per-layer amounts as recorded with a run, in order; bad ones as given (the pruner
+    refuses them before any work)."""
+    if not isinstance(amounts, Mapping):
+        return None if amounts is None else repr(amounts)
+    return ",".join(
+        f"{k}={v:.12g}" if isinstance(v, float | int) and not isinstance(v, bool) else f"{k}={v!r}"
+        for k, v in amounts.items()
+    )
 
 
 class LimitedBatches:
@@ -485,6 +496,7 @@ def prune_and_finetune(
     ignore: Iterable[str | nn.Module] | None = None,
     min_channels: int = 1,
     round_to: int = 1,
+    amounts: Mapping[str, float] | None = None,
     oneshot_baseline: bool = True,
     eval_steps: bool = False,
     checkpoint_dir: str | os.PathLike[str] | None = None,
@@ -530,6 +542,8 @@ def prune_and_finetune(
             divided by what its channel costs in MACs) or ``"layer"``.
         criterion_batches: Batches the criterion sees per slice; ``None`` uses the whole loader.
         ignore, min_channels, round_to: As in :func:`netsurgeon.prune`.
+        amounts: Per-layer fractions that replace ``amount`` with ``scope="layer"``, as in
+            :class:`netsurgeon.Pruner` (each layer's own share, slice by slice).
         oneshot_baseline: Measure ``accuracy_pruned`` on a one-shot-pruned deep copy. It
             costs one extra prune and one validation pass, and memory for the copy.
         eval_steps: Measure validation accuracy after every slice's fine-tuning.
@@ -636,6 +650,8 @@ def prune_and_finetune(
         "criterion_batches": criterion_batches,
         "min_channels": min_channels,
         "round_to": round_to,
+        # As text, in order (the first entry that covers a layer wins).
+        "amounts": _amounts_text(amounts),
         "distill": distill,
         "distill_temperature": distill_temperature if distill else None,
         "distill_alpha": distill_alpha if distill else None,
@@ -691,6 +707,7 @@ def prune_and_finetune(
         "loss_fn": loss,
         "min_channels": min_channels,
         "round_to": round_to,
+        "amounts": amounts,
     }
     state: dict[str, Any]
     pruner: Pruner | None = None
@@ -1867,6 +1884,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
         ignore=getattr(args, "ignore", None),
         min_channels=getattr(args, "min_channels", 1),
         round_to=getattr(args, "round_to", 1),
+        amounts=getattr(args, "amounts", None),
         criterion_batches=args.criterion_batches,
         oneshot_baseline=not args.no_oneshot,
         checkpoint_dir=checkpoint_dir,
