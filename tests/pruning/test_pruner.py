@@ -106,10 +106,29 @@ def test_untraceable_model_names_the_module() -> None:
     model = Untraceable()
     snapshot = _snapshot(model)
     with pytest.raises(
-        TraceError, match=r"module 'gate' \(Gate\) failed.*Pass leaf_modules=\['gate'\]"
+        TraceError,
+        match=r"module 'gate' \(Gate\) failed.*Pass leaf_modules=\['gate'\] to keep that "
+        r"module whole, .*, or make that forward free of data-dependent control flow\.$",
     ):
         prune(model, X, amount=0.5)
     _assert_unchanged(model, snapshot)
+
+
+class _ZerosNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y + torch.zeros(y.size(0), y.size(1), y.size(2), y.size(3))
+
+
+def test_a_call_fx_cannot_record_gets_advice_for_calls_not_control_flow() -> None:
+    with pytest.raises(TraceError, match=r"the forward of _ZerosNet failed \(TypeError: .*\)\. "
+                       r"Prune a traceable sub-module instead .*, or rewrite the failing call in "
+                       r"a form torch.fx can trace \(x.new_zeros\(x.shape\)"):  # fmt: skip
+        prune(_ZerosNet(), X, amount=0.5)
 
 
 class GatedConv(nn.Module):

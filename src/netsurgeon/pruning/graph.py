@@ -571,16 +571,23 @@ def _trace(model: nn.Module, leaves: Iterable[str] = ()) -> fx.Graph:
             if where
             else (f"the forward of {type(model).__name__}")
         )
+        # fx's own TraceError is control flow on a traced value; anything else is a call fx
+        # cannot record (torch.zeros(x.size(0), ...)), which torch.fx.wrap can keep whole.
+        fix = (
+            "make that forward free of data-dependent control flow"
+            if isinstance(exc, fx.proxy.TraceError)
+            else "rewrite the failing call in a form torch.fx can trace (x.new_zeros(x.shape) "
+            "for torch.zeros(x.size(0), ...); torch.fx.wrap keeps a function whole)"
+        )
+        advice = [
+            *([f"pass leaf_modules=['{where}'] to keep that module whole"] if where else []),
+            f"prune a traceable sub-module instead (for example model.{where or 'features'})",
+            fix,
+        ]
+        listed = ", ".join(advice[:-1]) + f", or {advice[-1]}"
         raise TraceError(
             f"cannot trace {type(model).__name__} with torch.fx: {place} failed "
-            f"({type(exc).__name__}: {first_line(exc)}). "
-            + (
-                f"Pass leaf_modules=['{where}'] to keep that module whole (not traced into), "
-                if where
-                else ""
-            )
-            + f"prune a traceable sub-module instead (for example model.{where or 'features'}), "
-            "or make that forward free of data-dependent control flow."
+            f"({type(exc).__name__}: {first_line(exc)}). {listed[0].upper()}{listed[1:]}."
         ) from None
     _keywords_to_positions(model, graph)
     return graph
