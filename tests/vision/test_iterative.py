@@ -460,6 +460,31 @@ def test_prune_cli_with_data_takes_per_layer_amounts(
     assert 'amounts (per-layer fractions) need amount= and scope="layer"' in capsys.readouterr().err
 
 
+def test_prune_resume_refuses_another_ignore(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a resume with another --ignore went on, mixing slices of both runs."""
+    from netsurgeon.cli import main
+
+    data = make_image_folder(tmp_path / "data", per_class=2)
+    argv = ["prune", "cifar_resnet20", "--data", str(data), "--weights", "none", "--amount",
+            "0.5", "--input-size", str(SIZE), "--workers", "0", "--device", "cpu",
+            "--prune-steps", "2", "--finetune-steps", "0", "--finetune-epochs", "0",
+            "--no-oneshot", "--train-batch-size", "4", "--out", str(tmp_path / "p.pt")]  # fmt: skip
+
+    def killed_after_the_first_slice(message: str) -> None:
+        if "slice 1/2" in message:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(it, "_say", killed_after_the_first_slice)
+    assert main([*argv, "--ignore", "layer?.?.bn2,bn1"]) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 2
+    assert "ignore: 'bn1,layer?.?.bn2' then, None now" in capsys.readouterr().err
+    assert main([*argv, "--resume", "--ignore", "bn1,layer?.?.bn2"]) == 0  # any order
+
+
 def test_prune_resume_refuses_a_data_folder_whose_files_changed(tmp_path: Path) -> None:
     """Before: a resume checked the folder's path and classes only."""
     data = make_image_folder(tmp_path / "data", classes=("red", "blue"), per_class=2)

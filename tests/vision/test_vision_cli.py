@@ -309,6 +309,24 @@ def test_finetune_resume_refuses_a_data_folder_whose_files_changed(
     assert load_checkpoint(ckpt)["run"]["data_sha256"] == after["data_sha256"]
 
 
+def test_finetune_resume_refuses_other_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a resume with another --weights went on with the first run's weights."""
+    data = make_image_folder(tmp_path / "data", per_class=2)
+    out, ckpt = tmp_path / "m.pt", tmp_path / "m.pt.train.ckpt"
+    assert main(finetune_args(data, out, "--epochs", "1")) == 0
+    assert ckpt.is_file()
+    other = tmp_path / "other.pt"
+    shutil.copy(out, other)
+    capsys.readouterr()
+    resume = finetune_args(data, out, "--epochs", "2", "--resume")
+    assert main([*resume, "--weights", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"weights: 'none' then, '{other.resolve()}' now" in err, err
+    assert main(resume) == 0
+
+
 def test_num_classes_contradicting_the_data(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

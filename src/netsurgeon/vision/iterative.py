@@ -126,6 +126,20 @@ _ADDED_SETTINGS: dict[str, Any] = {"slice_lr": "schedule", "amounts": None}
 # --------------------------------------------------------------------------- helpers
 
 
+def _ignore_text(model: nn.Module, ignore: Any) -> str | None:
+    """``ignore`` as recorded with a run: its names (a module object by its name), sorted."""
+    if ignore is None:
+        return None
+    names = {id(m): n for n, m in model.named_modules()}
+    items = [ignore] if isinstance(ignore, str | nn.Module) else list(ignore)
+    return ",".join(
+        sorted(
+            names.get(id(i), type(i).__name__) if isinstance(i, nn.Module) else str(i)
+            for i in items
+        )
+    )
+
+
 def _amounts_text(amounts: Any) -> str | None:
     """Per-layer amounts as recorded with a run, in order; bad ones as given (the pruner
     refuses them before any work)."""
@@ -650,6 +664,7 @@ def prune_and_finetune(
         "criterion_batches": criterion_batches,
         "min_channels": min_channels,
         "round_to": round_to,
+        "ignore": _ignore_text(model, ignore),
         # As text, in order (the first entry that covers a layer wins).
         "amounts": _amounts_text(amounts),
         "distill": distill,
@@ -937,7 +952,7 @@ def _is_weights_file(weights: str | os.PathLike[str] | None) -> bool:
     return weights is not None and str(weights).lower() != "none" and Path(weights).is_file()
 
 
-def recorded_weights(weights: str | os.PathLike[str]) -> dict[str, str | None]:
+def recorded_weights(weights: str | os.PathLike[str] | None) -> dict[str, str | None]:
     """How a run records its ``--weights``, to compare on resume.
 
     A file by where it is and what it holds (``weights``, ``weights_sha256``): a resume may
@@ -945,7 +960,7 @@ def recorded_weights(weights: str | os.PathLike[str]) -> dict[str, str | None]:
     as ``DEFAULT`` or ``none`` is kept as given, with no digest.
     """
     if not _is_weights_file(weights):
-        return {"weights": str(weights), "weights_sha256": None}
+        return {"weights": "none" if weights is None else str(weights), "weights_sha256": None}
     return {"weights": str(Path(weights).resolve()), "weights_sha256": sha256_file(weights)}
 
 
@@ -1125,6 +1140,8 @@ def finetune(
     # What the checkpoint's run trained on beyond its TrainConfig; a resume must match it.
     run_settings = {
         "model": model_name,
+        # A resume replaces the weights, but a run started from others is another run.
+        **recorded_weights(weights),
         "data": str(Path(data_dir).resolve()),
         "classes": ",".join(data.classes),
         # The folder's files may change under the same path between the run and its resume.
