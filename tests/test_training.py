@@ -553,6 +553,16 @@ def test_finetune_steps_works_after_the_model_changes_shape() -> None:
 # --------------------------------------------------------------------------- checkpoints
 
 
+def test_a_batch_of_one_at_a_batchnorm_gets_one_clear_error() -> None:
+    """Before: torch's ValueError ended the run with a stack trace."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 8), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 3))
+    data = NoisyDataset(9)
+    train = DataLoader(TensorDataset(data.images, data.labels), batch_size=4)
+    with pytest.raises(ConfigError, match=r"a training batch of one sample reached a BatchNorm "
+                       r"layer, .*drop_last=True"):  # fmt: skip
+        fit(model, train, None, config=TrainConfig(epochs=1, device="cpu"))
+
+
 def test_checkpoint_is_written_each_epoch_and_loads_weights_only(tmp_path: Path) -> None:
     train, val = loaders()
     path = tmp_path / "run" / "ckpt.pt"

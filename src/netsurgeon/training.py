@@ -38,7 +38,7 @@ from netsurgeon.distributed import (
     own_entry,
     rank_and_size,
 )
-from netsurgeon.errors import CheckpointError, ConfigError
+from netsurgeon.errors import CheckpointError, ConfigError, first_line
 from netsurgeon.fileio import atomic_torch_save, describe_torch_file
 from netsurgeon.modes import kept_modes
 from netsurgeon.pruning.stats import resolve_device as resolve_named_device
@@ -850,7 +850,16 @@ class _Trainer:
             )
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                outputs = self.net(inputs)
+                try:
+                    outputs = self.net(inputs)
+                except ValueError as exc:
+                    if "Expected more than 1 value per channel" not in str(exc):
+                        raise
+                    raise ConfigError(
+                        f"a training batch of one sample reached a BatchNorm layer, which "
+                        f"cannot train on it ({first_line(exc)}); drop that last batch "
+                        "(DataLoader(..., drop_last=True)) or choose another batch size"
+                    ) from None
                 loss = _compute_loss(self.loss_fn, outputs, targets, inputs)
             self.scaler.scale(loss).backward()
             if self.config.grad_clip is not None:

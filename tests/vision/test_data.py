@@ -379,6 +379,27 @@ def test_make_loader_defaults(tmp_path: Path) -> None:
         make_loader(dataset, batch_size=1, train=True, num_workers=-1)
 
 
+@pytest.mark.parametrize("cache", [False, True])
+def test_a_last_training_batch_of_one_sample_is_dropped(
+    tmp_path: Path, cache: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a lone last sample reached BatchNorm on 1x1 maps (resnet18 at 32 px), which
+    cannot train on it, and the run ended in a stack trace."""
+    folder = make_folder(tmp_path / "d", per_class=2)  # 4 images
+    dataset = ImageFolderDataset(folder, transform=build_transforms(train=True, input_size=16))
+    with caplog.at_level("INFO", logger="netsurgeon.vision.data"):
+        train = make_loader(dataset, batch_size=3, train=True, num_workers=0, cache=cache)
+    assert [len(labels) for _, labels in train] == [3]
+    assert "the last batch, of one sample, is dropped each epoch" in caplog.text
+    kept = make_loader(dataset, batch_size=2, train=True, num_workers=0, cache=cache)
+    assert [len(labels) for _, labels in kept] == [2, 2]
+    evaluation = make_loader(dataset, batch_size=3, train=False, num_workers=0, cache=cache)
+    assert [len(labels) for _, labels in evaluation] == [3, 1]  # every sample evaluated
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 16), torch.nn.BatchNorm2d(4)).train()
+    for images, _ in train:
+        model(images)  # 1x1 maps: a batch of one would raise
+
+
 def noise_folder(root: Path, per_class: int = 3, size: tuple[int, int] = (19, 21)) -> Path:
     """Classes cat and dog of random-noise PNGs of ``size`` (width, height)."""
     generator = torch.Generator().manual_seed(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import multiprocessing
 import multiprocessing.context
 import os
@@ -85,6 +86,8 @@ _IMAGE_ERRORS = (
 )
 
 Transform = Callable[[Image.Image], Any]
+
+log = logging.getLogger(__name__)
 
 
 def build_transforms(*, train: bool, input_size: int = 224, small: bool | None = None) -> Transform:
@@ -797,7 +800,8 @@ def make_loader(
             kept alive between epochs.
         seed: Seed of the shuffle and the augmentation.
         pin_memory: ``None`` pins when CUDA is available.
-        drop_last: Drop a last incomplete batch.
+        drop_last: Drop a last incomplete batch. A training loader always drops a last batch
+            of one sample (BatchNorm cannot train on it), with a log message.
         device: The device the batches are for (``"auto"``, ``"cuda"``...). When it is a GPU
             and ``dataset`` is an :class:`ImageFolderDataset` with a transform of
             :func:`build_transforms`, images travel as uint8 and are normalised on the GPU
@@ -846,6 +850,16 @@ def make_loader(
         sampler = SeededRandomSampler(dataset, seed=seed)
     else:
         sampler = None
+    if train and sampler is not None and not drop_last and len(sampler) % batch_size == 1:
+        # BatchNorm cannot train on a batch of one sample (1x1 feature maps at small sizes).
+        drop_last = len(sampler) > 1
+        if drop_last and info.rank == 0:
+            log.info(
+                "%d training samples per process in batches of %d: the last batch, of one "
+                "sample, is dropped each epoch",
+                len(sampler),
+                batch_size,
+            )
     if cache:
         from netsurgeon.vision.cache import build_cached_loader
 
