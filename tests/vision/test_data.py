@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -21,6 +22,7 @@ from torchvision import transforms as T
 
 from netsurgeon.errors import ConfigError
 from netsurgeon.training import TrainConfig, evaluate, fit
+from netsurgeon.vision import data as data_module
 from netsurgeon.vision.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -274,7 +276,7 @@ def test_skips_in_loader_workers_are_counted_in_the_main_process(tmp_path: Path)
     dataset = ImageFolderDataset(
         root, transform=build_transforms(train=False, input_size=16), verify=False
     )
-    loader = make_loader(dataset, batch_size=2, train=True, num_workers=2)
+    loader = make_loader(dataset, batch_size=4, train=True, num_workers=2)
     assert loader.persistent_workers
     seen = sum(len(labels) for _, labels in loader)
     assert seen == 7
@@ -398,6 +400,26 @@ def test_a_last_training_batch_of_one_sample_is_dropped(
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 16), torch.nn.BatchNorm2d(4)).train()
     for images, _ in train:
         model(images)  # 1x1 maps: a batch of one would raise
+
+
+def test_high_bit_depth_images_are_scaled_not_clipped(tmp_path: Path) -> None:
+    """Before: 16-bit, 32-bit and float images were clipped at 255: most turned white."""
+    levels = np.array([[0, 5000], [30000, 65535]])
+    images = {
+        "i16.png": Image.fromarray(levels.astype(np.uint16)),
+        "i32.tif": Image.fromarray(levels.astype(np.int32)),
+        "small_i32.tif": Image.fromarray((levels // 257).astype(np.int32)),
+        "f.tif": Image.fromarray((levels / 65535).astype(np.float32)),
+    }
+    for name, image in images.items():
+        image.save(tmp_path / name)
+        with Image.open(tmp_path / name) as opened:
+            rgb = np.asarray(data_module._to_rgb(opened))
+        assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+        np.testing.assert_allclose(rgb[..., 0], [[0, 19], [117, 255]], atol=1, err_msg=name)
+        assert (rgb == rgb[..., :1]).all()  # grey
+    rgba = Image.new("RGBA", (2, 2), (10, 20, 30, 40))
+    assert np.asarray(data_module._to_rgb(rgba))[0, 0].tolist() == [10, 20, 30]
 
 
 def noise_folder(root: Path, per_class: int = 3, size: tuple[int, int] = (19, 21)) -> Path:

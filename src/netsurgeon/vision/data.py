@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image, UnidentifiedImageError
@@ -88,6 +89,29 @@ _IMAGE_ERRORS = (
 Transform = Callable[[Image.Image], Any]
 
 log = logging.getLogger(__name__)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB, scaling high-bit-depth pixels rather than clipping them.
+
+    Pillow's ``convert("RGB")`` clips 16-bit, 32-bit integer and float pixels at 255, which
+    turns most such images white. Here 16-bit pixels are scaled down by 256; 32-bit integer
+    ones likewise where any exceeds 255 (16-bit data stored as 32 bits), and float ones are
+    scaled from [0, 1] where they fit in it. Other pixels are clipped to [0, 255].
+    """
+    if image.mode.startswith("I;16"):
+        pixels = np.asarray(image).astype(np.int64) >> 8
+    elif image.mode == "I":
+        pixels = np.asarray(image).astype(np.int64)
+        pixels = pixels.clip(0, 65535) >> 8 if pixels.max(initial=0) > 255 else pixels
+    elif image.mode == "F":
+        pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        if pixels.size and pixels.min() >= 0 and pixels.max() <= 1:
+            pixels = pixels * 255
+        pixels = pixels.round()
+    else:
+        return image.convert("RGB")
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).convert("RGB")
 
 
 def build_transforms(*, train: bool, input_size: int = 224, small: bool | None = None) -> Transform:
@@ -356,7 +380,7 @@ class ImageFolderDataset(Dataset[tuple[Any, int]]):
         path = self._scan.samples[scan_index][0]
         try:
             with Image.open(path) as image:
-                return image.convert("RGB")
+                return _to_rgb(image)
         except _IMAGE_ERRORS as exc:
             self._scan.log.mark(scan_index)
             self._scan.log.warn_once(
