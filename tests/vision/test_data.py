@@ -402,6 +402,21 @@ def test_a_last_training_batch_of_one_sample_is_dropped(
         model(images)  # 1x1 maps: a batch of one would raise
 
 
+def test_a_link_up_the_tree_is_skipped_and_a_linked_folder_read_once(tmp_path: Path) -> None:
+    """Before: train/cat/up -> .. read every class as cat, over and over, until ELOOP."""
+    root = make_folder(tmp_path / "d", per_class=2)
+    (root / "cat" / "up").symlink_to("..")
+    (root / "dog" / "again").symlink_to(".")
+    (root / "dog" / "inner").mkdir()
+    (root / "dog" / "twice").symlink_to("inner")
+    Image.new("RGB", (4, 4)).save(root / "dog" / "inner" / "x.png")
+    with pytest.warns(UserWarning) as record:
+        dataset = ImageFolderDataset(root, verify=False)
+    skipped = sorted(str(w.message).split(":")[0] for w in record)
+    assert skipped == [f"skipped {root / 'cat' / 'up'}", f"skipped {root / 'dog' / 'again'}"]
+    assert sorted(dataset.targets) == [0, 0, 1, 1, 1]  # cat 2, dog 2 + inner/x.png once
+
+
 def test_high_bit_depth_images_are_scaled_not_clipped(tmp_path: Path) -> None:
     """Before: 16-bit, 32-bit and float images were clipped at 255: most turned white."""
     levels = np.array([[0, 5000], [30000, 65535]])

@@ -231,8 +231,27 @@ def _check_folder(root: Path) -> None:
 
 def _image_files(folder: Path) -> list[Path]:
     found = []
+    top = os.path.realpath(folder)
+    visited: set[str] = set()  # real paths: a folder linked twice is read once
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        real = os.path.realpath(dirpath)
+        if real in visited:
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        kept = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            target = os.path.realpath(os.path.join(dirpath, name))
+            if top == target or top.startswith(target.rstrip(os.sep) + os.sep):
+                # A link up the tree would read the class folder (and its siblings) forever.
+                warnings.warn(
+                    f"skipped {os.path.join(dirpath, name)}: it links to {target}, a folder "
+                    f"that holds {folder}",
+                    stacklevel=4,
+                )
+            else:
+                kept.append(name)
+        dirnames[:] = kept
         for name in sorted(filenames):
             if not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS):
                 found.append(Path(dirpath) / name)
