@@ -165,6 +165,11 @@ def test_split_of_the_train_folder_when_root_has_one(data_root: Path) -> None:
         data = load_image_data(data_root, input_size=16, val_fraction=0.5, seed=0)
     assert data.train.root == data_root / "train"
     assert len(data.train) + len(data.val) == 8
+    # A bad fraction is an error only (before: the "val/ is not used" warning came first).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ConfigError, match=r"val_fraction=1\.5 \(--val-fraction\)"):
+            load_image_data(data_root, input_size=16, val_fraction=1.5)
 
 
 def test_split_indices_edges() -> None:

@@ -437,6 +437,13 @@ def _check_num_classes(num_classes: int | None, classes: Sequence[str], root: Pa
         )
 
 
+def _check_val_fraction(val_fraction: Any) -> None:
+    if isinstance(val_fraction, bool) or not 0.0 < float(val_fraction) < 1.0:
+        raise ConfigError(
+            f"val_fraction={val_fraction!r} (--val-fraction) is not allowed; use a number in (0, 1)"
+        )
+
+
 def split_indices(
     targets: Sequence[int], *, val_fraction: float, seed: int
 ) -> tuple[list[int], list[int]]:
@@ -452,10 +459,7 @@ def split_indices(
         ConfigError: ``val_fraction`` is not in (0, 1), or the split leaves no validation
             sample.
     """
-    if isinstance(val_fraction, bool) or not 0.0 < float(val_fraction) < 1.0:
-        raise ConfigError(
-            f"val_fraction={val_fraction!r} (--val-fraction) is not allowed; use a number in (0, 1)"
-        )
+    _check_val_fraction(val_fraction)
     by_class: dict[int, list[int]] = {}
     for position, label in enumerate(targets):
         by_class.setdefault(label, []).append(position)
@@ -604,6 +608,7 @@ def load_image_data(
             )
         _check_num_classes(num_classes, train.classes, train_dir)
         return ImageData(train=train, val=val, classes=train.classes)
+    _check_val_fraction(val_fraction)  # before the warning below: a bad value is an error only
     if train_dir is not None and val_dir is not None:  # allowed: val/ may be a held-out test
         warnings.warn(
             f"val_fraction (--val-fraction) splits {train_dir} for validation; {val_dir} is not "
