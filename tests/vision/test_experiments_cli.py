@@ -75,6 +75,16 @@ def test_a_subset_smaller_than_the_classes_is_refused(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_subset_larger_than_the_data_says_all_is_used(tmp_path: Path) -> None:
+    """Before: --train-subset 100 on 6 images used 6 without a word (config.json says 100)."""
+    data = make_image_folder(tmp_path / "data", train=2, val=2)
+    argv = ["sweep", "cifar_resnet20", "--data", str(data), "--weights", "none", "--criteria",
+            "l1", "--levels", "0.5", "--train-subset", "100", "--out", str(tmp_path / "out"),
+            *QUICK]  # fmt: skip
+    with pytest.warns(UserWarning, match="--train-subset 100 is more than the 6 training images"):
+        assert main(argv) == 0
+
+
 def test_sweep_on_image_folder_writes_everything(tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "data")
     out = tmp_path / "sweep"

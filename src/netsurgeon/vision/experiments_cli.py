@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,17 @@ def _loaders(args: argparse.Namespace) -> tuple[Any, Any, int, dict[str, Any]]:
             raise ConfigError(
                 f"{flag} {size} is smaller than the {data.num_classes} classes; give at least "
                 f"{data.num_classes} so that every class is represented"
+            )
+    for flag, size, part in (
+        ("--train-subset", args.train_subset, train),
+        ("--val-subset", args.val_subset, val),
+    ):
+        if size and size > len(part):
+            kind = "training" if flag == "--train-subset" else "validation"
+            warnings.warn(
+                f"{flag} {size} is more than the {len(part)} {kind} images: all of them are used",
+                UserWarning,
+                stacklevel=2,
             )
     if args.train_subset:
         train = train.subset(
