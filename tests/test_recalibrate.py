@@ -57,6 +57,27 @@ def test_running_stats_become_the_data_statistics() -> None:
     assert all(m.momentum == 0.3 for m in model if isinstance(m, nn.BatchNorm2d))
 
 
+def test_batches_of_every_usual_shape_recalibrate_alike() -> None:
+    """Before: an unlabelled TensorDataset's [x] and (x, y, index) batches reached the model
+    as lists (TypeError); a dict fell through to the model too."""
+    x = torch.randn(12, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    shapes = {
+        "pairs": [(x[i : i + 4], torch.zeros(4)) for i in range(0, 12, 4)],
+        "inputs only": DataLoader(TensorDataset(x), batch_size=4),
+        "with index": [(x[i : i + 4], torch.zeros(4), torch.arange(4)) for i in range(0, 12, 4)],
+        "tensors": [x[i : i + 4] for i in range(0, 12, 4)],
+    }
+    stats = {}
+    for name, batches in shapes.items():
+        model = _model()
+        assert recalibrate_bn(model, batches, batches=None) == 3
+        stats[name] = model[1].running_mean
+    for name, mean in stats.items():
+        torch.testing.assert_close(mean, stats["pairs"], msg=name)
+    with pytest.raises(ConfigError, match="got a dict; wrap the loader"):
+        recalibrate_bn(_model(), [{"image": x}])
+
+
 def test_only_the_first_batches_are_used() -> None:
     model = _model()
     loader = _loader()

@@ -122,6 +122,18 @@ def test_refits_after_netsurgeon_prune_lower_every_error() -> None:
     assert {name: m.training for name, m in model.named_modules()} == was
 
 
+def test_batches_with_an_index_refit_as_pairs_do() -> None:
+    """Before: (inputs, targets, index) batches were passed whole to the model (TypeError)."""
+    fits = {}
+    for name in ("pairs", "with index"):
+        model, reference, kept = _pruned_pair()
+        batches = [
+            (x, y) if name == "pairs" else (x, y, torch.arange(len(x))) for x, y in _loader()
+        ]
+        fits[name] = reconstruct(model, reference, batches, kept=kept, batches=4)
+    assert fits["with index"] == fits["pairs"]
+
+
 def _pruned_pair() -> tuple[nn.Module, nn.Module, dict[str, torch.Tensor]]:
     reference = _cnn()
     model = copy.deepcopy(reference)

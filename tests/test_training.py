@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import math
 import os
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
@@ -25,6 +27,7 @@ from netsurgeon.training import (
     History,
     TrainConfig,
     TrainState,
+    _split_batch,
     atomic_save,
     evaluate,
     finetune_steps,
@@ -561,6 +564,45 @@ def test_a_batch_of_one_at_a_batchnorm_gets_one_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"a training batch of one sample reached a BatchNorm "
                        r"layer, .*drop_last=True"):  # fmt: skip
         fit(model, train, None, config=TrainConfig(epochs=1, device="cpu"))
+
+
+class _TwoHeads(nn.Module):
+    """Two inputs in a dict, two outputs in a tuple (an auxiliary head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.aux = nn.Linear(8, 3), nn.Linear(8, 3)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.cat([batch["a"].flatten(1), batch["b"].flatten(1)], 1)
+        return self.fc(h), self.aux(h)
+
+
+def test_tuple_outputs_train_with_nan_accuracy_and_nested_inputs_move() -> None:
+    """Before: tuple outputs raised AttributeError ('tuple' has no 'detach'), and inputs in
+    a tuple, list or dict stayed where the loader left them."""
+    data = [({"a": torch.randn(4, 4), "b": torch.randn(4, 4)}, torch.randint(0, 3, (4,)))] * 3
+
+    def loss(outputs: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs[0], targets) + 0.3 * F.cross_entropy(outputs[1], targets)
+
+    history = fit(_TwoHeads(), data, data, config=TrainConfig(epochs=1, device="cpu"),
+                  loss_fn=loss)  # fmt: skip
+    record = history.epochs[-1]
+    assert math.isnan(record.train_accuracy) and math.isnan(record.val_accuracy)
+    assert math.isfinite(record.train_loss)
+    assert math.isnan(evaluate(_TwoHeads(), data, loss_fn=loss, device="cpu")["accuracy"])
+    x = torch.randn(2, 3, 4, 4)
+    Pair = collections.namedtuple("Pair", "left right")
+    moved, targets = _split_batch(
+        ((x, [x], {"k": x}, Pair(x, 1)), torch.zeros(2)), torch.device("meta"), channels_last=True
+    )
+    assert targets.device.type == "meta"
+    assert {t.device.type for t in (moved[0], moved[1][0], moved[2]["k"], moved[3].left)} == {
+        "meta"
+    }
+    assert isinstance(moved[3], Pair) and moved[3].right == 1
+    assert moved[0].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_checkpoint_is_written_each_epoch_and_loads_weights_only(tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable[Any], *, batches: int | No
             for batch in loader:
                 if batches is not None and seen >= batches:
                     break
-                model(move_inputs(batch_inputs(batch), device, dtype))
+                model(*move_inputs(batch_inputs(batch), device, dtype))
                 seen += 1
         total = seen
         distributed = is_distributed()

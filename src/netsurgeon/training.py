@@ -599,11 +599,22 @@ def _split_batch(
         )
     inputs, targets = batch
     non_blocking = device.type == "cuda"
-    if isinstance(inputs, torch.Tensor):
-        inputs = inputs.to(device, non_blocking=non_blocking)
-        if channels_last and inputs.ndim == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-    return inputs, targets.to(device, non_blocking=non_blocking)
+
+    def to_device(value: Any) -> Any:
+        # Every tensor of the inputs, also in a tuple, list or dict (a model with several).
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=non_blocking)
+            if channels_last and value.ndim == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+            return value
+        if isinstance(value, (tuple, list)):
+            items = [to_device(v) for v in value]
+            return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+        if isinstance(value, Mapping):
+            return {k: to_device(v) for k, v in value.items()}
+        return value
+
+    return to_device(inputs), targets.to(device, non_blocking=non_blocking)
 
 
 def _compute_loss(
@@ -616,7 +627,9 @@ def _compute_loss(
     return loss_fn(outputs, targets)
 
 
-def _correct(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _correct(outputs: Any, targets: torch.Tensor) -> torch.Tensor:
+    if not isinstance(outputs, torch.Tensor):  # a tuple or dict: not one tensor of scores
+        return torch.full((), float("nan"), device=targets.device)
     if outputs.dim() == 2 and targets.dim() == 1 and not targets.is_floating_point():
         # A row with nan or inf is wrong: argmax of an all-nan row is 0, so a diverged model
         # would score the share of class 0.
@@ -632,10 +645,11 @@ class _Tally:
         self.sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss * n, correct
         self.seen = 0
 
-    def add(self, loss: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> int:
+    def add(self, loss: torch.Tensor, outputs: Any, targets: torch.Tensor) -> int:
         n = int(targets.shape[0])
         self.sums[0] += loss.detach().double() * n
-        self.sums[1] += _correct(outputs.detach(), targets).double()
+        with torch.no_grad():
+            self.sums[1] += _correct(outputs, targets).double()
         self.seen += n
         return n
 

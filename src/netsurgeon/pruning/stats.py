@@ -6,7 +6,7 @@ import io
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -60,9 +60,24 @@ def move_inputs(inputs: Any, device: torch.device | str, dtype: torch.dtype | No
     return inputs
 
 
-def batch_inputs(batch: Any) -> Any:
-    """The inputs of a loader's batch: the first of an ``(inputs, targets)`` pair, else all."""
-    return batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
+def batch_inputs(batch: Any) -> tuple[Any, ...]:
+    """The model's positional inputs in a loader's batch, as a tuple.
+
+    The first item of a sequence (``(inputs, targets)``, ``(inputs, targets, index)``, or an
+    unlabelled ``TensorDataset``'s ``[inputs]``), or the batch itself when it is not one; a
+    tuple or list of inputs (a model with several) is spread. The criteria read batches the
+    same way.
+
+    Raises:
+        ConfigError: The batch is a dict (which input would the model take?).
+    """
+    if isinstance(batch, Mapping):
+        raise ConfigError(
+            "data batches must be (inputs, targets) pairs or inputs, got a dict; wrap the "
+            "loader so that it yields (inputs, targets)"
+        )
+    inputs = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
+    return as_input_tuple(inputs)
 
 
 def check_reiterable(name: str, data: Any) -> None:
