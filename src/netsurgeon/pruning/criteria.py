@@ -24,6 +24,7 @@ from netsurgeon.distributed import is_distributed
 from netsurgeon.errors import ConfigError
 from netsurgeon.modes import kept_modes
 from netsurgeon.pruning.graph import PruningGraph
+from netsurgeon.pruning.stats import batch_inputs
 
 __all__ = [
     "CRITERIA",
@@ -137,17 +138,9 @@ class DataCriterion(Protocol):
 
 
 def _split_batch(batch: Any) -> tuple[tuple[Any, ...], Any]:
-    if isinstance(batch, dict):
-        raise ConfigError(
-            "data batches must be (inputs, targets) pairs, got a dict; wrap the loader"
-        )
-    if isinstance(batch, (list, tuple)) and len(batch) >= 2:
-        inputs, targets = batch[0], batch[1]
-    else:
-        inputs, targets = batch, None
-    if isinstance(inputs, torch.Tensor):
-        inputs = (inputs,)
-    return tuple(inputs), targets
+    """The model's inputs (:func:`~netsurgeon.pruning.stats.batch_inputs`) and the targets."""
+    targets = batch[1] if isinstance(batch, (list, tuple)) and len(batch) >= 2 else None
+    return batch_inputs(batch), targets
 
 
 class _Recorder(fx.Interpreter):
