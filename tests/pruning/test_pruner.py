@@ -555,6 +555,27 @@ def test_pruner_continues_an_amount_schedule(
         ], counted
 
 
+def test_pruner_continues_a_global_amount_schedule_from_a_bare_start() -> None:
+    """Before: the start's filter count was inferred as round(now / (1 - share)), 353 for
+    352, and the resumed run kept one filter more than the uninterrupted one."""
+    from netsurgeon.vision import cifar_resnet20
+
+    x = torch.randn(1, 3, 16, 16)
+    plan = {"amount": 0.6, "steps": 4, "criterion": "l1", "scope": "global"}
+    torch.manual_seed(0)
+    whole = cifar_resnet20()
+    model = copy.deepcopy(whole)
+    Pruner(whole, x, **plan).run()
+    first = Pruner(model, x, **plan)
+    first.step()
+    first.step()
+    bare = Footprint(first.start.params, first.start.macs)
+    rest = Pruner(model, x, **plan, start=bare, completed=2)
+    assert rest.start.filters is None or rest.start.filters == first.start.filters
+    rest.run()
+    assert _snapshot(model)[1] == _snapshot(whole)[1]  # the same widths everywhere
+
+
 def test_pruner_validates_arguments() -> None:
     for bad in (-1, 3, True):
         with pytest.raises(ConfigError, match=f"completed={bad!r} is not allowed"):

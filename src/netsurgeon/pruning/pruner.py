@@ -569,13 +569,20 @@ def _size_before(size: int, share: float, divisor: int, min_channels: int, round
     two (16, 144, 960), so the one divisible by the highest power of two wins, then the one
     nearest ``size / (1 - share)``.
     """
-    estimate = size / (1 - share)
-    fits = [
-        n
-        for n in range(size, math.floor(estimate + 1e-9) + 1)
-        if _bounded_keep(n - math.floor(share * n + 1e-9), n, divisor, min_channels, round_to)
-        == size
-    ]
+    return _likeliest_before(
+        size,
+        share,
+        lambda n: _bounded_keep(
+            n - math.floor(share * n + 1e-9), n, divisor, min_channels, round_to
+        ),
+    )
+
+
+def _likeliest_before(now: int, share: float, left: Callable[[int], int]) -> int:
+    """The count ``n`` that a slice leaving ``left(n)`` took down to ``now``; of several that
+    fit, the one divisible by the highest power of two, then the one nearest the estimate."""
+    estimate = now / (1 - share)
+    fits = [n for n in range(now, math.floor(estimate + 1e-9) + 1) if left(n) == now]
     if not fits:
         return round(estimate)
     return min(fits, key=lambda n: (-((n & -n).bit_length()), abs(n - estimate)))
@@ -730,8 +737,10 @@ class Pruner:
         start: To continue a ``steps`` schedule after an interruption: the footprint of the
             model before its first slice (default: the model as passed in), as
             :attr:`start` gave it. One without ``filters`` and ``groups`` has them inferred
-            from the schedule with ``amount``; with ``target_macs`` a layer-scope schedule
-            then takes shares of the sizes the model has now.
+            from the schedule with ``amount`` (rounding can make several counts fit; a
+            ``global_macs`` schedule, whose slices miss their filter goals by a little, is
+            inferred only roughly); with ``target_macs`` a layer-scope schedule then takes
+            shares of the sizes the model has now.
         completed: The number of that schedule's slices already done on ``model``; the rest
             keep the original plan (slice ``i`` aims at ``target_macs ** (i / steps)`` of
             ``start``), not a new plan from where the model is now.
@@ -819,8 +828,10 @@ class Pruner:
         share = 1 - (1 - (self.amount or 0.0)) ** done
         assert self._now.filters is not None
         self._start_filters = self._start.filters
-        if self._start_filters is None:
-            self._start_filters = round(self._now.filters / (1 - share))
+        if self._start_filters is None:  # a global schedule removed floor(share * n) of n
+            self._start_filters = _likeliest_before(
+                self._now.filters, share, lambda n: n - math.floor(share * n + 1e-9)
+            )
         if self._start.groups is not None:
             self._start_groups = dict(self._start.groups)
         else:
