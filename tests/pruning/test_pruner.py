@@ -576,6 +576,16 @@ def test_pruner_continues_a_global_amount_schedule_from_a_bare_start() -> None:
     assert _snapshot(model)[1] == _snapshot(whole)[1]  # the same widths everywhere
 
 
+def test_a_hook_that_is_not_callable_is_refused_before_any_slice() -> None:
+    """Before: the first slice was cut, then calling "yes" raised TypeError."""
+    model = SeqNet()
+    snapshot = _snapshot(model)
+    pruner = Pruner(model, X, amount=0.5, steps=2, criterion="l1")
+    with pytest.raises(ConfigError, match="finetune='yes' is not callable"):
+        pruner.run(finetune="yes")  # type: ignore[arg-type]
+    _assert_unchanged(model, snapshot)
+
+
 def test_pruner_validates_arguments() -> None:
     for bad in (-1, 3, True):
         with pytest.raises(ConfigError, match=f"completed={bad!r} is not allowed"):

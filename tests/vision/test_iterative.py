@@ -612,6 +612,8 @@ def test_bad_arguments_leave_the_model_unchanged() -> None:
         prune_and_finetune(plain, train, val, target_macs=0.5, checkpoint_dir="x", **common)
     with pytest.raises(ConfigError, match="TrainConfig"):
         prune_and_finetune(model, train, val, example_inputs=EXAMPLE, config={}, target_macs=0.5)
+    with pytest.raises(ConfigError, match="on_step=3 is not callable"):
+        prune_and_finetune(model, train, val, target_macs=0.5, on_step=3, **common)
     after = model.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)

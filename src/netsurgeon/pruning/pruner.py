@@ -949,7 +949,14 @@ class Pruner:
 
         Returns:
             The overall result, from the first slice's ``before`` to the last one's ``after``.
+
+        Raises:
+            ConfigError: ``finetune`` is not callable (checked before any slice).
         """
+        if finetune is not None and not callable(finetune):
+            raise ConfigError(
+                f"finetune={finetune!r} is not callable; pass f(model, step, result) or None"
+            )
         while not self.done:
             result = self._step()  # done was just checked (it may trace the model)
             if finetune is not None:

@@ -637,6 +637,8 @@ def prune_and_finetune(
     if checkpoint_dir is None and resume:
         raise ConfigError("resume=True needs checkpoint_dir, the folder of the run to continue")
     loss = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
+    if on_step is not None and not callable(on_step):
+        raise ConfigError(f"on_step={on_step!r} is not callable; pass f(step_record) or None")
     # Validates temperature and alpha before anything slow; the teacher is set below.
     train_loss: Callable[..., torch.Tensor] = (
         DistillationLoss(
