@@ -607,6 +607,10 @@ def test_cli_method_list_matches_the_library() -> None:
     [
         (["--method", "random"], "--pretrain-epochs 1 has no effect with --method 'random'"),
         (["--method", "mimick", "--oov-head", "mlp"], "--oov-head mlp has no effect"),
+        (
+            ["--method", "mimick", "--task", "pos", "--tag-scheme", "iob2"],
+            "--tag-scheme iob2 has no effect with --task pos",
+        ),
     ],
 )
 def test_train_warns_about_options_the_method_ignores(

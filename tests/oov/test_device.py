@@ -178,7 +178,7 @@ def test_unknown_device_names(
         load_run(tmp_path, device="mps")
     args = ["oov", "train", *_common(synthetic), "--out", str(tmp_path / "r"), "--device", "tpu"]
     err = _error(args, capsys)
-    assert "device='tpu' is not a device; use one of auto, cpu, cuda" in err
+    assert "device='tpu' is not a device; use one of auto, cpu, cuda, cuda:N" in err
 
 
 @pytest.mark.usefixtures("full_fp32")

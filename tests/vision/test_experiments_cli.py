@@ -85,6 +85,26 @@ def test_a_subset_larger_than_the_data_says_all_is_used(tmp_path: Path) -> None:
         assert main(argv) == 0
 
 
+@pytest.mark.parametrize("command", ["sweep", "compare-models", "demo"])
+def test_an_out_folder_under_a_file_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """Before: status 1 after scanning the data and building the model."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("x")
+    out = str(blocker / "run")
+    argv = {
+        "sweep": ["sweep", "cifar_resnet20", "--data", str(tmp_path / "missing"), "--criteria",
+                  "l1", "--levels", "0.5"],
+        "compare-models": ["compare-models", "cifar_resnet20", "--data",
+                           str(tmp_path / "missing"), "--level", "0.5"],
+        "demo": ["demo"],
+    }[command]  # fmt: skip
+    assert main([*argv, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"'{blocker}' is a file, not a folder" in err, err
+
+
 def test_sweep_on_image_folder_writes_everything(tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "data")
     out = tmp_path / "sweep"

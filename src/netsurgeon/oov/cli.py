@@ -321,6 +321,12 @@ def _warn_unused_options(args: argparse.Namespace, methods: list[str]) -> None:
             f"only {', '.join(PRETRAINED_METHODS)} are pre-trained",
             stacklevel=2,
         )
+    if getattr(args, "tag_scheme", None) and args.task != "ner":
+        warnings.warn(
+            f"--tag-scheme {args.tag_scheme} has no effect with --task {args.task}: it converts "
+            "NER chunk tags",
+            stacklevel=2,
+        )
     if args.oov_head != "linear" and not any(m in ("context", "comick") for m in methods):
         warnings.warn(
             f"--oov-head {args.oov_head} has no effect with --method {named}: only context and "

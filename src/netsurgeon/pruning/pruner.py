@@ -678,7 +678,8 @@ def prune(
             they take and give are kept (``result.skipped`` says so).
 
     Returns:
-        Parameters and MACs before and after, skipped reasons, and per-layer channel counts.
+        Parameters and MACs before and after, skipped reasons, per-layer channel counts, and
+        for every layer that lost filters the indices of those it kept (``kept``).
 
     Raises:
         ConfigError: An argument is invalid; the model is unchanged.
@@ -720,8 +721,9 @@ class Pruner:
         example_inputs: Inputs the model accepts.
         amount: Overall fraction of filters to remove (see :func:`prune`).
         target_macs: Overall fraction of MACs to keep.
-        steps: Number of slices; each slice removes a geometric share of what is left so that
-            the last one lands on the target. Mutually exclusive with ``filters_per_step``.
+        steps: Number of slices (5 when neither this nor ``filters_per_step`` is given); each
+            slice removes a geometric share of what is left so that the last one lands on the
+            target. Mutually exclusive with ``filters_per_step``.
             With ``scope="layer"`` and ``amount``, slice ``i`` takes every layer down to
             what ``1 - (1 - amount) ** (i / steps)`` of its original size leaves; with
             ``target_macs``, to what the smallest share of every layer's original size that

@@ -35,7 +35,7 @@ __all__ = [
     "state_size_bytes",
 ]
 
-_DEVICE_CHOICES = ("auto", "cpu", "cuda")
+_DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 
 
 def as_input_tuple(example_inputs: Any) -> tuple[Any, ...]:

@@ -52,7 +52,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--input-size",
         type=int,
         metavar="S",
-        help="side of the example input (default: the size recorded in FILE, else 224)",
+        help="side of the example input (default: the size recorded in FILE, else the size its "
+        "architecture is built for: 32 for the CIFAR ResNets, 299 for inception_v3, else 224)",
     )
     export.add_argument(
         "--exporter",

@@ -19,6 +19,7 @@ from torch import nn
 
 from netsurgeon.argtypes import comma_list, non_negative_int, positive_int
 from netsurgeon.errors import ConfigError
+from netsurgeon.fileio import check_folder_target
 from netsurgeon.pruning import CRITERIA
 from netsurgeon.pruning.cli import with_threads
 from netsurgeon.pruning.pruner import SCOPES
@@ -374,6 +375,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     # Check the cheap arguments before reading data or building the model.
     criteria, levels = parse_criteria(args.criteria), parse_levels(args.levels)
     _check_val_fraction(args.val_fraction)
+    check_folder_target(args.out, "--out")
     _check_models(args, [args.model])
     train_loader, val_loader, num_classes, info = _loaders(args)
     info = {"command": "sweep", "model": args.model, **info}
@@ -474,6 +476,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     if not names:
         raise ConfigError("no models given; pass model names like alexnet,vgg16,resnet18")
     _check_val_fraction(args.val_fraction)
+    check_folder_target(args.out, "--out")
     # Every name and its weights before any model trains: config.json, written first, would
     # otherwise keep a mistyped list and refuse the corrected command.
     _check_models(args, names)
@@ -499,7 +502,7 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train a small CNN on the 8x8 digits images that ship with scikit-learn, then "
             "prune it with 3 criteria at 4 levels, fine-tune briefly, and print the table and "
-            "the plots' paths. Needs no download; about 20-60 seconds on a laptop CPU."
+            "the plots' paths. Needs no download; about half a minute on 2 CPU cores."
         ),
     )
     parser.add_argument(
@@ -526,7 +529,7 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--seed", type=non_negative_int, default=0, help="random seed (default: %(default)s)"
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_run_demo)
 
@@ -535,6 +538,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from netsurgeon.vision.demo import run_demo
 
     started = time.perf_counter()
+    check_folder_target(args.out, "--out")
     result = run_demo(
         args.out, base_epochs=args.base_epochs, finetune_epochs=args.finetune_epochs,
         seed=args.seed, device=args.device, progress=False if args.no_progress else None,
