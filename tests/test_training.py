@@ -556,6 +556,13 @@ def test_finetune_steps_works_after_the_model_changes_shape() -> None:
 # --------------------------------------------------------------------------- checkpoints
 
 
+def test_resume_without_a_checkpoint_path_is_refused() -> None:
+    """Before: fit(resume=True) without a path trained from scratch, saying so at INFO level."""
+    train, val = loaders()
+    with pytest.raises(ConfigError, match="resume=True needs checkpoint_path"):
+        fit(make_model(), train, val, config=cpu_config(epochs=1), resume=True)
+
+
 def test_a_batch_of_one_at_a_batchnorm_gets_one_clear_error() -> None:
     """Before: torch's ValueError ended the run with a stack trace."""
     model = nn.Sequential(nn.Conv2d(3, 4, 8), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 3))

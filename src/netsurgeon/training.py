@@ -1074,10 +1074,15 @@ def fit(
     Raises:
         CheckpointError: The checkpoint is corrupt, not a training checkpoint, or for another
             model (the message lists mismatched keys and shapes).
-        ConfigError: A loader yields nothing or the device is unusable.
+        ConfigError: A loader yields nothing, the device is unusable, or ``resume`` is
+            asked for without a ``checkpoint_path``.
     """
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config={config!r} is not allowed; pass a TrainConfig")
+    if resume and checkpoint_path is None:  # as prune_and_finetune: not a silent fresh start
+        raise ConfigError(
+            "resume=True needs checkpoint_path, the checkpoint of the run to continue"
+        )
     steps_per_epoch = _loader_len(train_loader)
     trainer = _Trainer(
         model,

@@ -1051,6 +1051,8 @@ def finetune(
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is None and out is not None:
         ckpt = default_checkpoint_path(out)
+    if resume and ckpt is None:
+        raise ConfigError("resume=True needs out or checkpoint, where the run to continue is")
     if ckpt is not None:  # before a whole epoch trains, not when its checkpoint is written
         flag = "checkpoint" if checkpoint is None else "checkpoint (--checkpoint)"
         check_file_target(ckpt, flag)
