@@ -178,6 +178,7 @@ def test_kept_composes_over_iterative_slices() -> None:
         ({"rows_per_batch": True}, "rows_per_batch=True"),
         ({"ridge": -1.0}, r"ridge=-1\.0"),
         ({"ridge": float("nan")}, "ridge=nan"),
+        ({"ridge": float("inf")}, "ridge=inf is not allowed; use a finite number"),
         ({"max_features": 0}, "max_features=0"),
     ],
 )

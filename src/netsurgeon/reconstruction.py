@@ -19,6 +19,7 @@ pruning from 14 % to 61 %, but after 3 epochs of fine-tuning the model without i
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -273,8 +274,8 @@ def reconstruct(
     for label, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{label}={value!r} is not allowed; use a positive integer")
-    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
-        raise ConfigError(f"ridge={ridge!r} is not allowed; use a number >= 0")
+    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not 0 <= ridge < math.inf:
+        raise ConfigError(f"ridge={ridge!r} is not allowed; use a finite number >= 0")
     check_reiterable("loader", loader)  # read once per layer
     if reference is model:
         raise ConfigError(

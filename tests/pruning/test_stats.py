@@ -138,6 +138,16 @@ def test_count_macs_accepts_several_inputs() -> None:
     assert count_macs(model, (torch.randn(3, 4), torch.randn(3, 4))) == 2 * 3 * 4 * 2
 
 
+def test_count_macs_and_latency_take_float32_inputs_for_a_bfloat16_model() -> None:
+    """Before: both raised torch's dtype mismatch; ModelStats.measure already cast."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    x = torch.randn(2, 3, 8, 8)
+    expected = count_macs(model, x)
+    model = model.to(torch.bfloat16)
+    assert count_macs(model, x) == expected
+    assert measure_latency(model, x, warmup=0, repeats=1) > 0
+
+
 def test_count_macs_restores_training_flags() -> None:
     model = _small_cnn().train()
     model[1].eval()

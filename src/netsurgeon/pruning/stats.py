@@ -226,9 +226,12 @@ def count_macs(model: nn.Module, example_inputs: Any) -> int:
 
     Counted with :class:`MacCounter` (:mod:`torch.utils.flop_counter`'s formulas: convolutions
     and matrix products); the model runs in eval mode without gradients and its training flags
-    are restored afterwards.
+    are restored afterwards. Tensor inputs go to the model's device, floating-point ones in
+    its dtype.
     """
-    inputs = as_input_tuple(example_inputs)
+    inputs = move_inputs(
+        as_input_tuple(example_inputs), resolve_device(None, model), float_dtype(model)
+    )
     with kept_modes(model):
         model.eval()
         with torch.no_grad(), MacCounter() as counter:
@@ -316,9 +319,8 @@ def measure_latency(
     _check_int("repeats", repeats, minimum=1)
     target = resolve_device(device, model)
     home = resolve_device(None, model)
-    inputs = tuple(
-        x.to(target) if isinstance(x, torch.Tensor) else x for x in as_input_tuple(example_inputs)
-    )
+    # Floating-point inputs in the model's dtype (float32 images for a bfloat16 model).
+    inputs = move_inputs(as_input_tuple(example_inputs), target, float_dtype(model))
     moved = target != home
     if moved:
         model.to(target)
