@@ -576,6 +576,21 @@ def test_pruner_continues_a_global_amount_schedule_from_a_bare_start() -> None:
     assert _snapshot(model)[1] == _snapshot(whole)[1]  # the same widths everywhere
 
 
+def test_a_global_ranking_held_back_by_the_bounds_says_so() -> None:
+    """Before: min_channels kept 4 of the 24 filters asked for, and nothing said so."""
+    torch.manual_seed(0)
+    model = _Chain()
+    result = prune(model, X, amount=0.75, scope="global", criterion="l1", min_channels=3)
+    removed = sum(old - new for old, new in result.channels.values())
+    assert removed < 24  # 0.75 of the 32 filters of stem, a, b and head
+    assert (
+        f"the global ranking removed {removed} of the 24 filters asked for: layers keep the "
+        "rest of their share within their bounds (min_channels=3"
+    ) in " ".join(result.skipped)
+    plain = prune(_Chain(), X, amount=0.25, scope="global", criterion="l1")
+    assert not any("global ranking" in reason for reason in plain.skipped)
+
+
 def test_a_hook_that_is_not_callable_is_refused_before_any_slice() -> None:
     """Before: the first slice was cut, then calling "yes" raised TypeError."""
     model = SeqNet()

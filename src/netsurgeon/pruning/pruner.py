@@ -540,6 +540,10 @@ def _prune_once(
             skipped.append(note)
     else:
         keep = _plan(graph, scores, amount=amount, num_filters=num_filters, amounts=amounts, **plan)
+        if scope == "global":
+            note = _global_shortfall(graph, scores, keep, amount, num_filters, plan)
+            if note:
+                skipped.append(note)
     # Every layer whose outputs can shrink: producers, and depthwise convolutions pruned along.
     sizes = {name: graph.source_module(name) for name in graph.source_names}
     sizes.update(
@@ -556,6 +560,33 @@ def _prune_once(
     }
     after = Footprint(count_params(model), macs_after)
     return PruneResult(before, after, skipped, channels, kept)
+
+
+def _global_shortfall(
+    graph: PruningGraph,
+    scores: dict[int, torch.Tensor],
+    keep: dict[int, torch.Tensor],
+    amount: float | None,
+    num_filters: int | None,
+    plan: dict[str, Any],
+) -> str | None:
+    """Why a global ranking removed fewer filters than asked, or None when it did not.
+
+    The lowest-ranked filters are taken as a whole; a layer whose bounds (``min_channels``,
+    ``round_to``, a grouped convolution's divisor) keep some of its share keeps them.
+    """
+    sizes = {g.id: g.size for g in graph.prunable_groups() if g.id in scores}
+    total = sum(sizes.values())
+    asked = num_filters if num_filters is not None else math.floor((amount or 0) * total + 1e-9)
+    asked = min(asked, total)
+    removed = sum(sizes[gid] - len(kept) for gid, kept in keep.items())
+    if removed >= asked:
+        return None
+    return (
+        f"the global ranking removed {removed} of the {asked} filters asked for: layers keep "
+        f"the rest of their share within their bounds (min_channels={plan['min_channels']}, "
+        f"round_to={plan['round_to']}, grouped convolutions' divisors)"
+    )
 
 
 def _out_channels(module: nn.Module) -> int:
