@@ -532,8 +532,11 @@ def test_python_api_names_the_keyword() -> None:
         TrainConfig(lr_tagger=float("nan"))
     with pytest.raises(ConfigError, match=r"dropout must be in \[0, 1\), got 1.5"):
         TrainConfig(dropout=1.5)
-    with pytest.raises(ConfigError, match="seed must be an integer >= 0, got -1"):
-        TrainConfig(seed=-1)
+    for seed in (-1, 2**63):  # numpy takes no negative seed, torch none past int64
+        with pytest.raises(
+            ConfigError, match=rf"seed must be an integer in \[0, 2\*\*63\), got {seed}"
+        ):
+            TrainConfig(seed=seed)
 
 
 def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import random
 import re
 import shutil
 from pathlib import Path
@@ -142,6 +143,36 @@ def test_embed_api_single_and_batched(comick_run: Path) -> None:
     np.testing.assert_allclose(vectors[2], vector, atol=1e-6)
     with pytest.raises(ConfigError, match="2 left"):
         run.embedder.embed(words, lefts[:2], [[], [], []])
+
+
+def test_loading_a_run_leaves_the_global_random_stream_alone(comick_run: Path) -> None:
+    """Before: building the tagger drew its first weights from torch's global generator."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    load_run(comick_run)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_training_puts_the_callers_random_states_back(
+    synthetic: SyntheticTask, tmp_path: Path
+) -> None:
+    """Before: train reseeded Python's, numpy's and torch's generators and left them so."""
+
+    def draws() -> tuple[float, float, float]:
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    def seed() -> None:
+        random.seed(123)
+        np.random.seed(123)
+        torch.manual_seed(123)
+
+    seed()
+    expected = draws()
+    seed()
+    train(_config(synthetic, method="mimick", epochs=1, pretrain_epochs=1),
+          train_file=synthetic.train, dev_file=synthetic.dev, out=tmp_path / "run")  # fmt: skip
+    assert draws() == expected
 
 
 def test_resume_continues_to_the_same_weights(

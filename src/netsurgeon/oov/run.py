@@ -202,8 +202,8 @@ class TrainConfig:
             raise ConfigError(f"max vocab must be a positive integer, got {self.max_vocab}")
         if self.train_limit is not None and self.train_limit < 1:
             raise ConfigError(f"train limit must be positive, got {self.train_limit}")
-        if self.seed < 0:  # numpy's generators take no negative seeds
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2**63:  # numpy takes no negative seed, torch none past int64
+            raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed}")
 
     @property
     def column(self) -> int:
@@ -673,9 +673,16 @@ def load_run(
         encoding=embeddings_encoding or config.embeddings_encoding,
     )
     check_embeddings(loaded, expected, run)
-    tagger = build_tagger(
-        config, dim=loaded.dim, n_chars=len(chars), n_tags=len(tags), scale=float(expected["scale"])
-    )
+    # The layers' first values, drawn from torch's global generator, are overwritten by the
+    # saved weights: draw them from a fork, so that loading leaves the caller's stream alone.
+    with torch.random.fork_rng(devices=[]):
+        tagger = build_tagger(
+            config,
+            dim=loaded.dim,
+            n_chars=len(chars),
+            n_tags=len(tags),
+            scale=float(expected["scale"]),
+        )
     state = load_state(run / weights)
     state = state.get("model", state) if weights != MODEL_FILE else state
     try:

@@ -479,7 +479,36 @@ def train(
         ConfigError: bad data or options, an ``out`` that is a file (checked before any
             work), an unknown device, or CUDA asked for but not available;
             CheckpointError: unusable checkpoint.
+
+    Training seeds the random generators of Python, numpy and torch from ``config.seed``;
+    the caller's random states are put back afterwards.
     """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            return _train(
+                config,
+                train_file=train_file,
+                dev_file=dev_file,
+                out=out,
+                resume=resume,
+                device=device,
+            )
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def _train(
+    config: TrainConfig,
+    *,
+    train_file: str | os.PathLike[str],
+    dev_file: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    resume: bool,
+    device: str | torch.device,
+) -> TrainResult:
     out = check_folder_target(out, "out (--out)")
     device = resolve_device(device)
     config = absolute_embeddings(config)
