@@ -175,6 +175,26 @@ def test_training_puts_the_callers_random_states_back(
     assert draws() == expected
 
 
+def test_the_dev_file_does_not_shape_the_model(synthetic: SyntheticTask, tmp_path: Path) -> None:
+    """Before: the random vectors' scale was the spread of the train and dev words' vectors,
+    so a dev file with other in-vocabulary words changed the random OOV vectors."""
+    train_words = {t for s in read_tagged(synthetic.train, column=1).tokens for t in s}
+    rows = synthetic.embeddings.read_text().splitlines()
+    extra = [r.split()[0] for r in rows if r.split()[0] not in train_words][:3]
+    assert extra  # embedding words the training file does not have
+    dev2 = tmp_path / "dev2.txt"
+    dev2.write_text(synthetic.dev.read_text() + "".join(f"{w} O\n" for w in extra) + "\n")
+    vectors = []
+    for name, dev in (("a", synthetic.dev), ("b", dev2)):
+        result = train(_config(synthetic, method="random", epochs=1), train_file=synthetic.train,
+                       dev_file=dev, out=tmp_path / name)  # fmt: skip
+        vectors.append(result.run.embedder.embed("zorple", [], [])[0])
+    np.testing.assert_array_equal(*vectors)
+    scales = [json.loads((tmp_path / n / "vocab.json").read_text())["embeddings"]["scale"]
+              for n in "ab"]  # fmt: skip
+    assert scales[0] == scales[1]
+
+
 def test_resume_continues_to_the_same_weights(
     synthetic: SyntheticTask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

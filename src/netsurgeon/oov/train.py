@@ -67,7 +67,7 @@ from netsurgeon.oov.run import (
     read_json,
 )
 from netsurgeon.oov.tagger import Tagger
-from netsurgeon.oov.vectors import PACKAGED_GLOVE, load_embeddings, normaliser
+from netsurgeon.oov.vectors import PACKAGED_GLOVE, Embeddings, load_embeddings, normaliser
 from netsurgeon.oov.vocab import TagVocabulary, oov_stats
 from netsurgeon.pruning.stats import resolve_device
 from netsurgeon.training import _describe_changes
@@ -218,6 +218,13 @@ class TrainResult:
 
     run: TrainedRun
     metrics: dict[str, Any]
+
+
+def _vector_scale(embeddings: Embeddings, sentences: Sequence[Sequence[str]]) -> float:
+    """The spread of the training words' vectors (the dev file's must not shape the model):
+    random OOV vectors and the sentence-boundary vectors are drawn at this scale."""
+    rows = sorted({i for s in sentences for t in s if (i := embeddings.index(t)) is not None})
+    return float(embeddings.vectors[rows].std() if rows else embeddings.vectors.std())
 
 
 def _seed_everything(seed: int) -> None:
@@ -542,7 +549,7 @@ def _train(
             f"no word of {train_file} or {dev_file} has a vector in {embeddings.source}; check the "
             "embeddings and normalise settings (--embeddings, --normalise)"
         )
-    scale = float(embeddings.vectors.std())
+    scale = _vector_scale(embeddings, train_data.tokens)
     tags = TagVocabulary.from_sequences(train_data.tags)
     # Dev tags stay as written for scoring (they never enter the loss).
     unseen = dict(Counter(t for sentence in dev_data.tags for t in sentence if t not in tags))
