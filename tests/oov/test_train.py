@@ -193,6 +193,14 @@ def test_the_dev_file_does_not_shape_the_model(synthetic: SyntheticTask, tmp_pat
     scales = [json.loads((tmp_path / n / "vocab.json").read_text())["embeddings"]["scale"]
               for n in "ab"]  # fmt: skip
     assert scales[0] == scales[1]
+    # A run written before (its scale counted the dev words) resumes at its own scale.
+    vocab_path = tmp_path / "b" / "vocab.json"
+    vocab = json.loads(vocab_path.read_text())
+    vocab["embeddings"]["scale"] = scales[0] * 1.01
+    vocab_path.write_text(json.dumps(vocab))
+    train(_config(synthetic, method="random", epochs=2), train_file=synthetic.train,
+          dev_file=dev2, out=tmp_path / "b", resume=True)  # fmt: skip
+    assert json.loads(vocab_path.read_text())["embeddings"]["scale"] == scales[0] * 1.01
 
 
 def test_resume_continues_to_the_same_weights(

@@ -550,6 +550,10 @@ def _train(
             "embeddings and normalise settings (--embeddings, --normalise)"
         )
     scale = _vector_scale(embeddings, train_data.tokens)
+    if resuming:  # a run goes on at its own scale (runs before 27 Nov 2026 counted dev words)
+        saved = read_json(out / VOCAB_FILE, "vocabularies").get("embeddings")
+        if isinstance(saved, dict) and isinstance(saved.get("scale"), float):
+            scale = saved["scale"]
     tags = TagVocabulary.from_sequences(train_data.tags)
     # Dev tags stay as written for scoring (they never enter the loss).
     unseen = dict(Counter(t for sentence in dev_data.tags for t in sentence if t not in tags))
