@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import types
+from pathlib import Path
+
+import pytest
 
 import netsurgeon.oov
 
@@ -41,3 +44,25 @@ def test_every_name_of_all_resolves_and_none_shadows_a_module() -> None:
     from netsurgeon.oov import train
 
     assert isinstance(train, types.ModuleType)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seeds": 2.0}, "seeds must be a positive integer, got 2.0"),
+        ({"seeds": True}, "seeds must be a positive integer, got True"),
+        ({"seeds": "2"}, "seeds must be a positive integer, got '2'"),
+        ({"methods": "comick"}, r"methods must be a list of method names, .*pass \['comick'\]"),
+    ],
+)
+def test_run_experiment_refuses_bad_seeds_and_methods(
+    tmp_path: Path, kwargs: dict[str, object], message: str
+) -> None:
+    """Before: TypeError for 2.0 and '2', True taken as 1, 'comick' read letter by letter."""
+    from netsurgeon.errors import ConfigError
+    from netsurgeon.oov import TrainConfig, run_experiment
+
+    with pytest.raises(ConfigError, match=message):
+        run_experiment(TrainConfig(), train_file=tmp_path / "t.txt", dev_file=tmp_path / "d.txt",
+                       out=tmp_path / "out", **kwargs)  # type: ignore[arg-type]  # fmt: skip
+    assert not (tmp_path / "out").exists()

@@ -95,6 +95,9 @@ def check_methods(methods: Sequence[str], *, flag: str = "methods") -> list[str]
         ConfigError: no method, or an unknown one; the message lists the allowed ones.
     """
     allowed = ", ".join(METHODS)
+    if isinstance(methods, str):  # would read as one method per letter
+        raise ConfigError(f"{flag} must be a list of method names, got the string {methods!r}; "
+                          f"pass [{methods!r}]")  # fmt: skip
     chosen = list(dict.fromkeys(methods))
     if not chosen:
         raise ConfigError(f"{flag} is empty; give a comma-separated list of: {allowed}")
@@ -158,8 +161,8 @@ def run_experiment(
             before the first run starts.
     """
     methods = check_methods(methods)
-    if seeds < 1:
-        raise ConfigError(f"seeds must be a positive integer, got {seeds}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"seeds must be a positive integer, got {seeds!r}")
     out = check_folder_target(out, "out (--out)")
     device = resolve_device(device)
     if (out / "results.json").exists() and not resume:
