@@ -184,6 +184,34 @@ def test_compare_report_and_plot(tmp_path: Path) -> None:
     assert "<td>resnet18</td><td>pruned</td>" in page
 
 
+def test_comparison_without_fine_tuning_plots_the_accuracy_right_after_pruning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: with --finetune-epochs 0 the time and accuracy panels were empty frames."""
+    panels: list[tuple[str, list[str], int]] = []
+
+    def keep_panels(figure: Any, path: Path) -> Path:
+        panels.extend(
+            (axes.get_ylabel(), [t.get_text() for t in axes.texts], len(axes.patches))
+            for axes in figure.axes
+        )
+        return path
+
+    monkeypatch.setattr(report, "_save", keep_panels)
+    rows = []
+    for model in ("alexnet", "resnet18"):
+        for variant, share in (("unpruned", 1.0), ("pruned", 0.5)):
+            row = _row("l1", 0.5, macs=int(1000 * share), acc=0.8)
+            rows.append({**row, "model": model, "variant": variant, "acc_after": None,
+                         "epoch_time_s": None})  # fmt: skip
+    report.plot_comparison(rows, tmp_path)
+    assert panels == [
+        ("fine-tuning time per epoch (s)", ["no fine-tuning in this comparison"], 0),
+        ("CPU latency (ms)", [], 4),
+        ("top-1 accuracy (right after pruning)", [], 4),
+    ]
+
+
 def test_format_table_aligns_columns() -> None:
     text = format_table(["name", "value"], [["a", "1.00"], ["longer", "10.00"]])
     lines = text.splitlines()

@@ -413,13 +413,17 @@ def plot_comparison(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLik
     models = list(dict.fromkeys(str(r["model"]) for r in rows))
     value = {(str(r["model"]), r["variant"]): r for r in rows}
     fig = _figure(ncols=3, width=max(4.0, 1.1 * len(models) + 2.0))
+    # Without fine-tuning (--finetune-epochs 0) the accuracies are those right after pruning.
+    tuned = any(_finite(r.get("acc_after")) for r in rows)
     panels = (
-        ("epoch_time_s", "fine-tuning time per epoch (s)"),
-        ("latency_ms", "CPU latency (ms)"),
-        ("acc_after", "top-1 accuracy (fine-tuned)"),
+        ("epoch_time_s", "fine-tuning time per epoch (s)", "no fine-tuning in this comparison"),
+        ("latency_ms", "CPU latency (ms)", "latency not measured in this comparison"),
+        ("acc_after", "top-1 accuracy (fine-tuned)", "no accuracy measured")
+        if tuned
+        else ("acc_before", "top-1 accuracy (right after pruning)", "no accuracy measured"),
     )
     width = 0.38
-    for i, (key, label) in enumerate(panels, start=1):
+    for i, (key, label, absent) in enumerate(panels, start=1):
         ax = fig.add_subplot(1, 3, i)
         for j, variant in enumerate(("unpruned", "pruned")):
             xs, ys = [], []
@@ -428,15 +432,19 @@ def plot_comparison(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLik
                 if _finite(v):
                     xs.append(k + (j - 0.5) * width)
                     ys.append(v)
-            ax.bar(xs, ys, width=width, label=variant)
-        if key == "acc_after":  # headroom above 1.0 keeps the legend off the bars
+            if ys:
+                ax.bar(xs, ys, width=width, label=variant)
+        if key.startswith("acc_"):  # headroom above 1.0 keeps the legend off the bars
             ax.set_ylim(0, 1.2)
             ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
         ax.set_ylabel(label)
         ax.set_title(label.split(" (")[0])
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize="small")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+        else:  # say so, not an empty frame
+            ax.text(0.5, 0.5, absent, ha="center", va="center", transform=ax.transAxes)
     return _save(fig, Path(out_dir) / COMPARE_PLOT)
 
 
