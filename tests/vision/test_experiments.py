@@ -652,6 +652,9 @@ def test_a_comparison_resumed_with_other_execution_settings_says_so_once(
 
     assert compare(False) == []
     assert compare(True) == []  # every trial done: no new row can differ from the old ones
+    # The report shows config.json's values, as the rows were measured (before: this call's).
+    report_md = (tmp_path / "report.md").read_text()
+    assert "| train.channels_last | False |" in report_md, report_md
     for name in ("a", "b"):  # both models stopped before their pruned trial
         results = json.loads((tmp_path / name / "results.json").read_text())
         (tmp_path / name / "results.json").write_text(

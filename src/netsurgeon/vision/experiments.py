@@ -464,6 +464,12 @@ def _example_inputs(loader: Iterable[Any]) -> torch.Tensor:
 # --------------------------------------------------------------------------- output folder
 
 
+def _recorded_config(out: Path) -> dict[str, Any]:
+    """``config.json`` as written by the folder's first run: a resume with other execution
+    settings (threads, workers) keeps its values, and so does the report."""
+    return json.loads((out / "config.json").read_text(encoding="utf-8"))
+
+
 def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> str | None:
     """Write ``config.json``, or check that an existing one matches ``config``.
 
@@ -872,7 +878,7 @@ def run_sweep(
     if write_report:
         files.update(
             report.write_sweep_report(
-                out, rows, config=config_dict, title=title or f"Pruning sweep: {name}"
+                out, rows, config=_recorded_config(out), title=title or f"Pruning sweep: {name}"
             )
         )
     return SweepResult(out_dir=out, rows=rows, ran=todo, resumed=resumed, files=files)
@@ -977,7 +983,7 @@ def compare_models(
     files["results_json"], files["results_csv"] = report.write_results(
         out, rows, columns=COMPARE_COLUMNS
     )
-    files.update(report.write_compare_report(out, rows, config=top))
+    files.update(report.write_compare_report(out, rows, config=_recorded_config(out)))
     return SweepResult(out_dir=out, rows=rows, ran=ran, resumed=resumed, files=files)
 
 
