@@ -351,7 +351,8 @@ def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
             "validation accuracy right after pruning and after fine-tuning, params, MACs, "
             "CPU latency, size and fine-tuning time per epoch; the unpruned model is the "
             "reference. Writes results.csv, results.json, config.json, plots, report.md and "
-            "report.html to --out. Rerun the same command to resume an interrupted sweep."
+            "report.html to --out (README.md's 'Transfer-learning experiments' lists the "
+            "columns). Rerun the same command to resume an interrupted sweep."
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="a model name (see `netsurgeon models`)")
@@ -453,7 +454,8 @@ def _add_compare(subparsers: argparse._SubParsersAction) -> None:
             "For each model: fine-tune it unpruned and pruned to --level with --criterion, "
             "and record time per fine-tuning epoch, CPU latency and accuracy. Writes a table "
             "(results.csv, results.json), comparison.png, report.md and report.html to --out; "
-            "each model's trials are in --out/<model>/ and resume like a sweep."
+            "each model's trials are in --out/<model>/ and resume like a sweep. The columns "
+            "are a sweep's, with the row's variant (unpruned or pruned)."
         ),
     )
     parser.add_argument("models", metavar="MODELS", help="comma-separated model names")
