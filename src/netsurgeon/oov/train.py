@@ -470,6 +470,9 @@ def train(
 ) -> TrainResult:
     """Train a tagger with an OOV embedder and write the run folder.
 
+    Training seeds the random generators of Python, numpy and torch from ``config.seed``;
+    the caller's random states are put back afterwards.
+
     Args:
         config: The run's configuration; a relative ``embeddings`` path is stored absolute.
         train_file: Training column file.
@@ -486,9 +489,6 @@ def train(
         ConfigError: bad data or options, an ``out`` that is a file (checked before any
             work), an unknown device, or CUDA asked for but not available;
             CheckpointError: unusable checkpoint.
-
-    Training seeds the random generators of Python, numpy and torch from ``config.seed``;
-    the caller's random states are put back afterwards.
     """
     py_state, np_state = random.getstate(), np.random.get_state()
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []

@@ -108,8 +108,13 @@ _TENSOR_FACTS = {
     "is_leaf", "names",
 }  # fmt: skip
 _CLAMPS = {torch.clamp, torch.clip, "clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_max"}
-# Calls whose tensors passed by keyword the analysis follows (it aligns all their operands).
-_KEYWORD_TENSORS_FOLLOWED = _ELEMENTWISE_FUNCTIONS | _ELEMENTWISE_METHODS | _CLAMPS
+# Calls whose tensors passed by keyword the analysis follows (it aligns all their operands),
+# by node kind: a module's name could be a method's.
+_KEYWORD_TENSORS_FOLLOWED: dict[str, set[Any]] = {
+    "call_function": _ELEMENTWISE_FUNCTIONS | _CLAMPS,
+    "call_method": _ELEMENTWISE_METHODS | _CLAMPS,
+    "call_module": set(),
+}
 
 # Arithmetic on Python numbers: a channel count stays one through these.
 _COUNT_ARITHMETIC: set[Any] = {
@@ -833,7 +838,7 @@ class _Analyzer(fx.Interpreter):
         if n.op == "output":
             self._block(self._arg_infos(n), "it reaches the model's output")
             return None
-        if n.op != "output" and n.target not in _KEYWORD_TENSORS_FOLLOWED:
+        if n.kwargs and n.target not in _KEYWORD_TENSORS_FOLLOWED[n.op]:
             keyword_infos: list[Any] = []
             fx.node.map_arg(n.kwargs, lambda a: keyword_infos.append(self.info.get(a)))
             if any(True for _ in _iter_channels(keyword_infos)):
