@@ -12,7 +12,7 @@ import gzip
 import os
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ __all__ = [
     "TASK_COLUMNS",
     "Sentence",
     "convert_scheme",
+    "convert_tags",
     "decode_lines",
     "detect_scheme",
     "iob1_to_iob2",
@@ -30,6 +31,7 @@ __all__ = [
     "read_conll",
     "resolve_tag_column",
     "scheme_evidence",
+    "scheme_of",
     "write_conll",
 ]
 
@@ -367,11 +369,26 @@ def scheme_evidence(tag_sequences: Iterable[Sequence[str]]) -> dict[str, int]:
     return counts
 
 
+def scheme_of(evidence: Mapping[str, int]) -> str:
+    """The scheme most chunks of :func:`scheme_evidence` start in; ``iob2`` on a tie."""
+    return "iob1" if evidence["iob1"] > evidence["iob2"] else "iob2"
+
+
 def detect_scheme(tag_sequences: Iterable[Sequence[str]]) -> str:
     """Guess ``iob1`` or ``iob2`` from how most chunks start (:func:`scheme_evidence`), so
     that a stray ``I-X`` in an IOB2 file does not make it IOB1; ``iob2`` on a tie."""
-    counts = scheme_evidence(tag_sequences)
-    return "iob1" if counts["iob1"] > counts["iob2"] else "iob2"
+    return scheme_of(scheme_evidence(tag_sequences))
+
+
+def convert_tags(tags: Sequence[str], *, to: str) -> list[str]:
+    """One tag sequence converted to ``iob1`` or ``iob2``.
+
+    Raises:
+        ConfigError: ``to`` is not ``iob1`` or ``iob2``.
+    """
+    if to not in _SCHEMES:
+        raise ConfigError(f"tag scheme {to!r} is not one of {list(_SCHEMES)}")
+    return iob1_to_iob2(tags) if to == "iob2" else iob2_to_iob1(tags)
 
 
 def convert_scheme(sentences: Sequence[Sentence], *, column: int, to: str) -> list[Sentence]:
@@ -380,12 +397,11 @@ def convert_scheme(sentences: Sequence[Sentence], *, column: int, to: str) -> li
     Raises:
         ConfigError: ``to`` is not ``iob1`` or ``iob2``.
     """
-    if to not in _SCHEMES:
+    if to not in _SCHEMES:  # before the loop: also for no sentence
         raise ConfigError(f"tag scheme {to!r} is not one of {list(_SCHEMES)}")
-    convert = iob1_to_iob2 if to == "iob2" else iob2_to_iob1
     out: list[Sentence] = []
     for sentence in sentences:
-        new_tags = convert(sentence.column(column))
+        new_tags = convert_tags(sentence.column(column), to=to)
         index = column % len(sentence.rows[0])
         rows = tuple(
             (*row[:index], tag, *row[index + 1 :])

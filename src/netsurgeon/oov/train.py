@@ -46,11 +46,10 @@ from netsurgeon.oov.batching import (
 from netsurgeon.oov.conll import (
     Sentence,
     convert_scheme,
-    detect_scheme,
-    iob1_to_iob2,
-    iob2_to_iob1,
+    convert_tags,
     read_conll,
     scheme_evidence,
+    scheme_of,
 )
 from netsurgeon.oov.io import atomic_save_torch, atomic_write_json
 from netsurgeon.oov.metrics import headline, tagging_metrics
@@ -149,7 +148,7 @@ def reading_scheme(config: TrainConfig, train: TaggedData) -> str | None:
     if config.tag_scheme is not None or config.task != "ner":
         return config.tag_scheme
     counts = scheme_evidence(train.tags)
-    scheme = detect_scheme(train.tags)
+    scheme = scheme_of(counts)
     other = "iob2" if scheme == "iob1" else "iob1"
     if counts[other]:
         log.warning(
@@ -530,8 +529,7 @@ def _train(
     )
     scheme = reading_scheme(config, train_data)
     if scheme is not None and config.tag_scheme is None:  # the chunks that start the other way
-        convert = iob1_to_iob2 if scheme == "iob2" else iob2_to_iob1
-        train_data.tags = [convert(tags) for tags in train_data.tags]
+        train_data.tags = [convert_tags(tags, to=scheme) for tags in train_data.tags]
     dev_data = read_tagged(dev_file, column=config.column, encoding=config.encoding, scheme=scheme)
     for data in (train_data, dev_data):
         check_tags_fit_task(data, config.task, config.column)
