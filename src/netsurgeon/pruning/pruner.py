@@ -25,7 +25,7 @@ from netsurgeon.pruning.criteria import (
     needs_loss,
     requires_data,
 )
-from netsurgeon.pruning.graph import PruningGraph, output_shapes, trace_graph
+from netsurgeon.pruning.graph import ChannelGroup, PruningGraph, output_shapes, trace_graph
 from netsurgeon.pruning.stats import (
     MacCounter,
     as_input_tuple,
@@ -363,9 +363,7 @@ def _plan(
         assert amount is not None
         for gid, group in groups.items():
             size = group.size if sizes is None else sizes.get(gid, group.size)
-            share = next(
-                (a for names, a in amounts or () if not names.isdisjoint(group.sources)), amount
-            )
+            share = _entry_share(group, amounts, amount)
             # The epsilon keeps float error (0.5 * 16 computed as 7.999...) from losing a filter.
             n_prune = math.floor(share * size + 1e-9)
             least = max(min_channels, group.min_size)
@@ -377,8 +375,7 @@ def _plan(
             return {}
         flat = torch.cat([scores[gid] for gid in ids])
         owner = torch.cat([torch.full((groups[gid].size,), i) for i, gid in enumerate(ids)])
-        k = num_filters if num_filters is not None else math.floor(amount * flat.numel() + 1e-9)
-        k = min(k, flat.numel())
+        k = _filters_asked(amount, num_filters, flat.numel())
         lowest = torch.argsort(flat, stable=True)[:k]
         counts = torch.bincount(owner[lowest], minlength=len(ids))
         for i, gid in enumerate(ids):
@@ -562,6 +559,24 @@ def _prune_once(
     return PruneResult(before, after, skipped, channels, kept)
 
 
+def _entry_share(group: ChannelGroup, amounts: Amounts | None, default: float) -> float:
+    """The share of the first ``amounts`` entry that covers one of ``group``'s layers."""
+    return next((a for names, a in amounts or () if not names.isdisjoint(group.sources)), default)
+
+
+def _filters_asked(amount: float | None, num_filters: int | None, total: int) -> int:
+    """How many of ``total`` filters a global ranking is asked to remove."""
+    asked = num_filters if num_filters is not None else math.floor((amount or 0) * total + 1e-9)
+    return min(asked, total)
+
+
+def _schedule_share(total: float, done: float) -> float:
+    """The share of the first sizes removed once ``done`` (0 to 1) of a schedule that ends at
+    ``total`` is done: ``1 - (1 - total) ** done``, geometric like the slices, and ``total``
+    exactly at the end, where float error could lose a filter."""
+    return total if done >= 1 else 1 - (1 - total) ** done
+
+
 def _global_shortfall(
     graph: PruningGraph,
     scores: dict[int, torch.Tensor],
@@ -576,9 +591,7 @@ def _global_shortfall(
     ``round_to``, a grouped convolution's divisor) keep some of its share keeps them.
     """
     sizes = {g.id: g.size for g in graph.prunable_groups() if g.id in scores}
-    total = sum(sizes.values())
-    asked = num_filters if num_filters is not None else math.floor((amount or 0) * total + 1e-9)
-    asked = min(asked, total)
+    asked = _filters_asked(amount, num_filters, sum(sizes.values()))
     removed = sum(sizes[gid] - len(kept) for gid, kept in keep.items())
     if removed >= asked:
         return None
@@ -858,7 +871,7 @@ class Pruner:
         # A start counted elsewhere (or by an older version) lacks the counts: infer them
         # from the schedule, which took each down to 1 - share of it.
         done = completed / self.steps if self.amount is not None and self.steps else 0.0
-        share = 1 - (1 - (self.amount or 0.0)) ** done
+        share = _schedule_share(self.amount or 0.0, done)
         assert self._now.filters is not None
         self._start_filters = self._start.filters
         if self._start_filters is None:  # a global schedule removed floor(share * n) of n
@@ -870,13 +883,9 @@ class Pruner:
         else:
             self._start_groups = {}
             for g in graph.prunable_groups():
-                amount = next(
-                    (a for names, a in self.amounts or () if not names.isdisjoint(g.sources)),
-                    self.amount or 0.0,
-                )
                 self._start_groups[groups[g.id]] = _size_before(
                     g.size,
-                    1 - (1 - amount) ** done,
+                    _schedule_share(_entry_share(g, self.amounts, self.amount or 0.0), done),
                     g.divisor,
                     max(self.min_channels, g.min_size),
                     self.round_to,
@@ -946,15 +955,12 @@ class Pruner:
                 # Aim at the schedule's cumulative goal, counted from the sizes before the
                 # first slice, not at a share of what is left: each slice's rounding would
                 # compound and fall short of amount.
-                share = 1 - (1 - self.amount) ** (i / self.steps)
-                if i == self.steps:
-                    share = self.amount  # exactly, where float error could lose a filter
+                share = _schedule_share(self.amount, i / self.steps)
                 if scope == "layer":
                     kwargs.update(amount=share, start_sizes=self._start_groups)
                     if self.amounts is not None:
                         kwargs["amounts"] = [
-                            (names, a if i == self.steps else 1 - (1 - a) ** (i / self.steps))
-                            for names, a in self.amounts
+                            (names, _schedule_share(a, i / self.steps)) for names, a in self.amounts
                         ]
                 else:
                     goal = math.floor(share * self._start_filters + 1e-9)
