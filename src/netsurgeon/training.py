@@ -41,6 +41,7 @@ from netsurgeon.distributed import (
 from netsurgeon.errors import CheckpointError, ConfigError, first_line
 from netsurgeon.fileio import atomic_torch_save, describe_torch_file
 from netsurgeon.modes import kept_modes
+from netsurgeon.pruning.stats import move_inputs
 from netsurgeon.pruning.stats import resolve_device as resolve_named_device
 
 __all__ = [
@@ -599,22 +600,9 @@ def _split_batch(
         )
     inputs, targets = batch
     non_blocking = device.type == "cuda"
-
-    def to_device(value: Any) -> Any:
-        # Every tensor of the inputs, also in a tuple, list or dict (a model with several).
-        if isinstance(value, torch.Tensor):
-            value = value.to(device, non_blocking=non_blocking)
-            if channels_last and value.ndim == 4:
-                value = value.contiguous(memory_format=torch.channels_last)
-            return value
-        if isinstance(value, (tuple, list)):
-            items = [to_device(v) for v in value]
-            return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
-        if isinstance(value, Mapping):
-            return {k: to_device(v) for k, v in value.items()}
-        return value
-
-    return to_device(inputs), targets.to(device, non_blocking=non_blocking)
+    # Every tensor of the inputs, also in a tuple, list or dict (a model with several).
+    inputs = move_inputs(inputs, device, non_blocking=non_blocking, channels_last=channels_last)
+    return inputs, targets.to(device, non_blocking=non_blocking)
 
 
 def _compute_loss(

@@ -47,17 +47,34 @@ def as_input_tuple(example_inputs: Any) -> tuple[Any, ...]:
     return (example_inputs,)
 
 
-def move_inputs(inputs: Any, device: torch.device | str, dtype: torch.dtype | None = None) -> Any:
-    """``inputs`` (a tensor, or a tuple or list of them and other values) on ``device``; with
-    ``dtype``, floating-point tensors also cast to it (a loader's float32 images for a
-    bfloat16 model, say)."""
-    if isinstance(inputs, torch.Tensor):
-        if dtype is not None and inputs.is_floating_point():
-            return inputs.to(device, dtype)
-        return inputs.to(device)
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(move_inputs(x, device, dtype) for x in inputs)
-    return inputs
+def move_inputs(
+    inputs: Any,
+    device: torch.device | str,
+    dtype: torch.dtype | None = None,
+    *,
+    non_blocking: bool = False,
+    channels_last: bool = False,
+) -> Any:
+    """``inputs`` (a tensor, or a tuple, list or dict of them and other values, nested) on
+    ``device``; with ``dtype``, floating-point tensors also cast to it (a loader's float32
+    images for a bfloat16 model, say); with ``channels_last``, 4-d tensors in that memory
+    format."""
+
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            cast = dtype if dtype is not None and value.is_floating_point() else None
+            value = value.to(device=device, dtype=cast, non_blocking=non_blocking)
+            if channels_last and value.ndim == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+            return value
+        if isinstance(value, (tuple, list)):
+            items = [move(v) for v in value]
+            return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+        if isinstance(value, Mapping):
+            return {k: move(v) for k, v in value.items()}
+        return value
+
+    return move(inputs)
 
 
 def batch_inputs(batch: Any) -> tuple[Any, ...]:
