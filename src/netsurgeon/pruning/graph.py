@@ -11,6 +11,7 @@ kept, and the reason is recorded, so the engine never produces a broken model.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import math
@@ -443,19 +444,37 @@ class _Tracer(fx.Tracer):
         return result
 
 
-def _positional_names(target: Any) -> list[list[str]]:
-    """The names of ``target``'s positional parameters, one list per known signature."""
-    signatures: list[inspect.Signature] = []
-    if not isinstance(target, nn.Module):
-        signatures = list(get_signature_for_torch_op(target) or [])
-    if not signatures:
-        try:
-            signatures = [inspect.signature(target.forward if isinstance(target, nn.Module)
-                                            else target)]  # fmt: skip
-        except (TypeError, ValueError):  # a builtin without a signature
-            return []
+def _positional_names(target: Any) -> tuple[tuple[str, ...], ...]:
+    """The names of ``target``'s positional parameters, one tuple per known signature."""
+    if isinstance(target, nn.Module):
+        return _names_of(_signatures(target.forward))
+    try:
+        return _cached_function_names(target)
+    except TypeError:  # an unhashable callable
+        return _function_names(target)
+
+
+def _function_names(function: Any) -> tuple[tuple[str, ...], ...]:
+    return _names_of(list(get_signature_for_torch_op(function) or []) or _signatures(function))
+
+
+# A model calls the same functions many times (F.relu(x, inplace=True)), and torch's schemas
+# are slow to match.
+_cached_function_names = functools.cache(_function_names)
+
+
+def _signatures(function: Any) -> list[inspect.Signature]:
+    try:
+        return [inspect.signature(function)]
+    except (TypeError, ValueError):  # a builtin without a signature
+        return []
+
+
+def _names_of(signatures: list[inspect.Signature]) -> tuple[tuple[str, ...], ...]:
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [[p.name for p in s.parameters.values() if p.kind in positional] for s in signatures]
+    return tuple(
+        tuple(p.name for p in s.parameters.values() if p.kind in positional) for s in signatures
+    )
 
 
 def _keywords_to_positions(model: nn.Module, graph: fx.Graph) -> None:
