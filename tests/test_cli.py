@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -393,6 +394,56 @@ def test_version_is_answered_without_loading_torch() -> None:
     with pytest.raises(SystemExit) as info:
         cli.build_parser().parse_args(["--version"])
     assert info.value.code == 0
+
+
+def test_help_and_oov_mistakes_are_answered_without_loading_torch() -> None:
+    """Only the chosen command's module loads: the top-level help lists every command at
+    once, and the oov commands (whose module is light) refuse bad options at once."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from netsurgeon.cli import main\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "for words in (['oov', 'train', '--task', 'chunking'], ['nosuch']):\n"
+        "    with contextlib.redirect_stderr(io.StringIO()) as err:\n"
+        "        try:\n"
+        "            main(words)\n"
+        "        except SystemExit as stop:\n"
+        "            assert stop.code == 2\n"
+        "    assert 'invalid choice' in err.getvalue(), err.getvalue()\n"
+        "assert 'torch' not in sys.modules, 'torch loaded'\n"
+        "print(out.getvalue(), end='')\n"
+    )
+    full = io.StringIO()
+    with contextlib.redirect_stdout(full), pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["--help"])
+    # The same help as with every command loaded.
+    assert _python(code).stdout == full.getvalue()
+
+
+def test_every_registered_command_is_listed_in_order() -> None:
+    """The light listing (netsurgeon.commands) matches what the modules register."""
+    from netsurgeon.commands import COMMANDS
+
+    parser = cli.build_parser()
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert list(actions[0].choices) == list(COMMANDS)
+
+
+def test_a_command_loads_only_its_own_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = cli.importlib.import_module
+    loaded: list[str] = []
+
+    def spy(name: str, *args: Any) -> Any:
+        loaded.append(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(cli.importlib, "import_module", spy)
+    args = cli.build_parser(["oov", "evaluate", "run", "--data", "d.txt"]).parse_args(
+        ["oov", "evaluate", "run", "--data", "d.txt"]
+    )
+    assert (args.command, args.oov_command, loaded) == ("oov", "evaluate", ["netsurgeon.oov.cli"])
 
 
 class _NoisyOnCleanup:

@@ -25,17 +25,8 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from netsurgeon import __version__
+from netsurgeon.commands import COMMANDS
 from netsurgeon.errors import ConfigError, NetsurgeonError, WriteError, find_in_chain
-
-# Modules that define ``add_commands(subparsers)``; each subcommand sets ``func(args) -> int``.
-# With each: the extra its third-party imports come from, and the commands it adds, so that a
-# missing extra leaves those commands in place with one message saying what to install.
-_COMMAND_MODULES: tuple[tuple[str, str | None, tuple[str, ...]], ...] = (
-    ("netsurgeon.pruning.cli", None, ("prune", "stats", "models")),
-    ("netsurgeon.vision.cli", "vision", ("finetune", "export")),
-    ("netsurgeon.vision.experiments_cli", "vision", ("sweep", "compare-models", "demo")),
-    ("netsurgeon.oov.cli", "nlp", ("oov",)),
-)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,15 +40,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with every registered subcommand."""
+def build_parser(words: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Build the top-level parser with every registered subcommand.
+
+    Args:
+        words: The command line to be parsed. When given, only the module of the command it
+            names is loaded (importing PyTorch and torchvision takes seconds); every other
+            command is listed by name and help only, so that ``netsurgeon --help`` and the
+            ``oov`` commands start at once. None loads every command.
+    """
     parser = _Parser(
         prog="netsurgeon",
         description="Prune CNNs and predict embeddings for out-of-vocabulary words.",
     )
     parser.add_argument("--version", action="version", version=f"netsurgeon {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name, extra, commands in _COMMAND_MODULES:
+    # The first word that is not an option names the command: the top level has only flags.
+    chosen = None if words is None else next((w for w in words if not w.startswith("-")), "")
+    for module_name in dict.fromkeys(c.module for c in COMMANDS.values()):
+        commands = [name for name, c in COMMANDS.items() if c.module == module_name]
+        if chosen is not None and chosen not in commands:
+            for command in commands:  # listed in the help; never run, since not chosen
+                subparsers.add_parser(command, help=COMMANDS[command].help, add_help=False)
+            continue
+        extra = COMMANDS[commands[0]].extra
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -300,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             # Loading the commands imports PyTorch, which takes seconds: a Ctrl-C then is
             # as welcome as later, and nothing has started yet.
-            parser = build_parser()
+            parser = build_parser(words)
         except KeyboardInterrupt as exc:
             _say_once(f"netsurgeon: {_stop_word(exc)}")
             return _stop_status(exc)

@@ -19,6 +19,7 @@ from netsurgeon.argtypes import (
     positive_int,
     unit_interval,
 )
+from netsurgeon.commands import COMMANDS
 from netsurgeon.errors import ConfigError
 
 __all__ = ["add_commands"]
@@ -456,9 +457,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``netsurgeon oov ...``."""
-    oov = subparsers.add_parser(
-        "oov", help="predicted embeddings for out-of-vocabulary words (Comick)"
-    )
+    oov = subparsers.add_parser("oov", help=COMMANDS["oov"].help)
     commands = oov.add_subparsers(dest="oov_command", metavar="COMMAND")
     oov.set_defaults(func=_missing)
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from netsurgeon.argtypes import comma_list
+from netsurgeon.commands import COMMANDS
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
 from netsurgeon.fileio import check_file_target
 from netsurgeon.pruning.pruner import SCOPES
@@ -59,7 +60,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _add_prune(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "prune",
-        help="prune the filters of a torchvision model and save it",
+        help=COMMANDS["prune"].help,
         description=(
             "Build MODEL, prune its convolution filters, print the model's cost before and "
             "after, and save the pruned model (state_dict and shapes, no pickled code) to "
@@ -363,7 +364,7 @@ def _ratios(before: ModelStats, after: ModelStats) -> dict[str, float | None]:
 def _add_stats(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "stats",
-        help="print a model's parameters, MACs, size and latency",
+        help=COMMANDS["stats"].help,
         description=(
             "Measure a saved netsurgeon model (an existing file) or a freshly built, randomly "
             "initialised torchvision model (a builder name)."
@@ -430,7 +431,7 @@ def _load_or_build(name: str, *, num_classes: int | None) -> tuple[nn.Module, st
 def _add_models(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "models",
-        help="list the model builder names",
+        help=COMMANDS["models"].help,
         description="List the names that prune and stats accept as MODEL, one per line.",
     )
     parser.set_defaults(func=run_models)

@@ -12,6 +12,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+from netsurgeon.commands import COMMANDS
 from netsurgeon.errors import ConfigError
 from netsurgeon.fileio import check_file_target
 from netsurgeon.vision.export import EXPORTERS, FORMATS, export_checkpoint
@@ -24,7 +25,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``finetune`` and ``export`` on the top-level parser's subparsers."""
     finetune = subparsers.add_parser(
         "finetune",
-        help="fine-tune a model on an image folder (transfer learning)",
+        help=COMMANDS["finetune"].help,
         description=(
             "Build MODEL with its classifier head sized to the data's classes, fine-tune it on "
             "an ImageFolder data set with a checkpoint after every epoch (--resume continues "
@@ -37,7 +38,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     export = subparsers.add_parser(
         "export",
-        help="export a saved model to ONNX or TorchScript",
+        help=COMMANDS["export"].help,
         description=(
             "Load a netsurgeon model file (pruned or not) and export it with a dynamic batch "
             "dimension. ONNX needs the export extra: pip install 'netsurgeon[export]'."

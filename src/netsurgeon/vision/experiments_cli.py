@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from netsurgeon.argtypes import comma_list, non_negative_int, positive_int
+from netsurgeon.commands import COMMANDS
 from netsurgeon.errors import ConfigError
 from netsurgeon.fileio import check_folder_target
 from netsurgeon.pruning import CRITERIA
@@ -345,7 +346,7 @@ def _print_result(result: Any, started: float) -> None:
 def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sweep",
-        help="prune a model at many levels with many criteria, fine-tune, report",
+        help=COMMANDS["sweep"].help,
         description=(
             "For every (criterion, level), prune a copy of the same base model, record "
             "validation accuracy right after pruning and after fine-tuning, params, MACs, "
@@ -449,7 +450,7 @@ def _check_val_fraction(value: float | None) -> None:
 def _add_compare(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare-models",
-        help="training time per epoch, latency and accuracy of models, unpruned and pruned",
+        help=COMMANDS["compare-models"].help,
         description=(
             "For each model: fine-tune it unpruned and pruned to --level with --criterion, "
             "and record time per fine-tuning epoch, CPU latency and accuracy. Writes a table "
@@ -500,7 +501,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="offline demo: train a small CNN on scikit-learn's digits, then a mini sweep",
+        help=COMMANDS["demo"].help,
         description=(
             "Train a small CNN on the 8x8 digits images that ship with scikit-learn, then "
             "prune it with 3 criteria at 4 levels, fine-tune briefly, and print the table and "
