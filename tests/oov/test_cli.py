@@ -15,6 +15,7 @@ from netsurgeon.cli import build_parser, main
 from netsurgeon.errors import ConfigError
 from netsurgeon.oov.conll import read_conll
 from netsurgeon.oov.embed import embed_corpus
+from netsurgeon.oov.run import load_run
 from netsurgeon.oov.vectors import load_embeddings
 from tests.oov.synthetic import SyntheticTask
 
@@ -321,6 +322,43 @@ def test_embed_corpus_names_the_line_of_a_token_with_whitespace(
     with pytest.raises(ConfigError, match=r"corpus\.txt:3: token 'new\\xa0york' holds whitespace"):
         embed_corpus(cli_run, corpus, out, device="cpu")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("context_size", [None, 2])
+def test_embed_corpus_gives_the_vectors_of_whole_contexts(
+    cli_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, context_size: int | None
+) -> None:
+    """embed_corpus hands the embedder only the context words the run reads, a chunk of
+    occurrences at a time (a long sentence is no longer copied whole per occurrence): the
+    vectors equal those of the sentence's whole contexts, OOV words at both ends included."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(cli_run, run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["context_size"] = context_size
+    (run_dir / "config.json").write_text(json.dumps(config))
+    rng = np.random.default_rng(0)
+    known, oov = ["the", "a", "of", "in", "mr", "city"], ["zorple", "blick", "quib"]
+    sentence = [str(w) for w in rng.choice(known, 30)]
+    for j in (0, 1, 2, 3, 15, 26, 27, 28, 29):
+        sentence[j] = oov[j % 3]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"{t} O\n" for t in sentence) + "\nthe O\nquib O\n\n")
+    monkeypatch.setattr("netsurgeon.oov.embed._CONTEXT_CHUNK", 4)
+    out = tmp_path / "vectors.txt"
+    assert embed_corpus(run_dir, corpus, out, per_occurrence=True, device="cpu") == 10
+    rows = [line.split(" ") for line in out.read_text(encoding="utf-8").splitlines()]
+    sentences = [sentence, ["the", "quib"]]
+    where = [(i, j) for i, s in enumerate(sentences) for j, t in enumerate(s) if t in oov]
+    run = load_run(run_dir, device="cpu")
+    assert run.embedder.encoder.context_size == context_size
+    expected, _ = run.embedder.embed(
+        [sentences[i][j] for i, j in where],
+        [sentences[i][:j] for i, j in where],
+        [sentences[i][j + 1 :] for i, j in where],
+    )
+    assert [row[0] for row in rows] == [sentences[i][j] for i, j in where]
+    written = np.array([row[1:] for row in rows], dtype=np.float32)
+    np.testing.assert_allclose(written, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore:.*gives every OOV word the same vector")  # unk runs, on purpose

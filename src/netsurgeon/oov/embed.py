@@ -17,6 +17,9 @@ from netsurgeon.oov.vectors import write_glove_text
 
 __all__ = ["embed_corpus", "embed_words"]
 
+# OOV occurrences whose contexts embed_corpus holds at once.
+_CONTEXT_CHUNK = 4096
+
 
 def _warn_if_one_vector(run_dir: str | os.PathLike[str], method: str) -> None:
     if method in ("unk", "zero"):
@@ -121,9 +124,8 @@ def embed_corpus(
     )
     _warn_if_one_vector(run_dir, run.config.method)
     words: list[str] = []
-    lefts: list[list[str]] = []
-    rights: list[list[str]] = []
-    for sentence, tokens in zip(read, sentences, strict=True):
+    where: list[tuple[int, int]] = []  # (sentence, position) of each OOV occurrence
+    for i, (sentence, tokens) in enumerate(zip(read, sentences, strict=True)):
         for j, token in enumerate(tokens):
             if token not in run.embeddings:
                 if any(ch.isspace() for ch in token):  # such as U+00A0, kept in a token
@@ -132,12 +134,22 @@ def embed_corpus(
                         "which a GloVe text file cannot hold"
                     )
                 words.append(token)
-                lefts.append(tokens[:j])
-                rights.append(tokens[j + 1 :])
+                where.append((i, j))
     if not words:
         write_glove_text(out, [], np.zeros((0, run.tagger.dim), np.float32))
         return 0
-    vectors, _ = run.embedder.embed(words, lefts, rights)
+    # One more word than the context size, so that the encoder still sees the context as cut
+    # (no sentence-boundary marker); and contexts are built a chunk at a time: a long
+    # sentence would otherwise be copied whole for every OOV occurrence it holds.
+    size = run.embedder.encoder.context_size
+    reach = len(max(sentences, key=len)) if size is None else size + 1
+    chunks = []
+    for start in range(0, len(words), _CONTEXT_CHUNK):
+        part = where[start : start + _CONTEXT_CHUNK]
+        lefts = [sentences[i][max(j - reach, 0) : j] for i, j in part]
+        rights = [sentences[i][j + 1 : j + 1 + reach] for i, j in part]
+        chunks.append(run.embedder.embed(words[start : start + _CONTEXT_CHUNK], lefts, rights)[0])
+    vectors = np.concatenate(chunks)
     if per_occurrence:
         write_glove_text(out, words, vectors)
         return len(words)
