@@ -536,6 +536,39 @@ def test_byte_order_mark_is_not_part_of_the_first_word(
     assert load_embeddings(plain).fingerprint == emb.fingerprint
 
 
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_word2vec_binary_read_in_small_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gzipped: bool
+) -> None:
+    """The binary reader reads a chunk at a time (not the whole file): rows and words that
+    straddle chunk boundaries, rows without a newline, keep and max_vocab all read as one."""
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" + "x" * (i % 13) for i in range(200)] + ["W0", "café"]
+    values = rng.standard_normal((len(words), 5)).astype(np.float32)
+    body = b"".join(
+        word.encode() + b" " + row.astype("<f4").tobytes() + (b"\n" if i % 3 else b"")
+        for i, (word, row) in enumerate(zip(words, values, strict=True))
+    )
+    path = tmp_path / ("v.bin.gz" if gzipped else "v.bin")
+    data = f"{len(words)} 5\n".encode() + body
+    path.write_bytes(gzip.compress(data) if gzipped else data)
+    whole = load_embeddings(path, normalise="none")
+    monkeypatch.setattr(vectors, "_BINARY_CHUNK", 7)
+    small = load_embeddings(path, normalise="none")
+    assert small.words == whole.words == words
+    np.testing.assert_array_equal(small.vectors, values)
+    np.testing.assert_array_equal(whole.vectors, values)
+    some = load_embeddings(path, keep=["w5xxxxx", "CAFÉ", "w1x", "nope"])  # lower-cased
+    assert some.words == ["w1x", "w5xxxxx", "café"] and some.vocab_size == len(words) - 1
+    np.testing.assert_array_equal(some.vectors, values[[1, 5, 201]])
+    first = load_embeddings(path, normalise="none", max_vocab=3, keep=["w2xx", "w9"])
+    assert first.words == ["w2xx"] and first.vocab_size == 3
+    np.testing.assert_array_equal(first.vectors, values[[2]])
+    path.write_bytes(data[:-3])  # the last row breaks off inside its values
+    with pytest.raises(ConfigError, match=f"file ends inside row {len(words)} of {len(words)}"):
+        load_embeddings(path)
+
+
 def test_bin_gz_is_detected_as_word2vec_binary(tmp_path: Path) -> None:
     path = tmp_path / "vectors.bin.gz"
     with gzip.open(path, "wb") as handle:
