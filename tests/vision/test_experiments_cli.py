@@ -429,6 +429,13 @@ def test_sweep_resume_checks_the_weights_file_by_content_not_by_spelling(
     torch.save(build_model("cifar_resnet20", num_classes=10).state_dict(), weights)
     assert main([*argv, "--weights", "w.pt"]) == 2
     assert "info.weights_sha256: " in capsys.readouterr().err
+    # A folder written before the digest was recorded resumes (before: refused, and no
+    # option could add the missing digest).
+    config = json.loads((out / "config.json").read_text())
+    del config["info"]["weights_sha256"]
+    (out / "config.json").write_text(json.dumps(config))
+    assert main([*argv, "--weights", "w.pt"]) == 0
+    assert "0 trial(s) run, 2 resumed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command", ["sweep", "compare-models"])

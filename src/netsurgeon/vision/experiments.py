@@ -119,8 +119,11 @@ _ADDED_SETTINGS: dict[str, Any] = {
     "slice_lr": "schedule",  # sweeps before the setting restarted the schedule in every slice
 }
 # Settings added later without a value that stands for what earlier versions did: compared
-# only when the folder recorded them (the data folder's fingerprint, ImageData.fingerprint).
-_COMPARED_WHEN_RECORDED = frozenset(f"info.{key}" for key in FINGERPRINT_KEYS)
+# only when the folder recorded them (the data folder's fingerprint, ImageData.fingerprint,
+# and the --weights file's digest).
+_COMPARED_WHEN_RECORDED = frozenset(
+    [*(f"info.{key}" for key in FINGERPRINT_KEYS), "info.weights_sha256"]
+)
 _MAX_LISTED = 8
 
 SWEEP_COLUMNS: tuple[str, ...] = (
