@@ -1177,3 +1177,34 @@ def test_data_fingerprint_changes_read_as_words_not_digests() -> None:
         "seed: 0 then, 1 now",
         "optimizer: 'sgd' then, 'adam' now",
     ]
+
+
+def test_a_resume_by_another_netsurgeon_version_warns_while_work_is_left(tmp_path: Path) -> None:
+    """What the checkpoint's run finished is kept and the rest is trained by this version:
+    where versions train differently the result differs from an uninterrupted run's."""
+    from netsurgeon import __version__
+    from netsurgeon.provenance import VERSION_KEY
+
+    train, val = loaders()
+    path = tmp_path / "ckpt.pt"
+    config = cpu_config(epochs=2, schedule="none")
+    fit(
+        make_model(), train, val, config=cpu_config(epochs=1, schedule="none"), checkpoint_path=path
+    )
+    one_epoch = torch.load(path, weights_only=True)
+    assert one_epoch[VERSION_KEY] == __version__
+    cases = [("0.0.1", "written by netsurgeon 0.0.1, with"), (None, "did not record its version")]
+    for recorded, said in cases:
+        old = {k: v for k, v in one_epoch.items() if k != VERSION_KEY}
+        torch.save(old if recorded is None else {**old, VERSION_KEY: recorded}, path)
+        with pytest.warns(
+            UserWarning, match=f"resuming checkpoint {re.escape(str(path))}, .*{said}"
+        ):
+            fit(make_model(), train, val, config=config, checkpoint_path=path, resume=True)
+        assert torch.load(path, weights_only=True)[VERSION_KEY] == __version__  # rewritten
+    # Written by this version, or nothing left to train: no note.
+    torch.save({**one_epoch, VERSION_KEY: "0.0.1"}, path)
+    fit(make_model(), train, val, config=cpu_config(epochs=1, schedule="none"),
+        checkpoint_path=path, resume=True)  # fmt: skip
+    torch.save(one_epoch, path)
+    fit(make_model(), train, val, config=config, checkpoint_path=path, resume=True)

@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from netsurgeon import __version__
 from netsurgeon.distributed import (
     broadcast_from_rank0,
     gather_objects,
@@ -41,6 +42,7 @@ from netsurgeon.distributed import (
 from netsurgeon.errors import CheckpointError, ConfigError, first_line
 from netsurgeon.fileio import atomic_torch_save, describe_torch_file
 from netsurgeon.modes import kept_modes
+from netsurgeon.provenance import VERSION_KEY, other_version_note
 from netsurgeon.pruning.stats import move_inputs
 from netsurgeon.pruning.stats import resolve_device as resolve_named_device
 
@@ -1087,9 +1089,13 @@ def fit(
     _check_ddp_loader(train_loader, info)
     checkpoint = Path(checkpoint_path) if checkpoint_path is not None else None
     if resume and checkpoint is not None and checkpoint.exists():
-        _restore(trainer, load_checkpoint(checkpoint), checkpoint)
+        data = load_checkpoint(checkpoint)
+        _restore(trainer, data, checkpoint)
         if info.is_main:
             logger.info("resumed from %s %s", checkpoint, _where(trainer))
+            note = other_version_note(data, f"checkpoint {checkpoint}")
+            if note is not None and _left_to_train(trainer):
+                warnings.warn(note, UserWarning, stacklevel=2)
     else:
         if resume and info.is_main:
             logger.info("no checkpoint at %s; starting from scratch", checkpoint)
@@ -1295,10 +1301,21 @@ def _rng_record(trainer: _Trainer) -> dict[str, Any]:
     return {"rng": _rng_state(), "epoch_rng": None}
 
 
+def _left_to_train(trainer: _Trainer) -> bool:
+    """Whether a restored run has steps left (not stopped, not at its epochs or steps)."""
+    state, config = trainer.state, trainer.config
+    return (
+        not state.stop_requested
+        and state.epoch < config.epochs
+        and (config.max_steps is None or state.global_step < config.max_steps)
+    )
+
+
 def _checkpoint_dict(trainer: _Trainer) -> dict[str, Any]:
     state = trainer.state
     return {
         "format": CHECKPOINT_FORMAT,
+        VERSION_KEY: __version__,
         "model": trainer.model.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,

@@ -765,3 +765,24 @@ def test_embed_and_predict_give_each_module_its_mode_back(
     with pytest.raises(RuntimeError, match="boom"):
         run.predict([["mr", "zorple"]])
     assert current() == modes
+
+
+def test_resume_by_another_netsurgeon_version_warns(
+    synthetic: SyntheticTask, tmp_path: Path
+) -> None:
+    from netsurgeon import __version__
+    from netsurgeon.oov.run import CHECKPOINT_FILE
+    from netsurgeon.provenance import VERSION_KEY
+
+    config = _config(synthetic, method="random", epochs=2)
+    files = {"train_file": synthetic.train, "dev_file": synthetic.dev, "out": tmp_path / "r"}
+    train(dataclasses.replace(config, epochs=1), **files)
+    checkpoint = tmp_path / "r" / CHECKPOINT_FILE
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved[VERSION_KEY] == __version__
+    del saved[VERSION_KEY]  # as before versions were recorded
+    torch.save(saved, checkpoint)
+    with pytest.warns(UserWarning, match="written by a netsurgeon that did not record its"):
+        resumed = train(config, **files, resume=True)
+    assert [h["epoch"] for h in resumed.metrics["history"]] == [1, 2]
+    assert torch.load(checkpoint, weights_only=True)[VERSION_KEY] == __version__

@@ -406,6 +406,32 @@ def test_sweep_resume_may_change_how_it_computes(
     assert "train.seed: 0 then, 1 now" in capsys.readouterr().err
 
 
+def test_sweep_resumed_by_another_netsurgeon_version_warns_when_trials_are_left(
+    tmp_path: Path,
+) -> None:
+    from netsurgeon import __version__
+    from netsurgeon.provenance import VERSION_KEY
+
+    data = make_image_folder(tmp_path / "data", train=2, val=2)
+    out = tmp_path / "sweep"
+    argv = ["sweep", "cifar_resnet20", "--data", str(data), "--weights", "none",
+            "--criteria", "l1", "--levels", "0.5", "--finetune-epochs", "0",
+            "--out", str(out), *QUICK]  # fmt: skip
+    assert main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config[VERSION_KEY] == __version__
+    (out / "config.json").write_text(json.dumps({**config, VERSION_KEY: "0.0.1"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing left to run: nothing to warn about
+        assert main(argv) == 0
+    rows = json.loads((out / "results.json").read_text())
+    (out / "results.json").write_text(json.dumps({**rows, "rows": rows["rows"][:1]}))
+    with pytest.warns(UserWarning, match=f"resuming {re.escape(str(out))}, written by "
+                      "netsurgeon 0.0.1, with netsurgeon"):  # fmt: skip
+        assert main(argv) == 0
+    assert len(json.loads((out / "results.json").read_text())["rows"]) == 2
+
+
 def test_sweep_resume_checks_the_weights_file_by_content_not_by_spelling(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

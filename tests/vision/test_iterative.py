@@ -318,6 +318,40 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
     )
 
 
+def test_resume_by_another_netsurgeon_version_warns(tmp_path: Path) -> None:
+    """The slices done are kept and the rest is computed by this version: where versions
+    prune or train differently, the result differs from an uninterrupted run's."""
+    from netsurgeon.provenance import VERSION_KEY
+
+    train, val = loaders()
+    kwargs: dict[str, Any] = {
+        "example_inputs": EXAMPLE, "config": CONFIG, "criterion": "l2", "target_macs": 0.5,
+        "prune_steps": 3, "finetune_steps": 1, "finetune_epochs": 1,
+        "checkpoint_dir": tmp_path / "progress",
+    }  # fmt: skip
+
+    def stop_after_one(step: IterativeStep) -> None:
+        if step.step == 0:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        prune_and_finetune(small_model(), train, val, on_step=stop_after_one, **kwargs)
+    path = tmp_path / "progress" / "iterative_state.pt"
+    payload = torch.load(path, weights_only=True)
+    assert payload["extra"]["iterative"][VERSION_KEY] == netsurgeon.__version__
+    payload["extra"]["iterative"][VERSION_KEY] = "0.0.1"
+    torch.save(payload, path)
+    with pytest.warns(UserWarning, match=f"resuming progress file {re.escape(str(path))}, "
+                      "written by netsurgeon 0.0.1, with netsurgeon"):  # fmt: skip
+        result = prune_and_finetune(small_model(), train, val, resume=True, **kwargs)
+    assert [s.step for s in result.steps] == [0, 1, 2]
+    # The file the resumed run wrote is this version's; its finished run resumes quietly.
+    assert torch.load(path, weights_only=True)["extra"]["iterative"][VERSION_KEY] == (
+        netsurgeon.__version__
+    )
+    prune_and_finetune(small_model(), train, val, resume=True, **kwargs)
+
+
 def test_rerun_without_resume_keeps_an_unfinished_iterative_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

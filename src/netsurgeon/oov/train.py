@@ -21,6 +21,7 @@ import os
 import random
 import re
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from netsurgeon import __version__
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import check_folder_target, sha256_file
 from netsurgeon.oov.batching import (
@@ -68,6 +70,7 @@ from netsurgeon.oov.run import (
 from netsurgeon.oov.tagger import Tagger
 from netsurgeon.oov.vectors import PACKAGED_GLOVE, Embeddings, load_embeddings, normaliser
 from netsurgeon.oov.vocab import TagVocabulary, oov_stats
+from netsurgeon.provenance import VERSION_KEY, other_version_note
 from netsurgeon.pruning.stats import resolve_device
 from netsurgeon.training import _describe_changes
 
@@ -656,9 +659,13 @@ def _train(
             )
         else:
             log.info("resuming %s at epoch %d", out, state["epoch"] + 1)
+            note = other_version_note(checkpoint, out)
+            if note is not None:
+                warnings.warn(note, UserWarning, stacklevel=2)
 
     def save_checkpoint() -> None:
         checkpoint = {
+            VERSION_KEY: __version__,
             "model": tagger.state_dict(),
             "optimisers": [o.state_dict() for o in optimisers],
             "torch_rng": torch.get_rng_state(),

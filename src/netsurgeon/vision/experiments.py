@@ -39,9 +39,11 @@ from torch import nn
 from torch.utils.data import RandomSampler
 from tqdm.auto import tqdm
 
+from netsurgeon import __version__
 from netsurgeon.argtypes import comma_list
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
 from netsurgeon.fileio import describe_torch_file
+from netsurgeon.provenance import VERSION_KEY, other_version_note
 from netsurgeon.pruning import CRITERIA, Pruner, PruneResult, prune
 from netsurgeon.pruning.criteria import get_criterion, requires_data
 from netsurgeon.pruning.pruner import SCOPES
@@ -496,6 +498,8 @@ def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> str | None:
                 f"{config_path} was not written by this kind of netsurgeon run; use another "
                 "out folder (--out)"
             )
+        version_note = other_version_note(saved, out)
+        saved.pop(VERSION_KEY, None)
         old, new = {**_ADDED_SETTINGS, **_flatten_settings(saved)}, _flatten_settings(current)
         differ = sorted(
             k
@@ -523,17 +527,18 @@ def _prepare_out_dir(out: Path, config: Mapping[str, Any]) -> str | None:
             # Allowed, but the rows then mix two ways of running; config.json keeps the
             # first run's values.
             changes = "; ".join(_describe_changes([(k, old[k], new.get(k)) for k in fed]))
-            return (
+            settings_note = (
                 f"resuming {out} with other execution settings ({changes}); its earlier rows "
                 "used the values in config.json, the new rows use these"
             )
-        return None
+            return settings_note if version_note is None else f"{settings_note}. {version_note}"
+        return version_note
     if (out / "results.json").exists():
         raise NetsurgeonError(
             f"{out} has results.json but no config.json, so it cannot be resumed safely; "
             "choose another out folder (--out)"
         )
-    report.atomic_write_text(config_path, report.dumps_json(config))
+    report.atomic_write_text(config_path, report.dumps_json({**config, VERSION_KEY: __version__}))
     return None
 
 
@@ -967,6 +972,7 @@ def compare_models(
         with warnings.catch_warnings():
             # Each model's folder has the same execution settings: the note above says it.
             warnings.filterwarnings("ignore", message=r"resuming .* with other execution")
+            warnings.filterwarnings("ignore", message=r"resuming .*, written by ")
             if finished:
                 result = run_sweep(
                     nn.Identity(), train_loader, val_loader, config=sub, out_dir=sub_out,

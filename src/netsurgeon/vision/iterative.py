@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netsurgeon import __version__
 from netsurgeon.argtypes import comma_list
 from netsurgeon.distill import (
     DEFAULT_ALPHA,
@@ -52,6 +53,7 @@ from netsurgeon.distill import (
 from netsurgeon.distributed import broadcast_from_rank0, gather_objects, own_entry
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import check_file_target, describe_torch_file, sha256_file
+from netsurgeon.provenance import VERSION_KEY, other_version_note
 from netsurgeon.pruning import Pruner, PruneResult, prune
 from netsurgeon.pruning.criteria import Random, get_criterion
 from netsurgeon.pruning.pruner import SCOPES, Footprint
@@ -312,7 +314,8 @@ class IterativeResult:
 def _save_state(path: Path, model: nn.Module, state: dict[str, Any]) -> None:
     from netsurgeon.pruning.io import save
 
-    save(model, path, extra={"iterative": {"format": ITERATIVE_STATE, **state}})
+    record = {**state, "format": ITERATIVE_STATE, VERSION_KEY: __version__}
+    save(model, path, extra={"iterative": record})
 
 
 def _load_state(path: Path, settings: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
@@ -735,6 +738,9 @@ def prune_and_finetune(
             train_loss.attach(model)  # the resumed model replaces the one passed in
         if is_main_process():
             logger.info("resumed iterative pruning after slice %d", state["done"])
+            note = other_version_note(state, f"progress file {state_path}")
+            if note is not None and state.get("accuracy_after") is None:  # work is left
+                warnings.warn(note, UserWarning, stacklevel=2)
     else:
         if ckpt_dir is not None and is_main_process():
             # Starting over (the folder holds no unfinished run, checked above): clear a
