@@ -239,8 +239,15 @@ def test_mac_counter_counts_the_larger_branch_of_torch_cond() -> None:
         assert counter.macs == 2 * (2 * 4 * 4)
 
 
-def test_state_size_bytes_equals_file_written_by_torch_save(tmp_path: Path) -> None:
-    model = _small_cnn()
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18"])
+def test_state_size_bytes_equals_file_written_by_torch_save(tmp_path: Path, name: str) -> None:
+    """Counted while torch writes (nothing held): the same bytes as the file, across the
+    zip container's alignment of many tensors and buffers."""
+    if name == "resnet18":
+        torchvision = pytest.importorskip("torchvision")
+        model = torchvision.models.resnet18(weights=None)
+    else:
+        model = _small_cnn()
     path = tmp_path / "state.pt"
     # A file object, like a buffer, gets torch's default archive name, hence the same bytes.
     with path.open("wb") as handle:
