@@ -331,6 +331,7 @@ def test_import_netsurgeon_does_not_load_torch_until_asked() -> None:
         "assert 'torch' not in sys.modules, 'torch loaded by import netsurgeon'\n"
         "from netsurgeon import prune\n"
         "assert 'torch' in sys.modules and prune is netsurgeon.pruning.prune\n"
+        "assert 'torchvision' not in sys.modules, 'a second more for any model'\n"
         "assert netsurgeon.training.fit and set(netsurgeon.__all__) <= set(dir(netsurgeon))\n"
         "try:\n"
         "    netsurgeon.no_such_name\n"

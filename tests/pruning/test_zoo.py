@@ -148,3 +148,11 @@ def test_pretrained_cifar_resnet_prunes_and_keeps_working(shared_dir) -> None:
         silenced = unpruned(x)
     assert not torch.allclose(silenced, before, atol=1e-2)  # the silenced filters mattered
     torch.testing.assert_close(after, silenced, rtol=0.0, atol=1e-4)
+
+
+def test_torchvision_stochastic_depth_passes_channels_through() -> None:
+    """EfficientNet's residual streams run through torchvision's stochastic depth, which
+    scales whole samples: every stream is pruned (none kept as "not understood")."""
+    model = _build("efficientnet_b0").eval()
+    result = prune(model, torch.randn(1, 3, 64, 64), amount=0.5, criterion="l1")
+    assert result.skipped == ["classifier.1 (10 channels) kept: it reaches the model's output"]

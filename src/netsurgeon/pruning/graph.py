@@ -16,6 +16,7 @@ import inspect
 import itertools
 import math
 import operator
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,12 +151,12 @@ def register_passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-try:  # torchvision wraps stochastic depth for fx; it scales whole samples, so it is channel-wise
-    from torchvision.ops import stochastic_depth as _stochastic_depth
-
-    register_passthrough(_stochastic_depth)
-except ImportError:  # pragma: no cover - torchvision is an optional extra
-    pass
+def _is_stochastic_depth(fn: Any) -> bool:
+    """Whether ``fn`` is torchvision's stochastic depth, which torchvision wraps for fx; it
+    scales whole samples, so it is channel-wise. Looked up only where torchvision is loaded
+    already (a model that calls it has loaded it): importing torchvision takes a second."""
+    ops = sys.modules.get("torchvision.ops")
+    return ops is not None and fn is getattr(ops, "stochastic_depth", None)
 
 
 @dataclass(frozen=True)
@@ -1040,7 +1041,7 @@ class _Analyzer(fx.Interpreter):
             return self._getitem(n, result)
         if fn in _CLAMPS and self._tensor_bounds(n):
             return self._elementwise(n, result)
-        if fn in _UNARY_FUNCTIONS or fn in _USER_PASSTHROUGH:
+        if fn in _UNARY_FUNCTIONS or fn in _USER_PASSTHROUGH or _is_stochastic_depth(fn):
             self.chain_nodes.add(n.name)
             return self._same(info, shape, result)
         if fn in _SPATIAL_FUNCTIONS:
