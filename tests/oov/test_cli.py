@@ -324,6 +324,15 @@ def test_embed_corpus_names_the_line_of_a_token_with_whitespace(
     assert not out.exists()
 
 
+def test_run_and_embedder_reprs_say_what_they_hold(cli_run: Path) -> None:
+    run = load_run(cli_run, device="cpu")
+    assert repr(run) == (
+        f"TrainedRun(task='ner', method='comick', tags={len(run.tags)}, "
+        f"words={len(run.embeddings)}, dim=8, device='cpu')"
+    )
+    assert repr(run.embedder) == "Embedder(method='comick', dim=8, context_size=None)"
+
+
 @pytest.mark.parametrize("context_size", [None, 2])
 def test_embed_corpus_gives_the_vectors_of_whole_contexts(
     cli_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, context_size: int | None

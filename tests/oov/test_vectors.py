@@ -61,6 +61,16 @@ def test_lowercasing_keeps_the_first_casing(tmp_path: Path) -> None:
     assert emb.vocab_size == 5
 
 
+def test_repr_summarises_instead_of_listing_every_word(tmp_path: Path) -> None:
+    """The dataclass repr listed every word: 4.5 million characters for the packaged GloVe."""
+    path = _write_all_formats(tmp_path)["glove"]
+    emb = load_embeddings(path, keep=["cat", "paris", "dog"])
+    assert repr(emb) == (
+        f"Embeddings(2 words kept of 5, dim=3, normalise='lower', source={str(path)!r}, "
+        f"fingerprint={emb.fingerprint[:12]!r}...)"
+    )
+
+
 def test_keep_parses_only_needed_words_but_scans_everything(tmp_path: Path) -> None:
     path = _write_all_formats(tmp_path)["glove"]
     full = load_embeddings(path)

@@ -345,6 +345,9 @@ def test_resume_by_another_netsurgeon_version_warns(tmp_path: Path) -> None:
                       "written by netsurgeon 0.0.1, with netsurgeon"):  # fmt: skip
         result = prune_and_finetune(small_model(), train, val, resume=True, **kwargs)
     assert [s.step for s in result.steps] == [0, 1, 2]
+    # Its repr gives the figures, not the model's module tree first.
+    text = repr(result)
+    assert "model=" not in text and f"accuracy_after={result.accuracy_after!r}" in text
     # The file the resumed run wrote is this version's; its finished run resumes quietly.
     assert torch.load(path, weights_only=True)["extra"]["iterative"][VERSION_KEY] == (
         netsurgeon.__version__

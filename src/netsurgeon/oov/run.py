@@ -302,6 +302,12 @@ class Embedder:
         self.tagger = tagger
         self.encoder = encoder
 
+    def __repr__(self) -> str:
+        return (
+            f"Embedder(method={self.tagger.oov.method!r}, dim={self.tagger.dim}, "
+            f"context_size={self.encoder.context_size})"
+        )
+
     @torch.inference_mode()
     def embed(
         self,
@@ -452,6 +458,13 @@ class TrainedRun:
         self.encoder = encoder
         self.tags = tags
         self.embeddings = encoder.embeddings
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainedRun(task={self.config.task!r}, method={self.config.method!r}, "
+            f"tags={len(self.tags)}, words={len(self.embeddings)}, dim={self.tagger.dim}, "
+            f"device={str(self.device)!r})"
+        )
 
     @property
     def embedder(self) -> Embedder:

@@ -105,6 +105,14 @@ class Embeddings:
     def __len__(self) -> int:
         return len(self.words)
 
+    def __repr__(self) -> str:
+        # Not the dataclass's: the packaged GloVe's word list alone is 4.5 million characters.
+        return (
+            f"Embeddings({len(self.words)} words kept of {self.vocab_size}, dim={self.dim}, "
+            f"normalise={self.normalise!r}, source={self.source!r}, "
+            f"fingerprint={self.fingerprint[:12]!r}...)"
+        )
+
     def __contains__(self, token: object) -> bool:
         """Whether the token's normalised form has a kept vector."""
         return isinstance(token, str) and self._norm(token) in self._index

@@ -20,6 +20,7 @@ from torch import nn
 from netsurgeon.errors import ConfigError
 from netsurgeon.modes import kept_modes
 from netsurgeon.pruning.criteria import (
+    CRITERIA,
     Filters,
     get_criterion,
     needs_loss,
@@ -73,7 +74,8 @@ class PruneResult:
     after: Footprint
     skipped: list[str] = field(default_factory=list)
     channels: dict[str, tuple[int, int]] = field(default_factory=dict)
-    kept: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Index tensors: left out of the repr, which they would fill (14,000 characters for resnet18).
+    kept: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def macs_ratio(self) -> float:
@@ -895,6 +897,26 @@ class Pruner:
     def start(self) -> Footprint:
         """The footprint of the model before the schedule's first slice."""
         return self._start
+
+    def __repr__(self) -> str:
+        criterion = next(
+            (name for name, kind in CRITERIA.items() if type(self.criterion) is kind),
+            getattr(self.criterion, "__name__", type(self.criterion).__name__),
+        )
+        target = (
+            f"amount={self.amount}"
+            if self.target_macs is None
+            else (f"target_macs={self.target_macs}")
+        )
+        pace = (
+            f"steps={self.steps}"
+            if self.steps is not None
+            else (f"filters_per_step={self.filters_per_step}")
+        )
+        return (
+            f"Pruner({target}, criterion={criterion!r}, scope={self.scope!r}, {pace}, "
+            f"slices_done={self._completed + len(self.history)})"
+        )
 
     def _trace(self) -> PruningGraph:
         return trace_graph(

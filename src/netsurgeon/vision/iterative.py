@@ -261,7 +261,7 @@ class IterativeResult:
         total_time_s: Wall time of the whole call.
     """
 
-    model: nn.Module
+    model: nn.Module = field(repr=False)  # its module tree would bury the figures
     before: Footprint
     after: Footprint
     accuracy_before: float
@@ -924,7 +924,7 @@ class FinetuneResult:
         num_skipped: Unreadable images skipped so far.
     """
 
-    model: nn.Module
+    model: nn.Module = field(repr=False)  # its module tree would bury the figures
     history: History
     classes: tuple[str, ...]
     val_accuracy: float
