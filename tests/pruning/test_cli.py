@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,26 @@ def test_models_lists_builder_names_one_per_line() -> None:
     names = stdout.splitlines()
     assert {"alexnet", "resnet18", "vgg16", "mobilenet_v2"} <= set(names)
     assert all(name and name == name.strip() and " " not in name for name in names)
+
+
+def test_the_core_commands_without_torchvision_name_the_extra(tmp_path: Path) -> None:
+    """prune, stats and models are core commands: without torchvision installed they say
+    which extra to install. Before: `netsurgeon models` ended in a traceback."""
+    code = textwrap.dedent(f"""
+        import contextlib, io, sys
+        sys.modules["torchvision"] = None  # as if it were not installed
+        from netsurgeon.cli import main
+        out = {str(tmp_path / "p.pt")!r}
+        for words in (["models"], ["stats", "resnet18"],
+                      ["prune", "resnet18", "--amount", "0.5", "--out", out]):
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                status = main(words)
+            print(status, err.getvalue(), end="")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    said = "netsurgeon: error: building models needs torchvision: pip install 'netsurgeon[vision]'"
+    assert done.stdout == f"2 {said}\n" * 3, done.stderr
 
 
 PRUNE = ["prune", "resnet18", "--weights", "none", "--input-size", "32", *FAST]

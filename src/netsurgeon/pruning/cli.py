@@ -440,8 +440,7 @@ def _add_models(subparsers: argparse._SubParsersAction) -> None:
 def run_models(args: argparse.Namespace) -> int:
     """Carry out ``netsurgeon models``; returns the exit status."""
     del args  # no options
-    from netsurgeon.vision.models import list_models
-
+    list_models = _import_vision_models().list_models
     try:
         for name in list_models():
             print(name)
