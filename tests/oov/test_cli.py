@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import logging
@@ -321,6 +322,29 @@ def test_embed_corpus_names_the_line_of_a_token_with_whitespace(
     out = tmp_path / "vectors.txt"
     with pytest.raises(ConfigError, match=r"corpus\.txt:3: token 'new\\xa0york' holds whitespace"):
         embed_corpus(cli_run, corpus, out, device="cpu")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["train", "experiment"])
+def test_ner_without_seqeval_is_refused_before_training(
+    synthetic: SyntheticTask,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    """NER is scored with seqeval (the nlp extra). Before: a traceback after the first epoch."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "seqeval" else real(name, *a)
+    )
+    out = tmp_path / "out"
+    pick = ["--method", "random"] if command == "train" else ["--methods", "random"]
+    assert main(["oov", command, *_common(synthetic), *pick, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "netsurgeon: error: NER is scored with seqeval, which is not installed: "
+        "pip install 'netsurgeon[nlp]'\n"
+    )
     assert not out.exists()
 
 

@@ -17,6 +17,7 @@ from netsurgeon.errors import ConfigError
 from netsurgeon.fileio import check_folder_target
 from netsurgeon.oov.embedders import ATTENTION_PARTS, METHODS
 from netsurgeon.oov.evaluate import Evaluation, evaluate_data
+from netsurgeon.oov.metrics import check_scorer
 from netsurgeon.oov.report import SECTIONS, write_report
 from netsurgeon.oov.run import TrainConfig, load_run
 from netsurgeon.oov.train import (
@@ -193,6 +194,7 @@ def run_experiment(
     check_embeddings_source(
         base.embeddings, format=base.embeddings_format, encoding=base.embeddings_encoding
     )
+    check_scorer(base.task)
     plan = [
         (dataclasses.replace(base, method=method, seed=seed), out / "runs" / f"{method}-seed{seed}")
         for method in methods

@@ -3,12 +3,13 @@ also restricted to OOV tokens and to sentences that contain an OOV word."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
 from netsurgeon.errors import ConfigError
 
-__all__ = ["TASKS", "accuracy", "entity_scores", "headline", "tagging_metrics"]
+__all__ = ["TASKS", "accuracy", "check_scorer", "entity_scores", "headline", "tagging_metrics"]
 
 TASKS = ("ner", "pos")
 
@@ -82,6 +83,19 @@ def accuracy(
     return {"accuracy": 100.0 * correct / total if total else 0.0, "tokens": total}
 
 
+def check_scorer(task: str) -> None:
+    """Check, before long work starts, that ``task`` can be scored here.
+
+    Raises:
+        ConfigError: NER, whose entity scores come from seqeval (the ``nlp`` extra), without
+            seqeval installed.
+    """
+    if task == "ner" and importlib.util.find_spec("seqeval") is None:
+        raise ConfigError(
+            "NER is scored with seqeval, which is not installed: pip install 'netsurgeon[nlp]'"
+        )
+
+
 def tagging_metrics(
     task: str,
     gold: Sequence[Sequence[str]],
@@ -104,6 +118,7 @@ def tagging_metrics(
     sub_pred = [pred[i] for i in keep]
     result: dict[str, Any] = {}
     if task == "ner":
+        check_scorer(task)
         from seqeval.metrics import f1_score, precision_score, recall_score
 
         overall = entity_scores(gold, pred)

@@ -54,7 +54,7 @@ from netsurgeon.oov.conll import (
     scheme_of,
 )
 from netsurgeon.oov.io import atomic_save_torch, atomic_write_json
-from netsurgeon.oov.metrics import headline, tagging_metrics
+from netsurgeon.oov.metrics import check_scorer, headline, tagging_metrics
 from netsurgeon.oov.run import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -520,6 +520,7 @@ def _train(
 ) -> TrainResult:
     out = check_folder_target(out, "out (--out)")
     device = resolve_device(device)
+    check_scorer(config.task)  # every epoch is scored on dev: fail before the first one
     config = absolute_embeddings(config)
     resuming = check_run_folder(out, config, resume)
     _seed_everything(config.seed)
