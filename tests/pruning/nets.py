@@ -97,3 +97,22 @@ class ConcatNet(nn.Module):
         y = torch.cat([self.branch_a(c2), self.branch_b(c2)], dim=1)
         y = F.relu(self.head(F.relu(self.norm2(y))))
         return self.fc(y.mean(dim=(2, 3)))
+
+
+class UNet(nn.Module):
+    """A small U-Net: a transposed convolution upsamples, and a skip connection is
+    concatenated with what it outputs."""
+
+    def __init__(self, *, num_classes: int = 2) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.down = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.up_bn = nn.BatchNorm2d(8)
+        self.dec = nn.Conv2d(16, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.enc(x)
+        up = F.relu(self.up_bn(self.up(F.relu(self.down(skip)))))
+        return self.head(F.relu(self.dec(torch.cat([skip, up], 1))))

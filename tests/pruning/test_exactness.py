@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from netsurgeon.pruning import Filters, PruneResult, prune, trace_graph
-from tests.pruning.nets import ConcatNet, ResNet, SeqNet
+from tests.pruning.nets import ConcatNet, ResNet, SeqNet, UNet
 
 
 def _randomise_norms(model: nn.Module) -> None:
@@ -36,7 +37,7 @@ def _zero_half_of_every_group(model: nn.Module, x: torch.Tensor) -> int:
         with torch.no_grad():
             for name, offset, _length in group.slices:
                 module = graph.source_module(name)
-                module.weight[removed + offset] = 0
+                _by_filter(module)[removed + offset] = 0
                 if module.bias is not None:
                     module.bias[removed + offset] = 0
     for record in graph.consumers.values():
@@ -55,8 +56,16 @@ def _zero_half_of_every_group(model: nn.Module, x: torch.Tensor) -> int:
     return removed_total
 
 
+def _by_filter(module: nn.Module) -> torch.Tensor:
+    """The weight as a view with one row per output filter (a transposed convolution's
+    weight is (in, out, *kernel))."""
+    if isinstance(module, nn.ConvTranspose2d):
+        return module.weight.transpose(0, 1)
+    return module.weight
+
+
 def _weight_l1(filters: Filters) -> torch.Tensor:
-    return filters.module.weight.detach().flatten(1).abs().sum(1)
+    return _by_filter(filters.module).detach().flatten(1).abs().sum(1)
 
 
 def _prune_half_zeroed(model: nn.Module, x: torch.Tensor) -> tuple[int, PruneResult]:
@@ -80,7 +89,7 @@ def _cifar_resnet20() -> nn.Module:
     return cifar_resnet20()
 
 
-@pytest.mark.parametrize("net", [SeqNet, ResNet, ConcatNet, _cifar_resnet20])
+@pytest.mark.parametrize("net", [SeqNet, ResNet, ConcatNet, _cifar_resnet20, UNet])
 def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> None:
     model = net().eval()
     _randomise_norms(model)
@@ -289,3 +298,39 @@ def test_a_channel_count_used_as_a_value_keeps_its_channels_and_as_a_shape_does_
     # Counts that only size a view or an expand prune with the rest.
     removed, result = _prune_half_zeroed(_CountShapeNet().eval(), x)
     assert result.channels["a"] == (8, 4) and removed > 0
+
+
+def test_a_transposed_convolution_loses_output_filters_and_input_channels() -> None:
+    """Weights (in, out, *kernel): its filters are its second dimension. Before: the whole
+    U-Net decoder was kept ("ConvTranspose2d is not understood")."""
+    model = UNet().eval()
+    _randomise_norms(model)
+    _, result = _prune_half_zeroed(model, torch.randn(2, 3, 8, 8))
+    assert result.channels == {"enc.0": (8, 4), "down": (16, 8), "up": (8, 4), "dec": (8, 4)}
+    assert tuple(model.up.weight.shape) == (8, 4, 2, 2) and model.up.bias.shape == (4,)
+    assert (model.up_bn.num_features, model.dec.in_channels) == (4, 8)
+    assert result.skipped == ["head (2 channels) kept: it reaches the model's output"]
+
+
+def test_transposed_convolutions_under_a_macs_target_and_grouped_ones_kept() -> None:
+    model = UNet().eval()
+    x = torch.randn(1, 3, 16, 16)
+    for scope in ("global_macs", "layer"):  # the MACs model of a transposed convolution
+        result = prune(copy.deepcopy(model), x, target_macs=0.5, scope=scope, criterion="l2")
+        assert 0.4 <= result.macs_ratio <= 0.5, scope
+    assert set(result.channels) == {"enc.0", "down", "up", "dec"}
+
+    class Grouped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv1d(2, 8, 3)
+            self.up = nn.ConvTranspose1d(8, 8, 2, stride=2, groups=2)
+            self.b = nn.Conv1d(8, 3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(torch.relu(self.up(torch.relu(self.a(x)))))
+
+    grouped = Grouped().eval()
+    result = prune(grouped, torch.randn(1, 2, 12), amount=0.5, criterion="l1")
+    assert result.channels == {}
+    assert any("'up' is a grouped transposed convolution" in s for s in result.skipped)

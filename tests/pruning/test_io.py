@@ -239,6 +239,24 @@ def test_engine_pruned_instance_norm_and_prelu_round_trip(
         assert torch.equal(loaded(x), model(x))
 
 
+def test_a_pruned_transposed_convolution_round_trips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netsurgeon.pruning import prune
+    from tests.pruning.nets import UNet
+
+    monkeypatch.setattr(registry, "_USER_BUILDERS", {})
+    register_builder("unet", UNet)
+    model = build_model("unet").eval()
+    x = torch.randn(2, 3, 16, 16)
+    prune(model, x, amount=0.5, criterion="l1")
+    loaded = io.load(io.save(model, tmp_path / "unet.pt"))
+    assert (loaded.up.in_channels, loaded.up.out_channels) == (8, 4)
+    assert tuple(loaded.up.weight.shape) == (8, 4, 2, 2)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
 class WidthsFromTensors(nn.Module):
     """Computes its sizes with tensor values, which the meta device does not have."""
 

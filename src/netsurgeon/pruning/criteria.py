@@ -48,7 +48,8 @@ class Filters:
 
     Attributes:
         name: Qualified name of the layer in the model.
-        module: The conv or linear layer whose output filters are scored.
+        module: The conv or linear layer whose output filters are scored (a transposed
+            convolution's weight is ``(in, out, *kernel)``: its filters are dimension 1).
         norm: The BatchNorm (or other per-channel norm) right after it, if any.
     """
 
@@ -61,9 +62,12 @@ Criterion = Callable[[Filters], torch.Tensor]
 
 
 def _rows(module: nn.Module) -> torch.Tensor:
+    """One row of weights per output filter."""
     weight = module.weight.detach()
     if isinstance(module, nn.Linear):
         return weight
+    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        weight = weight.transpose(0, 1)  # (in, out, *kernel): outputs second
     return weight.flatten(1)
 
 

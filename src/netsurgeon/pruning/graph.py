@@ -45,10 +45,14 @@ __all__ = [
 ]
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# Their weights are (in, out / groups, *kernel): input channels first.
+_CONV_TRANSPOSE_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _INSTANCE_NORM_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 # The layers surgery resizes, and their attributes that hold channel counts.
-_RESIZED_TYPES = (*_CONV_TYPES, nn.Linear, *_BN_TYPES, *_INSTANCE_NORM_TYPES, nn.PReLU)
+_RESIZED_TYPES = (
+    *_CONV_TYPES, *_CONV_TRANSPOSE_TYPES, nn.Linear, *_BN_TYPES, *_INSTANCE_NORM_TYPES, nn.PReLU,
+)  # fmt: skip
 _COUNT_ATTRIBUTES = (
     "in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
     "num_parameters",
@@ -892,6 +896,8 @@ class _Analyzer(fx.Interpreter):
             self._block(info, f"'{name}' {self.kept[name]}")
         if isinstance(module, _CONV_TYPES):
             return self._conv(n, name, module, info, result)
+        if isinstance(module, _CONV_TRANSPOSE_TYPES):
+            return self._conv_transpose(n, name, module, info, shape)
         if isinstance(module, nn.Linear):
             return self._linear(n, name, module, info, shape, result)
         if isinstance(module, _BN_TYPES + _INSTANCE_NORM_TYPES) or (
@@ -969,6 +975,26 @@ class _Analyzer(fx.Interpreter):
         out = self._source(name, conv, n, cout, dim=1)
         if groups > 1:
             self._constrain(out.segments[0].space, groups)
+        self.macs.append(_MacRecord(name, macs, out.segments[0].space, info, False))
+        return out
+
+    def _conv_transpose(
+        self, n: fx.Node, name: str, conv: nn.Module, info: Any, shape: Any
+    ) -> Channels | None:
+        """An ungrouped transposed convolution: a consumer of its input channels and the
+        source of its output channels, as a convolution is."""
+        if conv.groups > 1:
+            raise _Unsupported(f"'{name}' is a grouped transposed convolution")
+        # Every input element is spread over out_channels x kernel outputs.
+        macs = math.prod(shape) * conv.out_channels * math.prod(conv.kernel_size)
+        if info is not None and (info.dim != 1 or info.repeat != 1):
+            self._block(info, f"{_describe(n)} reads channels on another dimension")
+            info = None
+        if info is not None:
+            self._consumer(name, conv, info)
+        else:
+            self._fixed_input(name)
+        out = self._source(name, conv, n, conv.out_channels, dim=1)
         self.macs.append(_MacRecord(name, macs, out.segments[0].space, info, False))
         return out
 

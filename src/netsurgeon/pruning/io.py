@@ -92,6 +92,13 @@ def _conv_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _conv_transpose_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]]:
+    shapes = _conv_shapes(module, sizes)  # checks the counts against the groups
+    groups, in_channels, out_channels = sizes["groups"], sizes["in_channels"], sizes["out_channels"]
+    shapes["weight"] = (in_channels, out_channels // groups, *module.kernel_size)
+    return shapes
+
+
 def _norm_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]]:
     n = sizes["num_features"]
     shapes: dict[str, tuple[int, ...]] = {}
@@ -119,6 +126,10 @@ def _linear_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]
 
 for _conv in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
     register_resizable(_conv, attrs=("in_channels", "out_channels", "groups"), shapes=_conv_shapes)
+for _conv in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
+    register_resizable(
+        _conv, attrs=("in_channels", "out_channels", "groups"), shapes=_conv_transpose_shapes
+    )
 # Every type netsurgeon.pruning.surgery resizes; save() refuses a model with another one resized.
 for _norm in (
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,

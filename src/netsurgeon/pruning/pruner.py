@@ -26,14 +26,26 @@ from netsurgeon.pruning.criteria import (
     needs_loss,
     requires_data,
 )
-from netsurgeon.pruning.graph import ChannelGroup, PruningGraph, output_shapes, trace_graph
+from netsurgeon.pruning.graph import (
+    _CONV_TRANSPOSE_TYPES,
+    ChannelGroup,
+    PruningGraph,
+    output_shapes,
+    trace_graph,
+)
 from netsurgeon.pruning.stats import (
     MacCounter,
     as_input_tuple,
     check_reiterable,
     count_params,
 )
-from netsurgeon.pruning.surgery import prune_conv, prune_linear, prune_norm, restorable
+from netsurgeon.pruning.surgery import (
+    prune_conv,
+    prune_conv_transpose,
+    prune_linear,
+    prune_norm,
+    restorable,
+)
 
 __all__ = ["Footprint", "PruneResult", "Pruner", "prune"]
 
@@ -266,7 +278,7 @@ def _group_scores(
                 norm_name = graph.norms.get(name)
                 norm = graph.model.get_submodule(norm_name) if norm_name else None
                 scores = criterion(Filters(name, module, norm))
-                filters = int(module.weight.shape[0])
+                filters = _out_channels(module)
                 if not isinstance(scores, torch.Tensor) or scores.shape != (filters,):
                     shape = (
                         tuple(scores.shape) if isinstance(scores, torch.Tensor) else (type(scores))
@@ -428,6 +440,10 @@ def _apply(
                         prune_norm(module, member_keep[name])
                 elif isinstance(module, nn.Linear):
                     prune_linear(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
+                elif isinstance(module, _CONV_TRANSPOSE_TYPES):
+                    prune_conv_transpose(
+                        module, out_keep=out_keep.get(name), in_keep=in_keep.get(name)
+                    )
                 else:
                     prune_conv(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
             macs = _verify(graph, example_inputs)
@@ -445,7 +461,9 @@ def _apply(
     kept = {
         name: index
         for name, index in {**out_keep, **member_keep}.items()
-        if isinstance(modules[name], (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+        if isinstance(
+            modules[name], (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, *_CONV_TRANSPOSE_TYPES)
+        )
     }
     return macs, kept
 
@@ -605,6 +623,8 @@ def _global_shortfall(
 
 
 def _out_channels(module: nn.Module) -> int:
+    if isinstance(module, _CONV_TRANSPOSE_TYPES):  # weight (in, out / groups, *kernel)
+        return int(module.weight.shape[1]) * module.groups
     return int(module.weight.shape[0])
 
 

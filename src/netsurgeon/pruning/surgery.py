@@ -17,6 +17,7 @@ from torch import nn
 
 __all__ = [
     "prune_conv",
+    "prune_conv_transpose",
     "prune_linear",
     "prune_norm",
     "restorable",
@@ -105,6 +106,27 @@ def prune_conv(
     if out_keep is not None:
         _set_param(conv, "bias", _take(conv.bias, out_keep))
         conv.out_channels = int(out_keep.numel())
+
+
+def prune_conv_transpose(
+    conv: nn.Module,
+    *,
+    out_keep: torch.Tensor | None = None,
+    in_keep: torch.Tensor | None = None,
+) -> None:
+    """Keep output channels ``out_keep`` and input channels ``in_keep`` of an ungrouped
+    transposed convolution (``ConvTranspose1d/2d/3d``, weight ``(in, out, *kernel)``)."""
+    assert isinstance(conv, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+    assert conv.groups == 1
+    weight = conv.weight.detach()
+    if out_keep is not None:
+        weight = weight.index_select(1, out_keep.to(weight.device))
+        _set_param(conv, "bias", _take(conv.bias, out_keep))
+        conv.out_channels = int(out_keep.numel())
+    if in_keep is not None:
+        weight = weight.index_select(0, in_keep.to(weight.device))
+        conv.in_channels = int(in_keep.numel())
+    _set_param(conv, "weight", weight.clone())
 
 
 def prune_linear(
