@@ -118,15 +118,7 @@ def prune_conv_transpose(
     transposed convolution (``ConvTranspose1d/2d/3d``, weight ``(in, out, *kernel)``)."""
     assert isinstance(conv, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
     assert conv.groups == 1
-    weight = conv.weight.detach()
-    if out_keep is not None:
-        weight = weight.index_select(1, out_keep.to(weight.device))
-        _set_param(conv, "bias", _take(conv.bias, out_keep))
-        conv.out_channels = int(out_keep.numel())
-    if in_keep is not None:
-        weight = weight.index_select(0, in_keep.to(weight.device))
-        conv.in_channels = int(in_keep.numel())
-    _set_param(conv, "weight", weight.clone())
+    _prune_dense(conv, out_keep, in_keep, out_dim=1, counts=("out_channels", "in_channels"))
 
 
 def prune_linear(
@@ -136,15 +128,29 @@ def prune_linear(
     in_keep: torch.Tensor | None = None,
 ) -> None:
     """Keep output features ``out_keep`` and input features ``in_keep`` of a linear layer."""
-    weight = linear.weight.detach()
+    _prune_dense(linear, out_keep, in_keep, out_dim=0, counts=("out_features", "in_features"))
+
+
+def _prune_dense(
+    module: nn.Module,
+    out_keep: torch.Tensor | None,
+    in_keep: torch.Tensor | None,
+    *,
+    out_dim: int,
+    counts: tuple[str, str],
+) -> None:
+    """Keep outputs ``out_keep`` (weight dimension ``out_dim``, and the bias) and inputs
+    ``in_keep`` (the other of the weight's first two dimensions) of an ungrouped layer whose
+    sizes are the attributes ``counts`` (outputs, inputs)."""
+    weight = module.weight.detach()
     if out_keep is not None:
-        weight = weight.index_select(0, out_keep.to(weight.device))
-        _set_param(linear, "bias", _take(linear.bias, out_keep))
-        linear.out_features = int(out_keep.numel())
+        weight = weight.index_select(out_dim, out_keep.to(weight.device))
+        _set_param(module, "bias", _take(module.bias, out_keep))
+        setattr(module, counts[0], int(out_keep.numel()))
     if in_keep is not None:
-        weight = weight.index_select(1, in_keep.to(weight.device))
-        linear.in_features = int(in_keep.numel())
-    _set_param(linear, "weight", weight.clone())
+        weight = weight.index_select(1 - out_dim, in_keep.to(weight.device))
+        setattr(module, counts[1], int(in_keep.numel()))
+    _set_param(module, "weight", weight.clone())
 
 
 def prune_norm(module: nn.Module, keep: torch.Tensor) -> None:
