@@ -116,3 +116,20 @@ class UNet(nn.Module):
         skip = self.enc(x)
         up = F.relu(self.up_bn(self.up(F.relu(self.down(skip)))))
         return self.head(F.relu(self.dec(torch.cat([skip, up], 1))))
+
+
+class ChunkNet(nn.Module):
+    """A CSP block (YOLOv8's C2f): a layer's outputs are chunked in two along the channels,
+    one half goes through a bottleneck, and both halves and its output are concatenated."""
+
+    def __init__(self, *, num_classes: int = 4) -> None:
+        super().__init__()
+        self.cv1 = nn.Sequential(nn.Conv2d(3, 16, 1), nn.BatchNorm2d(16), nn.SiLU())
+        self.m = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU())
+        self.cv2 = nn.Conv2d(24, 8, 1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.cv1(x).chunk(2, 1)
+        y = self.cv2(torch.cat([a, b, self.m(b)], 1))
+        return self.fc(F.adaptive_avg_pool2d(y, 1).flatten(1))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from netsurgeon.pruning import Filters, PruneResult, prune, trace_graph
-from tests.pruning.nets import ConcatNet, ResNet, SeqNet, UNet
+from tests.pruning.nets import ChunkNet, ConcatNet, ResNet, SeqNet, UNet
 
 
 def _randomise_norms(model: nn.Module) -> None:
@@ -29,7 +29,11 @@ def _zero_half_of_every_group(model: nn.Module, x: torch.Tensor) -> int:
     keep = {}
     removed_total = 0
     for group in graph.prunable_groups():
-        removed = torch.randperm(group.size)[: group.size // 2]
+        # As many from each of the group's equal slices (grouped convolutions, chunks).
+        width = group.size // group.divisor
+        removed = torch.cat(
+            [torch.randperm(width)[: width // 2] + j * width for j in range(group.divisor)]
+        )
         mask = torch.ones(group.size, dtype=torch.bool)
         mask[removed] = False
         keep[group.id] = mask.nonzero().flatten()
@@ -89,7 +93,7 @@ def _cifar_resnet20() -> nn.Module:
     return cifar_resnet20()
 
 
-@pytest.mark.parametrize("net", [SeqNet, ResNet, ConcatNet, _cifar_resnet20, UNet])
+@pytest.mark.parametrize("net", [SeqNet, ResNet, ConcatNet, _cifar_resnet20, UNet, ChunkNet])
 def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> None:
     model = net().eval()
     _randomise_norms(model)
@@ -334,3 +338,54 @@ def test_transposed_convolutions_under_a_macs_target_and_grouped_ones_kept() -> 
     result = prune(grouped, torch.randn(1, 2, 12), amount=0.5, criterion="l1")
     assert result.channels == {}
     assert any("'up' is a grouped transposed convolution" in s for s in result.skipped)
+
+
+def test_chunked_channels_lose_as_many_filters_from_each_part() -> None:
+    """x.chunk(k, dim=1) keeps splitting into k equal parts after pruning when each k-th of
+    the layer's filters loses as many. Before: the layer was kept ("it splits the channels")."""
+    model = ChunkNet().eval()
+    _randomise_norms(model)
+    _, result = _prune_half_zeroed(model, torch.randn(2, 3, 8, 8))
+    assert result.channels == {"cv1.0": (16, 8), "m.0": (8, 4), "cv2": (8, 4)}
+    assert (model.m[0].in_channels, model.cv2.in_channels) == (4, 12)
+    x = torch.randn(1, 3, 8, 8)
+    for scope in ("global", "global_macs"):
+        pruned = ChunkNet().eval()
+        result = prune(pruned, x, amount=0.6, scope=scope, criterion="l1")
+        cv1 = result.channels.get("cv1.0", (16, 16))[1]
+        assert cv1 % 2 == 0 and pruned.m[0].in_channels == cv1 // 2, scope
+        assert pruned(x).shape == (1, 4)
+
+
+class _SplitNet(nn.Module):
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.a, self.b = nn.Conv2d(3, 12, 1), nn.Conv2d(3, 4, 1)
+        self.c = nn.Conv2d(12, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        if self.how == "split":  # sizes written in the code: they cannot follow pruning
+            parts = torch.split(y, [6, 6], dim=1)
+        elif self.how == "thirds of a concatenation":
+            parts = torch.cat([y, self.b(x)], 1).chunk(4, 1)[:2]
+        else:  # "unequal": 12 channels in 5 chunks
+            parts = y.chunk(5, 1)[:2]
+        first, second = parts[0], parts[1]
+        return self.c(torch.cat([first, second, first, second], 1)[:, :12])
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("split", "it splits the channels at fixed sizes"),
+        ("thirds of a concatenation", "it splits channels of several layers or of part of one"),
+        ("unequal", "it splits the channels into unequal parts"),
+    ],
+)
+def test_splits_that_cannot_follow_pruning_keep_their_channels(how: str, reason: str) -> None:
+    model = _SplitNet(how).eval()
+    result = prune(model, torch.randn(1, 3, 4, 4), amount=0.5, criterion="l1")
+    assert "a" not in result.channels
+    assert any(s.startswith("a (12 channels) kept:") and reason in s for s in result.skipped)

@@ -1091,7 +1091,8 @@ class _Analyzer(fx.Interpreter):
         if fn is torch.squeeze:
             return self._squeeze(info, shape, result, self._arg(n, 1, "dim"))
         if fn in (torch.chunk, torch.split, torch.tensor_split):
-            return self._split(info, shape, result, self._arg(n, 2, "dim", 0))
+            chunks = self._arg(n, 1, "chunks") if fn is torch.chunk else None
+            return self._split(info, shape, result, self._arg(n, 2, "dim", 0), chunks)
         if fn is F.pad:
             return self._pad(
                 info, shape, self._arg(n, 1, "pad"), self._arg(n, 2, "mode"),
@@ -1136,7 +1137,8 @@ class _Analyzer(fx.Interpreter):
         if method == "squeeze":
             return self._squeeze(info, shape, result, self._arg(n, 1, "dim"))
         if method in ("chunk", "split", "tensor_split"):
-            return self._split(info, shape, result, self._arg(n, 2, "dim", 0))
+            chunks = self._arg(n, 1, "chunks") if method == "chunk" else None
+            return self._split(info, shape, result, self._arg(n, 2, "dim", 0), chunks)
         if method in ("softmax", "log_softmax"):
             return self._softmax(info, shape, self._arg(n, 1, "dim"))
         if method == "expand":
@@ -1358,12 +1360,25 @@ class _Analyzer(fx.Interpreter):
         return Channels(info.dim - sum(1 for x in removed if x < info.dim), info.segments,
                         info.repeat)  # fmt: skip
 
-    def _split(self, info: Any, shape: Any, result: Any, dim: int) -> Any:
+    def _split(self, info: Any, shape: Any, result: Any, dim: int, chunks: Any = None) -> Any:
         if info is None:
             return None
-        if dim % len(shape) == info.dim:
-            raise _Unsupported("it splits the channels")
-        return tuple(info for _ in result)
+        if dim % len(shape) != info.dim:
+            return tuple(info for _ in result)
+        if chunks is None:  # split / tensor_split: sizes written in the model's code
+            raise _Unsupported("it splits the channels at fixed sizes")
+        # chunk(k) splits whatever the width into k parts: the parts stay equal (and each
+        # keeps its channels) when each k-th of the layer's filters loses as many.
+        pieces = _expand(self.spaces, info.segments)
+        whole = len(pieces) == 1 and pieces[0].length == self.spaces[pieces[0].space].size
+        if not whole or info.repeat != 1:
+            raise _Unsupported("it splits channels of several layers or of part of one")
+        if not isinstance(chunks, int) or len(result) != chunks or info.size % chunks:
+            raise _Unsupported("it splits the channels into unequal parts")
+        space = pieces[0].space
+        self._constrain(space, chunks)
+        width = info.size // chunks
+        return tuple(Channels(info.dim, (Segment(space, j * width, width),)) for j in range(chunks))
 
     def _pad(
         self, info: Any, shape: Any, pad: Sequence[int], mode: Any = None, value: Any = None
