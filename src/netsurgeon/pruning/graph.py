@@ -1581,7 +1581,11 @@ def trace_graph(
     analyzer = _Analyzer(gm, kept, leaves=leaves)
     output, macs = _run(model, analyzer, example_inputs)
     mac_records = analyzer.macs
-    mode_sensitive = other is not None and other.python_code("self").src != gm.code
+    mode_sensitive = (
+        other is not None
+        and other.python_code("self").src != gm.code
+        and not _differs_in_flags_only(graph, other)
+    )
     if mode_sensitive:
         assert other is not None
         other_analyzer = _Analyzer(
@@ -1604,6 +1608,27 @@ def trace_graph(
         mode = "evaluation" if model.training else "training"
         graph.notes.append(f"the model cannot be traced in {mode} mode: only the other was checked")
     return graph
+
+
+def _differs_in_flags_only(a: fx.Graph, b: fx.Graph) -> bool:
+    """Whether two traces of a model differ at most in boolean constants: training flags such
+    as those of torchvision's stochastic depth or F.dropout, which change no channel. Then the
+    second mode needs no analysis pass of its own (a forward pass of the whole model)."""
+    nodes_a, nodes_b = list(a.nodes), list(b.nodes)
+    if len(nodes_a) != len(nodes_b):
+        return False
+
+    def masked(value: Any) -> Any:
+        return fx.node.map_aggregate(
+            value,
+            lambda x: x.name if isinstance(x, fx.Node) else (bool if isinstance(x, bool) else x),
+        )
+
+    return all(
+        (x.op, x.target, x.name) == (y.op, y.target, y.name)
+        and masked((x.args, x.kwargs)) == masked((y.args, y.kwargs))
+        for x, y in zip(nodes_a, nodes_b, strict=True)
+    )
 
 
 def _run(model: nn.Module, analyzer: _Analyzer, example_inputs: Any) -> tuple[Any, int]:
