@@ -7,9 +7,8 @@ command line's handler (one line, no traceback) instead of an import.
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from netsurgeon.errors import (
     CheckpointError,
@@ -18,6 +17,7 @@ from netsurgeon.errors import (
     TraceError,
     WriteError,
 )
+from netsurgeon.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from netsurgeon.distill import DistillationLoss
@@ -63,21 +63,12 @@ _LAZY = {
 }
 # Subpackages reachable as attributes after ``import netsurgeon``, as they were when this
 # module imported them eagerly.
-_SUBMODULES = frozenset(
-    {"distill", "fileio", "oov", "pruning", "recalibrate", "reconstruction", "training", "vision"}
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    globals(),
+    _LAZY,
+    submodules=(
+        "distill", "fileio", "oov", "pruning", "recalibrate", "reconstruction", "training",
+        "vision",
+    ),
+)  # fmt: skip

@@ -28,17 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from netsurgeon.choices import DEFAULT_ALPHA, DEFAULT_FEATURE_WEIGHT, DEFAULT_TEMPERATURE
 from netsurgeon.errors import ConfigError
 from netsurgeon.pruning.stats import resolve_device
 
 __all__ = ["DEFAULT_ALPHA", "DEFAULT_FEATURE_WEIGHT", "DEFAULT_TEMPERATURE", "DistillationLoss"]
-
-#: Hinton et al.'s usual settings; the CLI and the iterative pruner default to them too.
-DEFAULT_TEMPERATURE = 4.0
-DEFAULT_ALPHA = 0.9
-#: Weight of the feature term: it beat 100 on all three seeds of the CIFAR ResNet benchmark
-#: (``benchmarks/README.md``).
-DEFAULT_FEATURE_WEIGHT = 300.0
 
 
 class DistillationLoss(nn.Module):

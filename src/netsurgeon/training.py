@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from netsurgeon import __version__
+from netsurgeon.choices import SLICE_LRS
 from netsurgeon.distributed import (
     broadcast_from_rank0,
     gather_objects,
@@ -75,9 +76,6 @@ __all__ = [
 CHECKPOINT_FORMAT = "netsurgeon.training.checkpoint/1"
 _OPTIMIZERS = ("sgd", "adam", "adamw")
 _SCHEDULES = ("none", "cosine", "step")
-#: How :func:`finetune_steps` sets the learning rate: hold ``config.lr``, or restart
-#: ``config.schedule`` and anneal it over the call's steps.
-SLICE_LRS = ("constant", "schedule")
 _DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 # Running loss and accuracy need a device sync; refresh the progress bar this often.
 _PROGRESS_EVERY = 10

@@ -483,7 +483,7 @@ def test_an_export_not_verified_says_why(
         called.update(kwargs)
         return export_module.ExportResult(tmp_path / "pruned.onnx", "onnx", (2, 3, 32, 32), None)
 
-    monkeypatch.setattr("netsurgeon.vision.cli.export_checkpoint", fake_export)
+    monkeypatch.setattr("netsurgeon.vision.export.export_checkpoint", fake_export)
     assert main(["export", str(saved), "--format", "onnx", "--exporter", "legacy"]) == 0
     assert called["verify"] is False
     assert capsys.readouterr().out.splitlines()[-1] == (

@@ -19,22 +19,18 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from netsurgeon.argtypes import comma_list
+from netsurgeon.choices import SCOPES
 from netsurgeon.commands import COMMANDS
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
-from netsurgeon.fileio import check_file_target
-from netsurgeon.pruning.pruner import SCOPES
-from netsurgeon.pruning.stats import (
-    ModelStats,
-    check_input_size,
-    format_comparison,
-    format_stats,
-    resolve_device,
-)
+
+if TYPE_CHECKING:  # the command line's parsers are built without importing PyTorch
+    import torch
+    from torch import nn
+
+    from netsurgeon.pruning.stats import ModelStats
 
 __all__ = ["DATA_CRITERIA", "DATA_FREE_CRITERIA", "add_commands"]
 
@@ -142,22 +138,20 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
             if action.dest in _LATENCY_ONLY
         }
     )
-    try:  # --data turns the data-free prune into Molchanov's iterative prune + fine-tune
-        from netsurgeon.vision.iterative import add_iterative_arguments
-    except ImportError:  # pragma: no cover - the vision extra is not installed
-        pass
-    else:
-        own = {action.dest for action in parser._actions}
-        add_iterative_arguments(parser)
-        # Options only the iterative prune reads, with their flag and default: without --data
-        # they would be silently ignored, so run_prune refuses them.
-        parser.set_defaults(
-            iterative_only={
-                action.dest: (action.option_strings[0], action.default)
-                for action in parser._actions
-                if action.dest not in own and action.dest != "data" and action.option_strings
-            }
-        )
+    # --data turns the data-free prune into Molchanov's iterative prune + fine-tune.
+    from netsurgeon.vision.arguments import add_iterative_arguments
+
+    own = {action.dest for action in parser._actions}
+    add_iterative_arguments(parser)
+    # Options only the iterative prune reads, with their flag and default: without --data
+    # they would be silently ignored, so run_prune refuses them.
+    parser.set_defaults(
+        iterative_only={
+            action.dest: (action.option_strings[0], action.default)
+            for action in parser._actions
+            if action.dest not in own and action.dest != "data" and action.option_strings
+        }
+    )
     parser.set_defaults(func=with_threads(run_prune))
 
 
@@ -194,6 +188,7 @@ def _amounts(text: str) -> dict[str, float]:
 def run_prune(args: argparse.Namespace) -> int:
     """Carry out ``netsurgeon prune``; returns the exit status."""
     if getattr(args, "data", None) is not None:
+        _import_vision_models()  # the iterative prune builds a model and reads images
         from netsurgeon.vision.iterative import run_iterative_from_args
 
         _refuse_latency_options(args)
@@ -214,6 +209,11 @@ def run_prune(args: argparse.Namespace) -> int:
     _check_positive("--min-channels", args.min_channels)
     _check_positive("--round-to", args.round_to)
     _check_measure_arguments(args)
+    import torch
+
+    from netsurgeon.fileio import check_file_target
+    from netsurgeon.pruning.stats import check_input_size, format_comparison, resolve_device
+
     out = check_file_target(args.out, "--out")  # a missing folder is created on saving
     device = resolve_device(args.device)
 
@@ -386,6 +386,8 @@ def run_stats(args: argparse.Namespace) -> int:
     """Carry out ``netsurgeon stats``; returns the exit status."""
     _check_positive("--num-classes", args.num_classes, optional=True)
     _check_measure_arguments(args)
+    from netsurgeon.pruning.stats import check_input_size, format_stats, resolve_device
+
     device = resolve_device(args.device)
     model, source, input_size = _load_or_build(args.model, num_classes=args.num_classes)
     model.to(device).eval()
@@ -521,6 +523,8 @@ def with_threads(command: Callable[[argparse.Namespace], int]) -> Callable[..., 
 
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
+        import torch
+
         previous = torch.get_num_threads()
         if args.threads is not None:
             _check_positive("--threads", args.threads)
@@ -534,6 +538,8 @@ def with_threads(command: Callable[[argparse.Namespace], int]) -> Callable[..., 
 
 
 def _measure(model: nn.Module, args: argparse.Namespace, device: torch.device) -> ModelStats:
+    from netsurgeon.pruning.stats import ModelStats
+
     return ModelStats.measure(
         model,
         input_size=args.input_size,
@@ -546,6 +552,8 @@ def _measure(model: nn.Module, args: argparse.Namespace, device: torch.device) -
 
 def _import_vision_models() -> ModuleType:
     try:
+        import torchvision  # noqa: F401  # netsurgeon.vision.models imports it only when used
+
         from netsurgeon.vision import models
     except ModuleNotFoundError as exc:
         if exc.name == "torchvision":

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netsurgeon.choices import SCOPES
 from netsurgeon.errors import ConfigError
 from netsurgeon.modes import kept_modes
 from netsurgeon.pruning.criteria import (
@@ -49,7 +50,6 @@ from netsurgeon.pruning.surgery import (
 
 __all__ = ["Footprint", "PruneResult", "Pruner", "prune"]
 
-SCOPES = ("layer", "global", "global_macs")
 _EPS = 1e-12
 
 

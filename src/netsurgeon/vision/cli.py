@@ -12,13 +12,12 @@ import importlib.util
 import json
 from pathlib import Path
 
+from netsurgeon.choices import EXPORT_FORMATS, EXPORTERS
 from netsurgeon.commands import COMMANDS
 from netsurgeon.errors import ConfigError
-from netsurgeon.fileio import check_file_target
-from netsurgeon.vision.export import EXPORTERS, FORMATS, export_checkpoint
-from netsurgeon.vision.iterative import add_finetune_arguments, run_finetune_from_args
+from netsurgeon.vision.arguments import add_finetune_arguments
 
-__all__ = ["add_commands", "run_export"]
+__all__ = ["add_commands", "run_export", "run_finetune"]
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +33,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_finetune_arguments(finetune)
-    finetune.set_defaults(func=run_finetune_from_args)
+    finetune.set_defaults(func=run_finetune)
 
     export = subparsers.add_parser(
         "export",
@@ -45,7 +44,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     export.add_argument("file", metavar="FILE", type=Path, help="a netsurgeon model file")
-    export.add_argument("--format", required=True, choices=FORMATS, help="onnx or torchscript")
+    export.add_argument(
+        "--format", required=True, choices=EXPORT_FORMATS, help="onnx or torchscript"
+    )
     export.add_argument(
         "--out", type=Path, metavar="PATH", help="default: FILE with .onnx or .torchscript.pt"
     )
@@ -91,8 +92,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(func=run_export)
 
 
+def run_finetune(args: argparse.Namespace) -> int:
+    """Carry out ``netsurgeon finetune``; returns the exit status."""
+    # Imported here: the parser is built without PyTorch (see netsurgeon.vision.arguments).
+    from netsurgeon.vision.iterative import run_finetune_from_args
+
+    return run_finetune_from_args(args)
+
+
 def run_export(args: argparse.Namespace) -> int:
     """Carry out ``netsurgeon export``; returns the exit status."""
+    from netsurgeon.fileio import check_file_target
+    from netsurgeon.vision.export import export_checkpoint
+
     if args.input_size is not None and args.input_size < 1:
         raise ConfigError(f"--input-size {args.input_size} is not allowed; use an integer >= 1")
     for flag, value in (("--opset", args.opset), ("--exporter", args.exporter)):

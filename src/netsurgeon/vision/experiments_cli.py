@@ -12,19 +12,17 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from netsurgeon.argtypes import comma_list, non_negative_int, positive_int
+from netsurgeon.choices import CRITERION_NAMES as CRITERIA
+from netsurgeon.choices import SCOPES, SLICE_LRS
 from netsurgeon.commands import COMMANDS
 from netsurgeon.errors import ConfigError
-from netsurgeon.fileio import check_folder_target
-from netsurgeon.pruning import CRITERIA
 from netsurgeon.pruning.cli import with_threads
-from netsurgeon.pruning.pruner import SCOPES
-from netsurgeon.training import SLICE_LRS
+
+if TYPE_CHECKING:  # the parsers are built without importing PyTorch
+    from torch import nn
 
 __all__ = ["add_commands", "stratified_subset"]
 
@@ -196,6 +194,8 @@ def stratified_subset(targets: list[int], n: int, *, seed: int) -> list[int]:
     """
     if n >= len(targets):
         return list(range(len(targets)))
+    import torch
+
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(targets), generator=generator).tolist()
     by_class: dict[int, list[int]] = {}
@@ -214,6 +214,8 @@ def stratified_subset(targets: list[int], n: int, *, seed: int) -> list[int]:
 
 def _loaders(args: argparse.Namespace) -> tuple[Any, Any, int, dict[str, Any]]:
     """Training and validation loaders, the class count and the data settings for config.json."""
+    import torch
+
     from netsurgeon.vision.data import load_image_data, make_loader
     from netsurgeon.vision.experiments import LimitedLoader
 
@@ -377,7 +379,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     # Check the cheap arguments before reading data or building the model.
     criteria, levels = parse_criteria(args.criteria), parse_levels(args.levels)
     _check_val_fraction(args.val_fraction)
-    check_folder_target(args.out, "--out")
+    _check_out(args.out)
     _check_models(args, [args.model])
     train_loader, val_loader, num_classes, info = _loaders(args)
     info = {"command": "sweep", "model": args.model, **info}
@@ -396,6 +398,8 @@ def _check_models(args: argparse.Namespace, names: list[str]) -> None:
     The names come first, so that a typo is not reported as another input size; then the
     input sizes (:func:`_default_input_size`), and that each model runs at that size.
     """
+    import torch
+
     from netsurgeon.pruning.stats import check_input_size
     from netsurgeon.vision.models import build_model, check_model
 
@@ -479,7 +483,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     if not names:
         raise ConfigError("no models given; pass model names like alexnet,vgg16,resnet18")
     _check_val_fraction(args.val_fraction)
-    check_folder_target(args.out, "--out")
+    _check_out(args.out)
     # Every name and its weights before any model trains: config.json, written first, would
     # otherwise keep a mistyped list and refuse the corrected command.
     _check_models(args, names)
@@ -541,7 +545,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from netsurgeon.vision.demo import run_demo
 
     started = time.perf_counter()
-    check_folder_target(args.out, "--out")
+    _check_out(args.out)
     result = run_demo(
         args.out, base_epochs=args.base_epochs, finetune_epochs=args.finetune_epochs,
         seed=args.seed, device=args.device, progress=False if args.no_progress else None,
@@ -551,3 +555,10 @@ def _run_demo(args: argparse.Namespace) -> int:
     if plot is not None:
         print(f"\nplot: {plot}")
     return 0
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out that cannot be a results folder, before any work."""
+    from netsurgeon.fileio import check_folder_target
+
+    check_folder_target(out, "--out")

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netsurgeon.choices import EXPORT_FORMATS, EXPORTERS
 from netsurgeon.errors import ConfigError, NetsurgeonError, first_line
 from netsurgeon.fileio import as_write_error, fsync_folder, make_temporary
 from netsurgeon.pruning.stats import check_runs, float_dtype, move_inputs
@@ -43,8 +44,7 @@ __all__ = [
     "verify_export",
 ]
 
-FORMATS = ("onnx", "torchscript")
-EXPORTERS = ("dynamo", "legacy")
+FORMATS = EXPORT_FORMATS
 _SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 _EXTRA_HINT = "pip install 'netsurgeon[export]' (onnx, onnxscript, onnxruntime)"
 

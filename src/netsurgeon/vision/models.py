@@ -86,7 +86,7 @@ def _torchvision_models() -> ModuleType:
         import torchvision.models
     except ImportError as exc:  # pragma: no cover - torchvision is in the vision extra
         raise NetsurgeonError(
-            "torchvision is not installed; install it with: pip install 'netsurgeon[vision]'"
+            "building models needs torchvision: pip install 'netsurgeon[vision]'"
         ) from exc
     return torchvision.models
 
