@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -421,6 +422,43 @@ def test_help_and_oov_mistakes_are_answered_without_loading_torch() -> None:
         cli.build_parser().parse_args(["--help"])
     # The same help as with every command loaded.
     assert _python(code).stdout == full.getvalue()
+
+
+@pytest.mark.parametrize("command", ["prune", "stats", "models", "finetune", "export", "sweep",
+                                     "compare-models", "demo", "oov"])  # fmt: skip
+def test_every_command_help_and_option_error_is_answered_without_loading_torch(
+    command: str,
+) -> None:
+    """The parsers are built without PyTorch or torchvision (3.6 s here before): a user asking
+    for help or mistyping an option waits no longer than the command line's start."""
+    code = textwrap.dedent(f"""
+        import contextlib, io, sys
+        from netsurgeon.cli import main
+        for words in ([{command!r}, "--help"], [{command!r}, "--no-such-option"]):
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                with contextlib.redirect_stderr(io.StringIO()) as err:
+                    try:
+                        main(words)
+                    except SystemExit as stop:
+                        assert stop.code == (0 if words[1] == "--help" else 2), stop.code
+            said = out.getvalue() + err.getvalue()
+            expected = "usage: netsurgeon" if words[1] == "--help" else "netsurgeon: error:"
+            assert said.startswith(expected), said
+        loaded = sorted(m for m in ("torch", "torchvision", "matplotlib") if m in sys.modules)
+        assert not loaded, loaded
+    """)
+    _python(code)
+
+
+def test_the_light_option_names_are_the_implementations_names() -> None:
+    from netsurgeon import choices, distill, training
+    from netsurgeon.pruning import criteria, pruner
+    from netsurgeon.vision import export
+
+    assert tuple(criteria.CRITERIA) == choices.CRITERION_NAMES
+    assert pruner.SCOPES is choices.SCOPES and training.SLICE_LRS is choices.SLICE_LRS
+    assert distill.DEFAULT_FEATURE_WEIGHT == choices.DEFAULT_FEATURE_WEIGHT
+    assert (export.FORMATS, export.EXPORTERS) == (choices.EXPORT_FORMATS, choices.EXPORTERS)
 
 
 def test_every_registered_command_is_listed_in_order() -> None:
