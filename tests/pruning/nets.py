@@ -120,10 +120,12 @@ class UNet(nn.Module):
 
 class ChunkNet(nn.Module):
     """A CSP block (YOLOv8's C2f): a layer's outputs are chunked in two along the channels,
-    one half goes through a bottleneck, and both halves and its output are concatenated."""
+    one half goes through a bottleneck (with a residual addition in the backbone's version),
+    and both halves and its output are concatenated."""
 
-    def __init__(self, *, num_classes: int = 4) -> None:
+    def __init__(self, *, num_classes: int = 4, shortcut: bool = False) -> None:
         super().__init__()
+        self.shortcut = shortcut  # the backbone's bottlenecks add their input back
         self.cv1 = nn.Sequential(nn.Conv2d(3, 16, 1), nn.BatchNorm2d(16), nn.SiLU())
         self.m = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU())
         self.cv2 = nn.Conv2d(24, 8, 1)
@@ -131,5 +133,6 @@ class ChunkNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = self.cv1(x).chunk(2, 1)
-        y = self.cv2(torch.cat([a, b, self.m(b)], 1))
+        c = self.m(b) + b if self.shortcut else self.m(b)
+        y = self.cv2(torch.cat([a, b, c], 1))
         return self.fc(F.adaptive_avg_pool2d(y, 1).flatten(1))

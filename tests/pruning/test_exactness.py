@@ -93,7 +93,13 @@ def _cifar_resnet20() -> nn.Module:
     return cifar_resnet20()
 
 
-@pytest.mark.parametrize("net", [SeqNet, ResNet, ConcatNet, _cifar_resnet20, UNet, ChunkNet])
+def _c2f_with_shortcut() -> nn.Module:
+    return ChunkNet(shortcut=True)
+
+
+@pytest.mark.parametrize(
+    "net", [SeqNet, ResNet, ConcatNet, _cifar_resnet20, UNet, ChunkNet, _c2f_with_shortcut]
+)
 def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> None:
     model = net().eval()
     _randomise_norms(model)
@@ -340,17 +346,21 @@ def test_transposed_convolutions_under_a_macs_target_and_grouped_ones_kept() -> 
     assert any("'up' is a grouped transposed convolution" in s for s in result.skipped)
 
 
-def test_chunked_channels_lose_as_many_filters_from_each_part() -> None:
-    """x.chunk(k, dim=1) keeps splitting into k equal parts after pruning when each k-th of
-    the layer's filters loses as many. Before: the layer was kept ("it splits the channels")."""
-    model = ChunkNet().eval()
+@pytest.mark.parametrize("shortcut", [False, True])
+def test_chunked_channels_lose_the_same_filters_from_each_part(shortcut: bool) -> None:
+    """x.chunk(k, dim=1) keeps splitting into k equal parts after pruning when each part loses
+    the same channels; a part may join a residual addition (YOLOv8's backbone C2f). Before:
+    the chunked layer was kept ("it splits the channels")."""
+    model = ChunkNet(shortcut=shortcut).eval()
     _randomise_norms(model)
     _, result = _prune_half_zeroed(model, torch.randn(2, 3, 8, 8))
+    # With the shortcut the bottleneck's output is pruned like its input half.
     assert result.channels == {"cv1.0": (16, 8), "m.0": (8, 4), "cv2": (8, 4)}
+    assert result.skipped == ["fc (4 channels) kept: it reaches the model's output"]
     assert (model.m[0].in_channels, model.cv2.in_channels) == (4, 12)
     x = torch.randn(1, 3, 8, 8)
     for scope in ("global", "global_macs"):
-        pruned = ChunkNet().eval()
+        pruned = ChunkNet(shortcut=shortcut).eval()
         result = prune(pruned, x, amount=0.6, scope=scope, criterion="l1")
         cv1 = result.channels.get("cv1.0", (16, 16))[1]
         assert cv1 % 2 == 0 and pruned.m[0].in_channels == cv1 // 2, scope

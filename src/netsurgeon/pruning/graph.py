@@ -1367,17 +1367,23 @@ class _Analyzer(fx.Interpreter):
             return tuple(info for _ in result)
         if chunks is None:  # split / tensor_split: sizes written in the model's code
             raise _Unsupported("it splits the channels at fixed sizes")
-        # chunk(k) splits whatever the width into k parts: the parts stay equal (and each
-        # keeps its channels) when each k-th of the layer's filters loses as many.
+        # chunk(k) splits whatever the width into k parts: the parts stay equal when they
+        # lose the same channels. The layer's filters are cut into k pieces pruned as one
+        # (so a part can also join a residual addition, as in YOLOv8's C2f bottlenecks).
         pieces = _expand(self.spaces, info.segments)
         whole = len(pieces) == 1 and pieces[0].length == self.spaces[pieces[0].space].size
         if not whole or info.repeat != 1:
             raise _Unsupported("it splits channels of several layers or of part of one")
         if not isinstance(chunks, int) or len(result) != chunks or info.size % chunks:
             raise _Unsupported("it splits the channels into unequal parts")
-        space = pieces[0].space
-        self._constrain(space, chunks)
-        width = info.size // chunks
+        space, width = pieces[0].space, info.size // chunks
+        if chunks > 1:
+            if not self._split_space(space, [j * width for j in range(1, chunks)]):
+                raise _Unsupported("it splits channels that grouped convolutions divide")
+            kids = self.spaces[space].children
+            assert kids is not None
+            for kid in kids[1:]:
+                self._union(kids[0], kid)
         return tuple(Channels(info.dim, (Segment(space, j * width, width),)) for j in range(chunks))
 
     def _pad(
