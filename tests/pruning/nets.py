@@ -103,8 +103,9 @@ class UNet(nn.Module):
     """A small U-Net: a transposed convolution upsamples, and a skip connection is
     concatenated with what it outputs."""
 
-    def __init__(self, *, num_classes: int = 2) -> None:
+    def __init__(self, *, num_classes: int = 2, sized: bool = False) -> None:
         super().__init__()
+        self.sized = sized  # upsample to the skip connection's size(), channels included
         self.enc = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
         self.down = nn.Conv2d(8, 16, 3, stride=2, padding=1)
         self.up = nn.ConvTranspose2d(16, 8, 2, stride=2)
@@ -114,7 +115,8 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = self.enc(x)
-        up = F.relu(self.up_bn(self.up(F.relu(self.down(skip)))))
+        down = F.relu(self.down(skip))
+        up = F.relu(self.up_bn(self.up(down, skip.size()) if self.sized else self.up(down)))
         return self.head(F.relu(self.dec(torch.cat([skip, up], 1))))
 
 

@@ -310,10 +310,12 @@ def test_a_channel_count_used_as_a_value_keeps_its_channels_and_as_a_shape_does_
     assert result.channels["a"] == (8, 4) and removed > 0
 
 
-def test_a_transposed_convolution_loses_output_filters_and_input_channels() -> None:
+@pytest.mark.parametrize("sized", [False, True])
+def test_a_transposed_convolution_loses_output_filters_and_input_channels(sized: bool) -> None:
     """Weights (in, out, *kernel): its filters are its second dimension. Before: the whole
-    U-Net decoder was kept ("ConvTranspose2d is not understood")."""
-    model = UNet().eval()
+    U-Net decoder was kept ("ConvTranspose2d is not understood"). Given the skip connection's
+    size() as output_size, it reads the spatial sizes only: the skip's channels still go."""
+    model = UNet(sized=sized).eval()
     _randomise_norms(model)
     _, result = _prune_half_zeroed(model, torch.randn(2, 3, 8, 8))
     assert result.channels == {"enc.0": (8, 4), "down": (16, 8), "up": (8, 4), "dec": (8, 4)}

@@ -799,6 +799,13 @@ class _Analyzer(fx.Interpreter):
             self.info[n] = None
         return result
 
+    def _sizes_an_upsampling(self, n: fx.Node) -> bool:
+        """Whether ``n`` calls a transposed convolution: a count reaches it only as its
+        ``output_size``, of which it reads the spatial sizes alone (``up(x, skip.size())``)."""
+        return n.op == "call_module" and isinstance(
+            self.module.get_submodule(str(n.target)), _CONV_TRANSPOSE_TYPES
+        )
+
     def _track_counts(self, n: fx.Node, result: Any) -> None:
         """Follow channel counts read as Python values; keep the channels of a count that is
         used other than as a shape (where pruning changes it consistently)."""
@@ -841,7 +848,7 @@ class _Analyzer(fx.Interpreter):
             and not isinstance(result, torch.Tensor)
         ):
             self.counts[n] = carried  # c // 2, c * 4: still a count
-        elif not _takes_shape(n):
+        elif not _takes_shape(n) and not self._sizes_an_upsampling(n):
             for info in carried:
                 self._block(info, f"{_describe(n)} uses the channel count as a value")
 
