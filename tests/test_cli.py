@@ -450,6 +450,30 @@ def test_every_command_help_and_option_error_is_answered_without_loading_torch(
     _python(code)
 
 
+def test_vision_commands_without_torchvision_name_the_extra_before_starting() -> None:
+    """Their modules import torchvision only when used, so the command line checks the
+    extra's packages first. Before (found by a review): a ModuleNotFoundError traceback."""
+    code = textwrap.dedent("""
+        import contextlib, io, sys
+        sys.modules["torchvision"] = None  # as if it were not installed
+        from netsurgeon.cli import main
+        for words in (["finetune", "resnet18", "--data", "d", "--out", "o.pt"],
+                      ["export", "m.pt", "--format", "onnx"], ["sweep", "--out", "o"],
+                      ["compare-models"], ["demo"]):
+            with contextlib.redirect_stderr(io.StringIO()) as err:
+                status = main(words)
+            print(status, err.getvalue(), end="")
+        assert "torch" not in sys.modules
+    """)
+    lines = _python(code).stdout.splitlines()
+    commands = ["finetune", "export", "sweep", "compare-models", "demo"]
+    assert lines == [
+        f"2 netsurgeon: error: `netsurgeon {c}` needs the vision extra (torchvision is not "
+        "installed): pip install 'netsurgeon[vision]'"
+        for c in commands
+    ]
+
+
 def test_the_light_option_names_are_the_implementations_names() -> None:
     from netsurgeon import choices, distill, training
     from netsurgeon.pruning import criteria, pruner

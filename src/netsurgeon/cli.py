@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import importlib.util
 import os
 import signal
 import sys
@@ -63,7 +64,12 @@ def build_parser(words: Sequence[str] | None = None) -> argparse.ArgumentParser:
             for command in commands:  # listed in the help; never run, since not chosen
                 subparsers.add_parser(command, help=COMMANDS[command].help, add_help=False)
             continue
-        extra = COMMANDS[commands[0]].extra
+        extra, needs = COMMANDS[commands[0]].extra, COMMANDS[commands[0]].needs
+        missing = next((name for name in needs if not _installed(name)), None)
+        if extra is not None and missing is not None:
+            for command in commands:
+                _add_missing_extra(subparsers, command, extra, missing)
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -76,6 +82,14 @@ def build_parser(words: Sequence[str] | None = None) -> argparse.ArgumentParser:
             continue
         module.add_commands(subparsers)
     return parser
+
+
+def _installed(name: str) -> bool:
+    """Whether the top-level package ``name`` can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules[name] is None (blocked)
+        return False
 
 
 def _add_missing_extra(

@@ -11,11 +11,18 @@ from typing import NamedTuple
 
 class Command(NamedTuple):
     """Where a command is defined (its module has ``add_commands(subparsers)``), the extra its
-    third-party imports come from (None: the core install), and its one-line help."""
+    third-party imports come from (None: the core install), its one-line help, and the
+    packages of that extra it cannot run without (checked before the command starts: its
+    module imports them only when they are used)."""
 
     module: str
     extra: str | None
     help: str
+    needs: tuple[str, ...] = ()
+
+
+_VISION = ("torchvision", "PIL")
+_PLOTS = (*_VISION, "matplotlib")
 
 
 COMMANDS: dict[str, Command] = {
@@ -30,24 +37,28 @@ COMMANDS: dict[str, Command] = {
         "netsurgeon.vision.cli",
         "vision",
         "fine-tune a model on an image folder (transfer learning)",
+        _VISION,
     ),
     "export": Command(
-        "netsurgeon.vision.cli", "vision", "export a saved model to ONNX or TorchScript"
+        "netsurgeon.vision.cli", "vision", "export a saved model to ONNX or TorchScript", _VISION
     ),
     "sweep": Command(
         "netsurgeon.vision.experiments_cli",
         "vision",
         "prune a model at many levels with many criteria, fine-tune, report",
+        _PLOTS,
     ),
     "compare-models": Command(
         "netsurgeon.vision.experiments_cli",
         "vision",
         "training time per epoch, latency and accuracy of models, unpruned and pruned",
+        _PLOTS,
     ),
     "demo": Command(
         "netsurgeon.vision.experiments_cli",
         "vision",
         "offline demo: train a small CNN on scikit-learn's digits, then a mini sweep",
+        _PLOTS,
     ),
     "oov": Command(
         "netsurgeon.oov.cli", "nlp", "predicted embeddings for out-of-vocabulary words (Comick)"
