@@ -664,3 +664,22 @@ def test_a_comparison_resumed_with_other_execution_settings_says_so_once(
         f"resuming {tmp_path} with other execution settings (train.channels_last: False then, "
         "True now); its earlier rows used the values in config.json, the new rows use these"
     ]
+
+
+def test_a_sweep_fit_leaves_the_version_note_to_the_results_folder(tmp_path: Path) -> None:
+    """A base fine-tuning or trial checkpoint from another netsurgeon version: the folder's
+    own note (config.json) says it once for the sweep (found by a review: two notes)."""
+    from netsurgeon.provenance import VERSION_KEY
+
+    train, val = tiny_loaders()
+    path = tmp_path / "base.ckpt"
+    config = TrainConfig(device="cpu", epochs=1, progress=False)
+    experiments._fit_afresh(tiny_model(), train, val, config=config, checkpoint_path=path)
+    saved = torch.load(path, weights_only=True)
+    torch.save({**saved, VERSION_KEY: "0.0.1"}, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        history = experiments._fit_afresh(
+            tiny_model(), train, val, config=replace(config, epochs=2), checkpoint_path=path
+        )
+    assert len(history.epochs) == 2

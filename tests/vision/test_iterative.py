@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import re
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -348,11 +349,44 @@ def test_resume_by_another_netsurgeon_version_warns(tmp_path: Path) -> None:
     # Its repr gives the figures, not the model's module tree first.
     text = repr(result)
     assert "model=" not in text and f"accuracy_after={result.accuracy_after!r}" in text
-    # The file the resumed run wrote is this version's; its finished run resumes quietly.
+    # The file the resumed run wrote is this version's; its finished run resumes quietly,
+    # and so it does when another version wrote it (nothing is left to compute).
     assert torch.load(path, weights_only=True)["extra"]["iterative"][VERSION_KEY] == (
         netsurgeon.__version__
     )
     prune_and_finetune(small_model(), train, val, resume=True, **kwargs)
+    payload = torch.load(path, weights_only=True)
+    payload["extra"]["iterative"][VERSION_KEY] = "0.0.1"
+    torch.save(payload, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # before (found by a review): "the rest is computed"
+        prune_and_finetune(small_model(), train, val, resume=True, **kwargs)
+
+
+def test_a_resume_inside_the_final_finetuning_by_another_version_warns_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final fine-tuning's checkpoint speaks for what is left; the progress file, whose
+    slices are all done, adds nothing (before, from a review: two warnings)."""
+    from tests.vision.test_vision_cli import StopAtEpoch
+
+    train, val = loaders()
+    kwargs: dict[str, Any] = {
+        "example_inputs": EXAMPLE, "config": CONFIG, "criterion": "l2", "target_macs": 0.5,
+        "prune_steps": 2, "finetune_steps": 1, "finetune_epochs": 2,
+        "checkpoint_dir": tmp_path / "progress",
+    }  # fmt: skip
+    fit = it.fit
+    monkeypatch.setattr(it, "fit", lambda *a, **k: fit(*a, **k, callbacks=[StopAtEpoch(1)]))
+    with pytest.raises(KeyboardInterrupt):
+        prune_and_finetune(small_model(), train, val, **kwargs)
+    monkeypatch.setattr(it, "fit", fit)
+    monkeypatch.setattr("netsurgeon.provenance.__version__", "9.9.9")  # a later netsurgeon
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        prune_and_finetune(small_model(), train, val, resume=True, **kwargs)
+    notes = [str(w.message) for w in seen if "written by netsurgeon" in str(w.message)]
+    assert len(notes) == 1 and notes[0].startswith("resuming checkpoint "), notes
 
 
 def test_rerun_without_resume_keeps_an_unfinished_iterative_run(

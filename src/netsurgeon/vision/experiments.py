@@ -618,14 +618,18 @@ def _fit_afresh(
         # torch.compile's recompile limit (8) the later trials would silently train eagerly,
         # and their epoch times would not compare with the first ones.
         torch.compiler.reset()
-    return fit(
-        model,
-        train_loader,
-        val_loader,
-        config=config,
-        checkpoint_path=checkpoint_path,
-        resume=checkpoint_path is not None,
-    )
+    with warnings.catch_warnings():
+        # A checkpoint from another netsurgeon version: the results folder's own note says so
+        # once for the whole sweep (its config.json records the version too).
+        warnings.filterwarnings("ignore", message=r"resuming checkpoint .*, written by ")
+        return fit(
+            model,
+            train_loader,
+            val_loader,
+            config=config,
+            checkpoint_path=checkpoint_path,
+            resume=checkpoint_path is not None,
+        )
 
 
 def run_trial(

@@ -489,6 +489,21 @@ def _unfinished_iterative(ckpt_dir: Path, out: Path | None) -> str | None:
     return None
 
 
+def _slices_left(state: Mapping[str, Any], final: Path) -> bool:
+    """Whether a resumed progress ``state`` has work of its own left: slices, their
+    evaluation, or a final fine-tuning not begun. (One already begun has its checkpoint at
+    ``final``, whose resume speaks for itself.)"""
+    try:
+        if int(state["done"]) < int(state["settings"]["prune_steps"]):
+            return True
+        epochs = int(state["settings"]["finetune_epochs"])
+    except (KeyError, TypeError, ValueError):
+        return True
+    if state.get("accuracy_after_slices") is None:
+        return True
+    return epochs > 0 and _fit_checkpoint(final) is None
+
+
 def _refuse_unfinished(path: Path, why: str | None, *, named_by_out: bool) -> None:
     """Refuse to start over on ``path``, the progress of a run still to finish (``why``)."""
     if why is not None:
@@ -743,7 +758,7 @@ def prune_and_finetune(
         if is_main_process():
             logger.info("resumed iterative pruning after slice %d", state["done"])
             note = other_version_note(state, f"progress file {state_path}")
-            if note is not None and state.get("accuracy_after") is None:  # work is left
+            if note is not None and _slices_left(state, state_path.parent / _FINAL_FIT_FILE):
                 warnings.warn(note, UserWarning, stacklevel=2)
     else:
         if ckpt_dir is not None and is_main_process():
