@@ -564,6 +564,7 @@ def test_word2vec_binary_read_in_small_chunks(
     path.write_bytes(gzip.compress(data) if gzipped else data)
     whole = load_embeddings(path, normalise="none")
     monkeypatch.setattr(vectors, "_BINARY_CHUNK", 7)
+    monkeypatch.setattr(vectors, "_BINARY_FIRST_ROWS", 3)  # the kept rows' array grows
     small = load_embeddings(path, normalise="none")
     assert small.words == whole.words == words
     np.testing.assert_array_equal(small.vectors, values)
@@ -576,6 +577,11 @@ def test_word2vec_binary_read_in_small_chunks(
     np.testing.assert_array_equal(first.vectors, values[[2]])
     path.write_bytes(data[:-3])  # the last row breaks off inside its values
     with pytest.raises(ConfigError, match=f"file ends inside row {len(words)} of {len(words)}"):
+        load_embeddings(path)
+    # A header promising far more rows than the file holds: not an array sized by it
+    # (before: MemoryError, 4.37 TiB asked for).
+    path.write_bytes(b"4000000000 300\na " + bytes(1200))
+    with pytest.raises(ConfigError, match="file ends inside row 2 of 4000000000"):
         load_embeddings(path)
 
 

@@ -364,8 +364,9 @@ def _is_binary_name(path: Path) -> bool:
     return path.name.endswith((".bin", ".bin.gz"))
 
 
-# Bytes a word2vec binary file is read by at a time.
+# Bytes a word2vec binary file is read by at a time, and rows kept before the array grows.
 _BINARY_CHUNK = 1 << 24
+_BINARY_FIRST_ROWS = 1 << 16
 
 
 @contextlib.contextmanager
@@ -777,7 +778,8 @@ def _load_word2vec_binary(path: Path, scan: _Scan, encoding: str) -> None:
             most = min(most, scan.max_vocab)
         if scan.wanted is not None:
             most = min(most, len(scan.wanted))
-        vectors = np.empty((most, dim), dtype=np.float32)
+        # Grown as rows are kept: a header may promise more rows than the file holds.
+        vectors = np.empty((min(most, _BINARY_FIRST_ROWS), dim), dtype=np.float32)
         kept = 0
         data, pos, ended = b"", 0, False
         for row in range(count):
@@ -798,10 +800,14 @@ def _load_word2vec_binary(path: Path, scan: _Scan, encoding: str) -> None:
                 break
             word = _decode(data[pos:space], path, row + 2, encoding)
             if scan.add(word, row):
+                if kept == len(vectors):
+                    grown = np.empty((min(most, 2 * kept), dim), dtype=np.float32)
+                    grown[:kept] = vectors
+                    vectors = grown
                 vectors[kept] = np.frombuffer(data, dtype="<f4", count=dim, offset=space + 1)
                 kept += 1
             pos = space + 1 + row_bytes
-    vectors = vectors[:kept] if kept == most else vectors[:kept].copy()
+    vectors = vectors if kept == len(vectors) else vectors[:kept].copy()
     if not np.isfinite(vectors).all():
         bad_row, bad_column = np.argwhere(~np.isfinite(vectors))[0]
         raise ConfigError(
