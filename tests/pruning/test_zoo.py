@@ -167,3 +167,25 @@ def test_traces_that_differ_only_in_training_flags_are_analysed_once() -> None:
     x = torch.randn(1, 3, 64, 64)
     assert not trace_graph(_build("efficientnet_b0").eval(), x).mode_sensitive
     assert trace_graph(_build("googlenet").eval(), x).mode_sensitive
+
+
+def test_a_boolean_other_than_a_training_flag_still_counts_as_a_difference() -> None:
+    """Only dropout, batch-norm and stochastic-depth flags are skipped: a keepdim that
+    follows the mode changes which dimension a softmax normalises (found by a review)."""
+    from torch import nn
+
+    from netsurgeon.pruning import trace_graph
+
+    class KeepdimNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 8, 3), nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x).mean((2, 3))
+            return self.fc(y.mean(0, keepdim=self.training).softmax(-1).expand_as(y))
+
+    model = KeepdimNet().eval()
+    assert trace_graph(model, torch.randn(2, 3, 8, 8)).mode_sensitive
+    result = prune(model, torch.randn(2, 3, 8, 8), amount=0.5, criterion="l1")
+    assert "conv" not in result.channels

@@ -1623,25 +1623,39 @@ def trace_graph(
     return graph
 
 
+# Functions whose boolean arguments are training flags: they change no channel.
+_TRAINING_FLAG_FUNCTIONS = frozenset({
+    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+    F.feature_alpha_dropout, F.batch_norm, F.instance_norm,
+})  # fmt: skip
+
+
 def _differs_in_flags_only(a: fx.Graph, b: fx.Graph) -> bool:
-    """Whether two traces of a model differ at most in boolean constants: training flags such
-    as those of torchvision's stochastic depth or F.dropout, which change no channel. Then the
-    second mode needs no analysis pass of its own (a forward pass of the whole model)."""
+    """Whether two traces of a model differ at most in the training flags given to dropout,
+    batch norm or torchvision's stochastic depth, which change no channel. Then the second
+    mode needs no analysis pass of its own (a forward pass of the whole model). Any other
+    difference (a ``keepdim=self.training``, say) counts."""
     nodes_a, nodes_b = list(a.nodes), list(b.nodes)
     if len(nodes_a) != len(nodes_b):
         return False
 
-    def masked(value: Any) -> Any:
-        return fx.node.map_aggregate(
-            value,
-            lambda x: x.name if isinstance(x, fx.Node) else (bool if isinstance(x, bool) else x),
-        )
+    def masked(value: Any, flags: bool) -> Any:
+        def mask(x: Any) -> Any:
+            if isinstance(x, fx.Node):
+                return x.name
+            return bool if flags and isinstance(x, bool) else x
 
-    return all(
-        (x.op, x.target, x.name) == (y.op, y.target, y.name)
-        and masked((x.args, x.kwargs)) == masked((y.args, y.kwargs))
-        for x, y in zip(nodes_a, nodes_b, strict=True)
-    )
+        return fx.node.map_aggregate(value, mask)
+
+    for x, y in zip(nodes_a, nodes_b, strict=True):
+        if (x.op, x.target, x.name) != (y.op, y.target, y.name):
+            return False
+        flags = x.op == "call_function" and (
+            x.target in _TRAINING_FLAG_FUNCTIONS or _is_stochastic_depth(x.target)
+        )
+        if masked((x.args, x.kwargs), flags) != masked((y.args, y.kwargs), flags):
+            return False
+    return True
 
 
 def _run(model: nn.Module, analyzer: _Analyzer, example_inputs: Any) -> tuple[Any, int]:
