@@ -46,9 +46,9 @@ def build_parser(words: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     Args:
         words: The command line to be parsed. When given, only the module of the command it
-            names is loaded (importing PyTorch and torchvision takes seconds); every other
-            command is listed by name and help only, so that ``netsurgeon --help`` and the
-            ``oov`` commands start at once. None loads every command.
+            names is loaded; every other command is listed by name and help only. (The
+            command modules import PyTorch only when a command runs, so help and option
+            errors come at once.) None loads every command.
     """
     parser = _Parser(
         prog="netsurgeon",
@@ -318,8 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     with _stops_unwind():
         try:
-            # Loading the commands imports PyTorch, which takes seconds: a Ctrl-C then is
-            # as welcome as later, and nothing has started yet.
+            # A Ctrl-C while the command loads is as welcome as later: nothing has started.
             parser = build_parser(words)
         except KeyboardInterrupt as exc:
             _say_once(f"netsurgeon: {_stop_word(exc)}")
