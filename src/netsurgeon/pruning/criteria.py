@@ -23,7 +23,7 @@ from torch import fx, nn
 from netsurgeon.distributed import is_distributed
 from netsurgeon.errors import ConfigError
 from netsurgeon.modes import kept_modes
-from netsurgeon.pruning.graph import PruningGraph
+from netsurgeon.pruning.graph import _CONV_TRANSPOSE_TYPES, PruningGraph
 from netsurgeon.pruning.stats import batch_inputs
 
 __all__ = [
@@ -66,7 +66,7 @@ def _rows(module: nn.Module) -> torch.Tensor:
     weight = module.weight.detach()
     if isinstance(module, nn.Linear):
         return weight
-    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+    if isinstance(module, _CONV_TRANSPOSE_TYPES):
         weight = weight.transpose(0, 1)  # (in, out, *kernel): outputs second
     return weight.flatten(1)
 

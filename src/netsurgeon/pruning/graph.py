@@ -803,7 +803,7 @@ class _Analyzer(fx.Interpreter):
         """Whether ``n`` calls a transposed convolution: a count reaches it only as its
         ``output_size``, of which it reads the spatial sizes alone (``up(x, skip.size())``)."""
         return n.op == "call_module" and isinstance(
-            self.module.get_submodule(str(n.target)), _CONV_TRANSPOSE_TYPES
+            self.modules.get(str(n.target)), _CONV_TRANSPOSE_TYPES
         )
 
     def _track_counts(self, n: fx.Node, result: Any) -> None:
@@ -901,10 +901,15 @@ class _Analyzer(fx.Interpreter):
             raise _Unsupported("it is kept whole (leaf_modules), its inside is not traced")
         if name in self.kept:
             self._block(info, f"'{name}' {self.kept[name]}")
-        if isinstance(module, _CONV_TYPES):
-            return self._conv(n, name, module, info, result)
-        if isinstance(module, _CONV_TRANSPOSE_TYPES):
-            return self._conv_transpose(n, name, module, info, shape)
+        if isinstance(module, _CONV_TYPES):  # every output element reads in / groups x kernel
+            reads = (module.in_channels // module.groups) * math.prod(module.kernel_size)
+            return self._conv(n, name, module, info, result.numel() * reads)
+        if isinstance(module, _CONV_TRANSPOSE_TYPES):  # weight (in, out, *kernel)
+            if module.groups > 1:
+                raise _Unsupported(f"'{name}' is a grouped transposed convolution")
+            # Every input element is spread over out_channels x kernel outputs.
+            macs = math.prod(shape) * module.out_channels * math.prod(module.kernel_size)
+            return self._conv(n, name, module, info, macs)
         if isinstance(module, nn.Linear):
             return self._linear(n, name, module, info, shape, result)
         if isinstance(module, _BN_TYPES + _INSTANCE_NORM_TYPES) or (
@@ -950,12 +955,11 @@ class _Analyzer(fx.Interpreter):
         raise _Unsupported(f"{type(module).__name__} is not understood")
 
     def _conv(
-        self, n: fx.Node, name: str, conv: nn.Module, info: Any, result: torch.Tensor
+        self, n: fx.Node, name: str, conv: nn.Module, info: Any, macs: int
     ) -> Channels | None:
-        assert isinstance(conv, _CONV_TYPES)
+        """A convolution (or an ungrouped transposed one) of ``macs`` multiply-accumulates:
+        a consumer of its input channels and the source of its filters."""
         groups, cin, cout = conv.groups, conv.in_channels, conv.out_channels
-        kernel = math.prod(conv.kernel_size)
-        macs = result.numel() * (cin // groups) * kernel
         if info is not None and (info.dim != 1 or info.repeat != 1):
             self._block(info, f"{_describe(n)} reads channels on another dimension")
             info = None
@@ -982,26 +986,6 @@ class _Analyzer(fx.Interpreter):
         out = self._source(name, conv, n, cout, dim=1)
         if groups > 1:
             self._constrain(out.segments[0].space, groups)
-        self.macs.append(_MacRecord(name, macs, out.segments[0].space, info, False))
-        return out
-
-    def _conv_transpose(
-        self, n: fx.Node, name: str, conv: nn.Module, info: Any, shape: Any
-    ) -> Channels | None:
-        """An ungrouped transposed convolution: a consumer of its input channels and the
-        source of its output channels, as a convolution is."""
-        if conv.groups > 1:
-            raise _Unsupported(f"'{name}' is a grouped transposed convolution")
-        # Every input element is spread over out_channels x kernel outputs.
-        macs = math.prod(shape) * conv.out_channels * math.prod(conv.kernel_size)
-        if info is not None and (info.dim != 1 or info.repeat != 1):
-            self._block(info, f"{_describe(n)} reads channels on another dimension")
-            info = None
-        if info is not None:
-            self._consumer(name, conv, info)
-        else:
-            self._fixed_input(name)
-        out = self._source(name, conv, n, conv.out_channels, dim=1)
         self.macs.append(_MacRecord(name, macs, out.segments[0].space, info, False))
         return out
 

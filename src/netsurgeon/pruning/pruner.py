@@ -29,6 +29,7 @@ from netsurgeon.pruning.criteria import (
 )
 from netsurgeon.pruning.graph import (
     _CONV_TRANSPOSE_TYPES,
+    _CONV_TYPES,
     ChannelGroup,
     PruningGraph,
     output_shapes,
@@ -434,7 +435,7 @@ def _apply(
         with restorable(list(modules.values())):
             for name, module in modules.items():
                 if name in member_keep:
-                    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                    if isinstance(module, _CONV_TYPES):
                         prune_conv(module, out_keep=member_keep[name], in_keep=member_keep[name])
                     else:
                         prune_norm(module, member_keep[name])
@@ -461,9 +462,7 @@ def _apply(
     kept = {
         name: index
         for name, index in {**out_keep, **member_keep}.items()
-        if isinstance(
-            modules[name], (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, *_CONV_TRANSPOSE_TYPES)
-        )
+        if isinstance(modules[name], (nn.Linear, *_CONV_TYPES, *_CONV_TRANSPOSE_TYPES))
     }
     return macs, kept
 
@@ -566,7 +565,7 @@ def _prune_once(
     sizes.update(
         (name, record.module)
         for name, record in graph.consumers.items()
-        if record.role == "member" and isinstance(record.module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+        if record.role == "member" and isinstance(record.module, _CONV_TYPES)
     )
     channels_before = {name: _out_channels(m) for name, m in sizes.items()}
     macs_after, kept = _apply(graph, keep, example_inputs) if keep else (before.macs, {})
@@ -924,15 +923,9 @@ class Pruner:
             getattr(self.criterion, "__name__", type(self.criterion).__name__),
         )
         target = (
-            f"amount={self.amount}"
-            if self.target_macs is None
-            else (f"target_macs={self.target_macs}")
+            f"target_macs={self.target_macs}" if self.amount is None else f"amount={self.amount}"
         )
-        pace = (
-            f"steps={self.steps}"
-            if self.steps is not None
-            else (f"filters_per_step={self.filters_per_step}")
-        )
+        pace = f"steps={self.steps}" if self.steps else f"filters_per_step={self.filters_per_step}"
         return (
             f"Pruner({target}, criterion={criterion!r}, scope={self.scope!r}, {pace}, "
             f"slices_done={self._completed + len(self.history)})"
