@@ -8,14 +8,20 @@ runs must know.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from netsurgeon import __version__
 
-__all__ = ["VERSION_KEY", "other_version_note"]
+__all__ = ["VERSION_KEY", "OtherVersionWarning", "other_version_note", "warn_if_other_version"]
 
 VERSION_KEY = "netsurgeon_version"
+
+
+class OtherVersionWarning(UserWarning):
+    """A run that another netsurgeon version wrote is resumed (see :func:`other_version_note`);
+    callers that say it once for several files filter this category."""
 
 
 def other_version_note(record: Mapping[str, Any], what: object) -> str | None:
@@ -37,3 +43,11 @@ def other_version_note(record: Mapping[str, Any], what: object) -> str | None:
         "is kept and the rest is computed by this version, so the result may differ from an "
         "uninterrupted run's where the two versions train differently"
     )
+
+
+def warn_if_other_version(record: Mapping[str, Any], what: object, *, stacklevel: int = 3) -> None:
+    """Warn (:class:`OtherVersionWarning`) when another version wrote ``record``; for a
+    resume that has work left (the caller decides)."""
+    note = other_version_note(record, what)
+    if note is not None:
+        warnings.warn(note, OtherVersionWarning, stacklevel=stacklevel)

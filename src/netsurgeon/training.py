@@ -43,7 +43,7 @@ from netsurgeon.distributed import (
 from netsurgeon.errors import CheckpointError, ConfigError, first_line
 from netsurgeon.fileio import atomic_torch_save, describe_torch_file
 from netsurgeon.modes import kept_modes
-from netsurgeon.provenance import VERSION_KEY, other_version_note
+from netsurgeon.provenance import VERSION_KEY, warn_if_other_version
 from netsurgeon.pruning.stats import move_inputs
 from netsurgeon.pruning.stats import resolve_device as resolve_named_device
 
@@ -1091,9 +1091,8 @@ def fit(
         _restore(trainer, data, checkpoint)
         if info.is_main:
             logger.info("resumed from %s %s", checkpoint, _where(trainer))
-            note = other_version_note(data, f"checkpoint {checkpoint}")
-            if note is not None and _left_to_train(trainer):
-                warnings.warn(note, UserWarning, stacklevel=2)
+            if _left_to_train(trainer):
+                warn_if_other_version(data, f"checkpoint {checkpoint}")
     else:
         if resume and info.is_main:
             logger.info("no checkpoint at %s; starting from scratch", checkpoint)

@@ -21,7 +21,6 @@ import os
 import random
 import re
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,7 +69,7 @@ from netsurgeon.oov.run import (
 from netsurgeon.oov.tagger import Tagger
 from netsurgeon.oov.vectors import PACKAGED_GLOVE, Embeddings, load_embeddings, normaliser
 from netsurgeon.oov.vocab import TagVocabulary, oov_stats
-from netsurgeon.provenance import VERSION_KEY, other_version_note
+from netsurgeon.provenance import VERSION_KEY, warn_if_other_version
 from netsurgeon.pruning.stats import resolve_device
 from netsurgeon.training import _describe_changes
 
@@ -660,9 +659,7 @@ def _train(
             )
         else:
             log.info("resuming %s at epoch %d", out, state["epoch"] + 1)
-            note = other_version_note(checkpoint, out)
-            if note is not None:
-                warnings.warn(note, UserWarning, stacklevel=2)
+            warn_if_other_version(checkpoint, out)
 
     def save_checkpoint() -> None:
         checkpoint = {

@@ -43,7 +43,7 @@ from netsurgeon import __version__
 from netsurgeon.argtypes import comma_list
 from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
 from netsurgeon.fileio import describe_torch_file
-from netsurgeon.provenance import VERSION_KEY, other_version_note
+from netsurgeon.provenance import VERSION_KEY, OtherVersionWarning, other_version_note
 from netsurgeon.pruning import CRITERIA, Pruner, PruneResult, prune
 from netsurgeon.pruning.criteria import get_criterion, requires_data
 from netsurgeon.pruning.pruner import SCOPES
@@ -621,7 +621,7 @@ def _fit_afresh(
     with warnings.catch_warnings():
         # A checkpoint from another netsurgeon version: the results folder's own note says so
         # once for the whole sweep (its config.json records the version too).
-        warnings.filterwarnings("ignore", message=r"resuming checkpoint .*, written by ")
+        warnings.simplefilter("ignore", OtherVersionWarning)
         return fit(
             model,
             train_loader,

@@ -53,7 +53,7 @@ from netsurgeon.distill import (
 from netsurgeon.distributed import broadcast_from_rank0, gather_objects, own_entry
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import check_file_target, describe_torch_file, sha256_file
-from netsurgeon.provenance import VERSION_KEY, other_version_note
+from netsurgeon.provenance import VERSION_KEY, warn_if_other_version
 from netsurgeon.pruning import Pruner, PruneResult, prune
 from netsurgeon.pruning.criteria import Random, get_criterion
 from netsurgeon.pruning.pruner import SCOPES, Footprint
@@ -466,20 +466,9 @@ def _unfinished_iterative(ckpt_dir: Path, out: Path | None) -> str | None:
     state = extra.get("iterative") if isinstance(extra, dict) else None
     if not isinstance(state, dict) or state.get("format") != ITERATIVE_STATE:
         return None
-    try:
-        steps, done = int(state["settings"]["prune_steps"]), int(state["done"])
-        epochs = int(state["settings"]["finetune_epochs"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    if done < steps:
-        return f"{done} of {steps} slices done"
-    if state.get("accuracy_after_slices") is None:
-        return f"all {steps} slices done, not yet evaluated"
-    if epochs > 0:
-        fitted = _fit_checkpoint(final)
-        left = "not begun" if fitted is None else _fit_left(fitted)
-        if left is not None:
-            return f"all {steps} slices done, the final fine-tuning {left}"
+    left = _work_left(state, final)
+    if left is not None:
+        return left[0]
     if (
         out is not None
         and not _saved_after(out, [state_path, final])
@@ -489,19 +478,27 @@ def _unfinished_iterative(ckpt_dir: Path, out: Path | None) -> str | None:
     return None
 
 
-def _slices_left(state: Mapping[str, Any], final: Path) -> bool:
-    """Whether a resumed progress ``state`` has work of its own left: slices, their
-    evaluation, or a final fine-tuning not begun. (One already begun has its checkpoint at
-    ``final``, whose resume speaks for itself.)"""
+def _work_left(state: Mapping[str, Any], final: Path) -> tuple[str, bool] | None:
+    """What an iterative run's progress ``state`` has left to do, and whether the final
+    fine-tuning's checkpoint at ``final`` holds it (begun, with epochs left); None when
+    nothing is left (or ``state`` cannot be read)."""
     try:
-        if int(state["done"]) < int(state["settings"]["prune_steps"]):
-            return True
+        steps, done = int(state["settings"]["prune_steps"]), int(state["done"])
         epochs = int(state["settings"]["finetune_epochs"])
     except (KeyError, TypeError, ValueError):
-        return True
+        return None
+    if done < steps:
+        return f"{done} of {steps} slices done", False
     if state.get("accuracy_after_slices") is None:
-        return True
-    return epochs > 0 and _fit_checkpoint(final) is None
+        return f"all {steps} slices done, not yet evaluated", False
+    if epochs > 0:
+        fitted = _fit_checkpoint(final)
+        if fitted is None:
+            return f"all {steps} slices done, the final fine-tuning not begun", False
+        left = _fit_left(fitted)
+        if left is not None:
+            return f"all {steps} slices done, the final fine-tuning {left}", True
+    return None
 
 
 def _refuse_unfinished(path: Path, why: str | None, *, named_by_out: bool) -> None:
@@ -757,9 +754,9 @@ def prune_and_finetune(
             train_loss.attach(model)  # the resumed model replaces the one passed in
         if is_main_process():
             logger.info("resumed iterative pruning after slice %d", state["done"])
-            note = other_version_note(state, f"progress file {state_path}")
-            if note is not None and _slices_left(state, state_path.parent / _FINAL_FIT_FILE):
-                warnings.warn(note, UserWarning, stacklevel=2)
+            left = _work_left(state, state_path.parent / _FINAL_FIT_FILE)
+            if left is not None and not left[1]:  # else the final checkpoint's resume says it
+                warn_if_other_version(state, f"progress file {state_path}")
     else:
         if ckpt_dir is not None and is_main_process():
             # Starting over (the folder holds no unfinished run, checked above): clear a
