@@ -51,15 +51,11 @@ __all__ = [
 
 # Where each lazily loaded name lives.
 _LAZY = {
-    "DistillationLoss": "netsurgeon.distill",
-    "LayerFit": "netsurgeon.reconstruction",
-    "PruneResult": "netsurgeon.pruning",
-    "Pruner": "netsurgeon.pruning",
-    "load": "netsurgeon.pruning.io",
-    "prune": "netsurgeon.pruning",
-    "recalibrate_bn": "netsurgeon.recalibrate",
-    "reconstruct": "netsurgeon.reconstruction",
-    "save": "netsurgeon.pruning.io",
+    "distill": ("DistillationLoss",),
+    "pruning": ("PruneResult", "Pruner", "prune"),
+    "pruning.io": ("load", "save"),
+    "recalibrate": ("recalibrate_bn",),
+    "reconstruction": ("LayerFit", "reconstruct"),
 }
 # Subpackages reachable as attributes after ``import netsurgeon``, as they were when this
 # module imported them eagerly.

@@ -16,7 +16,7 @@ __all__ = ["lazy_attributes"]
 def lazy_attributes(
     package: str,
     namespace: dict[str, Any],
-    names: Mapping[str, str],
+    defined_in: Mapping[str, Iterable[str]],
     submodules: Iterable[str] = (),
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """The ``__getattr__`` and ``__dir__`` of a package whose names load on first use.
@@ -24,9 +24,10 @@ def lazy_attributes(
     Args:
         package: The package's ``__name__``.
         namespace: Its ``globals()``, where each loaded name is then kept.
-        names: Public name -> module that defines it.
+        defined_in: Module (relative to ``package``) -> the public names it defines.
         submodules: Submodules reachable as attributes without an import of their own.
     """
+    names = {name: f"{package}.{module}" for module, items in defined_in.items() for name in items}
     modules = frozenset(submodules)
 
     def __getattr__(name: str) -> Any:

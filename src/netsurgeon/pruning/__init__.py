@@ -63,6 +63,6 @@ _MODULES = {
 __getattr__, __dir__ = lazy_attributes(
     __name__,
     globals(),
-    {name: f"{__name__}.{module}" for module, names in _MODULES.items() for name in names},
+    _MODULES,
     submodules=("cli", "criteria", "graph", "io", "pruner", "stats", "surgery"),
 )

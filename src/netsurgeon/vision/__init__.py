@@ -76,7 +76,7 @@ _MODULES = {
 __getattr__, __dir__ = lazy_attributes(
     __name__,
     globals(),
-    {name: f"{__name__}.{module}" for module, names in _MODULES.items() for name in names},
+    _MODULES,
     submodules=(
         "arguments", "cache", "cifar_resnet", "cli", "data", "demo", "experiments",
         "experiments_cli", "export", "iterative", "models", "report",
