@@ -781,7 +781,7 @@ def _load_word2vec_binary(path: Path, scan: _Scan, encoding: str) -> None:
         # Grown as rows are kept: a header may promise more rows than the file holds.
         vectors = np.empty((min(most, _BINARY_FIRST_ROWS), dim), dtype=np.float32)
         kept = 0
-        data, pos, ended = b"", 0, False
+        data, pos = b"", 0
         for row in range(count):
             while True:
                 while pos < len(data) and data[pos] in b"\n ":  # separators between rows
@@ -789,7 +789,7 @@ def _load_word2vec_binary(path: Path, scan: _Scan, encoding: str) -> None:
                 space = data.find(b" ", pos)
                 if space >= 0 and space + 1 + row_bytes <= len(data):
                     break
-                more = b"" if ended else handle.read(max(_BINARY_CHUNK, 2 * row_bytes))
+                more = handle.read(max(_BINARY_CHUNK, 2 * row_bytes))
                 if not more:
                     raise ConfigError(
                         f"{path}: file ends inside row {row + 1} of {count} (truncated, or its "
