@@ -379,16 +379,22 @@ def test_compare_models_checks_every_name_before_anything_is_written(
     assert not out.exists()
 
 
-def test_sweep_resume_may_change_how_it_computes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """README: device, AMP, compile, channels-last, loader processes and --cache-data may
-    change on resume. Before: 'train.device: 'auto' before, 'cpu' now' was refused."""
+def _quick_sweep(tmp_path: Path) -> tuple[Path, list[str]]:
+    """The results folder and the command line of a one-trial sweep on a tiny image folder."""
     data = make_image_folder(tmp_path / "data", train=2, val=2)
     out = tmp_path / "sweep"
     argv = ["sweep", "cifar_resnet20", "--data", str(data), "--weights", "none",
             "--criteria", "l1", "--levels", "0.5", "--finetune-epochs", "0",
             "--out", str(out), *QUICK]  # fmt: skip
+    return out, argv
+
+
+def test_sweep_resume_may_change_how_it_computes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: device, AMP, compile, channels-last, loader processes and --cache-data may
+    change on resume. Before: 'train.device: 'auto' before, 'cpu' now' was refused."""
+    out, argv = _quick_sweep(tmp_path)
     assert main(argv) == 0
     rows = json.loads((out / "results.json").read_text())
     with warnings.catch_warnings(record=True) as seen:
@@ -412,11 +418,7 @@ def test_sweep_resumed_by_another_netsurgeon_version_warns_when_trials_are_left(
     from netsurgeon import __version__
     from netsurgeon.provenance import VERSION_KEY
 
-    data = make_image_folder(tmp_path / "data", train=2, val=2)
-    out = tmp_path / "sweep"
-    argv = ["sweep", "cifar_resnet20", "--data", str(data), "--weights", "none",
-            "--criteria", "l1", "--levels", "0.5", "--finetune-epochs", "0",
-            "--out", str(out), *QUICK]  # fmt: skip
+    out, argv = _quick_sweep(tmp_path)
     assert main(argv) == 0
     config = json.loads((out / "config.json").read_text())
     assert config[VERSION_KEY] == __version__

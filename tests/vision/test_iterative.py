@@ -319,17 +319,22 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
     )
 
 
+def _resumable(tmp_path: Path, *, prune_steps: int, finetune_epochs: int) -> dict[str, Any]:
+    """prune_and_finetune's arguments for a small run that keeps its progress in tmp_path."""
+    return {
+        "example_inputs": EXAMPLE, "config": CONFIG, "criterion": "l2", "target_macs": 0.5,
+        "prune_steps": prune_steps, "finetune_steps": 1, "finetune_epochs": finetune_epochs,
+        "checkpoint_dir": tmp_path / "progress",
+    }  # fmt: skip
+
+
 def test_resume_by_another_netsurgeon_version_warns(tmp_path: Path) -> None:
     """The slices done are kept and the rest is computed by this version: where versions
     prune or train differently, the result differs from an uninterrupted run's."""
     from netsurgeon.provenance import VERSION_KEY
 
     train, val = loaders()
-    kwargs: dict[str, Any] = {
-        "example_inputs": EXAMPLE, "config": CONFIG, "criterion": "l2", "target_macs": 0.5,
-        "prune_steps": 3, "finetune_steps": 1, "finetune_epochs": 1,
-        "checkpoint_dir": tmp_path / "progress",
-    }  # fmt: skip
+    kwargs = _resumable(tmp_path, prune_steps=3, finetune_epochs=1)
 
     def stop_after_one(step: IterativeStep) -> None:
         if step.step == 0:
@@ -371,11 +376,7 @@ def test_a_resume_inside_the_final_finetuning_by_another_version_warns_once(
     from tests.vision.test_vision_cli import StopAtEpoch
 
     train, val = loaders()
-    kwargs: dict[str, Any] = {
-        "example_inputs": EXAMPLE, "config": CONFIG, "criterion": "l2", "target_macs": 0.5,
-        "prune_steps": 2, "finetune_steps": 1, "finetune_epochs": 2,
-        "checkpoint_dir": tmp_path / "progress",
-    }  # fmt: skip
+    kwargs = _resumable(tmp_path, prune_steps=2, finetune_epochs=2)
     fit = it.fit
     monkeypatch.setattr(it, "fit", lambda *a, **k: fit(*a, **k, callbacks=[StopAtEpoch(1)]))
     with pytest.raises(KeyboardInterrupt):
