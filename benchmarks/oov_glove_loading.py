@@ -9,7 +9,9 @@ Measures ``netsurgeon.oov.vectors.load_embeddings`` in the two ways it is used:
 
 Floats are parsed with pyarrow when it is installed; ``--compare-exact`` also times both modes
 with pyarrow switched off (numpy's ``loadtxt`` only, the fallback). The load average is printed
-before and after, since the cores may be shared.
+before and after, since the cores may be shared. Each mode's memory is one more load in a fresh
+process: its peak resident memory above what that process held once the libraries were
+imported, beside the size of the vectors kept.
 
 Usage::
 
@@ -21,12 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
+import resource
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,8 +53,39 @@ def generate(path: Path, lines: int, dim: int, seed: int = 0) -> None:
             )
 
 
+def _peak_rss_mb() -> float:
+    # VmHWM is this process's own high-water mark; ru_maxrss also counts the parent's
+    # memory, which a spawned child carries through fork and exec.
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # not Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kilobytes = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
+    return int(kilobytes) / 1024
+
+
+def _load_in_child(path: Path, keep: set[str] | None, use_arrow: bool, conn: Any) -> None:
+    vectors._USE_ARROW = use_arrow
+    vectors._arrow_csv()  # the parser library's import is not the load's memory
+    before = _peak_rss_mb()
+    emb = load_embeddings(path, keep=keep, normalise="none")
+    conn.send((_peak_rss_mb() - before, emb.vectors.nbytes / 2**20))
+
+
+def peak_memory(path: Path, keep: set[str] | None) -> tuple[float, float]:
+    """MB a load adds to a fresh process's peak resident memory, and MB of vectors kept."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_load_in_child, args=(path, keep, vectors._USE_ARROW, send))
+    child.start()
+    added, kept = receive.recv()
+    child.join()
+    return added, kept
+
+
 def measure(path: Path, keep: set[str] | None, repeats: int) -> dict[str, float]:
-    """Best and median wall-clock seconds over ``repeats`` loads, CPU seconds of the best."""
+    """Best and median wall-clock seconds over ``repeats`` loads, CPU seconds of the best,
+    and the memory of one more load in a fresh process."""
     times = []
     cpu = []
     load_before = os.getloadavg()[0]
@@ -58,7 +94,10 @@ def measure(path: Path, keep: set[str] | None, repeats: int) -> dict[str, float]
         emb = load_embeddings(path, keep=keep, normalise="none")
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
+    added_mb, vectors_mb = peak_memory(path, keep)
     return {
+        "peak_added_mb": added_mb,
+        "vectors_mb": vectors_mb,
         "best_s": min(times),
         "median_s": statistics.median(times),
         "cpu_s": cpu[times.index(min(times))],
@@ -100,7 +139,7 @@ def main() -> None:
     )
     print(
         f"{'mode':<18} {'kept':>8} {'best s':>7} {'lines/s (best)':>15} {'median s':>9} "
-        f"{'CPU s':>6} {'load before/after':>18}"
+        f"{'CPU s':>6} {'peak MB':>8} {'vectors MB':>10} {'load before/after':>18}"
     )
     for mode, r in results.items():
         rate = args.lines / r["best_s"]
@@ -108,7 +147,8 @@ def main() -> None:
         load = f"{r['load_before']:.2f} / {r['load_after']:.2f}"
         print(
             f"{mode:<18} {r['kept']:>8} {r['best_s']:>7.2f} {rate:>15,.0f} "
-            f"{r['median_s']:>9.2f} {r['cpu_s']:>6.2f} {load:>18}"
+            f"{r['median_s']:>9.2f} {r['cpu_s']:>6.2f} {r['peak_added_mb']:>8.0f} "
+            f"{r['vectors_mb']:>10.0f} {load:>18}"
         )
     if args.json:
         args.json.write_text(

@@ -475,6 +475,8 @@ def test_oov_glove_loading(tmp_path: Path) -> None:
         assert r["kept"] == (100 if mode.startswith("task") else 3000)
         assert 0 < r["best_s"] <= r["median_s"]
         assert r["lines_per_s"] == pytest.approx(3000 / r["best_s"])
+        assert r["vectors_mb"] == pytest.approx(r["kept"] * 8 * 4 / 2**20)
+        assert r["peak_added_mb"] >= 0
     assert "file: 3000 lines x 8 dims" in proc.stdout
     for mode in modes:
         kept = payload[mode]["kept"]

@@ -564,7 +564,7 @@ def test_word2vec_binary_read_in_small_chunks(
     path.write_bytes(gzip.compress(data) if gzipped else data)
     whole = load_embeddings(path, normalise="none")
     monkeypatch.setattr(vectors, "_BINARY_CHUNK", 7)
-    monkeypatch.setattr(vectors, "_BINARY_FIRST_ROWS", 3)  # the kept rows' array grows
+    monkeypatch.setattr(vectors, "_FIRST_ROWS", 3)  # the kept rows' array grows
     small = load_embeddings(path, normalise="none")
     assert small.words == whole.words == words
     np.testing.assert_array_equal(small.vectors, values)
@@ -731,3 +731,58 @@ def test_a_tab_separated_embeddings_file_is_told_to_use_spaces(tmp_path: Path) -
     with pytest.raises(ConfigError, match=r"tabs\.txt:1: row has a word but no vector values; "
                        "its fields are separated by tabs, use spaces$"):  # fmt: skip
         load_embeddings(path)
+
+
+def test_kept_rows_grow_in_one_buffer_bounded_by_most(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kept vectors grow in place (no list of chunks joined at the end, which held them
+    twice); a known bound is never exceeded, and the result is the buffer itself, trimmed."""
+    monkeypatch.setattr(vectors, "_FIRST_ROWS", 2)
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((23, 3)).astype(np.float32)
+    rows = vectors._Rows(3)
+    rows.extend(values[:5])
+    for row in values[5:9]:
+        rows.append(row)
+    rows.extend(values[9:])
+    out = rows.array()
+    np.testing.assert_array_equal(out, values)
+    assert out.dtype == np.float32 and out.flags.c_contiguous and out.flags.owndata
+    bounded = vectors._Rows(3, most=10)
+    for row in values[:10]:
+        bounded.append(row)
+        assert len(bounded.buffer) <= 10
+    np.testing.assert_array_equal(bounded.array(), values[:10])
+    reserved = vectors._Rows(3)
+    reserved.reserve(50)
+    assert len(reserved.buffer) == 50
+    reserved.extend(values[:4])
+    np.testing.assert_array_equal(reserved.array(), values[:4])
+    assert vectors._Rows(3, most=0).array().shape == (0, 3)
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_text_rows_beyond_the_first_buffer_and_the_size_estimate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gzipped: bool
+) -> None:
+    """Every row reads the same when the kept vectors outgrow their first buffer, and when the
+    room reserved from the first block's bytes per row is too small (longer rows later) or too
+    large (shorter rows later)."""
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((400, 4)).astype(np.float32)
+    for name, widths in (("longer", range(400)), ("shorter", range(400, 0, -1))):
+        words = [f"w{i}" + "x" * (width // 20) for i, width in enumerate(widths)]
+        path = tmp_path / f"{name}.txt"
+        write_glove_text(path, words, values)
+        if gzipped:  # no file size to estimate the rows from
+            path.write_bytes(gzip.compress(path.read_bytes()))
+        monkeypatch.setattr(vectors, "_FIRST_ROWS", 1 << 16)
+        monkeypatch.setattr(vectors, "_BLOCK_BYTES", 1 << 24)
+        whole = load_embeddings(path, normalise="none")
+        monkeypatch.setattr(vectors, "_FIRST_ROWS", 3)
+        monkeypatch.setattr(vectors, "_BLOCK_BYTES", 500)
+        for keep in (None, words[::7]):
+            small = load_embeddings(path, keep=keep, normalise="none")
+            expected = values if keep is None else values[::7]
+            assert small.words == (whole.words if keep is None else words[::7])
+            np.testing.assert_array_equal(small.vectors, expected)
+        np.testing.assert_array_equal(whole.vectors, values)
