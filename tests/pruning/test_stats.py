@@ -163,11 +163,13 @@ def test_resnet18_macs_at_224_match_published_count() -> None:
 
 
 class _ManyOps(nn.Module):
-    """Every kind of operation torch.utils.flop_counter counts, and one it decomposes."""
+    """Every kind of operation torch.utils.flop_counter counts, one it decomposes, and the
+    normalisations MacCounter runs without decomposing them."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norms = nn.Sequential(nn.BatchNorm2d(8), nn.GroupNorm(2, 8), nn.LayerNorm([8, 8]))
         self.depthwise = nn.Conv2d(8, 8, 3, groups=8)
         self.up = nn.ConvTranspose2d(8, 4, 2, stride=2)
         self.conv1d = nn.Conv1d(4, 6, 3)
@@ -175,7 +177,7 @@ class _ManyOps(nn.Module):
         self.attention = nn.MultiheadAttention(5, 1, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.up(self.depthwise(self.conv(x)))  # (N, 4, 12, 12)
+        x = self.up(self.depthwise(self.norms(self.conv(x))))  # (N, 4, 12, 12)
         x = self.conv1d(x.flatten(2))  # (N, 6, 142)
         x = self.fc(x.transpose(1, 2))  # (N, 142, 5): addmm
         x = x + torch.bmm(x, x.transpose(1, 2)) @ x / 100  # bmm, then matmul
@@ -216,14 +218,37 @@ def test_mac_counter_counts_what_flop_counter_mode_counts(training: bool, no_gra
         torch.backends.mha.set_fastpath_enabled(False)
         try:
             with no_grad(), reference:
-                model(x)
+                torch.manual_seed(0)  # the same dropout masks in training mode
+                expected = model(x)
         finally:
             torch.backends.mha.set_fastpath_enabled(True)
         with no_grad(), MacCounter() as counter:
-            model(x)
+            torch.manual_seed(0)
+            output = model(x)
+        torch.testing.assert_close(output, expected)  # operations run whole compute the same
         assert reference.get_total_flops() > 0
         assert counter.flops == reference.get_total_flops(), type(model).__name__
         assert counter.macs == reference.get_total_flops() // 2
+
+
+def test_formulas_get_the_shapes_flop_counter_mode_gives_them() -> None:
+    """MacCounter calls a registered formula on shapes itself where the arguments are flat;
+    a tensor inside a list still goes through the formula's own pytree mapping."""
+    from torch.utils.flop_counter import flop_registry, shape_wrapper
+
+    from netsurgeon.pruning.stats import _formula_flops
+
+    aten = torch.ops.aten
+    x, w = torch.randn(2, 3, 9, 9), torch.randn(4, 3, 3, 3)
+    args = (x, w, None, [2, 2], [1, 1], [1, 1], False, [0, 0], 1)
+    out = aten.convolution(*args)
+    conv = flop_registry[aten.convolution]
+    assert _formula_flops(conv, args, {}, out) == conv(*args, out_val=out) == 2 * out.numel() * 27
+    a, b = torch.randn(3, 5), torch.randn(5, 7)
+    mm = flop_registry[aten.mm]
+    assert _formula_flops(mm, (a, b), {}, a @ b) == mm(a, b, out_val=a @ b) == 2 * 3 * 5 * 7
+    nested = shape_wrapper(lambda xs, out_shape=None: sum(s[0] for s in xs))
+    assert _formula_flops(nested, ([x, w],), {}, out) == 2 + 4
 
 
 def test_mac_counter_counts_the_larger_branch_of_torch_cond() -> None:
