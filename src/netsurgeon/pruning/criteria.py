@@ -151,9 +151,13 @@ class _Recorder(fx.Interpreter):
     """Runs the traced model and hands chosen intermediate tensors to a callback."""
 
     def __init__(
-        self, gm: fx.GraphModule, wanted: dict[str, list[str]], sink: Callable[[str, Any], None]
+        self,
+        model: nn.Module,
+        graph: fx.Graph,
+        wanted: dict[str, list[str]],
+        sink: Callable[[str, Any], None],
     ) -> None:
-        super().__init__(gm)
+        super().__init__(model, graph=graph)
         self.wanted = wanted
         self.sink = sink
 
@@ -226,7 +230,6 @@ class _ActivationStatistic:
         counts: dict[str, int] = {}
         with kept_modes(model):
             model.eval()
-            graph.graph_module.eval()
             label = type(self).__name__.lower()  # the name in CRITERIA
             for index, batch in enumerate(data):
                 inputs, targets = _split_batch(batch)
@@ -281,7 +284,7 @@ class _ActivationStatistic:
                     else x
                     for x in inputs
                 )
-                outputs = _Recorder(graph.graph_module, wanted, sink).run(*inputs)
+                outputs = _Recorder(graph.model, graph.fx_graph, wanted, sink).run(*inputs)
                 loss = loss_fn(outputs, targets)
                 if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                     shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss)
@@ -294,7 +297,7 @@ class _ActivationStatistic:
                 grads = dict(zip(layers, found, strict=True))
         else:
             with torch.no_grad():
-                _Recorder(graph.graph_module, wanted, sink).run(*inputs)
+                _Recorder(graph.model, graph.fx_graph, wanted, sink).run(*inputs)
         for layer, value in seen.items():
             dim = graph.observe[layer][1]
             grad = grads.get(layer)

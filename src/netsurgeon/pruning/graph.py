@@ -281,7 +281,7 @@ class PruningGraph:
     def __init__(
         self,
         model: nn.Module,
-        graph_module: fx.GraphModule,
+        fx_graph: fx.Graph,
         spaces: dict[int, _Space],
         sources: dict[str, tuple[int, nn.Module, str, int]],
         consumers: dict[str, ConsumerRecord],
@@ -290,7 +290,7 @@ class PruningGraph:
         norms: dict[str, str],
     ) -> None:
         self.model = model
-        self.graph_module = graph_module
+        self.fx_graph = fx_graph  # run over the model itself (fx.Interpreter's graph=)
         self._spaces = spaces
         self._sources = sources
         self.consumers = consumers
@@ -582,12 +582,9 @@ def _read_parameters(model: nn.Module, graph: fx.Graph) -> dict[str, str]:
     return reads
 
 
-def _graph_module(model: nn.Module, graph: fx.Graph) -> fx.GraphModule:
-    return fx.GraphModule(model, graph, type(model).__name__)
-
-
 def _trace(model: nn.Module, leaves: Iterable[str] = ()) -> fx.Graph:
-    """``model``'s fx graph; :func:`_graph_module` compiles it, which costs more than tracing.
+    """``model``'s fx graph, run by interpreters over the model itself: compiling it into a
+    ``GraphModule`` (its Python code) cost more than tracing and was never run.
 
     The modules named in ``leaves`` appear as single calls, not traced into."""
     tracer = _Tracer(leaves)
@@ -650,13 +647,14 @@ class _Analyzer(fx.Interpreter):
 
     def __init__(
         self,
-        gm: fx.GraphModule,
+        model: nn.Module,
+        graph: fx.Graph,
         kept: dict[str, str],
         shared: _Analyzer | None = None,
         leaves: Iterable[str] = (),
     ) -> None:
-        super().__init__(gm)
-        self.modules = dict(gm.named_modules())
+        super().__init__(model, graph=graph)
+        self.modules = dict(model.named_modules(remove_duplicate=False))
         self.kept = kept  # module name -> why its parameters must not change
         self.leaves = frozenset(leaves)  # modules called whole (leaf_modules), not traced into
         self.info: dict[fx.Node, Any] = {}
@@ -1568,43 +1566,38 @@ def trace_graph(
             other: fx.Graph | None = _trace(model, leaves)
         except TraceError:
             other = None
-    gm = _graph_module(model, graph)
     kept = {
         **counts.reads,
         **_read_parameters(model, graph),
         **(_read_parameters(model, other) if other is not None else {}),
         **_kept_modules(model, ignore),
     }
-    analyzer = _Analyzer(gm, kept, leaves=leaves)
+    analyzer = _Analyzer(model, graph, kept, leaves=leaves)
     output, macs = _run(model, analyzer, example_inputs)
     mac_records = analyzer.macs
-    mode_sensitive = (
-        other is not None
-        and other.python_code("self").src != gm.code
-        and not _differs_in_flags_only(graph, other)
-    )
+    mode_sensitive = other is not None and not _differs_in_flags_only(graph, other)
     if mode_sensitive:
         assert other is not None
-        other_analyzer = _Analyzer(
-            _graph_module(model, other), kept, shared=analyzer, leaves=leaves
-        )
+        other_analyzer = _Analyzer(model, other, kept, shared=analyzer, leaves=leaves)
         other_output, other_macs = _run(model, other_analyzer, example_inputs)
         if model.training:
             # Outputs and MACs are those of eval mode, as the pruned model is checked and
             # counted (a training-mode forward may add auxiliary heads).
             output, macs, mac_records = other_output, other_macs, other_analyzer.macs
-    observe, norms = _observation_points(gm, analyzer)
-    graph = PruningGraph(
-        model, gm, analyzer.spaces, analyzer.sources, analyzer.consumers, mac_records,
+    observe, norms = _observation_points(graph, analyzer)
+    pruning_graph = PruningGraph(
+        model, graph, analyzer.spaces, analyzer.sources, analyzer.consumers, mac_records,
         observe, norms,
     )  # fmt: skip
-    graph.output_shapes = output_shapes(output)
-    graph.total_macs = macs
-    graph.mode_sensitive = mode_sensitive
+    pruning_graph.output_shapes = output_shapes(output)
+    pruning_graph.total_macs = macs
+    pruning_graph.mode_sensitive = mode_sensitive
     if other is None:
         mode = "evaluation" if model.training else "training"
-        graph.notes.append(f"the model cannot be traced in {mode} mode: only the other was checked")
-    return graph
+        pruning_graph.notes.append(
+            f"the model cannot be traced in {mode} mode: only the other was checked"
+        )
+    return pruning_graph
 
 
 # Functions whose boolean arguments are training flags: they change no channel.
@@ -1616,9 +1609,10 @@ _TRAINING_FLAG_FUNCTIONS = frozenset({
 
 def _differs_in_flags_only(a: fx.Graph, b: fx.Graph) -> bool:
     """Whether two traces of a model differ at most in the training flags given to dropout,
-    batch norm or torchvision's stochastic depth, which change no channel. Then the second
-    mode needs no analysis pass of its own (a forward pass of the whole model). Any other
-    difference (a ``keepdim=self.training``, say) counts."""
+    batch norm or torchvision's stochastic depth, which change no channel (identical traces
+    included). Then the second mode needs no analysis pass of its own (a forward pass of the
+    whole model). Any other difference (a ``keepdim=self.training``, say) counts, and so does
+    an argument that cannot be compared (an array constant, say)."""
     nodes_a, nodes_b = list(a.nodes), list(b.nodes)
     if len(nodes_a) != len(nodes_b):
         return False
@@ -1637,7 +1631,10 @@ def _differs_in_flags_only(a: fx.Graph, b: fx.Graph) -> bool:
         flags = x.op == "call_function" and (
             x.target in _TRAINING_FLAG_FUNCTIONS or _is_stochastic_depth(x.target)
         )
-        if masked((x.args, x.kwargs), flags) != masked((y.args, y.kwargs), flags):
+        try:
+            if masked((x.args, x.kwargs), flags) != masked((y.args, y.kwargs), flags):
+                return False
+        except Exception:  # an == that gives no truth value (a tensor or array constant)
             return False
     return True
 
@@ -1659,14 +1656,14 @@ def _run(model: nn.Module, analyzer: _Analyzer, example_inputs: Any) -> tuple[An
 
 
 def _observation_points(
-    gm: fx.GraphModule, analyzer: _Analyzer
+    graph: fx.Graph, analyzer: _Analyzer
 ) -> tuple[dict[str, tuple[str, int]], dict[str, str]]:
     """For each source layer, the node whose output its consumers read, and its norm layer.
 
     Data-driven criteria look at the activation after the norm and non-linearity that follow a
     convolution: that is the tensor that disappears when a filter is removed.
     """
-    nodes = {node.name: node for node in gm.graph.nodes}
+    nodes = {node.name: node for node in graph.nodes}
     observe: dict[str, tuple[str, int]] = {}
     norms: dict[str, str] = {}
     for name, (_sid, _module, node_name, dim) in analyzer.sources.items():
