@@ -78,7 +78,13 @@ def peak_memory(path: Path, keep: set[str] | None) -> tuple[float, float]:
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_load_in_child, args=(path, keep, vectors._USE_ARROW, send))
     child.start()
-    added, kept = receive.recv()
+    send.close()  # the child's end only: a child that dies then ends recv() with EOFError
+    try:
+        added, kept = receive.recv()
+    except EOFError:
+        child.join()
+        failed = f"the memory-measuring load failed (exit code {child.exitcode})"
+        raise RuntimeError(failed) from None
     child.join()
     return added, kept
 

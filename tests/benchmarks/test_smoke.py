@@ -483,6 +483,21 @@ def test_oov_glove_loading(tmp_path: Path) -> None:
         assert re.search(rf"^{re.escape(mode)} +{kept} ", proc.stdout, re.MULTILINE), mode
 
 
+def test_oov_glove_loading_reports_a_failed_memory_load(tmp_path: Path) -> None:
+    """Found by a review: the parent kept its copy of the pipe's sending end, so a child that
+    died (an out-of-memory kill on the large files this measures) left it waiting forever."""
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+        "import oov_glove_loading as b; b.peak_memory(Path(sys.argv[2]), None)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(BENCH), str(tmp_path / "missing.txt")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "RuntimeError: the memory-measuring load failed (exit code 1)" in proc.stderr
+
+
 @pytest.mark.slow
 def test_oov_conll(conll_experiment: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     proc, out = conll_experiment

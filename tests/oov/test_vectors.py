@@ -786,3 +786,29 @@ def test_text_rows_beyond_the_first_buffer_and_the_size_estimate(
             assert small.words == (whole.words if keep is None else words[::7])
             np.testing.assert_array_equal(small.vectors, expected)
         np.testing.assert_array_equal(whole.vectors, values)
+
+
+def test_room_reserved_from_the_file_size_counts_kept_words_not_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: the room reserved after the first block counted rows read, and a
+    cased file (three casings per word, lower-cased on loading) had room made, and zero-filled,
+    for three times the vectors it keeps."""
+    # Rows of one length, so that the first block's rows per byte hold for the whole file.
+    words = [casing for i in range(600) for casing in (f"ab{i:03d}", f"Ab{i:03d}", f"AB{i:03d}")]
+    values = ((np.arange(len(words) * 2) % 7 + 1) / 8).astype(np.float32).reshape(-1, 2)
+    path = tmp_path / "cased.txt"
+    write_glove_text(path, words, values)
+    reserved: list[int] = []
+    real = vectors._Rows.reserve
+
+    def recording(self: Any, rows: int) -> None:
+        reserved.append(rows)
+        real(self, rows)
+
+    monkeypatch.setattr(vectors._Rows, "reserve", recording)
+    monkeypatch.setattr(vectors, "_BLOCK_BYTES", 2000)
+    emb = load_embeddings(path)  # lower-cased: one word in three is new
+    assert len(emb) == 600
+    np.testing.assert_array_equal(emb.vectors, values[::3])
+    assert reserved and max(reserved) <= 1.2 * 600

@@ -1005,3 +1005,27 @@ def test_reprs_are_short_and_leave_out_the_kept_indices() -> None:
     custom = Pruner(ResNet(), x, target_macs=0.5, criterion=lambda f: f.weight.abs().sum((1, 2, 3)),
                     filters_per_step=4)  # fmt: skip
     assert repr(custom).startswith("Pruner(target_macs=0.5, criterion='<lambda>', scope='global'")
+
+
+class _NanConstant(nn.Module):
+    """A float("nan") made anew in each trace (nan != nan), and a BatchNorm1d that a batch of
+    one cannot run in training mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 6, 1)
+        self.neck = nn.BatchNorm1d(6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.where(x > 10, float("nan"), x)
+        return self.neck(F.relu(self.c2(F.relu(self.c1(x)))).mean((2, 3)))
+
+
+def test_a_nan_argument_does_not_make_the_traces_differ() -> None:
+    """Found by a review: with the traces compared argument by argument, the two modes' nan
+    constants compared unequal, so the model counted as mode-sensitive and a batch of one
+    was refused for its training-mode check."""
+    x = torch.randn(1, 3, 8, 8)
+    assert not trace_graph(_NanConstant().eval(), x).mode_sensitive
+    result = prune(_NanConstant().eval(), x, amount=0.5, criterion="l1")
+    assert result.channels == {"c1": (8, 4)}

@@ -628,9 +628,10 @@ class _TextReader:
                 self._exact(_split_lines(rest))
             if self.row > row:
                 self.kept_fraction = (len(self.scan.kept_words) - kept) / (self.row - row)
-            if block_no == 0 and size and self.scan.wanted is None and self.row:
-                # Every row is kept: room for the rows the file's size suggests, at once.
-                self._kept_rows().reserve(self.row * size // read + 1)
+            if block_no == 0 and size and self.scan.wanted is None and self.scan.kept_words:
+                # Every new word is kept: room for as many as the file's size suggests, at
+                # once (counting kept rows, not rows: a cased file loses its other casings).
+                self._kept_rows().reserve(len(self.scan.kept_words) * size // read + 1)
             if self.done:
                 return
 
