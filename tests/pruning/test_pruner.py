@@ -1029,3 +1029,16 @@ def test_a_nan_argument_does_not_make_the_traces_differ() -> None:
     assert not trace_graph(_NanConstant().eval(), x).mode_sensitive
     result = prune(_NanConstant().eval(), x, amount=0.5, criterion="l1")
     assert result.channels == {"c1": (8, 4)}
+
+
+def test_the_traced_graph_is_still_available_as_a_graph_module() -> None:
+    """The engine now runs the traced graph over the model without compiling it; the
+    ``graph_module`` attribute of trace_graph's result stays, compiled when asked for."""
+    model = SeqNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    graph = trace_graph(model, x)
+    gm = graph.graph_module
+    assert isinstance(gm, torch.fx.GraphModule) and gm.graph is graph.fx_graph
+    assert "features" in gm.code
+    with torch.no_grad():
+        assert torch.equal(gm(x), model(x))

@@ -319,6 +319,13 @@ class PruningGraph:
                 group.slices.append((name, offset, seg.length))
                 offset += seg.length
 
+    @property
+    def graph_module(self) -> fx.GraphModule:
+        """The traced graph compiled into a ``torch.fx.GraphModule`` over the model, for
+        inspection (``.code``); built on each access. The engine runs :attr:`fx_graph` over
+        the model itself, without compiling it."""
+        return fx.GraphModule(self.model, self.fx_graph, type(self.model).__name__)
+
     def expand(self, segments: Iterable[Segment]) -> list[Segment]:
         """Segments over unsplit channel spaces."""
         return _expand(self._spaces, segments)
