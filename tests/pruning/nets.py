@@ -138,3 +138,24 @@ class ChunkNet(nn.Module):
         c = self.m(b) + b if self.shortcut else self.m(b)
         y = self.cv2(torch.cat([a, b, c], 1))
         return self.fc(F.adaptive_avg_pool2d(y, 1).flatten(1))
+
+
+class GroupNormNet(nn.Module):
+    """GroupNorm after convolutions: on a residual stream (two GroupNorms of different group
+    sizes), without affine parameters, and over a concatenation of two layers' channels."""
+
+    def __init__(self, *, num_classes: int = 5) -> None:
+        super().__init__()
+        self.c1, self.g1 = nn.Conv2d(3, 16, 3, padding=1), nn.GroupNorm(4, 16)
+        self.c2, self.g2 = nn.Conv2d(16, 16, 3, padding=1), nn.GroupNorm(8, 16)
+        self.c3, self.g3 = nn.Conv2d(16, 24, 3, padding=1), nn.GroupNorm(6, 24, affine=False)
+        self.a, self.b = nn.Conv2d(24, 8, 1), nn.Conv2d(24, 8, 1)
+        self.g4 = nn.GroupNorm(2, 16)  # each of its groups would mix a's and b's channels
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.g1(self.c1(x)))
+        x = F.relu(self.g2(self.c2(x)) + x)  # groups of 4 and of 2 on one stream: blocks of 4
+        x = F.relu(self.g3(self.c3(x)))
+        x = F.relu(self.g4(torch.cat([self.a(x), self.b(x)], 1)))
+        return self.fc(x.mean((2, 3)))

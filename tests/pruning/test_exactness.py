@@ -10,11 +10,15 @@ import torch
 from torch import nn
 
 from netsurgeon.pruning import Filters, PruneResult, prune, trace_graph
-from tests.pruning.nets import ChunkNet, ConcatNet, ResNet, SeqNet, UNet
+from tests.pruning.nets import ChunkNet, ConcatNet, GroupNormNet, ResNet, SeqNet, UNet
 
 
 def _randomise_norms(model: nn.Module) -> None:
     for m in model.modules():
+        if isinstance(m, nn.GroupNorm) and m.affine:
+            with torch.no_grad():
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
         if isinstance(m, nn.BatchNorm2d):
             with torch.no_grad():
                 m.weight.uniform_(0.5, 1.5)
@@ -29,11 +33,15 @@ def _zero_half_of_every_group(model: nn.Module, x: torch.Tensor) -> int:
     keep = {}
     removed_total = 0
     for group in graph.prunable_groups():
-        # As many from each of the group's equal slices (grouped convolutions, chunks).
+        # As many from each of the group's equal slices (grouped convolutions, chunks), or
+        # whole blocks (a GroupNorm's groups).
         width = group.size // group.divisor
         removed = torch.cat(
             [torch.randperm(width)[: width // 2] + j * width for j in range(group.divisor)]
         )
+        if group.block > 1:
+            blocks = torch.randperm(group.size // group.block)[: group.size // group.block // 2]
+            removed = (blocks[:, None] * group.block + torch.arange(group.block)).flatten()
         mask = torch.ones(group.size, dtype=torch.bool)
         mask[removed] = False
         keep[group.id] = mask.nonzero().flatten()
@@ -98,7 +106,8 @@ def _c2f_with_shortcut() -> nn.Module:
 
 
 @pytest.mark.parametrize(
-    "net", [SeqNet, ResNet, ConcatNet, _cifar_resnet20, UNet, ChunkNet, _c2f_with_shortcut]
+    "net",
+    [SeqNet, ResNet, ConcatNet, _cifar_resnet20, UNet, ChunkNet, _c2f_with_shortcut, GroupNormNet],
 )
 def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> None:
     model = net().eval()

@@ -163,11 +163,23 @@ def test_arch_for_a_model_not_built_by_netsurgeon(tmp_path: Path) -> None:
     assert torch.equal(_outputs(loaded), _outputs(model))
 
 
-class GroupNormNet(nn.Module):
+class ChannelScale(nn.Module):
+    """A per-channel layer of the user's own, which checkpoints do not know."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.weight = nn.Parameter(torch.linspace(0.5, 1.5, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight.view(1, -1, 1, 1)
+
+
+class ScaleNet(nn.Module):
     def __init__(self, *, num_classes: int = 3) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3)
-        self.norm = nn.GroupNorm(4, 8)
+        self.norm = ChannelScale(8)
         self.fc = nn.Linear(8, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,32 +189,49 @@ class GroupNormNet(nn.Module):
 def test_another_norm_is_one_registration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "_USER_BUILDERS", {})
     monkeypatch.setattr(io, "_RESIZABLE", dict(io._RESIZABLE))
-    register_builder("groupnormnet", GroupNormNet)
-    model = build_model("groupnormnet")
-    keep = torch.tensor([0, 1, 4, 5])  # two whole groups
+    register_builder("scalenet", ScaleNet)
+    model = build_model("scalenet")
+    keep = torch.tensor([0, 1, 4, 5])
     _keep_out(model.conv, keep)
     model.norm.weight = nn.Parameter(model.norm.weight.detach()[keep].clone())
-    model.norm.bias = nn.Parameter(model.norm.bias.detach()[keep].clone())
-    model.norm.num_channels, model.norm.num_groups = 4, 2
+    model.norm.channels = 4
     model.fc.weight = nn.Parameter(model.fc.weight.detach()[:, keep].clone())
     model.fc.in_features = 4
-    path = tmp_path / "gn.pt"
-    # GroupNorm is not known yet: save refuses to write a file that load() could not restore.
-    with pytest.raises(ConfigError, match=r"norm.weight.*'norm' \(GroupNorm\).*register_resizable"):
+    path = tmp_path / "scale.pt"
+    # ChannelScale is not known yet: save refuses to write a file that load() could not restore.
+    with pytest.raises(
+        ConfigError, match=r"norm.weight.*'norm' \(ChannelScale\).*register_resizable"
+    ):
         io.save(model, path)
     assert not path.exists()
 
-    def group_norm_shapes(module: nn.Module, sizes: dict[str, int]) -> dict[str, tuple[int, ...]]:
-        if sizes["num_channels"] % sizes["num_groups"]:
-            raise ValueError("num_channels must be divisible by num_groups")
-        return {"weight": (sizes["num_channels"],), "bias": (sizes["num_channels"],)}
+    def scale_shapes(module: nn.Module, sizes: dict[str, int]) -> dict[str, tuple[int, ...]]:
+        return {"weight": (sizes["channels"],)}
 
-    io.register_resizable(
-        nn.GroupNorm, attrs=("num_groups", "num_channels"), shapes=group_norm_shapes
-    )
+    io.register_resizable(ChannelScale, attrs=("channels",), shapes=scale_shapes)
     loaded = io.load(io.save(model, path))
-    assert (loaded.norm.num_groups, loaded.norm.num_channels) == (2, 4)
+    assert loaded.norm.channels == 4
     assert torch.equal(_outputs(loaded, size=16), _outputs(model, size=16))
+
+
+def test_engine_pruned_group_norms_round_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GroupNorm is resized by the engine (whole groups) and restored by load()."""
+    from netsurgeon.pruning import prune
+    from tests.pruning.nets import GroupNormNet
+
+    monkeypatch.setattr(registry, "_USER_BUILDERS", {})
+    register_builder("groupnormnet", GroupNormNet)
+    model = build_model("groupnormnet").eval()
+    x = torch.randn(2, 3, 8, 8)
+    prune(model, x, amount=0.5, criterion="l1")
+    sizes = [(g.num_groups, g.num_channels) for g in (model.g1, model.g2, model.g3, model.g4)]
+    assert sizes == [(2, 8), (4, 8), (3, 12), (2, 16)]
+    loaded = io.load(io.save(model, tmp_path / "gn.pt"))
+    assert [(g.num_groups, g.num_channels) for g in (loaded.g1, loaded.g2, loaded.g3)] == sizes[:3]
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
 
 
 class NormNet(nn.Module):

@@ -1042,3 +1042,46 @@ def test_the_traced_graph_is_still_available_as_a_graph_module() -> None:
     assert "features" in gm.code
     with torch.no_grad():
         assert torch.equal(gm(x), model(x))
+
+
+def test_group_norms_lose_whole_groups_and_say_what_they_keep() -> None:
+    """A GroupNorm normalises each group over its channels: removing some channels of a group
+    would change its statistics, so groups go whole (a residual stream under GroupNorms of
+    groups of 4 and of 2 goes in blocks of 4). A GroupNorm whose groups mix two layers'
+    channels keeps them, with the reason. Before: every GroupNorm kept its channels as "not
+    understood"."""
+    from tests.pruning.nets import GroupNormNet
+
+    x = torch.randn(2, 3, 8, 8)
+    graph = trace_graph(GroupNormNet().eval(), x)
+    blocks = {tuple(g.sources): g.block for g in graph.prunable_groups()}
+    assert blocks == {("c1", "c2"): 4, ("c3",): 4}
+    assert any("'g4' normalises channels of several layers" in r for r in graph.skipped())
+    for scope, target in (("layer", None), ("global", None), ("global_macs", 0.6)):
+        model = GroupNormNet().eval()
+        amount = None if target else 0.5
+        result = prune(model, x, amount=amount, target_macs=target, scope=scope)
+        assert {"c1", "c3"} & set(result.kept), scope
+        for name, norm in (("c1", model.g1), ("c3", model.g3)):
+            kept = result.kept.get(name, torch.arange(norm.num_channels))
+            assert norm.num_channels == kept.numel() and kept.numel() % 4 == 0
+            starts = kept.view(-1, 4)[:, :1]
+            assert torch.equal(kept.view(-1, 4) - starts, torch.arange(4).expand(len(starts), 4))
+            assert bool((starts % 4 == 0).all())
+        assert model.g2.num_channels // model.g2.num_groups == 2  # its group size stays
+        assert model(x).shape == (2, 5)
+    assert result.macs_ratio <= 0.6
+
+
+def test_a_group_norm_and_a_grouped_convolution_on_the_same_channels_are_kept() -> None:
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.g = nn.Conv2d(3, 8, 1), nn.GroupNorm(4, 8)
+            self.grouped, self.fc = nn.Conv2d(8, 8, 3, groups=2), nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.grouped(self.g(self.c(x))).mean((2, 3)))
+
+    graph = trace_graph(Mixed().eval(), torch.randn(1, 3, 8, 8))
+    assert any("a GroupNorm and a grouped convolution share" in r for r in graph.skipped())

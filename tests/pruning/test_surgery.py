@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 from torch import nn
 
@@ -93,3 +94,18 @@ def test_linear_and_norm_surgery_select_rows() -> None:
     norm.running_var.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
     prune_norm(norm, torch.tensor([1, 3]))
     assert norm.running_var.tolist() == [2.0, 4.0] and norm.num_features == 2
+
+
+def test_prune_norm_keeps_whole_groups_of_a_group_norm() -> None:
+    norm = nn.GroupNorm(3, 6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.arange(6.0))
+    x = torch.randn(2, 6, 4, 4)
+    expected = norm(x)[:, [0, 1, 4, 5]]
+    prune_norm(norm, torch.tensor([0, 1, 4, 5]))
+    assert (norm.num_groups, norm.num_channels) == (2, 4)
+    assert norm.weight.tolist() == [0.0, 1.0, 4.0, 5.0]
+    torch.testing.assert_close(norm(x[:, [0, 1, 4, 5]]), expected)
+    for partial in ([0, 2], [1, 2], [0]):  # parts of groups, or groups out of alignment
+        with pytest.raises(ValueError, match="whole groups of 2 channels"):
+            prune_norm(nn.GroupNorm(3, 6), torch.tensor(partial))

@@ -52,10 +52,11 @@ _INSTANCE_NORM_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 # The layers surgery resizes, and their attributes that hold channel counts.
 _RESIZED_TYPES = (
     *_CONV_TYPES, *_CONV_TRANSPOSE_TYPES, nn.Linear, *_BN_TYPES, *_INSTANCE_NORM_TYPES, nn.PReLU,
+    nn.GroupNorm,
 )  # fmt: skip
 _COUNT_ATTRIBUTES = (
     "in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
-    "num_parameters",
+    "num_parameters", "num_groups", "num_channels",
 )  # fmt: skip
 
 # Modules that act on each channel independently and keep the tensor's layout.
@@ -196,6 +197,7 @@ class _Space:
     size: int
     parent: int
     group: int = 1  # filters must be pruned in equal numbers from `group` equal slices
+    block: int = 1  # filters must be pruned in whole aligned blocks of `block` (GroupNorm)
     min_size: int = 1  # channels to keep at least (2 where a squeeze() would drop the dim)
     blocked: list[str] = field(default_factory=list)
     # A space split into consecutive pieces that are pruned independently (see _Analyzer._split).
@@ -259,6 +261,8 @@ class ChannelGroup:
             the group (all of them unless residual streams were split, as at a channel pad).
         min_size: Channels the group keeps at least, whatever the pruner's ``min_channels``
             (2 where a ``squeeze()`` without a dimension would drop a 1-channel dimension).
+        block: Filters are removed in whole aligned blocks of this many channels: the groups
+            of a ``GroupNorm``, whose other groups then normalise exactly as before.
     """
 
     id: int
@@ -268,11 +272,17 @@ class ChannelGroup:
     blocked: list[str]
     slices: list[tuple[str, int, int]] = field(default_factory=list)
     min_size: int = 1
+    block: int = 1
 
     @property
     def prunable(self) -> bool:
         """Whether any channel of this group may be removed."""
         return not self.blocked
+
+    @property
+    def unit(self) -> int:
+        """The group keeps a multiple of this many channels (``divisor`` or ``block``)."""
+        return math.lcm(self.divisor, self.block)
 
 
 class PruningGraph:
@@ -311,7 +321,7 @@ class PruningGraph:
                     info = spaces[root]
                     group = ChannelGroup(
                         root, info.size, [], info.group, list(info.blocked),
-                        min_size=info.min_size,
+                        min_size=info.min_size, block=info.block,
                     )  # fmt: skip
                     self.groups[root] = group
                 if name not in group.sources:
@@ -711,6 +721,24 @@ class _Analyzer(fx.Interpreter):
             )
         else:
             space.group = combined
+        self._check_block(space)
+
+    def _constrain_block(self, sid: int, block: int) -> None:
+        """Channels of ``sid`` go in whole aligned blocks of ``block`` (a GroupNorm's groups)."""
+        space = self.spaces[self._find(sid)]
+        combined = math.lcm(space.block, block)
+        if space.size % combined:  # GroupNorms of other group sizes on the same channels
+            space.blocked.append(
+                f"GroupNorms split these {space.size} channels into groups of "
+                f"{space.block} and {block}"
+            )
+        else:
+            space.block = combined
+        self._check_block(space)
+
+    def _check_block(self, space: _Space) -> None:
+        if space.block > 1 and space.group > 1:
+            space.blocked.append("a GroupNorm and a grouped convolution share these channels")
 
     def _union(self, a: int, b: int) -> None:
         ra, rb = self._find(a), self._find(b)
@@ -722,6 +750,7 @@ class _Analyzer(fx.Interpreter):
         sa.members.extend(sb.members)
         sa.min_size = max(sa.min_size, sb.min_size)
         self._constrain(ra, sb.group)
+        self._constrain_block(ra, sb.block)
 
     def _split_space(self, sid: int, cuts: list[int]) -> bool:
         """Cut a channel space (and everything unioned with it) into consecutive pieces.
@@ -730,7 +759,7 @@ class _Analyzer(fx.Interpreter):
         shortcut: the padded channels are fixed, the others follow the narrower stream.
         """
         root = self.spaces[self._find(sid)]
-        if root.group > 1:  # grouped convolutions need their equal slices
+        if root.group > 1 or root.block > 1:  # equal slices, whole GroupNorm groups
             return False
         bounds = [0, *cuts, root.size]
         sizes = [b - a for a, b in itertools.pairwise(bounds)]
@@ -917,6 +946,8 @@ class _Analyzer(fx.Interpreter):
             return self._conv(n, name, module, info, macs)
         if isinstance(module, nn.Linear):
             return self._linear(n, name, module, info, shape, result)
+        if isinstance(module, nn.GroupNorm):
+            return self._group_norm(n, name, module, info)
         if isinstance(module, _BN_TYPES + _INSTANCE_NORM_TYPES) or (
             isinstance(module, nn.PReLU) and module.num_parameters > 1
         ):
@@ -958,6 +989,25 @@ class _Analyzer(fx.Interpreter):
         if info is None and not any(i is not None for i in self._arg_infos(n)):
             return None
         raise _Unsupported(f"{type(module).__name__} is not understood")
+
+    def _group_norm(self, n: fx.Node, name: str, norm: nn.GroupNorm, info: Any) -> Channels | None:
+        """A GroupNorm: its channels go in whole groups, so that every group it keeps is
+        normalised over the same channels as before (removing some channels of a group would
+        change its mean and variance). It always checks its channel count, affine or not."""
+        if info is None:
+            self._fixed_input(name)
+            return None
+        if info.dim != 1 or info.repeat != 1:
+            raise _Unsupported("a per-channel layer sees channels on another dimension")
+        pieces = _expand(self.spaces, info.segments)
+        if len(pieces) != 1 or pieces[0].length != self.spaces[pieces[0].space].size:
+            raise _Unsupported(f"'{name}' normalises channels of several layers in its groups")
+        self._constrain_block(pieces[0].space, norm.num_channels // norm.num_groups)
+        self._member(name, norm, info)
+        if norm.affine:
+            self.norm_nodes[n.name] = name
+        self.chain_nodes.add(n.name)
+        return info
 
     def _conv(
         self, n: fx.Node, name: str, conv: nn.Module, info: Any, macs: int

@@ -113,6 +113,15 @@ def _norm_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _group_norm_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]]:
+    groups, channels = sizes["num_groups"], sizes["num_channels"]
+    if groups < 1 or channels % groups:
+        raise ValueError(f"num_channels={channels} must be divisible by num_groups={groups}")
+    if not module.affine:
+        return {}
+    return {"weight": (channels,), "bias": (channels,)}
+
+
 def _prelu_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]]:
     return {"weight": (sizes["num_parameters"],)}
 
@@ -136,6 +145,7 @@ for _norm in (
     nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
 ):  # fmt: skip
     register_resizable(_norm, attrs=("num_features",), shapes=_norm_shapes)
+register_resizable(nn.GroupNorm, attrs=("num_groups", "num_channels"), shapes=_group_norm_shapes)
 register_resizable(nn.PReLU, attrs=("num_parameters",), shapes=_prelu_shapes)
 register_resizable(nn.Linear, attrs=("in_features", "out_features"), shapes=_linear_shapes)
 

@@ -325,8 +325,12 @@ def _bounded_keep(n_keep: int, size: int, divisor: int, min_channels: int, round
     return min(keep, size)
 
 
-def _select(scores: torch.Tensor, keep: int, divisor: int) -> torch.Tensor:
-    """Indices of the ``keep`` best channels, equally many from each of ``divisor`` slices."""
+def _select(scores: torch.Tensor, keep: int, divisor: int, block: int = 1) -> torch.Tensor:
+    """Indices of the ``keep`` best channels, equally many from each of ``divisor`` slices,
+    or in whole aligned blocks of ``block`` channels ranked by their total score."""
+    if block > 1:
+        best = torch.topk(scores.reshape(-1, block).sum(1), keep // block, sorted=False).indices
+        return (best[:, None] * block + torch.arange(block)).flatten().sort().values
     size = scores.numel()
     per = size // divisor
     k = keep // divisor
@@ -382,7 +386,7 @@ def _plan(
             # The epsilon keeps float error (0.5 * 16 computed as 7.999...) from losing a filter.
             n_prune = math.floor(share * size + 1e-9)
             least = max(min_channels, group.min_size)
-            bounded = _bounded_keep(size - n_prune, size, group.divisor, least, round_to)
+            bounded = _bounded_keep(size - n_prune, size, group.unit, least, round_to)
             n_keep[gid] = min(bounded, group.size)
     else:
         ids = list(groups)
@@ -398,14 +402,14 @@ def _plan(
             n_keep[gid] = _bounded_keep(
                 group.size - int(counts[i]),
                 group.size,
-                group.divisor,
+                group.unit,
                 max(min_channels, group.min_size),
                 round_to,
             )
     keep: dict[int, torch.Tensor] = {}
     for gid, group in groups.items():
         if n_keep[gid] < group.size:
-            keep[gid] = _select(scores[gid], n_keep[gid], group.divisor)
+            keep[gid] = _select(scores[gid], n_keep[gid], group.divisor, group.block)
     return keep
 
 
@@ -607,7 +611,8 @@ def _global_shortfall(
     """Why a global ranking removed fewer filters than asked, or None when it did not.
 
     The lowest-ranked filters are taken as a whole; a layer whose bounds (``min_channels``,
-    ``round_to``, a grouped convolution's divisor) keep some of its share keeps them.
+    ``round_to``, a grouped convolution's divisor, a GroupNorm's groups) keep some of its
+    share keeps them.
     """
     sizes = {g.id: g.size for g in graph.prunable_groups() if g.id in scores}
     asked = _filters_asked(amount, num_filters, sum(sizes.values()))
@@ -617,7 +622,7 @@ def _global_shortfall(
     return (
         f"the global ranking removed {removed} of the {asked} filters asked for: layers keep "
         f"the rest of their share within their bounds (min_channels={plan['min_channels']}, "
-        f"round_to={plan['round_to']}, grouped convolutions' divisors)"
+        f"round_to={plan['round_to']}, grouped convolutions' divisors, whole GroupNorm groups)"
     )
 
 
@@ -907,7 +912,7 @@ class Pruner:
                 self._start_groups[groups[g.id]] = _size_before(
                     g.size,
                     _schedule_share(_entry_share(g, self.amounts, self.amount or 0.0), done),
-                    g.divisor,
+                    g.unit,
                     max(self.min_channels, g.min_size),
                     self.round_to,
                 )

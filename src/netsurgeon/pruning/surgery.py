@@ -25,7 +25,7 @@ __all__ = [
 
 _SHAPE_ATTRS = (
     "in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
-    "num_parameters",
+    "num_parameters", "num_groups", "num_channels",
 )  # fmt: skip
 
 
@@ -154,7 +154,22 @@ def _prune_dense(
 
 
 def prune_norm(module: nn.Module, keep: torch.Tensor) -> None:
-    """Keep channels ``keep`` of a per-channel layer (BatchNorm, InstanceNorm, PReLU)."""
+    """Keep channels ``keep`` of a per-channel layer (BatchNorm, InstanceNorm, PReLU), or of a
+    GroupNorm, where ``keep`` must hold whole groups (the pruner only plans such cuts).
+
+    Raises:
+        ValueError: for a GroupNorm, ``keep`` is not made of whole groups.
+    """
+    if isinstance(module, nn.GroupNorm):
+        size = module.num_channels // module.num_groups
+        blocks = keep.reshape(-1, size) if keep.numel() % size == 0 else None
+        steps = torch.arange(size, device=keep.device)
+        if blocks is None or not bool(
+            (blocks - blocks[:, :1] == steps).all() and (blocks[:, 0] % size == 0).all()
+        ):
+            raise ValueError(f"keep must hold whole groups of {size} channels of the GroupNorm")
+        module.num_groups = int(keep.numel()) // size
+        module.num_channels = int(keep.numel())
     for name in ("weight", "bias"):
         if getattr(module, name, None) is not None:
             _set_param(module, name, _take(getattr(module, name), keep))
