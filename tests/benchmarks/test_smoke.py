@@ -217,6 +217,20 @@ def test_pruning_vs_torch_pruning(tmp_path: Path) -> None:
     assert macs_row[0] == "resnet18" and macs_row[2] == f"{result['macs_before']:,}"
 
 
+def test_group_norm_exactness(tmp_path: Path) -> None:
+    proc = run_script(
+        "group_norm_exactness.py", "--groups", "8", "--input-size", "32", "--json-out", "out.json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(proc)
+    payload = read_json(tmp_path / "out.json")
+    ours, theirs = payload["engines"]["netsurgeon"], payload["engines"]["torch-pruning"]
+    assert ours["max_output_change"] < 1e-4 * payload["output_scale"]
+    assert ours["params_ratio"] < 0.5 and ours["layer1.0.bn1"] == "GroupNorm(4, 32)"
+    assert payload["zeroed"] > 0 and "| netsurgeon |" in proc.stdout
+    assert theirs["params_ratio"] < 0.5
+
+
 def test_pruning_vs_torch_pruning_rejects_bad_option(tmp_path: Path) -> None:
     proc = run_script("pruning_vs_torch_pruning.py", "--warmup", "-1", cwd=tmp_path)
     assert_one_line_error(proc, 2, "--warmup -1 is not allowed; it must be >= 0")
