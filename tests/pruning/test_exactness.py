@@ -105,9 +105,30 @@ def _c2f_with_shortcut() -> nn.Module:
     return ChunkNet(shortcut=True)
 
 
+def _cifar_resnet20_group_norm() -> nn.Module:
+    """Option-A shortcuts under GroupNorm(8, C): the zero-padded channels (8 + 16 + 8 of a
+    32-channel stream) fall on group boundaries, so the streams can be cut there."""
+    model = _cifar_resnet20()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.BatchNorm2d):
+            owner, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(owner), attr, nn.GroupNorm(8, module.num_features))
+    return model
+
+
 @pytest.mark.parametrize(
     "net",
-    [SeqNet, ResNet, ConcatNet, _cifar_resnet20, UNet, ChunkNet, _c2f_with_shortcut, GroupNormNet],
+    [
+        SeqNet,
+        ResNet,
+        ConcatNet,
+        _cifar_resnet20,
+        UNet,
+        ChunkNet,
+        _c2f_with_shortcut,
+        GroupNormNet,
+        _cifar_resnet20_group_norm,
+    ],
 )
 def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> None:
     model = net().eval()
@@ -410,3 +431,25 @@ def test_splits_that_cannot_follow_pruning_keep_their_channels(how: str, reason:
     result = prune(model, torch.randn(1, 3, 4, 4), amount=0.5, criterion="l1")
     assert "a" not in result.channels
     assert any(s.startswith("a (12 channels) kept:") and reason in s for s in result.skipped)
+
+
+def test_group_norm_streams_split_at_zero_padded_shortcuts() -> None:
+    """Found by a review: with GroupNorm instead of BatchNorm, a CIFAR ResNet's residual
+    streams were kept whole (the split at the zero-padded channels was refused), with a
+    reason that did not name the GroupNorm. Cuts on group boundaries are allowed now; a
+    chunk that would cut a group says so."""
+    model = _cifar_resnet20_group_norm().eval()
+    result = prune(model, torch.randn(2, 3, 8, 8), amount=0.5, criterion="l1")
+    assert "layer2.0.conv2" in result.channels and "layer3.2.conv2" in result.channels
+
+    class ChunkAfterNorm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.g, self.fc = nn.Conv2d(3, 12, 1), nn.GroupNorm(2, 12), nn.Linear(6, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a, b = self.g(self.c(x)).chunk(4, 1)[:2]
+            return self.fc(torch.cat([a, b], 1).mean((2, 3)))
+
+    skipped = trace_graph(ChunkAfterNorm().eval(), torch.randn(1, 3, 4, 4)).skipped()
+    assert any("would split GroupNorm groups of 6 channels" in reason for reason in skipped)

@@ -1085,3 +1085,53 @@ def test_a_group_norm_and_a_grouped_convolution_on_the_same_channels_are_kept() 
 
     graph = trace_graph(Mixed().eval(), torch.randn(1, 3, 8, 8))
     assert any("a GroupNorm and a grouped convolution share" in r for r in graph.skipped())
+
+
+class _GroupNormChain(nn.Module):
+    """Three convolutions, each under a GroupNorm of its own group size."""
+
+    def __init__(self, widths: tuple[int, ...] = (48, 96, 40), groups: tuple[int, ...] = (3, 3, 5)):
+        super().__init__()
+        self.c1, self.g1 = nn.Conv2d(3, widths[0], 3, padding=1), nn.GroupNorm(groups[0], widths[0])
+        self.c2 = nn.Conv2d(widths[0], widths[1], 3, padding=1)
+        self.g2 = nn.GroupNorm(groups[1], widths[1])
+        self.c3 = nn.Conv2d(widths[1], widths[2], 3, padding=1)
+        self.g3 = nn.GroupNorm(groups[2], widths[2])
+        self.fc = nn.Linear(widths[2], 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.g1(self.c1(x)))
+        x = F.relu(self.g2(self.c2(x)))
+        return self.fc(F.relu(self.g3(self.c3(x))).mean((2, 3)))
+
+
+def test_the_global_ranking_takes_group_norm_groups_whole() -> None:
+    """Found by a review: filters were counted one by one and each layer's count rounded up to
+    whole groups, so a layer whose share was under one group lost nothing (resnet18 with
+    GroupNorm(2, C) kept everything at amount 0.3)."""
+    x = torch.randn(1, 3, 8, 8)
+    model = _GroupNormChain(groups=(2, 2, 2)).eval()  # groups of 24, 48 and 20 channels
+    result = prune(model, x, amount=0.3, scope="global", criterion="l1")
+    removed = sum(old - new for old, new in result.channels.values())
+    assert removed >= 0.3 * (48 + 96 + 40)
+    assert not any("global ranking removed" in reason for reason in result.skipped)
+    pruner = Pruner(_GroupNormChain(groups=(2, 2, 2)).eval(), x, amount=0.5, filters_per_step=2,
+                    criterion="l1")  # fmt: skip
+    assert pruner.step().after.params < pruner.start.params  # a whole group per step
+
+
+def test_a_group_norm_of_one_group_keeps_its_channels_with_the_reason() -> None:
+    graph = trace_graph(_GroupNormChain(groups=(1, 3, 5)).eval(), torch.randn(1, 3, 8, 8))
+    assert not graph.groups[graph.source_group("c1")].prunable
+    assert any("GroupNorm normalises all 48 channels as one group" in r for r in graph.skipped())
+
+
+def test_sizes_before_a_schedule_are_multiples_of_what_the_group_keeps() -> None:
+    """Found by a review: resumed without the start's group sizes, a schedule guessed each
+    size before its slices from the rounding alone, and could pick one that is no multiple of
+    the group's unit (64 for a layer under a GroupNorm of groups of 24). When several sizes
+    still fit, the guess stays a guess: ``Footprint.groups`` (which netsurgeon's command line
+    saves) gives the real ones."""
+    for unit, now in ((24, 48), (16, 32), (8, 32)):
+        before = pruner_module._size_before(now, 0.37, unit, 1, 1)
+        assert before % unit == 0 and before >= now, (unit, now, before)

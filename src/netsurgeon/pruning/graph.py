@@ -727,7 +727,14 @@ class _Analyzer(fx.Interpreter):
         """Channels of ``sid`` go in whole aligned blocks of ``block`` (a GroupNorm's groups)."""
         space = self.spaces[self._find(sid)]
         combined = math.lcm(space.block, block)
-        if space.size % combined:  # GroupNorms of other group sizes on the same channels
+        if combined == space.size and space.size > 1:  # only all or nothing: keep them
+            space.blocked.append(
+                f"GroupNorm normalises all {space.size} channels as one group"
+                if block == space.size
+                else f"GroupNorms of groups of {space.block} and {block} channels share "
+                f"these {space.size} channels: they align only as one group"
+            )
+        elif space.size % combined:
             space.blocked.append(
                 f"GroupNorms split these {space.size} channels into groups of "
                 f"{space.block} and {block}"
@@ -752,15 +759,20 @@ class _Analyzer(fx.Interpreter):
         self._constrain(ra, sb.group)
         self._constrain_block(ra, sb.block)
 
-    def _split_space(self, sid: int, cuts: list[int]) -> bool:
+    def _split_space(self, sid: int, cuts: list[int]) -> str | None:
         """Cut a channel space (and everything unioned with it) into consecutive pieces.
 
         Pieces are pruned independently. This is how a residual stream meets a zero-padded
         shortcut: the padded channels are fixed, the others follow the narrower stream.
+
+        Returns:
+            None once cut; else why the space cannot be cut there.
         """
         root = self.spaces[self._find(sid)]
-        if root.group > 1 or root.block > 1:  # equal slices, whole GroupNorm groups
-            return False
+        if root.group > 1:
+            return "grouped convolutions divide these channels into equal slices"
+        if any(cut % root.block for cut in cuts):  # pieces of whole groups only
+            return f"the cut would split GroupNorm groups of {root.block} channels"
         bounds = [0, *cuts, root.size]
         sizes = [b - a for a, b in itertools.pairwise(bounds)]
         pieces: list[list[int]] = []
@@ -769,12 +781,13 @@ class _Analyzer(fx.Interpreter):
             for kid in kids:
                 self.spaces[kid].blocked = list(root.blocked)
                 self.spaces[kid].min_size = root.min_size
+                self.spaces[kid].block = root.block
             self.spaces[member].children = kids
             pieces.append(kids)
         for other in pieces[1:]:
             for a, b in zip(pieces[0], other, strict=True):
                 self._union(a, b)
-        return True
+        return None
 
     def _unify(self, a: Channels, b: Channels, reason: str) -> bool:
         """Make the channels of ``a`` and ``b`` pruned with the same indices, or block both.
@@ -797,8 +810,9 @@ class _Analyzer(fx.Interpreter):
                     cuts |= {seg.start + x - pos for x in bounds if pos < x < pos + seg.length}
                     cuts = sorted(c for c in cuts if 0 < c < size)
                     if cuts:
-                        if not self._split_space(seg.space, cuts):
-                            return self._fail_unify(a, b, reason)
+                        why = self._split_space(seg.space, cuts)
+                        if why is not None:
+                            return self._fail_unify(a, b, f"{reason} ({why})")
                         split_any = True
                         break  # re-expand: the split may touch other segments too
                     pos += seg.length
@@ -1424,8 +1438,9 @@ class _Analyzer(fx.Interpreter):
             raise _Unsupported("it splits the channels into unequal parts")
         space, width = pieces[0].space, info.size // chunks
         if chunks > 1:
-            if not self._split_space(space, [j * width for j in range(1, chunks)]):
-                raise _Unsupported("it splits channels that grouped convolutions divide")
+            why = self._split_space(space, [j * width for j in range(1, chunks)])
+            if why is not None:
+                raise _Unsupported(f"it cannot split these channels: {why}")
             kids = self.spaces[space].children
             assert kids is not None
             for kid in kids[1:]:

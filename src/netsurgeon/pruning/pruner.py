@@ -392,11 +392,20 @@ def _plan(
         ids = list(groups)
         if not ids:
             return {}
-        flat = torch.cat([scores[gid] for gid in ids])
-        owner = torch.cat([torch.full((groups[gid].size,), i) for i, gid in enumerate(ids)])
-        k = _filters_asked(amount, num_filters, flat.numel())
-        lowest = torch.argsort(flat, stable=True)[:k]
-        counts = torch.bincount(owner[lowest], minlength=len(ids))
+        # One entry per filter, or per GroupNorm group (its mean score, worth `block` filters):
+        # counting filters one by one and rounding up to whole groups removed nothing from a
+        # group whose share was under one group.
+        entries = [scores[gid].reshape(-1, groups[gid].block).mean(1) for gid in ids]
+        flat = torch.cat(entries)
+        owner = torch.cat([torch.full((len(e),), i) for i, e in enumerate(entries)])
+        worth = torch.cat(
+            [torch.full((len(e),), groups[gid].block) for gid, e in zip(ids, entries, strict=True)]
+        )
+        k = _filters_asked(amount, num_filters, int(worth.sum()))
+        order = torch.argsort(flat, stable=True)
+        taken = int(torch.searchsorted(torch.cumsum(worth[order], 0), k)) + 1 if k else 0
+        lowest = order[:taken]  # the fewest entries worth at least k filters
+        counts = torch.bincount(owner[lowest], weights=worth[lowest].double(), minlength=len(ids))
         for i, gid in enumerate(ids):
             group = groups[gid]
             n_keep[gid] = _bounded_keep(
@@ -635,15 +644,19 @@ def _out_channels(module: nn.Module) -> int:
 def _size_before(size: int, share: float, divisor: int, min_channels: int, round_to: int) -> int:
     """A group's size before layer-scope slices took it down to what ``share`` of it leaves.
 
-    Rounding lets several sizes fit at times. Layer widths are mostly multiples of a power of
-    two (16, 144, 960), so the one divisible by the highest power of two wins, then the one
-    nearest ``size / (1 - share)``.
+    Rounding lets several sizes fit at times. A size before is a multiple of ``divisor`` (a
+    grouped convolution's slices, a GroupNorm's groups: what the group always keeps a multiple
+    of). Layer widths are mostly multiples of a power of two (16, 144, 960), so of the sizes
+    left the one divisible by the highest power of two wins, then the one nearest
+    ``size / (1 - share)``.
     """
     return _likeliest_before(
         size,
         share,
-        lambda n: _bounded_keep(
-            n - math.floor(share * n + 1e-9), n, divisor, min_channels, round_to
+        lambda n: (
+            _bounded_keep(n - math.floor(share * n + 1e-9), n, divisor, min_channels, round_to)
+            if n % divisor == 0
+            else -1
         ),
     )
 
