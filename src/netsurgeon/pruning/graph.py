@@ -1015,7 +1015,9 @@ class _Analyzer(fx.Interpreter):
             raise _Unsupported("a per-channel layer sees channels on another dimension")
         pieces = _expand(self.spaces, info.segments)
         if len(pieces) != 1 or pieces[0].length != self.spaces[pieces[0].space].size:
-            raise _Unsupported(f"'{name}' normalises channels of several layers in its groups")
+            raise _Unsupported(
+                f"'{name}' normalises channels of several layers, or of part of one, in its groups"
+            )
         self._constrain_block(pieces[0].space, norm.num_channels // norm.num_groups)
         self._member(name, norm, info)
         if norm.affine:
