@@ -1135,3 +1135,15 @@ def test_sizes_before_a_schedule_are_multiples_of_what_the_group_keeps() -> None
     for unit, now in ((24, 48), (16, 32), (8, 32)):
         before = pruner_module._size_before(now, 0.37, unit, 1, 1)
         assert before % unit == 0 and before >= now, (unit, now, before)
+
+
+def test_a_target_met_far_below_says_why() -> None:
+    """Found by a review: with the layer scope, layers under GroupNorms of 4 groups move in
+    quarters, and target_macs=0.5 landed at about 0.27 of the MACs with no word."""
+    x = torch.randn(1, 3, 8, 8)
+    result = prune(_GroupNormChain(groups=(4, 4, 4)).eval(), x, target_macs=0.5, scope="layer")
+    assert result.macs_ratio < 0.48
+    assert any("target_macs=0.5 was met at about" in r for r in result.skipped)
+    # GroupNorm(C, C): groups of one channel, so the layers move filter by filter.
+    close = prune(_GroupNormChain(groups=(48, 96, 40)).eval(), x, target_macs=0.5, scope="layer")
+    assert not any("was met at about" in r for r in close.skipped), close.macs_ratio

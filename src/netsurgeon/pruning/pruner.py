@@ -673,6 +673,8 @@ def _likeliest_before(now: int, share: float, left: Callable[[int], int]) -> int
 
 # The largest share of every layer a bisection tries (the bounds keep at least min_channels).
 _MAX_AMOUNT = 0.999
+# How far under target_macs a bisection may land before the result says why.
+_TARGET_SLACK = 0.02
 
 
 def _search_macs(
@@ -704,6 +706,14 @@ def _search_macs(
             hi, best = mid, keep
         else:
             lo = mid
+    reached = ratio(best)
+    if target - reached > _TARGET_SLACK:  # the last step down jumped far below the target
+        return best, (
+            f"target_macs={target:g} was met at about {reached:.3f} of the MACs: one more "
+            "filter per layer goes over it, as the layers' bounds move in steps (min_channels, "
+            "round_to, grouped convolutions' slices, whole GroupNorm groups); scope='global' "
+            "ranks filters one by one"
+        )
     return best, None
 
 
