@@ -142,7 +142,8 @@ class ChunkNet(nn.Module):
 
 class GroupNormNet(nn.Module):
     """GroupNorm after convolutions: on a residual stream (two GroupNorms of different group
-    sizes), without affine parameters, and over a concatenation of two layers' channels."""
+    sizes), without affine parameters, and over a concatenation of two layers' channels (as
+    in a U-Net's decoder; each layer's channels make whole groups)."""
 
     def __init__(self, *, num_classes: int = 5) -> None:
         super().__init__()
@@ -150,7 +151,7 @@ class GroupNormNet(nn.Module):
         self.c2, self.g2 = nn.Conv2d(16, 16, 3, padding=1), nn.GroupNorm(8, 16)
         self.c3, self.g3 = nn.Conv2d(16, 24, 3, padding=1), nn.GroupNorm(6, 24, affine=False)
         self.a, self.b = nn.Conv2d(24, 8, 1), nn.Conv2d(24, 8, 1)
-        self.g4 = nn.GroupNorm(2, 16)  # each of its groups would mix a's and b's channels
+        self.g4 = nn.GroupNorm(4, 16)  # two groups of a's channels, two of b's
         self.fc = nn.Linear(16, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

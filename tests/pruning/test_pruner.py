@@ -1055,8 +1055,19 @@ def test_group_norms_lose_whole_groups_and_say_what_they_keep() -> None:
     x = torch.randn(2, 3, 8, 8)
     graph = trace_graph(GroupNormNet().eval(), x)
     blocks = {tuple(g.sources): g.block for g in graph.prunable_groups()}
-    assert blocks == {("c1", "c2"): 4, ("c3",): 4}
-    assert any("'g4' normalises channels of several layers" in r for r in graph.skipped())
+    assert blocks == {("c1", "c2"): 4, ("c3",): 4, ("a",): 4, ("b",): 4}
+
+    class Mixing(nn.Module):  # groups of 4 over 6 + 10 channels: one group holds both layers'
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.g = nn.Conv2d(3, 6, 1), nn.Conv2d(3, 10, 1), nn.GroupNorm(4, 16)
+            self.fc = nn.Linear(16, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.g(torch.cat([self.a(x), self.b(x)], 1)).mean((2, 3)))
+
+    skipped = trace_graph(Mixing().eval(), x).skipped()
+    assert any("'g' has groups of 4 channels that mix channels of several" in r for r in skipped)
     for scope, target in (("layer", None), ("global", None), ("global_macs", 0.6)):
         model = GroupNormNet().eval()
         amount = None if target else 0.5

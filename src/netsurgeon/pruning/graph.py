@@ -736,7 +736,9 @@ class _Analyzer(fx.Interpreter):
             )
         elif space.size % combined:
             space.blocked.append(
-                f"GroupNorms split these {space.size} channels into groups of "
+                f"a GroupNorm's groups of {block} channels do not tile these {space.size}"
+                if space.block == 1
+                else f"GroupNorms split these {space.size} channels into groups of "
                 f"{space.block} and {block}"
             )
         else:
@@ -1013,12 +1015,20 @@ class _Analyzer(fx.Interpreter):
             return None
         if info.dim != 1 or info.repeat != 1:
             raise _Unsupported("a per-channel layer sees channels on another dimension")
+        # Every piece (a layer's channels, as after a U-Net's concatenation) must hold whole
+        # groups, aligned in the piece and in its layer: then each layer loses whole groups.
+        block = norm.num_channels // norm.num_groups
+        offset = 0
         pieces = _expand(self.spaces, info.segments)
-        if len(pieces) != 1 or pieces[0].length != self.spaces[pieces[0].space].size:
-            raise _Unsupported(
-                f"'{name}' normalises channels of several layers, or of part of one, in its groups"
-            )
-        self._constrain_block(pieces[0].space, norm.num_channels // norm.num_groups)
+        for piece in pieces:
+            if offset % block or piece.length % block or piece.start % block:
+                raise _Unsupported(
+                    f"'{name}' has groups of {block} channels that mix channels of several "
+                    "layers, or of parts of one"
+                )
+            offset += piece.length
+        for piece in pieces:
+            self._constrain_block(piece.space, block)
         self._member(name, norm, info)
         if norm.affine:
             self.norm_nodes[n.name] = name
