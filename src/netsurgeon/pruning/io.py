@@ -69,7 +69,7 @@ def register_resizable(
     """Let checkpoints record and restore the sizes of ``module_type`` (and its subclasses).
 
     Args:
-        module_type: The module class, for example ``nn.GroupNorm``.
+        module_type: The module class, for example a per-channel layer of your own.
         attrs: Integer attributes that pruning changes, recorded and restored by name.
         shapes: ``shapes(module, sizes)`` returns the shape of each of the module's own
             parameters and buffers (by attribute name) implied by ``sizes``; it raises
