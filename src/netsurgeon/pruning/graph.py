@@ -32,6 +32,7 @@ from torch.nn.utils.weight_norm import WeightNorm
 from netsurgeon.errors import TraceError, first_line
 from netsurgeon.modes import kept_modes
 from netsurgeon.pruning.stats import MacCounter, as_input_tuple
+from netsurgeon.pruning.surgery import SIZE_ATTRIBUTES
 
 __all__ = [
     "ChannelGroup",
@@ -49,14 +50,10 @@ _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_TRANSPOSE_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _INSTANCE_NORM_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
-# The layers surgery resizes, and their attributes that hold channel counts.
+# The layers surgery resizes (their channel counts are surgery.SIZE_ATTRIBUTES).
 _RESIZED_TYPES = (
     *_CONV_TYPES, *_CONV_TRANSPOSE_TYPES, nn.Linear, *_BN_TYPES, *_INSTANCE_NORM_TYPES, nn.PReLU,
     nn.GroupNorm,
-)  # fmt: skip
-_COUNT_ATTRIBUTES = (
-    "in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
-    "num_parameters", "num_groups", "num_channels",
 )  # fmt: skip
 
 # Modules that act on each channel independently and keep the tensor's layout.
@@ -573,7 +570,7 @@ class _CountWatch:
         for name, module in self.model.named_modules():
             if not isinstance(module, _RESIZED_TYPES):
                 continue
-            for attr in _COUNT_ATTRIBUTES:
+            for attr in SIZE_ATTRIBUTES:
                 value = module.__dict__.get(attr)
                 if type(value) is int:
                     self._saved.append((module, attr, value))

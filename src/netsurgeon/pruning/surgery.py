@@ -23,7 +23,8 @@ __all__ = [
     "restorable",
 ]
 
-_SHAPE_ATTRS = (
+# The attributes that hold the channel counts of the layers surgery resizes.
+SIZE_ATTRIBUTES = (
     "in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
     "num_parameters", "num_groups", "num_channels",
 )  # fmt: skip
@@ -189,7 +190,7 @@ def restorable(modules: list[nn.Module]) -> Iterator[None]:
             m,
             dict(m._parameters),
             dict(m._buffers),
-            {a: getattr(m, a) for a in _SHAPE_ATTRS if hasattr(m, a)},
+            {a: getattr(m, a) for a in SIZE_ATTRIBUTES if hasattr(m, a)},
         )
         for m in modules
     ]
