@@ -542,18 +542,18 @@ class _Rows:
 
     def reserve(self, rows: int) -> None:
         """Make room for ``rows`` rows in all (capped by ``most``), in one step."""
-        if self.most is not None:
-            rows = min(rows, self.most)
-        if rows > len(self.buffer):
-            # refcheck=False: the buffer is private; no view of it exists while it grows.
-            self.buffer.resize((max(rows, self.n), self.buffer.shape[1]), refcheck=False)
+        self._grow(rows if self.most is None else min(rows, self.most))
 
     def _room(self, rows: int) -> None:
         need = self.n + rows
         if need > len(self.buffer):  # a quarter more: at most that much is allocated unused
-            self.reserve(max(need, len(self.buffer) + len(self.buffer) // 4))
-            if need > len(self.buffer):  # more than most promised
-                self.buffer.resize((need, self.buffer.shape[1]), refcheck=False)
+            grown = len(self.buffer) + len(self.buffer) // 4
+            self._grow(max(need, grown if self.most is None else min(grown, self.most)))
+
+    def _grow(self, rows: int) -> None:
+        if rows > len(self.buffer):
+            # refcheck=False: the buffer is private; no view of it exists while it grows.
+            self.buffer.resize((rows, self.buffer.shape[1]), refcheck=False)
 
     def extend(self, block: np.ndarray) -> None:
         """Append a ``(rows, dim)`` block."""

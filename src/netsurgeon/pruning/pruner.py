@@ -702,11 +702,11 @@ def _search_macs(
     for _ in range(30):
         mid = (lo + hi) / 2
         keep = _plan(graph, scores, amount=mid, num_filters=None, **plan)
-        if ratio(keep) <= target:
-            hi, best = mid, keep
+        tried = ratio(keep)
+        if tried <= target:
+            hi, best, reached = mid, keep, tried
         else:
             lo = mid
-    reached = ratio(best)
     if target - reached > _TARGET_SLACK:  # the last step down jumped far below the target
         return best, (
             f"target_macs={target:g} was met at about {reached:.3f} of the MACs: one more "
