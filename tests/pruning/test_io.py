@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pickle
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -214,21 +216,30 @@ def test_another_norm_is_one_registration(tmp_path: Path, monkeypatch: pytest.Mo
     assert torch.equal(_outputs(loaded, size=16), _outputs(model, size=16))
 
 
+def _pruned_and_reloaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, builder: Callable[..., nn.Module], x: Any
+) -> tuple[nn.Module, nn.Module]:
+    """``builder``'s model registered, pruned by half (l1), and loaded back from a save."""
+    from netsurgeon.pruning import prune
+
+    name = builder.__name__.lower()
+    monkeypatch.setattr(registry, "_USER_BUILDERS", {})
+    register_builder(name, builder)
+    model = build_model(name).eval()
+    prune(model, x, amount=0.5, criterion="l1")
+    return model, io.load(io.save(model, tmp_path / f"{name}.pt"))
+
+
 def test_engine_pruned_group_norms_round_trip(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """GroupNorm is resized by the engine (whole groups) and restored by load()."""
-    from netsurgeon.pruning import prune
     from tests.pruning.nets import GroupNormNet
 
-    monkeypatch.setattr(registry, "_USER_BUILDERS", {})
-    register_builder("groupnormnet", GroupNormNet)
-    model = build_model("groupnormnet").eval()
     x = torch.randn(2, 3, 8, 8)
-    prune(model, x, amount=0.5, criterion="l1")
+    model, loaded = _pruned_and_reloaded(tmp_path, monkeypatch, GroupNormNet, x)
     sizes = [(g.num_groups, g.num_channels) for g in (model.g1, model.g2, model.g3, model.g4)]
     assert sizes == [(2, 8), (4, 8), (3, 12), (2, 8)]
-    loaded = io.load(io.save(model, tmp_path / "gn.pt"))
     assert [
         (g.num_groups, g.num_channels) for g in (loaded.g1, loaded.g2, loaded.g3, loaded.g4)
     ] == sizes
@@ -276,15 +287,10 @@ def test_engine_pruned_instance_norm_and_prelu_round_trip(
 def test_a_pruned_transposed_convolution_round_trips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from netsurgeon.pruning import prune
     from tests.pruning.nets import UNet
 
-    monkeypatch.setattr(registry, "_USER_BUILDERS", {})
-    register_builder("unet", UNet)
-    model = build_model("unet").eval()
     x = torch.randn(2, 3, 16, 16)
-    prune(model, x, amount=0.5, criterion="l1")
-    loaded = io.load(io.save(model, tmp_path / "unet.pt"))
+    model, loaded = _pruned_and_reloaded(tmp_path, monkeypatch, UNet, x)
     assert (loaded.up.in_channels, loaded.up.out_channels) == (8, 4)
     assert tuple(loaded.up.weight.shape) == (8, 4, 2, 2)
     with torch.no_grad():
