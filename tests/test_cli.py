@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -306,6 +307,32 @@ def test_loader_workers_that_die_with_a_stop_do_not_break_its_message(
     finally:
         signal.signal(signal.SIGCHLD, previous)
     assert capsys.readouterr().err == "netsurgeon: terminated\n"
+
+
+def _wait_to_be_stopped(ready: Any) -> None:
+    ready.set()
+    time.sleep(30)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forked children only where there is fork")
+def test_forked_children_die_of_a_stop_as_without_netsurgeon() -> None:
+    """Loader workers are forked. Before: they inherited the stop handlers, so a SIGTERM sent
+    to the process group made a worker unwind instead of dying, and a worker still alive when
+    the main process died could print a traceback after the one-line message."""
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        pytest.skip("the test runner handles SIGTERM itself")
+    context = multiprocessing.get_context("fork")
+    with cli._stops_unwind():
+        assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL  # the command's own
+        ready = context.Event()
+        child = context.Process(target=_wait_to_be_stopped, args=(ready,))
+        child.start()
+        assert ready.wait(20)
+        os.kill(child.pid, signal.SIGTERM)
+        child.join(20)
+    assert child.exitcode == -signal.SIGTERM  # killed by it, not exit status 1 after unwinding
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert cli._INSTALLED == []
 
 
 def test_an_interrupt_while_the_commands_load_is_one_line(

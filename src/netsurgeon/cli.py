@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -199,6 +199,23 @@ class Terminated(KeyboardInterrupt):
 _STOPS: list[int] = []
 # The SIGCHLD handler that a stop set aside, to put back when main() returns.
 _SIGCHLD_SET_ASIDE: list[Any] = []
+# The stop handlers main() installed, with the actions they replaced (signal, action).
+_INSTALLED: list[tuple[int, Any]] = []
+
+
+def _uninstall_in_child() -> None:
+    # A forked child (a data loader's worker) inherits Python's handlers. With them a stop sent
+    # to the process group made a worker unwind instead of dying, and a worker still alive while
+    # the main process died could print a traceback (multiprocessing's fd-sharing thread lost
+    # its peer). The child gets the actions it would have had without netsurgeon.
+    for signum, default in _INSTALLED:
+        with suppress(ValueError, OSError):  # forked from a thread without signals
+            signal.signal(signum, default)
+    _INSTALLED.clear()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_uninstall_in_child)
 
 
 def _stop(signum: int) -> None:
@@ -235,7 +252,8 @@ def _stops_unwind() -> Iterator[None]:
     both are taken as the stop's consequence: one line, not a traceback.
 
     Handlers are only installed where the signal still has its default action and in the main
-    thread (where Python runs them); the previous ones come back afterwards.
+    thread (where Python runs them); the previous ones come back afterwards, and forked children
+    start with them (a worker that a stop reaches dies as it would without netsurgeon).
     """
     _STOPS.clear()
     installed: list[tuple[int, Any]] = []
@@ -249,6 +267,7 @@ def _stops_unwind() -> Iterator[None]:
                 if signal.getsignal(signum) is default:
                     signal.signal(signum, handler)
                     installed.append((signum, default))
+                    _INSTALLED.append((signum, default))
             except (ValueError, OSError):  # pragma: no cover - no signals here
                 pass
     previous_hook = sys.unraisablehook
@@ -266,6 +285,7 @@ def _stops_unwind() -> Iterator[None]:
         sys.unraisablehook = previous_hook
         for signum, default in installed:
             signal.signal(signum, default)
+            _INSTALLED.remove((signum, default))
         if _SIGCHLD_SET_ASIDE:
             signal.signal(signal.SIGCHLD, _SIGCHLD_SET_ASIDE.pop())
 
