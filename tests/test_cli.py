@@ -244,10 +244,10 @@ def test_a_missing_extra_leaves_its_commands_with_one_message(
     missing = {"netsurgeon.vision.cli": "torchvision", "netsurgeon.vision.experiments_cli": "PIL",
                "netsurgeon.oov.cli": "seqeval"}  # fmt: skip
 
-    def fake(name: str, *args: Any) -> Any:
+    def fake(name: str, *args: Any, **kwargs: Any) -> Any:
         if name in missing:
             raise ModuleNotFoundError(f"No module named {missing[name]!r}", name=missing[name])
-        return real(name, *args)
+        return real(name, *args, **kwargs)  # torch's own imports pass package=
 
     monkeypatch.setattr(cli.importlib, "import_module", fake)
     assert cli.main(["models"]) == 0  # a core command is unaffected
