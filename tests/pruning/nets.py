@@ -160,3 +160,47 @@ class GroupNormNet(nn.Module):
         x = F.relu(self.g3(self.c3(x)))
         x = F.relu(self.g4(torch.cat([self.a(x), self.b(x)], 1)))
         return self.fc(x.mean((2, 3)))
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """A BatchNorm that applies its activation in its own forward, through ``F.batch_norm`` on
+    its own tensors, as timm's BatchNormAct2d does (it also counts its batches itself)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        x = F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias,
+            self.training, self.momentum, self.eps,
+        )  # fmt: skip
+        return self.act(x)
+
+
+class GroupNormAct(nn.GroupNorm):
+    """A GroupNorm with its activation, through ``F.group_norm`` (timm's GroupNormAct)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps))
+
+
+class NormActNet(nn.Module):
+    """Norm layers that call their functional form on their own tensors, on a residual stream,
+    and a functional dropout that follows the model's mode."""
+
+    def __init__(self, *, num_classes: int = 5) -> None:
+        super().__init__()
+        self.c1, self.n1 = nn.Conv2d(3, 8, 3, padding=1), BatchNormAct2d(8)
+        self.c2, self.n2 = nn.Conv2d(8, 8, 3, padding=1), BatchNormAct2d(8)
+        self.c3, self.n3 = nn.Conv2d(8, 12, 3, padding=1), GroupNormAct(4, 12)
+        self.fc = nn.Linear(12, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.n1(self.c1(x))
+        x = self.n2(self.c2(x)) + x
+        x = self.n3(self.c3(x))
+        x = F.dropout(x, 0.5, self.training)
+        return self.fc(x.mean((2, 3)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ from torch import nn
 from netsurgeon import ConfigError
 from netsurgeon.pruning import CRITERIA, Filters, get_criterion, prune, trace_graph
 from netsurgeon.pruning.criteria import APoZ, Taylor
-from tests.pruning.nets import ResNet, SeqNet
+from tests.pruning.nets import NormActNet, ResNet, SeqNet
 
 
 def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -299,3 +301,27 @@ def test_bad_data_for_a_data_driven_criterion_gets_one_clear_message() -> None:
         after = model.state_dict()
         assert after.keys() == before.keys()
         assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_data_driven_criteria_see_a_training_mode_model_as_in_eval_mode() -> None:
+    """A training-mode trace keeps ``training=True`` in functional dropout and batch norm calls.
+    Before: the criteria ran them so (random dropout masks, batch statistics) although they run
+    the model's modules in eval mode, and updated the running statistics."""
+    model = NormActNet()
+    with torch.no_grad():
+        model.n1.running_mean.uniform_(-1, 1)
+    x = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    scores = {}
+    for training in (False, True):
+        model.train(training)
+        before = copy.deepcopy(model.state_dict())
+        activation = get_criterion("activation")
+        activation.collect(trace_graph(model, x[:1]), [(x, None)], None)
+        scores[training] = [
+            activation(Filters("c1", model.c1, model.n1)),  # after F.batch_norm
+            activation(Filters("c3", model.c3, model.n3)),  # after F.dropout
+        ]
+        after = model.state_dict()
+        assert all(torch.equal(after[k], v) for k, v in before.items())
+    for in_training, in_eval in zip(scores[True], scores[False], strict=True):
+        torch.testing.assert_close(in_training, in_eval)

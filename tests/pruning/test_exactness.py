@@ -7,10 +7,20 @@ from collections.abc import Callable
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from netsurgeon.pruning import Filters, PruneResult, prune, trace_graph
-from tests.pruning.nets import ChunkNet, ConcatNet, GroupNormNet, ResNet, SeqNet, UNet
+from tests.pruning.nets import (
+    BatchNormAct2d,
+    ChunkNet,
+    ConcatNet,
+    GroupNormNet,
+    NormActNet,
+    ResNet,
+    SeqNet,
+    UNet,
+)
 
 
 def _randomise_norms(model: nn.Module) -> None:
@@ -128,6 +138,7 @@ def _cifar_resnet20_group_norm() -> nn.Module:
         _c2f_with_shortcut,
         GroupNormNet,
         _cifar_resnet20_group_norm,
+        NormActNet,
     ],
 )
 def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> None:
@@ -260,10 +271,38 @@ class _CountAttributeNet(_StemNet):
         return y * self.stem.out_channels**-0.5
 
 
+class _MixedNormNet(_StemNet):
+    """A functional batch norm on the statistics of one norm layer and the scale and shift of
+    another: neither can be resized as the layer of that call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n1, self.n2 = nn.BatchNorm2d(8), nn.BatchNorm2d(8)
+
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(
+            y, self.n1.running_mean, self.n1.running_var, self.n2.weight, self.n2.bias
+        )
+
+
+class _ReadNormWeightNet(_StemNet):
+    """A norm layer that calls ``F.batch_norm`` on its own tensors, one of which forward also
+    reads elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = BatchNormAct2d(8)
+
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        return self.n(y) * self.n.weight.view(1, -1, 1, 1)
+
+
 @pytest.mark.parametrize(
     ("net", "layer", "reason"),
     [
         (_KeywordReduceNet, "a (8 channels) kept: ", "it reduces over the channels"),
+        (_MixedNormNet, "a (8 channels) kept: ", "its tensors are not those of one norm layer"),
+        (_ReadNormWeightNet, "a (8 channels) kept: ", "'n.weight' read directly in forward"),
         (_ReadBiasNet, "stem (6 channels) kept: ", "'stem.bias' read directly in forward"),
         (_CountAttributeNet, "stem (6 channels) kept: ", "its out_channels used as a number"),
         (_AttributeNet, "f (8 channels) kept: ", "it reads the attribute .mT"),

@@ -14,7 +14,7 @@ from torch import nn
 from netsurgeon import ConfigError, TraceError
 from netsurgeon.pruning import Footprint, Pruner, prune, trace_graph
 from netsurgeon.pruning import pruner as pruner_module
-from tests.pruning.nets import ConcatNet, ResNet, SeqNet
+from tests.pruning.nets import ConcatNet, NormActNet, ResNet, SeqNet
 
 
 def _snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
@@ -1158,3 +1158,37 @@ def test_a_target_met_far_below_says_why() -> None:
     # GroupNorm(C, C): groups of one channel, so the layers move filter by filter.
     close = prune(_GroupNormChain(groups=(48, 96, 40)).eval(), x, target_macs=0.5, scope="layer")
     assert not any("was met at about" in r for r in close.skipped), close.macs_ratio
+
+
+def test_norm_subclasses_that_call_their_functional_form_are_resized() -> None:
+    """timm's BatchNormAct2d and GroupNormAct call ``F.batch_norm`` / ``F.group_norm`` on their
+    own tensors. Before: "this function is not understood", so every layer before such a norm
+    (all of timm's ResNets, MobileNets, RegNets, DenseNets...) kept its channels."""
+    model = NormActNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    result = prune(model, x, amount=0.5)
+    assert result.skipped == ["fc (5 channels) kept: it reaches the model's output"]
+    assert model.c1.out_channels == model.n1.num_features == model.n2.num_features == 4
+    assert model.n2.running_var.shape == model.n2.bias.shape == (4,)
+    assert (model.n3.num_groups, model.n3.num_channels, model.n3.weight.shape) == (2, 6, (6,))
+    assert model(x).shape == (2, 5)
+
+
+def test_pruning_in_training_mode_leaves_the_norm_statistics_as_they_were() -> None:
+    """Before: tracing in training mode ran the norm's own ``num_batches_tracked.add_(1)``, and
+    the analysis ran the traced ``F.batch_norm(..., training=True)``, which updated the running
+    statistics with the example inputs."""
+    model = NormActNet().train()
+    with torch.no_grad():
+        for norm in (model.n1, model.n2):
+            norm.running_mean.uniform_(-1, 1)
+            norm.running_var.uniform_(0.5, 1.5)
+    before = copy.deepcopy(model.state_dict())
+    result = prune(model, torch.randn(4, 3, 8, 8), amount=0.5)
+    assert model.training
+    kept = result.kept["c1"]  # c1 and c2 write one residual stream: n1 and n2 keep these
+    for name in ("n1", "n2"):
+        norm = getattr(model, name)
+        assert torch.equal(norm.running_mean, before[f"{name}.running_mean"][kept])
+        assert torch.equal(norm.running_var, before[f"{name}.running_var"][kept])
+        assert int(norm.num_batches_tracked) == 0

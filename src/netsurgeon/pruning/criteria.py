@@ -23,7 +23,7 @@ from torch import fx, nn
 from netsurgeon.distributed import is_distributed
 from netsurgeon.errors import ConfigError
 from netsurgeon.modes import kept_modes
-from netsurgeon.pruning.graph import _CONV_TRANSPOSE_TYPES, PruningGraph
+from netsurgeon.pruning.graph import _CONV_TRANSPOSE_TYPES, PruningGraph, _EvalInterpreter
 from netsurgeon.pruning.stats import batch_inputs
 
 __all__ = [
@@ -147,8 +147,9 @@ def _split_batch(batch: Any) -> tuple[tuple[Any, ...], Any]:
     return batch_inputs(batch), targets
 
 
-class _Recorder(fx.Interpreter):
-    """Runs the traced model and hands chosen intermediate tensors to a callback."""
+class _Recorder(_EvalInterpreter):
+    """Runs the traced model, as in eval mode, and hands chosen intermediate tensors to a
+    callback."""
 
     def __init__(
         self,

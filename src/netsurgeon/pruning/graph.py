@@ -30,7 +30,7 @@ from torch.nn.utils import prune as torch_prune
 from torch.nn.utils.weight_norm import WeightNorm
 
 from netsurgeon.errors import TraceError, first_line
-from netsurgeon.modes import kept_modes
+from netsurgeon.modes import kept_buffers, kept_modes
 from netsurgeon.pruning.stats import MacCounter, as_input_tuple
 from netsurgeon.pruning.surgery import SIZE_ATTRIBUTES
 
@@ -55,6 +55,14 @@ _RESIZED_TYPES = (
     *_CONV_TYPES, *_CONV_TRANSPOSE_TYPES, nn.Linear, *_BN_TYPES, *_INSTANCE_NORM_TYPES, nn.PReLU,
     nn.GroupNorm,
 )  # fmt: skip
+
+# Functional norms whose tensors may be a norm layer's own, as in the forward of a norm
+# subclass that adds its activation (timm's BatchNormAct2d, GroupNormAct): the layer types, and
+# each tensor's argument position by name. Surgery resizes that layer as if it were called.
+_FUNCTIONAL_NORMS: dict[Any, tuple[tuple[type[nn.Module], ...], dict[str, int]]] = {
+    F.batch_norm: (_BN_TYPES, {"running_mean": 1, "running_var": 2, "weight": 3, "bias": 4}),
+    F.group_norm: ((nn.GroupNorm,), {"weight": 2, "bias": 3}),
+}
 
 # Modules that act on each channel independently and keep the tensor's layout.
 _PASSTHROUGH_MODULES: tuple[type[nn.Module], ...] = (
@@ -590,10 +598,31 @@ def _read_parameters(model: nn.Module, graph: fx.Graph) -> dict[str, str]:
     for n in graph.nodes:
         if n.op != "get_attr":
             continue
-        owner = str(n.target).rpartition(".")[0]
-        if owner and isinstance(model.get_submodule(owner), _RESIZED_TYPES):
-            reads.setdefault(owner, f"has its tensor '{n.target}' read directly in forward")
+        owner, _, attr = str(n.target).rpartition(".")
+        module = model.get_submodule(owner) if owner else None
+        if not isinstance(module, _RESIZED_TYPES):
+            continue
+        if attr == "num_batches_tracked" and isinstance(module, _BN_TYPES):
+            continue  # a count of batches, not per channel (a BatchNorm subclass updates it)
+        if all(_is_own_norm_argument(user, n, attr) for user in n.users):
+            continue  # the layer's own norm, called functionally: resized with the layer
+        reads.setdefault(owner, f"has its tensor '{n.target}' read directly in forward")
     return reads
+
+
+def _is_own_norm_argument(user: fx.Node, tensor: fx.Node, attr: str) -> bool:
+    """Whether ``user`` is a functional norm that takes ``tensor`` (a layer's ``attr``) as the
+    argument of that name, as ``F.batch_norm(x, self.running_mean, ...)`` in the forward of a
+    BatchNorm subclass. Whether all its tensors are that layer's is checked where it runs."""
+    if user.op != "call_function" or user.target not in _FUNCTIONAL_NORMS:
+        return False
+    position = _FUNCTIONAL_NORMS[user.target][1].get(attr)
+    if position is None:
+        return False
+    given = user.args[position] if position < len(user.args) else user.kwargs.get(attr)
+    others = [*user.args[:position], *user.args[position + 1 :]]
+    others += [v for k, v in user.kwargs.items() if k != attr]
+    return given is tensor and not any(a is tensor for a in others)
 
 
 def _trace(model: nn.Module, leaves: Iterable[str] = ()) -> fx.Graph:
@@ -656,7 +685,48 @@ def _is_shape(value: Any) -> bool:
     return isinstance(value, tuple) and all(isinstance(v, int) for v in value)
 
 
-class _Analyzer(fx.Interpreter):
+class _EvalInterpreter(fx.Interpreter):
+    """Runs a traced graph as the model runs in eval mode. A trace keeps the training flag
+    that functional dropout, batch norm and stochastic depth were given (``training=True``
+    from a training-mode trace), which ``model.eval()`` cannot turn off: it is turned off
+    here, so a pass neither updates batch-norm statistics nor draws dropout masks."""
+
+    def call_function(self, target: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+        if target in _TRAINING_FLAG_FUNCTIONS or _is_stochastic_depth(target):
+            args, kwargs = _training_flag_off(target, args, kwargs)
+        return super().call_function(target, args, kwargs)
+
+
+@functools.cache
+def _python_signature(fn: Any) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+def _training_flag_off(target: Any, args: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """``args`` and ``kwargs`` with an explicit ``training=True`` made False. A batch norm
+    without running statistics keeps it: batch statistics are all it has."""
+    signature = _python_signature(target)
+    if signature is None:
+        return args, kwargs
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
+        return args, kwargs
+    given = bound.arguments
+    if given.get("training") is not True:
+        return args, kwargs
+    if target is F.batch_norm and (
+        given.get("running_mean") is None or given.get("running_var") is None
+    ):
+        return args, kwargs
+    given["training"] = False
+    return bound.args, bound.kwargs
+
+
+class _Analyzer(_EvalInterpreter):
     """Runs the traced graph and derives each tensor's :class:`Channels`."""
 
     def __init__(
@@ -964,23 +1034,7 @@ class _Analyzer(fx.Interpreter):
         if isinstance(module, _BN_TYPES + _INSTANCE_NORM_TYPES) or (
             isinstance(module, nn.PReLU) and module.num_parameters > 1
         ):
-            has_state = any(True for _ in module.parameters()) or any(
-                b is not None for b in module.buffers()
-            )
-            # A stateless InstanceNorm still checks its num_features (it warns on every call).
-            sized = has_state or isinstance(module, _INSTANCE_NORM_TYPES)
-            if info is None:
-                if sized:
-                    self._fixed_input(name)
-                return None
-            if info.dim != 1 or info.repeat != 1:
-                raise _Unsupported("a per-channel layer sees channels on another dimension")
-            if sized:
-                self._member(name, module, info)
-            if has_state:
-                self.norm_nodes[n.name] = name
-            self.chain_nodes.add(n.name)
-            return info
+            return self._per_channel(n, name, module, info)
         if isinstance(module, _PASSTHROUGH_MODULES) or (
             isinstance(module, nn.PReLU) and module.num_parameters == 1
         ):
@@ -1002,6 +1056,54 @@ class _Analyzer(fx.Interpreter):
         if info is None and not any(i is not None for i in self._arg_infos(n)):
             return None
         raise _Unsupported(f"{type(module).__name__} is not understood")
+
+    def _per_channel(self, n: fx.Node, name: str, module: nn.Module, info: Any) -> Any:
+        """A batch or instance norm, or a PReLU with one slope per channel: a member of the
+        channels it sees, which it resizes with them."""
+        has_state = any(True for _ in module.parameters(recurse=False)) or any(
+            b is not None for b in module.buffers(recurse=False)
+        )
+        # A stateless InstanceNorm still checks its num_features (it warns on every call).
+        sized = has_state or isinstance(module, _INSTANCE_NORM_TYPES)
+        if info is None:
+            if sized:
+                self._fixed_input(name)
+            return None
+        if info.dim != 1 or info.repeat != 1:
+            raise _Unsupported("a per-channel layer sees channels on another dimension")
+        if sized:
+            self._member(name, module, info)
+        if has_state:
+            self.norm_nodes[n.name] = name
+        self.chain_nodes.add(n.name)
+        return info
+
+    def _functional_norm(self, n: fx.Node, fn: Any, info: Any) -> Any:
+        """``F.batch_norm`` or ``F.group_norm`` on a norm layer's own tensors, as in the forward
+        of a subclass that adds an activation (timm's BatchNormAct2d): that layer, resized as
+        if it had been called. Tensors of no single such layer are not understood."""
+        types, positions = _FUNCTIONAL_NORMS[fn]
+        owners = set()
+        for attr, position in positions.items():
+            tensor = self._arg(n, position, attr)
+            if tensor is None:
+                continue
+            if not (isinstance(tensor, fx.Node) and tensor.op == "get_attr"):
+                raise _Unsupported("its tensors are not a norm layer's own")
+            owner, _, read = str(tensor.target).rpartition(".")
+            if read != attr:
+                raise _Unsupported("its tensors are not a norm layer's own")
+            owners.add(owner)
+        name = owners.pop() if len(owners) == 1 else ""
+        module = self.modules.get(name)
+        if not isinstance(module, types):
+            raise _Unsupported("its tensors are not those of one norm layer")
+        if fn is F.group_norm:
+            assert isinstance(module, nn.GroupNorm)
+            if operator.index(self._arg(n, 1, "num_groups")) != module.num_groups:
+                raise _Unsupported(f"it splits the channels of '{name}' into other groups")
+            return self._group_norm(n, name, module, info)
+        return self._per_channel(n, name, module, info)
 
     def _group_norm(self, n: fx.Node, name: str, norm: nn.GroupNorm, info: Any) -> Channels | None:
         """A GroupNorm: its channels go in whole groups, so that every group it keeps is
@@ -1136,6 +1238,8 @@ class _Analyzer(fx.Interpreter):
             return self._getitem(n, result)
         if fn in _CLAMPS and self._tensor_bounds(n):
             return self._elementwise(n, result)
+        if fn in _FUNCTIONAL_NORMS:
+            return self._functional_norm(n, fn, info)
         if fn in _UNARY_FUNCTIONS or fn in _USER_PASSTHROUGH or _is_stochastic_depth(fn):
             self.chain_nodes.add(n.name)
             return self._same(info, shape, result)
@@ -1639,7 +1743,16 @@ def trace_graph(
             ``torch.nn.utils.prune`` mask or ``weight_norm``, which must be removed first.
     """
     _check_prunable(model)
-    leaves = frozenset(leaf_modules)
+    # A training-mode trace runs buffer updates written in forward, and a traced functional
+    # batch norm keeps its training flag when the analysis runs it: the model gets its
+    # statistics back.
+    with kept_buffers(model):
+        return _trace_graph(model, example_inputs, ignore, frozenset(leaf_modules))
+
+
+def _trace_graph(
+    model: nn.Module, example_inputs: Any, ignore: Iterable[str], leaves: frozenset[str]
+) -> PruningGraph:
     with kept_modes(model), _CountWatch(model) as counts:
         graph = _trace(model, leaves)
         model.train(not model.training)

@@ -19,7 +19,7 @@ from torch import nn
 
 from netsurgeon.choices import SCOPES
 from netsurgeon.errors import ConfigError
-from netsurgeon.modes import kept_modes
+from netsurgeon.modes import kept_buffers, kept_modes
 from netsurgeon.pruning.criteria import (
     CRITERIA,
     Filters,
@@ -487,13 +487,14 @@ class _PrunedModelFails(RuntimeError):
 def _training_pass(model: nn.Module, example_inputs: Any) -> None:
     """One forward pass in training mode, leaving modes, buffers and random streams as they
     were (a training-mode pass updates batch-norm statistics)."""
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
-    try:
-        with kept_modes(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
-            model.train()
-            model(*as_input_tuple(example_inputs))
-    finally:
-        model.load_state_dict(buffers, strict=False)
+    with (
+        kept_buffers(model),
+        kept_modes(model),
+        torch.no_grad(),
+        torch.random.fork_rng(devices=[]),
+    ):
+        model.train()
+        model(*as_input_tuple(example_inputs))
 
 
 def _verify(graph: PruningGraph, example_inputs: Any) -> int:
