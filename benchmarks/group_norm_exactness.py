@@ -35,9 +35,10 @@ import torch_pruning as tp
 import torchvision
 from torch import nn
 
+from exactness_common import zero_half
 from netsurgeon import prune
 from netsurgeon.fileio import atomic_write_text
-from netsurgeon.pruning import PruningGraph, trace_graph
+from netsurgeon.pruning import trace_graph
 
 
 def build(groups: int, seed: int) -> nn.Module:
@@ -54,38 +55,6 @@ def build(groups: int, seed: int) -> nn.Module:
     return model
 
 
-def zero_half_the_groups(model: nn.Module, graph: PruningGraph) -> int:
-    """Zero half of the GroupNorm groups of every prunable channel group; returns the count
-    of channels zeroed."""
-    zeroed = 0
-    keep: dict[int, torch.Tensor] = {}
-    with torch.no_grad():
-        for group in graph.prunable_groups():
-            blocks = group.size // group.block
-            chosen = torch.randperm(blocks)[: blocks // 2]
-            removed = (chosen[:, None] * group.block + torch.arange(group.block)).flatten()
-            mask = torch.ones(group.size, dtype=torch.bool)
-            mask[removed] = False
-            keep[group.id] = mask.nonzero().flatten()
-            zeroed += removed.numel()
-            for name, offset, _length in group.slices:
-                module = graph.source_module(name)
-                module.weight[removed + offset] = 0
-                if module.bias is not None:
-                    module.bias[removed + offset] = 0
-        for record in graph.consumers.values():
-            kept = graph.positions(record.channels, keep) if record.role == "member" else None
-            if kept is None:
-                continue
-            mask = torch.ones(record.channels.size, dtype=torch.bool)
-            mask[kept] = False
-            for name in ("weight", "bias"):
-                param = getattr(record.module, name, None)
-                if param is not None:
-                    param[mask] = 0
-    return zeroed
-
-
 def _params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -99,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model = build(args.groups, args.seed)
     x = torch.randn(4, 3, args.input_size, args.input_size)
-    zeroed = zero_half_the_groups(model, trace_graph(model, x))
+    zeroed = zero_half(model, trace_graph(model, x))
     with torch.no_grad():
         reference = model(x)
     ours = copy.deepcopy(model)

@@ -231,6 +231,22 @@ def test_group_norm_exactness(tmp_path: Path) -> None:
     assert theirs["params_ratio"] < 0.5
 
 
+def test_timm_coverage(tmp_path: Path) -> None:
+    proc = run_script(
+        "timm_coverage.py", "--models", "resnet18,mobilenetv2_100", "--input-size", "32",
+        "--json-out", "out.json", cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(proc)
+    rows = read_json(tmp_path / "out.json")["rows"]
+    assert [row["model"] for row in rows] == ["resnet18", "mobilenetv2_100"]
+    for row in rows:  # timm's BatchNormAct2d everywhere: both prune, netsurgeon exactly
+        assert row["zeroed"] > 0
+        assert row["netsurgeon"]["relative_output_change"] < 1e-4
+        assert row["netsurgeon"]["params_ratio"] < 0.5
+        assert row["torch-pruning"]["params_ratio"] < 0.5
+    assert "| mobilenetv2_100 |" in proc.stdout
+
+
 def test_pruning_vs_torch_pruning_rejects_bad_option(tmp_path: Path) -> None:
     proc = run_script("pruning_vs_torch_pruning.py", "--warmup", "-1", cwd=tmp_path)
     assert_one_line_error(proc, 2, "--warmup -1 is not allowed; it must be >= 0")

@@ -1,0 +1,50 @@
+"""Zeroing channels for the exactness benchmarks: filters that output exactly zero should go
+without changing the model's outputs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from netsurgeon.pruning import PruningGraph
+
+
+def filters(module: nn.Module) -> torch.Tensor:
+    """The weight with one row per output filter (a transposed convolution's is (in, out))."""
+    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        return module.weight.transpose(0, 1)
+    return module.weight
+
+
+def zero_half(model: nn.Module, graph: PruningGraph) -> int:
+    """Zero half of every prunable channel group (the same share of each of its equal parts,
+    in whole blocks); returns the count of channels zeroed."""
+    zeroed = 0
+    keep: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        for group in graph.prunable_groups():
+            width = group.size // group.divisor
+            blocks = width // group.block
+            chosen = torch.randperm(blocks)[: blocks // 2]
+            part = (chosen[:, None] * group.block + torch.arange(group.block)).flatten()
+            removed = torch.cat([part + j * width for j in range(group.divisor)])
+            mask = torch.ones(group.size, dtype=torch.bool)
+            mask[removed] = False
+            keep[group.id] = mask.nonzero().flatten()
+            zeroed += removed.numel()
+            for name, offset, _length in group.slices:
+                module = graph.source_module(name)
+                filters(module)[removed + offset] = 0
+                if module.bias is not None:
+                    module.bias[removed + offset] = 0
+        for record in graph.consumers.values():
+            kept = graph.positions(record.channels, keep) if record.role == "member" else None
+            if kept is None:
+                continue
+            mask = torch.ones(record.channels.size, dtype=torch.bool)
+            mask[kept] = False
+            for name in ("weight", "bias"):
+                param = getattr(record.module, name, None)
+                if param is not None:
+                    param[mask] = 0
+    return zeroed
