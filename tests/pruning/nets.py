@@ -187,20 +187,36 @@ class GroupNormAct(nn.GroupNorm):
         return F.silu(F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps))
 
 
+class Conv2dSame(nn.Conv2d):
+    """Pads itself, then calls ``F.conv2d`` on its own tensors (timm's Conv2dSame, simplified)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (1, 1, 1, 1))
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class LinearF(nn.Linear):
+    """Calls ``F.linear`` on its own tensors (timm's Linear)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
 class NormActNet(nn.Module):
-    """Norm layers that call their functional form on their own tensors, on a residual stream,
-    and a functional dropout that follows the model's mode."""
+    """Layers that call their functional form on their own tensors (norms with their activation
+    on a residual stream, a self-padding convolution, a linear layer), and a functional dropout
+    that follows the model's mode."""
 
     def __init__(self, *, num_classes: int = 5) -> None:
         super().__init__()
         self.c1, self.n1 = nn.Conv2d(3, 8, 3, padding=1), BatchNormAct2d(8)
-        self.c2, self.n2 = nn.Conv2d(8, 8, 3, padding=1), BatchNormAct2d(8)
+        self.c2, self.n2 = Conv2dSame(8, 8, 3), BatchNormAct2d(8)
         self.c3, self.n3 = nn.Conv2d(8, 12, 3, padding=1), GroupNormAct(4, 12)
-        self.fc = nn.Linear(12, num_classes)
+        self.fc1, self.fc = LinearF(12, 16), nn.Linear(16, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.n1(self.c1(x))
         x = self.n2(self.c2(x)) + x
         x = self.n3(self.c3(x))
         x = F.dropout(x, 0.5, self.training)
-        return self.fc(x.mean((2, 3)))
+        return self.fc(F.relu(self.fc1(x.mean((2, 3)))))

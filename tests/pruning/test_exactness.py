@@ -301,7 +301,7 @@ class _ReadNormWeightNet(_StemNet):
     ("net", "layer", "reason"),
     [
         (_KeywordReduceNet, "a (8 channels) kept: ", "it reduces over the channels"),
-        (_MixedNormNet, "a (8 channels) kept: ", "its tensors are not those of one norm layer"),
+        (_MixedNormNet, "a (8 channels) kept: ", "its tensors are not those of one layer"),
         (_ReadNormWeightNet, "a (8 channels) kept: ", "'n.weight' read directly in forward"),
         (_ReadBiasNet, "stem (6 channels) kept: ", "'stem.bias' read directly in forward"),
         (_CountAttributeNet, "stem (6 channels) kept: ", "its out_channels used as a number"),

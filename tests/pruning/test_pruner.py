@@ -1160,17 +1160,22 @@ def test_a_target_met_far_below_says_why() -> None:
     assert not any("was met at about" in r for r in close.skipped), close.macs_ratio
 
 
-def test_norm_subclasses_that_call_their_functional_form_are_resized() -> None:
-    """timm's BatchNormAct2d and GroupNormAct call ``F.batch_norm`` / ``F.group_norm`` on their
-    own tensors. Before: "this function is not understood", so every layer before such a norm
-    (all of timm's ResNets, MobileNets, RegNets, DenseNets...) kept its channels."""
+@pytest.mark.parametrize("criterion", ["l1", "activation"])
+def test_subclasses_that_call_their_functional_form_are_resized(criterion: str) -> None:
+    """timm's BatchNormAct2d, GroupNormAct, Linear and Conv2dSame call ``F.batch_norm``,
+    ``F.group_norm``, ``F.linear`` or ``F.conv2d`` on their own tensors. Before: "this function
+    is not understood", so every layer next to one (all of timm's ResNets, MobileNets, RegNets,
+    DenseNets...) kept its channels."""
     model = NormActNet().eval()
     x = torch.randn(2, 3, 8, 8)
-    result = prune(model, x, amount=0.5)
+    data = [(torch.randn(4, 3, 8, 8), None)]  # the data-driven criterion observes them too
+    result = prune(model, x, amount=0.5, criterion=criterion, data=data)
     assert result.skipped == ["fc (5 channels) kept: it reaches the model's output"]
     assert model.c1.out_channels == model.n1.num_features == model.n2.num_features == 4
+    assert (model.c2.in_channels, model.c2.out_channels) == model.c2.weight.shape[:2] == (4, 4)
     assert model.n2.running_var.shape == model.n2.bias.shape == (4,)
     assert (model.n3.num_groups, model.n3.num_channels, model.n3.weight.shape) == (2, 6, (6,))
+    assert (model.fc1.in_features, model.fc1.out_features, model.fc.in_features) == (6, 8, 8)
     assert model(x).shape == (2, 5)
 
 

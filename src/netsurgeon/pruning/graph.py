@@ -56,12 +56,17 @@ _RESIZED_TYPES = (
     nn.GroupNorm,
 )  # fmt: skip
 
-# Functional norms whose tensors may be a norm layer's own, as in the forward of a norm
-# subclass that adds its activation (timm's BatchNormAct2d, GroupNormAct): the layer types, and
-# each tensor's argument position by name. Surgery resizes that layer as if it were called.
-_FUNCTIONAL_NORMS: dict[Any, tuple[tuple[type[nn.Module], ...], dict[str, int]]] = {
+# Functional calls whose tensors may be a layer's own, as in the forward of a subclass that
+# adds an activation or a padding (timm's BatchNormAct2d, GroupNormAct, Linear, Conv2dSame): the
+# layer types, and each tensor's argument position by name. Such a call counts as a call of
+# that layer, which surgery resizes.
+_FUNCTIONAL_LAYERS: dict[Any, tuple[tuple[type[nn.Module], ...], dict[str, int]]] = {
     F.batch_norm: (_BN_TYPES, {"running_mean": 1, "running_var": 2, "weight": 3, "bias": 4}),
     F.group_norm: ((nn.GroupNorm,), {"weight": 2, "bias": 3}),
+    F.linear: ((nn.Linear,), {"weight": 1, "bias": 2}),
+    F.conv1d: ((nn.Conv1d,), {"weight": 1, "bias": 2}),
+    F.conv2d: ((nn.Conv2d,), {"weight": 1, "bias": 2}),
+    F.conv3d: ((nn.Conv3d,), {"weight": 1, "bias": 2}),
 }
 
 # Modules that act on each channel independently and keep the tensor's layout.
@@ -604,19 +609,19 @@ def _read_parameters(model: nn.Module, graph: fx.Graph) -> dict[str, str]:
             continue
         if attr == "num_batches_tracked" and isinstance(module, _BN_TYPES):
             continue  # a count of batches, not per channel (a BatchNorm subclass updates it)
-        if all(_is_own_norm_argument(user, n, attr) for user in n.users):
-            continue  # the layer's own norm, called functionally: resized with the layer
+        if all(_is_own_argument(user, n, attr) for user in n.users):
+            continue  # the layer itself, called functionally: resized with the layer
         reads.setdefault(owner, f"has its tensor '{n.target}' read directly in forward")
     return reads
 
 
-def _is_own_norm_argument(user: fx.Node, tensor: fx.Node, attr: str) -> bool:
-    """Whether ``user`` is a functional norm that takes ``tensor`` (a layer's ``attr``) as the
+def _is_own_argument(user: fx.Node, tensor: fx.Node, attr: str) -> bool:
+    """Whether ``user`` is a functional layer that takes ``tensor`` (a layer's ``attr``) as the
     argument of that name, as ``F.batch_norm(x, self.running_mean, ...)`` in the forward of a
     BatchNorm subclass. Whether all its tensors are that layer's is checked where it runs."""
-    if user.op != "call_function" or user.target not in _FUNCTIONAL_NORMS:
+    if user.op != "call_function" or user.target not in _FUNCTIONAL_LAYERS:
         return False
-    position = _FUNCTIONAL_NORMS[user.target][1].get(attr)
+    position = _FUNCTIONAL_LAYERS[user.target][1].get(attr)
     if position is None:
         return False
     given = user.args[position] if position < len(user.args) else user.kwargs.get(attr)
@@ -1078,31 +1083,40 @@ class _Analyzer(_EvalInterpreter):
         self.chain_nodes.add(n.name)
         return info
 
-    def _functional_norm(self, n: fx.Node, fn: Any, info: Any) -> Any:
-        """``F.batch_norm`` or ``F.group_norm`` on a norm layer's own tensors, as in the forward
-        of a subclass that adds an activation (timm's BatchNormAct2d): that layer, resized as
-        if it had been called. Tensors of no single such layer are not understood."""
-        types, positions = _FUNCTIONAL_NORMS[fn]
+    def _functional_layer(
+        self, n: fx.Node, fn: Any, info: Any, shape: Any, result: torch.Tensor
+    ) -> Any:
+        """A functional norm, linear or convolution on one layer's own tensors, as in the
+        forward of a subclass that adds an activation or a padding (timm's BatchNormAct2d,
+        Conv2dSame): that layer, as if it had been called. Other tensors (a weight computed
+        from the layer's, as a weight-standardised convolution's) are not understood."""
+        types, positions = _FUNCTIONAL_LAYERS[fn]
         owners = set()
         for attr, position in positions.items():
             tensor = self._arg(n, position, attr)
             if tensor is None:
                 continue
             if not (isinstance(tensor, fx.Node) and tensor.op == "get_attr"):
-                raise _Unsupported("its tensors are not a norm layer's own")
+                raise _Unsupported("its tensors are not a layer's own")
             owner, _, read = str(tensor.target).rpartition(".")
             if read != attr:
-                raise _Unsupported("its tensors are not a norm layer's own")
+                raise _Unsupported("its tensors are not a layer's own")
             owners.add(owner)
         name = owners.pop() if len(owners) == 1 else ""
         module = self.modules.get(name)
         if not isinstance(module, types):
-            raise _Unsupported("its tensors are not those of one norm layer")
-        if fn is F.group_norm:
-            assert isinstance(module, nn.GroupNorm)
+            raise _Unsupported("its tensors are not those of one layer")
+        if isinstance(module, nn.GroupNorm):
             if operator.index(self._arg(n, 1, "num_groups")) != module.num_groups:
                 raise _Unsupported(f"it splits the channels of '{name}' into other groups")
             return self._group_norm(n, name, module, info)
+        if isinstance(module, nn.Linear):
+            return self._linear(n, name, module, info, shape, result)
+        if isinstance(module, _CONV_TYPES):
+            if operator.index(self._arg(n, 6, "groups", 1)) != module.groups:
+                raise _Unsupported(f"it groups the channels of '{name}' otherwise")
+            reads = (module.in_channels // module.groups) * math.prod(module.kernel_size)
+            return self._conv(n, name, module, info, result.numel() * reads)
         return self._per_channel(n, name, module, info)
 
     def _group_norm(self, n: fx.Node, name: str, norm: nn.GroupNorm, info: Any) -> Channels | None:
@@ -1238,8 +1252,8 @@ class _Analyzer(_EvalInterpreter):
             return self._getitem(n, result)
         if fn in _CLAMPS and self._tensor_bounds(n):
             return self._elementwise(n, result)
-        if fn in _FUNCTIONAL_NORMS:
-            return self._functional_norm(n, fn, info)
+        if fn in _FUNCTIONAL_LAYERS:
+            return self._functional_layer(n, fn, info, shape, result)
         if fn in _UNARY_FUNCTIONS or fn in _USER_PASSTHROUGH or _is_stochastic_depth(fn):
             self.chain_nodes.add(n.name)
             return self._same(info, shape, result)
@@ -1864,7 +1878,7 @@ def _observation_points(
     norms: dict[str, str] = {}
     for name, (_sid, _module, node_name, dim) in analyzer.sources.items():
         node = nodes.get(node_name)
-        if node is None or node.op != "call_module" or node.target != name:
+        if node is None or not _runs_layer(node, name):
             continue  # a layer that only runs in the model's other mode
         while len(node.users) == 1:
             user = next(iter(node.users))
@@ -1875,3 +1889,18 @@ def _observation_points(
             node = user
         observe[name] = (node.name, dim)
     return observe, norms
+
+
+def _runs_layer(node: fx.Node, name: str) -> bool:
+    """Whether ``node`` runs the convolution or linear layer ``name``: a call of the module, or
+    its functional form on the layer's own weight."""
+    if node.op == "call_module":
+        return node.target == name
+    if node.op != "call_function" or node.target not in _FUNCTIONAL_LAYERS:
+        return False
+    weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+    return (
+        isinstance(weight, fx.Node)
+        and weight.op == "get_attr"
+        and weight.target == f"{name}.weight"
+    )
