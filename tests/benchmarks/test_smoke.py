@@ -234,7 +234,7 @@ def test_group_norm_exactness(tmp_path: Path) -> None:
 def test_timm_coverage(tmp_path: Path) -> None:
     proc = run_script(
         "timm_coverage.py", "--models", "resnet18,mobilenetv2_100", "--input-size", "32",
-        "--json-out", "out.json", cwd=tmp_path,
+        "--repeats", "1", "--json-out", "out.json", cwd=tmp_path,
     )  # fmt: skip
     assert_ok(proc)
     rows = read_json(tmp_path / "out.json")["rows"]
