@@ -463,19 +463,21 @@ class _Tracer(fx.Tracer):
         super().__init__()
         self.stack: list[str] = []
         self.leaves = frozenset(leaves)
-        # id -> (qualified name, tensor): the first name, as fx's search finds; the tensor is
-        # held, so that its id cannot be reused by another during the trace.
-        self.tensor_names: dict[int, tuple[str, torch.Tensor]] = {}
+        # id -> (qualified name, tensor), made at the first read of a trace: the first name,
+        # as fx's search finds; the tensor is held, so that its id cannot be reused meanwhile.
+        self.tensor_names: dict[int, tuple[str, torch.Tensor]] | None = None
 
     def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
-        if isinstance(root, nn.Module):
-            named = itertools.chain(root.named_parameters(), root.named_buffers())
-            self.tensor_names = {}
-            for name, tensor in named:
-                self.tensor_names.setdefault(id(tensor), (name, tensor))
+        self.tensor_names = None
         return super().trace(root, concrete_args)
 
     def _name_of(self, tensor: Any) -> str | None:
+        if self.tensor_names is None:
+            self.tensor_names = {}
+            if isinstance(self.root, nn.Module):
+                named = itertools.chain(self.root.named_parameters(), self.root.named_buffers())
+                for name, value in named:
+                    self.tensor_names.setdefault(id(value), (name, value))
         entry = self.tensor_names.get(id(tensor))
         return entry[0] if entry is not None and entry[1] is tensor else None
 
