@@ -220,3 +220,21 @@ class NormActNet(nn.Module):
         x = self.n3(self.c3(x))
         x = F.dropout(x, 0.5, self.training)
         return self.fc(F.relu(self.fc1(x.mean((2, 3)))))
+
+
+class GhostNet(nn.Module):
+    """GhostNet's module: a convolution and a cheap depthwise one on its output, concatenated
+    and cut to the width asked, ``out[:, :self.out_chs]``, here all of it (as in GhostNet when
+    the width is even)."""
+
+    def __init__(self, *, num_classes: int = 5) -> None:
+        super().__init__()
+        self.out_chs = 8
+        self.primary = nn.Conv2d(3, 4, 1)
+        self.cheap = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.head = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.primary(x))
+        out = torch.cat([a, torch.relu(self.cheap(a))], 1)
+        return self.head(out[:, : self.out_chs]).mean((2, 3))

@@ -15,6 +15,7 @@ from tests.pruning.nets import (
     BatchNormAct2d,
     ChunkNet,
     ConcatNet,
+    GhostNet,
     GroupNormNet,
     NormActNet,
     ResNet,
@@ -139,6 +140,7 @@ def _cifar_resnet20_group_norm() -> nn.Module:
         GroupNormNet,
         _cifar_resnet20_group_norm,
         NormActNet,
+        GhostNet,
     ],
 )
 def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> None:
@@ -271,6 +273,13 @@ class _CountAttributeNet(_StemNet):
         return y * self.stem.out_channels**-0.5
 
 
+class _PartSliceNet(_StemNet):
+    """A slice of part of the channels (GhostNet's cut when the width is odd)."""
+
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.cat([y, y], 1)[:, 4:12]
+
+
 class _MixedNormNet(_StemNet):
     """A functional batch norm on the statistics of one norm layer and the scale and shift of
     another: neither can be resized as the layer of that call."""
@@ -302,6 +311,7 @@ class _ReadNormWeightNet(_StemNet):
     [
         (_KeywordReduceNet, "a (8 channels) kept: ", "it reduces over the channels"),
         (_MixedNormNet, "a (8 channels) kept: ", "its tensors are not those of one layer"),
+        (_PartSliceNet, "a (8 channels) kept: ", "it slices the channels"),
         (_ReadNormWeightNet, "a (8 channels) kept: ", "'n.weight' read directly in forward"),
         (_ReadBiasNet, "stem (6 channels) kept: ", "'stem.bias' read directly in forward"),
         (_CountAttributeNet, "stem (6 channels) kept: ", "its out_channels used as a number"),

@@ -1495,7 +1495,7 @@ class _Analyzer(_EvalInterpreter):
                 q += 1
                 continue
             if p == info.dim:
-                if not (isinstance(item, slice) and item == slice(None)):
+                if not _takes_all(item, shape[p]):
                     raise _Unsupported("it slices the channels")
                 new_dim = q
             p += 1
@@ -1926,6 +1926,17 @@ def _observation_points(
             node = user
         observe[name] = (node.name, dim)
     return observe, norms
+
+
+def _takes_all(item: Any, size: int) -> bool:
+    """Whether index ``item`` takes all ``size`` entries of its dimension, in order: ``:``, or
+    ``:c`` with ``c`` at least the channel count (GhostNet's ``out[:, :self.out_chs]`` of a
+    concatenation exactly that wide), which still takes them all after pruning."""
+    if not isinstance(item, slice) or item.step not in (None, 1):
+        return False
+    if item.start is not None and operator.index(item.start) != 0:
+        return False
+    return item.stop is None or operator.index(item.stop) >= size
 
 
 def _runs_layer(node: fx.Node, name: str) -> bool:
