@@ -280,6 +280,20 @@ class _PartSliceNet(_StemNet):
         return torch.cat([y, y], 1)[:, 4:12]
 
 
+class _CountShapesOtherNet(_StemNet):
+    """The input's channel count reshapes a tensor of other channels, which are kept (split at
+    written sizes), as timm's LambdaLayer does with ``out.reshape(B, C, H, W)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.v = nn.Conv2d(8, 8, 1)
+
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = y.shape
+        q, k = torch.split(self.v(y), [5, 3], dim=1)
+        return torch.cat([q, k], 1).reshape(b, c, h, w)
+
+
 class _MixedNormNet(_StemNet):
     """A functional batch norm on the statistics of one norm layer and the scale and shift of
     another: neither can be resized as the layer of that call."""
@@ -312,6 +326,7 @@ class _ReadNormWeightNet(_StemNet):
         (_KeywordReduceNet, "a (8 channels) kept: ", "it reduces over the channels"),
         (_MixedNormNet, "a (8 channels) kept: ", "its tensors are not those of one layer"),
         (_PartSliceNet, "a (8 channels) kept: ", "it slices the channels"),
+        (_CountShapesOtherNet, "a (8 channels) kept: ", "shapes other channels with their count"),
         (_ReadNormWeightNet, "a (8 channels) kept: ", "'n.weight' read directly in forward"),
         (_ReadBiasNet, "stem (6 channels) kept: ", "'stem.bias' read directly in forward"),
         (_CountAttributeNet, "stem (6 channels) kept: ", "its out_channels used as a number"),

@@ -146,6 +146,13 @@ _SHAPE_METHODS = {
 _SHAPE_FUNCTIONS: set[Any] = {torch.reshape, torch.zeros, torch.ones, torch.empty, torch.full}
 
 
+def _reshapes(n: fx.Node) -> bool:
+    """Whether ``n`` views or reshapes its first argument to a shape it is given."""
+    return (n.op == "call_method" and n.target in ("view", "reshape", "expand", "unflatten")) or (
+        n.op == "call_function" and n.target is torch.reshape
+    )
+
+
 def _takes_shape(n: fx.Node) -> bool:
     return (n.op == "call_method" and n.target in _SHAPE_METHODS) or (
         n.op == "call_function" and n.target in _SHAPE_FUNCTIONS
@@ -800,6 +807,9 @@ class _Analyzer(_EvalInterpreter):
         # `counts`: channel counts read from them, and numbers computed from those.
         self.sizes: dict[fx.Node, tuple[Channels, int]] = {}
         self.counts: dict[fx.Node, list[Channels]] = {}
+        # Counts that size a view or reshape of a tensor, with that tensor's channels: checked
+        # once every channel is tied (finish()).
+        self.shaped: list[tuple[fx.Node, list[Channels], Any]] = []
 
     # ----- channel spaces -------------------------------------------------------------
     def _new_space(self, size: int) -> int:
@@ -1007,9 +1017,23 @@ class _Analyzer(_EvalInterpreter):
             and not isinstance(result, torch.Tensor)
         ):
             self.counts[n] = carried  # c // 2, c * 4: still a count
+        elif _reshapes(n):
+            shaped = n.args[0] if n.args else None
+            self.shaped.append((n, carried, self.info.get(shaped) if shaped else None))
         elif not _takes_shape(n) and not self._sizes_an_upsampling(n):
             for info in carried:
                 self._block(info, f"{_describe(n)} uses the channel count as a value")
+
+    def finish(self) -> None:
+        """Checks that need every channel tied: a count may size a view or reshape only of a
+        tensor with those channels, whose count pruning changes alike (``x.view(b, c, -1)``
+        with ``c`` read from ``x``). A count shaping other channels (a reshape of an attention
+        output to its input's width) would no longer fit them: its channels are kept."""
+        for n, carried, shaped in self.shaped:
+            roots = {self._find(seg.space) for c in _iter_channels(shaped) for seg in c.segments}
+            for info in carried:
+                if any(self._find(seg.space) not in roots for seg in info.segments):
+                    self._block(info, f"{_describe(n)} shapes other channels with their count")
 
     def _arg_infos(self, n: fx.Node) -> list[Any]:
         out: list[Any] = []
@@ -1893,6 +1917,7 @@ def _run(model: nn.Module, analyzer: _Analyzer, example_inputs: Any) -> tuple[An
         try:
             with torch.no_grad(), MacCounter() as counter:
                 output = analyzer.run(*as_input_tuple(example_inputs))
+            analyzer.finish()
             return output, counter.macs
         except Exception as exc:
             raise TraceError(
