@@ -517,3 +517,20 @@ def test_group_norm_streams_split_at_zero_padded_shortcuts() -> None:
 
     skipped = trace_graph(ChunkAfterNorm().eval(), torch.randn(1, 3, 4, 4)).skipped()
     assert any("would split GroupNorm groups of 6 channels" in reason for reason in skipped)
+
+
+def test_timm_same_padding_convolutions_prune_exactly() -> None:
+    """timm's Conv2dSame pads with ``pad_same`` (an ``if`` on the input's size, which fx cannot
+    trace) and calls ``F.conv2d`` on its own weight after reading ``weight.shape[-2:]``. Before:
+    every ``tf_*`` timm model failed to trace."""
+    conv2d_same = pytest.importorskip("timm.layers.conv2d_same")
+    same = conv2d_same.Conv2dSame
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.ReLU(),
+        same(8, 8, 3, stride=2, groups=8), nn.BatchNorm2d(8), nn.ReLU(),  # depthwise
+        same(8, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 4, 1),
+    ).eval()  # fmt: skip
+    _randomise_norms(model)
+    removed, result = _prune_half_zeroed(model, torch.randn(2, 3, 9, 9))
+    assert result.channels == {"0": (8, 4), "3": (8, 4), "6": (6, 3)} and removed == 7
+    assert (model[3].groups, model[3].weight.shape[0], model[6].in_channels) == (4, 4, 4)

@@ -1197,3 +1197,24 @@ def test_pruning_in_training_mode_leaves_the_norm_statistics_as_they_were() -> N
         assert torch.equal(norm.running_mean, before[f"{name}.running_mean"][kept])
         assert torch.equal(norm.running_var, before[f"{name}.running_var"][kept])
         assert int(norm.num_batches_tracked) == 0
+
+
+class _DepthwiseF(nn.Conv2d):
+    """A depthwise convolution that calls ``F.conv2d`` on its own weight."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
+
+
+def test_a_kept_functional_depthwise_convolution_keeps_its_input_channels() -> None:
+    """Before: a kept (here ignored) depthwise convolution called through ``F.conv2d`` let the
+    layer before it lose filters, and the pruned model failed to run."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 1), nn.ReLU(), _DepthwiseF(8, 8, 3, padding=1, groups=8), nn.ReLU(),
+        nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Conv2d(4, 2, 1),
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 3, 8, 8)
+    result = prune(model, x, amount=0.5, ignore=["2"])
+    assert result.channels == {"4": (4, 2)}
+    assert any(s.startswith("0 (8 channels) kept: '2' ") for s in result.skipped), result.skipped
+    assert model(x).shape == (2, 2, 8, 8)

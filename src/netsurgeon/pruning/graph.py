@@ -173,6 +173,14 @@ def register_passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def _timm_pad_same() -> Any:
+    """timm's ``pad_same`` (the "SAME" padding of its ``Conv2dSame``, computed from the input's
+    size with an ``if``, which fx cannot trace), where timm is loaded already. The tracer keeps
+    it a single call; it pads the two spatial dimensions only."""
+    padding = sys.modules.get("timm.layers.padding")
+    return getattr(padding, "pad_same", None) if padding is not None else None
+
+
 def _is_stochastic_depth(fn: Any) -> bool:
     """Whether ``fn`` is torchvision's stochastic depth, which torchvision wraps for fx; it
     scales whole samples, so it is channel-wise. Looked up only where torchvision is loaded
@@ -467,7 +475,8 @@ class _Tracer(fx.Tracer):
     """
 
     def __init__(self, leaves: Iterable[str] = ()) -> None:
-        super().__init__()
+        pad_same = _timm_pad_same()
+        super().__init__(autowrap_functions=(pad_same,) if pad_same is not None else ())
         self.stack: list[str] = []
         self.leaves = frozenset(leaves)
         # id -> (qualified name, tensor), made at the first read of a trace: the first name,
@@ -653,10 +662,32 @@ def _read_parameters(model: nn.Module, graph: fx.Graph) -> dict[str, str]:
             continue
         if attr == "num_batches_tracked" and isinstance(module, _BN_TYPES):
             continue  # a count of batches, not per channel (a BatchNorm subclass updates it)
-        if all(_is_own_argument(user, n, attr) for user in n.users):
+        if all(
+            _is_own_argument(user, n, attr) or _reads_kernel_size(user, module, attr)
+            for user in n.users
+        ):
             continue  # the layer itself, called functionally: resized with the layer
         reads.setdefault(owner, f"has its tensor '{n.target}' read directly in forward")
     return reads
+
+
+def _reads_kernel_size(user: fx.Node, module: nn.Module, attr: str) -> bool:
+    """Whether ``user`` reads only the spatial sizes of a convolution's weight, as timm's
+    ``conv2d_same`` does with ``weight.shape[-2:]``: pruning leaves them as they are."""
+    if not (isinstance(module, _CONV_TYPES) and attr == "weight"):
+        return False
+    if not (user.op == "call_function" and user.target is getattr and user.args[1:] == ("shape",)):
+        return False
+    ndim = module.weight.dim()  # (out, in / groups, *kernel)
+    for read in user.users:
+        index = read.args[1] if read.target is operator.getitem and len(read.args) > 1 else None
+        if isinstance(index, slice) and index.stop is None and index.step is None:
+            index = index.start
+        if not isinstance(index, int) or isinstance(index, bool) or not -ndim <= index < ndim:
+            return False
+        if index % ndim < 2:
+            return False
+    return True
 
 
 def _is_own_argument(user: fx.Node, tensor: fx.Node, attr: str) -> bool:
@@ -1167,6 +1198,8 @@ class _Analyzer(_EvalInterpreter):
         module = self.modules.get(name)
         if not isinstance(module, types):
             raise _Unsupported("its tensors are not those of one layer")
+        if name in self.kept:  # as for a call of the module
+            self._block(info, f"'{name}' {self.kept[name]}")
         if isinstance(module, nn.GroupNorm):
             if operator.index(self._arg(n, 1, "num_groups")) != module.num_groups:
                 raise _Unsupported(f"it splits the channels of '{name}' into other groups")
@@ -1318,6 +1351,8 @@ class _Analyzer(_EvalInterpreter):
         if fn in _UNARY_FUNCTIONS or fn in _USER_PASSTHROUGH or _is_stochastic_depth(fn):
             self.chain_nodes.add(n.name)
             return self._same(info, shape, result)
+        if fn is _timm_pad_same() and fn is not None:
+            return self._spatial(info, shape, result, 2)
         if fn in _SPATIAL_FUNCTIONS:
             return self._spatial(info, shape, result, _SPATIAL_FUNCTIONS[fn])
         if fn in _ELEMENTWISE_FUNCTIONS:
