@@ -49,7 +49,8 @@ from netsurgeon.pruning import trace_graph
 MODELS = (
     "resnet18", "resnext26ts", "seresnet18", "efficientnet_b0", "mobilenetv2_100",
     "mobilenetv3_small_100", "regnetx_002", "regnety_002", "densenet121", "cspresnet50",
-    "dla34", "vovnet39a", "repvgg_a0", "ghostnet_100", "convnext_atto",
+    "dla34", "vovnet39a", "repvgg_a0", "ghostnet_100", "convnext_atto", "tf_efficientnet_b0",
+    "lambda_resnet26t",
 )  # fmt: skip
 
 
