@@ -335,6 +335,41 @@ def test_forked_children_die_of_a_stop_as_without_netsurgeon() -> None:
     assert cli._INSTALLED == []
 
 
+def _report_from_resource_sharer(kind: str) -> None:
+    """Raise ``kind`` in a frame of multiprocessing's fd-sharing module and report it as its
+    thread does (``sys.excepthook``)."""
+    from multiprocessing import resource_sharer
+
+    try:
+        exec(compile(f"raise {kind}('peer gone')", resource_sharer.__file__, "exec"))
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+
+
+def _report_both() -> None:
+    _report_from_resource_sharer("EOFError")
+    _report_from_resource_sharer("ConnectionResetError")
+    _report_from_resource_sharer("ValueError")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forked children only where there is fork")
+def test_a_forked_worker_does_not_report_a_batch_transfer_its_main_process_abandoned(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """CI saw a loader worker's fd-sharing thread print "Traceback ... resource_sharer.py" after
+    the one-line stop message: the stopped main process had gone mid-transfer. Such lost-peer
+    errors are not reported from a forked child; other errors are."""
+    context = multiprocessing.get_context("fork")
+    with cli._stops_unwind():
+        child = context.Process(target=_report_both)
+        child.start()
+        child.join(20)
+    err = capfd.readouterr().err
+    assert child.exitcode == 0
+    assert "ValueError: peer gone" in err
+    assert "EOFError" not in err and "ConnectionResetError" not in err
+
+
 def test_an_interrupt_while_the_commands_load_is_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

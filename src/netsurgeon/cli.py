@@ -13,6 +13,7 @@ import argparse
 import gc
 import importlib
 import importlib.util
+import multiprocessing
 import os
 import signal
 import sys
@@ -205,13 +206,46 @@ _INSTALLED: list[tuple[int, Any]] = []
 
 def _uninstall_in_child() -> None:
     # A forked child (a data loader's worker) inherits Python's handlers. With them a stop sent
-    # to the process group made a worker unwind instead of dying, and a worker still alive while
-    # the main process died could print a traceback (multiprocessing's fd-sharing thread lost
-    # its peer). The child gets the actions it would have had without netsurgeon.
+    # to the process group made a worker unwind instead of dying. The child gets the actions
+    # it would have had without netsurgeon.
+    if not _INSTALLED:
+        return
     for signum, default in _INSTALLED:
         with suppress(ValueError, OSError):  # forked from a thread without signals
             signal.signal(signum, default)
     _INSTALLED.clear()
+    sys.excepthook = _quiet_lost_peer(sys.excepthook)
+
+
+# What multiprocessing's fd-sharing thread meets when the process it hands a batch to goes
+# away mid-transfer: end of file, a reset or broken connection, a handshake cut short.
+_LOST_PEER = (EOFError, OSError, multiprocessing.AuthenticationError)
+
+
+def _quiet_lost_peer(hook: Any) -> Any:
+    """``hook`` without the report of a worker's fd-sharing thread that lost its peer.
+
+    A loader worker forked just before a stop, or still sending a batch when the main process
+    stopped, has its batch's file descriptor fetched by a process that is gone: the sharing
+    thread prints that error before the worker is ended, after the main process's one-line
+    message. The main process owns the run, and nothing is lost, so it is not reported.
+    """
+
+    def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if issubclass(kind, _LOST_PEER) and _raised_in_resource_sharer(tb):
+            return
+        hook(kind, value, tb)
+
+    return excepthook
+
+
+def _raised_in_resource_sharer(tb: Any) -> bool:
+    where = ("multiprocessing", "resource_sharer.py")
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).parts[-2:] == where:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
