@@ -25,10 +25,11 @@ def _block(first_line: str) -> str:
 def test_every_python_example_is_tested() -> None:
     """A new README example needs a test here (so that it cannot rot unnoticed)."""
     firsts = sorted(b.splitlines()[0] for b in _python_blocks())
-    assert firsts == sorted([_PRUNING, _OOV])
+    assert firsts == sorted([_PRUNING, _TIMM, _OOV])
 
 
 _PRUNING = "import torch, torchvision"
+_TIMM = "import timm, torch"
 _OOV = "from netsurgeon.oov import TrainConfig, embed_words, train_run"
 
 
@@ -44,6 +45,34 @@ def test_pruning_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     # `model` is now the one load() rebuilt: the pruned architecture, and it runs.
     assert sum(p.numel() for p in model.parameters()) == result.after.params
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+def test_timm_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    timm = pytest.importorskip("timm")
+    from netsurgeon.vision import models
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(models, "_USER_BUILDERS", dict(models._USER_BUILDERS))  # ends here
+    create = timm.create_model
+
+    def offline(name: str, *, pretrained: bool = False, **kwargs: object) -> torch.nn.Module:
+        return create(name, pretrained=False, **kwargs)  # no download in tests
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    torch.manual_seed(0)
+    namespace: dict = {}
+    exec(_block(_TIMM), namespace)
+    result, model = namespace["result"], namespace["model"]
+    assert result.after.macs <= 0.5 * result.before.macs
+    assert sum(p.numel() for p in model.parameters()) == result.after.params
+    # Its norms are timm's BatchNormAct2d, which call F.batch_norm themselves: resized too.
+    fresh = dict(offline("efficientnet_b0").named_modules())
+    resized = [
+        name for name, m in model.named_modules()
+        if isinstance(m, timm.layers.BatchNormAct2d) and m.num_features < fresh[name].num_features
+    ]  # fmt: skip
+    assert len(resized) > 10
+    assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
 
 
 def _conll_file(path: Path, sentences: int, seed: int) -> None:
