@@ -173,12 +173,14 @@ def register_passthrough(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _timm_pad_same() -> Any:
-    """timm's ``pad_same`` (the "SAME" padding of its ``Conv2dSame``, computed from the input's
-    size with an ``if``, which fx cannot trace), where timm is loaded already. The tracer keeps
-    it a single call; it pads the two spatial dimensions only."""
+def _library_spatial_functions() -> dict[Any, int]:
+    """Functions of model libraries, loaded already, that act on the trailing spatial
+    dimensions only (dimension count in the value) and that fx cannot trace: the tracer keeps
+    them single calls. timm's ``pad_same`` (the "SAME" padding of its ``Conv2dSame``) computes
+    its padding from the input's size with an ``if``."""
     padding = sys.modules.get("timm.layers.padding")
-    return getattr(padding, "pad_same", None) if padding is not None else None
+    pad_same = getattr(padding, "pad_same", None) if padding is not None else None
+    return {pad_same: 2} if pad_same is not None else {}
 
 
 def _is_stochastic_depth(fn: Any) -> bool:
@@ -475,8 +477,7 @@ class _Tracer(fx.Tracer):
     """
 
     def __init__(self, leaves: Iterable[str] = ()) -> None:
-        pad_same = _timm_pad_same()
-        super().__init__(autowrap_functions=(pad_same,) if pad_same is not None else ())
+        super().__init__(autowrap_functions=tuple(_library_spatial_functions()))
         self.stack: list[str] = []
         self.leaves = frozenset(leaves)
         # id -> (qualified name, tensor), made at the first read of a trace: the first name,
@@ -690,6 +691,13 @@ def _reads_kernel_size(user: fx.Node, module: nn.Module, attr: str) -> bool:
     return True
 
 
+def _node_arg(n: fx.Node, index: int, key: str, default: Any = None) -> Any:
+    """Argument ``index`` of call ``n``, or the keyword ``key`` when fewer were positional."""
+    if index < len(n.args):
+        return n.args[index]
+    return n.kwargs.get(key, default)
+
+
 def _is_own_argument(user: fx.Node, tensor: fx.Node, attr: str) -> bool:
     """Whether ``user`` is a functional layer that takes ``tensor`` (a layer's ``attr``) as the
     argument of that name, as ``F.batch_norm(x, self.running_mean, ...)`` in the forward of a
@@ -699,7 +707,7 @@ def _is_own_argument(user: fx.Node, tensor: fx.Node, attr: str) -> bool:
     position = _FUNCTIONAL_LAYERS[user.target][1].get(attr)
     if position is None:
         return False
-    given = user.args[position] if position < len(user.args) else user.kwargs.get(attr)
+    given = _node_arg(user, position, attr)
     others = [*user.args[:position], *user.args[position + 1 :]]
     others += [v for k, v in user.kwargs.items() if k != attr]
     return given is tensor and not any(a is tensor for a in others)
@@ -819,6 +827,7 @@ class _Analyzer(_EvalInterpreter):
     ) -> None:
         super().__init__(model, graph=graph)
         self.modules = dict(model.named_modules(remove_duplicate=False))
+        self.spatial_functions = {**_SPATIAL_FUNCTIONS, **_library_spatial_functions()}
         self.kept = kept  # module name -> why its parameters must not change
         self.leaves = frozenset(leaves)  # modules called whole (leaf_modules), not traced into
         self.info: dict[fx.Node, Any] = {}
@@ -1103,9 +1112,7 @@ class _Analyzer(_EvalInterpreter):
         return None, None
 
     def _arg(self, n: fx.Node, index: int, key: str, default: Any = None) -> Any:
-        if index < len(n.args):
-            return n.args[index]
-        return n.kwargs.get(key, default)
+        return _node_arg(n, index, key, default)
 
     # modules ---------------------------------------------------------------------------
     def _visit_module(self, n: fx.Node, module: nn.Module, result: Any) -> Any:
@@ -1115,9 +1122,8 @@ class _Analyzer(_EvalInterpreter):
             raise _Unsupported("it is kept whole (leaf_modules), its inside is not traced")
         if name in self.kept:
             self._block(info, f"'{name}' {self.kept[name]}")
-        if isinstance(module, _CONV_TYPES):  # every output element reads in / groups x kernel
-            reads = (module.in_channels // module.groups) * math.prod(module.kernel_size)
-            return self._conv(n, name, module, info, result.numel() * reads)
+        if isinstance(module, _CONV_TYPES):
+            return self._conv_call(n, name, module, info, result)
         if isinstance(module, _CONV_TRANSPOSE_TYPES):  # weight (in, out, *kernel)
             if module.groups > 1:
                 raise _Unsupported(f"'{name}' is a grouped transposed convolution")
@@ -1198,8 +1204,6 @@ class _Analyzer(_EvalInterpreter):
         module = self.modules.get(name)
         if not isinstance(module, types):
             raise _Unsupported("its tensors are not those of one layer")
-        if name in self.kept:  # as for a call of the module
-            self._block(info, f"'{name}' {self.kept[name]}")
         if isinstance(module, nn.GroupNorm):
             if operator.index(self._arg(n, 1, "num_groups")) != module.num_groups:
                 raise _Unsupported(f"it splits the channels of '{name}' into other groups")
@@ -1209,9 +1213,15 @@ class _Analyzer(_EvalInterpreter):
         if isinstance(module, _CONV_TYPES):
             if operator.index(self._arg(n, 6, "groups", 1)) != module.groups:
                 raise _Unsupported(f"it groups the channels of '{name}' otherwise")
-            reads = (module.in_channels // module.groups) * math.prod(module.kernel_size)
-            return self._conv(n, name, module, info, result.numel() * reads)
+            return self._conv_call(n, name, module, info, result)
         return self._per_channel(n, name, module, info)
+
+    def _conv_call(
+        self, n: fx.Node, name: str, conv: nn.Module, info: Any, result: torch.Tensor
+    ) -> Channels | None:
+        # Every output element reads in / groups x kernel input elements.
+        reads = (conv.in_channels // conv.groups) * math.prod(conv.kernel_size)
+        return self._conv(n, name, conv, info, result.numel() * reads)
 
     def _group_norm(self, n: fx.Node, name: str, norm: nn.GroupNorm, info: Any) -> Channels | None:
         """A GroupNorm: its channels go in whole groups, so that every group it keeps is
@@ -1256,7 +1266,8 @@ class _Analyzer(_EvalInterpreter):
             if info is None:
                 self._fixed_input(name)
                 return None
-            if name in self.kept:
+            if name in self.kept:  # its input channels are its filters: both stay
+                self._block(info, f"'{name}' {self.kept[name]}")
                 return None
             self._member(name, conv, info)
             return info
@@ -1351,10 +1362,8 @@ class _Analyzer(_EvalInterpreter):
         if fn in _UNARY_FUNCTIONS or fn in _USER_PASSTHROUGH or _is_stochastic_depth(fn):
             self.chain_nodes.add(n.name)
             return self._same(info, shape, result)
-        if fn is _timm_pad_same() and fn is not None:
-            return self._spatial(info, shape, result, 2)
-        if fn in _SPATIAL_FUNCTIONS:
-            return self._spatial(info, shape, result, _SPATIAL_FUNCTIONS[fn])
+        if fn in self.spatial_functions:
+            return self._spatial(info, shape, result, self.spatial_functions[fn])
         if fn in _ELEMENTWISE_FUNCTIONS:
             return self._elementwise(n, result)
         if fn in (torch.cat, torch.concat, torch.concatenate):
@@ -2006,7 +2015,7 @@ def _runs_layer(node: fx.Node, name: str) -> bool:
         return node.target == name
     if node.op != "call_function" or node.target not in _FUNCTIONAL_LAYERS:
         return False
-    weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+    weight = _node_arg(node, _FUNCTIONAL_LAYERS[node.target][1]["weight"], "weight")
     return (
         isinstance(weight, fx.Node)
         and weight.op == "get_attr"
