@@ -290,7 +290,7 @@ def _stops_unwind() -> Iterator[None]:
     start with them (a worker that a stop reaches dies as it would without netsurgeon).
     """
     _STOPS.clear()
-    installed: list[tuple[int, Any]] = []
+    first = len(_INSTALLED)  # this block's own installs follow, to undo on exit
     if threading.current_thread() is threading.main_thread():
         wanted = (
             (signal.SIGTERM, signal.SIG_DFL, _raise_terminated),
@@ -300,7 +300,6 @@ def _stops_unwind() -> Iterator[None]:
             try:
                 if signal.getsignal(signum) is default:
                     signal.signal(signum, handler)
-                    installed.append((signum, default))
                     _INSTALLED.append((signum, default))
             except (ValueError, OSError):  # pragma: no cover - no signals here
                 pass
@@ -317,9 +316,9 @@ def _stops_unwind() -> Iterator[None]:
         if _STOPS:
             gc.collect()  # clean up the stopped loaders while their noise is still muted
         sys.unraisablehook = previous_hook
-        for signum, default in installed:
+        for signum, default in _INSTALLED[first:]:
             signal.signal(signum, default)
-            _INSTALLED.remove((signum, default))
+        del _INSTALLED[first:]
         if _SIGCHLD_SET_ASIDE:
             signal.signal(signal.SIGCHLD, _SIGCHLD_SET_ASIDE.pop())
 
