@@ -48,3 +48,16 @@ def zero_half(model: nn.Module, graph: PruningGraph) -> int:
                 if param is not None:
                     param[mask] = 0
     return zeroed
+
+
+def randomise_norms(model: nn.Module) -> None:
+    """Draw the scales and shifts of batch and group norms, and the statistics of batch norms,
+    at random: with their initial values (1 and 0) zeroed channels would tell little."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+            if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None:
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)

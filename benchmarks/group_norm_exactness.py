@@ -35,10 +35,10 @@ import torch_pruning as tp
 import torchvision
 from torch import nn
 
-from exactness_common import zero_half
+from exactness_common import randomise_norms, zero_half
 from netsurgeon import prune
 from netsurgeon.fileio import atomic_write_text
-from netsurgeon.pruning import trace_graph
+from netsurgeon.pruning import count_params, trace_graph
 
 
 def build(groups: int, seed: int) -> nn.Module:
@@ -47,16 +47,8 @@ def build(groups: int, seed: int) -> nn.Module:
     model = torchvision.models.resnet18(
         norm_layer=lambda channels: nn.GroupNorm(groups, channels), num_classes=10
     ).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.GroupNorm):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.5, 0.5)
+    randomise_norms(model)
     return model
-
-
-def _params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         for engine, pruned in (("netsurgeon", ours), ("torch-pruning", theirs)):
             norm = pruned.layer1[0].bn1
             rows[engine] = {
-                "params_ratio": _params(pruned) / _params(model),
+                "params_ratio": count_params(pruned) / count_params(model),
                 "layer1.0.bn1": f"GroupNorm({norm.num_groups}, {norm.num_channels})",
                 "max_output_change": float((pruned(x) - reference).abs().max()),
             }

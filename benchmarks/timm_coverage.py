@@ -41,10 +41,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from exactness_common import zero_half
+from exactness_common import randomise_norms, zero_half
 from netsurgeon import prune
 from netsurgeon.fileio import atomic_write_text
-from netsurgeon.pruning import trace_graph
+from netsurgeon.pruning import count_params, trace_graph
 
 MODELS = (
     "resnet18", "resnext26ts", "seresnet18", "efficientnet_b0", "mobilenetv2_100",
@@ -52,21 +52,6 @@ MODELS = (
     "dla34", "vovnet39a", "repvgg_a0", "ghostnet_100", "convnext_atto", "tf_efficientnet_b0",
     "lambda_resnet26t",
 )  # fmt: skip
-
-
-def _randomise_norms(model: nn.Module) -> None:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-            if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None:
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-
-
-def _params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def _netsurgeon(model: nn.Module, x: torch.Tensor) -> None:
@@ -92,7 +77,7 @@ def measure(name: str, size: int, seed: int, repeats: int) -> dict[str, Any]:
 
     torch.manual_seed(seed)
     model = timm.create_model(name, pretrained=False, num_classes=10).eval()
-    _randomise_norms(model)
+    randomise_norms(model)
     x = torch.randn(2, 3, size, size)
     row: dict[str, Any] = {"model": name, "zeroed": zero_half(model, trace_graph(model, x))}
     with torch.no_grad():
@@ -109,7 +94,7 @@ def measure(name: str, size: int, seed: int, repeats: int) -> dict[str, Any]:
             with torch.no_grad():
                 change = float((pruned(x) - reference).abs().max()) / row["output_scale"]
             row[engine] = {
-                "params_ratio": _params(pruned) / _params(model),
+                "params_ratio": count_params(pruned) / count_params(model),
                 "relative_output_change": change,
                 "seconds": seconds,
             }
