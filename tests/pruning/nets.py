@@ -238,3 +238,37 @@ class GhostNet(nn.Module):
         a = torch.relu(self.primary(x))
         out = torch.cat([a, torch.relu(self.cheap(a))], 1)
         return self.head(out[:, : self.out_chs]).mean((2, 3))
+
+
+def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
+    """timm's ``drop_path``: whole samples dropped at random, in training only."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep_prob = 1 - drop_prob
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    random_tensor = x.new_empty(shape).bernoulli_(keep_prob)
+    random_tensor.div_(keep_prob)
+    return x * random_tensor
+
+
+class DropPathNet(nn.Module):
+    """Residual branches with timm's stochastic depth (masks drawn with ``Tensor.bernoulli_``
+    only under ``if self.training``, so only a training-mode trace has them) and a channel
+    dropout drawn with ``torch.bernoulli``."""
+
+    def __init__(self, *, num_classes: int = 5, drop_prob: float = 0.5) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+        self.stem, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c1, self.b1 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.stem(x)))
+        x = x + drop_path(F.relu(self.b1(self.c1(x))), self.drop_prob, self.training)
+        x = F.relu(self.b2(self.c2(x)))
+        if self.training:
+            keep = torch.full_like(x[:, :, :1, :1], 1 - self.drop_prob)
+            x = x * torch.bernoulli(keep) / (1 - self.drop_prob)
+        return self.fc(x.mean((2, 3)))

@@ -12,7 +12,7 @@ from torch import nn
 from netsurgeon import ConfigError
 from netsurgeon.pruning import CRITERIA, Filters, get_criterion, prune, trace_graph
 from netsurgeon.pruning.criteria import APoZ, Taylor
-from tests.pruning.nets import NormActNet, ResNet, SeqNet
+from tests.pruning.nets import DropPathNet, NormActNet, ResNet, SeqNet
 
 
 def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -325,3 +325,35 @@ def test_data_driven_criteria_see_a_training_mode_model_as_in_eval_mode() -> Non
         assert all(torch.equal(after[k], v) for k, v in before.items())
     for in_training, in_eval in zip(scores[True], scores[False], strict=True):
         torch.testing.assert_close(in_training, in_eval)
+
+
+def test_data_driven_criteria_use_the_mean_of_random_masks_drawn_in_training_only() -> None:
+    """Stochastic depth as timm writes it draws its masks under ``if self.training``, so only
+    the training-mode trace has them and no training flag can turn them off. Before: Taylor's
+    scores of a training-mode model depended on the masks drawn (a dropped branch scored zero)."""
+    x = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(8) % 5
+    torch.manual_seed(0)
+    model = DropPathNet()
+    scores = []
+    for training, seed in ((False, 0), (True, 1), (True, 2)):
+        model.train(training)
+        torch.manual_seed(seed)
+        taylor = get_criterion("taylor")
+        taylor.collect(trace_graph(model, x[:1]), [(x, y)], F.cross_entropy)
+        scores.append([taylor(Filters(c, getattr(model, c), getattr(model, b)))
+                       for c, b in (("stem", "bn"), ("c1", "b1"), ("c2", "b2"))])  # fmt: skip
+    for in_training in scores[1:]:
+        for got, want in zip(in_training, scores[0], strict=True):
+            torch.testing.assert_close(got, want)
+    # The whole prune of a training-mode model keeps the same channels whatever the draws.
+    kept = []
+    for seed in (1, 2):
+        torch.manual_seed(0)
+        pruned = DropPathNet().train()
+        torch.manual_seed(seed)
+        prune(pruned, x[:1], amount=0.5, criterion="taylor", data=[(x, y)],
+              loss_fn=F.cross_entropy)  # fmt: skip
+        kept.append([pruned.c1.weight.detach().clone(), pruned.c2.weight.detach().clone()])
+    for a, b in zip(*kept, strict=True):
+        torch.testing.assert_close(a, b)

@@ -108,7 +108,8 @@ def test_untraceable_model_names_the_module() -> None:
     with pytest.raises(
         TraceError,
         match=r"module 'gate' \(Gate\) failed.*Pass leaf_modules=\['gate'\] to keep that "
-        r"module whole, .*, or make that forward free of data-dependent control flow\.$",
+        r"module whole, prune a traceable sub-module instead \(one without 'gate'\), or make "
+        r"that forward free of data-dependent control flow\.$",
     ):
         prune(model, X, amount=0.5)
     _assert_unchanged(model, snapshot)
@@ -1218,3 +1219,44 @@ def test_a_kept_functional_depthwise_convolution_keeps_its_input_channels() -> N
     assert result.channels == {"4": (4, 2)}
     assert any(s.startswith("0 (8 channels) kept: '2' ") for s in result.skipped), result.skipped
     assert model(x).shape == (2, 2, 8, 8)
+
+
+class _TimmDropNet(nn.Module):
+    """timm's DropBlock2d (control flow on the input's values in training mode) and DropPath."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        timm_layers = pytest.importorskip("timm.layers")
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.drop_block = timm_layers.DropBlock2d(drop_prob=0.5, block_size=3)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.drop_path = timm_layers.DropPath(0.5)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop_block(F.relu(self.bn1(self.conv1(x))))
+        x = x + self.drop_path(F.relu(self.bn2(self.conv2(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_timm_drop_layers_are_single_channel_wise_calls_in_either_mode() -> None:
+    """Before: a training-mode model with DropBlock2d could not be traced, and DropPath's masks,
+    drawn under ``if self.training``, made Taylor's scores (so the channels kept) random."""
+    x = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(8) % 5
+    kept = []
+    for seed in (1, 2):
+        torch.manual_seed(0)
+        model = _TimmDropNet().train()
+        graph = trace_graph(model, x[:1])
+        calls = [n.target for n in graph.fx_graph.nodes if n.op == "call_module"]
+        assert calls.count("drop_block") == 1 and calls.count("drop_path") == 1
+        # The drop layers pass channels through: the residual ties conv1 and conv2.
+        assert [sorted(g.sources) for g in graph.prunable_groups()] == [["conv1", "conv2"]]
+        torch.manual_seed(seed)
+        prune(model, x[:1], amount=0.5, criterion="taylor", data=[(x, y)],
+              loss_fn=F.cross_entropy)  # fmt: skip
+        assert model.conv1.out_channels == 4
+        kept.append(model.state_dict())
+    for key, value in kept[0].items():
+        assert torch.equal(value, kept[1][key]), key

@@ -183,6 +183,19 @@ def _library_spatial_functions() -> dict[Any, int]:
     return {pad_same: 2} if pad_same is not None else {}
 
 
+def _library_passthrough_modules() -> tuple[type[nn.Module], ...]:
+    """Module types of model libraries, loaded already, that act on each channel on its own
+    and are identities in eval mode: timm's stochastic depth (``DropPath``) and
+    ``DropBlock2d``. They draw their masks under ``if self.training`` (DropBlock2d with
+    control flow on the input's values, which fx cannot trace): the tracer keeps them single
+    calls, which the criteria then run in eval mode."""
+    drop = sys.modules.get("timm.layers.drop")
+    if drop is None:
+        return ()
+    found = (getattr(drop, name, None) for name in ("DropPath", "DropBlock2d"))
+    return tuple(kind for kind in found if isinstance(kind, type))
+
+
 def _is_stochastic_depth(fn: Any) -> bool:
     """Whether ``fn`` is torchvision's stochastic depth, which torchvision wraps for fx; it
     scales whole samples, so it is channel-wise. Looked up only where torchvision is loaded
@@ -480,6 +493,7 @@ class _Tracer(fx.Tracer):
         super().__init__(autowrap_functions=tuple(_library_spatial_functions()))
         self.stack: list[str] = []
         self.leaves = frozenset(leaves)
+        self.library_leaves = _library_passthrough_modules()
         # id -> (qualified name, tensor), made at the first read of a trace: the first name,
         # as fx's search finds; the tensor is held, so that its id cannot be reused meanwhile.
         self.tensor_names: dict[int, tuple[str, torch.Tensor]] | None = None
@@ -513,8 +527,10 @@ class _Tracer(fx.Tracer):
         return parameter_proxy_cache[name]
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return module_qualified_name in self.leaves or super().is_leaf_module(
-            m, module_qualified_name
+        return (
+            module_qualified_name in self.leaves
+            or isinstance(m, self.library_leaves)
+            or super().is_leaf_module(m, module_qualified_name)
         )
 
     def call_module(
@@ -738,7 +754,8 @@ def _trace(model: nn.Module, leaves: Iterable[str] = ()) -> fx.Graph:
         )
         advice = [
             *([f"pass leaf_modules=['{where}'] to keep that module whole"] if where else []),
-            f"prune a traceable sub-module instead (for example model.{where or 'features'})",
+            "prune a traceable sub-module instead"
+            + (f" (one without '{where}')" if where else " (for example model.features)"),
             fix,
         ]
         listed = ", ".join(advice[:-1]) + f", or {advice[-1]}"
@@ -777,12 +794,38 @@ class _EvalInterpreter(fx.Interpreter):
     """Runs a traced graph as the model runs in eval mode. A trace keeps the training flag
     that functional dropout, batch norm and stochastic depth were given (``training=True``
     from a training-mode trace), which ``model.eval()`` cannot turn off: it is turned off
-    here, so a pass neither updates batch-norm statistics nor draws dropout masks."""
+    here, so a pass neither updates batch-norm statistics nor draws dropout masks. Masks a
+    forward draws itself under ``if self.training`` (timm's stochastic depth and DropBlock:
+    ``bernoulli_(keep_prob)``) have no flag: they take their mean, so a pass is deterministic
+    and, for masks rescaled by ``1 / keep_prob``, computes what eval mode computes."""
 
     def call_function(self, target: Any, args: Any, kwargs: dict[str, Any]) -> Any:
         if target in _TRAINING_FLAG_FUNCTIONS or _is_stochastic_depth(target):
             args, kwargs = _training_flag_off(target, args, kwargs)
+        elif target is torch.bernoulli:
+            return _bernoulli_mean(*args, **kwargs)
         return super().call_function(target, args, kwargs)
+
+    def call_method(self, target: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+        if target == "bernoulli":
+            return _bernoulli_mean(*args, **kwargs)
+        if target == "bernoulli_":
+            return _bernoulli_mean_(*args, **kwargs)
+        return super().call_method(target, args, kwargs)
+
+
+def _bernoulli_mean(probabilities: torch.Tensor, p: float | None = None, **_: Any) -> torch.Tensor:
+    """The mean of ``torch.bernoulli(probabilities[, p])``: the probabilities themselves."""
+    if p is not None:
+        return torch.full_like(probabilities, p)
+    return probabilities.clone()
+
+
+def _bernoulli_mean_(tensor: torch.Tensor, p: float | torch.Tensor = 0.5, **_: Any) -> torch.Tensor:
+    """The mean of ``tensor.bernoulli_(p)``, written in place as the draw would be."""
+    if isinstance(p, torch.Tensor):
+        return tensor.copy_(p.expand_as(tensor))
+    return tensor.fill_(p)
 
 
 @functools.cache
@@ -828,6 +871,7 @@ class _Analyzer(_EvalInterpreter):
         super().__init__(model, graph=graph)
         self.modules = dict(model.named_modules(remove_duplicate=False))
         self.spatial_functions = {**_SPATIAL_FUNCTIONS, **_library_spatial_functions()}
+        self.passthrough_modules = _PASSTHROUGH_MODULES + _library_passthrough_modules()
         self.kept = kept  # module name -> why its parameters must not change
         self.leaves = frozenset(leaves)  # modules called whole (leaf_modules), not traced into
         self.info: dict[fx.Node, Any] = {}
@@ -1138,7 +1182,7 @@ class _Analyzer(_EvalInterpreter):
             isinstance(module, nn.PReLU) and module.num_parameters > 1
         ):
             return self._per_channel(n, name, module, info)
-        if isinstance(module, _PASSTHROUGH_MODULES) or (
+        if isinstance(module, self.passthrough_modules) or (
             isinstance(module, nn.PReLU) and module.num_parameters == 1
         ):
             self.chain_nodes.add(n.name)
