@@ -49,10 +49,7 @@ def test_pruning_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_timm_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     timm = pytest.importorskip("timm")
-    from netsurgeon.vision import models
-
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(models, "_USER_BUILDERS", dict(models._USER_BUILDERS))  # ends here
     create = timm.create_model
 
     def offline(name: str, *, pretrained: bool = False, **kwargs: object) -> torch.nn.Module:
@@ -65,6 +62,10 @@ def test_timm_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     result, model = namespace["result"], namespace["model"]
     assert result.after.macs <= 0.5 * result.before.macs
     assert sum(p.numel() for p in model.parameters()) == result.after.params
+    assert model.netsurgeon_arch == {
+        "name": "timm:efficientnet_b0",
+        "kwargs": {"num_classes": 1000},
+    }
     # Its norms are timm's BatchNormAct2d, which call F.batch_norm themselves: resized too.
     fresh = dict(offline("efficientnet_b0").named_modules())
     resized = [

@@ -464,3 +464,19 @@ def test_prune_amounts_per_layer(tmp_path: Path, capsys: pytest.CaptureFixture[s
         with pytest.raises(SystemExit) as exit_info:
             main([*PRUNE, "--amount", "0.5", "--amounts", bad, "--out", str(out)])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_prune_and_stats_take_timm_models(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")
+    out = tmp_path / "r18.pt"
+    argv = ["prune", "timm:resnet18", "--weights", "none", "--amount", "0.5", "--input-size"]
+    status, stdout, _ = _run([*argv, "32", "--num-classes", "10", "--out", str(out), "--json",
+                              *FAST])  # fmt: skip
+    assert status == 0
+    report = json.loads(stdout)
+    assert report["before"]["params"] == count_params(timm.create_model("resnet18", num_classes=10))
+    model = load(out)
+    assert isinstance(model, timm.models.ResNet) and model.fc.out_features == 10
+    assert count_params(model) == report["after"]["params"] < report["before"]["params"] / 3
+    status, stdout, _ = _run(["stats", str(out), "--json", *FAST])
+    assert status == 0 and json.loads(stdout)["macs"] == report["after"]["macs"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from urllib.error import URLError
 
@@ -386,3 +387,86 @@ def test_unreadable_weights_file_says_what_it_is_and_what_to_do(
         + (f" ({len(content[:999]):,} bytes)" if damage == "truncated" else "")
         + "; replace it with a good copy (download, save or export it again)"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# timm models: timm:NAME
+
+
+def test_timm_models_build_by_prefixed_name_and_rebuild_from_the_record() -> None:
+    timm = pytest.importorskip("timm")
+    model = build_model("timm:resnet18", num_classes=4)
+    assert model.netsurgeon_arch == {"name": "timm:resnet18", "kwargs": {"num_classes": 4}}
+    assert _structure(model) == _structure(timm.create_model("resnet18", num_classes=4))
+    assert vision.default_input_size("timm:inception_v3") == 299
+    cfg = timm.models.get_pretrained_cfg("efficientnet_b3")
+    assert vision.default_input_size("timm:efficientnet_b3") == cfg.input_size[-1] != 224
+    assert vision.default_input_size("timm:no_such_net") == 224
+
+
+def test_timm_default_weights_come_through_timm_with_the_head_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    timm = pytest.importorskip("timm")
+    create, calls = timm.create_model, []
+
+    def served(name: str, **kwargs: object) -> nn.Module:
+        """timm's pretrained path, without the download: the weights are marked instead."""
+        calls.append((name, dict(kwargs)))
+        pretrained = kwargs.pop("pretrained", False)
+        model = create(name, **kwargs)
+        if pretrained:
+            torch.nn.init.constant_(model.conv1.weight, 0.5)
+        return model
+
+    monkeypatch.setattr(timm, "create_model", served)
+    model = build_model("timm:resnet18.a1_in1k", weights="DEFAULT", num_classes=3)
+    assert calls == [("resnet18.a1_in1k", {"pretrained": True, "num_classes": 3})]
+    assert bool((model.conv1.weight == 0.5).all()) and model.fc.out_features == 3
+    assert model.netsurgeon_arch == {"name": "timm:resnet18.a1_in1k", "kwargs": {"num_classes": 3}}
+
+
+def test_timm_offline_download_fails_with_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    timm = pytest.importorskip("timm")
+
+    def offline(name: str, **kwargs: object) -> nn.Module:
+        raise FileNotFoundError("An error happened while trying to locate the file on the Hub")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(NetsurgeonError) as info:
+        build_model("timm:resnet18", weights="DEFAULT")
+    message = str(info.value)
+    assert message.startswith("could not download the pretrained weights of 'timm:resnet18'")
+    assert "--weights none" in message and "--weights PATH" in message
+
+
+def test_timm_names_timm_does_not_know_or_without_timm(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("timm")
+    with pytest.raises(ConfigError, match=r"unknown timm model 'resnet1888'; did you mean "
+                       r"timm:resnet18\b.*\(timm.list_models\(\) lists every name\)"):  # fmt: skip
+        build_model("timm:resnet1888")
+    with pytest.raises(ConfigError, match="unknown timm model ''"):
+        build_model("timm:")
+    with pytest.raises(ConfigError, match=r"\(\`netsurgeon models\` lists every name; timm "
+                       r"models are timm:NAME\)"):  # fmt: skip
+        build_model("efficientnet_b00")
+    monkeypatch.setitem(sys.modules, "timm", None)  # an import of timm fails
+    with pytest.raises(ConfigError, match=r"^timm models \(timm:NAME\) need timm: "
+                       r"pip install 'netsurgeon\[timm\]'$"):  # fmt: skip
+        build_model("timm:resnet18")
+    assert vision.default_input_size("timm:resnet18") == 224
+
+
+def test_a_pruned_timm_model_saves_and_loads_by_name(tmp_path: Path) -> None:
+    pytest.importorskip("timm")
+    from netsurgeon.pruning import prune
+
+    model = build_model("timm:efficientnet_b0", num_classes=5).eval()
+    prune(model, torch.randn(1, 3, 64, 64), amount=0.5)
+    io.save(model, tmp_path / "b0.pt")
+    loaded = io.load(tmp_path / "b0.pt")
+    assert loaded.netsurgeon_arch == model.netsurgeon_arch
+    assert _structure(loaded) == _structure(model) and _equal_outputs(model, loaded)
+    with pytest.raises(ConfigError, match="unknown timm model 'efficientnet_b00'"):
+        io.save(model, tmp_path / "never.pt", arch="timm:efficientnet_b00")
+    assert not (tmp_path / "never.pt").exists()

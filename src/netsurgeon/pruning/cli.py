@@ -67,13 +67,18 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
             "criterion, and the report gives accuracy, parameters and MACs."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="a torchvision classification builder name")
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a builder name (`netsurgeon models`), or timm:NAME for a timm model",
+    )
     parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="where to save")
     parser.add_argument(
         "--weights",
         default="DEFAULT",
         metavar="DEFAULT|none|PATH",
-        help="DEFAULT downloads torchvision's pretrained weights; none keeps the random "
+        help="DEFAULT downloads the pretrained weights (torchvision's, or timm's); none keeps "
+        "the random "
         "initialisation; PATH loads a local weights file (default: %(default)s)",
     )
     target = parser.add_argument_group("target (exactly one)")
@@ -434,7 +439,8 @@ def _add_models(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "models",
         help=COMMANDS["models"].help,
-        description="List the names that prune and stats accept as MODEL, one per line.",
+        description="List the names that prune and stats accept as MODEL, one per line; "
+        "they also accept timm:NAME for any name of timm.list_models() (pip install timm).",
     )
     parser.set_defaults(func=run_models)
 

@@ -258,7 +258,7 @@ def _conversion_hint(value: Any, *, allow_tensors: bool) -> str:
 def _resolve_arch(
     model: nn.Module, arch: str | None, arch_kwargs: dict[str, Any] | None
 ) -> dict[str, Any]:
-    from netsurgeon.vision.models import list_models
+    from netsurgeon.vision.models import TIMM_PREFIX, check_model, list_models
 
     if arch_kwargs is not None and not isinstance(arch_kwargs, dict):
         raise ConfigError(f"arch_kwargs must be a dict, got {arch_kwargs!r}")
@@ -282,7 +282,9 @@ def _resolve_arch(
         )
     _check_plain(kwargs, what="arch_kwargs", allow_tensors=False)
     _check_head(model, kwargs.get("num_classes"))
-    if name not in list_models():
+    if name.startswith(TIMM_PREFIX):
+        check_model(name)  # timm must be installed and know the name, as load() will need
+    elif name not in list_models():
         raise ConfigError(
             f"unknown architecture {name!r}: load() could not rebuild it; register its builder "
             f"with netsurgeon.vision.register_builder first"

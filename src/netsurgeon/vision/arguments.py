@@ -186,7 +186,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights",
         default="DEFAULT",
         metavar="DEFAULT|none|PATH",
-        help="DEFAULT: torchvision's pretrained weights (downloads); none: "
+        help="DEFAULT: the pretrained weights of torchvision or timm (downloads); none: "
         "random initialisation; PATH: a local file (default: DEFAULT)",
     )
     parser.add_argument(

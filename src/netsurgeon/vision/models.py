@@ -1,8 +1,9 @@
 """A registry of image-classification builders, and loading weights into them safely.
 
 :func:`build_model` builds any torchvision classification model, the CIFAR ResNets of
-:mod:`netsurgeon.vision.cifar_resnet`, or a builder registered with :func:`register_builder`,
-with random, downloaded (torchvision) or local weights. Every returned model carries
+:mod:`netsurgeon.vision.cifar_resnet`, any timm model (``timm:NAME``, with the ``timm``
+extra), or a builder registered with :func:`register_builder`, with random, downloaded
+(torchvision, timm) or local weights. Every returned model carries
 ``model.netsurgeon_arch``, a plain dict saying how to rebuild its architecture with random
 initialisation; :mod:`netsurgeon.pruning.io` stores it so that checkpoints hold no pickled code.
 """
@@ -10,6 +11,7 @@ initialisation; :mod:`netsurgeon.pruning.io` stores it so that checkpoints hold 
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import math
 import os
@@ -22,7 +24,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError
+from netsurgeon.errors import CheckpointError, ConfigError, NetsurgeonError, first_line
 from netsurgeon.fileio import describe_torch_file, exported_format
 
 __all__ = [
@@ -41,8 +43,13 @@ __all__ = [
     "state_dict_differences",
 ]
 
+#: Prefix of timm models' names: ``timm:efficientnet_b0`` builds
+#: ``timm.create_model("efficientnet_b0", ...)``; a pretrained tag may follow the name
+#: (``timm:resnet50.a1_in1k``).
+TIMM_PREFIX = "timm:"
+
 #: Told to users who mistype a model name.
-LIST_MODELS_HINT = "`netsurgeon models` lists every name"
+LIST_MODELS_HINT = f"`netsurgeon models` lists every name; timm models are {TIMM_PREFIX}NAME"
 
 _CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 _USER_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
@@ -103,19 +110,54 @@ def _cifar_builders() -> dict[str, Callable[..., nn.Module]]:
 
 
 def list_models() -> list[str]:
-    """Names :func:`build_model` accepts, sorted: torchvision's, the CIFAR ResNets, user ones."""
+    """Names :func:`build_model` accepts, sorted: torchvision's, the CIFAR ResNets, user ones.
+
+    timm's models, accepted as ``timm:NAME``, are not listed: ``timm.list_models()`` lists
+    their names.
+    """
     return sorted({*_torchvision_names(), *_cifar_builders(), *_USER_BUILDERS})
+
+
+def _timm() -> ModuleType:
+    try:
+        import timm
+    except ImportError:
+        raise ConfigError(
+            f"timm models ({TIMM_PREFIX}NAME) need timm: pip install 'netsurgeon[timm]'"
+        ) from None
+    return timm
+
+
+def _timm_builder(name: str) -> Callable[..., nn.Module]:
+    """``timm.create_model`` for ``timm:NAME``, whose name timm knows."""
+    timm = _timm()
+    arch = name.removeprefix(TIMM_PREFIX)
+    if not arch or not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
+        suggestion = f"; did you mean {', '.join(TIMM_PREFIX + c for c in close)}?" if close else ""
+        raise ConfigError(
+            f"unknown timm model {arch!r}{suggestion} (timm.list_models() lists every name)"
+        )
+    return functools.partial(timm.create_model, arch)
 
 
 def default_input_size(name: str) -> int:
     """Side of the square images the model ``name`` is built for.
 
-    32 for the CIFAR ResNets, 299 for ``inception_v3``, else :data:`DEFAULT_INPUT_SIZE` (224).
-    The command line uses it when ``--input-size`` is not given.
+    32 for the CIFAR ResNets, 299 for ``inception_v3``, the size of its pretrained weights for
+    a timm model, else :data:`DEFAULT_INPUT_SIZE` (224). The command line uses it when
+    ``--input-size`` is not given.
 
     Args:
-        name: A name from :func:`list_models` (unknown names get the default).
+        name: A name from :func:`list_models`, or ``timm:NAME`` (unknown names get the default).
     """
+    if name.startswith(TIMM_PREFIX):
+        try:
+            cfg = _timm().models.get_pretrained_cfg(name.removeprefix(TIMM_PREFIX))
+        except (ConfigError, RuntimeError):  # timm missing, or no such name
+            cfg = None
+        size = getattr(cfg, "input_size", None)
+        return int(size[-1]) if size else DEFAULT_INPUT_SIZE
     return _INPUT_SIZES.get(name, DEFAULT_INPUT_SIZE)
 
 
@@ -165,11 +207,13 @@ def register_builder(name: str, fn: Callable[..., nn.Module], *, overwrite: bool
 
 
 def _lookup(name: str) -> tuple[str, Callable[..., nn.Module]]:
-    """Return ``(kind, builder)`` with kind "user", "cifar" or "torchvision"."""
+    """Return ``(kind, builder)`` with kind "user", "cifar", "timm" or "torchvision"."""
     if not isinstance(name, str):
         raise ConfigError(f"a model name must be a string, got {name!r}")
     if name in _USER_BUILDERS:
         return "user", _USER_BUILDERS[name]
+    if name.startswith(TIMM_PREFIX):
+        return "timm", _timm_builder(name)
     cifar = _cifar_builders()
     if name in cifar:
         return "cifar", cifar[name]
@@ -568,7 +612,8 @@ def load_weights_into(
 
 
 def _resolve_weights(name: str, kind: str, weights: object) -> tuple[str, Any]:
-    """Classify ``weights`` as ("none", None), ("torchvision", enum) or ("file", Path)."""
+    """Classify ``weights`` as ("none", None), ("torchvision", enum), ("timm", None) (timm's
+    pretrained weights) or ("file", Path)."""
     if weights is None:
         return "none", None
     if isinstance(weights, os.PathLike):
@@ -595,6 +640,8 @@ def _resolve_weights(name: str, kind: str, weights: object) -> tuple[str, Any]:
     path = Path(weights).expanduser()
     if path.is_file():
         return "file", path
+    if kind == "timm" and weights == "DEFAULT":
+        return "timm", None
     if kind != "torchvision" and weights == "DEFAULT":
         raise ConfigError(
             f"{name!r} has no downloadable weights (weights='DEFAULT'); pass weights='none' "
@@ -630,6 +677,22 @@ def _download(
             f"{torch.hub.get_dir()}/checkpoints and retry, or pass weights='none' (--weights none) "
             "or a local path"
         ) from exc
+
+
+def _download_timm(builder: Callable[..., nn.Module], kwargs: dict, name: str) -> nn.Module:
+    """A timm model with its pretrained weights, which timm downloads (from the Hugging Face
+    Hub) and caches; with another ``num_classes`` timm leaves out the pretrained head."""
+    try:
+        return builder(pretrained=True, **kwargs)
+    except OSError as exc:  # the hub's offline and missing-file errors are OSErrors
+        raise NetsurgeonError(
+            f"could not download the pretrained weights of {name!r} through timm "
+            f"({first_line(exc)}); pass weights='none' (--weights none) for random "
+            f"initialisation, or the path of a local state-dict file (--weights PATH)"
+        ) from exc
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"cannot build {name!r} with pretrained weights and {kwargs!r}: "
+                          f"{first_line(exc)}") from exc  # fmt: skip
 
 
 def _drop_aux_heads(model: nn.Module, name: str) -> None:
@@ -712,10 +775,12 @@ def build_model(
     """Build a classification model by name, with random, downloaded or local weights.
 
     Args:
-        name: A name from :func:`list_models`.
+        name: A name from :func:`list_models`, or ``timm:NAME`` for
+            ``timm.create_model(NAME)`` (a pretrained tag may follow: ``timm:resnet50.a1_in1k``).
         weights: ``"none"`` or ``None`` for random initialisation; ``"DEFAULT"`` or a
             torchvision weights name (``"IMAGENET1K_V2"``, ``"ResNet50_Weights.IMAGENET1K_V2"``)
-            to download them through torchvision; or the path of a local file (torchvision
+            to download them through torchvision (timm models: ``"DEFAULT"``, through timm,
+            from the Hugging Face Hub); or the path of a local file (torchvision
             state dict, legacy ``{"state_dict": ...}``, or a netsurgeon checkpoint of ``name``,
             pruned or not), always read with ``weights_only=True``.
         num_classes: Outputs of the classifier. With pretrained weights of another class
@@ -730,9 +795,10 @@ def build_model(
         ``{"name": name, "kwargs": {...}}``, the arguments that rebuild its architecture.
 
     Raises:
-        ConfigError: An unknown name (with close matches) or a bad argument value.
+        ConfigError: An unknown name (with close matches), a bad argument value, or a
+            ``timm:`` name without timm installed.
         CheckpointError: A local file that is unreadable or does not fit.
-        NetsurgeonError: Downloading torchvision weights failed (for example offline).
+        NetsurgeonError: Downloading pretrained weights failed (for example offline).
     """
     kind, builder = _lookup(name)
     num_classes = _check_num_classes(num_classes)
@@ -772,6 +838,10 @@ def build_model(
             _drop_aux_heads(model, name)
         if num_classes is not None:
             replace_head(model, num_classes)
+    elif source == "timm":
+        if num_classes is not None:
+            ctor["num_classes"] = num_classes
+        model = _download_timm(builder, ctor, name)
     else:
         if num_classes is not None:
             ctor["num_classes"] = num_classes
