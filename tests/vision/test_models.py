@@ -470,3 +470,13 @@ def test_a_pruned_timm_model_saves_and_loads_by_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown timm model 'efficientnet_b00'"):
         io.save(model, tmp_path / "never.pt", arch="timm:efficientnet_b00")
     assert not (tmp_path / "never.pt").exists()
+
+
+def test_saving_a_model_timm_built_asks_for_its_timm_name(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("resnet18", num_classes=3)
+    with pytest.raises(ConfigError, match=r"pass arch= \(a name from .*, timm:NAME for a timm "
+                       r"model, .*\) \(here probably arch='timm:resnet18'\)"):  # fmt: skip
+        io.save(model, tmp_path / "r18.pt")
+    io.save(model, tmp_path / "r18.pt", arch="timm:resnet18", arch_kwargs={"num_classes": 3})
+    assert _equal_outputs(model, io.load(tmp_path / "r18.pt"))

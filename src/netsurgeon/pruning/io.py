@@ -275,10 +275,15 @@ def _resolve_arch(
         name = recorded["name"]
         kwargs = {**recorded.get("kwargs", {}), **(arch_kwargs or {})}
     else:
+        # timm records the name it built a model from.
+        cfg = getattr(model, "pretrained_cfg", None)
+        timm_arch = cfg.get("architecture") if isinstance(cfg, dict) else None
+        hint = f" (here probably arch='{TIMM_PREFIX}{timm_arch}')" if timm_arch else ""
         raise ConfigError(
             f"cannot tell which architecture this {type(model).__name__} is: pass arch= (a name "
-            f"from netsurgeon.vision.list_models(), or one added with register_builder) and, if "
-            f"needed, arch_kwargs=, or build the model with netsurgeon.vision.build_model"
+            f"from netsurgeon.vision.list_models(), {TIMM_PREFIX}NAME for a timm model, or one "
+            f"added with register_builder){hint} and, if needed, arch_kwargs=, or build the "
+            f"model with netsurgeon.vision.build_model"
         )
     _check_plain(kwargs, what="arch_kwargs", allow_tensors=False)
     _check_head(model, kwargs.get("num_classes"))
