@@ -447,6 +447,9 @@ def test_timm_names_timm_does_not_know_or_without_timm(monkeypatch: pytest.Monke
         build_model("timm:resnet1888")
     with pytest.raises(ConfigError, match="unknown timm model ''"):
         build_model("timm:")
+    with pytest.raises(ConfigError, match=r"^timm has no pretrained tag 'bogus' for 'resnet18'; "
+                       r"its tags: a1_in1k, .*\(give the name without a tag"):  # fmt: skip
+        build_model("timm:resnet18.bogus")
     with pytest.raises(ConfigError, match=r"\(\`netsurgeon models\` lists every name; timm "
                        r"models are timm:NAME\)"):  # fmt: skip
         build_model("efficientnet_b00")

@@ -78,8 +78,7 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
         default="DEFAULT",
         metavar="DEFAULT|none|PATH",
         help="DEFAULT downloads the pretrained weights (torchvision's, or timm's); none keeps "
-        "the random "
-        "initialisation; PATH loads a local weights file (default: %(default)s)",
+        "the random initialisation; PATH loads a local weights file (default: %(default)s)",
     )
     target = parser.add_argument_group("target (exactly one)")
     target.add_argument(

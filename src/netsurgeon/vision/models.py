@@ -138,6 +138,13 @@ def _timm_builder(name: str) -> Callable[..., nn.Module]:
         raise ConfigError(
             f"unknown timm model {arch!r}{suggestion} (timm.list_models() lists every name)"
         )
+    base, _, tag = arch.partition(".")
+    if tag and arch not in timm.list_pretrained(arch):
+        tags = [t.partition(".")[2] for t in timm.list_pretrained(f"{base}.*")]
+        raise ConfigError(
+            f"timm has no pretrained tag {tag!r} for {base!r}; its tags: "
+            f"{', '.join(tags) or 'none'} (give the name without a tag for timm's default)"
+        )
     return functools.partial(timm.create_model, arch)
 
 
