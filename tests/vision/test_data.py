@@ -91,6 +91,28 @@ def test_eval_transform_resizes_crops_and_normalises() -> None:
         assert torch.allclose(tensor.mean(dim=(1, 2)), expected, atol=1e-5)
 
 
+def test_transforms_and_data_normalise_with_the_mean_and_std_given() -> None:
+    white = Image.new("RGB", (50, 30), (255, 255, 255))
+    tensor = build_transforms(train=False, input_size=16, mean=(0.5,) * 3, std=(0.25,) * 3)(white)
+    assert torch.allclose(tensor, torch.full((3, 16, 16), 2.0))
+    for bad, message in (
+        ({"mean": (0.5, 0.5)}, r"^mean=\(0.5, 0.5\) is not allowed; give 3 numbers, one per"),
+        ({"std": (0.5, 0.0, 0.5)}, r"^std=\(0.5, 0.0, 0.5\) is not allowed; give 3 positive"),
+        ({"mean": "0.5"}, r"^mean='0.5' is not allowed"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            build_transforms(train=True, input_size=16, **bad)
+
+
+def test_load_image_data_normalises_with_the_mean_and_std_given(data_root: Path) -> None:
+    data = load_image_data(data_root, input_size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    for part in (data.train, data.val):
+        normalize = part.transform.transforms[-1]
+        assert list(normalize.mean) == [0.5] * 3 and list(normalize.std) == [0.5] * 3
+    with pytest.raises(ConfigError, match="std="):
+        load_image_data(data_root, input_size=16, std=(1.0, -1.0, 1.0))
+
+
 def test_train_transform_augments_and_small_images_are_pad_cropped() -> None:
     ramp = Image.fromarray(
         (torch.arange(32 * 32).reshape(32, 32) % 251).to(torch.uint8).numpy()

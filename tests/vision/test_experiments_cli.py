@@ -502,3 +502,28 @@ def test_resume_refuses_a_data_folder_whose_files_changed(
         path.write_text(json.dumps(config))
     assert main(argv) == 0
     assert "0 trial(s) run, 2 resumed" in capsys.readouterr().out
+
+
+def test_sweep_and_compare_normalise_as_the_models_expect(
+    tmp_path: Path, normalizations: list[tuple[object, object]]
+) -> None:
+    """A sweep normalises its images as its timm model was pretrained (mean and std 0.5 here)
+    and records it; a comparison of models that expect different normalisations uses
+    ImageNet's for all and says which models expect another."""
+    pytest.importorskip("timm")
+    data = make_image_folder(tmp_path / "data", train=4, val=2)
+    timm_net = "timm:mobilenetv4_conv_small_050"
+    common = ["--data", str(data), "--weights", "none", "--input-size", "32",
+              "--finetune-epochs", "1", "--max-train-batches", "1", *QUICK]  # fmt: skip
+    argv = ["sweep", timm_net, "--criteria", "l1", "--levels", "0.5", "--out", str(tmp_path / "s")]
+    assert main([*argv, *common]) == 0
+    config = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert config["info"]["mean"] == config["info"]["std"] == [0.5, 0.5, 0.5]
+    argv = ["compare-models", f"cifar_resnet20,{timm_net}", "--level", "0.5",
+            "--out", str(tmp_path / "c")]  # fmt: skip
+    with pytest.warns(UserWarning, match=rf"^{timm_net} expect images normalised otherwise than "
+                      r"ImageNet's mean and std .*compare them in a run of their own"):  # fmt: skip
+        assert main([*argv, *common]) == 0
+    assert "mean" not in json.loads((tmp_path / "c" / "config.json").read_text())["info"]
+    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert normalizations == [((0.5,) * 3, (0.5,) * 3), imagenet]

@@ -483,3 +483,13 @@ def test_saving_a_model_timm_built_asks_for_its_timm_name(tmp_path: Path) -> Non
         io.save(model, tmp_path / "r18.pt")
     io.save(model, tmp_path / "r18.pt", arch="timm:resnet18", arch_kwargs={"num_classes": 3})
     assert _equal_outputs(model, io.load(tmp_path / "r18.pt"))
+
+
+def test_input_normalization_is_imagenets_or_the_timm_models_own() -> None:
+    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert vision.input_normalization("resnet18") == imagenet
+    assert vision.input_normalization("cifar_resnet20") == imagenet
+    pytest.importorskip("timm")
+    assert vision.input_normalization("timm:resnet18") == imagenet
+    assert vision.input_normalization("timm:inception_v3.tf_in1k") == ((0.5,) * 3, (0.5,) * 3)
+    assert vision.input_normalization("timm:no_such_net") == imagenet

@@ -112,6 +112,47 @@ def test_finetune_trains_at_the_models_own_input_size(tmp_path: Path) -> None:
     assert read_checkpoint(out)["extra"]["finetune"]["input_size"] == 32  # cifar_resnet20's
 
 
+def test_finetune_and_iterative_prune_normalise_as_the_timm_model_expects(
+    tmp_path: Path, normalizations: list[tuple[Any, Any]]
+) -> None:
+    """timm's mobilenetv4_conv_small_050 was pretrained on images normalised with mean and std
+    0.5. Before: every model's images were normalised with ImageNet's mean and std."""
+    pytest.importorskip("timm")
+    data = make_image_folder(tmp_path / "data")
+    argv = finetune_args(data, tmp_path / "m.pt", "--epochs", "1", "--max-steps", "1")
+    argv[argv.index("cifar_resnet20")] = "timm:mobilenetv4_conv_small_050"
+    argv[argv.index("--input-size") + 1] = "32"
+    assert main(argv) == 0
+    prune = [
+        "prune",
+        "timm:mobilenetv4_conv_small_050",
+        "--data",
+        str(data),
+        "--weights",
+        "none",
+        "--amount",
+        "0.3",
+        "--prune-steps",
+        "1",
+        "--finetune-steps",
+        "1",
+        "--finetune-epochs",
+        "1",
+        "--max-steps",
+        "1",
+        "--input-size",
+        "32",
+        "--train-batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--out",
+        str(tmp_path / "p.pt"),
+    ]
+    assert main(prune) == 0
+    assert normalizations == [((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))] * 2
+
+
 def test_finetune_in_channels_last_order_saves_a_usable_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

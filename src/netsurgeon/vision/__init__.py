@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from netsurgeon.vision.models import (
         build_model,
         default_input_size,
+        input_normalization,
         list_models,
         load_state_dict_checked,
         register_builder,
@@ -48,6 +49,7 @@ __all__ = [
     "default_input_size",
     "export_model",
     "finetune",
+    "input_normalization",
     "list_models",
     "load_image_data",
     "load_state_dict_checked",
@@ -69,8 +71,8 @@ _MODULES = {
     "export": ("export_model",),
     "iterative": ("IterativeResult", "finetune", "prune_and_finetune"),
     "models": (
-        "build_model", "default_input_size", "list_models", "load_state_dict_checked",
-        "register_builder", "replace_head",
+        "build_model", "default_input_size", "input_normalization", "list_models",
+        "load_state_dict_checked", "register_builder", "replace_head",
     ),
 }  # fmt: skip
 __getattr__, __dir__ = lazy_attributes(

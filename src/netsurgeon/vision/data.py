@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
+import math
 import multiprocessing
 import multiprocessing.context
 import os
@@ -114,8 +115,31 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).convert("RGB")
 
 
-def build_transforms(*, train: bool, input_size: int = 224, small: bool | None = None) -> Transform:
-    """The standard ImageNet-normalised transforms for fine-tuning.
+def _check_normalization(mean: Any, std: Any) -> tuple[list[float], list[float]]:
+    """``mean`` and ``std`` as lists of 3 floats, the standard deviations positive."""
+    checked = []
+    for label, value in (("mean", mean), ("std", std)):
+        ok = isinstance(value, (list, tuple)) and len(value) == 3
+        ok = ok and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        )
+        if not ok or (label == "std" and min(value) <= 0):
+            rule = "3 positive numbers" if label == "std" else "3 numbers"
+            raise ConfigError(f"{label}={value!r} is not allowed; give {rule}, one per channel")
+        checked.append([float(v) for v in value])
+    return checked[0], checked[1]
+
+
+def build_transforms(
+    *,
+    train: bool,
+    input_size: int = 224,
+    small: bool | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Transform:
+    """The standard transforms for fine-tuning, normalised as ImageNet models expect.
 
     Args:
         train: Augmenting training transforms, or deterministic evaluation ones.
@@ -124,20 +148,25 @@ def build_transforms(*, train: bool, input_size: int = 224, small: bool | None =
             by ``input_size // 8``, which is 4 at 32 px, and flip) instead of ImageNet-style
             ones (RandomResizedCrop and flip for training; resize to ``input_size * 256 / 224``
             and centre crop for evaluation). ``None`` picks small when ``input_size <= 64``.
+        mean: Per-channel mean subtracted from the ``[0, 1]`` pixels (ImageNet's by default;
+            :func:`netsurgeon.vision.input_normalization` gives a model's own).
+        std: Per-channel standard deviation they are divided by.
 
     Returns:
         A callable from a PIL image to a normalised ``3 x input_size x input_size`` tensor.
 
     Raises:
-        ConfigError: ``input_size`` is not an integer of at least 8.
+        ConfigError: ``input_size`` is not an integer of at least 8, or ``mean`` / ``std``
+            are not 3 numbers (positive ones for ``std``).
     """
     if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 8:
         raise ConfigError(
             f"input_size={input_size!r} (--input-size) is not allowed; use an integer >= 8"
         )
+    mean, std = _check_normalization(mean, std)
     if small is None:
         small = input_size <= _SMALL_INPUT_MAX
-    finish = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    finish = [T.ToTensor(), T.Normalize(mean, std)]
     if small:
         fit = [T.Resize(input_size), T.CenterCrop(input_size)]
         if train:
@@ -560,6 +589,8 @@ def load_image_data(
     num_classes: int | None = None,
     verify: bool = True,
     small: bool | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> ImageData:
     """Training and validation datasets from a data folder, with the standard transforms.
 
@@ -578,6 +609,8 @@ def load_image_data(
         num_classes: When given, must equal the number of class folders.
         verify: Verify every image with PIL while scanning; see :class:`ImageFolderDataset`.
         small: CIFAR-style transforms; ``None`` decides from ``input_size``.
+        mean: Per-channel normalisation mean; see :func:`build_transforms`.
+        std: Per-channel normalisation standard deviation.
 
     Raises:
         ConfigError: A folder is missing, empty or not in ImageFolder layout, the training and
@@ -586,8 +619,8 @@ def load_image_data(
     """
     root = Path(root)
     _check_folder(root)
-    train_tf = build_transforms(train=True, input_size=input_size, small=small)
-    eval_tf = build_transforms(train=False, input_size=input_size, small=small)
+    train_tf = build_transforms(train=True, input_size=input_size, small=small, mean=mean, std=std)
+    eval_tf = build_transforms(train=False, input_size=input_size, small=small, mean=mean, std=std)
     train_dir = _find_child(root, _TRAIN_NAMES)
     val_dir = _find_child(root, _VAL_NAMES)
     if val_fraction is None:

@@ -212,16 +212,40 @@ def stratified_subset(targets: list[int], n: int, *, seed: int) -> list[int]:
     return sorted(chosen)
 
 
-def _loaders(args: argparse.Namespace) -> tuple[Any, Any, int, dict[str, Any]]:
-    """Training and validation loaders, the class count and the data settings for config.json."""
+def _normalization(names: list[str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The input normalisation of the models ``names``: their own where they share one, else
+    ImageNet's, with a warning naming the models that expect another."""
+    from netsurgeon.vision.data import IMAGENET_MEAN, IMAGENET_STD
+    from netsurgeon.vision.models import input_normalization
+
+    wanted = {name: input_normalization(name) for name in names}
+    if len(set(wanted.values())) == 1:
+        return wanted[names[0]]
+    others = [n for n, norm in wanted.items() if norm != (IMAGENET_MEAN, IMAGENET_STD)]
+    warnings.warn(
+        f"{', '.join(others)} expect images normalised otherwise than ImageNet's mean and std "
+        "(their pretrained weights' normalisation); one comparison normalises every model's "
+        "images alike, with ImageNet's: compare them in a run of their own to use theirs",
+        UserWarning,
+        stacklevel=2,
+    )
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def _loaders(args: argparse.Namespace, names: list[str]) -> tuple[Any, Any, int, dict[str, Any]]:
+    """Training and validation loaders, the class count and the data settings for config.json.
+
+    The images are normalised as the models ``names`` expect (:func:`_normalization`).
+    """
     import torch
 
-    from netsurgeon.vision.data import load_image_data, make_loader
+    from netsurgeon.vision.data import IMAGENET_MEAN, IMAGENET_STD, load_image_data, make_loader
     from netsurgeon.vision.experiments import LimitedLoader
 
+    mean, std = _normalization(names)
     data = load_image_data(
         args.data, input_size=args.input_size, val_fraction=args.val_fraction, seed=args.seed,
-        num_classes=args.num_classes, verify=not args.no_verify,
+        num_classes=args.num_classes, verify=not args.no_verify, mean=mean, std=std,
     )  # fmt: skip
     train, val = data.train, data.val
     for flag, size in (("--train-subset", args.train_subset), ("--val-subset", args.val_subset)):
@@ -272,6 +296,8 @@ def _loaders(args: argparse.Namespace) -> tuple[Any, Any, int, dict[str, Any]]:
         "num_classes": data.num_classes,
         "classes": list(data.classes),
         "input_size": args.input_size,
+        # Recorded where it is not ImageNet's, so that earlier runs' settings stay the same.
+        **({} if (mean, std) == (IMAGENET_MEAN, IMAGENET_STD) else {"mean": mean, "std": std}),
         "val_fraction": args.val_fraction,
         "batch_size": args.batch_size,
         "train_images": len(train),
@@ -381,7 +407,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     _check_val_fraction(args.val_fraction)
     _check_out(args.out)
     _check_models(args, [args.model])
-    train_loader, val_loader, num_classes, info = _loaders(args)
+    train_loader, val_loader, num_classes, info = _loaders(args, [args.model])
     info = {"command": "sweep", "model": args.model, **info}
     config = _sweep_config(args, criteria=criteria, levels=levels, info=info)
     model = _builder(args, num_classes)(args.model)
@@ -487,7 +513,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     # Every name and its weights before any model trains: config.json, written first, would
     # otherwise keep a mistyped list and refuse the corrected command.
     _check_models(args, names)
-    train_loader, val_loader, num_classes, info = _loaders(args)
+    train_loader, val_loader, num_classes, info = _loaders(args, names)
     _check_weights(args, names, num_classes)
     info = {"command": "compare-models", **info}
     config = _sweep_config(args, criteria=criteria, levels=levels, info=info)

@@ -1065,7 +1065,7 @@ def finetune(
     """
     from netsurgeon.pruning.io import save
     from netsurgeon.vision.data import load_image_data, make_loader
-    from netsurgeon.vision.models import build_model, default_input_size
+    from netsurgeon.vision.models import build_model, default_input_size, input_normalization
 
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config={config!r} is not allowed; pass a TrainConfig")
@@ -1116,6 +1116,7 @@ def finetune(
         )
     elif distill_features:
         raise ConfigError(f"distill_features={list(distill_features)!r} need a teacher")
+    mean, std = input_normalization(model_name)
     data = load_image_data(
         data_dir,
         input_size=input_size,
@@ -1123,6 +1124,8 @@ def finetune(
         seed=config.seed,
         num_classes=num_classes,
         small=small,
+        mean=mean,
+        std=std,
     )
     if loss_fn is not None:
         scores = loss_fn.teacher_logits(
@@ -1434,7 +1437,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
     """
     from netsurgeon.pruning.io import save
     from netsurgeon.vision.data import load_image_data, make_loader
-    from netsurgeon.vision.models import build_model
+    from netsurgeon.vision.models import build_model, input_normalization
 
     if getattr(args, "data", None) is None:
         raise ConfigError("iterative pruning needs --data DIR, an ImageFolder data folder")
@@ -1464,12 +1467,15 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
         why = _unfinished_iterative(checkpoint_dir, out)
         _refuse_unfinished(checkpoint_dir, why, named_by_out=args.checkpoint_dir is None)
     config = train_config_from_args(args, epochs=max(1, args.finetune_epochs))
+    mean, std = input_normalization(args.model)
     data = load_image_data(
         args.data,
         input_size=args.input_size,
         val_fraction=args.val_fraction,
         seed=args.seed,
         num_classes=args.num_classes,
+        mean=mean,
+        std=std,
     )
     resuming = (
         args.resume and checkpoint_dir is not None and (checkpoint_dir / _STATE_FILE).is_file()

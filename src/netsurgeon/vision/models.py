@@ -34,6 +34,7 @@ __all__ = [
     "build_model",
     "check_model",
     "find_heads",
+    "input_normalization",
     "list_models",
     "load_state_dict_checked",
     "load_weights_into",
@@ -148,6 +149,35 @@ def _timm_builder(name: str) -> Callable[..., nn.Module]:
     return functools.partial(timm.create_model, arch)
 
 
+def input_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel mean and standard deviation that the model ``name`` expects its
+    ``[0, 1]`` pixels to be normalised with: those of its pretrained weights for a timm model
+    (``(0.5, 0.5, 0.5)`` for Inception-style ones, for example), else ImageNet's. The
+    commands that fine-tune normalise their images so.
+
+    Args:
+        name: A name from :func:`list_models`, or ``timm:NAME`` (unknown names get ImageNet's).
+    """
+    from netsurgeon.vision.data import IMAGENET_MEAN, IMAGENET_STD
+
+    cfg = _timm_pretrained_cfg(name)
+    mean, std = getattr(cfg, "mean", None), getattr(cfg, "std", None)
+    if mean is not None and std is not None and len(mean) == len(std) == 3:
+        return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def _timm_pretrained_cfg(name: str) -> Any:
+    """timm's pretrained config of ``timm:NAME``; None for other names, an unknown name or
+    tag, or without timm."""
+    if not name.startswith(TIMM_PREFIX):
+        return None
+    try:
+        return _timm().models.get_pretrained_cfg(name.removeprefix(TIMM_PREFIX))
+    except (ConfigError, RuntimeError):  # timm missing, or no such tag
+        return None
+
+
 def default_input_size(name: str) -> int:
     """Side of the square images the model ``name`` is built for.
 
@@ -159,11 +189,7 @@ def default_input_size(name: str) -> int:
         name: A name from :func:`list_models`, or ``timm:NAME`` (unknown names get the default).
     """
     if name.startswith(TIMM_PREFIX):
-        try:
-            cfg = _timm().models.get_pretrained_cfg(name.removeprefix(TIMM_PREFIX))
-        except (ConfigError, RuntimeError):  # timm missing, or no such name
-            cfg = None
-        size = getattr(cfg, "input_size", None)
+        size = getattr(_timm_pretrained_cfg(name), "input_size", None)
         return int(size[-1]) if size else DEFAULT_INPUT_SIZE
     return _INPUT_SIZES.get(name, DEFAULT_INPUT_SIZE)
 
