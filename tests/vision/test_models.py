@@ -447,6 +447,10 @@ def test_timm_names_timm_does_not_know_or_without_timm(monkeypatch: pytest.Monke
         build_model("timm:resnet1888")
     with pytest.raises(ConfigError, match="unknown timm model ''"):
         build_model("timm:")
+    with pytest.raises(ConfigError, match=r"^weights='a1_in1k' \(--weights\) for 'timm:resnet18' "
+                       r"is neither an existing file nor one of 'none', 'DEFAULT' \(timm's "
+                       r"pretrained weights by tag: timm:resnet18.TAG\)$"):  # fmt: skip
+        build_model("timm:resnet18", weights="a1_in1k")
     with pytest.raises(ConfigError, match=r"^timm has no pretrained tag 'bogus' for 'resnet18'; "
                        r"its tags: a1_in1k, .*\(give the name without a tag"):  # fmt: skip
         build_model("timm:resnet18.bogus")
