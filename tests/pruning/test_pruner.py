@@ -102,16 +102,41 @@ class Untraceable(nn.Module):
         return self.gate(self.conv(x))
 
 
-def test_untraceable_model_names_the_module() -> None:
-    model = Untraceable()
+class _GatedForward(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y if y.sum() > 0 else -y  # control flow in the model's own forward
+
+
+def test_control_flow_in_the_models_own_forward_is_one_error_with_advice() -> None:
+    model = _GatedForward()
     snapshot = _snapshot(model)
     with pytest.raises(
         TraceError,
-        match=r"module 'gate' \(Gate\) failed.*Pass leaf_modules=\['gate'\] to keep that "
-        r"module whole, prune a traceable sub-module instead \(one without 'gate'\), or make "
-        r"that forward free of data-dependent control flow\.$",
+        match=r"^cannot trace _GatedForward with torch.fx: the forward of _GatedForward failed "
+        r"\(TraceError: .*\)\. Prune a traceable sub-module instead \(for example "
+        r"model.features\), or make that forward free of data-dependent control flow\.$",
     ):
         prune(model, X, amount=0.5)
+    _assert_unchanged(model, snapshot)
+
+
+def test_a_submodule_fx_cannot_trace_is_called_whole_and_named() -> None:
+    """Before: a TraceError, and the user had to pass leaf_modules=['gate'] to prune at all."""
+    model = Untraceable()
+    snapshot = _snapshot(model)
+    result = prune(model, X, amount=0.5)
+    assert result.channels == {}  # conv feeds the gate, which keeps what it takes
+    assert result.skipped == [
+        "conv (4 channels) kept: module 'gate': torch.fx cannot trace it, so it is called whole",
+        "'gate' (Gate) cannot be traced with torch.fx (TraceError: symbolically traced variables "
+        "cannot be used as inputs to control flow): it is called whole, keeping its parameters "
+        "and the channels it takes and gives (leaf_modules=['gate'] does so without this note)",
+    ]
     _assert_unchanged(model, snapshot)
 
 
@@ -166,10 +191,13 @@ def test_leaf_modules_are_called_whole_and_keep_their_channels(leaf: Any) -> Non
     model = WithLeaf()
     if leaf == "module":
         leaf = model.gated
-    with pytest.raises(TraceError, match="leaf_modules"):
-        prune(model, X, amount=0.5)
+    # Without leaf_modules the module that fx cannot trace is called whole all the same.
+    automatic = prune(copy.deepcopy(model), X, amount=0.5)
     inner = {k: v.clone() for k, v in model.gated.state_dict().items()}
     result = prune(model, X, amount=0.5, leaf_modules=[leaf])
+    assert automatic.channels == result.channels
+    assert any("'gated' (GatedConv) cannot be traced" in r for r in automatic.skipped)
+    assert not any("cannot be traced" in r for r in result.skipped)
     # conv1 feeds conv2 only; conv2 feeds the leaf, and the leaf conv3: those stay.
     assert result.channels == {"conv1": (8, 4), "conv3": (16, 8), "conv4": (16, 8)}
     assert (model.conv2.out_channels, model.conv3.in_channels) == (8, 8)

@@ -729,11 +729,52 @@ def _is_own_argument(user: fx.Node, tensor: fx.Node, attr: str) -> bool:
     return given is tensor and not any(a is tensor for a in others)
 
 
+class _ModuleTraceError(TraceError):
+    """A submodule's forward could not be traced: ``module`` names it, ``reason`` says why."""
+
+    def __init__(self, message: str, module: str, reason: str) -> None:
+        super().__init__(message)
+        self.module = module
+        self.reason = reason
+
+
+# Submodules called whole at most, after their forward could not be traced (a bound on the
+# retraces; each is a full trace).
+_MAX_UNTRACEABLE = 64
+
+
+def _trace_calling_whole(
+    model: nn.Module, leaves: frozenset[str]
+) -> tuple[fx.Graph, dict[str, str]]:
+    """``model``'s graph, with every submodule whose forward fx cannot trace called whole, as
+    ``leaf_modules`` would: its parameters and the channels it takes and gives are kept.
+
+    Returns:
+        The graph and, per submodule called whole this way, why it could not be traced.
+
+    Raises:
+        TraceError: The model's own forward cannot be traced, or too many submodules fail.
+    """
+    untraceable: dict[str, str] = {}
+    while True:
+        try:
+            return _trace(model, leaves | untraceable.keys()), untraceable
+        except _ModuleTraceError as exc:
+            if exc.module in untraceable or len(untraceable) >= _MAX_UNTRACEABLE:
+                raise
+            untraceable[exc.module] = exc.reason
+
+
 def _trace(model: nn.Module, leaves: Iterable[str] = ()) -> fx.Graph:
     """``model``'s fx graph, run by interpreters over the model itself: compiling it into a
     ``GraphModule`` (its Python code) cost more than tracing and was never run.
 
-    The modules named in ``leaves`` appear as single calls, not traced into."""
+    The modules named in ``leaves`` appear as single calls, not traced into.
+
+    Raises:
+        TraceError: fx failed; a :class:`_ModuleTraceError` when it failed inside a submodule's
+            forward, naming that submodule.
+    """
     tracer = _Tracer(leaves)
     try:
         graph = tracer.trace(model)
@@ -759,10 +800,14 @@ def _trace(model: nn.Module, leaves: Iterable[str] = ()) -> fx.Graph:
             fix,
         ]
         listed = ", ".join(advice[:-1]) + f", or {advice[-1]}"
-        raise TraceError(
-            f"cannot trace {type(model).__name__} with torch.fx: {place} failed "
-            f"({type(exc).__name__}: {first_line(exc)}). {listed[0].upper()}{listed[1:]}."
-        ) from None
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
+        message = (
+            f"cannot trace {type(model).__name__} with torch.fx: {place} failed ({reason}). "
+            f"{listed[0].upper()}{listed[1:]}."
+        )
+        if where:
+            raise _ModuleTraceError(message, where, reason) from None
+        raise TraceError(message) from None
     _keywords_to_positions(model, graph)
     return graph
 
@@ -867,6 +912,7 @@ class _Analyzer(_EvalInterpreter):
         kept: dict[str, str],
         shared: _Analyzer | None = None,
         leaves: Iterable[str] = (),
+        untraceable: Iterable[str] = (),
     ) -> None:
         super().__init__(model, graph=graph)
         self.modules = dict(model.named_modules(remove_duplicate=False))
@@ -874,6 +920,7 @@ class _Analyzer(_EvalInterpreter):
         self.passthrough_modules = _PASSTHROUGH_MODULES + _library_passthrough_modules()
         self.kept = kept  # module name -> why its parameters must not change
         self.leaves = frozenset(leaves)  # modules called whole (leaf_modules), not traced into
+        self.untraceable = frozenset(untraceable)  # leaves because fx failed inside them
         self.info: dict[fx.Node, Any] = {}
         self.shapes: dict[fx.Node, Any] = {}
         # A second trace (the model's other train/eval mode) adds its constraints to the first.
@@ -1162,6 +1209,8 @@ class _Analyzer(_EvalInterpreter):
     def _visit_module(self, n: fx.Node, module: nn.Module, result: Any) -> Any:
         name = str(n.target)
         info, shape = self._in(n)
+        if name in self.untraceable:
+            raise _Unsupported("torch.fx cannot trace it, so it is called whole")
         if name in self.leaves:
             raise _Unsupported("it is kept whole (leaf_modules), its inside is not traced")
         if name in self.kept:
@@ -1893,15 +1942,16 @@ def trace_graph(
         example_inputs: A tensor or a tuple of positional inputs.
         ignore: Qualified names of modules whose parameters must not change. Modules with
             forward hooks and modules that share a parameter are kept this way too.
-        leaf_modules: Qualified names of modules to call whole instead of tracing into
-            (modules torch.fx cannot trace, such as those with data-dependent control flow).
-            Their parameters, inputs and outputs keep all their channels.
+        leaf_modules: Qualified names of modules to call whole instead of tracing into.
+            Their parameters, inputs and outputs keep all their channels. Submodules whose
+            forward torch.fx cannot trace (data-dependent control flow, for example) are
+            called whole too, each with a note among :meth:`PruningGraph.skipped`.
 
     Returns:
         The channel groups, their consumers, and the reasons some channels must be kept.
 
     Raises:
-        TraceError: The model cannot be traced with torch.fx; or it is wrapped
+        TraceError: The model's own forward cannot be traced with torch.fx; or it is wrapped
             (``DataParallel``, ``torch.compile``), or has parametrizations, a
             ``torch.nn.utils.prune`` mask or ``weight_norm``, which must be removed first.
     """
@@ -1917,25 +1967,35 @@ def _trace_graph(
     model: nn.Module, example_inputs: Any, ignore: Iterable[str], leaves: frozenset[str]
 ) -> PruningGraph:
     with kept_modes(model), _CountWatch(model) as counts:
-        graph = _trace(model, leaves)
+        graph, untraceable = _trace_calling_whole(model, leaves)
+        leaves = leaves | untraceable.keys()
         model.train(not model.training)
         try:
-            other: fx.Graph | None = _trace(model, leaves)
+            other: fx.Graph | None
+            other, more = _trace_calling_whole(model, leaves)
         except TraceError:
-            other = None
+            other, more = None, {}
+        if more:  # called whole in the other mode: so in this one, for one analysis
+            untraceable.update(more)
+            leaves = leaves | more.keys()
+            model.train(not model.training)
+            graph = _trace(model, leaves)
+            model.train(not model.training)
     kept = {
         **counts.reads,
         **_read_parameters(model, graph),
         **(_read_parameters(model, other) if other is not None else {}),
         **_kept_modules(model, ignore),
     }
-    analyzer = _Analyzer(model, graph, kept, leaves=leaves)
+    analyzer = _Analyzer(model, graph, kept, leaves=leaves, untraceable=untraceable)
     output, macs = _run(model, analyzer, example_inputs)
     mac_records = analyzer.macs
     mode_sensitive = other is not None and not _differs_in_flags_only(graph, other)
     if mode_sensitive:
         assert other is not None
-        other_analyzer = _Analyzer(model, other, kept, shared=analyzer, leaves=leaves)
+        other_analyzer = _Analyzer(
+            model, other, kept, shared=analyzer, leaves=leaves, untraceable=untraceable
+        )
         other_output, other_macs = _run(model, other_analyzer, example_inputs)
         if model.training:
             # Outputs and MACs are those of eval mode, as the pruned model is checked and
@@ -1953,6 +2013,12 @@ def _trace_graph(
         mode = "evaluation" if model.training else "training"
         pruning_graph.notes.append(
             f"the model cannot be traced in {mode} mode: only the other was checked"
+        )
+    for name, reason in untraceable.items():
+        pruning_graph.notes.append(
+            f"'{name}' ({type(model.get_submodule(name)).__name__}) cannot be traced with "
+            f"torch.fx ({reason}): it is called whole, keeping its parameters and the channels "
+            f"it takes and gives (leaf_modules=['{name}'] does so without this note)"
         )
     return pruning_graph
 

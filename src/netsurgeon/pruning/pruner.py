@@ -766,10 +766,11 @@ def prune(
             container covers the layers inside it) to the share of filters to remove, in
             [0, 1). A channel group takes the first entry that covers one of its layers, so
             a residual stream takes the entry of any layer that writes to it.
-        leaf_modules: Modules to call whole instead of tracing into, for those torch.fx cannot
-            trace (data-dependent control flow, for example): names, ``fnmatch`` patterns,
-            module objects or module types. They keep their parameters, and the channels
-            they take and give are kept (``result.skipped`` says so).
+        leaf_modules: Modules to call whole instead of tracing into: names, ``fnmatch``
+            patterns, module objects or module types. They keep their parameters, and the
+            channels they take and give are kept (``result.skipped`` says so). A submodule
+            whose forward torch.fx cannot trace (data-dependent control flow, for example) is
+            called whole without being listed, with a note in ``result.skipped``.
 
     Returns:
         Parameters and MACs before and after, skipped reasons, per-layer channel counts, and
@@ -777,10 +778,10 @@ def prune(
 
     Raises:
         ConfigError: An argument is invalid; the model is unchanged.
-        TraceError: The model cannot be traced, is wrapped (``DataParallel``,
-            ``torch.compile``), or has parametrizations, ``weight_norm`` or a
-            ``torch.nn.utils.prune`` mask (the message says how to remove them); the model is
-            unchanged.
+        TraceError: The model's own forward cannot be traced, the model is wrapped
+            (``DataParallel``, ``torch.compile``), or it has parametrizations, ``weight_norm``
+            or a ``torch.nn.utils.prune`` mask (the message says how to remove them); the model
+            is unchanged.
     """
     amount, target_macs = _check_target(amount, target_macs)
     crit = _resolve_criterion(criterion, data, loss_fn)
