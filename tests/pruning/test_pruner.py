@@ -1288,3 +1288,36 @@ def test_timm_drop_layers_are_single_channel_wise_calls_in_either_mode() -> None
         kept.append(model.state_dict())
     for key, value in kept[0].items():
         assert torch.equal(value, kept[1][key]), key
+
+
+class _NoisyInTraining(nn.Module):
+    """Control flow on the data in training mode only: fx traces it in eval mode alone."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.mean() > 0:
+            return x + 0.1 * torch.randn_like(x)
+        return x
+
+
+class _NoisyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.noise = nn.Conv2d(3, 8, 3, padding=1), _NoisyInTraining()
+        self.conv2, self.fc = nn.Conv2d(8, 8, 3, padding=1), nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv2(F.relu(self.conv1(x)))
+        return self.fc(self.noise(F.relu(x)).mean((2, 3)))
+
+
+def test_a_submodule_untraceable_in_the_other_mode_only_is_called_whole_in_both() -> None:
+    """Before: the training-mode trace failed and only eval mode was checked (with a note)."""
+    torch.manual_seed(0)
+    model = _NoisyNet().eval()
+    graph = trace_graph(model, X)
+    calls = [n.target for n in graph.fx_graph.nodes if n.op == "call_module"]
+    assert "noise" in calls and model.training is False
+    result = prune(model, X, amount=0.5)
+    assert result.channels == {"conv1": (8, 4)}  # conv2 feeds the module called whole
+    assert any(r.startswith("'noise' (_NoisyInTraining) cannot be traced") for r in result.skipped)
+    assert not any("cannot be traced in training mode" in r for r in result.skipped)
