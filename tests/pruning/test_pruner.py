@@ -134,8 +134,8 @@ def test_a_submodule_fx_cannot_trace_is_called_whole_and_named() -> None:
     assert result.skipped == [
         "conv (4 channels) kept: module 'gate': torch.fx cannot trace it, so it is called whole",
         "'gate' (Gate) cannot be traced with torch.fx (TraceError: symbolically traced variables "
-        "cannot be used as inputs to control flow): it is called whole, keeping its parameters "
-        "and the channels it takes and gives (leaf_modules=['gate'] does so without this note)",
+        "cannot be used as inputs to control flow): called whole, keeping its parameters and the "
+        "channels it takes and gives (leaf_modules does so without this note)",
     ]
     _assert_unchanged(model, snapshot)
 
@@ -1321,3 +1321,27 @@ def test_a_submodule_untraceable_in_the_other_mode_only_is_called_whole_in_both(
     assert result.channels == {"conv1": (8, 4)}  # conv2 feeds the module called whole
     assert any(r.startswith("'noise' (_NoisyInTraining) cannot be traced") for r in result.skipped)
     assert not any("cannot be traced in training mode" in r for r in result.skipped)
+
+
+class _Gates(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.gates = nn.ModuleList(Gate() for _ in range(6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        for gate in self.gates:
+            x = gate(x)
+        return x
+
+
+def test_modules_that_fail_alike_share_one_note() -> None:
+    result = prune(_Gates(), X, amount=0.5)
+    notes = [r for r in result.skipped if "cannot be traced" in r]
+    assert notes == [
+        "'gates.0', 'gates.1', 'gates.2', 'gates.3' ... (6 Gate) cannot be traced with torch.fx "
+        "(TraceError: symbolically traced variables cannot be used as inputs to control flow): "
+        "called whole, keeping their parameters and the channels they take and give (leaf_modules "
+        "does so without this note)"
+    ]

@@ -2014,13 +2014,26 @@ def _trace_graph(
         pruning_graph.notes.append(
             f"the model cannot be traced in {mode} mode: only the other was checked"
         )
-    for name, reason in untraceable.items():
-        pruning_graph.notes.append(
-            f"'{name}' ({type(model.get_submodule(name)).__name__}) cannot be traced with "
-            f"torch.fx ({reason}): it is called whole, keeping its parameters and the channels "
-            f"it takes and gives (leaf_modules=['{name}'] does so without this note)"
-        )
+    pruning_graph.notes.extend(_untraceable_notes(model, untraceable))
     return pruning_graph
+
+
+def _untraceable_notes(model: nn.Module, untraceable: dict[str, str]) -> list[str]:
+    """One note per module type and reason (the blocks of a transformer fail alike)."""
+    alike: dict[tuple[str, str], list[str]] = {}
+    for name, reason in untraceable.items():
+        alike.setdefault((type(model.get_submodule(name)).__name__, reason), []).append(name)
+    notes = []
+    for (kind, reason), names in alike.items():
+        listed = ", ".join(f"'{n}'" for n in names[:4]) + (" ..." if len(names) > 4 else "")
+        what = f"{listed} ({kind})" if len(names) == 1 else f"{listed} ({len(names)} {kind})"
+        notes.append(
+            f"{what} cannot be traced with torch.fx ({reason}): called whole, keeping "
+            f"{'its' if len(names) == 1 else 'their'} parameters and the channels "
+            f"{'it takes and gives' if len(names) == 1 else 'they take and give'} "
+            "(leaf_modules does so without this note)"
+        )
+    return notes
 
 
 # Functions whose boolean arguments are training flags: they change no channel.
