@@ -1345,3 +1345,19 @@ def test_modules_that_fail_alike_share_one_note() -> None:
         "called whole, keeping their parameters and the channels they take and give (leaf_modules "
         "does so without this note)"
     ]
+
+
+def test_too_many_untraceable_submodules_is_one_error_naming_leaf_modules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from netsurgeon.pruning import graph as graph_module
+
+    monkeypatch.setattr(graph_module, "_MAX_UNTRACEABLE", 4)  # _Gates has 6
+    model = _Gates()
+    snapshot = _snapshot(model)
+    with pytest.raises(TraceError, match=r"^cannot trace _Gates with torch.fx: more than 4 of "
+                       r"its submodules fail \('gates.0', 'gates.1', 'gates.2', ...; the first: "
+                       r"TraceError: .*\)\. Pass them as leaf_modules \(patterns"):  # fmt: skip
+        prune(model, X, amount=0.5)
+    _assert_unchanged(model, snapshot)
+    assert prune(model, X, amount=0.5, leaf_modules=[Gate]).channels == {}

@@ -760,8 +760,16 @@ def _trace_calling_whole(
         try:
             return _trace(model, leaves | untraceable.keys()), untraceable
         except _ModuleTraceError as exc:
-            if exc.module in untraceable or len(untraceable) >= _MAX_UNTRACEABLE:
+            if exc.module in untraceable:
                 raise
+            if len(untraceable) >= _MAX_UNTRACEABLE:
+                names = ", ".join(f"'{n}'" for n in list(untraceable)[:3])
+                raise TraceError(
+                    f"cannot trace {type(model).__name__} with torch.fx: more than "
+                    f"{_MAX_UNTRACEABLE} of its submodules fail ({names}, ...; the first: "
+                    f"{untraceable[next(iter(untraceable))]}). Pass them as leaf_modules "
+                    "(patterns such as 'blocks.*.attn' or their type) to call them whole"
+                ) from None
             untraceable[exc.module] = exc.reason
 
 
