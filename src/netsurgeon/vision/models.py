@@ -681,9 +681,8 @@ def _resolve_weights(name: str, kind: str, weights: object) -> tuple[str, Any]:
             f"(--weights none) or the path of a local checkpoint"
         )
     # The weights enum lists DEFAULT among its members (an alias): name each choice once.
-    choices = ["none", "DEFAULT", *(n for n in names if n != "DEFAULT")] if names else ["none"]
-    if kind == "timm":
-        choices.append("DEFAULT")
+    downloads = names or kind == "timm"
+    choices = ["none", "DEFAULT", *(n for n in names if n != "DEFAULT")] if downloads else ["none"]
     allowed = ", ".join(repr(choice) for choice in choices)
     # timm picks pretrained weights by a tag in the model's name, not by a weights name.
     tag = f" (timm's pretrained weights by tag: {name}.TAG)" if kind == "timm" else ""
