@@ -133,6 +133,50 @@ def test_count_macs_of_attention_matches_closed_form() -> None:
     assert torch.backends.mha.get_fastpath_enabled()  # the fast path is back on afterwards
 
 
+def _recurrent_macs(rnn: nn.RNNBase, rows: int) -> int:
+    """Every row (a step of one sequence) multiplies its input and its hidden state by every
+    weight matrix of every layer and direction, and by the projection of an LSTM's."""
+    gates = {"LSTM": 4, "GRU": 3}.get(type(rnn).__name__, 1)
+    hidden, out = rnn.hidden_size, rnn.proj_size or rnn.hidden_size
+    directions = 2 if rnn.bidirectional else 1
+    total = 0
+    for layer in range(rnn.num_layers):
+        inputs = rnn.input_size if layer == 0 else out * directions
+        per_row = gates * hidden * (inputs + out) + (hidden * out if rnn.proj_size else 0)
+        total += directions * per_row
+    return rows * total
+
+
+@pytest.mark.parametrize(
+    "rnn",
+    [
+        nn.LSTM(12, 8, batch_first=True),
+        nn.LSTM(12, 8, num_layers=2, bidirectional=True),
+        nn.LSTM(12, 8, proj_size=4),
+        nn.GRU(12, 8, num_layers=2, bidirectional=True, batch_first=True),
+        nn.RNN(12, 8, nonlinearity="relu"),
+    ],
+    ids=["lstm", "lstm-2-layers-bidirectional", "lstm-projection", "gru", "rnn"],
+)
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+def test_count_macs_of_recurrent_layers_matches_closed_form(rnn: nn.RNNBase, device: str) -> None:
+    """Before: nn.LSTM counted 0 MACs on the CPU (oneDNN's fused kernel has no formula in
+    torch.utils.flop_counter), and every recurrent layer 0 on the GPU (cuDNN's)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    rnn = rnn.to(device)
+    x = torch.randn(5, 3, 12, device=device)  # 15 rows: 5 steps of 3 sequences, or 3 of 5
+    assert count_macs(rnn, x) == _recurrent_macs(rnn, 15)
+    # A packed batch runs only its sequences' real steps: 5 + 4 + 2 rows.
+    packed = nn.utils.rnn.pack_padded_sequence(
+        torch.randn(3, 5, 12, device=device), torch.tensor([5, 4, 2]), batch_first=True
+    )
+    with torch.no_grad(), MacCounter() as counter:
+        rnn(packed)
+    assert counter.macs == _recurrent_macs(rnn, 11)
+
+
 def test_count_macs_accepts_several_inputs() -> None:
     model = _TwoInputs()
     assert count_macs(model, (torch.randn(3, 4), torch.randn(3, 4))) == 2 * 3 * 4 * 2

@@ -159,10 +159,33 @@ def _cpu_attention_flops(query: torch.Tensor, key: torch.Tensor, value: torch.Te
     return int(sdpa_flop_count(query.shape, key.shape, value.shape))
 
 
+def _recurrent_flops(inputs: torch.Tensor, weights: Sequence[torch.Tensor]) -> int:
+    """A fused recurrent kernel: every step of every row multiplies its input and its hidden
+    state by each weight matrix (input, hidden and projection weights; 2-D), once per layer
+    and direction that the weights cover. A packed sequence's input holds its rows already."""
+    rows = inputs.numel() // max(inputs.shape[-1], 1) if inputs.dim() else 0
+    return 2 * rows * sum(w.numel() for w in weights if w.dim() == 2)
+
+
+def _onednn_rnn_flops(inputs: torch.Tensor, weight0: torch.Tensor, weight1: torch.Tensor,
+                      *args: Any, **kwargs: Any) -> int:  # fmt: skip
+    return _recurrent_flops(inputs, (weight0, weight1))  # one layer and direction per call
+
+
+def _cudnn_rnn_flops(inputs: torch.Tensor, weights: Sequence[torch.Tensor],
+                     *args: Any, **kwargs: Any) -> int:  # fmt: skip
+    return _recurrent_flops(inputs, weights)  # every layer and direction in one call
+
+
 # Operations FlopCounterMode has no formula for: scaled_dot_product_attention's CPU kernel
-# (the GPU kernels are in its registry), so attention scores went uncounted on the CPU.
+# (the GPU kernels are in its registry), so attention scores went uncounted on the CPU; the
+# fused kernels of nn.LSTM (oneDNN on the CPU, every recurrent layer on cuDNN or MIOpen),
+# which counted 0 MACs (other recurrent layers on the CPU run counted matrix products).
 _EXTRA_FORMULAS: dict[Any, Callable[..., int]] = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
+    torch.ops.aten.mkldnn_rnn_layer: _onednn_rnn_flops,
+    torch.ops.aten._cudnn_rnn: _cudnn_rnn_flops,
+    torch.ops.aten.miopen_rnn: _cudnn_rnn_flops,
 }
 
 
@@ -174,7 +197,9 @@ class MacCounter(TorchDispatchMode):
     composite operations), without its per-module bookkeeping, which hooks every module call:
     on mobilenet_v2 at 224 px a counted forward pass took about 65 ms with FlopCounterMode and
     50 ms with this counter (30 ms uncounted), and pruning counts two of them. Higher-order
-    operators (``torch.cond``, Triton kernels) are counted by FlopCounterMode itself.
+    operators (``torch.cond``, Triton kernels) are counted by FlopCounterMode itself. It also
+    counts what FlopCounterMode has no formula for: attention on the CPU and the fused kernels
+    of recurrent layers (oneDNN's LSTM, cuDNN's and MIOpen's RNN, LSTM and GRU).
 
     Example::
 
@@ -279,9 +304,9 @@ def count_macs(model: nn.Module, example_inputs: Any) -> int:
     """Multiply-accumulates of one forward pass on ``example_inputs``.
 
     Counted with :class:`MacCounter` (:mod:`torch.utils.flop_counter`'s formulas: convolutions
-    and matrix products); the model runs in eval mode without gradients and its training flags
-    are restored afterwards. Tensor inputs go to the model's device, floating-point ones in
-    its dtype.
+    and matrix products, attention, recurrent layers); the model runs in eval mode without
+    gradients and its training flags are restored afterwards. Tensor inputs go to the model's
+    device, floating-point ones in its dtype.
     """
     inputs = move_inputs(
         as_input_tuple(example_inputs), resolve_device(None, model), float_dtype(model)
