@@ -272,3 +272,27 @@ class DropPathNet(nn.Module):
             keep = torch.full_like(x[:, :, :1, :1], 1 - self.drop_prob)
             x = x * torch.bernoulli(keep) / (1 - self.drop_prob)
         return self.fc(x.mean((2, 3)))
+
+
+class CRNN(nn.Module):
+    """A convolutional recurrent net, as for text lines or spectrograms: the columns of a
+    feature map are the steps of a bidirectional two-layer LSTM (its inputs: each channel's
+    rows, flattened), and a GRU cell reads the same steps one at a time."""
+
+    def __init__(self, *, num_classes: int = 5, steps: int = 8) -> None:
+        super().__init__()
+        self.steps = steps
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 6, 3, stride=(2, 1), padding=1)
+        self.rnn = nn.LSTM(6 * 4, 10, num_layers=2, bidirectional=True, batch_first=True)
+        self.cell = nn.GRUCell(6 * 4, 7)
+        self.fc = nn.Linear(2 * 10 + 7, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv2(F.relu(self.bn1(self.conv1(x)))))  # (N, 6, 4, steps)
+        seq = x.permute(0, 3, 1, 2).flatten(2)  # (N, steps, 6 * 4)
+        out, _ = self.rnn(seq)
+        h = seq.new_zeros(seq.shape[0], self.cell.hidden_size)
+        for t in range(self.steps):
+            h = self.cell(seq[:, t], h)
+        return self.fc(torch.cat([out[:, -1], h], 1))

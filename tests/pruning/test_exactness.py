@@ -12,6 +12,7 @@ from torch import nn
 
 from netsurgeon.pruning import Filters, PruneResult, prune, trace_graph
 from tests.pruning.nets import (
+    CRNN,
     BatchNormAct2d,
     ChunkNet,
     ConcatNet,
@@ -141,6 +142,7 @@ def _cifar_resnet20_group_norm() -> nn.Module:
         _cifar_resnet20_group_norm,
         NormActNet,
         GhostNet,
+        CRNN,
     ],
 )
 def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> None:

@@ -297,6 +297,20 @@ def test_a_pruned_transposed_convolution_round_trips(
         assert torch.equal(loaded(x), model(x))
 
 
+def test_a_pruned_recurrent_layer_round_trips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The LSTM's and the GRU cell's input sizes are recorded and restored."""
+    from tests.pruning.nets import CRNN
+
+    x = torch.randn(2, 3, 8, 8)
+    model, loaded = _pruned_and_reloaded(tmp_path, monkeypatch, CRNN, x)
+    assert loaded.rnn.input_size == loaded.cell.input_size == model.rnn.input_size == 12
+    assert tuple(loaded.rnn.weight_ih_l0_reverse.shape) == (40, 12)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
 class WidthsFromTensors(nn.Module):
     """Computes its sizes with tensor values, which the meta device does not have."""
 

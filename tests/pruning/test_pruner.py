@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from netsurgeon import ConfigError, TraceError
-from netsurgeon.pruning import Footprint, Pruner, prune, trace_graph
+from netsurgeon.pruning import Footprint, Pruner, count_macs, prune, trace_graph
 from netsurgeon.pruning import pruner as pruner_module
-from tests.pruning.nets import ConcatNet, NormActNet, ResNet, SeqNet
+from tests.pruning.nets import CRNN, ConcatNet, NormActNet, ResNet, SeqNet
 
 
 def _snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
@@ -1361,3 +1361,109 @@ def test_too_many_untraceable_submodules_is_one_error_naming_leaf_modules(
         prune(model, X, amount=0.5)
     _assert_unchanged(model, snapshot)
     assert prune(model, X, amount=0.5, leaf_modules=[Gate]).channels == {}
+
+
+def test_recurrent_layers_lose_the_input_features_of_pruned_channels() -> None:
+    """Before: a conv feeding an LSTM, a GRU cell or any recurrent layer kept its filters
+    ("LSTM is not understood"), as in every CRNN. Now the first layer's input weights (both
+    directions) lose the columns of the cut channels (each channel's rows here), exactly."""
+    model = CRNN().eval()
+    x = torch.randn(2, 3, 8, 8)
+    graph = trace_graph(model, x)
+    assert {graph.consumers[n].role for n in ("rnn", "cell")} == {"input"}
+    before = count_macs(model, x)
+    assert graph.traced_macs == before  # the planner sees the recurrent layers' MACs
+    result = prune(model, x, amount=0.5, criterion="l1")
+    assert result.channels["conv2"] == (6, 3)
+    assert model.rnn.input_size == model.cell.input_size == 3 * 4
+    assert model.rnn.weight_ih_l0.shape == model.rnn.weight_ih_l0_reverse.shape == (40, 12)
+    assert model.rnn.weight_ih_l1.shape == (40, 20)  # the second layer reads the first's states
+    assert model.cell.weight_ih.shape == (21, 12)
+    assert model(x).shape == (2, 5)
+    assert result.before.macs == before and result.after.macs == count_macs(model, x)
+    conv1 = 2 * 8 * 8 * 27 * (8 - 4)  # 2 images x 64 positions x 27 reads x filters cut
+    conv2 = 2 * 4 * 8 * (6 * 8 * 9 - 3 * 4 * 9)  # 32 positions: 6 filters of 8 inputs, now 3 of 4
+    recurrent = 2 * 8 * (2 * 40 + 21) * 12  # 2 x 8 steps x (2 directions x 40 + 21) rows x 12
+    assert before - result.after.macs == conv1 + conv2 + recurrent
+
+
+def _pack(x: torch.Tensor) -> nn.utils.rnn.PackedSequence:
+    return nn.utils.rnn.pack_padded_sequence(x, torch.tensor([5, 3]), batch_first=True)
+
+
+torch.fx.wrap("_pack")  # a single call in the trace: packing has control flow
+
+
+class _RecurrentCalls(nn.Module):
+    """Recurrent layers given channels they cannot lose: a hidden state, the time axis, a
+    packed batch."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.conv = nn.Conv1d(4, 6, 3, padding=1)
+        self.rnn = nn.GRU(6, 6, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)  # (N, 6, 5)
+        if self.how == "hidden":
+            return self.rnn(x.transpose(1, 2)[:, :, :1].expand(-1, -1, 6), y[None, :, :, 0])[0]
+        if self.how == "time":  # the conv's channels are the steps
+            return self.rnn(y[:, :, :1].expand(-1, -1, 6))[0]
+        return self.rnn(_pack(y.transpose(1, 2)))[1]
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("hidden", "'rnn' takes them as its hidden state"),
+        ("time", "reads channels on another dimension"),
+        ("packed", "`_pack`"),
+    ],
+)
+def test_recurrent_layers_keep_channels_they_do_not_read_as_inputs(how: str, reason: str) -> None:
+    model = _RecurrentCalls(how).eval()
+    x = torch.randn(2, 4, 5)
+    with torch.no_grad():
+        expected = model(x)
+    result = prune(model, x, amount=0.5, criterion="l1")
+    assert model.conv.out_channels == 6 and model.rnn.input_size == 6
+    assert any(s.startswith("conv (6 channels) kept") and reason in s for s in result.skipped)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected)
+
+
+class _NewTensors(nn.Module):
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(16 if how != "like" else 8, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        if self.how == "new_zeros":
+            return self.b(torch.cat([y, y.new_zeros(y.shape[0], y.shape[1], 8, 8)], 1))
+        if self.how == "zeros":
+            return self.b(torch.cat([y, torch.zeros(y.shape)], 1))
+        return self.b((y + torch.zeros_like(y)) * torch.full_like(y, 0.5) + torch.rand_like(y))
+
+
+@pytest.mark.parametrize("how", ["new_zeros", "zeros"])
+def test_a_new_tensor_sized_by_a_channel_count_keeps_those_channels(how: str) -> None:
+    """Before: the zeros counted as fixed channels beside the conv's, so pruning the conv
+    made a model that failed to run ("Please report this"); x.new_zeros(...) was also
+    refused whatever its size ("not understood")."""
+    model = _NewTensors(how).eval()
+    result = prune(model, X, amount=0.5, criterion="l1")
+    assert model.a.out_channels == 8
+    assert any("sizes a new tensor with the channel count" in s for s in result.skipped)
+    assert model(X).shape == (1, 4, 6, 6)
+
+
+def test_tensors_like_the_channels_follow_them() -> None:
+    """Before: zeros_like, full_like and rand_like kept the channels ("not understood")."""
+    model = _NewTensors("like").eval()
+    prune(model, X, amount=0.5, criterion="l1")
+    assert model.a.out_channels == model.b.in_channels == 4
+    assert model(X).shape == (1, 4, 6, 6)

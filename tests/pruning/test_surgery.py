@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from netsurgeon.pruning import prune
-from netsurgeon.pruning.surgery import prune_conv, prune_linear, prune_norm
+from netsurgeon.pruning.surgery import (
+    prune_conv,
+    prune_linear,
+    prune_norm,
+    prune_recurrent_input,
+    restorable,
+)
 
 
 def test_conv1d_network_prunes_with_its_norms() -> None:
@@ -109,3 +115,53 @@ def test_prune_norm_keeps_whole_groups_of_a_group_norm() -> None:
     for partial in ([0, 2], [1, 2], [0]):  # parts of groups, or groups out of alignment
         with pytest.raises(ValueError, match="whole groups of 2 channels"):
             prune_norm(nn.GroupNorm(3, 6), torch.tensor(partial))
+
+
+@pytest.mark.parametrize(
+    "rnn",
+    [
+        nn.LSTM(6, 5, num_layers=2, bidirectional=True, batch_first=True),
+        nn.GRU(6, 5),
+        nn.RNN(6, 5, bias=False),
+        nn.LSTMCell(6, 5),
+    ],
+    ids=["lstm", "gru", "rnn", "lstm-cell"],
+)
+def test_recurrent_input_surgery_matches_zeroed_inputs(rnn: nn.Module) -> None:
+    """Input features whose values are zero can go: the layer computes the same from the rest."""
+    x = torch.randn(3, 4, 6)
+    if isinstance(rnn, nn.RNNCellBase):
+        x = x[:, 0]
+    keep = torch.tensor([0, 2, 3, 5])
+    masked = x.clone()
+    masked[..., [1, 4]] = 0
+    with torch.no_grad():
+        expected = rnn(masked)
+    prune_recurrent_input(rnn, keep)
+    assert rnn.input_size == 4
+    with torch.no_grad():
+        actual = rnn(x[..., keep])
+    torch.testing.assert_close(actual, expected)
+
+
+def test_a_restored_recurrent_layer_computes_with_its_old_weights() -> None:
+    lstm = nn.LSTM(6, 5, batch_first=True)
+    x = torch.randn(2, 3, 6)
+    with torch.no_grad():
+        expected = lstm(x)[0]
+    with pytest.raises(RuntimeError, match="later step failed"), restorable([lstm]):
+        prune_recurrent_input(lstm, torch.tensor([0, 1, 2]))
+        raise RuntimeError("a later step failed")
+    assert lstm.input_size == 6 and lstm.weight_ih_l0.shape == (20, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(lstm(x)[0], expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (cuDNN's weight layout)")
+def test_a_pruned_lstm_on_the_gpu_keeps_its_weights_in_one_block() -> None:
+    """cuDNN wants an LSTM's weights in one block; otherwise every forward warns and copies."""
+    lstm = nn.LSTM(6, 5, num_layers=2, bidirectional=True).cuda()
+    prune_recurrent_input(lstm, torch.tensor([0, 2, 3, 5], device="cuda"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "weights are not part of single contiguous chunk"
+        lstm(torch.randn(3, 2, 4, device="cuda"))

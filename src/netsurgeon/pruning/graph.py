@@ -51,10 +51,15 @@ _CONV_TRANSPOSE_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspos
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _INSTANCE_NORM_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 # The layers surgery resizes (their channel counts are surgery.SIZE_ATTRIBUTES).
+# Recurrent layers and cells: their first layer's input features can be pruned.
+_RECURRENT_TYPES = (nn.RNNBase, nn.RNNCellBase)
 _RESIZED_TYPES = (
     *_CONV_TYPES, *_CONV_TRANSPOSE_TYPES, nn.Linear, *_BN_TYPES, *_INSTANCE_NORM_TYPES, nn.PReLU,
-    nn.GroupNorm,
+    nn.GroupNorm, *_RECURRENT_TYPES,
 )  # fmt: skip
+
+# The weights of a recurrent layer (or cell) that read its input features.
+_INPUT_WEIGHTS = frozenset({"weight_ih_l0", "weight_ih_l0_reverse", "weight_ih"})
 
 # Functional calls whose tensors may be a layer's own, as in the forward of a subclass that
 # adds an activation or a padding (timm's BatchNormAct2d, GroupNormAct, Linear, Conv2dSame): the
@@ -144,6 +149,20 @@ _SHAPE_METHODS = {
     "new_full",
 }  # fmt: skip
 _SHAPE_FUNCTIONS: set[Any] = {torch.reshape, torch.zeros, torch.ones, torch.empty, torch.full}
+# Methods whose result takes only the dtype and device of the tensor they are called on.
+_NEW_TENSOR_METHODS = {"new_zeros", "new_ones", "new_empty", "new_full", "new_tensor"}
+# Functions whose result has the shape of their tensor (its channels), not its values.
+_LIKE_FUNCTIONS: set[Any] = {
+    torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like, torch.rand_like,
+    torch.randn_like,
+}  # fmt: skip
+
+
+def _creates(n: fx.Node) -> bool:
+    """Whether ``n`` builds a new tensor of a shape it is given (``x.new_zeros(b, c)``)."""
+    return (n.op == "call_method" and n.target in _NEW_TENSOR_METHODS) or (
+        n.op == "call_function" and n.target in _SHAPE_FUNCTIONS and n.target is not torch.reshape
+    )
 
 
 def _reshapes(n: fx.Node) -> bool:
@@ -1159,6 +1178,9 @@ class _Analyzer(_EvalInterpreter):
         elif _reshapes(n):
             shaped = n.args[0] if n.args else None
             self.shaped.append((n, carried, self.info.get(shaped) if shaped else None))
+        elif _creates(n):  # a new tensor whose size pruning would change, as fixed channels
+            for info in carried:
+                self._block(info, f"{_describe(n)} sizes a new tensor with the channel count")
         elif not _takes_shape(n) and not self._sizes_an_upsampling(n):
             for info in carried:
                 self._block(info, f"{_describe(n)} uses the channel count as a value")
@@ -1233,6 +1255,8 @@ class _Analyzer(_EvalInterpreter):
             return self._conv(n, name, module, info, macs)
         if isinstance(module, nn.Linear):
             return self._linear(n, name, module, info, shape, result)
+        if isinstance(module, _RECURRENT_TYPES):
+            return self._recurrent(n, name, module, info, shape)
         if isinstance(module, nn.GroupNorm):
             return self._group_norm(n, name, module, info)
         if isinstance(module, _BN_TYPES + _INSTANCE_NORM_TYPES) or (
@@ -1399,19 +1423,44 @@ class _Analyzer(_EvalInterpreter):
         result: torch.Tensor,
     ) -> Channels:
         last = len(shape) - 1
-        if info is not None and info.dim != last:
-            self._block(info, f"{_describe(n)} reads channels on another dimension")
-            info = None
-        if info is not None:
-            self._consumer(name, linear, info)
-        else:
-            self._fixed_input(name)
+        info = self._features_consumer(n, name, linear, info, last)
         out = self._source(name, linear, n, linear.out_features, dim=last)
         self.macs.append(
             _MacRecord(name, result.numel() * linear.in_features, out.segments[0].space, info,
                        False)
         )  # fmt: skip
         return out
+
+    def _features_consumer(
+        self, n: fx.Node, name: str, module: nn.Module, info: Any, last: int
+    ) -> Channels | None:
+        """A layer that reads its input's last dimension (``last``; -1 for none) as features:
+        a consumer of those channels; channels on another dimension are kept. Returns the
+        channels it consumes, or ``None`` where its inputs are fixed."""
+        if info is not None and info.dim != last:
+            self._block(info, f"{_describe(n)} reads channels on another dimension")
+            info = None
+        if info is not None:
+            self._consumer(name, module, info)
+        else:
+            self._fixed_input(name)
+        return info
+
+    def _recurrent(self, n: fx.Node, name: str, rnn: nn.Module, info: Any, shape: Any) -> None:
+        """A recurrent layer or cell: a consumer of its first layer's input features (the
+        columns of ``weight_ih_l0`` and of its reverse direction). Its hidden size is not
+        pruned: its outputs, and a hidden state passed in, keep their channels."""
+        self._block(self._arg_infos(n)[1:], f"'{name}' takes them as its hidden state")
+        tensor_shape = isinstance(shape, tuple)  # not a PackedSequence
+        info = self._features_consumer(n, name, rnn, info, len(shape) - 1 if tensor_shape else -1)
+        if tensor_shape:  # every step multiplies by every weight matrix (untraced otherwise)
+            rows = math.prod(shape[:-1])
+            weights = {k: w for k, w in rnn.named_parameters(recurse=False) if w.dim() == 2}
+            inputs = sum(w.numel() for k, w in weights.items() if k in _INPUT_WEIGHTS)
+            rest = sum(w.numel() for k, w in weights.items() if k not in _INPUT_WEIGHTS)
+            self.macs.append(_MacRecord(name, rows * inputs, None, info, False))
+            self.macs.append(_MacRecord(name, rows * rest, None, None, False))
+        return None
 
     def _source(self, name: str, module: nn.Module, n: fx.Node, size: int, dim: int) -> Channels:
         if name in self.sources:  # a module called twice shares its filters
@@ -1458,6 +1507,8 @@ class _Analyzer(_EvalInterpreter):
             return self._getitem(n, result)
         if fn in _CLAMPS and self._tensor_bounds(n):
             return self._elementwise(n, result)
+        if fn in _LIKE_FUNCTIONS:
+            return self._same(info, shape, result)
         if fn in _FUNCTIONAL_LAYERS:
             return self._functional_layer(n, fn, info, shape, result)
         if fn in _UNARY_FUNCTIONS or fn in _USER_PASSTHROUGH or _is_stochastic_depth(fn):
@@ -1499,7 +1550,7 @@ class _Analyzer(_EvalInterpreter):
 
     def _visit_method(self, n: fx.Node, method: str, result: Any) -> Any:
         info, shape = self._in(n)
-        if method in _NON_TENSOR_METHODS:
+        if method in _NON_TENSOR_METHODS or method in _NEW_TENSOR_METHODS:
             return None
         if method in _CLAMPS and self._tensor_bounds(n):
             return self._elementwise(n, result)

@@ -33,6 +33,7 @@ from torch import nn
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import atomic_torch_save, check_file_target
 from netsurgeon.pruning.graph import wrapped_model
+from netsurgeon.pruning.surgery import sync_recurrent
 
 __all__ = [
     "FORMAT",
@@ -133,6 +134,13 @@ def _linear_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]
     return shapes
 
 
+def _recurrent_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]]:
+    """The input weights of a recurrent layer's first layer (both directions) or of a cell:
+    pruning changes only their columns."""
+    names = [n for n in ("weight_ih", "weight_ih_l0", "weight_ih_l0_reverse") if hasattr(module, n)]
+    return {n: (getattr(module, n).shape[0], sizes["input_size"]) for n in names}
+
+
 for _conv in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
     register_resizable(_conv, attrs=("in_channels", "out_channels", "groups"), shapes=_conv_shapes)
 for _conv in (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
@@ -148,6 +156,8 @@ for _norm in (
 register_resizable(nn.GroupNorm, attrs=("num_groups", "num_channels"), shapes=_group_norm_shapes)
 register_resizable(nn.PReLU, attrs=("num_parameters",), shapes=_prelu_shapes)
 register_resizable(nn.Linear, attrs=("in_features", "out_features"), shapes=_linear_shapes)
+for _recurrent in (nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell):
+    register_resizable(_recurrent, attrs=("input_size",), shapes=_recurrent_shapes)
 
 
 def _spec_of(module: nn.Module) -> tuple[str, _Resizable] | None:
@@ -485,6 +495,7 @@ def _resize(module: nn.Module, name: str, record: Mapping[str, Any]) -> None:
             module._buffers[tensor_name] = new
     for attr, value in sizes.items():
         setattr(module, attr, value)
+    sync_recurrent(module)
 
 
 def _apply_records(model: nn.Module, records: Mapping[str, Mapping[str, Any]], arch: str) -> None:

@@ -46,6 +46,7 @@ from netsurgeon.pruning.surgery import (
     prune_conv_transpose,
     prune_linear,
     prune_norm,
+    prune_recurrent_input,
     restorable,
 )
 
@@ -454,6 +455,8 @@ def _apply(
                         prune_norm(module, member_keep[name])
                 elif isinstance(module, nn.Linear):
                     prune_linear(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
+                elif isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
+                    prune_recurrent_input(module, in_keep[name])
                 elif isinstance(module, _CONV_TRANSPOSE_TYPES):
                     prune_conv_transpose(
                         module, out_keep=out_keep.get(name), in_keep=in_keep.get(name)

@@ -20,13 +20,15 @@ __all__ = [
     "prune_conv_transpose",
     "prune_linear",
     "prune_norm",
+    "prune_recurrent_input",
     "restorable",
+    "sync_recurrent",
 ]
 
 # The attributes that hold the channel counts of the layers surgery resizes.
 SIZE_ATTRIBUTES = (
     "in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
-    "num_parameters", "num_groups", "num_channels",
+    "num_parameters", "num_groups", "num_channels", "input_size",
 )  # fmt: skip
 
 
@@ -154,6 +156,30 @@ def _prune_dense(
     _set_param(module, "weight", weight.clone())
 
 
+def prune_recurrent_input(rnn: nn.Module, in_keep: torch.Tensor) -> None:
+    """Keep input features ``in_keep`` of a recurrent layer (``RNN``, ``LSTM``, ``GRU``: the
+    columns of its first layer's input weights, in both directions) or cell (``LSTMCell``...).
+    """
+    assert isinstance(rnn, (nn.RNNBase, nn.RNNCellBase))
+    names = ("weight_ih",) if isinstance(rnn, nn.RNNCellBase) else ("weight_ih_l0",)
+    if isinstance(rnn, nn.RNNBase) and rnn.bidirectional:
+        names += ("weight_ih_l0_reverse",)
+    for name in names:
+        _set_param(rnn, name, _take(getattr(rnn, name), in_keep, dim=1))
+    rnn.input_size = int(in_keep.numel())
+    sync_recurrent(rnn)
+
+
+def sync_recurrent(module: nn.Module) -> None:
+    """Lay a recurrent layer's current parameters out again in one block for cuDNN (on a GPU;
+    a no-op on the CPU), as a layer built with them would have them: otherwise every forward
+    warns and copies them. Its list of the weights its kernels use is re-pointed first, which
+    forward would do only later. Other modules are left as they are."""
+    if isinstance(module, nn.RNNBase):
+        module._init_flat_weights()
+        module.flatten_parameters()
+
+
 def prune_norm(module: nn.Module, keep: torch.Tensor) -> None:
     """Keep channels ``keep`` of a per-channel layer (BatchNorm, InstanceNorm, PReLU), or of a
     GroupNorm, where ``keep`` must hold whole groups (the pruner only plans such cuts).
@@ -204,4 +230,5 @@ def restorable(modules: list[nn.Module]) -> Iterator[None]:
             module._buffers.update(buffers)
             for name, value in attrs.items():
                 setattr(module, name, value)
+            sync_recurrent(module)
         raise
