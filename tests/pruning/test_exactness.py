@@ -225,11 +225,12 @@ class _StemNet(nn.Module):
 
 
 class _ClampNet(_StemNet):
-    """Per-channel clamp bounds are combined with the channels element-wise."""
+    """Per-channel clamp bounds, combined with the channels element-wise, in a buffer (which
+    is not cut with them; a parameter is)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.bound = nn.Parameter(torch.linspace(0.1, 1.0, 8).view(1, 8, 1, 1))
+        self.register_buffer("bound", torch.linspace(0.1, 1.0, 8).view(1, 8, 1, 1))
 
     def pattern(self, y: torch.Tensor) -> torch.Tensor:
         return torch.clamp(y, max=self.bound)
@@ -347,6 +348,90 @@ def test_patterns_the_engine_keeps_are_kept_and_the_rest_prunes_exactly(
     removed, result = _prune_half_zeroed(net().eval(), torch.randn(2, 3, 8, 8))
     assert any(s.startswith(layer) and reason in s for s in result.skipped), result.skipped
     assert sum(old - new for old, new in result.channels.values()) == removed > 0
+
+
+class _LayerScaleNet(nn.Module):
+    """Per-channel parameters a forward reads itself: a layer scale on a residual branch as
+    torchvision's ConvNeXt has it, ``(C, 1, 1)``; one of shape ``(C,)`` viewed as timm's
+    ``LayerScale2d`` does; a clamp bound; and on the residual stream, a per-channel shift."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.expand, self.project = nn.Conv2d(8, 12, 1), nn.Conv2d(12, 8, 1)
+        self.layer_scale = nn.Parameter(torch.rand(8, 1, 1) + 0.5)
+        self.gamma = nn.Parameter(torch.rand(12) + 0.5)
+        self.bound = nn.Parameter(torch.rand(1, 12, 1, 1) + 0.5)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.stem(x)))
+        h = torch.clamp(torch.relu(self.expand(x)) * self.gamma.view(1, -1, 1, 1), max=self.bound)
+        x = x + self.layer_scale * self.project(h)
+        return self.head(x).mean((2, 3))
+
+
+def test_per_channel_parameters_are_cut_with_their_channels() -> None:
+    """Before: a parameter read in forward was a fixed tensor, so every channel it met was
+    kept ("combines channels with a fixed tensor"): ConvNeXt's layer scale kept the residual
+    streams (with the LayerNorms), a layer-scaled BatchNorm network (timm's MobileNetV4
+    hybrids) the blocks too."""
+    model = _LayerScaleNet().eval()
+    _randomise_norms(model)
+    removed, result = _prune_half_zeroed(model, torch.randn(2, 3, 8, 8))
+    assert result.channels == {"stem": (8, 4), "project": (8, 4), "expand": (12, 6)}
+    assert removed == 4 + 6
+    assert model.layer_scale.shape == (4, 1, 1) and model.gamma.shape == (6,)
+    assert model.bound.shape == (1, 6, 1, 1)
+
+
+class _FixedParameterNet(nn.Module):
+    """Parameters whose channels cannot be cut alone: one tied to another module's, one of
+    an ignored module, one whose module keeps their count too, one of two long dimensions."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+        self.scale = nn.Parameter(torch.rand(8, 1, 1))
+        self.inner = nn.Module()
+        self.inner.scale = self.scale if how == "tied" else nn.Parameter(torch.rand(8, 1, 1))
+        if how == "counted":
+            self.inner.channels = 8
+        self.mix = nn.Parameter(torch.rand(8, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.a(x))
+        if self.how == "tied":
+            y = y * self.scale + self.inner.scale
+        elif self.how in ("ignored", "counted"):
+            y = y * self.inner.scale
+        else:
+            y = torch.einsum("nchw,cd->ndhw", y, self.mix) * self.scale
+        return self.b(y).mean((2, 3))
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("tied", "combines channels with a fixed tensor"),
+        ("ignored", "combines channels with a fixed tensor"),
+        ("counted", "'inner.scale' has its channel count in 'inner.channels' too"),
+        ("matrix", "einsum"),
+    ],
+)
+def test_parameters_that_cannot_follow_their_channels_keep_them(how: str, reason: str) -> None:
+    model = _FixedParameterNet(how).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected = model(x)
+    result = prune(
+        model, x, amount=0.5, criterion="l1", ignore=["inner"] if how == "ignored" else ()
+    )
+    assert model.a.out_channels == 8 and model.scale.shape == (8, 1, 1)
+    assert any(s.startswith("a (8 channels) kept") and reason in s for s in result.skipped)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected)
 
 
 class _CountScaleNet(_StemNet):

@@ -311,6 +311,46 @@ def test_a_pruned_recurrent_layer_round_trips(
         assert torch.equal(loaded(x), model(x))
 
 
+class LayerScaleNet(nn.Module):
+    """A residual block whose branch ends in a layer scale, and a head."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.stem, self.branch = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.block = nn.Module()
+        self.block.layer_scale = nn.Parameter(torch.rand(8, 1, 1))
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = x + self.block.layer_scale * self.branch(x)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_pruned_layer_scale_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A parameter cut with its channels, of a module without size records: its shape is
+    recorded and restored."""
+    x = torch.randn(2, 3, 8, 8)
+    model, loaded = _pruned_and_reloaded(tmp_path, monkeypatch, LayerScaleNet, x)
+    assert model.block.layer_scale.shape == loaded.block.layer_scale.shape == (4, 1, 1)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    payload = io.read_checkpoint(tmp_path / "layerscalenet.pt")
+    record = payload["modules"]["block.layer_scale"]
+    assert record == {"type": "Parameter", "shape": [4, 1, 1]}
+    for shape, match in [
+        ([4, 1], r"'block.layer_scale' has an invalid recorded shape \[4, 1\]"),
+        ([0, 1, 1], "invalid recorded shape"),
+        ("4", "invalid recorded shape"),
+    ]:
+        damaged = {**payload["modules"], "block.layer_scale": {**record, "shape": shape}}
+        with pytest.raises(CheckpointError, match=match):
+            io.load(_write(tmp_path, {**payload, "modules": damaged}))
+    damaged = {**payload["modules"], "block.scale": record}
+    with pytest.raises(CheckpointError, match=r"parameter 'block.scale' is not in the rebuilt"):
+        io.load(_write(tmp_path, {**payload, "modules": damaged}))
+
+
 class WidthsFromTensors(nn.Module):
     """Computes its sizes with tensor values, which the meta device does not have."""
 

@@ -11,12 +11,14 @@ kept, and the reason is recorded, so the engine never produces a broken model.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import itertools
 import math
 import operator
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -293,7 +295,9 @@ class ConsumerRecord:
     name: str
     module: nn.Module
     channels: Channels
-    role: str  # "input" (conv/linear input), or "member" (pruned along its outputs too)
+    # "input" (conv/linear input), "member" (pruned along its outputs too), or "parameter":
+    # ``name`` is then a parameter of ``module`` (a layer scale) cut along ``channels.dim``.
+    role: str
 
 
 @dataclass
@@ -685,6 +689,31 @@ class _CountWatch:
         self._saved.clear()
 
 
+def count_attribute(module: nn.Module, size: int) -> str | None:
+    """The name of an integer attribute of ``module`` equal to ``size`` (a module of one's own
+    that keeps its channel count beside its per-channel parameter), if it has one: cutting the
+    parameter would leave that count behind."""
+    return next(
+        (k for k, v in vars(module).items() if type(v) is int and v == size and k[0] != "_"),
+        None,
+    )
+
+
+def _bare_parameters(model: nn.Module) -> dict[str, tuple[str, nn.Parameter]]:
+    """Parameters of modules that surgery does not resize, with one dimension longer than 1
+    (a layer scale, ``(C,)`` or ``(C, 1, 1)``), by qualified name, with their owner's name.
+    A parameter tied under several names is left out: cutting it would cut them all."""
+    names = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    found: dict[str, tuple[str, nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        owner = name.rpartition(".")[0]
+        if names[id(param)] > 1 or isinstance(model.get_submodule(owner), _RESIZED_TYPES):
+            continue
+        if sum(1 for size in param.shape if size > 1) == 1:
+            found[name] = (owner, param)
+    return found
+
+
 def _read_parameters(model: nn.Module, graph: fx.Graph) -> dict[str, str]:
     """Layers surgery resizes whose parameters or buffers ``forward`` reads directly (a tied
     weight, ``x * self.bn.weight``): they keep their channels, as cutting would break the read."""
@@ -943,6 +972,7 @@ class _Analyzer(_EvalInterpreter):
     ) -> None:
         super().__init__(model, graph=graph)
         self.modules = dict(model.named_modules(remove_duplicate=False))
+        self.bare_parameters = _bare_parameters(model)
         self.spatial_functions = {**_SPATIAL_FUNCTIONS, **_library_spatial_functions()}
         self.passthrough_modules = _PASSTHROUGH_MODULES + _library_passthrough_modules()
         self.kept = kept  # module name -> why its parameters must not change
@@ -1208,8 +1238,10 @@ class _Analyzer(_EvalInterpreter):
         return out
 
     def _visit(self, n: fx.Node, result: Any) -> Any:
-        if n.op in ("placeholder", "get_attr"):
+        if n.op == "placeholder":
             return None
+        if n.op == "get_attr":
+            return self._parameter(n)
         if n.op == "output":
             self._block(self._arg_infos(n), "it reaches the model's output")
             return None
@@ -1234,6 +1266,30 @@ class _Analyzer(_EvalInterpreter):
 
     def _arg(self, n: fx.Node, index: int, key: str, default: Any = None) -> Any:
         return _node_arg(n, index, key, default)
+
+    def _parameter(self, n: fx.Node) -> Channels | None:
+        """A per-channel parameter that ``forward`` reads itself (a layer scale, ``gamma *
+        x``): a member of the channels it meets, cut along with them. Others are fixed."""
+        name = str(n.target)
+        found = self.bare_parameters.get(name)
+        if found is None or found[0] in self.kept:
+            return None
+        previous = self.consumers.get(name)  # read again, or in the model's other mode
+        if previous is not None:
+            return previous.channels
+        owner, param = found
+        dim = next(d for d, size in enumerate(param.shape) if size > 1)
+        sid = self._new_space(param.shape[dim])
+        info = Channels(dim, (Segment(sid, 0, param.shape[dim]),))
+        module = self.modules[owner]
+        count = count_attribute(module, param.shape[dim])
+        if count is not None:
+            self._block_space(
+                sid, f"'{name}' has its channel count in '{owner or 'model'}.{count}' too"
+            )
+            return info
+        self.consumers[name] = ConsumerRecord(name, module, info, "parameter")
+        return info
 
     # modules ---------------------------------------------------------------------------
     def _visit_module(self, n: fx.Node, module: nn.Module, result: Any) -> Any:
@@ -1655,7 +1711,9 @@ class _Analyzer(_EvalInterpreter):
         for info, _ in tracked[1:]:
             if not self._unify(first, info, reason):
                 return None
-        return first
+        # Broadcast to more dimensions (a (C, 1, 1) layer scale times an (N, C, H, W) map):
+        # the channels lie where they landed.
+        return first if first.dim == d_out else dataclasses.replace(first, dim=d_out)
 
     def _cat(self, n: fx.Node, result: torch.Tensor) -> Any:
         tensors = self._arg(n, 0, "tensors")

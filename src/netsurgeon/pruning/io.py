@@ -32,7 +32,7 @@ from torch import nn
 
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import atomic_torch_save, check_file_target
-from netsurgeon.pruning.graph import wrapped_model
+from netsurgeon.pruning.graph import count_attribute, wrapped_model
 from netsurgeon.pruning.surgery import sync_recurrent
 
 __all__ = [
@@ -366,7 +366,7 @@ def save(
     resolved = _resolve_arch(model, arch, arch_kwargs)
     records = _record_modules(model)
     state = model.state_dict()
-    _check_loadable(model, resolved, records, state)
+    records.update(_check_loadable(model, resolved, records, state))
     payload = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -505,11 +505,40 @@ def _apply_records(model: nn.Module, records: Mapping[str, Mapping[str, Any]], a
         _Unfit: A recorded module is missing from ``model`` or does not take its record.
     """
     for name, record in records.items():
+        if record["type"] == _PARAMETER:
+            _resize_parameter(model, name, record, arch)
+            continue
         try:
             module = model.get_submodule(name)
         except AttributeError as exc:
             raise _Unfit(f"module {name!r} is not in the rebuilt {arch!r}") from exc
         _resize(module, name, record)
+
+
+def _resize_parameter(model: nn.Module, name: str, record: Mapping[str, Any], arch: str) -> None:
+    """Give parameter ``name`` of ``model`` the recorded shape, uninitialised.
+
+    Raises:
+        _Unfit: The parameter is not in ``model``, or the shape is not one of as many
+            positive sizes.
+    """
+    owner, _, attr = name.rpartition(".")
+    try:
+        module = model.get_submodule(owner)
+    except AttributeError:
+        module = None
+    old = module._parameters.get(attr) if module is not None else None
+    if old is None:
+        raise _Unfit(f"parameter {name!r} is not in the rebuilt {arch!r}")
+    shape = record.get("shape")
+    if not (
+        isinstance(shape, (list, tuple))
+        and len(shape) == old.dim()
+        and all(type(size) is int and size >= 1 for size in shape)
+    ):
+        raise _Unfit(f"parameter {name!r} has an invalid recorded shape {shape!r}")
+    new = torch.empty(tuple(shape), dtype=old.dtype, device=old.device)
+    module._parameters[attr] = nn.Parameter(new, requires_grad=old.requires_grad)
 
 
 def _shape_problems(
@@ -583,16 +612,21 @@ def _check_loadable(
     arch: Mapping[str, Any],
     records: Mapping[str, Mapping[str, Any]],
     state: Mapping[str, torch.Tensor],
-) -> None:
+) -> dict[str, dict[str, Any]]:
     """Refuse now a model that :func:`load` could not restore from ``arch`` and ``records``.
 
     The architecture is built on the meta device where it can be, which allocates and
     initialises nothing, so this costs a fraction of a second even for large models.
 
+    Returns:
+        Records of the parameters of other modules that pruning resized (a layer scale
+        cut with its channels), which ``records`` need too.
+
     Raises:
         ConfigError: Naming the architecture and the first names that do not fit.
     """
     reserved = sorted(_RESERVED_KWARGS & set(arch["kwargs"]))
+    parameters: dict[str, dict[str, Any]] = {}
     try:
         if reserved:
             raise _Unfit(
@@ -600,6 +634,8 @@ def _check_loadable(
             )
         rebuilt = _build(arch, meta=True)
         _apply_records(rebuilt, records, arch["name"])
+        parameters = _record_parameters(model, rebuilt)
+        _apply_records(rebuilt, parameters, arch["name"])
     except _Unfit as exc:
         problems = [str(exc)]
     else:
@@ -610,6 +646,36 @@ def _check_loadable(
             f"{arch['kwargs']!r}, so load() could not rebuild it: {'; '.join(problems)}; pass "
             f"the arch= and arch_kwargs= that build this model"
         )
+    return parameters
+
+
+# The record type of a parameter, of a module whose sizes are not recorded, that pruning cut
+# (a layer scale): its shape.
+_PARAMETER = "Parameter"
+
+
+def _record_parameters(model: nn.Module, rebuilt: nn.Module) -> dict[str, dict[str, Any]]:
+    """Shapes of ``model``'s parameters that differ from the ``rebuilt`` architecture's in as
+    many dimensions, where their module has no size record (a layer scale cut along with its
+    channels). Any other difference is left for the shape check to report."""
+    built = dict(rebuilt.named_parameters())
+    records: dict[str, dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        owner = name.rpartition(".")[0]
+        other = built.get(name)
+        if (
+            other is None
+            or other.dim() != param.dim()
+            or _spec_of(model.get_submodule(owner)) is not None
+        ):
+            continue
+        changed = [d for d in range(param.dim()) if other.shape[d] != param.shape[d]]
+        # A module that keeps the count itself needs register_resizable to restore it.
+        if changed and not any(
+            count_attribute(rebuilt.get_submodule(owner), other.shape[d]) for d in changed
+        ):
+            records[name] = {"type": _PARAMETER, "shape": list(param.shape)}
+    return records
 
 
 def model_from_checkpoint(payload: dict[str, Any], *, source: str | Path) -> nn.Module:

@@ -31,6 +31,7 @@ from netsurgeon.pruning.graph import (
     _CONV_TRANSPOSE_TYPES,
     _CONV_TYPES,
     ChannelGroup,
+    ConsumerRecord,
     PruningGraph,
     output_shapes,
     trace_graph,
@@ -46,6 +47,7 @@ from netsurgeon.pruning.surgery import (
     prune_conv_transpose,
     prune_linear,
     prune_norm,
+    prune_parameter,
     prune_recurrent_input,
     restorable,
 )
@@ -439,14 +441,24 @@ def _apply(
             out_keep[name] = kept
     in_keep: dict[str, torch.Tensor] = {}
     member_keep: dict[str, torch.Tensor] = {}
+    parameters: list[tuple[ConsumerRecord, torch.Tensor]] = []  # layer scales and the like
     for name, record in graph.consumers.items():
         positions = graph.positions(record.channels, keep)
-        if positions is not None:
+        if positions is None:
+            continue
+        if record.role == "parameter":
+            parameters.append((record, positions))
+        else:
             (member_keep if record.role == "member" else in_keep)[name] = positions
     names = set(out_keep) | set(in_keep) | set(member_keep)
     modules = {name: graph.model.get_submodule(name) for name in names}
+    owners = [record.module for record, _ in parameters]
     try:
-        with restorable(list(modules.values())):
+        with restorable([*modules.values(), *owners]):
+            for record, positions in parameters:
+                prune_parameter(
+                    record.module, record.name.rpartition(".")[2], positions, record.channels.dim
+                )
             for name, module in modules.items():
                 if name in member_keep:
                     if isinstance(module, _CONV_TYPES):

@@ -20,6 +20,7 @@ __all__ = [
     "prune_conv_transpose",
     "prune_linear",
     "prune_norm",
+    "prune_parameter",
     "prune_recurrent_input",
     "restorable",
     "sync_recurrent",
@@ -154,6 +155,12 @@ def _prune_dense(
         weight = weight.index_select(1 - out_dim, in_keep.to(weight.device))
         setattr(module, counts[1], int(in_keep.numel()))
     _set_param(module, "weight", weight.clone())
+
+
+def prune_parameter(module: nn.Module, name: str, keep: torch.Tensor, dim: int) -> None:
+    """Keep entries ``keep`` along dimension ``dim`` of ``module``'s own parameter ``name`` (a
+    per-channel parameter that its forward reads, as a layer scale)."""
+    _set_param(module, name, _take(getattr(module, name), keep, dim))
 
 
 def prune_recurrent_input(rnn: nn.Module, in_keep: torch.Tensor) -> None:
