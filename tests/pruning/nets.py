@@ -296,3 +296,37 @@ class CRNN(nn.Module):
         for t in range(self.steps):
             h = self.cell(seq[:, t], h)
         return self.fc(torch.cat([out[:, -1], h], 1))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """A LayerNorm over the channels of an (N, C, H, W) map, written as torchvision's and
+    timm's ConvNeXt write it: permute, ``F.layer_norm`` on its own tensors, permute back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ConvNeXtNet(nn.Module):
+    """A ConvNeXt stage: a patchify stem with its LayerNorm2d, a block (depthwise conv,
+    LayerNorm over channels-last features, inverted MLP, a layer scale) on the residual
+    stream, a LayerNorm2d before the downsampling conv, and a head."""
+
+    def __init__(self, *, num_classes: int = 5) -> None:
+        super().__init__()
+        self.stem, self.stem_norm = nn.Conv2d(3, 8, 2, stride=2), LayerNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.norm = nn.LayerNorm(8)
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 8)
+        self.gamma = nn.Parameter(torch.rand(8) + 0.5)
+        self.down_norm, self.down = LayerNorm2d(8), nn.Conv2d(8, 12, 2, stride=2)
+        self.head = nn.Linear(12, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem_norm(self.stem(x))
+        h = self.norm(self.dw(x).permute(0, 2, 3, 1))
+        h = self.fc2(F.gelu(self.fc1(h))) * self.gamma
+        x = x + h.permute(0, 3, 1, 2)
+        x = self.down(self.down_norm(x))
+        return self.head(x.mean((2, 3)))

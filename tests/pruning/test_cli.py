@@ -151,6 +151,19 @@ def test_prune_ignore_keeps_the_named_modules_channels(tmp_path: Path) -> None:
     assert state["layer2.0.conv1.weight"].shape[0] < 128  # the rest is still pruned
 
 
+def test_prune_layer_norms_prunes_a_convnext_stream(tmp_path: Path) -> None:
+    out = tmp_path / "model.pt"
+    argv = ["prune", "convnext_tiny", "--weights", "none", "--amount", "0.5", "--json",
+            "--input-size", "32", "--num-classes", "10"]  # fmt: skip
+    status, stdout, err = _run([*argv, "--prune-layer-norms", "--out", str(out), *FAST])
+    assert status == 0, err
+    report = json.loads(stdout)
+    assert report["prune_layer_norms"] is True
+    assert report["channels"]["features.0.0"] == [96, 48]  # the stem: the first stream
+    assert report["skipped"] == ["classifier.2 (10 channels) kept: it reaches the model's output"]
+    assert report["after"]["params"] < 0.3 * report["before"]["params"]
+
+
 def test_prune_min_channels_and_round_to(tmp_path: Path) -> None:
     out = tmp_path / "model.pt"
     argv = ["prune", "cifar_resnet20", "--weights", "none", "--amount", "0.7", "--json",

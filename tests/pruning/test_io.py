@@ -351,6 +351,29 @@ def test_a_pruned_layer_scale_round_trips(tmp_path: Path, monkeypatch: pytest.Mo
         io.load(_write(tmp_path, {**payload, "modules": damaged}))
 
 
+def test_pruned_layer_norms_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from netsurgeon.pruning import prune
+    from tests.pruning.nets import ConvNeXtNet
+
+    monkeypatch.setattr(registry, "_USER_BUILDERS", {})
+    register_builder("convnextnet", ConvNeXtNet)
+    model = build_model("convnextnet").eval()
+    x = torch.randn(2, 3, 8, 8)
+    prune(model, x, amount=0.5, criterion="l1", prune_layer_norms=True)
+    path = io.save(model, tmp_path / "convnext.pt")
+    loaded = io.load(path)
+    assert loaded.norm.normalized_shape == loaded.stem_norm.normalized_shape == (4,)
+    assert loaded.gamma.shape == (4,)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    payload = io.read_checkpoint(path)
+    assert payload["modules"]["norm"] == {"type": "LayerNorm", "normalized_shape": (4,)}
+    for bad in ([0], [], "4"):
+        damaged = {**payload["modules"], "norm": {"type": "LayerNorm", "normalized_shape": bad}}
+        with pytest.raises(CheckpointError, match="'norm' has invalid sizes"):
+            io.load(_write(tmp_path, {**payload, "modules": damaged}))
+
+
 class WidthsFromTensors(nn.Module):
     """Computes its sizes with tensor values, which the meta device does not have."""
 

@@ -14,7 +14,7 @@ from torch import nn
 from netsurgeon import ConfigError, TraceError
 from netsurgeon.pruning import Footprint, Pruner, count_macs, prune, trace_graph
 from netsurgeon.pruning import pruner as pruner_module
-from tests.pruning.nets import CRNN, ConcatNet, NormActNet, ResNet, SeqNet
+from tests.pruning.nets import CRNN, ConcatNet, ConvNeXtNet, NormActNet, ResNet, SeqNet
 
 
 def _snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
@@ -1467,3 +1467,57 @@ def test_tensors_like_the_channels_follow_them() -> None:
     prune(model, X, amount=0.5, criterion="l1")
     assert model.a.out_channels == model.b.in_channels == 4
     assert model(X).shape == (1, 4, 6, 6)
+
+
+def test_layer_norms_over_the_channels_keep_them_unless_told() -> None:
+    model = ConvNeXtNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    result = prune(model, x, amount=0.5, criterion="l1")
+    assert result.channels == {"fc1": (16, 8), "down": (12, 6)}  # the stream stays
+    assert any(
+        s.startswith("stem ") and "normalises across the channels (see prune_layer_norms)" in s
+        for s in result.skipped
+    ), result.skipped
+
+
+def test_pruned_layer_norms_normalise_the_kept_channels_over_themselves() -> None:
+    """With prune_layer_norms, the stream loses channels with its LayerNorms (both the
+    module and the functional form), which then normalise what is left: the pruned model
+    computes the unpruned model's layers on the kept channels alone."""
+    model = ConvNeXtNet().eval()
+    with torch.no_grad():
+        for norm in (model.stem_norm, model.norm, model.down_norm):
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+    reference = copy.deepcopy(model)
+    x = torch.randn(2, 3, 8, 8)
+    result = prune(model, x, amount=0.5, criterion="l1", prune_layer_norms=True)
+    assert set(result.channels) == {"stem", "dw", "fc1", "fc2", "down"}
+    k = result.kept["stem"]
+    assert torch.equal(result.kept["fc2"], k) and k.numel() == 4
+    assert model.stem_norm.normalized_shape == model.norm.normalized_shape == (4,)
+    assert model.norm.weight.shape == model.down_norm.bias.shape == model.gamma.shape == (4,)
+    m, h1, d = reference, result.kept["fc1"], result.kept["down"]
+
+    def norm(y: torch.Tensor, layer: nn.LayerNorm) -> torch.Tensor:  # channels last
+        return F.layer_norm(y, (k.numel(),), layer.weight[k], layer.bias[k], layer.eps)
+
+    with torch.no_grad():
+        s = F.conv2d(x, m.stem.weight[k], m.stem.bias[k], stride=2)
+        s = norm(s.permute(0, 2, 3, 1), m.stem_norm).permute(0, 3, 1, 2)
+        h = F.conv2d(s, m.dw.weight[k], m.dw.bias[k], padding=1, groups=k.numel())
+        h = F.gelu(F.linear(norm(h.permute(0, 2, 3, 1), m.norm), m.fc1.weight[h1][:, k],
+                            m.fc1.bias[h1]))  # fmt: skip
+        h = F.linear(h, m.fc2.weight[k][:, h1], m.fc2.bias[k]) * m.gamma[k]
+        s = s + h.permute(0, 3, 1, 2)
+        s = norm(s.permute(0, 2, 3, 1), m.down_norm).permute(0, 3, 1, 2)
+        s = F.conv2d(s, m.down.weight[d][:, k], m.down.bias[d], stride=2)
+        expected = F.linear(s.mean((2, 3)), m.head.weight[:, d], m.head.bias)
+        torch.testing.assert_close(model(x), expected)
+
+
+def test_prune_layer_norms_must_be_a_bool() -> None:
+    with pytest.raises(ConfigError, match=r"prune_layer_norms must be True or False, got 'no'"):
+        prune(ConvNeXtNet(), torch.randn(1, 3, 8, 8), amount=0.5, prune_layer_norms="no")
+    with pytest.raises(ConfigError, match=r"prune_layer_norms must be True or False, got 1"):
+        Pruner(ConvNeXtNet(), torch.randn(1, 3, 8, 8), amount=0.5, prune_layer_norms=1)

@@ -133,6 +133,13 @@ def _add_prune(subparsers: argparse._SubParsersAction) -> None:
         help="kept filter counts are multiples of N where the layer is big enough, e.g. 8 for "
         "channel counts that hardware kernels vectorise well (default: %(default)s)",
     )
+    parser.add_argument(
+        "--prune-layer-norms",
+        action="store_true",
+        help="LayerNorms over the channels (ConvNeXt's) lose the pruned channels too, instead "
+        "of keeping them; they then normalise over the remaining ones, which changes the "
+        "outputs: fine-tune afterwards",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     _add_measure_arguments(parser, saved_files=False)
     parser.set_defaults(
@@ -250,6 +257,7 @@ def run_prune(args: argparse.Namespace) -> int:
         min_channels=args.min_channels,
         round_to=args.round_to,
         amounts=args.amounts,
+        prune_layer_norms=args.prune_layer_norms,
     )
     prune_seconds = time.perf_counter() - start
     _progress("measuring the pruned model")
@@ -268,6 +276,7 @@ def run_prune(args: argparse.Namespace) -> int:
         "amounts": args.amounts,
         "min_channels": args.min_channels,
         "round_to": args.round_to,
+        "prune_layer_norms": args.prune_layer_norms,
         "seed": args.seed,
     }
     arch_kwargs = None if args.num_classes is None else {"num_classes": args.num_classes}

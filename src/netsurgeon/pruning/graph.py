@@ -57,7 +57,7 @@ _INSTANCE_NORM_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 _RECURRENT_TYPES = (nn.RNNBase, nn.RNNCellBase)
 _RESIZED_TYPES = (
     *_CONV_TYPES, *_CONV_TRANSPOSE_TYPES, nn.Linear, *_BN_TYPES, *_INSTANCE_NORM_TYPES, nn.PReLU,
-    nn.GroupNorm, *_RECURRENT_TYPES,
+    nn.GroupNorm, *_RECURRENT_TYPES, nn.LayerNorm,
 )  # fmt: skip
 
 # The weights of a recurrent layer (or cell) that read its input features.
@@ -70,6 +70,7 @@ _INPUT_WEIGHTS = frozenset({"weight_ih_l0", "weight_ih_l0_reverse", "weight_ih"}
 _FUNCTIONAL_LAYERS: dict[Any, tuple[tuple[type[nn.Module], ...], dict[str, int]]] = {
     F.batch_norm: (_BN_TYPES, {"running_mean": 1, "running_var": 2, "weight": 3, "bias": 4}),
     F.group_norm: ((nn.GroupNorm,), {"weight": 2, "bias": 3}),
+    F.layer_norm: ((nn.LayerNorm,), {"weight": 2, "bias": 3}),
     F.linear: ((nn.Linear,), {"weight": 1, "bias": 2}),
     F.conv1d: ((nn.Conv1d,), {"weight": 1, "bias": 2}),
     F.conv2d: ((nn.Conv2d,), {"weight": 1, "bias": 2}),
@@ -969,8 +970,10 @@ class _Analyzer(_EvalInterpreter):
         shared: _Analyzer | None = None,
         leaves: Iterable[str] = (),
         untraceable: Iterable[str] = (),
+        prune_layer_norms: bool = False,
     ) -> None:
         super().__init__(model, graph=graph)
+        self.prune_layer_norms = prune_layer_norms
         self.modules = dict(model.named_modules(remove_duplicate=False))
         self.bare_parameters = _bare_parameters(model)
         self.spatial_functions = {**_SPATIAL_FUNCTIONS, **_library_spatial_functions()}
@@ -1332,11 +1335,7 @@ class _Analyzer(_EvalInterpreter):
         if isinstance(module, (nn.Softmax, nn.LogSoftmax, nn.Softmin)):
             return self._softmax(info, shape, module.dim)
         if isinstance(module, nn.LayerNorm):
-            if info is None:
-                return None
-            if info.dim >= len(shape) - len(module.normalized_shape):
-                raise _Unsupported("it normalises across the channels")
-            return info
+            return self._layer_norm(n, name, module, info, shape)
         if info is None and not any(i is not None for i in self._arg_infos(n)):
             return None
         raise _Unsupported(f"{type(module).__name__} is not understood")
@@ -1389,6 +1388,13 @@ class _Analyzer(_EvalInterpreter):
             if operator.index(self._arg(n, 1, "num_groups")) != module.num_groups:
                 raise _Unsupported(f"it splits the channels of '{name}' into other groups")
             return self._group_norm(n, name, module, info)
+        if isinstance(module, nn.LayerNorm):
+            given = self._arg(n, 1, "normalized_shape")
+            if isinstance(given, int):
+                given = (given,)
+            if not isinstance(given, (tuple, list)) or tuple(given) != module.normalized_shape:
+                raise _Unsupported(f"it normalises other dimensions than '{name}' does")
+            return self._layer_norm(n, name, module, info, shape)
         if isinstance(module, nn.Linear):
             return self._linear(n, name, module, info, shape, result)
         if isinstance(module, _CONV_TYPES):
@@ -1396,6 +1402,26 @@ class _Analyzer(_EvalInterpreter):
                 raise _Unsupported(f"it groups the channels of '{name}' otherwise")
             return self._conv_call(n, name, module, info, result)
         return self._per_channel(n, name, module, info)
+
+    def _layer_norm(
+        self, n: fx.Node, name: str, norm: nn.LayerNorm, info: Any, shape: Any
+    ) -> Channels | None:
+        """A LayerNorm: it passes on channels it does not normalise over (spatial dimensions).
+        Over the channels, it keeps them, or with ``prune_layer_norms``, loses them too (it
+        normalises the remaining ones over themselves: an approximation, unlike every other
+        cut, which fine-tuning has to recover)."""
+        if info is None:
+            if self.prune_layer_norms and len(norm.normalized_shape) == 1:
+                self._fixed_input(name)
+            return None
+        if info.dim < len(shape) - len(norm.normalized_shape):
+            return info
+        if not self.prune_layer_norms:
+            raise _Unsupported("it normalises across the channels (see prune_layer_norms)")
+        if len(norm.normalized_shape) != 1 or info.dim != len(shape) - 1 or info.repeat != 1:
+            raise _Unsupported("it normalises across the channels and other dimensions")
+        self._member(name, norm, info)
+        return info
 
     def _conv_call(
         self, n: fx.Node, name: str, conv: nn.Module, info: Any, result: torch.Tensor
@@ -2046,6 +2072,7 @@ def trace_graph(
     *,
     ignore: Iterable[str] = (),
     leaf_modules: Iterable[str] = (),
+    prune_layer_norms: bool = False,
 ) -> PruningGraph:
     """Trace ``model`` into channel groups.
 
@@ -2063,6 +2090,8 @@ def trace_graph(
             Their parameters, inputs and outputs keep all their channels. Submodules whose
             forward torch.fx cannot trace (data-dependent control flow, for example) are
             called whole too, each with a note among :meth:`PruningGraph.skipped`.
+        prune_layer_norms: LayerNorms over the channels join the channels' groups (pruned
+            with them, approximately) instead of keeping them.
 
     Returns:
         The channel groups, their consumers, and the reasons some channels must be kept.
@@ -2077,11 +2106,17 @@ def trace_graph(
     # batch norm keeps its training flag when the analysis runs it: the model gets its
     # statistics back.
     with kept_buffers(model):
-        return _trace_graph(model, example_inputs, ignore, frozenset(leaf_modules))
+        return _trace_graph(
+            model, example_inputs, ignore, frozenset(leaf_modules), prune_layer_norms
+        )
 
 
 def _trace_graph(
-    model: nn.Module, example_inputs: Any, ignore: Iterable[str], leaves: frozenset[str]
+    model: nn.Module,
+    example_inputs: Any,
+    ignore: Iterable[str],
+    leaves: frozenset[str],
+    prune_layer_norms: bool,
 ) -> PruningGraph:
     with kept_modes(model), _CountWatch(model) as counts:
         graph, untraceable = _trace_calling_whole(model, leaves)
@@ -2104,15 +2139,19 @@ def _trace_graph(
         **(_read_parameters(model, other) if other is not None else {}),
         **_kept_modules(model, ignore),
     }
-    analyzer = _Analyzer(model, graph, kept, leaves=leaves, untraceable=untraceable)
+    analyzer = _Analyzer(
+        model, graph, kept, leaves=leaves, untraceable=untraceable,
+        prune_layer_norms=prune_layer_norms,
+    )  # fmt: skip
     output, macs = _run(model, analyzer, example_inputs)
     mac_records = analyzer.macs
     mode_sensitive = other is not None and not _differs_in_flags_only(graph, other)
     if mode_sensitive:
         assert other is not None
         other_analyzer = _Analyzer(
-            model, other, kept, shared=analyzer, leaves=leaves, untraceable=untraceable
-        )
+            model, other, kept, shared=analyzer, leaves=leaves, untraceable=untraceable,
+            prune_layer_norms=prune_layer_norms,
+        )  # fmt: skip
         other_output, other_macs = _run(model, other_analyzer, example_inputs)
         if model.training:
             # Outputs and MACs are those of eval mode, as the pruned model is checked and

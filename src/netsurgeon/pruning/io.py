@@ -123,6 +123,11 @@ def _group_norm_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, 
     return {"weight": (channels,), "bias": (channels,)}
 
 
+def _layer_norm_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]]:
+    shape = tuple(sizes["normalized_shape"])
+    return {n: shape for n in ("weight", "bias") if getattr(module, n, None) is not None}
+
+
 def _prelu_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]]:
     return {"weight": (sizes["num_parameters"],)}
 
@@ -155,6 +160,7 @@ for _norm in (
     register_resizable(_norm, attrs=("num_features",), shapes=_norm_shapes)
 register_resizable(nn.GroupNorm, attrs=("num_groups", "num_channels"), shapes=_group_norm_shapes)
 register_resizable(nn.PReLU, attrs=("num_parameters",), shapes=_prelu_shapes)
+register_resizable(nn.LayerNorm, attrs=("normalized_shape",), shapes=_layer_norm_shapes)
 register_resizable(nn.Linear, attrs=("in_features", "out_features"), shapes=_linear_shapes)
 for _recurrent in (nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell):
     register_resizable(_recurrent, attrs=("input_size",), shapes=_recurrent_shapes)
@@ -477,7 +483,9 @@ def _resize(module: nn.Module, name: str, record: Mapping[str, Any]) -> None:
         )
     _, spec = found
     sizes = {attr: record.get(attr) for attr in spec.attrs}
-    bad = {k: v for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+    # A shape attribute (a LayerNorm's normalized_shape) is a tuple of sizes.
+    sizes = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in sizes.items()}
+    bad = {k: v for k, v in sizes.items() if not _valid_size(v)}
     if bad:
         raise _Unfit(f"module {name!r} has invalid sizes {bad}")
     try:
@@ -496,6 +504,13 @@ def _resize(module: nn.Module, name: str, record: Mapping[str, Any]) -> None:
     for attr, value in sizes.items():
         setattr(module, attr, value)
     sync_recurrent(module)
+
+
+def _valid_size(value: object) -> bool:
+    """A positive int, or a non-empty tuple of them."""
+    if isinstance(value, tuple):
+        return bool(value) and all(_valid_size(v) for v in value)
+    return type(value) is int and value >= 1
 
 
 def _apply_records(model: nn.Module, records: Mapping[str, Mapping[str, Any]], arch: str) -> None:

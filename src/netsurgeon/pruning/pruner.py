@@ -136,6 +136,13 @@ def _check_target(amount: Any, target_macs: Any) -> tuple[float | None, float | 
     return None, _check_fraction("target_macs", target_macs)
 
 
+def _check_flag(name: str, value: object) -> bool:
+    """A boolean option; anything else (a string such as ``"false"``) is refused."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def _check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
@@ -554,8 +561,12 @@ def _prune_once(
     start_sizes: dict[str, int] | None = None,
     amounts: Amounts | None = None,
     leaves: set[str] | None = None,
+    prune_layer_norms: bool = False,
 ) -> PruneResult:
-    graph = trace_graph(model, example_inputs, ignore=ignore, leaf_modules=leaves or ())
+    graph = trace_graph(
+        model, example_inputs, ignore=ignore, leaf_modules=leaves or (),
+        prune_layer_norms=prune_layer_norms,
+    )  # fmt: skip
     if filters_left is not None:  # a global schedule's goal: remove down to this many filters
         num_filters = max(sum(g.size for g in graph.prunable_groups()) - filters_left, 0)
     before = Footprint(count_params(model), graph.total_macs)
@@ -748,6 +759,7 @@ def prune(
     round_to: int = 1,
     amounts: Mapping[str, float] | None = None,
     leaf_modules: Iterable[str | nn.Module | type[nn.Module]] | None = None,
+    prune_layer_norms: bool = False,
 ) -> PruneResult:
     """Physically remove convolution filters (and linear units) from ``model``, in place.
 
@@ -786,6 +798,10 @@ def prune(
             channels they take and give are kept (``result.skipped`` says so). A submodule
             whose forward torch.fx cannot trace (data-dependent control flow, for example) is
             called whole without being listed, with a note in ``result.skipped``.
+        prune_layer_norms: LayerNorms over the channels (ConvNeXt's, a transformer's
+            residual stream) lose the pruned channels too, instead of keeping them. They then
+            normalise the remaining channels over themselves, which changes the outputs even
+            where the removed filters gave zeros: fine-tune afterwards.
 
     Returns:
         Parameters and MACs before and after, skipped reasons, per-layer channel counts, and
@@ -812,6 +828,7 @@ def prune(
         model, example_inputs, amount=amount, target_macs=target_macs, num_filters=None,
         criterion=crit, scope=scope, ignore=ignored, data=data, loss_fn=loss_fn,
         min_channels=min_channels, round_to=round_to, amounts=per_layer, leaves=leaves,
+        prune_layer_norms=_check_flag("prune_layer_norms", prune_layer_norms),
     )  # fmt: skip
 
 
@@ -841,8 +858,8 @@ class Pruner:
             layer, where a one-shot :func:`prune` ends.
         filters_per_step: Instead of ``steps``, remove this many filters per slice (global
             ranking), Molchanov's original schedule, until the target is met.
-        criterion, scope, ignore, data, loss_fn, min_channels, round_to, leaf_modules: As in
-            :func:`prune`.
+        criterion, scope, ignore, data, loss_fn, min_channels, round_to, leaf_modules,
+            prune_layer_norms: As in :func:`prune`.
         amounts: Per-layer fractions that replace ``amount`` (see :func:`prune`), with
             ``steps`` and ``scope="layer"``: slice ``i`` takes a layer whose entry says ``a``
             down to what ``1 - (1 - a) ** (i / steps)`` of its original size leaves.
@@ -878,8 +895,10 @@ class Pruner:
         completed: int = 0,
         leaf_modules: Iterable[str | nn.Module | type[nn.Module]] | None = None,
         amounts: Mapping[str, float] | None = None,
+        prune_layer_norms: bool = False,
     ) -> None:
         self.amount, self.target_macs = _check_target(amount, target_macs)
+        self.prune_layer_norms = _check_flag("prune_layer_norms", prune_layer_norms)
         if steps is not None and filters_per_step is not None:
             raise ConfigError(
                 f"give steps or filters_per_step, not both (got {steps!r} and {filters_per_step!r})"
@@ -978,8 +997,9 @@ class Pruner:
 
     def _trace(self) -> PruningGraph:
         return trace_graph(
-            self.model, self.example_inputs, ignore=self.ignore, leaf_modules=self.leaf_modules
-        )
+            self.model, self.example_inputs, ignore=self.ignore, leaf_modules=self.leaf_modules,
+            prune_layer_norms=self.prune_layer_norms,
+        )  # fmt: skip
 
     @property
     def done(self) -> bool:
@@ -1049,7 +1069,7 @@ class Pruner:
             self.model, self.example_inputs, criterion=self.criterion, scope=scope,
             ignore=self.ignore, data=self.data, loss_fn=self.loss_fn,
             min_channels=self.min_channels, round_to=self.round_to, leaves=self.leaf_modules,
-            **kwargs,
+            prune_layer_norms=self.prune_layer_norms, **kwargs,
         )  # fmt: skip
         if self.filters_per_step is not None and not result.channels:
             # done turns true: say why the target is not reached.

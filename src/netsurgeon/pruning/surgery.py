@@ -29,7 +29,7 @@ __all__ = [
 # The attributes that hold the channel counts of the layers surgery resizes.
 SIZE_ATTRIBUTES = (
     "in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
-    "num_parameters", "num_groups", "num_channels", "input_size",
+    "num_parameters", "num_groups", "num_channels", "input_size", "normalized_shape",
 )  # fmt: skip
 
 
@@ -188,8 +188,9 @@ def sync_recurrent(module: nn.Module) -> None:
 
 
 def prune_norm(module: nn.Module, keep: torch.Tensor) -> None:
-    """Keep channels ``keep`` of a per-channel layer (BatchNorm, InstanceNorm, PReLU), or of a
-    GroupNorm, where ``keep`` must hold whole groups (the pruner only plans such cuts).
+    """Keep channels ``keep`` of a per-channel layer (BatchNorm, InstanceNorm, PReLU), of a
+    GroupNorm, where ``keep`` must hold whole groups (the pruner only plans such cuts), or of
+    a LayerNorm over one dimension (which then normalises over the kept channels only).
 
     Raises:
         ValueError: for a GroupNorm, ``keep`` is not made of whole groups.
@@ -204,6 +205,10 @@ def prune_norm(module: nn.Module, keep: torch.Tensor) -> None:
             raise ValueError(f"keep must hold whole groups of {size} channels of the GroupNorm")
         module.num_groups = int(keep.numel()) // size
         module.num_channels = int(keep.numel())
+    if isinstance(module, nn.LayerNorm):
+        if len(module.normalized_shape) != 1:
+            raise ValueError("only a LayerNorm over one dimension can lose channels")
+        module.normalized_shape = (int(keep.numel()),)
     for name in ("weight", "bias"):
         if getattr(module, name, None) is not None:
             _set_param(module, name, _take(getattr(module, name), keep))

@@ -546,6 +546,7 @@ def prune_and_finetune(
     distill_feature_weight: float = DEFAULT_FEATURE_WEIGHT,
     slice_lr: str = "constant",
     run_settings: Mapping[str, Any] | None = None,
+    prune_layer_norms: bool = False,
 ) -> IterativeResult:
     """Prune a slice, fine-tune K steps, repeat until the target; then fine-tune E epochs.
 
@@ -574,7 +575,7 @@ def prune_and_finetune(
         scope: ``"global"`` (one ranking over layers), ``"global_macs"`` (the same, each score
             divided by what its channel costs in MACs) or ``"layer"``.
         criterion_batches: Batches the criterion sees per slice; ``None`` uses the whole loader.
-        ignore, min_channels, round_to: As in :func:`netsurgeon.prune`.
+        ignore, min_channels, round_to, prune_layer_norms: As in :func:`netsurgeon.prune`.
         amounts: Per-layer fractions that replace ``amount`` with ``scope="layer"``, as in
             :class:`netsurgeon.Pruner` (each layer's own share, slice by slice).
         oneshot_baseline: Measure ``accuracy_pruned`` on a one-shot-pruned deep copy. It
@@ -697,6 +698,8 @@ def prune_and_finetune(
         "recalibrate_bn": recal_batches,
         "reconstruct": recon_batches,
         "slice_lr": slice_lr,
+        # Only when set: the settings of runs before the option existed stay the same.
+        **({"prune_layer_norms": True} if prune_layer_norms else {}),
         "train_config": config.to_dict(),
         "run": dict(run_settings) if run_settings else {},
         # Under torchrun the number of processes sets the shards and the batches per step.
@@ -744,6 +747,7 @@ def prune_and_finetune(
         "min_channels": min_channels,
         "round_to": round_to,
         "amounts": amounts,
+        "prune_layer_norms": prune_layer_norms,
     }
     state: dict[str, Any]
     pruner: Pruner | None = None
@@ -1560,6 +1564,7 @@ def run_iterative_from_args(args: argparse.Namespace) -> int:
         distill=distill,
         reconstruct=reconstruct,
         slice_lr=getattr(args, "slice_lr", "constant"),
+        prune_layer_norms=getattr(args, "prune_layer_norms", False),
         **recovery,
     )
     if not is_main_process():
