@@ -258,6 +258,7 @@ def test_different_config_in_same_out_dir_is_an_error(
     config_file = tmp_path / "config.json"
     saved = json.loads(config_file.read_text())
     del saved["train"]["channels_last"], saved["train"]["compile"], saved["slice_lr"]
+    del saved["prune_layer_norms"]
     config_file.write_text(json.dumps(saved))
     old = replace(config, slice_lr="schedule")  # what such a folder ran between slices
     assert run_sweep(tiny_model(), train, val, config=old, out_dir=tmp_path).ran == []
@@ -455,6 +456,39 @@ def test_every_trial_compiles_afresh(
     run_sweep(tiny_model(), train, val, config=config, out_dir=tmp_path, write_report=False)
     # the base model, the reference and two levels: each fit resets, then compiles
     assert events == (["reset", "compile"] * 4 if compile else [])
+
+
+class _LayerNormNet(torch.nn.Module):
+    """Two convolutions with a LayerNorm over the channels between them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.norm = torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.LayerNorm(8)
+        self.b, self.fc = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.a(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.fc(torch.relu(self.b(torch.relu(x))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_a_sweep_prunes_layer_norms_when_told(tmp_path: Path, steps: int) -> None:
+    train, val = tiny_loaders()
+    ratios = {}
+    for flag in (False, True):
+        config = tiny_config(
+            criteria=("l1",), levels=(0.5,), finetune_epochs=0, reference=False,
+            prune_steps=steps, prune_layer_norms=flag,
+        )  # fmt: skip
+        torch.manual_seed(0)
+        out = tmp_path / str(flag)
+        result = run_sweep(_LayerNormNet(), train, val, config=config, out_dir=out)
+        ratios[flag] = result.rows[0]["params_ratio"]
+        assert json.loads((out / "config.json").read_text())["prune_layer_norms"] is flag
+    # a (8 -> 4 filters) and the norm lose channels only when told; b loses half either way.
+    assert ratios[True] < ratios[False]
+    with pytest.raises(ConfigError, match="prune_layer_norms='yes' is not allowed"):
+        tiny_config(prune_layer_norms="yes")
 
 
 @pytest.mark.parametrize("slice_lr", [None, "constant", "schedule"])

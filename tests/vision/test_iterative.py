@@ -241,6 +241,36 @@ def test_amount_without_finetuning(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.before.groups is None and result.to_dict()["before"]["groups"] is None
 
 
+class _NormedNet(torch.nn.Module):
+    """A stream of two convolutions normalised over the channels by a LayerNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.norm = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.LayerNorm(8)
+        self.b, self.fc = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.a(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.fc(torch.relu(self.b(torch.relu(x))).mean((2, 3)))
+
+
+def test_prune_layer_norms_reaches_every_slice_and_the_one_shot_twin() -> None:
+    train, val = loaders()
+    results = {}
+    for flag in (False, True):
+        model = _NormedNet()
+        results[flag] = prune_and_finetune(
+            model, train, val, example_inputs=EXAMPLE, config=CONFIG, criterion="l1",
+            amount=0.5, scope="layer", prune_steps=2, finetune_steps=0, finetune_epochs=0,
+            prune_layer_norms=flag,
+        )  # fmt: skip
+        assert ("a" in results[flag].channels) is flag
+        assert model.norm.normalized_shape == ((4,) if flag else (8,))
+        assert results[flag].settings.get("prune_layer_norms", False) is flag
+    # The one-shot twin is pruned alike: a and the norm lose channels only when told.
+    assert results[True].oneshot_macs_ratio < results[False].oneshot_macs_ratio
+
+
 def test_random_criterion_follows_the_config_seed() -> None:
     """``criterion="random"`` draws from ``config.seed``, not always from seed 0."""
 

@@ -119,6 +119,7 @@ _ADDED_SETTINGS: dict[str, Any] = {
     "train.channels_last": False,
     "train.compile": False,
     "slice_lr": "schedule",  # sweeps before the setting restarted the schedule in every slice
+    "prune_layer_norms": False,
 }
 # Settings added later without a value that stands for what earlier versions did: compared
 # only when the folder recorded them (the data folder's fingerprint, ImageData.fingerprint,
@@ -288,6 +289,8 @@ class SweepConfig:
             the fine-tuning after the last slice always follows the schedule.
         criterion_batches: Training batches the data-driven criteria (activation, apoz,
             taylor) see; taylor uses cross-entropy. The same batches serve every trial.
+        prune_layer_norms: LayerNorms over the channels lose them too (ConvNeXt's streams;
+            see :func:`netsurgeon.pruning.prune`).
         latency_batch_size: Batch size of the CPU latency measurement.
         latency_repeats: Timed forward passes; the median is reported.
         latency_warmup: Untimed forward passes before timing.
@@ -308,6 +311,7 @@ class SweepConfig:
     finetune_steps: int = 0
     slice_lr: str = "constant"
     criterion_batches: int = 4
+    prune_layer_norms: bool = False
     latency_batch_size: int = 1
     latency_repeats: int = 10
     latency_warmup: int = 3
@@ -336,6 +340,10 @@ class SweepConfig:
         _check_int("finetune_steps", self.finetune_steps, 0)
         check_slice_lr("slice_lr", self.slice_lr)
         _check_int("criterion_batches", self.criterion_batches, 1)
+        if not isinstance(self.prune_layer_norms, bool):
+            raise ConfigError(
+                f"prune_layer_norms={self.prune_layer_norms!r} is not allowed; use True or False"
+            )
         _check_int("latency_batch_size", self.latency_batch_size, 1)
         _check_int("latency_repeats", self.latency_repeats, 1)
         _check_int("latency_warmup", self.latency_warmup, 0)
@@ -365,6 +373,7 @@ class SweepConfig:
             "finetune_steps": self.finetune_steps,
             "slice_lr": self.slice_lr,
             "criterion_batches": self.criterion_batches,
+            "prune_layer_norms": self.prune_layer_norms,
             "latency_batch_size": self.latency_batch_size,
             "latency_repeats": self.latency_repeats,
             "latency_warmup": self.latency_warmup,
@@ -578,11 +587,11 @@ def _prune_model(
     if config.prune_steps == 1:
         return prune(
             model, example_inputs, criterion=crit, scope=config.scope, data=data,
-            loss_fn=loss_fn, **target,
+            loss_fn=loss_fn, prune_layer_norms=config.prune_layer_norms, **target,
         )  # fmt: skip
     pruner = Pruner(
         model, example_inputs, criterion=crit, scope=config.scope, steps=config.prune_steps,
-        data=data, loss_fn=loss_fn, **target,
+        data=data, loss_fn=loss_fn, prune_layer_norms=config.prune_layer_norms, **target,
     )  # fmt: skip
     if config.finetune_steps == 0:
         return pruner.run()

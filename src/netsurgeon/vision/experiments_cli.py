@@ -82,6 +82,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scope", choices=SCOPES, default="layer",
                         help="rank filters per layer, over the whole model, or over the whole "
                         "model per MAC each filter costs (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--prune-layer-norms", action="store_true",
+                        help="LayerNorms over the channels (ConvNeXt's) lose the pruned "
+                        "channels too, approximately (see `netsurgeon prune --help`)")  # fmt: skip
     parser.add_argument("--prune-steps", type=positive_int, default=1, metavar="N",
                         help="prune in N slices, re-scoring filters before each "
                         "(default: %(default)s)")  # fmt: skip
@@ -336,6 +339,7 @@ def _sweep_config(
         base_epochs=args.base_epochs, level_kind=args.level_kind, scope=args.scope,
         prune_steps=args.prune_steps, finetune_steps=args.finetune_steps,
         slice_lr=args.slice_lr, criterion_batches=args.criterion_batches,
+        prune_layer_norms=args.prune_layer_norms,
         latency_batch_size=args.latency_batch_size, latency_repeats=args.latency_repeats,
         train=train, info=info,
     )  # fmt: skip
