@@ -330,3 +330,16 @@ class ConvNeXtNet(nn.Module):
         x = x + h.permute(0, 3, 1, 2)
         x = self.down(self.down_norm(x))
         return self.head(x.mean((2, 3)))
+
+
+class LayerNormStreamNet(nn.Module):
+    """Two convolutions with a LayerNorm over the channels between them, and a head."""
+
+    def __init__(self, *, in_channels: int = 3, num_classes: int = 2) -> None:
+        super().__init__()
+        self.a, self.norm = nn.Conv2d(in_channels, 8, 3, padding=1), nn.LayerNorm(8)
+        self.b, self.fc = nn.Conv2d(8, 8, 3, padding=1), nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.a(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.fc(torch.relu(self.b(torch.relu(x))).mean((2, 3)))

@@ -33,6 +33,7 @@ from netsurgeon.vision.experiments import (
     parse_levels,
     run_sweep,
 )
+from tests.pruning.nets import LayerNormStreamNet
 
 torch.set_num_threads(1)
 
@@ -458,19 +459,6 @@ def test_every_trial_compiles_afresh(
     assert events == (["reset", "compile"] * 4 if compile else [])
 
 
-class _LayerNormNet(torch.nn.Module):
-    """Two convolutions with a LayerNorm over the channels between them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.norm = torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.LayerNorm(8)
-        self.b, self.fc = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Linear(8, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.a(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return self.fc(torch.relu(self.b(torch.relu(x))).mean((2, 3)))
-
-
 @pytest.mark.parametrize("steps", [1, 2])
 def test_a_sweep_prunes_layer_norms_when_told(tmp_path: Path, steps: int) -> None:
     train, val = tiny_loaders()
@@ -482,7 +470,9 @@ def test_a_sweep_prunes_layer_norms_when_told(tmp_path: Path, steps: int) -> Non
         )  # fmt: skip
         torch.manual_seed(0)
         out = tmp_path / str(flag)
-        result = run_sweep(_LayerNormNet(), train, val, config=config, out_dir=out)
+        result = run_sweep(
+            LayerNormStreamNet(in_channels=1, num_classes=3), train, val, config=config, out_dir=out
+        )
         ratios[flag] = result.rows[0]["params_ratio"]
         assert json.loads((out / "config.json").read_text())["prune_layer_norms"] is flag
     # a (8 -> 4 filters) and the norm lose channels only when told; b loses half either way.

@@ -32,6 +32,7 @@ from netsurgeon.vision.iterative import (
     prune_and_finetune,
     run_iterative_from_args,
 )
+from tests.pruning.nets import LayerNormStreamNet
 from tests.vision.test_vision_cli import StopAtEpoch, make_image_folder
 
 torch.set_num_threads(1)
@@ -241,24 +242,11 @@ def test_amount_without_finetuning(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.before.groups is None and result.to_dict()["before"]["groups"] is None
 
 
-class _NormedNet(torch.nn.Module):
-    """A stream of two convolutions normalised over the channels by a LayerNorm."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.norm = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.LayerNorm(8)
-        self.b, self.fc = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Linear(8, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.a(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return self.fc(torch.relu(self.b(torch.relu(x))).mean((2, 3)))
-
-
 def test_prune_layer_norms_reaches_every_slice_and_the_one_shot_twin() -> None:
     train, val = loaders()
     results = {}
     for flag in (False, True):
-        model = _NormedNet()
+        model = LayerNormStreamNet()
         results[flag] = prune_and_finetune(
             model, train, val, example_inputs=EXAMPLE, config=CONFIG, criterion="l1",
             amount=0.5, scope="layer", prune_steps=2, finetune_steps=0, finetune_epochs=0,
