@@ -23,16 +23,21 @@ channels netsurgeon keeps (a layer netsurgeon cannot follow exactly), so its cha
 real removals with any inexact cut. Random-weight models whose outputs explode amplify rounding
 (an output scale far above 1e3 is flagged).
 
+With ``--prune-layer-norms`` netsurgeon also cuts the LayerNorms over the channels (ConvNeXt's
+residual streams), as Torch-Pruning does: such a cut is not exact (the LayerNorm then
+normalises the kept channels over themselves), so the change is no longer rounding for either.
+
 Run from the repository root (needs the ``bench`` extra and ``pip install timm``)::
 
     python benchmarks/timm_coverage.py [--models resnet18,mobilenetv2_100,...]
-        [--input-size 64] [--threads 1] [--repeats 3] [--json-out FILE]
+        [--input-size 64] [--threads 1] [--repeats 3] [--prune-layer-norms] [--json-out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import time
 from pathlib import Path
@@ -54,8 +59,8 @@ MODELS = (
 )  # fmt: skip
 
 
-def _netsurgeon(model: nn.Module, x: torch.Tensor) -> None:
-    prune(model, x, amount=0.5, criterion="l1")
+def _netsurgeon(model: nn.Module, x: torch.Tensor, *, prune_layer_norms: bool = False) -> None:
+    prune(model, x, amount=0.5, criterion="l1", prune_layer_norms=prune_layer_norms)
 
 
 def _torch_pruning(model: nn.Module, x: torch.Tensor) -> None:
@@ -71,7 +76,9 @@ def _torch_pruning(model: nn.Module, x: torch.Tensor) -> None:
     ).step()
 
 
-def measure(name: str, size: int, seed: int, repeats: int) -> dict[str, Any]:
+def measure(
+    name: str, size: int, seed: int, repeats: int, prune_layer_norms: bool = False
+) -> dict[str, Any]:
     """Both engines on one model; errors are recorded, not raised."""
     import timm
 
@@ -79,11 +86,13 @@ def measure(name: str, size: int, seed: int, repeats: int) -> dict[str, Any]:
     model = timm.create_model(name, pretrained=False, num_classes=10).eval()
     randomise_norms(model)
     x = torch.randn(2, 3, size, size)
-    row: dict[str, Any] = {"model": name, "zeroed": zero_half(model, trace_graph(model, x))}
+    graph = trace_graph(model, x, prune_layer_norms=prune_layer_norms)
+    row: dict[str, Any] = {"model": name, "zeroed": zero_half(model, graph)}
     with torch.no_grad():
         reference = model(x)
     row["output_scale"] = float(reference.abs().max())
-    for engine, run in (("netsurgeon", _netsurgeon), ("torch-pruning", _torch_pruning)):
+    ours = functools.partial(_netsurgeon, prune_layer_norms=prune_layer_norms)
+    for engine, run in (("netsurgeon", ours), ("torch-pruning", _torch_pruning)):
         try:
             seconds = float("inf")
             for _ in range(repeats):  # the best of a few fresh copies
@@ -119,6 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="prunes timed; the best counts")
+    parser.add_argument(
+        "--prune-layer-norms", action="store_true", help="netsurgeon cuts LayerNorms too"
+    )
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args(argv)
     try:
@@ -129,7 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     models = [m for m in args.models.split(",") if m]
-    rows = [measure(m, args.input_size, args.seed, args.repeats) for m in models]
+    rows = [
+        measure(m, args.input_size, args.seed, args.repeats, args.prune_layer_norms) for m in models
+    ]
     print(
         f"random weights, input {args.input_size} px, half of every prunable channel group "
         "zeroed, amount 0.5 with a magnitude criterion\n"

@@ -247,6 +247,18 @@ def test_timm_coverage(tmp_path: Path) -> None:
     assert "| mobilenetv2_100 |" in proc.stdout
 
 
+def test_timm_coverage_with_layer_norms(tmp_path: Path) -> None:
+    proc = run_script(
+        "timm_coverage.py", "--models", "convnext_atto", "--input-size", "32", "--repeats", "1",
+        "--prune-layer-norms", "--json-out", "out.json", cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(proc)
+    payload = read_json(tmp_path / "out.json")
+    assert payload["args"]["prune_layer_norms"] is True
+    (row,) = payload["rows"]
+    assert row["netsurgeon"]["params_ratio"] < 0.3  # the streams go too (0.556 without)
+
+
 def test_pruning_vs_torch_pruning_rejects_bad_option(tmp_path: Path) -> None:
     proc = run_script("pruning_vs_torch_pruning.py", "--warmup", "-1", cwd=tmp_path)
     assert_one_line_error(proc, 2, "--warmup -1 is not allowed; it must be >= 0")
