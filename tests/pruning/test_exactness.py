@@ -385,6 +385,31 @@ def test_per_channel_parameters_are_cut_with_their_channels() -> None:
     assert model.bound.shape == (1, 6, 1, 1)
 
 
+class _OtherDimensionParameterNet(_StemNet):
+    """Parameters whose one long dimension is not the channels': a weight per row, one per
+    column (broadcast from the right), a position embedding over flattened positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows, self.columns = nn.Parameter(torch.rand(8)), nn.Parameter(torch.rand(8))
+        self.positions = nn.Parameter(torch.rand(1, 1, 64))
+
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        y = self.rows.view(1, 1, -1, 1) * y * self.columns
+        return (y.flatten(2) * self.positions).view(y.shape)
+
+
+def test_parameters_along_other_dimensions_leave_the_channels_prunable() -> None:
+    """Before: such a parameter, tracked as if its long dimension held channels, kept the
+    channels it met ("cannot be aligned"); it is a fixed tensor there, as it was before
+    layer scales were followed."""
+    removed, result = _prune_half_zeroed(
+        _OtherDimensionParameterNet().eval(), torch.randn(2, 3, 8, 8)
+    )
+    assert result.channels == {"stem": (6, 3), "a": (8, 4)} and removed == 7
+    assert not [s for s in result.skipped if not s.startswith("b ")], result.skipped
+
+
 class _FixedParameterNet(nn.Module):
     """Parameters whose channels cannot be cut alone: one tied to another module's, one of
     an ignored module, one whose module keeps their count too, one of two long dimensions."""

@@ -976,6 +976,8 @@ class _Analyzer(_EvalInterpreter):
         self.prune_layer_norms = prune_layer_norms
         self.modules = dict(model.named_modules(remove_duplicate=False))
         self.bare_parameters = _bare_parameters(model)
+        # The spaces of those parameters' entries, shared with the other mode's analysis.
+        self.parameter_spaces: set[int] = shared.parameter_spaces if shared else set()
         self.spatial_functions = {**_SPATIAL_FUNCTIONS, **_library_spatial_functions()}
         self.passthrough_modules = _PASSTHROUGH_MODULES + _library_passthrough_modules()
         self.kept = kept  # module name -> why its parameters must not change
@@ -1270,6 +1272,16 @@ class _Analyzer(_EvalInterpreter):
     def _arg(self, n: fx.Node, index: int, key: str, default: Any = None) -> Any:
         return _node_arg(n, index, key, default)
 
+    def _parameter_only(self, info: Channels) -> bool:
+        """Whether ``info`` holds only parameters' own entries (:meth:`_parameter`), which no
+        layer's channels have joined yet."""
+        if not self.parameter_spaces:
+            return False
+        roots = {self._find(seg.space) for seg in _expand(self.spaces, info.segments)}
+        return roots <= {self._find(sid) for sid in self.parameter_spaces} and not any(
+            self._find(source[0]) in roots for source in self.sources.values()
+        )
+
     def _parameter(self, n: fx.Node) -> Channels | None:
         """A per-channel parameter that ``forward`` reads itself (a layer scale, ``gamma *
         x``): a member of the channels it meets, cut along with them. Others are fixed."""
@@ -1283,6 +1295,7 @@ class _Analyzer(_EvalInterpreter):
         owner, param = found
         dim = next(d for d, size in enumerate(param.shape) if size > 1)
         sid = self._new_space(param.shape[dim])
+        self.parameter_spaces.add(sid)
         info = Channels(dim, (Segment(sid, 0, param.shape[dim]),))
         module = self.modules[owner]
         count = count_attribute(module, param.shape[dim])
@@ -1719,11 +1732,18 @@ class _Analyzer(_EvalInterpreter):
         tracked = [(i, s) for i, s in operands if i is not None]
         if not tracked:
             return None
-        first, first_shape = tracked[0]
+        # A parameter's own entries (a layer scale's) join the channels they meet; on another
+        # dimension (a weight per row or per position) they are values like any fixed tensor.
+        layers = [(i, s) for i, s in tracked if not self._parameter_only(i)]
+        first, first_shape = (layers or tracked)[0]
         d_out = first.dim + out_ndim - len(first_shape)
         reason = f"{_describe(n)} combines channels that cannot be aligned"
+        joined = []
         for info, shape in operands:
             aligned = d_out - (out_ndim - len(shape))
+            if info is not None and info.dim != aligned and self._parameter_only(info):
+                self._block(info, f"{_describe(n)} applies it along another dimension")
+                info = None
             involved = 0 <= aligned < len(shape) and shape[aligned] != 1
             if info is None:
                 if involved:
@@ -1734,7 +1754,9 @@ class _Analyzer(_EvalInterpreter):
                 for i, _ in tracked:
                     self._block(i, reason)
                 return None
-        for info, _ in tracked[1:]:
+            elif info is not first:
+                joined.append(info)
+        for info in joined:
             if not self._unify(first, info, reason):
                 return None
         # Broadcast to more dimensions (a (C, 1, 1) layer scale times an (N, C, H, W) map):
