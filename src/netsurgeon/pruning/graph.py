@@ -52,9 +52,9 @@ _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_TRANSPOSE_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _INSTANCE_NORM_TYPES = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
-# The layers surgery resizes (their channel counts are surgery.SIZE_ATTRIBUTES).
 # Recurrent layers and cells: their first layer's input features can be pruned.
 _RECURRENT_TYPES = (nn.RNNBase, nn.RNNCellBase)
+# The layers surgery resizes (their channel counts are surgery.SIZE_ATTRIBUTES).
 _RESIZED_TYPES = (
     *_CONV_TYPES, *_CONV_TRANSPOSE_TYPES, nn.Linear, *_BN_TYPES, *_INSTANCE_NORM_TYPES, nn.PReLU,
     nn.GroupNorm, *_RECURRENT_TYPES, nn.LayerNorm,

@@ -764,7 +764,8 @@ def prune(
     """Physically remove convolution filters (and linear units) from ``model``, in place.
 
     Everything tied to a removed filter goes with it: its BatchNorm channel, the matching input
-    channels of every consumer, residual partners, concatenation slices and flattened features.
+    channels of every consumer (recurrent layers' included), residual partners, concatenation
+    slices, flattened features and per-channel parameters such as layer scales.
     Channels that reach the model's output, or pass through an op the tracer does not
     understand, are kept and reported in ``result.skipped``; so are the channels of modules
     with forward hooks and of modules that share a parameter. Pruning replaces the parameters
