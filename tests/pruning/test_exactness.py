@@ -410,6 +410,44 @@ def test_parameters_along_other_dimensions_leave_the_channels_prunable() -> None
     assert not [s for s in result.skipped if not s.startswith("b ")], result.skipped
 
 
+class _SpatialNormsNet(_StemNet):
+    """Norms over the spatial dimensions, each channel alone (the first half of ConvNeXt V2's
+    global response norm; a per-channel L2 normalisation of the flattened map)."""
+
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        y = y * y.norm(p=2, dim=(2, 3), keepdim=True)
+        y = y + torch.norm(y, 2, (2, 3), True) * torch.linalg.vector_norm(y, 2, (2, 3), True)
+        return F.normalize(y.flatten(2), dim=2).view(y.shape)
+
+
+def test_norms_over_other_dimensions_prune_exactly() -> None:
+    """Before: x.norm(), torch.norm, torch.linalg.vector_norm and F.normalize kept the
+    channels whatever the dimension ("not understood")."""
+    removed, result = _prune_half_zeroed(_SpatialNormsNet().eval(), torch.randn(2, 3, 8, 8))
+    assert result.channels == {"stem": (6, 3), "a": (8, 4)} and removed == 7
+
+
+class _ChannelNormNet(_StemNet):
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        if self.how == "normalize":
+            return F.normalize(y, dim=1)
+        return y / (y.norm(dim=1, keepdim=True) + 1.0)
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [("normalize", "it normalises across the channels"), ("norm", "it reduces over the channels")],
+)
+def test_norms_over_the_channels_keep_them(how: str, reason: str) -> None:
+    removed, result = _prune_half_zeroed(_ChannelNormNet(how).eval(), torch.randn(2, 3, 8, 8))
+    assert "a" not in result.channels and removed > 0
+    assert any(s.startswith("a (8 channels) kept") and reason in s for s in result.skipped)
+
+
 class _FixedParameterNet(nn.Module):
     """Parameters whose channels cannot be cut alone: one tied to another module's, one of
     an ignored module, one whose module keeps their count too, one of two long dimensions."""

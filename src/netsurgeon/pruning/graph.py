@@ -1621,6 +1621,13 @@ class _Analyzer(_EvalInterpreter):
             return self._reshape(n, info, shape, result, literal_shape=self._arg(n, 1, "shape"))
         if fn in (torch.mean, torch.sum, torch.amax, torch.amin, torch.std, torch.var):
             return self._reduce(n, info, shape, result, 1)
+        if fn in (torch.norm, torch.linalg.vector_norm):  # (input, p or ord, dim, keepdim)
+            return self._reduce(n, info, shape, result, 2)
+        if fn is F.normalize:  # (input, p, dim): each channel alone unless over the channels
+            dim = self._arg(n, 2, "dim", 1)
+            if info is not None and isinstance(dim, int) and dim % len(shape) == info.dim:
+                raise _Unsupported("it normalises across the channels")
+            return self._same(info, shape, result)
         if fn is torch.permute:
             return self._permute(info, self._arg(n, 1, "dims"))
         if fn is torch.transpose:
@@ -1666,6 +1673,8 @@ class _Analyzer(_EvalInterpreter):
             return self._reshape(n, info, shape, result, literal_shape=None)
         if method in ("mean", "sum", "amax", "amin", "std", "var", "max", "min"):
             return self._reduce(n, info, shape, result, 1)
+        if method == "norm":  # x.norm(p, dim, keepdim)
+            return self._reduce(n, info, shape, result, 2)
         if method == "permute":
             dims = n.args[1:] if len(n.args) > 2 else self._arg(n, 1, "dims")
             return self._permute(info, dims)
