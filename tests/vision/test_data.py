@@ -29,6 +29,7 @@ from netsurgeon.vision.data import (
     DeviceNormalizedLoader,
     ImageFolderDataset,
     KeyedSampler,
+    RenormalizedLoader,
     SeededItems,
     SeededRandomSampler,
     build_transforms,
@@ -524,6 +525,30 @@ def test_training_reads_a_device_normalized_loader(tmp_path: Path) -> None:
     history = fit(model, moved, moved, config=TrainConfig(device="cpu", epochs=2, progress=False))
     assert [e.samples for e in history.epochs] == [6, 6]
     assert loader.sampler.epoch == 1  # set_epoch reached the wrapped sampler
+
+
+def test_renormalized_batches_equal_images_normalised_the_other_way(tmp_path: Path) -> None:
+    """compare-models gives each model its images normalised as its weights expect."""
+    root = noise_folder(tmp_path / "noise")
+    half = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+    def loader(mean: Any, std: Any) -> Any:
+        transform = build_transforms(train=False, input_size=16, mean=mean, std=std)
+        dataset = ImageFolderDataset(root, transform=transform)
+        return make_loader(dataset, batch_size=4, train=False, num_workers=0)
+
+    imagenet = loader(IMAGENET_MEAN, IMAGENET_STD)
+    renormalized = RenormalizedLoader(
+        imagenet, mean=IMAGENET_MEAN, std=IMAGENET_STD, to_mean=half[0], to_std=half[1]
+    )
+    assert len(renormalized) == 2 and renormalized.sampler is imagenet.sampler
+    pairs = list(zip(loader(*half), renormalized, strict=True))
+    for (images, labels), (got, got_labels) in pairs:
+        torch.testing.assert_close(got, images, rtol=0, atol=1e-5)
+        assert torch.equal(got_labels, labels)
+    with pytest.raises(ConfigError, match=r"std=\(0.5, 0.0, 0.5\) is not allowed"):
+        RenormalizedLoader(imagenet, mean=half[0], std=(0.5, 0.0, 0.5), to_mean=half[0],
+                           to_std=half[1])  # fmt: skip
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -545,6 +545,11 @@ def test_compare_models_rows_and_resume(tmp_path: object) -> None:
     with pytest.raises(ConfigError, match="given twice"):
         compare_models(["narrow", "narrow"], build=build, train_loader=train, val_loader=val,
                        config=config, out_dir=tmp_path / "y")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"normalizations names 'tall', which is not among"):
+        compare_models(["narrow"], build=build, train_loader=train, val_loader=val,
+                       config=config, out_dir=tmp_path / "z",
+                       normalizations={"tall": ((0.5,) * 3, (0.5,) * 3)})  # fmt: skip
+    assert not (tmp_path / "z").exists()  # refused before anything was written
 
 
 def _truncate_last_row(path: Path) -> str:

@@ -51,6 +51,7 @@ __all__ = [
     "DeviceNormalizedLoader",
     "ImageData",
     "ImageFolderDataset",
+    "RenormalizedLoader",
     "SeededRandomSampler",
     "build_transforms",
     "default_num_workers",
@@ -807,7 +808,22 @@ def channel_stats(
     )
 
 
-class DeviceNormalizedLoader:
+class _LoaderWrapper:
+    """A loader around ``self.loader``: its length, and its attributes (``sampler``,
+    ``dataset``, ``batch_size``...) read through."""
+
+    loader: Iterable[Any]
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "loader":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+
+class DeviceNormalizedLoader(_LoaderWrapper):
     """Batches of uint8 images, moved to ``device`` and normalised there.
 
     ``make_loader(..., device="cuda")`` builds one for the data of :func:`load_image_data`:
@@ -837,19 +853,49 @@ class DeviceNormalizedLoader:
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "loader":  # not set yet (unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.loader, name)
-
-    def __len__(self) -> int:
-        return len(self.loader)  # type: ignore[arg-type]
-
     def __iter__(self) -> Iterator[Any]:
         mean, std = channel_stats(self.mean, self.std, device=self.device)
         for images, *rest in self.loader:
             x = normalize_uint8(images.to(self.device, non_blocking=True), mean, std)
             yield [x, *(r.to(self.device, non_blocking=True) for r in rest)]
+
+
+class RenormalizedLoader(_LoaderWrapper):
+    """The batches of a loader whose images are normalised with one mean and std, normalised
+    instead with another's (what a model's pretrained weights expect): per channel,
+    ``x * std / to_std + (mean - to_mean) / to_std``, on the batch's device, the same values
+    as normalising the images with ``to_mean`` and ``to_std`` directly, up to float rounding.
+    The wrapped loader's attributes (``sampler``, ``dataset``...) read through.
+
+    Args:
+        loader: Yields ``(images, ...)`` batches, images ``N x C x H x W`` normalised with
+            ``mean`` and ``std``.
+        mean, std: Their normalisation.
+        to_mean, to_std: The normalisation to give them instead.
+    """
+
+    def __init__(
+        self,
+        loader: Iterable[Any],
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        to_mean: Sequence[float],
+        to_std: Sequence[float],
+    ) -> None:
+        mean, std = _check_normalization(mean, std)
+        to_mean, to_std = _check_normalization(to_mean, to_std)
+        self.loader = loader
+        self.scale = tuple(s / t for s, t in zip(std, to_std, strict=True))
+        self.shift = tuple((m - t) / d for m, t, d in zip(mean, to_mean, to_std, strict=True))
+
+    def __iter__(self) -> Iterator[Any]:
+        stats: tuple[torch.Tensor, torch.Tensor] | None = None
+        for images, *rest in self.loader:
+            if stats is None or stats[0].device != images.device:
+                stats = channel_stats(self.shift, self.scale, device=images.device)
+            shift, scale = stats
+            yield [images * scale.to(images.dtype) + shift.to(images.dtype), *rest]
 
 
 def make_loader(

@@ -63,7 +63,12 @@ from netsurgeon.training import (
     seed_everything,
 )
 from netsurgeon.vision import report
-from netsurgeon.vision.data import FINGERPRINT_KEYS
+from netsurgeon.vision.data import (
+    FINGERPRINT_KEYS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RenormalizedLoader,
+)
 
 __all__ = [
     "COMPARE_COLUMNS",
@@ -931,6 +936,7 @@ def compare_models(
     out_dir: str | os.PathLike[str],
     example_inputs: torch.Tensor | None = None,
     on_trial_end: TrialHook | None = None,
+    normalizations: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> SweepResult:
     """Per model: accuracy, time per fine-tuning epoch and CPU latency, unpruned and pruned.
 
@@ -949,10 +955,15 @@ def compare_models(
         out_dir: The results folder.
         example_inputs: As in :func:`run_sweep`.
         on_trial_end: As in :func:`run_sweep`.
+        normalizations: The ``(mean, std)`` that some models expect their images normalised
+            with (their pretrained weights'), where it is not the loaders' own: the loaders'
+            ``config.info["mean"]`` and ``["std"]``, ImageNet's when absent. Those models get
+            the loaders' batches renormalised (:class:`~netsurgeon.vision.data.
+            RenormalizedLoader`), and their folders record it.
 
     Raises:
         ConfigError: No or repeated model names, or a config with more than one criterion or
-            level, or without the reference.
+            level, or without the reference; a normalisation for a model not compared.
         NetsurgeonError: ``out_dir`` holds results of another configuration.
     """
     names = [str(n) for n in names]
@@ -966,6 +977,7 @@ def compare_models(
             "compare_models needs a SweepConfig with one criterion, one level and "
             f"reference=True; got criteria={list(config.criteria)}, levels={list(config.levels)}"
         )
+    renormalize = _renormalizations(names, normalizations, config.info)
     out = Path(out_dir)
     top = {**config.to_dict(), "models": names}
     resolve_device(config.train.device)  # before config.json records it
@@ -975,8 +987,17 @@ def compare_models(
     ran: list[tuple[str, float]] = []
     resumed: list[tuple[str, float]] = []
     for name in names:
-        sub = replace(config, info={**config.info, "model": name})
+        sub = replace(config, info={**config.info, "model": name, **renormalize.get(name, {})})
         sub_out = out / _safe_dirname(name)
+        train, val = train_loader, val_loader
+        if name in renormalize:  # the images as this model's weights expect them
+            data_norm = {
+                "mean": config.info.get("mean", IMAGENET_MEAN),
+                "std": config.info.get("std", IMAGENET_STD),
+            }
+            own = {"to_mean": renormalize[name]["mean"], "to_std": renormalize[name]["std"]}
+            train = RenormalizedLoader(train_loader, **data_norm, **own)
+            val = RenormalizedLoader(val_loader, **data_norm, **own)
         # Building a big model costs seconds; skip it when its trials are all done.
         finished = _finished(sub_out, sub)
         if not finished and settings_note is not None:
@@ -988,12 +1009,12 @@ def compare_models(
             warnings.filterwarnings("ignore", message=r"resuming .*, written by ")
             if finished:
                 result = run_sweep(
-                    nn.Identity(), train_loader, val_loader, config=sub, out_dir=sub_out,
-                    model_name=name, write_report=False,
+                    nn.Identity(), train, val, config=sub, out_dir=sub_out, model_name=name,
+                    write_report=False,
                 )  # fmt: skip
             else:
                 result = run_sweep(
-                    build(name), train_loader, val_loader, config=sub, out_dir=sub_out,
+                    build(name), train, val, config=sub, out_dir=sub_out,
                     example_inputs=example_inputs, model_name=name, on_trial_end=on_trial_end,
                     write_report=False,
                 )  # fmt: skip
@@ -1007,6 +1028,30 @@ def compare_models(
     )
     files.update(report.write_compare_report(out, rows, config=_recorded_config(out)))
     return SweepResult(out_dir=out, rows=rows, ran=ran, resumed=resumed, files=files)
+
+
+def _renormalizations(
+    names: Sequence[str],
+    normalizations: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None,
+    info: Mapping[str, Any],
+) -> dict[str, dict[str, list[float]]]:
+    """Per model whose expected normalisation differs from the loaders', its mean and std."""
+    unknown = sorted(set(normalizations or {}) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"normalizations names {unknown[0]!r}, which is not among the models compared "
+            f"({', '.join(names)})"
+        )
+    data = (
+        [float(v) for v in info.get("mean", IMAGENET_MEAN)],
+        [float(v) for v in info.get("std", IMAGENET_STD)],
+    )
+    wanted: dict[str, dict[str, list[float]]] = {}
+    for name, (mean, std) in (normalizations or {}).items():
+        mean, std = [float(v) for v in mean], [float(v) for v in std]
+        if (mean, std) != data:
+            wanted[name] = {"mean": mean, "std": std}
+    return wanted
 
 
 def _safe_dirname(name: str) -> str:

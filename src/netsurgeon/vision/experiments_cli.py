@@ -216,22 +216,14 @@ def stratified_subset(targets: list[int], n: int, *, seed: int) -> list[int]:
 
 
 def _normalization(names: list[str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The input normalisation of the models ``names``: their own where they share one, else
-    ImageNet's, with a warning naming the models that expect another."""
+    """The loaders' input normalisation for the models ``names``: their own where they share
+    one, else ImageNet's (compare-models renormalises the batches of the others)."""
     from netsurgeon.vision.data import IMAGENET_MEAN, IMAGENET_STD
     from netsurgeon.vision.models import input_normalization
 
     wanted = {name: input_normalization(name) for name in names}
     if len(set(wanted.values())) == 1:
         return wanted[names[0]]
-    others = [n for n, norm in wanted.items() if norm != (IMAGENET_MEAN, IMAGENET_STD)]
-    warnings.warn(
-        f"{', '.join(others)} expect images normalised otherwise than ImageNet's mean and std "
-        "(their pretrained weights' normalisation); one comparison normalises every model's "
-        "images alike, with ImageNet's: compare them in a run of their own to use theirs",
-        UserWarning,
-        stacklevel=2,
-    )
     return IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -521,9 +513,13 @@ def _run_compare(args: argparse.Namespace) -> int:
     _check_weights(args, names, num_classes)
     info = {"command": "compare-models", **info}
     config = _sweep_config(args, criteria=criteria, levels=levels, info=info)
+    from netsurgeon.vision.models import input_normalization
+
     result = compare_models(
         names, build=_builder(args, num_classes), train_loader=train_loader,
         val_loader=val_loader, config=config, out_dir=args.out,
+        # Each model sees its images normalised as its weights expect.
+        normalizations={name: input_normalization(name) for name in names},
     )  # fmt: skip
     _print_result(result, started)
     return 0
