@@ -1521,3 +1521,24 @@ def test_prune_layer_norms_must_be_a_bool() -> None:
         prune(ConvNeXtNet(), torch.randn(1, 3, 8, 8), amount=0.5, prune_layer_norms="no")
     with pytest.raises(ConfigError, match=r"prune_layer_norms must be True or False, got 1"):
         Pruner(ConvNeXtNet(), torch.randn(1, 3, 8, 8), amount=0.5, prune_layer_norms=1)
+
+
+def test_a_group_norm_of_one_group_is_cut_like_a_layer_norm_when_told() -> None:
+    """GroupNorm(1, C) (PoolFormer's norm) normalises the channels with the positions: kept
+    by default, cut with prune_layer_norms, after which it normalises the kept channels."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(1, 8), nn.Conv2d(8, 4, 1))
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 1.5)
+        model[1].bias.uniform_(-0.5, 0.5)
+    reference = copy.deepcopy(model)
+    result = prune(model, X, amount=0.5, criterion="l1")
+    assert model[0].out_channels == 8
+    assert any("one group (see prune_layer_norms)" in s for s in result.skipped)
+    result = prune(model, X, amount=0.5, criterion="l1", prune_layer_norms=True)
+    k = result.kept["0"]
+    assert (model[1].num_groups, model[1].num_channels, model[1].weight.shape) == (1, 4, (4,))
+    m = reference
+    with torch.no_grad():
+        y = F.conv2d(X, m[0].weight[k], m[0].bias[k], padding=1)
+        y = F.group_norm(y, 1, m[1].weight[k], m[1].bias[k], m[1].eps)
+        torch.testing.assert_close(model(X), F.conv2d(y, m[2].weight[:, k], m[2].bias))

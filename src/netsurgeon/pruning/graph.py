@@ -1041,7 +1041,8 @@ class _Analyzer(_EvalInterpreter):
         combined = math.lcm(space.block, block)
         if combined == space.size and space.size > 1:  # only all or nothing: keep them
             space.blocked.append(
-                f"GroupNorm normalises all {space.size} channels as one group"
+                f"GroupNorm normalises all {space.size} channels as one group (see "
+                "prune_layer_norms)"
                 if block == space.size
                 else f"GroupNorms of groups of {space.block} and {block} channels share "
                 f"these {space.size} channels: they align only as one group"
@@ -1452,6 +1453,12 @@ class _Analyzer(_EvalInterpreter):
             return None
         if info.dim != 1 or info.repeat != 1:
             raise _Unsupported("a per-channel layer sees channels on another dimension")
+        if norm.num_groups == 1 and self.prune_layer_norms:
+            # One group: a LayerNorm over the channels and the positions (PoolFormer's), cut as
+            # the LayerNorms are with prune_layer_norms (approximately).
+            self._member(name, norm, info)
+            self.chain_nodes.add(n.name)
+            return info
         # Every piece (a layer's channels, as after a U-Net's concatenation) must hold whole
         # groups, aligned in the piece and in its layer: then each layer loses whole groups.
         block = norm.num_channels // norm.num_groups
@@ -2121,7 +2128,8 @@ def trace_graph(
             Their parameters, inputs and outputs keep all their channels. Submodules whose
             forward torch.fx cannot trace (data-dependent control flow, for example) are
             called whole too, each with a note among :meth:`PruningGraph.skipped`.
-        prune_layer_norms: LayerNorms over the channels join the channels' groups (pruned
+        prune_layer_norms: LayerNorms over the channels (and GroupNorms of one group, which
+            normalise the channels and positions together) join the channels' groups (pruned
             with them, approximately) instead of keeping them.
 
     Returns:

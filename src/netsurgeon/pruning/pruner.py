@@ -800,9 +800,10 @@ def prune(
             whose forward torch.fx cannot trace (data-dependent control flow, for example) is
             called whole without being listed, with a note in ``result.skipped``.
         prune_layer_norms: LayerNorms over the channels (ConvNeXt's, a transformer's
-            residual stream) lose the pruned channels too, instead of keeping them. They then
-            normalise the remaining channels over themselves, which changes the outputs even
-            where the removed filters gave zeros: fine-tune afterwards.
+            residual stream) and GroupNorms of one group (PoolFormer's) lose the pruned
+            channels too, instead of keeping them. They then normalise the remaining channels
+            over themselves, which changes the outputs even where the removed filters gave
+            zeros: fine-tune afterwards.
 
     Returns:
         Parameters and MACs before and after, skipped reasons, per-layer channel counts, and

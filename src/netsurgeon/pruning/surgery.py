@@ -190,12 +190,15 @@ def sync_recurrent(module: nn.Module) -> None:
 def prune_norm(module: nn.Module, keep: torch.Tensor) -> None:
     """Keep channels ``keep`` of a per-channel layer (BatchNorm, InstanceNorm, PReLU), of a
     GroupNorm, where ``keep`` must hold whole groups (the pruner only plans such cuts), or of
-    a LayerNorm over one dimension (which then normalises over the kept channels only).
+    a LayerNorm over one dimension or a GroupNorm of one group (which then normalise the kept
+    channels only).
 
     Raises:
         ValueError: for a GroupNorm, ``keep`` is not made of whole groups.
     """
-    if isinstance(module, nn.GroupNorm):
+    if isinstance(module, nn.GroupNorm) and module.num_groups == 1:  # prune_layer_norms
+        module.num_channels = int(keep.numel())
+    elif isinstance(module, nn.GroupNorm):
         size = module.num_channels // module.num_groups
         blocks = keep.reshape(-1, size) if keep.numel() % size == 0 else None
         steps = torch.arange(size, device=keep.device)
