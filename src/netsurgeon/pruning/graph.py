@@ -1301,9 +1301,8 @@ class _Analyzer(_EvalInterpreter):
         module = self.modules[owner]
         count = count_attribute(module, param.shape[dim])
         if count is not None:
-            self._block_space(
-                sid, f"'{name}' has its channel count in '{owner or 'model'}.{count}' too"
-            )
+            where = f"'{owner}.{count}'" if owner else f"the model's '{count}'"
+            self._block_space(sid, f"'{name}' has its channel count in {where} too")
             return info
         self.consumers[name] = ConsumerRecord(name, module, info, "parameter")
         return info
