@@ -7,13 +7,7 @@ import torch
 from torch import nn
 
 from netsurgeon.pruning import PruningGraph
-
-
-def filters(module: nn.Module) -> torch.Tensor:
-    """The weight with one row per output filter (a transposed convolution's is (in, out))."""
-    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
-        return module.weight.transpose(0, 1)
-    return module.weight
+from netsurgeon.pruning.surgery import zero_filters
 
 
 def zero_half(model: nn.Module, graph: PruningGraph) -> int:
@@ -33,10 +27,7 @@ def zero_half(model: nn.Module, graph: PruningGraph) -> int:
             keep[group.id] = mask.nonzero().flatten()
             zeroed += removed.numel()
             for name, offset, _length in group.slices:
-                module = graph.source_module(name)
-                filters(module)[removed + offset] = 0
-                if module.bias is not None:
-                    module.bias[removed + offset] = 0
+                zero_filters(graph.source_module(name), removed + offset)
         for record in graph.consumers.values():
             kept = graph.positions(record.channels, keep) if record.role == "member" else None
             if kept is None:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netsurgeon.pruning import Filters, PruneResult, prune, trace_graph
+from netsurgeon.pruning.surgery import zero_filters
 from tests.pruning.nets import (
     CRNN,
     BatchNormAct2d,
@@ -60,10 +61,7 @@ def _zero_half_of_every_group(model: nn.Module, x: torch.Tensor) -> int:
         removed_total += removed.numel()
         with torch.no_grad():
             for name, offset, _length in group.slices:
-                module = graph.source_module(name)
-                _by_filter(module)[removed + offset] = 0
-                if module.bias is not None:
-                    module.bias[removed + offset] = 0
+                zero_filters(graph.source_module(name), removed + offset)
     for record in graph.consumers.values():
         if record.role != "member":
             continue
@@ -80,16 +78,8 @@ def _zero_half_of_every_group(model: nn.Module, x: torch.Tensor) -> int:
     return removed_total
 
 
-def _by_filter(module: nn.Module) -> torch.Tensor:
-    """The weight as a view with one row per output filter (a transposed convolution's
-    weight is (in, out, *kernel))."""
-    if isinstance(module, nn.ConvTranspose2d):
-        return module.weight.transpose(0, 1)
-    return module.weight
-
-
 def _weight_l1(filters: Filters) -> torch.Tensor:
-    return _by_filter(filters.module).detach().flatten(1).abs().sum(1)
+    return filters.rows().abs().sum(1)
 
 
 def _prune_half_zeroed(model: nn.Module, x: torch.Tensor) -> tuple[int, PruneResult]:

@@ -300,13 +300,16 @@ def test_a_pruned_transposed_convolution_round_trips(
 def test_a_pruned_recurrent_layer_round_trips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The LSTM's and the GRU cell's input sizes are recorded and restored."""
+    """The LSTM's input and hidden sizes and the GRU cell's input size are recorded and
+    restored."""
     from tests.pruning.nets import CRNN
 
     x = torch.randn(2, 3, 8, 8)
     model, loaded = _pruned_and_reloaded(tmp_path, monkeypatch, CRNN, x)
     assert loaded.rnn.input_size == loaded.cell.input_size == model.rnn.input_size == 12
-    assert tuple(loaded.rnn.weight_ih_l0_reverse.shape) == (40, 12)
+    assert loaded.rnn.hidden_size == model.rnn.hidden_size == 5
+    assert tuple(loaded.rnn.weight_ih_l0_reverse.shape) == (20, 12)
+    assert tuple(loaded.rnn.weight_ih_l1.shape) == (20, 10)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
 

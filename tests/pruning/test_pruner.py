@@ -1363,28 +1363,116 @@ def test_too_many_untraceable_submodules_is_one_error_naming_leaf_modules(
     assert prune(model, X, amount=0.5, leaf_modules=[Gate]).channels == {}
 
 
-def test_recurrent_layers_lose_the_input_features_of_pruned_channels() -> None:
+def test_recurrent_layers_lose_input_features_and_hidden_units() -> None:
     """Before: a conv feeding an LSTM, a GRU cell or any recurrent layer kept its filters
-    ("LSTM is not understood"), as in every CRNN. Now the first layer's input weights (both
-    directions) lose the columns of the cut channels (each channel's rows here), exactly."""
+    ("LSTM is not understood"), as in every CRNN, and the LSTM its hidden units. Now the first
+    layer's input weights (both directions) lose the columns of the cut channels (each
+    channel's rows here), and the LSTM loses hidden units in every layer and direction (the
+    gate rows, the hidden weights' columns, the next layer's and the head's inputs)."""
     model = CRNN().eval()
     x = torch.randn(2, 3, 8, 8)
     graph = trace_graph(model, x)
     assert {graph.consumers[n].role for n in ("rnn", "cell")} == {"input"}
+    assert "rnn" in graph.source_names and "cell" not in graph.source_names
     before = count_macs(model, x)
     assert graph.traced_macs == before  # the planner sees the recurrent layers' MACs
     result = prune(model, x, amount=0.5, criterion="l1")
-    assert result.channels["conv2"] == (6, 3)
+    assert result.channels == {"conv1": (8, 4), "conv2": (6, 3), "rnn": (10, 5)}
+    assert result.kept["rnn"].tolist() == sorted(result.kept["rnn"].tolist())  # units kept
+    assert result.kept["rnn"].numel() == 5
     assert model.rnn.input_size == model.cell.input_size == 3 * 4
-    assert model.rnn.weight_ih_l0.shape == model.rnn.weight_ih_l0_reverse.shape == (40, 12)
-    assert model.rnn.weight_ih_l1.shape == (40, 20)  # the second layer reads the first's states
+    assert model.rnn.hidden_size == 5 and model.cell.hidden_size == 7
+    rnn = dict(model.rnn.named_parameters())
+    assert rnn["weight_ih_l0"].shape == rnn["weight_ih_l0_reverse"].shape == (20, 12)
+    assert rnn["weight_ih_l1"].shape == (20, 10)  # both directions' 5 units
+    assert rnn["weight_hh_l1_reverse"].shape == (20, 5) and rnn["bias_hh_l1"].shape == (20,)
     assert model.cell.weight_ih.shape == (21, 12)
+    assert model.fc.in_features == 2 * 5 + 7
     assert model(x).shape == (2, 5)
     assert result.before.macs == before and result.after.macs == count_macs(model, x)
-    conv1 = 2 * 8 * 8 * 27 * (8 - 4)  # 2 images x 64 positions x 27 reads x filters cut
-    conv2 = 2 * 4 * 8 * (6 * 8 * 9 - 3 * 4 * 9)  # 32 positions: 6 filters of 8 inputs, now 3 of 4
-    recurrent = 2 * 8 * (2 * 40 + 21) * 12  # 2 x 8 steps x (2 directions x 40 + 21) rows x 12
-    assert before - result.after.macs == conv1 + conv2 + recurrent
+    steps = 2 * 8  # 2 sequences x 8 steps
+    # 2 directions x 4 gates x 5 units, reading 12 inputs + 5 states, then 10 + 5 in layer 2.
+    lstm = steps * 2 * 4 * (5 * (12 + 5) + 5 * (10 + 5))
+    conv = 2 * 8 * 8 * 27 * 4 + 2 * 4 * 8 * 3 * 4 * 9  # conv1 and conv2 as pruned
+    cell = steps * 3 * 7 * (12 + 7)  # 3 gates x 7 units
+    assert result.after.macs == conv + lstm + cell + 2 * 17 * 5  # and the head
+
+
+@pytest.mark.parametrize("criterion", ["taylor", "activation", "apoz", "l2", "fpgm", "bn_scale"])
+def test_every_criterion_scores_hidden_units(criterion: str) -> None:
+    """The data-driven criteria observe the final hidden states (the units once per layer and
+    direction); the weight criteria read each unit's gate rows."""
+    model = CRNN().eval()
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    data = [(x, y)] if criterion in ("taylor", "activation", "apoz") else None
+    result = prune(model, x, amount=0.5, criterion=criterion, data=data, loss_fn=F.cross_entropy)
+    assert result.channels["rnn"] == (10, 5) and model(x).shape == (4, 5)
+
+
+class _RecurrentHead(nn.Module):
+    """A recurrent layer whose output sequence, or final hidden state, feeds the head."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.conv = nn.Conv1d(4, 6, 3, padding=1)
+        kind = nn.LSTM if how.startswith("lstm") else nn.GRU
+        self.rnn = kind(6, 8, num_layers=2, bidirectional=True, batch_first=True)
+        self.fc = nn.Linear(16 if how.endswith("sequence") else 8, 3)
+        self.h0 = nn.Parameter(torch.zeros(4, 1, 8)) if how == "gru initial state" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        seq = torch.relu(self.conv(x)).transpose(1, 2)
+        if self.how == "gru initial state":
+            return self.fc(self.rnn(seq, self.h0.expand(-1, seq.shape[0], -1).contiguous())[1][-1])
+        if self.how == "gru hidden size read":
+            return self.fc(self.rnn(seq)[1][-1]) * self.rnn.hidden_size**-0.5
+        out, states = self.rnn(seq)
+        if self.how.endswith("sequence"):
+            return self.fc(out.mean(1))
+        return self.fc((states[0] if self.how.startswith("lstm") else states)[-1])
+
+
+@pytest.mark.parametrize(
+    ("how", "observed"),
+    [
+        ("gru sequence", "getitem"),  # both directions side by side, folded
+        ("gru state", "getitem_1"),
+        ("lstm sequence", "getitem"),
+        ("lstm state", "getitem_2"),  # h_n of (h_n, c_n)
+    ],
+)
+def test_data_driven_criteria_observe_hidden_units_where_forward_reads_them(
+    how: str, observed: str
+) -> None:
+    model = _RecurrentHead(how).eval()
+    x, y = torch.randn(4, 4, 5), torch.tensor([0, 1, 2, 0])
+    assert trace_graph(model, x).observe["rnn"][0] == observed
+    result = prune(model, x, amount=0.5, criterion="taylor", data=[(x, y)], loss_fn=F.cross_entropy)
+    assert result.channels["rnn"] == (8, 4) and model.rnn.hidden_size == 4
+    assert model.fc.in_features == (8 if how.endswith("sequence") else 4)
+    assert model(x).shape == (4, 3)
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("gru initial state", "'rnn' is given an initial hidden state"),
+        ("gru hidden size read", "its hidden_size used as a number"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+def test_recurrent_layers_keep_hidden_units_they_cannot_lose(how: str, reason: str) -> None:
+    model = _RecurrentHead(how).eval()
+    x = torch.randn(1, 4, 5)
+    result = prune(model, x, amount=0.5, criterion="l1")
+    assert model.rnn.hidden_size == 8 and "rnn" not in result.channels
+    assert any(s.startswith("rnn (8 channels) kept") and reason in s for s in result.skipped)
+    projected = nn.Sequential(nn.Conv1d(4, 6, 1), nn.Flatten(0, 1))
+    lstm = nn.LSTM(5, 6, proj_size=3)
+    result = prune(nn.Sequential(projected, lstm), torch.randn(1, 4, 5), amount=0.5)
+    assert lstm.hidden_size == 6
+    assert any("projects its hidden units (proj_size)" in s for s in result.skipped)
 
 
 def _pack(x: torch.Tensor) -> nn.utils.rnn.PackedSequence:

@@ -13,8 +13,9 @@ from netsurgeon.pruning.surgery import (
     prune_conv,
     prune_linear,
     prune_norm,
-    prune_recurrent_input,
+    prune_recurrent,
     restorable,
+    zero_filters,
 )
 
 
@@ -137,11 +138,54 @@ def test_recurrent_input_surgery_matches_zeroed_inputs(rnn: nn.Module) -> None:
     masked[..., [1, 4]] = 0
     with torch.no_grad():
         expected = rnn(masked)
-    prune_recurrent_input(rnn, keep)
+    prune_recurrent(rnn, in_keep=keep)
     assert rnn.input_size == 4
     with torch.no_grad():
         actual = rnn(x[..., keep])
     torch.testing.assert_close(actual, expected)
+
+
+@pytest.mark.parametrize(
+    "rnn",
+    [
+        nn.LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=True),
+        nn.GRU(4, 6, num_layers=3),
+        nn.RNN(4, 6, bidirectional=True, bias=False),
+    ],
+    ids=["lstm", "gru", "rnn"],
+)
+def test_recurrent_hidden_surgery_matches_silenced_units(rnn: nn.Module) -> None:
+    """Hidden units whose gate rows are all zero stay at zero: cutting them (from every layer
+    and direction) leaves the other units' values as they were."""
+    x = torch.randn(3, 5, 4)
+    keep, drop = torch.tensor([0, 2, 3, 5]), torch.tensor([1, 4])
+    zero_filters(rnn, drop)  # every gate's rows of the dropped units
+    with torch.no_grad():
+        output, states = rnn(x)
+    directions = 2 if rnn.bidirectional else 1
+    prune_recurrent(rnn, hidden_keep=keep)
+    assert rnn.hidden_size == 4
+    with torch.no_grad():
+        pruned_output, pruned_states = rnn(x)
+    kept = torch.cat([d * 6 + keep for d in range(directions)])
+    torch.testing.assert_close(pruned_output, output[..., kept])
+    states = states if isinstance(states, tuple) else (states,)
+    pruned_states = pruned_states if isinstance(pruned_states, tuple) else (pruned_states,)
+    for state, pruned in zip(states, pruned_states, strict=True):
+        torch.testing.assert_close(pruned, state[..., keep])
+
+
+def test_filters_rows_serve_every_kind_of_layer() -> None:
+    from netsurgeon.pruning import Filters
+
+    conv, up = nn.Conv2d(3, 8, 3), nn.ConvTranspose2d(8, 4, 2)
+    lstm = nn.LSTM(5, 6, num_layers=2, bidirectional=True)
+    assert Filters("c", conv).rows().shape == (8, 27)
+    assert Filters("u", up).rows().shape == (4, 32)
+    rows = Filters("l", lstm).rows()
+    # Per unit: 4 gates x (5 inputs + 6 states) x 2 directions, then 4 x (12 + 6) x 2.
+    assert rows.shape == (6, 4 * 11 * 2 + 4 * 18 * 2)
+    assert torch.equal(rows[2, :5], lstm.weight_ih_l0.detach()[2])  # unit 2's input gate row
 
 
 def test_a_restored_recurrent_layer_computes_with_its_old_weights() -> None:
@@ -150,7 +194,7 @@ def test_a_restored_recurrent_layer_computes_with_its_old_weights() -> None:
     with torch.no_grad():
         expected = lstm(x)[0]
     with pytest.raises(RuntimeError, match="later step failed"), restorable([lstm]):
-        prune_recurrent_input(lstm, torch.tensor([0, 1, 2]))
+        prune_recurrent(lstm, in_keep=torch.tensor([0, 1, 2]))
         raise RuntimeError("a later step failed")
     assert lstm.input_size == 6 and lstm.weight_ih_l0.shape == (20, 6)
     with torch.no_grad():
@@ -161,7 +205,7 @@ def test_a_restored_recurrent_layer_computes_with_its_old_weights() -> None:
 def test_a_pruned_lstm_on_the_gpu_keeps_its_weights_in_one_block() -> None:
     """cuDNN wants an LSTM's weights in one block; otherwise every forward warns and copies."""
     lstm = nn.LSTM(6, 5, num_layers=2, bidirectional=True).cuda()
-    prune_recurrent_input(lstm, torch.tensor([0, 2, 3, 5], device="cuda"))
+    prune_recurrent(lstm, in_keep=torch.tensor([0, 2, 3, 5], device="cuda"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "weights are not part of single contiguous chunk"
         lstm(torch.randn(3, 2, 4, device="cuda"))

@@ -2,7 +2,8 @@
 
 A criterion is called with a :class:`Filters` (the layer's name, module and following norm
 layer) and returns a 1-D tensor with one score per output filter. Any callable with that
-signature works, for example ``lambda f: f.module.weight.flatten(1).abs().amax(1)``.
+signature works, for example ``lambda f: f.rows().abs().amax(1)`` (:meth:`Filters.rows` holds
+each filter's weights as a row, for every kind of layer).
 
 Data-driven criteria (``activation``, ``apoz``, ``taylor``) first look at real data: the
 pruner calls their ``collect`` method with a data loader and a loss function, then scores.
@@ -25,6 +26,7 @@ from netsurgeon.errors import ConfigError
 from netsurgeon.modes import kept_modes
 from netsurgeon.pruning.graph import _CONV_TRANSPOSE_TYPES, PruningGraph, _EvalInterpreter
 from netsurgeon.pruning.stats import batch_inputs
+from netsurgeon.pruning.surgery import gates
 
 __all__ = [
     "CRITERIA",
@@ -49,7 +51,9 @@ class Filters:
     Attributes:
         name: Qualified name of the layer in the model.
         module: The conv or linear layer whose output filters are scored (a transposed
-            convolution's weight is ``(in, out, *kernel)``: its filters are dimension 1).
+            convolution's weight is ``(in, out, *kernel)``: its filters are dimension 1), or
+            the recurrent layer (``LSTM``, ``GRU``, ``RNN``) whose hidden units are: it has no
+            ``weight``; :meth:`rows` serves every kind.
         norm: The BatchNorm (or other per-channel norm) right after it, if any.
     """
 
@@ -57,12 +61,27 @@ class Filters:
     module: nn.Module
     norm: nn.Module | None = None
 
+    def rows(self) -> torch.Tensor:
+        """The weights as one row per filter (detached): a convolution's flattened, a
+        transposed convolution's with its filters first, a recurrent layer's per hidden unit
+        (its rows of every gate, layer and direction, side by side)."""
+        return _rows(self.module)
+
 
 Criterion = Callable[[Filters], torch.Tensor]
 
 
 def _rows(module: nn.Module) -> torch.Tensor:
-    """One row of weights per output filter."""
+    """One row of weights per output filter (per hidden unit of a recurrent layer: its rows
+    of every gate, layer and direction, side by side)."""
+    if isinstance(module, nn.RNNBase):
+        units, per_unit = module.hidden_size, gates(module)
+        parts = [
+            w.detach().reshape(per_unit, units, -1).transpose(0, 1).reshape(units, -1)
+            for w in module.parameters(recurse=False)
+            if w.dim() == 2 and w.shape[0] == per_unit * units
+        ]
+        return torch.cat(parts, 1)
     weight = module.weight.detach()
     if isinstance(module, nn.Linear):
         return weight
@@ -305,6 +324,9 @@ class _ActivationStatistic:
             stat = self._statistic(
                 value.detach().float(), None if grad is None else grad.float(), dim
             )
+            module = graph.source_module(layer)
+            if isinstance(module, nn.RNNBase) and stat.numel() != module.hidden_size:
+                stat = stat.view(-1, module.hidden_size).mean(0)  # one block per direction
             sums[layer] = sums.get(layer, 0) + stat
             counts[layer] = counts.get(layer, 0) + 1
 

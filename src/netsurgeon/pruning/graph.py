@@ -678,6 +678,8 @@ class _CountWatch:
             if not isinstance(module, _RESIZED_TYPES):
                 continue
             for attr in SIZE_ATTRIBUTES:
+                if attr == "hidden_size" and not isinstance(module, nn.RNNBase):
+                    continue  # a cell's hidden units are never cut
                 value = module.__dict__.get(attr)
                 if type(value) is int:
                     self._saved.append((module, attr, value))
@@ -1328,7 +1330,7 @@ class _Analyzer(_EvalInterpreter):
         if isinstance(module, nn.Linear):
             return self._linear(n, name, module, info, shape, result)
         if isinstance(module, _RECURRENT_TYPES):
-            return self._recurrent(n, name, module, info, shape)
+            return self._recurrent(n, name, module, info, shape, result)
         if isinstance(module, nn.GroupNorm):
             return self._group_norm(n, name, module, info)
         if isinstance(module, _BN_TYPES + _INSTANCE_NORM_TYPES) or (
@@ -1547,21 +1549,64 @@ class _Analyzer(_EvalInterpreter):
             self._fixed_input(name)
         return info
 
-    def _recurrent(self, n: fx.Node, name: str, rnn: nn.Module, info: Any, shape: Any) -> None:
+    def _recurrent(
+        self, n: fx.Node, name: str, rnn: nn.Module, info: Any, shape: Any, result: Any
+    ) -> Any:
         """A recurrent layer or cell: a consumer of its first layer's input features (the
-        columns of ``weight_ih_l0`` and of its reverse direction). Its hidden size is not
-        pruned: its outputs, and a hidden state passed in, keep their channels."""
+        columns of ``weight_ih_l0`` and of its reverse direction). A layer (``RNN``, ``LSTM``,
+        ``GRU``) is also the source of its hidden units, one channel group for every layer and
+        direction (they share ``hidden_size``): its output holds them once per direction, its
+        final states once per layer and direction. A cell's hidden units, a layer given an
+        initial state or with projections keep theirs."""
         self._block(self._arg_infos(n)[1:], f"'{name}' takes them as its hidden state")
         tensor_shape = isinstance(shape, tuple)  # not a PackedSequence
         info = self._features_consumer(n, name, rnn, info, len(shape) - 1 if tensor_shape else -1)
-        if tensor_shape:  # every step multiplies by every weight matrix (untraced otherwise)
-            rows = math.prod(shape[:-1])
-            weights = {k: w for k, w in rnn.named_parameters(recurse=False) if w.dim() == 2}
-            inputs = sum(w.numel() for k, w in weights.items() if k in _INPUT_WEIGHTS)
-            rest = sum(w.numel() for k, w in weights.items() if k not in _INPUT_WEIGHTS)
-            self.macs.append(_MacRecord(name, rows * inputs, None, info, False))
-            self.macs.append(_MacRecord(name, rows * rest, None, None, False))
-        return None
+        if not isinstance(rnn, nn.RNNBase):
+            self._recurrent_macs(name, rnn, shape, info, None)
+            return None
+        units = self._source(name, rnn, n, rnn.hidden_size, dim=-1)
+        space = units.segments[0].space
+        if rnn.proj_size:
+            self._block_space(space, f"'{name}' projects its hidden units (proj_size)")
+        if len(n.args) > 1 or n.kwargs:
+            self._block_space(space, f"'{name}' is given an initial hidden state")
+        self._recurrent_macs(name, rnn, shape, info, space)
+        hidden = Segment(space, 0, rnn.hidden_size)
+        directions = 2 if rnn.bidirectional else 1
+        if not (isinstance(result, tuple) and isinstance(result[0], torch.Tensor)):
+            self._block_space(space, f"'{name}' returns a packed sequence, which is not followed")
+            return None
+        output = Channels(result[0].dim() - 1, (hidden,) * directions)
+        states = result[1] if isinstance(result[1], tuple) else (result[1],)
+        finals = tuple(Channels(h.dim() - 1, (hidden,)) for h in states)
+        return [output, finals if isinstance(result[1], tuple) else finals[0]]
+
+    def _recurrent_macs(
+        self, name: str, rnn: nn.Module, shape: Any, info: Any, space: int | None
+    ) -> None:
+        """Every step multiplies its input and hidden state by every weight matrix: the first
+        layer's input weights scale with the input features and the hidden units kept, the
+        others with the hidden units kept twice (untraced for a packed sequence)."""
+        if not isinstance(shape, tuple):
+            return
+        rows = math.prod(shape[:-1])
+        weights = {k: w for k, w in rnn.named_parameters(recurse=False) if w.dim() == 2}
+        inputs = sum(w.numel() for k, w in weights.items() if k in _INPUT_WEIGHTS)
+        rest = sum(w.numel() for k, w in weights.items() if k not in _INPUT_WEIGHTS)
+        units = None
+        if space is not None:
+            size = self.spaces[space].size
+            directions = 2 if rnn.bidirectional else 1
+            units = Channels(0, (Segment(space, 0, size),))
+            inner = {k: w for k, w in weights.items() if k.startswith("weight_ih_l") and
+                     k not in _INPUT_WEIGHTS}  # fmt: skip
+            if inner:  # layers after the first read every direction's units
+                reads = Channels(0, (Segment(space, 0, size),) * directions)
+                cost = rows * sum(w.numel() for w in inner.values())
+                self.macs.append(_MacRecord(name, cost, space, reads, False))
+                rest -= sum(w.numel() for w in inner.values())
+        self.macs.append(_MacRecord(name, rows * inputs, space, info, False))
+        self.macs.append(_MacRecord(name, rows * rest, space, units, False))
 
     def _source(self, name: str, module: nn.Module, n: fx.Node, size: int, dim: int) -> Channels:
         if name in self.sources:  # a module called twice shares its filters
@@ -2299,10 +2344,16 @@ def _observation_points(
     nodes = {node.name: node for node in graph.nodes}
     observe: dict[str, tuple[str, int]] = {}
     norms: dict[str, str] = {}
-    for name, (_sid, _module, node_name, dim) in analyzer.sources.items():
+    for name, (_sid, module, node_name, dim) in analyzer.sources.items():
         node = nodes.get(node_name)
         if node is None or not _runs_layer(node, name):
             continue  # a layer that only runs in the model's other mode
+        if isinstance(module, nn.RNNBase):
+            # Its hidden units: in the final states (one row per layer and direction, the
+            # units last), read where forward takes them, else in the output sequence.
+            node = _recurrent_observation(node, isinstance(module, nn.LSTM))
+            if node is None:
+                continue
         while len(node.users) == 1:
             user = next(iter(node.users))
             if user.name not in analyzer.chain_nodes or user.args[0] is not node:
@@ -2312,6 +2363,23 @@ def _observation_points(
             node = user
         observe[name] = (node.name, dim)
     return observe, norms
+
+
+def _recurrent_observation(node: fx.Node, lstm: bool) -> fx.Node | None:
+    """Where a recurrent layer's hidden units can be observed: its final hidden states
+    (``output, h_n = rnn(x)``, ``output, (h_n, c_n) = lstm(x)``: one row per layer and
+    direction, the units last) where forward reads them; else its output sequence (each
+    direction's units side by side, which the criteria fold); ``None`` when it reads neither."""
+    parts = {u.args[1]: u for u in node.users if u.target is operator.getitem}
+    states = parts.get(1)
+    if states is not None and lstm:
+        states = next(
+            (u for u in states.users if u.target is operator.getitem and u.args[1] == 0), None
+        )
+    if states is not None and states.users:
+        return states
+    output = parts.get(0)
+    return output if output is not None and output.users else None
 
 
 def _takes_all(item: Any, size: int) -> bool:

@@ -33,7 +33,7 @@ from torch import nn
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import atomic_torch_save, check_file_target
 from netsurgeon.pruning.graph import count_attribute, wrapped_model
-from netsurgeon.pruning.surgery import sync_recurrent
+from netsurgeon.pruning.surgery import gates, sync_recurrent
 
 __all__ = [
     "FORMAT",
@@ -140,10 +140,25 @@ def _linear_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]
 
 
 def _recurrent_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]]:
-    """The input weights of a recurrent layer's first layer (both directions) or of a cell:
-    pruning changes only their columns."""
-    names = [n for n in ("weight_ih", "weight_ih_l0", "weight_ih_l0_reverse") if hasattr(module, n)]
-    return {n: (getattr(module, n).shape[0], sizes["input_size"]) for n in names}
+    """A recurrent layer's weights and biases, every layer and direction, or a cell's input
+    weights: pruning changes their input features and (a layer's) hidden units."""
+    if isinstance(module, nn.RNNCellBase):
+        return {"weight_ih": (module.weight_ih.shape[0], sizes["input_size"])}
+    units, per_unit = sizes["hidden_size"], gates(module)
+    out = module.proj_size or units
+    directions = ("", "_reverse") if module.bidirectional else ("",)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for layer in range(module.num_layers):
+        inputs = sizes["input_size"] if layer == 0 else out * len(directions)
+        for sfx in directions:
+            shapes[f"weight_ih_l{layer}{sfx}"] = (per_unit * units, inputs)
+            shapes[f"weight_hh_l{layer}{sfx}"] = (per_unit * units, out)
+            if module.bias:
+                shapes[f"bias_ih_l{layer}{sfx}"] = (per_unit * units,)
+                shapes[f"bias_hh_l{layer}{sfx}"] = (per_unit * units,)
+            if module.proj_size:
+                shapes[f"weight_hr_l{layer}{sfx}"] = (module.proj_size, units)
+    return shapes
 
 
 for _conv in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
@@ -162,7 +177,9 @@ register_resizable(nn.GroupNorm, attrs=("num_groups", "num_channels"), shapes=_g
 register_resizable(nn.PReLU, attrs=("num_parameters",), shapes=_prelu_shapes)
 register_resizable(nn.LayerNorm, attrs=("normalized_shape",), shapes=_layer_norm_shapes)
 register_resizable(nn.Linear, attrs=("in_features", "out_features"), shapes=_linear_shapes)
-for _recurrent in (nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell):
+for _recurrent in (nn.RNN, nn.LSTM, nn.GRU):
+    register_resizable(_recurrent, attrs=("input_size", "hidden_size"), shapes=_recurrent_shapes)
+for _recurrent in (nn.RNNCell, nn.LSTMCell, nn.GRUCell):
     register_resizable(_recurrent, attrs=("input_size",), shapes=_recurrent_shapes)
 
 

@@ -48,7 +48,7 @@ from netsurgeon.pruning.surgery import (
     prune_linear,
     prune_norm,
     prune_parameter,
-    prune_recurrent_input,
+    prune_recurrent,
     restorable,
 )
 
@@ -475,7 +475,9 @@ def _apply(
                 elif isinstance(module, nn.Linear):
                     prune_linear(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
                 elif isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
-                    prune_recurrent_input(module, in_keep[name])
+                    prune_recurrent(
+                        module, hidden_keep=out_keep.get(name), in_keep=in_keep.get(name)
+                    )
                 elif isinstance(module, _CONV_TRANSPOSE_TYPES):
                     prune_conv_transpose(
                         module, out_keep=out_keep.get(name), in_keep=in_keep.get(name)
@@ -497,7 +499,7 @@ def _apply(
     kept = {
         name: index
         for name, index in {**out_keep, **member_keep}.items()
-        if isinstance(modules[name], (nn.Linear, *_CONV_TYPES, *_CONV_TRANSPOSE_TYPES))
+        if isinstance(modules[name], (nn.Linear, nn.RNNBase, *_CONV_TYPES, *_CONV_TRANSPOSE_TYPES))
     }
     return macs, kept
 
@@ -663,6 +665,8 @@ def _global_shortfall(
 
 
 def _out_channels(module: nn.Module) -> int:
+    if isinstance(module, nn.RNNBase):  # its hidden units
+        return int(module.hidden_size)
     if isinstance(module, _CONV_TRANSPOSE_TYPES):  # weight (in, out / groups, *kernel)
         return int(module.weight.shape[1]) * module.groups
     return int(module.weight.shape[0])

@@ -21,15 +21,17 @@ __all__ = [
     "prune_linear",
     "prune_norm",
     "prune_parameter",
-    "prune_recurrent_input",
+    "prune_recurrent",
     "restorable",
     "sync_recurrent",
+    "zero_filters",
 ]
 
 # The attributes that hold the channel counts of the layers surgery resizes.
 SIZE_ATTRIBUTES = (
     "in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
-    "num_parameters", "num_groups", "num_channels", "input_size", "normalized_shape",
+    "num_parameters", "num_groups", "num_channels", "input_size", "hidden_size",
+    "normalized_shape",
 )  # fmt: skip
 
 
@@ -163,17 +165,61 @@ def prune_parameter(module: nn.Module, name: str, keep: torch.Tensor, dim: int) 
     _set_param(module, name, _take(getattr(module, name), keep, dim))
 
 
-def prune_recurrent_input(rnn: nn.Module, in_keep: torch.Tensor) -> None:
-    """Keep input features ``in_keep`` of a recurrent layer (``RNN``, ``LSTM``, ``GRU``: the
-    columns of its first layer's input weights, in both directions) or cell (``LSTMCell``...).
+def gates(rnn: nn.Module) -> int:
+    """How many gates' rows a recurrent layer's weights stack per hidden unit: 4 for an LSTM,
+    3 for a GRU, 1 for a plain RNN."""
+    mode = getattr(rnn, "mode", None) or type(rnn).__name__.upper()
+    return 4 if "LSTM" in mode else 3 if "GRU" in mode else 1
+
+
+def prune_recurrent(
+    rnn: nn.Module,
+    *,
+    hidden_keep: torch.Tensor | None = None,
+    in_keep: torch.Tensor | None = None,
+) -> None:
+    """Keep hidden units ``hidden_keep`` and input features ``in_keep`` of a recurrent layer
+    (``RNN``, ``LSTM``, ``GRU``), or input features of a cell (``LSTMCell``...).
+
+    A hidden unit goes from every layer and direction at once (they share ``hidden_size``):
+    its rows in each gate of the input and hidden weights and biases, its columns of the hidden
+    weights and of the next layer's input weights. Input features are the columns of the first
+    layer's input weights, in both directions. Layers with projections (``proj_size``) keep
+    their hidden units.
     """
     assert isinstance(rnn, (nn.RNNBase, nn.RNNCellBase))
-    names = ("weight_ih",) if isinstance(rnn, nn.RNNCellBase) else ("weight_ih_l0",)
-    if isinstance(rnn, nn.RNNBase) and rnn.bidirectional:
-        names += ("weight_ih_l0_reverse",)
-    for name in names:
-        _set_param(rnn, name, _take(getattr(rnn, name), in_keep, dim=1))
-    rnn.input_size = int(in_keep.numel())
+    if isinstance(rnn, nn.RNNCellBase):
+        assert hidden_keep is None, "a cell keeps its hidden units"
+        if in_keep is not None:
+            _set_param(rnn, "weight_ih", _take(rnn.weight_ih, in_keep, dim=1))
+            rnn.input_size = int(in_keep.numel())
+        return
+    assert hidden_keep is None or not rnn.proj_size
+    size = rnn.hidden_size
+    directions = ("", "_reverse") if rnn.bidirectional else ("",)
+    rows = cols = inner = None
+    if hidden_keep is not None:
+        rows = torch.cat([g * size + hidden_keep for g in range(gates(rnn))])
+        cols = hidden_keep
+        inner = torch.cat([d * size + hidden_keep for d in range(len(directions))])
+    for layer in range(rnn.num_layers):
+        for sfx in directions:
+            for kind in ("ih", "hh"):
+                name = f"weight_{kind}_l{layer}{sfx}"
+                weight = getattr(rnn, name).detach()
+                columns = (in_keep if layer == 0 else inner) if kind == "ih" else cols
+                if rows is not None:
+                    weight = weight.index_select(0, rows.to(weight.device))
+                if columns is not None:
+                    weight = weight.index_select(1, columns.to(weight.device))
+                _set_param(rnn, name, weight.clone())
+                if rows is not None and rnn.bias:
+                    bias = f"bias_{kind}_l{layer}{sfx}"
+                    _set_param(rnn, bias, _take(getattr(rnn, bias), rows))
+    if hidden_keep is not None:
+        rnn.hidden_size = int(hidden_keep.numel())
+    if in_keep is not None:
+        rnn.input_size = int(in_keep.numel())
     sync_recurrent(rnn)
 
 
@@ -185,6 +231,31 @@ def sync_recurrent(module: nn.Module) -> None:
     if isinstance(module, nn.RNNBase):
         module._init_flat_weights()
         module.flatten_parameters()
+
+
+def zero_filters(module: nn.Module, index: torch.Tensor) -> None:
+    """Make filters ``index`` of a layer output exactly zero without removing them: their
+    weights and biases (a recurrent layer's: every gate's rows of those hidden units, in every
+    layer and direction, which keeps the units at zero). For checking that pruning them changes
+    nothing, or for a masked baseline.
+
+    Args:
+        module: A convolution (transposed too), linear or recurrent layer.
+        index: The filters (hidden units) to silence.
+    """
+    with torch.no_grad():
+        if isinstance(module, nn.RNNBase):
+            size, rows = module.hidden_size, gates(module) * module.hidden_size
+            for param in module.parameters(recurse=False):
+                if param.shape[0] == rows:  # gate rows (not a projection's)
+                    param.view(-1, size, *param.shape[1:])[:, index] = 0
+            return
+        weight = module.weight
+        if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            weight = weight.transpose(0, 1)  # (in, out, *kernel): filters second
+        weight[index] = 0
+        if module.bias is not None:
+            module.bias[index] = 0
 
 
 def prune_norm(module: nn.Module, keep: torch.Tensor) -> None:
