@@ -765,7 +765,7 @@ def prune(
     leaf_modules: Iterable[str | nn.Module | type[nn.Module]] | None = None,
     prune_layer_norms: bool = False,
 ) -> PruneResult:
-    """Physically remove convolution filters (and linear and recurrent units) from ``model``.
+    """Physically remove convolution filters, linear and recurrent units from ``model``, in place.
 
     Everything tied to a removed filter goes with it: its BatchNorm channel, the matching input
     channels of every consumer (recurrent layers' included), residual partners, concatenation
