@@ -266,6 +266,15 @@ class _CountAttributeNet(_StemNet):
         return y * self.stem.out_channels**-0.5
 
 
+class _CountOperandNet(_StemNet):
+    """Scales by a layer's channel count given as is to the tensor's operator, and builds a
+    tensor of that many channels: the count's own methods never run, fx keeps the number."""
+
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        extra = y.new_zeros(y.shape[0], self.stem.out_channels, 1, 1)
+        return y * self.stem.out_channels + extra.sum(1, keepdim=True)
+
+
 class _PartSliceNet(_StemNet):
     """A slice of part of the channels (GhostNet's cut when the width is odd)."""
 
@@ -323,6 +332,7 @@ class _ReadNormWeightNet(_StemNet):
         (_ReadNormWeightNet, "a (8 channels) kept: ", "'n.weight' read directly in forward"),
         (_ReadBiasNet, "stem (6 channels) kept: ", "'stem.bias' read directly in forward"),
         (_CountAttributeNet, "stem (6 channels) kept: ", "its out_channels used as a number"),
+        (_CountOperandNet, "stem (6 channels) kept: ", "its out_channels used as a number"),
         (_AttributeNet, "f (8 channels) kept: ", "it reads the attribute .mT"),
         (_ClampNet, "a (8 channels) kept: ", "(node clamp) combines channels with a fixed tensor"),
         (_SplitSliceNet, "a (8 channels) kept: ", "it takes a slice of a sequence of tensors"),
@@ -334,7 +344,7 @@ def test_patterns_the_engine_keeps_are_kept_and_the_rest_prunes_exactly(
 ) -> None:
     """Before: .data / .mT dropped the channels' trail (silently wrong outputs), and the other
     three pruned what they should keep, so the prune failed as 'does not run'. The keyword
-    tensor, the parameter read and the count attribute changed the outputs silently."""
+    tensor, the parameter read and the count attributes changed the outputs silently."""
     removed, result = _prune_half_zeroed(net().eval(), torch.randn(2, 3, 8, 8))
     assert any(s.startswith(layer) and reason in s for s in result.skipped), result.skipped
     assert sum(old - new for old, new in result.channels.values()) == removed > 0

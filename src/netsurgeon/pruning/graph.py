@@ -642,6 +642,25 @@ class _WatchedCount(int):
         return int, (int(self),)
 
 
+def _counts_given_to_calls(graph: fx.Graph, reads: dict[str, str]) -> None:
+    """Record in ``reads`` the layers whose channel count ``forward`` passed as is to a traced
+    call other than a view or reshape (``y * self.conv.out_channels``: the tensor's operator
+    runs first, so the count's own methods never see it, and fx keeps the number), including
+    one that builds a tensor of that size (``y.new_zeros(n, self.conv.out_channels)``)."""
+
+    def visit(value: Any) -> Any:
+        if isinstance(value, _WatchedCount):
+            owner, _, attr = value.label.rpartition(".")
+            reads.setdefault(owner, f"has its {attr} used as a number in forward")
+        return value
+
+    for n in graph.nodes:
+        if n.op == "call_function" and n.target in _FUNCTIONAL_LAYERS:
+            continue  # a layer's own call (F.group_norm(x, self.num_groups, ...)): checked there
+        if n.op in ("call_function", "call_method") and (not _takes_shape(n) or _creates(n)):
+            fx.node.map_aggregate((n.args, n.kwargs), visit)
+
+
 def _watching(name: str) -> Callable[..., Any]:
     plain = getattr(int, name)
 
@@ -2216,6 +2235,9 @@ def _trace_graph(
             model.train(not model.training)
             graph = _trace(model, leaves)
             model.train(not model.training)
+    for traced in (graph, other):
+        if traced is not None:
+            _counts_given_to_calls(traced, counts.reads)
     kept = {
         **counts.reads,
         **_read_parameters(model, graph),
