@@ -727,12 +727,12 @@ def _bare_parameters(model: nn.Module) -> dict[str, tuple[str, nn.Parameter]]:
     A parameter tied under several names is left out: cutting it would cut them all."""
     names = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
     found: dict[str, tuple[str, nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        owner = name.rpartition(".")[0]
-        if names[id(param)] > 1 or isinstance(model.get_submodule(owner), _RESIZED_TYPES):
+    for owner, module in model.named_modules():
+        if isinstance(module, _RESIZED_TYPES):
             continue
-        if sum(1 for size in param.shape if size > 1) == 1:
-            found[name] = (owner, param)
+        for attr, param in module.named_parameters(recurse=False):
+            if names[id(param)] == 1 and sum(1 for size in param.shape if size > 1) == 1:
+                found[f"{owner}.{attr}" if owner else attr] = (owner, param)
     return found
 
 
@@ -996,7 +996,7 @@ class _Analyzer(_EvalInterpreter):
         super().__init__(model, graph=graph)
         self.prune_layer_norms = prune_layer_norms
         self.modules = dict(model.named_modules(remove_duplicate=False))
-        self.bare_parameters = _bare_parameters(model)
+        self.bare_parameters = shared.bare_parameters if shared else _bare_parameters(model)
         # The spaces of those parameters' entries, shared with the other mode's analysis.
         self.parameter_spaces: set[int] = shared.parameter_spaces if shared else set()
         self.spatial_functions = {**_SPATIAL_FUNCTIONS, **_library_spatial_functions()}
