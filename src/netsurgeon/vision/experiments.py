@@ -977,7 +977,12 @@ def compare_models(
             "compare_models needs a SweepConfig with one criterion, one level and "
             f"reference=True; got criteria={list(config.criteria)}, levels={list(config.levels)}"
         )
-    renormalize = _renormalizations(names, normalizations, config.info)
+    # The loaders' normalisation, and the models' that differ from it.
+    data_norm = {
+        "mean": [float(v) for v in config.info.get("mean", IMAGENET_MEAN)],
+        "std": [float(v) for v in config.info.get("std", IMAGENET_STD)],
+    }
+    renormalize = _renormalizations(names, normalizations, data_norm)
     out = Path(out_dir)
     top = {**config.to_dict(), "models": names}
     resolve_device(config.train.device)  # before config.json records it
@@ -991,10 +996,6 @@ def compare_models(
         sub_out = out / _safe_dirname(name)
         train, val = train_loader, val_loader
         if name in renormalize:  # the images as this model's weights expect them
-            data_norm = {
-                "mean": config.info.get("mean", IMAGENET_MEAN),
-                "std": config.info.get("std", IMAGENET_STD),
-            }
             own = {"to_mean": renormalize[name]["mean"], "to_std": renormalize[name]["std"]}
             train = RenormalizedLoader(train_loader, **data_norm, **own)
             val = RenormalizedLoader(val_loader, **data_norm, **own)
@@ -1033,23 +1034,20 @@ def compare_models(
 def _renormalizations(
     names: Sequence[str],
     normalizations: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None,
-    info: Mapping[str, Any],
+    data_norm: Mapping[str, list[float]],
 ) -> dict[str, dict[str, list[float]]]:
-    """Per model whose expected normalisation differs from the loaders', its mean and std."""
+    """Per model whose expected normalisation differs from the loaders' (``data_norm``), its
+    mean and std."""
     unknown = sorted(set(normalizations or {}) - set(names))
     if unknown:
         raise ConfigError(
             f"normalizations names {unknown[0]!r}, which is not among the models compared "
             f"({', '.join(names)})"
         )
-    data = (
-        [float(v) for v in info.get("mean", IMAGENET_MEAN)],
-        [float(v) for v in info.get("std", IMAGENET_STD)],
-    )
     wanted: dict[str, dict[str, list[float]]] = {}
     for name, (mean, std) in (normalizations or {}).items():
         mean, std = [float(v) for v in mean], [float(v) for v in std]
-        if (mean, std) != data:
+        if [mean, std] != [data_norm["mean"], data_norm["std"]]:
             wanted[name] = {"mean": mean, "std": std}
     return wanted
 
