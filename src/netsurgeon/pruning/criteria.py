@@ -26,7 +26,7 @@ from netsurgeon.errors import ConfigError
 from netsurgeon.modes import kept_modes
 from netsurgeon.pruning.graph import _CONV_TRANSPOSE_TYPES, PruningGraph, _EvalInterpreter
 from netsurgeon.pruning.stats import batch_inputs
-from netsurgeon.pruning.surgery import gates
+from netsurgeon.pruning.surgery import gate_parameters, gates
 
 __all__ = [
     "CRITERIA",
@@ -78,8 +78,8 @@ def _rows(module: nn.Module) -> torch.Tensor:
         units, per_unit = module.hidden_size, gates(module)
         parts = [
             w.detach().reshape(per_unit, units, -1).transpose(0, 1).reshape(units, -1)
-            for w in module.parameters(recurse=False)
-            if w.dim() == 2 and w.shape[0] == per_unit * units
+            for w in gate_parameters(module)
+            if w.dim() == 2
         ]
         return torch.cat(parts, 1)
     weight = module.weight.detach()

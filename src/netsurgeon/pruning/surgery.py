@@ -172,6 +172,13 @@ def gates(rnn: nn.Module) -> int:
     return 4 if "LSTM" in mode else 3 if "GRU" in mode else 1
 
 
+def gate_parameters(rnn: nn.RNNBase) -> list[nn.Parameter]:
+    """A recurrent layer's weights and biases that stack one row per gate and hidden unit
+    (every layer and direction; not a projection's)."""
+    rows = gates(rnn) * rnn.hidden_size
+    return [p for p in rnn.parameters(recurse=False) if p.shape[0] == rows]
+
+
 def prune_recurrent(
     rnn: nn.Module,
     *,
@@ -245,10 +252,8 @@ def zero_filters(module: nn.Module, index: torch.Tensor) -> None:
     """
     with torch.no_grad():
         if isinstance(module, nn.RNNBase):
-            size, rows = module.hidden_size, gates(module) * module.hidden_size
-            for param in module.parameters(recurse=False):
-                if param.shape[0] == rows:  # gate rows (not a projection's)
-                    param.view(-1, size, *param.shape[1:])[:, index] = 0
+            for param in gate_parameters(module):
+                param.view(-1, module.hidden_size, *param.shape[1:])[:, index] = 0
             return
         weight = module.weight
         if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
