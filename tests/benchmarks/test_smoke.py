@@ -231,6 +231,24 @@ def test_group_norm_exactness(tmp_path: Path) -> None:
     assert theirs["params_ratio"] < 0.5
 
 
+def test_pixel_shuffle_exactness(tmp_path: Path) -> None:
+    proc = run_script(
+        "pixel_shuffle_exactness.py", "--input-size", "12", "--json-out", "out.json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(proc)
+    rows = read_json(tmp_path / "out.json")["rows"]
+    assert list(rows) == ["espcn", "edsr"]
+    for row in rows.values():  # the layers before each shuffle lose blocks too, exactly
+        ours = row["netsurgeon"]
+        assert ours["max_output_change"] < 1e-4 * row["output_scale"]
+        assert ours["params_ratio"] < 0.3 and ours["macs_ratio"] < 0.3
+        assert "params_ratio" in row["torch-pruning"] or "error" in row["torch-pruning"]
+    assert "| edsr |" in proc.stdout
+    bad = run_script("pixel_shuffle_exactness.py", "--models", "srcnn", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown model(s) srcnn" in bad.stderr
+
+
 def test_timm_coverage(tmp_path: Path) -> None:
     proc = run_script(
         "timm_coverage.py", "--models", "resnet18,mobilenetv2_100", "--input-size", "32",

@@ -343,3 +343,28 @@ class LayerNormStreamNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(self.a(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return self.fc(torch.relu(self.b(torch.relu(x))).mean((2, 3)))
+
+
+class SubPixelNet(nn.Module):
+    """Sub-pixel upsampling (ESPCN, EDSR): two convolutions' filters in blocks of 4, each
+    folded by a PixelShuffle (module and functional) into one channel of a twice larger map,
+    added together, under a batch norm and a depthwise convolution; then a PixelUnshuffle
+    spreads each channel over 4 that a convolution reads, and an unshuffle-shuffle round trip
+    gives a layer its channels back."""
+
+    def __init__(self, *, num_classes: int = 5) -> None:
+        super().__init__()
+        self.c1, self.bn1 = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.up_a, self.up_b = nn.Conv2d(16, 8 * 4, 3, padding=1), nn.Conv2d(16, 8 * 4, 1)
+        self.shuffle, self.unshuffle = nn.PixelShuffle(2), nn.PixelUnshuffle(2)
+        self.bn2, self.dw = nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.c3 = nn.Conv2d(8 * 4, 12, 3, padding=1)
+        self.head = nn.Conv2d(12, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.c1(x)))
+        y = self.shuffle(self.up_a(x)) + F.pixel_shuffle(self.up_b(x), 2)  # (N, 8, 2H, 2W)
+        y = F.relu(self.dw(F.relu(self.bn2(y))))
+        y = F.relu(self.c3(self.unshuffle(y)))  # (N, 12, H, W)
+        y = F.pixel_shuffle(F.pixel_unshuffle(y, 2), 2)
+        return self.head(y).mean((2, 3))

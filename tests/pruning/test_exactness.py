@@ -22,6 +22,7 @@ from tests.pruning.nets import (
     NormActNet,
     ResNet,
     SeqNet,
+    SubPixelNet,
     UNet,
 )
 
@@ -133,6 +134,7 @@ def _cifar_resnet20_group_norm() -> nn.Module:
         NormActNet,
         GhostNet,
         CRNN,
+        SubPixelNet,
     ],
 )
 def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> None:
@@ -153,6 +155,29 @@ def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> No
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
     assert sum(p.numel() for p in model.parameters()) == result.after.params < params_before
     assert sum(old - new for old, new in result.channels.values()) > 0
+
+
+def test_convolutions_read_channels_spread_over_several_positions() -> None:
+    """A 3-D convolution's maps flattened into a 2-D one's channels (depth x channels, as in
+    video and bird's-eye-view nets): the 2-D convolution and its batch norm lose each pruned
+    filter's block of positions. Before: "reads channels on another dimension", kept."""
+
+    class Flattened(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c3d, self.bn = nn.Conv3d(3, 6, 3, padding=1), nn.BatchNorm2d(6 * 4)
+            self.c2d, self.head = nn.Conv2d(6 * 4, 8, 3, padding=1), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = F.relu(self.bn(self.c3d(x).flatten(1, 2)))  # (N, 6 * 4, H, W)
+            return self.head(F.relu(self.c2d(y)).mean((2, 3)))
+
+    model = Flattened().eval()
+    _randomise_norms(model)
+    removed, result = _prune_half_zeroed(model, torch.randn(2, 3, 4, 8, 8))
+    assert removed == 3 + 4
+    assert model.bn.num_features == model.c2d.in_channels == 3 * 4
+    assert result.channels == {"c3d": (6, 3), "c2d": (8, 4)}
 
 
 def test_residual_members_share_indices() -> None:
@@ -666,7 +691,7 @@ def test_group_norm_streams_split_at_zero_padded_shortcuts() -> None:
             return self.fc(torch.cat([a, b], 1).mean((2, 3)))
 
     skipped = trace_graph(ChunkAfterNorm().eval(), torch.randn(1, 3, 4, 4)).skipped()
-    assert any("would split GroupNorm groups of 6 channels" in reason for reason in skipped)
+    assert any("would split blocks of 6 channels (GroupNorm" in reason for reason in skipped)
 
 
 def test_timm_same_padding_convolutions_prune_exactly() -> None:

@@ -247,6 +247,21 @@ def test_engine_pruned_group_norms_round_trip(
         assert torch.equal(loaded(x), model(x))
 
 
+def test_engine_pruned_pixel_shuffle_nets_round_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Layers cut in a PixelShuffle's blocks are restored by load() with their sizes."""
+    from tests.pruning.nets import SubPixelNet
+
+    x = torch.randn(2, 3, 8, 8)
+    model, loaded = _pruned_and_reloaded(tmp_path, monkeypatch, SubPixelNet, x)
+    assert model.up_a.out_channels < 32 and model.up_a.out_channels % 4 == 0
+    for name in ("up_a", "bn2", "dw", "c3"):
+        assert str(loaded.get_submodule(name)) == str(model.get_submodule(name))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
 class NormNet(nn.Module):
     """Per-channel layers besides batch norm that the pruner resizes."""
 

@@ -14,7 +14,15 @@ from torch import nn
 from netsurgeon import ConfigError, TraceError
 from netsurgeon.pruning import Footprint, Pruner, count_macs, prune, trace_graph
 from netsurgeon.pruning import pruner as pruner_module
-from tests.pruning.nets import CRNN, ConcatNet, ConvNeXtNet, NormActNet, ResNet, SeqNet
+from tests.pruning.nets import (
+    CRNN,
+    ConcatNet,
+    ConvNeXtNet,
+    NormActNet,
+    ResNet,
+    SeqNet,
+    SubPixelNet,
+)
 
 
 def _snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
@@ -1124,7 +1132,75 @@ def test_a_group_norm_and_a_grouped_convolution_on_the_same_channels_are_kept() 
             return self.fc(self.grouped(self.g(self.c(x))).mean((2, 3)))
 
     graph = trace_graph(Mixed().eval(), torch.randn(1, 3, 8, 8))
-    assert any("a GroupNorm and a grouped convolution share" in r for r in graph.skipped())
+    assert any("a grouped convolution and a GroupNorm" in r for r in graph.skipped())
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_pixel_shuffles_take_their_layers_filters_in_whole_blocks(scope: str) -> None:
+    """A PixelShuffle(r) folds each block of r*r consecutive filters into one channel: the
+    layers before it lose whole aligned blocks, and the batch norm and depthwise convolution
+    after it the matching channels; a PixelUnshuffle spreads channels over r*r inputs of the
+    next convolution. Before: "PixelShuffle is not understood", and every layer before one kept
+    its filters."""
+    x = torch.randn(2, 3, 8, 8)
+    graph = trace_graph(SubPixelNet().eval(), x)
+    blocks = {tuple(g.sources): g.block for g in graph.prunable_groups()}
+    assert blocks == {("c1",): 1, ("up_a", "up_b"): 4, ("c3",): 1}
+    model = SubPixelNet().eval()
+    result = prune(model, x, amount=0.5, scope=scope, criterion="l1")
+    kept = result.kept["up_a"]
+    assert torch.equal(kept, result.kept["up_b"])
+    starts = kept.view(-1, 4)[:, 0]
+    assert bool((starts % 4 == 0).all())
+    assert torch.equal(kept.view(-1, 4), starts[:, None] + torch.arange(4))
+    assert model.up_a.out_channels == model.up_b.out_channels == 4 * model.bn2.num_features
+    assert torch.equal(result.kept["dw"], starts // 4)
+    assert model.dw.in_channels == model.dw.out_channels == model.bn2.num_features < 8
+    assert model.c3.in_channels == 4 * model.dw.out_channels
+    assert model.head.in_channels == model.c3.out_channels < 12
+    assert model(x).shape == (2, 5)
+    assert result.after.macs == count_macs(model, x)
+
+
+def test_pixel_shuffle_blocks_that_cannot_go_whole_are_kept_with_the_reason() -> None:
+    class Shuffled(nn.Module):
+        def __init__(self, widths: tuple[int, ...], norm: nn.Module | None = None) -> None:
+            super().__init__()
+            self.convs = nn.ModuleList(nn.Conv2d(3, w, 1) for w in widths)
+            self.norm = norm or nn.Identity()
+            self.out = nn.Conv2d(sum(widths) // 4, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = F.pixel_shuffle(torch.cat([conv(x) for conv in self.convs], 1), 2)
+            return self.out(self.norm(y)).mean((2, 3))
+
+    x = torch.randn(1, 3, 4, 4)
+    cases = [
+        (Shuffled((6, 10)), "it folds blocks of 4 channels that mix channels of several"),
+        (Shuffled((4,)), "a PixelShuffle folds all 4 channels into one"),
+        (Shuffled((16,), nn.GroupNorm(2, 4)), "'norm' normalises channels that a PixelShuffle"),
+    ]
+    for model, reason in cases:
+        graph = trace_graph(model.eval(), x)
+        assert any(reason in r for r in graph.skipped()), graph.skipped()
+        assert not any(g.prunable for g in graph.groups.values() if "convs.0" in g.sources)
+
+    class UNetBlock(nn.Module):  # fastai's DynamicUnet: upsampled by a PixelShuffle, then cat
+        def __init__(self) -> None:
+            super().__init__()
+            self.skip, self.up = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(3, 8 * 4, 1)
+            self.out = nn.Conv2d(6 + 8, 2, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            skip = F.relu(self.skip(F.interpolate(x, scale_factor=2.0)))
+            return self.out(torch.cat([F.pixel_shuffle(self.up(x), 2), skip], 1)).mean((2, 3))
+
+    graph = trace_graph(UNetBlock().eval(), x)
+    assert graph.groups[graph.source_group("skip")].prunable  # as before PixelShuffles were
+    assert any("concatenates channels a PixelShuffle folded" in r for r in graph.skipped())
+    model = UNetBlock().eval()
+    prune(model, x, amount=0.5, criterion="l1")
+    assert (model.skip.out_channels, model.out.in_channels, model.up.out_channels) == (3, 11, 32)
 
 
 class _GroupNormChain(nn.Module):

@@ -240,17 +240,20 @@ class Channels:
     """The prunable channels that lie along dimension ``dim`` of a tensor.
 
     Position ``p`` along ``dim`` belongs to channel ``p // repeat`` of the concatenation of
-    ``segments``: after ``flatten``, each channel owns a block of ``repeat`` features.
+    ``segments``: after ``flatten``, each channel owns a block of ``repeat`` features. With
+    ``fold`` > 1 (after a ``PixelShuffle``), that "channel" is a block of ``fold`` consecutive
+    channels of the concatenation, which are pruned together.
     """
 
     dim: int
     segments: tuple[Segment, ...]
     repeat: int = 1
+    fold: int = 1
 
     @property
     def size(self) -> int:
         """Number of positions along ``dim``."""
-        return sum(s.length for s in self.segments) * self.repeat
+        return sum(s.length for s in self.segments) * self.repeat // self.fold
 
 
 @dataclass
@@ -259,7 +262,7 @@ class _Space:
     size: int
     parent: int
     group: int = 1  # filters must be pruned in equal numbers from `group` equal slices
-    block: int = 1  # filters must be pruned in whole aligned blocks of `block` (GroupNorm)
+    block: int = 1  # filters go in whole aligned blocks of `block` (GroupNorm, PixelShuffle)
     min_size: int = 1  # channels to keep at least (2 where a squeeze() would drop the dim)
     blocked: list[str] = field(default_factory=list)
     # A space split into consecutive pieces that are pruned independently (see _Analyzer._split).
@@ -326,7 +329,8 @@ class ChannelGroup:
         min_size: Channels the group keeps at least, whatever the pruner's ``min_channels``
             (2 where a ``squeeze()`` without a dimension would drop a 1-channel dimension).
         block: Filters are removed in whole aligned blocks of this many channels: the groups
-            of a ``GroupNorm``, whose other groups then normalise exactly as before.
+            of a ``GroupNorm``, whose other groups then normalise exactly as before, or the
+            channels that a ``PixelShuffle`` folds into one.
     """
 
     id: int
@@ -466,6 +470,11 @@ class PruningGraph:
             parts.append(local + offset)
             offset += seg.length
         idx = torch.cat(parts)
+        if channels.fold > 1:  # whole blocks of `fold` channels (a PixelShuffle's) are kept
+            blocks = idx.reshape(-1, channels.fold)
+            idx = blocks[:, 0] // channels.fold
+            if not torch.equal(blocks, idx[:, None] * channels.fold + torch.arange(channels.fold)):
+                raise RuntimeError("internal error: a PixelShuffle's block was cut apart")
         if channels.repeat > 1:
             r = channels.repeat
             idx = (idx[:, None] * r + torch.arange(r)[None, :]).reshape(-1)
@@ -1056,32 +1065,58 @@ class _Analyzer(_EvalInterpreter):
             space.group = combined
         self._check_block(space)
 
-    def _constrain_block(self, sid: int, block: int) -> None:
-        """Channels of ``sid`` go in whole aligned blocks of ``block`` (a GroupNorm's groups)."""
+    def _constrain_block(self, sid: int, block: int, by: str = "GroupNorm") -> None:
+        """Channels of ``sid`` go in whole aligned blocks of ``block``: a GroupNorm's groups
+        (``by="GroupNorm"``) or the channels a PixelShuffle folds into one (``"PixelShuffle"``)."""
         space = self.spaces[self._find(sid)]
         combined = math.lcm(space.block, block)
         if combined == space.size and space.size > 1:  # only all or nothing: keep them
-            space.blocked.append(
-                f"GroupNorm normalises all {space.size} channels as one group (see "
-                "prune_layer_norms)"
-                if block == space.size
-                else f"GroupNorms of groups of {space.block} and {block} channels share "
-                f"these {space.size} channels: they align only as one group"
-            )
+            if block != space.size:
+                reason = (
+                    f"blocks of {space.block} and {block} channels (GroupNorms, PixelShuffles) "
+                    f"share these {space.size} channels: they align only as one block"
+                )
+            elif by == "GroupNorm":
+                reason = (
+                    f"GroupNorm normalises all {space.size} channels as one group (see "
+                    "prune_layer_norms)"
+                )
+            else:
+                reason = f"a PixelShuffle folds all {space.size} channels into one"
+            space.blocked.append(reason)
         elif space.size % combined:
             space.blocked.append(
-                f"a GroupNorm's groups of {block} channels do not tile these {space.size}"
+                f"{'GroupNorm groups' if by == 'GroupNorm' else 'PixelShuffle blocks'} of "
+                f"{block} channels do not tile these {space.size}"
                 if space.block == 1
-                else f"GroupNorms split these {space.size} channels into groups of "
-                f"{space.block} and {block}"
+                else f"blocks of {space.block} and {block} channels (GroupNorms, PixelShuffles) "
+                f"do not tile these {space.size} channels together"
             )
         else:
             space.block = combined
         self._check_block(space)
 
+    def _whole_blocks(self, info: Channels, block: int, by: str, holder: str) -> None:
+        """Every piece of ``info`` (a layer's channels, as after a U-Net's concatenation) must
+        hold whole blocks of ``block`` channels, aligned in the piece and in its layer; then
+        each layer loses whole blocks. ``holder`` starts the message where they would not."""
+        offset = 0
+        pieces = _expand(self.spaces, info.segments)
+        for piece in pieces:
+            if offset % block or piece.length % block or piece.start % block:
+                raise _Unsupported(
+                    f"{holder} of {block} channels that mix channels of several layers, or of "
+                    "parts of one"
+                )
+            offset += piece.length
+        for piece in pieces:
+            self._constrain_block(piece.space, block, by=by)
+
     def _check_block(self, space: _Space) -> None:
         if space.block > 1 and space.group > 1:
-            space.blocked.append("a GroupNorm and a grouped convolution share these channels")
+            space.blocked.append(
+                "a grouped convolution and a GroupNorm or PixelShuffle share these channels"
+            )
 
     def _union(self, a: int, b: int) -> None:
         ra, rb = self._find(a), self._find(b)
@@ -1108,7 +1143,7 @@ class _Analyzer(_EvalInterpreter):
         if root.group > 1:
             return "grouped convolutions divide these channels into equal slices"
         if any(cut % root.block for cut in cuts):  # pieces of whole groups only
-            return f"the cut would split GroupNorm groups of {root.block} channels"
+            return f"the cut would split blocks of {root.block} channels (GroupNorm, PixelShuffle)"
         bounds = [0, *cuts, root.size]
         sizes = [b - a for a, b in itertools.pairwise(bounds)]
         pieces: list[list[int]] = []
@@ -1131,7 +1166,7 @@ class _Analyzer(_EvalInterpreter):
         Where their segments have different boundaries, the spaces are split so that both
         sides consist of the same number of whole pieces, which are then unioned pairwise.
         """
-        if a.repeat != b.repeat or a.size != b.size:
+        if a.repeat != b.repeat or a.fold != b.fold or a.size != b.size:
             return self._fail_unify(a, b, reason)
         for _ in range(16):
             segs_a = _expand(self.spaces, a.segments)
@@ -1366,6 +1401,10 @@ class _Analyzer(_EvalInterpreter):
                 return self._spatial(info, shape, result, ndims)
         if isinstance(module, nn.Flatten):
             return self._reshape(n, info, shape, result, literal_shape=None)
+        if isinstance(module, nn.PixelShuffle):
+            return self._pixel_shuffle(n, info, shape, module.upscale_factor, up=True)
+        if isinstance(module, nn.PixelUnshuffle):
+            return self._pixel_shuffle(n, info, shape, module.downscale_factor, up=False)
         if isinstance(module, (nn.Softmax, nn.LogSoftmax, nn.Softmin)):
             return self._softmax(info, shape, module.dim)
         if isinstance(module, nn.LayerNorm):
@@ -1386,7 +1425,7 @@ class _Analyzer(_EvalInterpreter):
             if sized:
                 self._fixed_input(name)
             return None
-        if info.dim != 1 or info.repeat != 1:
+        if info.dim != 1:
             raise _Unsupported("a per-channel layer sees channels on another dimension")
         if sized:
             self._member(name, module, info)
@@ -1452,7 +1491,12 @@ class _Analyzer(_EvalInterpreter):
             return info
         if not self.prune_layer_norms:
             raise _Unsupported("it normalises across the channels (see prune_layer_norms)")
-        if len(norm.normalized_shape) != 1 or info.dim != len(shape) - 1 or info.repeat != 1:
+        if (
+            len(norm.normalized_shape) != 1
+            or info.dim != len(shape) - 1
+            or info.repeat != 1
+            or info.fold != 1
+        ):
             raise _Unsupported("it normalises across the channels and other dimensions")
         self._member(name, norm, info)
         return info
@@ -1473,26 +1517,17 @@ class _Analyzer(_EvalInterpreter):
             return None
         if info.dim != 1 or info.repeat != 1:
             raise _Unsupported("a per-channel layer sees channels on another dimension")
+        if info.fold != 1:
+            raise _Unsupported(f"'{name}' normalises channels that a PixelShuffle folded")
         if norm.num_groups == 1 and self.prune_layer_norms:
             # One group: a LayerNorm over the channels and the positions (PoolFormer's), cut as
             # the LayerNorms are with prune_layer_norms (approximately).
             self._member(name, norm, info)
             self.chain_nodes.add(n.name)
             return info
-        # Every piece (a layer's channels, as after a U-Net's concatenation) must hold whole
-        # groups, aligned in the piece and in its layer: then each layer loses whole groups.
-        block = norm.num_channels // norm.num_groups
-        offset = 0
-        pieces = _expand(self.spaces, info.segments)
-        for piece in pieces:
-            if offset % block or piece.length % block or piece.start % block:
-                raise _Unsupported(
-                    f"'{name}' has groups of {block} channels that mix channels of several "
-                    "layers, or of parts of one"
-                )
-            offset += piece.length
-        for piece in pieces:
-            self._constrain_block(piece.space, block)
+        # Each layer loses whole groups, also after a concatenation (a U-Net's decoder).
+        self._whole_blocks(info, norm.num_channels // norm.num_groups, "GroupNorm",
+                           f"'{name}' has groups")  # fmt: skip
         self._member(name, norm, info)
         if norm.affine:
             self.norm_nodes[n.name] = name
@@ -1505,7 +1540,7 @@ class _Analyzer(_EvalInterpreter):
         """A convolution (or an ungrouped transposed one) of ``macs`` multiply-accumulates:
         a consumer of its input channels and the source of its filters."""
         groups, cin, cout = conv.groups, conv.in_channels, conv.out_channels
-        if info is not None and (info.dim != 1 or info.repeat != 1):
+        if info is not None and info.dim != 1:
             self._block(info, f"{_describe(n)} reads channels on another dimension")
             info = None
         if groups > 1 and groups == cin == cout:  # depthwise: filter i reads channel i only
@@ -1522,7 +1557,7 @@ class _Analyzer(_EvalInterpreter):
             if groups > 1:
                 pieces = _expand(self.spaces, info.segments)
                 whole = len(pieces) == 1 and pieces[0].length == self.spaces[pieces[0].space].size
-                if cin // groups == 1 or not whole:
+                if cin // groups == 1 or not whole or info.repeat != 1 or info.fold != 1:
                     self._block(info, f"'{name}' is a grouped convolution ({groups} groups)")
                 else:
                     self._constrain(pieces[0].space, groups)
@@ -1687,6 +1722,11 @@ class _Analyzer(_EvalInterpreter):
             return self._cat(n, result)
         if fn is torch.flatten:
             return self._reshape(n, info, shape, result, literal_shape=None)
+        if fn is F.pixel_shuffle:
+            return self._pixel_shuffle(n, info, shape, self._arg(n, 1, "upscale_factor"), up=True)
+        if fn is F.pixel_unshuffle:
+            factor = self._arg(n, 1, "downscale_factor")
+            return self._pixel_shuffle(n, info, shape, factor, up=False)
         if fn is torch.reshape:
             return self._reshape(n, info, shape, result, literal_shape=self._arg(n, 1, "shape"))
         if fn in (torch.mean, torch.sum, torch.amax, torch.amin, torch.std, torch.var):
@@ -1846,10 +1886,16 @@ class _Analyzer(_EvalInterpreter):
         tensors = self._arg(n, 0, "tensors")
         dim = self._arg(n, 1, "dim", 0) % result.dim()
         infos = [self.info.get(t) for t in tensors]
+        for k, info in enumerate(infos):
+            # Blocks of a PixelShuffle beside plain channels: those stay, the others can go.
+            if info is not None and info.dim == dim and info.fold != 1:
+                self._block(info, f"{_describe(n)} concatenates channels a PixelShuffle folded")
+                infos[k] = None
         tracked = [i for i in infos if i is not None]
         if not tracked:
             return None
-        if all(i.dim == dim for i in tracked) and len({i.repeat for i in tracked}) == 1:
+        plain = all(i.dim == dim and i.fold == 1 for i in tracked)
+        if plain and len({i.repeat for i in tracked}) == 1:
             repeat = tracked[0].repeat
             segments: list[Segment] = []
             for info, tensor in zip(infos, tensors, strict=True):
@@ -1908,7 +1954,7 @@ class _Analyzer(_EvalInterpreter):
                 q += 1
         if new_dim is None:  # the channel dim is after every index: it maps one to one
             new_dim = info.dim - p + q
-        return Channels(new_dim, info.segments, info.repeat)
+        return dataclasses.replace(info, dim=new_dim)
 
     def _reshape(self, n: fx.Node, info: Any, shape: Any, result: Any, literal_shape: Any) -> Any:
         if info is None:
@@ -1934,7 +1980,8 @@ class _Analyzer(_EvalInterpreter):
                 )
                 if j < len(literal) and isinstance(literal[j], int) and literal[j] != -1:
                     raise _Unsupported(f"it hard-codes {literal[j]} channels in a reshape")
-            return Channels(j, info.segments, info.repeat * math.prod(shape[d + 1 : e]))
+            spread = math.prod(shape[d + 1 : e])
+            return dataclasses.replace(info, dim=j, repeat=info.repeat * spread)
         raise _Unsupported("it reshapes the channel dimension")
 
     def _reduce(self, n: fx.Node, info: Any, shape: Any, result: Any, dim_index: int) -> Any:
@@ -1951,26 +1998,26 @@ class _Analyzer(_EvalInterpreter):
         if not isinstance(result, torch.Tensor):
             raise _Unsupported("it returns several values")
         new_dim = info.dim if keepdim else info.dim - sum(1 for x in dims if x < info.dim)
-        return Channels(new_dim, info.segments, info.repeat)
+        return dataclasses.replace(info, dim=new_dim)
 
     def _permute(self, info: Any, dims: Any) -> Any:
         if info is None:
             return None
         dims = [int(x) % len(dims) for x in dims]
-        return Channels(dims.index(info.dim), info.segments, info.repeat)
+        return dataclasses.replace(info, dim=dims.index(info.dim))
 
     def _transpose(self, info: Any, shape: Any, a: int, b: int) -> Any:
         if info is None:
             return None
         a, b = a % len(shape), b % len(shape)
         d = b if info.dim == a else a if info.dim == b else info.dim
-        return Channels(d, info.segments, info.repeat)
+        return dataclasses.replace(info, dim=d)
 
     def _unsqueeze(self, info: Any, shape: Any, dim: int) -> Any:
         if info is None:
             return None
         dim = dim % (len(shape) + 1)
-        return Channels(info.dim + (1 if dim <= info.dim else 0), info.segments, info.repeat)
+        return dataclasses.replace(info, dim=info.dim + (1 if dim <= info.dim else 0))
 
     def _squeeze(self, info: Any, shape: Any, result: Any, dim: Any) -> Any:
         if info is None:
@@ -1986,8 +2033,7 @@ class _Analyzer(_EvalInterpreter):
             removed = [x % len(shape) for x in dims if shape[x % len(shape)] == 1]
         if info.dim in removed:
             raise _Unsupported("it squeezes the channel dimension")
-        return Channels(info.dim - sum(1 for x in removed if x < info.dim), info.segments,
-                        info.repeat)  # fmt: skip
+        return dataclasses.replace(info, dim=info.dim - sum(1 for x in removed if x < info.dim))
 
     def _split(self, info: Any, shape: Any, result: Any, dim: int, chunks: Any = None) -> Any:
         if info is None:
@@ -2001,7 +2047,7 @@ class _Analyzer(_EvalInterpreter):
         # (so a part can also join a residual addition, as in YOLOv8's C2f bottlenecks).
         pieces = _expand(self.spaces, info.segments)
         whole = len(pieces) == 1 and pieces[0].length == self.spaces[pieces[0].space].size
-        if not whole or info.repeat != 1:
+        if not whole or info.repeat != 1 or info.fold != 1:
             raise _Unsupported("it splits channels of several layers or of part of one")
         if not isinstance(chunks, int) or len(result) != chunks or info.size % chunks:
             raise _Unsupported("it splits the channels into unequal parts")
@@ -2026,7 +2072,7 @@ class _Analyzer(_EvalInterpreter):
             return info
         before, after = pad[2 * k], pad[2 * k + 1]
         zero = mode in (None, "constant") and not value
-        if not zero or info.repeat != 1 or before < 0 or after < 0:
+        if not zero or info.repeat != 1 or info.fold != 1 or before < 0 or after < 0:
             raise _Unsupported("it pads the channel dimension")
         # Zero channels beside the input's: fixed ones that never change with pruning.
         segments = []
@@ -2036,6 +2082,26 @@ class _Analyzer(_EvalInterpreter):
                 self._block_space(sid, "zero channels added by a pad")
             segments.append(() if sid is None else (Segment(sid, 0, size),))
         return Channels(info.dim, segments[0] + info.segments + segments[1], 1)
+
+    def _pixel_shuffle(self, n: fx.Node, info: Any, shape: Any, factor: Any, up: bool) -> Any:
+        """``PixelShuffle(r)`` moves each block of r*r consecutive channels into one channel
+        of an r-times larger image: those channels are then pruned as one (whole, aligned
+        blocks of the layers' filters). ``PixelUnshuffle(r)`` spreads each channel over r*r
+        consecutive ones, as ``flatten`` spreads it over features."""
+        if info is None:
+            return None
+        if info.dim != len(shape) - 3:
+            raise _Unsupported("it moves channels into the image from another dimension")
+        area = operator.index(factor) ** 2
+        if not up:
+            return dataclasses.replace(info, repeat=info.repeat * area)
+        if info.repeat % area == 0:  # undoes a PixelUnshuffle's spreading
+            return dataclasses.replace(info, repeat=info.repeat // area)
+        if info.repeat != 1:
+            raise _Unsupported("it folds channels whose features were spread otherwise")
+        block = info.fold * area
+        self._whole_blocks(info, block, "PixelShuffle", "it folds blocks")
+        return dataclasses.replace(info, fold=block)
 
     def _softmax(self, info: Any, shape: Any, dim: Any) -> Any:
         if info is None:
@@ -2056,7 +2122,7 @@ class _Analyzer(_EvalInterpreter):
         literal = sizes[info.dim + offset]
         if isinstance(literal, int) and literal != -1:
             raise _Unsupported(f"it hard-codes {literal} channels in expand")
-        return Channels(info.dim + offset, info.segments, info.repeat)
+        return dataclasses.replace(info, dim=info.dim + offset)
 
 
 class _Unsupported(Exception):

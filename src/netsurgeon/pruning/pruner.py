@@ -402,7 +402,8 @@ def _plan(
         ids = list(groups)
         if not ids:
             return {}
-        # One entry per filter, or per GroupNorm group (its mean score, worth `block` filters):
+        # One entry per filter, or per block (a GroupNorm group, a PixelShuffle's; its mean
+        # score, worth `block` filters):
         # counting filters one by one and rounding up to whole groups removed nothing from a
         # group whose share was under one group.
         entries = [scores[gid].reshape(-1, groups[gid].block).mean(1) for gid in ids]
