@@ -36,6 +36,7 @@ from netsurgeon.pruning.graph import (
     output_shapes,
     trace_graph,
 )
+from netsurgeon.pruning.optimizer_state import OptimizerFollower
 from netsurgeon.pruning.stats import (
     MacCounter,
     as_input_tuple,
@@ -434,9 +435,13 @@ def _plan(
 
 
 def _apply(
-    graph: PruningGraph, keep: dict[int, torch.Tensor], example_inputs: Any
+    graph: PruningGraph,
+    keep: dict[int, torch.Tensor],
+    example_inputs: Any,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> tuple[int, dict[str, torch.Tensor]]:
-    """Cut every affected layer; restore all of them if the pruned model does not run.
+    """Cut every affected layer; restore all of them if the pruned model does not run. An
+    ``optimizer`` then holds the new parameters, its state cut alike.
 
     Returns:
         The MACs of the pruned model, counted while checking that it runs, and the output
@@ -461,31 +466,37 @@ def _apply(
     names = set(out_keep) | set(in_keep) | set(member_keep)
     modules = {name: graph.model.get_submodule(name) for name in names}
     owners = [record.module for record, _ in parameters]
+    follower = (
+        None if optimizer is None else OptimizerFollower(optimizer, [*modules.values(), *owners])
+    )
+
+    def cut(module: nn.Module, name: str) -> None:
+        if name in member_keep:
+            if isinstance(module, _CONV_TYPES):
+                prune_conv(module, out_keep=member_keep[name], in_keep=member_keep[name])
+            else:
+                prune_norm(module, member_keep[name])
+        elif isinstance(module, nn.Linear):
+            prune_linear(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
+        elif isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
+            prune_recurrent(module, hidden_keep=out_keep.get(name), in_keep=in_keep.get(name))
+        elif isinstance(module, _CONV_TRANSPOSE_TYPES):
+            prune_conv_transpose(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
+        else:
+            prune_conv(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
+
     try:
         with restorable([*modules.values(), *owners]):
             for record, positions in parameters:
-                prune_parameter(
-                    record.module, record.name.rpartition(".")[2], positions, record.channels.dim
-                )
+                attr = record.name.rpartition(".")[2]
+                for owner in (record.module, *(follower.copies(record.module) if follower else ())):
+                    prune_parameter(owner, attr, positions, record.channels.dim)
             for name, module in modules.items():
-                if name in member_keep:
-                    if isinstance(module, _CONV_TYPES):
-                        prune_conv(module, out_keep=member_keep[name], in_keep=member_keep[name])
-                    else:
-                        prune_norm(module, member_keep[name])
-                elif isinstance(module, nn.Linear):
-                    prune_linear(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
-                elif isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
-                    prune_recurrent(
-                        module, hidden_keep=out_keep.get(name), in_keep=in_keep.get(name)
-                    )
-                elif isinstance(module, _CONV_TRANSPOSE_TYPES):
-                    prune_conv_transpose(
-                        module, out_keep=out_keep.get(name), in_keep=in_keep.get(name)
-                    )
-                else:
-                    prune_conv(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
+                for target in (module, *(follower.copies(module) if follower else ())):
+                    cut(target, name)
             macs = _verify(graph, example_inputs)
+            if follower is not None:
+                follower.commit()
     except _PrunedModelFails:
         if graph.mode_sensitive:  # the restored model: does it fail in training mode too?
             try:
@@ -565,6 +576,7 @@ def _prune_once(
     amounts: Amounts | None = None,
     leaves: set[str] | None = None,
     prune_layer_norms: bool = False,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> PruneResult:
     graph = trace_graph(
         model, example_inputs, ignore=ignore, leaf_modules=leaves or (),
@@ -611,7 +623,7 @@ def _prune_once(
         if record.role == "member" and isinstance(record.module, _CONV_TYPES)
     )
     channels_before = {name: _out_channels(m) for name, m in sizes.items()}
-    macs_after, kept = _apply(graph, keep, example_inputs) if keep else (before.macs, {})
+    macs_after, kept = _apply(graph, keep, example_inputs, optimizer) if keep else (before.macs, {})
     channels = {
         name: (channels_before[name], _out_channels(m))
         for name, m in sizes.items()
@@ -765,6 +777,7 @@ def prune(
     amounts: Mapping[str, float] | None = None,
     leaf_modules: Iterable[str | nn.Module | type[nn.Module]] | None = None,
     prune_layer_norms: bool = False,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> PruneResult:
     """Physically remove convolution filters, linear and recurrent units from ``model``, in place.
 
@@ -774,7 +787,8 @@ def prune(
     Channels that reach the model's output, or pass through an op the tracer does not
     understand, are kept and reported in ``result.skipped``; so are the channels of modules
     with forward hooks and of modules that share a parameter. Pruning replaces the parameters
-    it cuts: build the optimiser after pruning (one built before keeps updating the old ones).
+    it cuts: build the optimiser after pruning, or pass it as ``optimizer`` (one built before
+    and not passed keeps updating the old parameters).
 
     Args:
         model: The network to prune. Its modules keep their names and identity.
@@ -809,6 +823,9 @@ def prune(
             channels too, instead of keeping them. They then normalise the remaining channels
             over themselves, which changes the outputs even where the removed filters gave
             zeros: fine-tune afterwards.
+        optimizer: The optimizer training ``model``, if any: afterwards it holds the cut
+            parameters instead of the old ones, and its state shaped like them (SGD's
+            momentum, Adam's moments) is cut alike, so training resumes where it was.
 
     Returns:
         Parameters and MACs before and after, skipped reasons, per-layer channel counts, and
@@ -831,12 +848,30 @@ def prune(
     ignored = _resolve_ignore(model, ignore)
     per_layer = _resolve_amounts(model, amounts, amount, scope)
     leaves = _resolve_leaves(model, leaf_modules)
+    _check_optimizer(optimizer, model)
     return _prune_once(
         model, example_inputs, amount=amount, target_macs=target_macs, num_filters=None,
         criterion=crit, scope=scope, ignore=ignored, data=data, loss_fn=loss_fn,
         min_channels=min_channels, round_to=round_to, amounts=per_layer, leaves=leaves,
         prune_layer_norms=_check_flag("prune_layer_norms", prune_layer_norms),
+        optimizer=optimizer,
     )  # fmt: skip
+
+
+def _check_optimizer(optimizer: Any, model: nn.Module) -> None:
+    if optimizer is None:
+        return
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigError(
+            f"optimizer={type(optimizer).__name__} is not a torch.optim.Optimizer; give the "
+            "optimizer that trains the model, or None"
+        )
+    own = {id(p) for p in model.parameters()}
+    if not any(id(p) in own for group in optimizer.param_groups for p in group["params"]):
+        raise ConfigError(
+            f"optimizer={type(optimizer).__name__} holds none of the model's parameters; give "
+            "the optimizer that trains this model, or None"
+        )
 
 
 FinetuneHook = Callable[[nn.Module, int, PruneResult], None]
@@ -1022,23 +1057,29 @@ class Pruner:
         removed = self._start_filters - sum(g.size for g in self._trace().prunable_groups())
         return removed >= self.amount * self._start_filters
 
-    def step(self) -> PruneResult:
+    def step(self, *, optimizer: torch.optim.Optimizer | None = None) -> PruneResult:
         """Prune one slice and return what it did.
 
         A ``target_macs`` slice whose MACs goal an earlier slice already met (bounds such as
         ``round_to`` can make a slice overshoot its own goal) removes nothing.
 
+        Args:
+            optimizer: The optimizer training the model between slices, if any: it then holds
+                the cut parameters, its state cut alike (see :func:`prune`), so the next
+                slice's fine-tuning keeps its momentum.
+
         Raises:
-            ConfigError: The schedule is :attr:`done`.
+            ConfigError: The schedule is :attr:`done`, or ``optimizer`` is no optimizer.
         """
         if self.done:
             slices = self._completed + len(self.history)
             raise ConfigError(
                 f"the schedule is done after {slices} slices; build a new Pruner to prune further"
             )
-        return self._step()
+        _check_optimizer(optimizer, self.model)
+        return self._step(optimizer)
 
-    def _step(self) -> PruneResult:
+    def _step(self, optimizer: torch.optim.Optimizer | None = None) -> PruneResult:
         kwargs: dict[str, Any] = {"amount": None, "target_macs": None, "num_filters": None}
         current = self.history[-1].after if self.history else self._now
         if self.filters_per_step is not None:
@@ -1076,7 +1117,7 @@ class Pruner:
             self.model, self.example_inputs, criterion=self.criterion, scope=scope,
             ignore=self.ignore, data=self.data, loss_fn=self.loss_fn,
             min_channels=self.min_channels, round_to=self.round_to, leaves=self.leaf_modules,
-            prune_layer_norms=self.prune_layer_norms, **kwargs,
+            prune_layer_norms=self.prune_layer_norms, optimizer=optimizer, **kwargs,
         )  # fmt: skip
         if self.filters_per_step is not None and not result.channels:
             # done turns true: say why the target is not reached.
