@@ -127,3 +127,9 @@ def test_pruner_steps_carry_the_optimizer_and_bad_optimizers_are_refused() -> No
     other = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
     with pytest.raises(ConfigError, match="holds none of the model's parameters"):
         prune(model, x, amount=0.5, optimizer=other)
+    lbfgs = torch.optim.LBFGS(model.parameters(), max_iter=2)
+    lbfgs.step(lambda: F.cross_entropy(model(x), torch.zeros(4, dtype=torch.long)))
+    sizes = [p.shape for p in model.parameters()]
+    with pytest.raises(ConfigError, match=r"LBFGS keeps state 'd' for parameter 'weight' of a"):
+        prune(model, x, amount=0.5, optimizer=lbfgs)
+    assert [p.shape for p in model.parameters()] == sizes  # the model is unchanged

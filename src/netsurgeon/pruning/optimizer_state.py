@@ -17,6 +17,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from netsurgeon.errors import ConfigError
+
 __all__ = ["OptimizerFollower"]
 
 
@@ -29,6 +31,10 @@ class OptimizerFollower:
     Args:
         optimizer: A :class:`torch.optim.Optimizer`.
         modules: The layers about to be cut.
+
+    Raises:
+        ConfigError: The optimizer keeps state for one of their parameters that is neither
+            shaped like it nor a number (L-BFGS's flat history), which cannot be cut.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, modules: Iterable[nn.Module]) -> None:
@@ -40,6 +46,14 @@ class OptimizerFollower:
                 continue
             params = dict(module._parameters)
             self._before[id(module)] = (module, params)
+            for name, p in params.items():
+                for key, value in optimizer.state.get(p, {}).items() if p is not None else ():
+                    if not _shaped_like(value, p) and not _scalar(value):
+                        raise ConfigError(
+                            f"{type(optimizer).__name__} keeps state {key!r} for parameter "
+                            f"{name!r} of a {type(module).__name__} that is not shaped like it, "
+                            "so pruning cannot cut it: build the optimizer after pruning instead"
+                        )
             keys = {
                 key
                 for p in params.values()
@@ -90,6 +104,12 @@ class OptimizerFollower:
                 state[new] = entry
         for group in self.optimizer.param_groups:
             group["params"] = [replaced.get(id(p), p) for p in group["params"]]
+
+
+def _scalar(value: object) -> bool:
+    return not isinstance(value, (torch.Tensor, list, tuple, dict)) or (
+        isinstance(value, torch.Tensor) and value.dim() == 0
+    )
 
 
 def _shaped_like(value: object, param: torch.Tensor) -> bool:
