@@ -368,3 +368,25 @@ class SubPixelNet(nn.Module):
         y = F.relu(self.c3(self.unshuffle(y)))  # (N, 12, H, W)
         y = F.pixel_shuffle(F.pixel_unshuffle(y, 2), 2)
         return self.head(y).mean((2, 3))
+
+
+class PointwiseNet(nn.Module):
+    """Element-wise maths written out in forward, each zero at zero: MetaFormer's StarReLU
+    (``s * relu(x) ** 2``), GELU's tanh approximation by hand, ``-x``, ``abs``, an erf,
+    ``x * rsqrt(x * x + 1)``, a sine and a power with a tensor exponent."""
+
+    def __init__(self, *, num_classes: int = 5) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.c3, self.c4 = nn.Conv2d(8, 12, 1), nn.Conv2d(12, 6, 1)
+        self.scale = nn.Parameter(torch.tensor([0.8]))  # StarReLU's scalar scale
+        self.fc = nn.Linear(6, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.scale * F.relu(self.c1(x)) ** 2
+        y = self.c2(x)
+        y = 0.5 * y * (1 + torch.tanh(0.7978845608 * (y + 0.044715 * torch.pow(y, 3))))
+        y = -abs(y) + torch.erf(y)
+        z = self.c3(y)
+        z = z * (z * z + 1).rsqrt() + torch.sin(z) + z.abs().pow(z.sign().abs() + 1)
+        return self.fc(self.c4(z).mean((2, 3)))

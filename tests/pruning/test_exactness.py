@@ -20,6 +20,7 @@ from tests.pruning.nets import (
     GhostNet,
     GroupNormNet,
     NormActNet,
+    PointwiseNet,
     ResNet,
     SeqNet,
     SubPixelNet,
@@ -135,6 +136,7 @@ def _cifar_resnet20_group_norm() -> nn.Module:
         GhostNet,
         CRNN,
         SubPixelNet,
+        PointwiseNet,
     ],
 )
 def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> None:

@@ -1203,6 +1203,47 @@ def test_pixel_shuffle_blocks_that_cannot_go_whole_are_kept_with_the_reason() ->
     assert (model.skip.out_channels, model.out.in_channels, model.up.out_channels) == (3, 11, 32)
 
 
+def test_element_wise_maths_keeps_channels_prunable_and_reductions_over_them_do_not() -> None:
+    """Operators and torch functions that compute element-wise (``x ** 2``, ``-x``, ``abs``,
+    ``torch.erf``, ``x.rsqrt()``, ``torch.lerp``...) pass channels on, as torch tags their ATen
+    operators pointwise. Before: "this function is not understood", so a hand-written GELU or
+    MetaFormer's StarReLU kept every channel around it. Operators that mix channels stay
+    understood as such."""
+    from tests.pruning.nets import PointwiseNet
+
+    graph = trace_graph(PointwiseNet().eval(), torch.randn(1, 3, 8, 8))
+    assert {tuple(g.sources) for g in graph.prunable_groups()} == {
+        ("c1",),
+        ("c2",),
+        ("c3",),
+        ("c4",),
+    }
+
+    class Wrapped(nn.Module):
+        def __init__(self, f: Any) -> None:
+            super().__init__()
+            self.f, self.a, self.b = f, nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(self.f(self.a(x)))
+
+    def prunable(f: Any) -> bool:
+        graph = trace_graph(Wrapped(f).eval(), torch.randn(1, 3, 8, 8))
+        return graph.groups[graph.source_group("a")].prunable
+
+    for f in (
+        lambda x: torch.lerp(x, 2 * x, 0.5), lambda x: torch.addcmul(x, x, x, value=0.5),
+        lambda x: torch.fmod(x, 2.0), lambda x: 2 ** x, F.softsign, F.tanhshrink,
+        lambda x: x * (x > 0).float(), lambda x: torch.log1p(x.abs()), lambda x: +x,
+    ):  # fmt: skip
+        assert prunable(f)
+    for f in (
+        lambda x: torch.cumsum(x, 1), lambda x: torch.flip(x, (1,)),
+        lambda x: torch.max(x, dim=1, keepdim=True)[0] * x, lambda x: torch.roll(x, 1, 1),
+    ):  # fmt: skip
+        assert not prunable(f)
+
+
 class _GroupNormChain(nn.Module):
     """Three convolutions, each under a GroupNorm of its own group size."""
 

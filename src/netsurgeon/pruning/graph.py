@@ -159,6 +159,54 @@ _LIKE_FUNCTIONS: set[Any] = {
     torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like, torch.rand_like,
     torch.randn_like,
 }  # fmt: skip
+# Python operators and builtins on tensors, by the ATen operator they run.
+_OPERATOR_ATEN: dict[Any, str] = {
+    operator.pow: "pow", operator.ipow: "pow", operator.neg: "neg", operator.pos: "positive",
+    operator.abs: "abs", abs: "abs", operator.mod: "remainder", operator.lt: "lt",
+    operator.le: "le", operator.gt: "gt", operator.ge: "ge", operator.eq: "eq",
+    operator.ne: "ne", operator.and_: "bitwise_and", operator.or_: "bitwise_or",
+    operator.xor: "bitwise_xor", operator.invert: "bitwise_not",
+}  # fmt: skip
+# Element-wise functions written in Python, which no single ATen operator runs.
+_PYTHON_POINTWISE: set[Any] = {F.softsign, F.tanhshrink, F.threshold, F.logsigmoid}
+_PYTHON_POINTWISE |= {f for f in (getattr(F, "_threshold", None),) if f is not None}
+
+
+@functools.cache
+def _pointwise_aten(name: str) -> bool:
+    """Whether every tensor overload of ATen operator ``name`` (taking a tensor, returning
+    one, no ``out=``) is tagged pointwise: element-wise, broadcasting its tensor operands,
+    as ``torch.erf``, ``x ** 2`` or ``x.rsqrt()``. Python-number overloads do not count."""
+    packet = getattr(torch.ops.aten, name, None)
+    if not isinstance(packet, torch._ops.OpOverloadPacket):
+        return False
+    tagged = []
+    for overload in packet.overloads():
+        op = getattr(packet, overload)
+        schema = op._schema
+        if any(a.is_out for a in schema.arguments) or not any(
+            str(a.type) == "Tensor" for a in schema.arguments
+        ):
+            continue
+        if len(schema.returns) != 1 or str(schema.returns[0].type) != "Tensor":
+            continue
+        tagged.append(torch.Tag.pointwise in op.tags)
+    return bool(tagged) and all(tagged)
+
+
+def _pointwise_function(fn: Any) -> bool:
+    """Whether ``fn`` (a traced call's target) computes element-wise on its tensors: a torch
+    function or Python operator that runs a pointwise ATen operator, or one of a few
+    element-wise functions written in Python."""
+    if fn in _PYTHON_POINTWISE:
+        return True
+    if fn in _OPERATOR_ATEN:
+        return _pointwise_aten(_OPERATOR_ATEN[fn])
+    name = getattr(fn, "__name__", None)
+    if not isinstance(name, str):
+        return False
+    torch_own = any(getattr(space, name, None) is fn for space in (torch, F, torch.special))
+    return torch_own and _pointwise_aten(name)
 
 
 def _creates(n: fx.Node) -> bool:
@@ -1756,6 +1804,8 @@ class _Analyzer(_EvalInterpreter):
             )  # fmt: skip
         if fn in (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax):
             return self._softmax(info, shape, self._arg(n, 1, "dim"))
+        if _pointwise_function(fn):
+            return self._elementwise(n, result)
         if all(i is None for i in self._arg_infos(n)):
             return None
         raise _Unsupported("this function is not understood on the channel dimension")
@@ -1801,6 +1851,8 @@ class _Analyzer(_EvalInterpreter):
             return self._softmax(info, shape, self._arg(n, 1, "dim"))
         if method == "expand":
             return self._expand(n, info, shape)
+        if _pointwise_aten(method):  # x.rsqrt(), x.pow(2), x.sign(), x.erf_()
+            return self._elementwise(n, result)
         if all(i is None for i in self._arg_infos(n)):
             return None
         raise _Unsupported(f"method .{method}() is not understood on the channel dimension")
