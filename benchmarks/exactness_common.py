@@ -46,9 +46,11 @@ def randomise_norms(model: nn.Module) -> None:
     at random: with their initial values (1 and 0) zeroed channels would tell little."""
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
+            if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                if m.weight is not None:
+                    m.weight.uniform_(0.5, 1.5)
+                if m.bias is not None:  # timm's MetaFormer norms have a scale only
+                    m.bias.uniform_(-0.5, 0.5)
             if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None:
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
