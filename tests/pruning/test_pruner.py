@@ -1235,11 +1235,13 @@ def test_element_wise_maths_keeps_channels_prunable_and_reductions_over_them_do_
         lambda x: torch.lerp(x, 2 * x, 0.5), lambda x: torch.addcmul(x, x, x, value=0.5),
         lambda x: torch.fmod(x, 2.0), lambda x: 2 ** x, F.softsign, F.tanhshrink,
         lambda x: x * (x > 0).float(), lambda x: torch.log1p(x.abs()), lambda x: +x,
+        lambda x: torch.max(x, -x), lambda x: x.min(2 * x),
     ):  # fmt: skip
         assert prunable(f)
     for f in (
         lambda x: torch.cumsum(x, 1), lambda x: torch.flip(x, (1,)),
         lambda x: torch.max(x, dim=1, keepdim=True)[0] * x, lambda x: torch.roll(x, 1, 1),
+        lambda x: x.max(1, keepdim=True)[0] * x, lambda x: torch.max(x) * x,
     ):  # fmt: skip
         assert not prunable(f)
 

@@ -1777,6 +1777,8 @@ class _Analyzer(_EvalInterpreter):
             return self._pixel_shuffle(n, info, shape, factor, up=False)
         if fn is torch.reshape:
             return self._reshape(n, info, shape, result, literal_shape=self._arg(n, 1, "shape"))
+        if fn in (torch.max, torch.min) and isinstance(self._arg(n, 1, "other"), fx.Node):
+            return self._elementwise(n, result)  # torch.max(x, y): element-wise
         if fn in (torch.mean, torch.sum, torch.amax, torch.amin, torch.std, torch.var):
             return self._reduce(n, info, shape, result, 1)
         if fn in (torch.norm, torch.linalg.vector_norm):  # (input, p or ord, dim, keepdim)
@@ -1831,6 +1833,8 @@ class _Analyzer(_EvalInterpreter):
             return self._reshape(n, info, shape, result, literal_shape=literal)
         if method == "flatten":
             return self._reshape(n, info, shape, result, literal_shape=None)
+        if method in ("max", "min") and isinstance(self._arg(n, 1, "other"), fx.Node):
+            return self._elementwise(n, result)  # x.max(y): element-wise
         if method in ("mean", "sum", "amax", "amin", "std", "var", "max", "min"):
             return self._reduce(n, info, shape, result, 1)
         if method == "norm":  # x.norm(p, dim, keepdim)
