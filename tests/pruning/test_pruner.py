@@ -717,13 +717,21 @@ def test_unusual_calls_keep_their_channels() -> None:
             self.c = nn.Conv2d(8, 2, 1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.c(self.a(x).max(self.b(x)))  # elementwise max through a method
+            return self.c(self.a(x).max(self.b(x)).cummax(1)[0])  # a running max over them
 
     model = Odd()
     result = prune(model, X, amount=0.5)
     assert model.a.out_channels == model.b.out_channels == 8
-    assert any(".max()" in s for s in result.skipped)
+    assert any(".cummax()" in s for s in result.skipped)
     assert model(X).shape == (1, 2, 8, 8)
+
+    class Max(Odd):  # an element-wise max through a method joins both layers' channels
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c(self.a(x).max(self.b(x)))
+
+    model = Max()
+    result = prune(model, X, amount=0.5)
+    assert torch.equal(result.kept["a"], result.kept["b"]) and model.c.in_channels == 4
 
 
 @pytest.mark.parametrize("scope", ["layer", "global_macs"])
