@@ -1316,6 +1316,47 @@ def test_a_target_met_far_below_says_why() -> None:
     assert not any("was met at about" in r for r in close.skipped), close.macs_ratio
 
 
+def test_functional_calls_given_a_layer_size_as_a_number_keep_its_channels() -> None:
+    """Found by fuzzing: ``F.group_norm(x, 2, self.gn.weight, self.gn.bias)`` was taken for a
+    call of ``gn`` and lost whole groups, but the literal 2 stays: the outputs changed silently
+    (16 channels in 2 groups became 8 in 2), or the model failed to run. The same holds for a
+    depthwise ``F.conv2d`` given its groups and ``F.layer_norm`` given its shape as numbers.
+    Read from the layer (``self.gn.num_groups``), the sizes follow the cut."""
+
+    class Literal(nn.Module):
+        def __init__(self, read: bool) -> None:
+            super().__init__()
+            self.read = read
+            self.c1, self.gn = nn.Conv2d(3, 16, 1), nn.GroupNorm(2, 16)
+            self.c2, self.dw = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=1, groups=8)
+            self.c3, self.ln = nn.Conv2d(3, 8, 1), nn.LayerNorm(8)
+            self.fc = nn.Linear(16 + 8 + 8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            groups = self.gn.num_groups if self.read else 2
+            a = F.group_norm(self.c1(x), groups, self.gn.weight, self.gn.bias)
+            dw = self.dw.groups if self.read else 8
+            b = F.conv2d(self.c2(x), self.dw.weight, self.dw.bias, 1, 1, 1, dw)
+            shape = self.ln.normalized_shape if self.read else (8,)
+            c = F.layer_norm(self.c3(x).permute(0, 2, 3, 1), shape, self.ln.weight, self.ln.bias)
+            pooled = [a.mean((2, 3)), b.mean((2, 3)), c.mean((1, 2))]
+            return self.fc(torch.cat(pooled, 1))
+
+    x = torch.randn(2, 3, 8, 8)
+    skipped = trace_graph(Literal(read=False).eval(), x, prune_layer_norms=True).skipped()
+    for layer, reason in (
+        ("c1", "it gives 'gn' its group count as a number"),
+        ("c2", "it gives 'dw' its group count as a number"),
+        ("c3", "it gives 'ln' its normalised shape as numbers"),
+    ):
+        assert any(r.startswith(f"{layer} ") and reason in r for r in skipped), skipped
+    model = Literal(read=True).eval()
+    result = prune(model, x, amount=0.5, prune_layer_norms=True)
+    assert set(result.channels) >= {"c1", "c2", "c3", "dw"}
+    assert (model.gn.num_groups, model.dw.groups, model.ln.normalized_shape) == (1, 4, (4,))
+    assert model(x).shape == (2, 2)
+
+
 @pytest.mark.parametrize("criterion", ["l1", "activation"])
 def test_subclasses_that_call_their_functional_form_are_resized(criterion: str) -> None:
     """timm's BatchNormAct2d, GroupNormAct, Linear and Conv2dSame call ``F.batch_norm``,

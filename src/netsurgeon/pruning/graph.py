@@ -747,7 +747,7 @@ class _CountWatch:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.reads: dict[str, str] = {}
-        self._saved: list[tuple[nn.Module, str, int]] = []
+        self._saved: list[tuple[nn.Module, str, int | tuple[int, ...]]] = []
 
     def __enter__(self) -> _CountWatch:
         for name, module in self.model.named_modules():
@@ -757,15 +757,27 @@ class _CountWatch:
                 if attr == "hidden_size" and not isinstance(module, nn.RNNBase):
                     continue  # a cell's hidden units are never cut
                 value = module.__dict__.get(attr)
+                label = f"{name}.{attr}"
                 if type(value) is int:
                     self._saved.append((module, attr, value))
-                    module.__dict__[attr] = _WatchedCount(value, self.reads, f"{name}.{attr}")
+                    module.__dict__[attr] = _WatchedCount(value, self.reads, label)
+                elif type(value) is tuple and all(type(v) is int for v in value):
+                    self._saved.append((module, attr, value))  # a LayerNorm's normalized_shape
+                    module.__dict__[attr] = tuple(
+                        _WatchedCount(v, self.reads, label) for v in value
+                    )
         return self
 
     def __exit__(self, *exc: object) -> None:
         for module, attr, value in self._saved:
             module.__dict__[attr] = value
         self._saved.clear()
+
+
+def _read_from(value: Any, label: str) -> bool:
+    """Whether ``value``, an argument of a traced call, is the count ``label`` (``"gn.num_groups"``)
+    read from its layer during the trace, rather than a number written in forward."""
+    return isinstance(value, _WatchedCount) and value.label == label
 
 
 def count_attribute(module: nn.Module, size: int) -> str | None:
@@ -1505,9 +1517,14 @@ class _Analyzer(_EvalInterpreter):
         module = self.modules.get(name)
         if not isinstance(module, types):
             raise _Unsupported("its tensors are not those of one layer")
+        # A size that pruning changes must be read from the layer (``self.gn.num_groups``),
+        # which surgery updates; a number written in forward would stay behind.
         if isinstance(module, nn.GroupNorm):
-            if operator.index(self._arg(n, 1, "num_groups")) != module.num_groups:
+            groups = self._arg(n, 1, "num_groups")
+            if operator.index(groups) != module.num_groups:
                 raise _Unsupported(f"it splits the channels of '{name}' into other groups")
+            if not _read_from(groups, f"{name}.num_groups"):
+                raise _Unsupported(f"it gives '{name}' its group count as a number")
             return self._group_norm(n, name, module, info)
         if isinstance(module, nn.LayerNorm):
             given = self._arg(n, 1, "normalized_shape")
@@ -1515,12 +1532,20 @@ class _Analyzer(_EvalInterpreter):
                 given = (given,)
             if not isinstance(given, (tuple, list)) or tuple(given) != module.normalized_shape:
                 raise _Unsupported(f"it normalises other dimensions than '{name}' does")
+            if self.prune_layer_norms and not all(
+                _read_from(size, f"{name}.normalized_shape") for size in given
+            ):
+                raise _Unsupported(f"it gives '{name}' its normalised shape as numbers")
             return self._layer_norm(n, name, module, info, shape)
         if isinstance(module, nn.Linear):
             return self._linear(n, name, module, info, shape, result)
         if isinstance(module, _CONV_TYPES):
-            if operator.index(self._arg(n, 6, "groups", 1)) != module.groups:
+            groups = self._arg(n, 6, "groups", 1)
+            if operator.index(groups) != module.groups:
                 raise _Unsupported(f"it groups the channels of '{name}' otherwise")
+            depthwise = module.groups > 1 and module.groups == module.in_channels
+            if depthwise and not _read_from(groups, f"{name}.groups"):
+                raise _Unsupported(f"it gives '{name}' its group count as a number")
             return self._conv_call(n, name, module, info, result)
         return self._per_channel(n, name, module, info)
 
