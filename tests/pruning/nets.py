@@ -390,3 +390,22 @@ class PointwiseNet(nn.Module):
         z = self.c3(y)
         z = z * (z * z + 1).rsqrt() + torch.sin(z) + z.abs().pow(z.sign().abs() + 1)
         return self.fc(self.c4(z).mean((2, 3)))
+
+
+class ReorderNet(nn.Module):
+    """Channels moved and rearranged without mixing them: ``movedim`` around a channels-last
+    linear layer, a spatial ``roll`` (Swin's shift) and ``flip``, two branches stacked and
+    summed (SKNet), and a LayerNorm without weights over the spatial dimensions only."""
+
+    def __init__(self, *, num_classes: int = 5) -> None:
+        super().__init__()
+        self.c1, self.pw = nn.Conv2d(3, 16, 3, padding=1), nn.Linear(16, 12)
+        self.b1, self.b2 = nn.Conv2d(12, 8, 3, padding=1), nn.Conv2d(12, 8, 1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.c1(x))
+        x = self.pw(torch.roll(x, 1, 3).movedim(1, -1)).movedim(-1, 1)
+        y = torch.stack([self.b1(x), torch.flip(self.b2(x), (2,))], 1).sum(1)
+        y = F.layer_norm(F.relu(y), (8, 8))
+        return self.fc(y.mean((2, 3)))

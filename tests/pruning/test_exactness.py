@@ -21,6 +21,7 @@ from tests.pruning.nets import (
     GroupNormNet,
     NormActNet,
     PointwiseNet,
+    ReorderNet,
     ResNet,
     SeqNet,
     SubPixelNet,
@@ -137,6 +138,7 @@ def _cifar_resnet20_group_norm() -> nn.Module:
         CRNN,
         SubPixelNet,
         PointwiseNet,
+        ReorderNet,
     ],
 )
 def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> None:

@@ -1254,6 +1254,39 @@ def test_element_wise_maths_keeps_channels_prunable_and_reductions_over_them_do_
         assert not prunable(f)
 
 
+def test_channels_moved_without_being_mixed_stay_prunable() -> None:
+    """Found by fuzzing: ``movedim``, a spatial ``roll`` or ``flip``, ``torch.stack`` of
+    branches, and a LayerNorm without weights over the spatial dimensions kept the channels
+    around them ("not understood"); along the channels they still keep them."""
+    from tests.pruning.nets import ReorderNet
+
+    graph = trace_graph(ReorderNet().eval(), torch.randn(1, 3, 8, 8))
+    assert {tuple(g.sources) for g in graph.prunable_groups()} == {("c1",), ("pw",), ("b1", "b2")}
+
+    class Along(nn.Module):
+        def __init__(self, how: str) -> None:
+            super().__init__()
+            self.how, self.a, self.b = how, nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.a(x)
+            if self.how == "roll":
+                y = y.roll(1, 1)
+            elif self.how == "flip":
+                y = y.flip(1)
+            else:
+                y = F.layer_norm(y, (8, 6, 6))
+            return self.b(y)
+
+    for how, reason in (
+        ("roll", "it moves values along the channels"),
+        ("flip", "it moves values along the channels"),
+        ("layer_norm", "it normalises across the channels"),
+    ):
+        skipped = trace_graph(Along(how).eval(), torch.randn(1, 3, 8, 8)).skipped()
+        assert any(r.startswith("a ") and reason in r for r in skipped), (how, skipped)
+
+
 class _GroupNormChain(nn.Module):
     """Three convolutions, each under a GroupNorm of its own group size."""
 

@@ -1513,6 +1513,12 @@ class _Analyzer(_EvalInterpreter):
             if read != attr:
                 raise _Unsupported("its tensors are not a layer's own")
             owners.add(owner)
+        if not owners and fn is F.layer_norm:  # no weights: each position's own statistics
+            given = self._arg(n, 1, "normalized_shape")
+            span = 1 if isinstance(given, int) else len(given)
+            if info is not None and info.dim >= len(shape) - span:
+                raise _Unsupported("it normalises across the channels")
+            return info
         name = owners.pop() if len(owners) == 1 else ""
         module = self.modules.get(name)
         if not isinstance(module, types):
@@ -1815,6 +1821,15 @@ class _Analyzer(_EvalInterpreter):
             return self._same(info, shape, result)
         if fn is torch.permute:
             return self._permute(info, self._arg(n, 1, "dims"))
+        if fn in (torch.movedim, torch.moveaxis):
+            return self._movedim(
+                info, shape, self._arg(n, 1, "source"), self._arg(n, 2, "destination")
+            )
+        if fn in (torch.roll, torch.flip):
+            key = "dims"
+            return self._along(info, shape, result, self._arg(n, 2 if fn is torch.roll else 1, key))
+        if fn is torch.stack:
+            return self._stack(n, result)
         if fn is torch.transpose:
             return self._transpose(info, shape, self._arg(n, 1, "dim0"), self._arg(n, 2, "dim1"))
         if fn is torch.unsqueeze:
@@ -1867,6 +1882,15 @@ class _Analyzer(_EvalInterpreter):
         if method == "permute":
             dims = n.args[1:] if len(n.args) > 2 else self._arg(n, 1, "dims")
             return self._permute(info, dims)
+        if method in ("movedim", "moveaxis"):
+            return self._movedim(
+                info, shape, self._arg(n, 1, "source"), self._arg(n, 2, "destination")
+            )
+        if method == "roll":
+            return self._along(info, shape, result, self._arg(n, 2, "dims"))
+        if method == "flip":
+            dims = n.args[1:] if len(n.args) > 2 else self._arg(n, 1, "dims")
+            return self._along(info, shape, result, dims)
         if method == "transpose":
             return self._transpose(info, shape, self._arg(n, 1, "dim0"), self._arg(n, 2, "dim1"))
         if method == "unsqueeze":
@@ -2086,6 +2110,57 @@ class _Analyzer(_EvalInterpreter):
             return None
         dims = [int(x) % len(dims) for x in dims]
         return dataclasses.replace(info, dim=dims.index(info.dim))
+
+    def _movedim(self, info: Any, shape: Any, source: Any, destination: Any) -> Any:
+        """``movedim``: a permutation, worked out as ``numpy.moveaxis`` does."""
+        if info is None:
+            return None
+        ndim = len(shape)
+        src = [int(s) % ndim for s in (source if isinstance(source, (list, tuple)) else [source])]
+        dst = [
+            int(d) % ndim
+            for d in (destination if isinstance(destination, (list, tuple)) else [destination])
+        ]
+        order = [d for d in range(ndim) if d not in src]
+        for d, s in sorted(zip(dst, src, strict=True)):
+            order.insert(d, s)
+        return self._permute(info, order)
+
+    def _along(self, info: Any, shape: Any, result: Any, dims: Any) -> Any:
+        """``roll`` or ``flip`` along ``dims``: each channel alone unless along the channels
+        (or, for a roll without dimensions, over the flattened tensor)."""
+        if info is None:
+            return None
+        if dims is None:
+            raise _Unsupported("it rolls the whole tensor, channels included")
+        dims = [int(d) % len(shape) for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
+        if info.dim in dims:
+            raise _Unsupported("it moves values along the channels")
+        return self._same(info, shape, result)
+
+    def _stack(self, n: fx.Node, result: Any) -> Any:
+        """``torch.stack``: like an element-wise operation (the tensors' channels are aligned,
+        as SKNet's branches are before they are weighted and summed), along a new dimension."""
+        tensors = self._arg(n, 0, "tensors")
+        dim = self._arg(n, 1, "dim", 0) % result.dim()
+        infos = [self.info.get(t) for t in tensors]
+        tracked = [i for i in infos if i is not None]
+        if not tracked:
+            return None
+        first = tracked[0]
+        if len(tracked) != len(infos):
+            for info in tracked:
+                self._block(info, f"{_describe(n)} stacks channels with a fixed tensor")
+            return None
+        reason = f"{_describe(n)} stacks channels that cannot be aligned"
+        if any(i.dim != first.dim for i in tracked):
+            for info in tracked:
+                self._block(info, reason)
+            return None
+        for info in tracked[1:]:
+            if not self._unify(first, info, reason):
+                return None
+        return dataclasses.replace(first, dim=first.dim + (1 if dim <= first.dim else 0))
 
     def _transpose(self, info: Any, shape: Any, a: int, b: int) -> Any:
         if info is None:
