@@ -409,3 +409,30 @@ class ReorderNet(nn.Module):
         y = torch.stack([self.b1(x), torch.flip(self.b2(x), (2,))], 1).sum(1)
         y = F.layer_norm(F.relu(y), (8, 8))
         return self.fc(y.mean((2, 3)))
+
+
+class SelectiveKernelNet(nn.Module):
+    """SKNet's selective kernel: two branches stacked, their sum squeezed into an attention
+    whose layer gives one weight per branch and channel, viewed as (branches, channels) and
+    normalised over the branches; then a ShuffleNet channel shuffle of two layers' channels
+    (viewed as 2 groups, transposed, flattened back)."""
+
+    def __init__(self, *, num_classes: int = 5) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.b1, self.b2 = nn.Conv2d(8, 12, 3, padding=1), nn.Conv2d(8, 12, 1)
+        self.reduce, self.select = nn.Conv2d(12, 6, 1), nn.Conv2d(6, 2 * 12, 1)
+        self.left, self.right = nn.Conv2d(12, 8, 1), nn.Conv2d(12, 8, 3, padding=1)
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        paths = torch.stack([F.relu(self.b1(x)), F.relu(self.b2(x))], 1)  # (N, 2, C, H, W)
+        attn = self.select(F.relu(self.reduce(paths.sum(1).mean((2, 3), keepdim=True))))
+        n, c, h, w = attn.shape
+        attn = torch.softmax(attn.view(n, 2, c // 2, h, w), dim=1)
+        x = (paths * attn).sum(1)
+        y = torch.cat([self.left(x), self.right(x)], 1)
+        n, c, h, w = y.shape
+        y = y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.fc(F.relu(y).mean((2, 3)))

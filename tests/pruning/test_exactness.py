@@ -23,6 +23,7 @@ from tests.pruning.nets import (
     PointwiseNet,
     ReorderNet,
     ResNet,
+    SelectiveKernelNet,
     SeqNet,
     SubPixelNet,
     UNet,
@@ -139,6 +140,7 @@ def _cifar_resnet20_group_norm() -> nn.Module:
         SubPixelNet,
         PointwiseNet,
         ReorderNet,
+        SelectiveKernelNet,
     ],
 )
 def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> None:

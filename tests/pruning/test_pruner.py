@@ -1287,6 +1287,41 @@ def test_channels_moved_without_being_mixed_stay_prunable() -> None:
         assert any(r.startswith("a ") and reason in r for r in skipped), (how, skipped)
 
 
+def test_channels_viewed_as_equal_groups_are_pruned_alike_in_every_group() -> None:
+    """A view of the channels as (groups, channels): SKNet's attention over its branches and
+    ShuffleNet's channel shuffle. The groups lose the same channels. Before: "it reshapes the
+    channel dimension", so timm's skresnet18 kept 0.988 of its parameters at amount 0.5."""
+    from tests.pruning.nets import SelectiveKernelNet
+
+    x = torch.randn(2, 3, 8, 8)
+    graph = trace_graph(SelectiveKernelNet().eval(), x)
+    groups = {tuple(g.sources): g for g in graph.prunable_groups()}
+    assert set(groups) == {("stem",), ("b1", "b2", "select"), ("reduce",), ("left", "right")}
+    assert groups[("b1", "b2", "select")].slices == [
+        ("b1", 0, 12),
+        ("b2", 0, 12),
+        ("select", 0, 12),
+        ("select", 12, 12),
+    ]
+    model = SelectiveKernelNet().eval()
+    result = prune(model, x, amount=0.5, criterion="l1")
+    kept = result.kept["b1"]
+    assert torch.equal(result.kept["select"], torch.cat([kept, kept + 12]))
+    assert model.fc.in_features == 2 * model.left.out_channels == 8
+    assert model(x).shape == (2, 5)
+
+    class Literal(nn.Module):  # the group width written in forward: pruning would break it
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.fc = nn.Conv2d(3, 8, 1), nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.a(x).view(x.shape[0], 2, 4, 8, 8).mean((1, 3, 4)))
+
+    skipped = trace_graph(Literal().eval(), x).skipped()
+    assert any(r.startswith("a ") and "hard-codes 4 channels" in r for r in skipped), skipped
+
+
 class _GroupNormChain(nn.Module):
     """Three convolutions, each under a GroupNorm of its own group size."""
 

@@ -2075,19 +2075,33 @@ class _Analyzer(_EvalInterpreter):
             while size < out[j] and e < len(shape):
                 size *= shape[e]
                 e += 1
+            literal = (
+                list(literal_shape) if isinstance(literal_shape, (list, tuple)) else [literal_shape]
+            )
             if size != out[j]:
+                if j + 1 < len(out) and out[j] > 1 and out[j] * out[j + 1] == shape[d]:
+                    _check_not_literal(literal, j + 1)
+                    return self._split_groups(n, info, out[j], j)
                 continue
-            if literal_shape is not None:
-                literal = (
-                    list(literal_shape)
-                    if isinstance(literal_shape, (list, tuple))
-                    else [literal_shape]
-                )
-                if j < len(literal) and isinstance(literal[j], int) and literal[j] != -1:
-                    raise _Unsupported(f"it hard-codes {literal[j]} channels in a reshape")
+            _check_not_literal(literal, j)
             spread = math.prod(shape[d + 1 : e])
             return dataclasses.replace(info, dim=j, repeat=info.repeat * spread)
         raise _Unsupported("it reshapes the channel dimension")
+
+    def _split_groups(self, n: fx.Node, info: Channels, groups: int, j: int) -> Channels | None:
+        """A view of the channels as ``groups`` consecutive equal groups along dimension
+        ``j`` (ShuffleNet's channel shuffle, SKNet's attention over its branches): the groups
+        are pruned with the same indices, so each keeps the same width; the channels of one
+        group then lie along dimension ``j + 1``."""
+        if info.repeat != 1 or info.fold != 1:
+            raise _Unsupported("it splits channels spread over several positions into groups")
+        width = info.size // groups
+        pieces = [_slice_channels(info, g * width, width) for g in range(groups)]
+        reason = f"{_describe(n)} splits the channels into {groups} groups that cannot be aligned"
+        for piece in pieces[1:]:
+            if not self._unify(pieces[0], piece, reason):
+                return None
+        return Channels(j + 1, pieces[0].segments)
 
     def _reduce(self, n: fx.Node, info: Any, shape: Any, result: Any, dim_index: int) -> Any:
         if info is None:
@@ -2279,6 +2293,24 @@ class _Analyzer(_EvalInterpreter):
         if isinstance(literal, int) and literal != -1:
             raise _Unsupported(f"it hard-codes {literal} channels in expand")
         return dataclasses.replace(info, dim=info.dim + offset)
+
+
+def _check_not_literal(literal: list[Any], j: int) -> None:
+    """A reshape's size at ``j``, where the channels land, must not be written in forward."""
+    if j < len(literal) and isinstance(literal[j], int) and literal[j] != -1:
+        raise _Unsupported(f"it hard-codes {literal[j]} channels in a reshape")
+
+
+def _slice_channels(info: Channels, start: int, length: int) -> Channels:
+    """Channels ``start`` to ``start + length`` of the concatenation of ``info.segments``."""
+    segments = []
+    offset = 0
+    for seg in info.segments:
+        lo, hi = max(start, offset), min(start + length, offset + seg.length)
+        if lo < hi:
+            segments.append(Segment(seg.space, seg.start + lo - offset, hi - lo))
+        offset += seg.length
+    return Channels(info.dim, tuple(segments))
 
 
 class _Unsupported(Exception):
