@@ -184,6 +184,22 @@ def test_convolutions_read_channels_spread_over_several_positions() -> None:
     assert removed == 3 + 4
     assert model.bn.num_features == model.c2d.in_channels == 3 * 4
     assert result.channels == {"c3d": (6, 3), "c2d": (8, 4)}
+    # A GroupNorm there: groups of 8 positions hold 2 filters' maps, of 2 positions part of one.
+    for groups, block in ((3, 2), (12, 1)):
+        model = Flattened().eval()
+        model.bn = nn.GroupNorm(groups, 6 * 4)  # type: ignore[assignment]
+        _randomise_norms(model)
+        graph = trace_graph(model, torch.randn(2, 3, 4, 8, 8))
+        assert graph.groups[graph.source_group("c3d")].block == block
+        _prune_half_zeroed(model, torch.randn(2, 3, 4, 8, 8))
+        assert model.bn.num_channels == model.c2d.in_channels < 24
+        assert model.bn.num_channels // model.bn.num_groups == 24 // groups  # as before
+    model = Flattened().eval()
+    model.bn = nn.GroupNorm(8, 6 * 4)  # type: ignore[assignment]  # groups of 3 positions
+    skipped = trace_graph(model, torch.randn(2, 3, 4, 8, 8)).skipped()
+    assert any(
+        "'bn' has groups of 3 positions that cut channels spread over 4" in r for r in skipped
+    )
 
 
 def test_residual_members_share_indices() -> None:

@@ -1186,12 +1186,15 @@ def test_pixel_shuffle_blocks_that_cannot_go_whole_are_kept_with_the_reason() ->
     cases = [
         (Shuffled((6, 10)), "it folds blocks of 4 channels that mix channels of several"),
         (Shuffled((4,)), "a PixelShuffle folds all 4 channels into one"),
-        (Shuffled((16,), nn.GroupNorm(2, 4)), "'norm' normalises channels that a PixelShuffle"),
+        (Shuffled((4, 4, 4, 4), nn.GroupNorm(2, 4)), "'norm' has groups of 8 channels that mix"),
     ]
     for model, reason in cases:
         graph = trace_graph(model.eval(), x)
         assert any(reason in r for r in graph.skipped()), graph.skipped()
         assert not any(g.prunable for g in graph.groups.values() if "convs.0" in g.sources)
+    # A GroupNorm after the shuffle: each of its groups of 2 channels holds 2 blocks of 4.
+    graph = trace_graph(Shuffled((16,), nn.GroupNorm(2, 4)).eval(), x)
+    assert [(g.sources, g.block) for g in graph.prunable_groups()] == [(["convs.0"], 8)]
 
     class UNetBlock(nn.Module):  # fastai's DynamicUnet: upsampled by a PixelShuffle, then cat
         def __init__(self) -> None:

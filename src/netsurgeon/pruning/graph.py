@@ -1594,19 +1594,24 @@ class _Analyzer(_EvalInterpreter):
         if info is None:
             self._fixed_input(name)
             return None
-        if info.dim != 1 or info.repeat != 1:
+        if info.dim != 1:
             raise _Unsupported("a per-channel layer sees channels on another dimension")
-        if info.fold != 1:
-            raise _Unsupported(f"'{name}' normalises channels that a PixelShuffle folded")
         if norm.num_groups == 1 and self.prune_layer_norms:
             # One group: a LayerNorm over the channels and the positions (PoolFormer's), cut as
             # the LayerNorms are with prune_layer_norms (approximately).
             self._member(name, norm, info)
             self.chain_nodes.add(n.name)
             return info
-        # Each layer loses whole groups, also after a concatenation (a U-Net's decoder).
-        self._whole_blocks(info, norm.num_channels // norm.num_groups, "GroupNorm",
-                           f"'{name}' has groups")  # fmt: skip
+        # Each layer loses whole groups, also after a concatenation (a U-Net's decoder). A
+        # group of `size` positions: size / repeat channels that fold layers' blocks each, or
+        # part of one channel spread over several positions (a flattened 3-D map's).
+        size, repeat = norm.num_channels // norm.num_groups, info.repeat
+        if size % repeat and repeat % size:
+            raise _Unsupported(
+                f"'{name}' has groups of {size} positions that cut channels spread over {repeat}"
+            )
+        block = info.fold * (size // repeat if size % repeat == 0 else 1)
+        self._whole_blocks(info, block, "GroupNorm", f"'{name}' has groups")
         self._member(name, norm, info)
         if norm.affine:
             self.norm_nodes[n.name] = name
@@ -2217,7 +2222,9 @@ class _Analyzer(_EvalInterpreter):
         # (so a part can also join a residual addition, as in YOLOv8's C2f bottlenecks).
         pieces = _expand(self.spaces, info.segments)
         whole = len(pieces) == 1 and pieces[0].length == self.spaces[pieces[0].space].size
-        if not whole or info.repeat != 1 or info.fold != 1:
+        if info.repeat != 1 or info.fold != 1:
+            raise _Unsupported("it splits channels spread over several positions, or folded")
+        if not whole:
             raise _Unsupported("it splits channels of several layers or of part of one")
         if not isinstance(chunks, int) or len(result) != chunks or info.size % chunks:
             raise _Unsupported("it splits the channels into unequal parts")
