@@ -177,20 +177,23 @@ def _pointwise_aten(name: str) -> bool:
     """Whether every tensor overload of ATen operator ``name`` (taking a tensor, returning
     one, no ``out=``) is tagged pointwise: element-wise, broadcasting its tensor operands,
     as ``torch.erf``, ``x ** 2`` or ``x.rsqrt()``. Python-number overloads do not count."""
-    packet = getattr(torch.ops.aten, name, None)
-    if not isinstance(packet, torch._ops.OpOverloadPacket):
+    try:  # torch's operator registry: if its layout ever changes, nothing is followed
+        packet = getattr(torch.ops.aten, name, None)
+        if not isinstance(packet, torch._ops.OpOverloadPacket):
+            return False
+        tagged = []
+        for overload in packet.overloads():
+            op = getattr(packet, overload)
+            schema = op._schema
+            if any(a.is_out for a in schema.arguments) or not any(
+                str(a.type) == "Tensor" for a in schema.arguments
+            ):
+                continue
+            if len(schema.returns) != 1 or str(schema.returns[0].type) != "Tensor":
+                continue
+            tagged.append(torch.Tag.pointwise in op.tags)
+    except (AttributeError, RuntimeError, TypeError):
         return False
-    tagged = []
-    for overload in packet.overloads():
-        op = getattr(packet, overload)
-        schema = op._schema
-        if any(a.is_out for a in schema.arguments) or not any(
-            str(a.type) == "Tensor" for a in schema.arguments
-        ):
-            continue
-        if len(schema.returns) != 1 or str(schema.returns[0].type) != "Tensor":
-            continue
-        tagged.append(torch.Tag.pointwise in op.tags)
     return bool(tagged) and all(tagged)
 
 
