@@ -1325,6 +1325,38 @@ def test_channels_viewed_as_equal_groups_are_pruned_alike_in_every_group() -> No
     assert any(r.startswith("a ") and "hard-codes 4 channels" in r for r in skipped), skipped
 
 
+@pytest.mark.parametrize("how", ["stack", "addcmul", "where", "lerp"])
+def test_an_operand_that_cannot_be_aligned_keeps_every_operand_of_the_call(how: str) -> None:
+    """Found by fuzzing: with three operands or more, the first two failing to align kept
+    those two, but the third was never joined, so its layer lost channels alone and prune()
+    produced a model that did not run (restored, "Please report this")."""
+
+    class Three(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1)
+            self.p, self.head = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(4, 5, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a, b = self.a(x), self.b(x)
+            p = F.pixel_shuffle(self.p(F.avg_pool2d(x, 2)), 2)  # blocks of 4: not like a's
+            if how == "stack":
+                y = torch.stack([a, p, b], 1).sum(1)
+            elif how == "addcmul":
+                y = torch.addcmul(a, p, b)
+            elif how == "where":
+                y = torch.where(a > 0, p, b)
+            else:
+                y = torch.lerp(a, p, b)
+            return self.head(y).mean((2, 3))
+
+    x = torch.randn(2, 3, 16, 16)
+    model = Three().eval()
+    result = prune(model, x, amount=0.5, criterion="l1")
+    assert not {"a", "b", "p"} & set(result.channels), result.channels
+    assert model(x).shape == (2, 5)
+
+
 class _GroupNormChain(nn.Module):
     """Three convolutions, each under a GroupNorm of its own group size."""
 

@@ -1989,7 +1989,9 @@ class _Analyzer(_EvalInterpreter):
             elif info is not first:
                 joined.append(info)
         for info in joined:
-            if not self._unify(first, info, reason):
+            if not self._unify(first, info, reason):  # the pair is kept; so are the others
+                for other, _ in tracked:
+                    self._block(other, reason)
                 return None
         # Broadcast to more dimensions (a (C, 1, 1) layer scale times an (N, C, H, W) map):
         # the channels lie where they landed.
@@ -2023,8 +2025,11 @@ class _Analyzer(_EvalInterpreter):
                     segments.extend(info.segments)
             return Channels(dim, tuple(segments), repeat)
         if len(tracked) == len(infos) and all(i.dim == tracked[0].dim != dim for i in infos):
+            reason = f"{_describe(n)} joins unaligned channels"
             for info in infos[1:]:
-                if not self._unify(infos[0], info, f"{_describe(n)} joins unaligned channels"):
+                if not self._unify(infos[0], info, reason):
+                    for other in infos:
+                        self._block(other, reason)
                     return None
             return infos[0]
         raise _Unsupported("it concatenates channels that cannot be aligned")
@@ -2108,6 +2113,7 @@ class _Analyzer(_EvalInterpreter):
         reason = f"{_describe(n)} splits the channels into {groups} groups that cannot be aligned"
         for piece in pieces[1:]:
             if not self._unify(pieces[0], piece, reason):
+                self._block(info, reason)
                 return None
         return Channels(j + 1, pieces[0].segments)
 
@@ -2180,7 +2186,9 @@ class _Analyzer(_EvalInterpreter):
                 self._block(info, reason)
             return None
         for info in tracked[1:]:
-            if not self._unify(first, info, reason):
+            if not self._unify(first, info, reason):  # the pair is kept; so are the others
+                for other in tracked:
+                    self._block(other, reason)
                 return None
         return dataclasses.replace(first, dim=first.dim + (1 if dim <= first.dim else 0))
 
