@@ -1324,6 +1324,19 @@ def test_channels_viewed_as_equal_groups_are_pruned_alike_in_every_group() -> No
     skipped = trace_graph(Literal().eval(), x).skipped()
     assert any(r.startswith("a ") and "hard-codes 4 channels" in r for r in skipped), skipped
 
+    class Unflattened(Literal):  # the same groups with unflatten: followed, or kept if written
+        def __init__(self, width: int) -> None:
+            super().__init__()
+            self.width = width
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.a(x).unflatten(1, (2, self.width)).mean((1, 3, 4)))
+
+    graph = trace_graph(Unflattened(-1).eval(), x)
+    assert [g.slices for g in graph.prunable_groups()] == [[("a", 0, 4), ("a", 4, 4)]]
+    skipped = trace_graph(Unflattened(4).eval(), x).skipped()
+    assert any(r.startswith("a ") and "hard-codes 4 channels" in r for r in skipped), skipped
+
 
 @pytest.mark.parametrize("how", ["stack", "addcmul", "where", "lerp"])
 def test_an_operand_that_cannot_be_aligned_keeps_every_operand_of_the_call(how: str) -> None:

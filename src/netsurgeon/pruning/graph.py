@@ -1809,6 +1809,8 @@ class _Analyzer(_EvalInterpreter):
             return self._cat(n, result)
         if fn is torch.flatten:
             return self._reshape(n, info, shape, result, literal_shape=None)
+        if fn is torch.unflatten:
+            return self._unflatten(n, info, shape, result)
         if fn is F.pixel_shuffle:
             return self._pixel_shuffle(n, info, shape, self._arg(n, 1, "upscale_factor"), up=True)
         if fn is F.pixel_unshuffle:
@@ -1881,6 +1883,8 @@ class _Analyzer(_EvalInterpreter):
             return self._reshape(n, info, shape, result, literal_shape=literal)
         if method == "flatten":
             return self._reshape(n, info, shape, result, literal_shape=None)
+        if method == "unflatten":
+            return self._unflatten(n, info, shape, result)
         if method in ("max", "min") and isinstance(self._arg(n, 1, "other"), fx.Node):
             return self._elementwise(n, result)  # x.max(y): element-wise
         if method in ("mean", "sum", "amax", "amin", "std", "var", "max", "min"):
@@ -2100,6 +2104,15 @@ class _Analyzer(_EvalInterpreter):
             spread = math.prod(shape[d + 1 : e])
             return dataclasses.replace(info, dim=j, repeat=info.repeat * spread)
         raise _Unsupported("it reshapes the channel dimension")
+
+    def _unflatten(self, n: fx.Node, info: Any, shape: Any, result: Any) -> Any:
+        """``unflatten(dim, sizes)``: a reshape whose sizes written in forward are ``sizes``."""
+        if info is None:
+            return None
+        dim = self._arg(n, 1, "dim") % len(shape)
+        sizes = list(self._arg(n, 2, "sizes"))
+        literal = [None] * dim + sizes + [None] * (len(shape) - dim - 1)
+        return self._reshape(n, info, shape, result, literal_shape=literal)
 
     def _split_groups(self, n: fx.Node, info: Channels, groups: int, j: int) -> Channels | None:
         """A view of the channels as ``groups`` consecutive equal groups along dimension
