@@ -1995,7 +1995,8 @@ class _Analyzer(_EvalInterpreter):
         for info in joined:
             if not self._unify(first, info, reason):  # the pair is kept; so are the others
                 for other, _ in tracked:
-                    self._block(other, reason)
+                    if other is not first and other is not info:
+                        self._block(other, reason)
                 return None
         # Broadcast to more dimensions (a (C, 1, 1) layer scale times an (N, C, H, W) map):
         # the channels lie where they landed.
@@ -2032,8 +2033,9 @@ class _Analyzer(_EvalInterpreter):
             reason = f"{_describe(n)} joins unaligned channels"
             for info in infos[1:]:
                 if not self._unify(infos[0], info, reason):
-                    for other in infos:
-                        self._block(other, reason)
+                    for other in infos[1:]:
+                        if other is not info:
+                            self._block(other, reason)
                     return None
             return infos[0]
         raise _Unsupported("it concatenates channels that cannot be aligned")
@@ -2126,7 +2128,9 @@ class _Analyzer(_EvalInterpreter):
         reason = f"{_describe(n)} splits the channels into {groups} groups that cannot be aligned"
         for piece in pieces[1:]:
             if not self._unify(pieces[0], piece, reason):
-                self._block(info, reason)
+                for other in pieces[1:]:
+                    if other is not piece:
+                        self._block(other, reason)
                 return None
         return Channels(j + 1, pieces[0].segments)
 
@@ -2201,7 +2205,8 @@ class _Analyzer(_EvalInterpreter):
         for info in tracked[1:]:
             if not self._unify(first, info, reason):  # the pair is kept; so are the others
                 for other in tracked:
-                    self._block(other, reason)
+                    if other is not first and other is not info:
+                        self._block(other, reason)
                 return None
         return dataclasses.replace(first, dim=first.dim + (1 if dim <= first.dim else 0))
 
