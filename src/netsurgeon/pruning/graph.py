@@ -1260,6 +1260,18 @@ class _Analyzer(_EvalInterpreter):
             self._union(x.space, y.space)
         return True
 
+    def _unify_all(self, first: Channels, others: Sequence[Channels], reason: str) -> bool:
+        """:meth:`_unify` ``first`` with each of ``others`` (the operands of one call). Where a
+        pair cannot be aligned, it keeps its channels with the reason why, and every other
+        operand keeps its own: left free, one would lose channels alone."""
+        for info in others:
+            if not self._unify(first, info, reason):
+                for other in others:
+                    if other is not info:
+                        self._block(other, reason)
+                return False
+        return True
+
     def _fail_unify(self, a: Channels, b: Channels, reason: str) -> bool:
         self._block(a, reason)
         self._block(b, reason)
@@ -1992,12 +2004,8 @@ class _Analyzer(_EvalInterpreter):
                 return None
             elif info is not first:
                 joined.append(info)
-        for info in joined:
-            if not self._unify(first, info, reason):  # the pair is kept; so are the others
-                for other, _ in tracked:
-                    if other is not first and other is not info:
-                        self._block(other, reason)
-                return None
+        if not self._unify_all(first, joined, reason):
+            return None
         # Broadcast to more dimensions (a (C, 1, 1) layer scale times an (N, C, H, W) map):
         # the channels lie where they landed.
         return first if first.dim == d_out else dataclasses.replace(first, dim=d_out)
@@ -2030,13 +2038,8 @@ class _Analyzer(_EvalInterpreter):
                     segments.extend(info.segments)
             return Channels(dim, tuple(segments), repeat)
         if len(tracked) == len(infos) and all(i.dim == tracked[0].dim != dim for i in infos):
-            reason = f"{_describe(n)} joins unaligned channels"
-            for info in infos[1:]:
-                if not self._unify(infos[0], info, reason):
-                    for other in infos[1:]:
-                        if other is not info:
-                            self._block(other, reason)
-                    return None
+            if not self._unify_all(infos[0], infos[1:], f"{_describe(n)} joins unaligned channels"):
+                return None
             return infos[0]
         raise _Unsupported("it concatenates channels that cannot be aligned")
 
@@ -2126,12 +2129,8 @@ class _Analyzer(_EvalInterpreter):
         width = info.size // groups
         pieces = [_slice_channels(info, g * width, width) for g in range(groups)]
         reason = f"{_describe(n)} splits the channels into {groups} groups that cannot be aligned"
-        for piece in pieces[1:]:
-            if not self._unify(pieces[0], piece, reason):
-                for other in pieces[1:]:
-                    if other is not piece:
-                        self._block(other, reason)
-                return None
+        if not self._unify_all(pieces[0], pieces[1:], reason):
+            return None
         return Channels(j + 1, pieces[0].segments)
 
     def _reduce(self, n: fx.Node, info: Any, shape: Any, result: Any, dim_index: int) -> Any:
@@ -2202,12 +2201,8 @@ class _Analyzer(_EvalInterpreter):
             for info in tracked:
                 self._block(info, reason)
             return None
-        for info in tracked[1:]:
-            if not self._unify(first, info, reason):  # the pair is kept; so are the others
-                for other in tracked:
-                    if other is not first and other is not info:
-                        self._block(other, reason)
-                return None
+        if not self._unify_all(first, tracked[1:], reason):
+            return None
         return dataclasses.replace(first, dim=first.dim + (1 if dim <= first.dim else 0))
 
     def _transpose(self, info: Any, shape: Any, a: int, b: int) -> Any:

@@ -46,21 +46,17 @@ class OptimizerFollower:
                 continue
             params = dict(module._parameters)
             self._before[id(module)] = (module, params)
+            keys = set()  # the state kept per parameter element: cut with the parameter
             for name, p in params.items():
                 for key, value in optimizer.state.get(p, {}).items() if p is not None else ():
-                    if not _shaped_like(value, p) and not _scalar(value):
+                    if _shaped_like(value, p):
+                        keys.add(key)
+                    elif not _scalar(value):
                         raise ConfigError(
                             f"{type(optimizer).__name__} keeps state {key!r} for parameter "
                             f"{name!r} of a {type(module).__name__} that is not shaped like it, "
                             "so pruning cannot cut it: build the optimizer after pruning instead"
                         )
-            keys = {
-                key
-                for p in params.values()
-                if p is not None
-                for key, value in optimizer.state.get(p, {}).items()
-                if _shaped_like(value, p)
-            }
             self._copies[id(module)] = {key: self._copy(module, params, key) for key in keys}
 
     def _copy(
