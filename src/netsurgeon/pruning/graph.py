@@ -168,8 +168,9 @@ _OPERATOR_ATEN: dict[Any, str] = {
     operator.xor: "bitwise_xor", operator.invert: "bitwise_not",
 }  # fmt: skip
 # Element-wise functions written in Python, which no single ATen operator runs.
-_PYTHON_POINTWISE: set[Any] = {F.softsign, F.tanhshrink, F.threshold, F.logsigmoid}
-_PYTHON_POINTWISE |= {f for f in (getattr(F, "_threshold", None),) if f is not None}
+_PYTHON_POINTWISE: set[Any] = {
+    F.softsign, F.tanhshrink, F.threshold, getattr(F, "_threshold", F.threshold), F.logsigmoid,
+}  # fmt: skip
 
 
 @functools.cache
