@@ -369,6 +369,32 @@ def test_a_pruned_layer_scale_round_trips(tmp_path: Path, monkeypatch: pytest.Mo
         io.load(_write(tmp_path, {**payload, "modules": damaged}))
 
 
+class NoShiftGroupNormNet(nn.Module):
+    """A GroupNorm subclass without a shift, as timm's ``GroupNorm1NoBias``."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.GroupNorm(4, 8)
+        self.norm.bias = None
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.norm(self.conv(x))).mean((2, 3)))
+
+
+def test_a_pruned_group_norm_without_a_shift_round_trips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: save() failed with "'NoneType' object has no attribute 'shape'"."""
+    x = torch.randn(2, 3, 8, 8)
+    model, loaded = _pruned_and_reloaded(tmp_path, monkeypatch, NoShiftGroupNormNet, x)
+    assert (loaded.norm.num_groups, loaded.norm.num_channels) == (2, 4)
+    assert loaded.norm.bias is None and loaded.norm.weight.shape == (4,)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
 def test_pruned_layer_norms_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from netsurgeon.pruning import prune
     from tests.pruning.nets import ConvNeXtNet

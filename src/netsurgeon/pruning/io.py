@@ -118,9 +118,8 @@ def _group_norm_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, 
     groups, channels = sizes["num_groups"], sizes["num_channels"]
     if groups < 1 or channels % groups:
         raise ValueError(f"num_channels={channels} must be divisible by num_groups={groups}")
-    if not module.affine:
-        return {}
-    return {"weight": (channels,), "bias": (channels,)}
+    # A subclass may drop the shift (timm's GroupNorm1NoBias sets bias to None).
+    return {n: (channels,) for n in ("weight", "bias") if getattr(module, n, None) is not None}
 
 
 def _layer_norm_shapes(module: nn.Module, sizes: Sizes) -> dict[str, tuple[int, ...]]:
