@@ -432,6 +432,60 @@ def test_per_channel_parameters_are_cut_with_their_channels() -> None:
     assert model.bound.shape == (1, 6, 1, 1)
 
 
+class _ShapedScale(nn.Module):
+    """timm's MetaFormer ``Scale``: a ``(C,)`` parameter viewed to a shape its module keeps in
+    ``self.shape``; ``use`` adds another use of that shape."""
+
+    def __init__(self, dim: int, use: str = "") -> None:
+        super().__init__()
+        self.shape, self.use = (dim, 1, 1), use
+        self.scale = nn.Parameter(torch.rand(dim) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x * self.scale.view(self.shape)
+        if self.use == "number":
+            y = y + torch.ones(self.shape)
+        elif self.use == "activation":
+            y = y.reshape(y.shape[0], *self.shape[:1], -1).view(y.shape)
+        return y
+
+
+class _ShapedScaleNet(_StemNet):
+    def __init__(self, use: str = "") -> None:
+        super().__init__()
+        self.scale = _ShapedScale(8, use)
+
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        return self.scale(y)
+
+
+def test_a_scale_viewed_to_a_shape_its_module_keeps_is_cut_with_that_shape() -> None:
+    """Before: the size written in the kept shape made the scale a fixed tensor ("combines
+    channels with a fixed tensor"), so timm's MetaFormers (PoolFormer, ConvFormer) kept their
+    residual streams. Now the shape's entry follows the parameter."""
+    model = _ShapedScaleNet().eval()
+    removed, result = _prune_half_zeroed(model, torch.randn(2, 3, 8, 8))
+    assert result.channels == {"stem": (6, 3), "a": (8, 4)} and removed == 7
+    assert model.scale.scale.shape == (4,) and model.scale.shape == (4, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("use", "reason"),
+    [
+        ("number", "combines channels with a fixed tensor"),
+        ("activation", "hard-codes 8 channels in a reshape"),
+    ],
+)
+def test_a_kept_shape_used_otherwise_keeps_the_channels(use: str, reason: str) -> None:
+    """The shape also sizes a new tensor, or views the activations: cutting would break that
+    use, so the channels stay (and the shape with them)."""
+    model = _ShapedScaleNet(use).eval()
+    removed, result = _prune_half_zeroed(model, torch.randn(2, 3, 8, 8))
+    assert result.channels == {"stem": (6, 3)} and removed == 3
+    assert any(s.startswith("a ") and reason in s for s in result.skipped), result.skipped
+    assert model.scale.shape == (8, 1, 1)
+
+
 class _OtherDimensionParameterNet(_StemNet):
     """Parameters whose one long dimension is not the channels': a weight per row, one per
     column (broadcast from the right), a position embedding over flattened positions."""

@@ -369,6 +369,50 @@ def test_a_pruned_layer_scale_round_trips(tmp_path: Path, monkeypatch: pytest.Mo
         io.load(_write(tmp_path, {**payload, "modules": damaged}))
 
 
+class ShapedScaleNet(nn.Module):
+    """A residual block whose branch ends in timm's MetaFormer ``Scale``: a ``(C,)``
+    parameter viewed to the shape its module keeps in ``self.shape``."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.stem, self.branch = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.block = nn.Module()
+        self.block.shape = (8, 1, 1)
+        self.block.scale = nn.Parameter(torch.rand(8))
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = x + self.block.scale.view(self.block.shape) * self.branch(x)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_pruned_scale_round_trips_with_its_shape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tuple the scale is viewed to is recorded with its shape and restored; a damaged
+    one is refused by name."""
+    x = torch.randn(2, 3, 8, 8)
+    model, loaded = _pruned_and_reloaded(tmp_path, monkeypatch, ShapedScaleNet, x)
+    assert model.block.shape == loaded.block.shape == (4, 1, 1)
+    assert loaded.block.scale.shape == (4,)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    payload = io.read_checkpoint(tmp_path / "shapedscalenet.pt")
+    record = payload["modules"]["block.scale"]
+    assert record == {"type": "Parameter", "shape": [4], "sizes": {"shape": [4, 1, 1]}}
+    for sizes, match in [
+        ({"shape": [4, 1]}, r"'block.scale' has an invalid recorded size 'shape': \[4, 1\]"),
+        ({"shape": [0, 1, 1]}, "invalid recorded size 'shape'"),
+        ({"training": [4]}, "invalid recorded size 'training'"),
+        ({"_parameters": [4]}, "invalid recorded size '_parameters'"),
+        ([4, 1, 1], "invalid recorded sizes"),
+    ]:
+        damaged = {**payload["modules"], "block.scale": {**record, "sizes": sizes}}
+        with pytest.raises(CheckpointError, match=match):
+            io.load(_write(tmp_path, {**payload, "modules": damaged}))
+
+
 class NoShiftGroupNormNet(nn.Module):
     """A GroupNorm subclass without a shift, as timm's ``GroupNorm1NoBias``."""
 

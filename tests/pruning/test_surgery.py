@@ -13,6 +13,7 @@ from netsurgeon.pruning.surgery import (
     prune_conv,
     prune_linear,
     prune_norm,
+    prune_parameter,
     prune_recurrent,
     restorable,
     zero_filters,
@@ -199,6 +200,18 @@ def test_a_restored_recurrent_layer_computes_with_its_old_weights() -> None:
     assert lstm.input_size == 6 and lstm.weight_ih_l0.shape == (20, 6)
     with torch.no_grad():
         torch.testing.assert_close(lstm(x)[0], expected)
+
+
+def test_a_cut_scale_and_its_shape_are_restored_if_a_later_step_fails() -> None:
+    scale = nn.Module()
+    scale.shape, scale.weight = (6, 1, 1), nn.Parameter(torch.rand(6))
+    expected = scale.weight.detach().clone()
+    with pytest.raises(RuntimeError, match="later step failed"), restorable([scale]):
+        prune_parameter(scale, "weight", torch.tensor([0, 2, 5]), 0, [("shape", 0)])
+        assert scale.shape == (3, 1, 1) and scale.weight.shape == (3,)
+        raise RuntimeError("a later step failed")
+    assert scale.shape == (6, 1, 1)
+    assert torch.equal(scale.weight, expected)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (cuDNN's weight layout)")

@@ -354,6 +354,9 @@ class ConsumerRecord:
     # "input" (conv/linear input), "member" (pruned along its outputs too), or "parameter":
     # ``name`` is then a parameter of ``module`` (a layer scale) cut along ``channels.dim``.
     role: str
+    # Entries of ``module``'s tuple attributes that hold a parameter's size (the shape it is
+    # viewed to), as (attribute, index): surgery sets them to the new size.
+    sizes: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass
@@ -693,10 +696,13 @@ class _WatchedCount(int):
 
     reads: dict[str, str]
     label: str
+    index: int | None  # its place in a tuple attribute
 
-    def __new__(cls, value: int, reads: dict[str, str], label: str) -> _WatchedCount:
+    def __new__(
+        cls, value: int, reads: dict[str, str], label: str, index: int | None = None
+    ) -> _WatchedCount:
         count = super().__new__(cls, value)
-        count.reads, count.label = reads, label
+        count.reads, count.label, count.index = reads, label, index
         return count
 
     def __reduce__(self) -> Any:  # copies and pickles are plain ints
@@ -769,6 +775,25 @@ class _CountWatch:
                     self._saved.append((module, attr, value))  # a LayerNorm's normalized_shape
                     module.__dict__[attr] = tuple(
                         _WatchedCount(v, self.reads, label) for v in value
+                    )
+        # The shape a layer scale of one's own is viewed to (timm's ``self.shape = (dim, 1,
+        # 1)``): surgery rewrites it where forward only views the parameter with it. Only a
+        # broadcast shape of its size, so that a tuple meaning something else is not watched.
+        for owner, param in _bare_parameters(self.model).values():
+            module = self.model.get_submodule(owner)
+            size = max(param.shape)
+            for attr, value in list(vars(module).items()):
+                if (
+                    attr[0] != "_"
+                    and type(value) is tuple
+                    and all(type(v) is int for v in value)
+                    and sorted(value, reverse=True)[:1] == [size]
+                    and math.prod(value) == size
+                ):
+                    self._saved.append((module, attr, value))
+                    label = f"{owner}.{attr}" if owner else attr
+                    module.__dict__[attr] = tuple(
+                        _WatchedCount(v, self.reads, label, i) for i, v in enumerate(value)
                     )
         return self
 
@@ -1071,7 +1096,8 @@ class _Analyzer(_EvalInterpreter):
         self.modules = dict(model.named_modules(remove_duplicate=False))
         self.bare_parameters = shared.bare_parameters if shared else _bare_parameters(model)
         # The spaces of those parameters' entries, shared with the other mode's analysis.
-        self.parameter_spaces: set[int] = shared.parameter_spaces if shared else set()
+        # The space of each per-channel parameter forward reads itself, to its name.
+        self.parameter_spaces: dict[int, str] = shared.parameter_spaces if shared else {}
         self.spatial_functions = {**_SPATIAL_FUNCTIONS, **_library_spatial_functions()}
         self.passthrough_modules = _PASSTHROUGH_MODULES + _library_passthrough_modules()
         self.kept = kept  # module name -> why its parameters must not change
@@ -1428,7 +1454,7 @@ class _Analyzer(_EvalInterpreter):
         owner, param = found
         dim = next(d for d, size in enumerate(param.shape) if size > 1)
         sid = self._new_space(param.shape[dim])
-        self.parameter_spaces.add(sid)
+        self.parameter_spaces[sid] = name
         info = Channels(dim, (Segment(sid, 0, param.shape[dim]),))
         module = self.modules[owner]
         count = count_attribute(module, param.shape[dim])
@@ -2106,10 +2132,39 @@ class _Analyzer(_EvalInterpreter):
                     _check_not_literal(literal, j + 1)
                     return self._split_groups(n, info, out[j], j)
                 continue
-            _check_not_literal(literal, j)
+            if not self._viewed_with_own_size(info, literal, j):
+                _check_not_literal(literal, j)
             spread = math.prod(shape[d + 1 : e])
             return dataclasses.replace(info, dim=j, repeat=info.repeat * spread)
         raise _Unsupported("it reshapes the channel dimension")
+
+    def _viewed_with_own_size(self, info: Channels, literal: list[Any], j: int) -> bool:
+        """Whether ``info`` is a per-channel parameter viewed with its size at ``j`` read from
+        a tuple attribute of its own module (``self.scale.view(self.shape)``): surgery then
+        rewrites that entry of the tuple."""
+        count = literal[j] if j < len(literal) else None
+        if (
+            not isinstance(count, _WatchedCount)
+            or count.index is None
+            or len(info.segments) != 1
+            or info.repeat != 1
+            or info.fold != 1
+        ):
+            return False
+        seg = info.segments[0]
+        name = self.parameter_spaces.get(seg.space)
+        record = self.consumers.get(name) if name is not None else None
+        owner, _, attr = count.label.rpartition(".")
+        if (
+            record is None
+            or record.channels != info
+            or name.rpartition(".")[0] != owner
+            or seg.length != self.spaces[seg.space].size
+        ):
+            return False
+        if (attr, count.index) not in record.sizes:
+            record.sizes += ((attr, count.index),)
+        return True
 
     def _unflatten(self, n: fx.Node, info: Any, shape: Any, result: Any) -> Any:
         """``unflatten(dim, sizes)``: a reshape whose sizes written in forward are ``sizes``."""

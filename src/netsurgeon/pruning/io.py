@@ -7,7 +7,10 @@ A checkpoint is a ``torch.save`` file holding only tensors and plain types:
   :func:`netsurgeon.vision.models.build_model` needs to rebuild the unpruned architecture;
 * ``modules``: the sizes of every resizable module (convolutions, linears, batch and instance
   norms, PReLUs: every type that pruning resizes), for example ``{"layer1.0.conv1": {"type":
-  "Conv2d", "in_channels": 64, "out_channels": 40, "groups": 1}}``;
+  "Conv2d", "in_channels": 64, "out_channels": 40, "groups": 1}}``, and the shape of every
+  per-channel parameter cut with them in a module of another type (a layer scale), with the
+  tuples of sizes its module views it to where pruning changed them: ``{"blocks.0.scale.scale":
+  {"type": "Parameter", "shape": [40], "sizes": {"shape": [40, 1, 1]}}}``;
 * ``state_dict`` and ``extra`` (user metadata).
 
 :func:`load` rebuilds the architecture with random initialisation, gives every recorded module
@@ -568,8 +571,22 @@ def _resize_parameter(model: nn.Module, name: str, record: Mapping[str, Any], ar
         and all(type(size) is int and size >= 1 for size in shape)
     ):
         raise _Unfit(f"parameter {name!r} has an invalid recorded shape {shape!r}")
+    sizes = record.get("sizes", {})
+    if not isinstance(sizes, Mapping):
+        raise _Unfit(f"parameter {name!r} has invalid recorded sizes {sizes!r}")
+    for key, value in sizes.items():
+        built = vars(module).get(key) if isinstance(key, str) and key[:1] != "_" else None
+        if not (
+            _size_tuple(built)
+            and isinstance(value, (list, tuple))
+            and len(value) == len(built)
+            and all(type(v) is int and v >= 1 for v in value)
+        ):
+            raise _Unfit(f"parameter {name!r} has an invalid recorded size {key!r}: {value!r}")
     new = torch.empty(tuple(shape), dtype=old.dtype, device=old.device)
     module._parameters[attr] = nn.Parameter(new, requires_grad=old.requires_grad)
+    for key, value in sizes.items():
+        setattr(module, key, tuple(value))
 
 
 def _shape_problems(
@@ -706,7 +723,28 @@ def _record_parameters(model: nn.Module, rebuilt: nn.Module) -> dict[str, dict[s
             count_attribute(rebuilt.get_submodule(owner), other.shape[d]) for d in changed
         ):
             records[name] = {"type": _PARAMETER, "shape": list(param.shape)}
+            sizes = _changed_tuples(model.get_submodule(owner), rebuilt.get_submodule(owner))
+            if sizes:
+                records[name]["sizes"] = sizes
     return records
+
+
+def _size_tuple(value: Any) -> bool:
+    return type(value) is tuple and all(type(v) is int for v in value)
+
+
+def _changed_tuples(module: nn.Module, built: nn.Module) -> dict[str, list[int]]:
+    """The tuples of sizes of ``module`` (the shape a layer scale is viewed to) that pruning
+    changed from the ``built`` module's."""
+    return {
+        attr: list(value)
+        for attr, value in vars(module).items()
+        if attr[0] != "_"
+        and _size_tuple(value)
+        and _size_tuple(old := vars(built).get(attr))
+        and len(old) == len(value)
+        and old != value
+    }
 
 
 def model_from_checkpoint(payload: dict[str, Any], *, source: str | Path) -> nn.Module:

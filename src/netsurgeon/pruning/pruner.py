@@ -490,7 +490,7 @@ def _apply(
             for record, positions in parameters:
                 attr = record.name.rpartition(".")[2]
                 for owner in (record.module, *(follower.copies(record.module) if follower else ())):
-                    prune_parameter(owner, attr, positions, record.channels.dim)
+                    prune_parameter(owner, attr, positions, record.channels.dim, record.sizes)
             for name, module in modules.items():
                 for target in (module, *(follower.copies(module) if follower else ())):
                     cut(target, name)

@@ -8,7 +8,7 @@ surgery.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -159,10 +159,29 @@ def _prune_dense(
     _set_param(module, "weight", weight.clone())
 
 
-def prune_parameter(module: nn.Module, name: str, keep: torch.Tensor, dim: int) -> None:
+def prune_parameter(
+    module: nn.Module,
+    name: str,
+    keep: torch.Tensor,
+    dim: int,
+    sizes: Iterable[tuple[str, int]] = (),
+) -> None:
     """Keep entries ``keep`` along dimension ``dim`` of ``module``'s own parameter ``name`` (a
-    per-channel parameter that its forward reads, as a layer scale)."""
+    per-channel parameter that its forward reads, as a layer scale).
+
+    Args:
+        module: The parameter's owner.
+        name: The parameter's attribute name.
+        keep: Indices to keep.
+        dim: The dimension they index.
+        sizes: Entries ``(attribute, index)`` of ``module``'s tuple attributes that hold the
+            parameter's size (the shape forward views it to); they are set to ``len(keep)``.
+    """
     _set_param(module, name, _take(getattr(module, name), keep, dim))
+    for attr, index in sizes:
+        value = list(getattr(module, attr))
+        value[index] = len(keep)
+        setattr(module, attr, tuple(value))
 
 
 def gates(rnn: nn.Module) -> int:
@@ -307,7 +326,10 @@ def restorable(modules: list[nn.Module]) -> Iterator[None]:
             m,
             dict(m._parameters),
             dict(m._buffers),
-            {a: getattr(m, a) for a in SIZE_ATTRIBUTES if hasattr(m, a)},
+            {
+                **{a: getattr(m, a) for a in SIZE_ATTRIBUTES if hasattr(m, a)},
+                **{a: v for a, v in vars(m).items() if type(v) is tuple},  # a scale's shape
+            },
         )
         for m in modules
     ]
