@@ -436,3 +436,27 @@ class SelectiveKernelNet(nn.Module):
         n, c, h, w = y.shape
         y = y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
         return self.fc(F.relu(y).mean((2, 3)))
+
+
+class SplitAttentionNet(nn.Module):
+    """ResNeSt's split attention (timm's ``SplitAttn``, radix 2): a convolution grouped by
+    radix makes both splits at once, viewed as (radix, channels) with a width computed from
+    its count and summed into an attention whose last layer gives one weight per split and
+    channel; a radix softmax over (cardinality 1, radix, channels), transposed and flattened
+    back with the splits first, weighs the splits."""
+
+    def __init__(self, *, num_classes: int = 5, groups: int = 2) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 12, 3, padding=1)
+        self.conv = nn.Conv2d(12, 2 * 12, 3, padding=1, groups=groups)
+        self.fc1, self.fc2 = nn.Conv2d(12, 6, 1), nn.Conv2d(6, 2 * 12, 1)
+        self.fc = nn.Linear(12, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv(F.relu(self.stem(x))))
+        b, rc, h, w = x.shape
+        x = x.reshape((b, 2, rc // 2, h, w))
+        attn = self.fc2(F.relu(self.fc1(x.sum(dim=1).mean((2, 3), keepdim=True))))
+        attn = F.softmax(attn.view(b, 1, 2, -1).transpose(1, 2), dim=1).reshape(b, -1)
+        out = (x * attn.view(b, -1, 1, 1).reshape((b, 2, rc // 2, 1, 1))).sum(dim=1)
+        return self.fc(out.mean((2, 3)))

@@ -25,6 +25,7 @@ from tests.pruning.nets import (
     ResNet,
     SelectiveKernelNet,
     SeqNet,
+    SplitAttentionNet,
     SubPixelNet,
     UNet,
 )
@@ -141,6 +142,7 @@ def _cifar_resnet20_group_norm() -> nn.Module:
         PointwiseNet,
         ReorderNet,
         SelectiveKernelNet,
+        SplitAttentionNet,
     ],
 )
 def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> None:
@@ -161,6 +163,26 @@ def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> No
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
     assert sum(p.numel() for p in model.parameters()) == result.after.params < params_before
     assert sum(old - new for old, new in result.channels.values()) > 0
+
+
+def test_channels_merged_after_the_dimensions_before_them() -> None:
+    """Branches stacked before the channels, then flattened with them and the positions after
+    them into a linear layer's features: each branch's copy loses the same channels, each
+    channel its block of positions. Before: "it reshapes the channel dimension", kept."""
+
+    class Merged(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(2 * 8 * 4 * 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = F.relu(self.a(x))
+            return self.fc(torch.stack([y, -y], 1).flatten(1))
+
+    model = Merged().eval()
+    removed, result = _prune_half_zeroed(model, torch.randn(2, 3, 4, 4))
+    assert result.channels == {"a": (8, 4)} and removed == 4
+    assert model.fc.in_features == 2 * 4 * 4 * 4
 
 
 def test_convolutions_read_channels_spread_over_several_positions() -> None:

@@ -1290,6 +1290,45 @@ def test_channels_moved_without_being_mixed_stay_prunable() -> None:
         assert any(r.startswith("a ") and reason in r for r in skipped), (how, skipped)
 
 
+def test_resnest_split_attention_prunes_each_split_alike() -> None:
+    """ResNeSt's split attention: the convolution grouped by radix is split at its groups'
+    boundary, both splits lose the same filters, and the attention's splits (merged back
+    with the splits first) follow. Before: "splits the channels into 2 groups that cannot be
+    aligned (grouped convolutions divide these channels into equal slices)" and "it reshapes
+    the channel dimension", so timm's resnest14d kept 0.399 of its parameters at amount 0.5."""
+    from tests.pruning.nets import SplitAttentionNet
+
+    x = torch.randn(2, 3, 8, 8)
+    graph = trace_graph(SplitAttentionNet().eval(), x)
+    groups = {tuple(g.sources): g for g in graph.prunable_groups()}
+    assert set(groups) == {("stem",), ("conv", "fc2"), ("fc1",)}
+    assert groups[("conv", "fc2")].slices == [
+        ("conv", 0, 12),
+        ("conv", 12, 12),
+        ("fc2", 0, 12),
+        ("fc2", 12, 12),
+    ]
+    model = SplitAttentionNet().eval()
+    result = prune(model, x, amount=0.5, criterion="l1")
+    kept = result.kept["conv"][:6]
+    assert torch.equal(result.kept["conv"], torch.cat([kept, kept + 12]))
+    assert torch.equal(result.kept["fc2"], result.kept["conv"])
+    assert (model.conv.groups, model.conv.out_channels, model.fc.in_features) == (2, 12, 6)
+    assert model(x).shape == (2, 5)
+    # Four groups: each split holds two, which lose as many filters.
+    model = SplitAttentionNet(groups=4).eval()
+    result = prune(model, x, amount=0.5, criterion="l1")
+    assert (model.conv.groups, model.conv.out_channels) == (4, 12)
+    kept = result.kept["conv"]
+    assert [int(((kept >= 6 * g) & (kept < 6 * g + 6)).sum()) for g in range(4)] == [3] * 4
+    assert torch.equal(kept[6:], kept[:6] + 12)
+    # Three groups do not fall on the two splits' boundary: kept, with the reason.
+    skipped = trace_graph(SplitAttentionNet(groups=3).eval(), x).skipped()
+    assert any(
+        s.startswith("conv") and "grouped convolutions divide these channels" in s for s in skipped
+    ), skipped
+
+
 def test_channels_viewed_as_equal_groups_are_pruned_alike_in_every_group() -> None:
     """A view of the channels as (groups, channels): SKNet's attention over its branches and
     ShuffleNet's channel shuffle. The groups lose the same channels. Before: "it reshapes the

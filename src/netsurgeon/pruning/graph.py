@@ -1220,18 +1220,29 @@ class _Analyzer(_EvalInterpreter):
         self._constrain(ra, sb.group)
         self._constrain_block(ra, sb.block)
 
-    def _split_space(self, sid: int, cuts: list[int]) -> str | None:
+    def _split_space(self, sid: int, cuts: list[int], parts: int | None = None) -> str | None:
         """Cut a channel space (and everything unioned with it) into consecutive pieces.
 
         Pieces are pruned independently. This is how a residual stream meets a zero-padded
         shortcut: the padded channels are fixed, the others follow the narrower stream.
 
+        Args:
+            sid: The space.
+            cuts: Where to cut it.
+            parts: Set where the caller then unions ``parts`` equal pieces of the space with
+                each other (SKNet's and ResNeSt's branches): a grouped convolution's equal
+                slices may then be cut along whole slices, or into equal pieces of slices.
+
         Returns:
             None once cut; else why the space cannot be cut there.
         """
         root = self.spaces[self._find(sid)]
+        group = 1
         if root.group > 1:
-            return "grouped convolutions divide these channels into equal slices"
+            whole = parts is not None and (parts % root.group == 0 or root.group % parts == 0)
+            if not whole or any(cut % (root.size // parts) for cut in cuts):
+                return "grouped convolutions divide these channels into equal slices"
+            group = max(root.group // parts, 1)  # each piece's slices, if it holds several
         if any(cut % root.block for cut in cuts):  # pieces of whole groups only
             return f"the cut would split blocks of {root.block} channels (GroupNorm, PixelShuffle)"
         bounds = [0, *cuts, root.size]
@@ -1243,6 +1254,7 @@ class _Analyzer(_EvalInterpreter):
                 self.spaces[kid].blocked = list(root.blocked)
                 self.spaces[kid].min_size = root.min_size
                 self.spaces[kid].block = root.block
+                self.spaces[kid].group = group
             self.spaces[member].children = kids
             pieces.append(kids)
         for other in pieces[1:]:
@@ -1250,11 +1262,12 @@ class _Analyzer(_EvalInterpreter):
                 self._union(a, b)
         return None
 
-    def _unify(self, a: Channels, b: Channels, reason: str) -> bool:
+    def _unify(self, a: Channels, b: Channels, reason: str, parts: int | None = None) -> bool:
         """Make the channels of ``a`` and ``b`` pruned with the same indices, or block both.
 
         Where their segments have different boundaries, the spaces are split so that both
         sides consist of the same number of whole pieces, which are then unioned pairwise.
+        ``parts``: see :meth:`_split_space`.
         """
         if a.repeat != b.repeat or a.fold != b.fold or a.size != b.size:
             return self._fail_unify(a, b, reason)
@@ -1271,7 +1284,7 @@ class _Analyzer(_EvalInterpreter):
                     cuts |= {seg.start + x - pos for x in bounds if pos < x < pos + seg.length}
                     cuts = sorted(c for c in cuts if 0 < c < size)
                     if cuts:
-                        why = self._split_space(seg.space, cuts)
+                        why = self._split_space(seg.space, cuts, parts)
                         if why is not None:
                             return self._fail_unify(a, b, f"{reason} ({why})")
                         split_any = True
@@ -1287,12 +1300,15 @@ class _Analyzer(_EvalInterpreter):
             self._union(x.space, y.space)
         return True
 
-    def _unify_all(self, first: Channels, others: Sequence[Channels], reason: str) -> bool:
+    def _unify_all(
+        self, first: Channels, others: Sequence[Channels], reason: str, parts: int | None = None
+    ) -> bool:
         """:meth:`_unify` ``first`` with each of ``others`` (the operands of one call). Where a
         pair cannot be aligned, it keeps its channels with the reason why, and every other
-        operand keeps its own: left free, one would lose channels alone."""
+        operand keeps its own: left free, one would lose channels alone. ``parts``: see
+        :meth:`_split_space`."""
         for info in others:
-            if not self._unify(first, info, reason):
+            if not self._unify(first, info, reason, parts):
                 for other in others:
                     if other is not info:
                         self._block(other, reason)
@@ -1385,9 +1401,16 @@ class _Analyzer(_EvalInterpreter):
         with ``c`` read from ``x``). A count shaping other channels (a reshape of an attention
         output to its input's width) would no longer fit them: its channels are kept."""
         for n, carried, shaped in self.shaped:
-            roots = {self._find(seg.space) for c in _iter_channels(shaped) for seg in c.segments}
+            roots = {
+                self._find(seg.space)
+                for c in _iter_channels(shaped)
+                for seg in _expand(self.spaces, c.segments)
+            }
             for info in carried:
-                if any(self._find(seg.space) not in roots for seg in info.segments):
+                if any(
+                    self._find(seg.space) not in roots
+                    for seg in _expand(self.spaces, info.segments)
+                ):
                     self._block(info, f"{_describe(n)} shapes other channels with their count")
 
     def _arg_infos(self, n: fx.Node) -> list[Any]:
@@ -2115,18 +2138,26 @@ class _Analyzer(_EvalInterpreter):
             return None
         out = tuple(result.shape)
         d = info.dim
-        before = math.prod(shape[:d])
+        # Dimensions before the channels' that the reshape merges into them (the groups of
+        # ResNeSt's radix softmax, ``(B, radix, C) -> (B, radix * C)``): each index along
+        # them holds a copy of the channels, one after the other. Never the batch dimension.
+        starts = {math.prod(shape[:k]): math.prod(shape[k:d]) for k in range(d, min(d, 1) - 1, -1)}
         for j in range(len(out)):
-            if math.prod(out[:j]) != before:
+            copies = starts.get(math.prod(out[:j]))
+            if copies is None:
+                continue
+            if copies > 1:
+                merged = self._merge_copies(info, shape, out[j], copies)
+                if merged is not None:
+                    _check_not_literal(literal_list(literal_shape), j)
+                    return dataclasses.replace(merged, dim=j)
                 continue
             e = d + 1
             size = shape[d]
             while size < out[j] and e < len(shape):
                 size *= shape[e]
                 e += 1
-            literal = (
-                list(literal_shape) if isinstance(literal_shape, (list, tuple)) else [literal_shape]
-            )
+            literal = literal_list(literal_shape)
             if size != out[j]:
                 if j + 1 < len(out) and out[j] > 1 and out[j] * out[j + 1] == shape[d]:
                     _check_not_literal(literal, j + 1)
@@ -2137,6 +2168,20 @@ class _Analyzer(_EvalInterpreter):
             spread = math.prod(shape[d + 1 : e])
             return dataclasses.replace(info, dim=j, repeat=info.repeat * spread)
         raise _Unsupported("it reshapes the channel dimension")
+
+    def _merge_copies(self, info: Channels, shape: Any, width: int, copies: int) -> Channels | None:
+        """The channels after the ``copies`` positions of the dimensions just before them are
+        merged with them, and with the dimensions after them, into ``width`` positions; None
+        if ``width`` is not all of them."""
+        d, spread, e = info.dim, 1, info.dim + 1
+        while copies * shape[d] * spread < width and e < len(shape):
+            spread *= shape[e]
+            e += 1
+        if copies * shape[d] * spread != width:
+            return None
+        if info.fold != 1:
+            raise _Unsupported("it merges channels spread over several positions with others")
+        return Channels(info.dim, info.segments * copies, repeat=info.repeat * spread)
 
     def _viewed_with_own_size(self, info: Channels, literal: list[Any], j: int) -> bool:
         """Whether ``info`` is a per-channel parameter viewed with its size at ``j`` read from
@@ -2185,7 +2230,7 @@ class _Analyzer(_EvalInterpreter):
         width = info.size // groups
         pieces = [_slice_channels(info, g * width, width) for g in range(groups)]
         reason = f"{_describe(n)} splits the channels into {groups} groups that cannot be aligned"
-        if not self._unify_all(pieces[0], pieces[1:], reason):
+        if not self._unify_all(pieces[0], pieces[1:], reason, parts=groups):
             return None
         return Channels(j + 1, pieces[0].segments)
 
@@ -2380,6 +2425,11 @@ class _Analyzer(_EvalInterpreter):
         if isinstance(literal, int) and literal != -1:
             raise _Unsupported(f"it hard-codes {literal} channels in expand")
         return dataclasses.replace(info, dim=info.dim + offset)
+
+
+def literal_list(literal_shape: Any) -> list[Any]:
+    """The sizes written in a reshape's call, as a list (one size, or none, alone)."""
+    return list(literal_shape) if isinstance(literal_shape, (list, tuple)) else [literal_shape]
 
 
 def _check_not_literal(literal: list[Any], j: int) -> None:
