@@ -321,6 +321,12 @@ class _Space:
     children: list[int] | None = None
     members: list[int] = field(default_factory=list)  # on a root: every space unioned into it
 
+    def keep(self, reason: str) -> None:
+        """Record why these channels are kept, once: pieces of one space meet the same calls,
+        and repeats would grow with every union (exponentially over a view as 32 groups)."""
+        if reason not in self.blocked:
+            self.blocked.append(reason)
+
 
 def _expand(spaces: dict[int, _Space], segments: Iterable[Segment]) -> list[Segment]:
     """Rewrite segments over split spaces as segments over their (unsplit) pieces."""
@@ -1137,7 +1143,7 @@ class _Analyzer(_EvalInterpreter):
 
     def _block_space(self, sid: int, reason: str) -> None:
         for seg in _expand(self.spaces, [Segment(sid, 0, self.spaces[sid].size)]):
-            self.spaces[self._find(seg.space)].blocked.append(reason)
+            self.spaces[self._find(seg.space)].keep(reason)
 
     def _block(self, info: Any, reason: str) -> None:
         for channels in _iter_channels(info):
@@ -1148,9 +1154,7 @@ class _Analyzer(_EvalInterpreter):
         space = self.spaces[self._find(sid)]
         combined = math.lcm(space.group, divisor)
         if space.size % combined:
-            space.blocked.append(
-                f"grouped convolutions need {divisor} equal slices of {space.size} channels"
-            )
+            space.keep(f"grouped convolutions need {divisor} equal slices of {space.size} channels")
         else:
             space.group = combined
         self._check_block(space)
@@ -1173,9 +1177,9 @@ class _Analyzer(_EvalInterpreter):
                 )
             else:
                 reason = f"a PixelShuffle folds all {space.size} channels into one"
-            space.blocked.append(reason)
+            space.keep(reason)
         elif space.size % combined:
-            space.blocked.append(
+            space.keep(
                 f"{'GroupNorm groups' if by == 'GroupNorm' else 'PixelShuffle blocks'} of "
                 f"{block} channels do not tile these {space.size}"
                 if space.block == 1
@@ -1204,9 +1208,7 @@ class _Analyzer(_EvalInterpreter):
 
     def _check_block(self, space: _Space) -> None:
         if space.block > 1 and space.group > 1:
-            space.blocked.append(
-                "a grouped convolution and a GroupNorm or PixelShuffle share these channels"
-            )
+            space.keep("a grouped convolution and a GroupNorm or PixelShuffle share these channels")
 
     def _union(self, a: int, b: int) -> None:
         ra, rb = self._find(a), self._find(b)
@@ -1214,7 +1216,8 @@ class _Analyzer(_EvalInterpreter):
             return
         sa, sb = self.spaces[ra], self.spaces[rb]
         sb.parent = ra
-        sa.blocked.extend(sb.blocked)
+        for reason in sb.blocked:
+            sa.keep(reason)
         sa.members.extend(sb.members)
         sa.min_size = max(sa.min_size, sb.min_size)
         self._constrain(ra, sb.group)
