@@ -508,6 +508,22 @@ def test_a_kept_shape_used_otherwise_keeps_the_channels(use: str, reason: str) -
     assert model.scale.shape == (8, 1, 1)
 
 
+class _ExpandedToShapeNet(_StemNet):
+    """timm's filter response norm: a per-channel statistic expanded to the shape of the
+    channels it divides, read at run time (``rms.expand(y.shape)``)."""
+
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        rms = y.square().mean(dim=(2, 3), keepdim=True).add(1e-5).rsqrt()
+        return y * rms.expand(y.shape) * rms.expand(y.size(0), -1, y.size(2), y.size(3))
+
+
+def test_a_statistic_expanded_to_a_shape_read_at_run_time_keeps_the_channels_prunable() -> None:
+    """Before: "`.expand()` (node expand): not understood (IndexError)", so timm's
+    resnetv2_50d_frn kept every channel."""
+    removed, result = _prune_half_zeroed(_ExpandedToShapeNet().eval(), torch.randn(2, 3, 8, 8))
+    assert result.channels == {"stem": (6, 3), "a": (8, 4)} and removed == 7
+
+
 class _OtherDimensionParameterNet(_StemNet):
     """Parameters whose one long dimension is not the channels': a weight per row, one per
     column (broadcast from the right), a position embedding over flattened positions."""

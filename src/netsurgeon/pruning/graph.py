@@ -1980,7 +1980,7 @@ class _Analyzer(_EvalInterpreter):
         if method in ("softmax", "log_softmax"):
             return self._softmax(info, shape, self._arg(n, 1, "dim"))
         if method == "expand":
-            return self._expand(n, info, shape)
+            return self._expand(n, info, shape, result)
         if _pointwise_aten(method):  # x.rsqrt(), x.pow(2), x.sign(), x.erf_()
             return self._elementwise(n, result)
         if all(i is None for i in self._arg_infos(n)):
@@ -2415,16 +2415,14 @@ class _Analyzer(_EvalInterpreter):
             raise _Unsupported("it normalises across the channels")
         return info
 
-    def _expand(self, n: fx.Node, info: Any, shape: Any) -> Any:
+    def _expand(self, n: fx.Node, info: Any, shape: Any, result: Any) -> Any:
         if info is None:
             return None
-        sizes = (
-            n.args[1:]
-            if len(n.args) > 2 or not isinstance(n.args[1], (list, tuple))
-            else (n.args[1])
-        )
-        offset = len(sizes) - len(shape)
-        literal = sizes[info.dim + offset]
+        one = n.args[1] if len(n.args) == 2 else None
+        sizes = one if isinstance(one, (list, tuple, fx.Node)) else n.args[1:]
+        offset = result.dim() - len(shape)
+        # The sizes as one value read at run time (``x.expand(y.shape)``) write no number.
+        literal = sizes[info.dim + offset] if isinstance(sizes, (list, tuple)) else None
         if isinstance(literal, int) and literal != -1:
             raise _Unsupported(f"it hard-codes {literal} channels in expand")
         return dataclasses.replace(info, dim=info.dim + offset)
