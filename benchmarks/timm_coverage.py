@@ -108,7 +108,8 @@ def measure(
                 "seconds": seconds,
             }
         except Exception as exc:  # the engine's failure is the result
-            row[engine] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+            first = (str(exc).splitlines() or [""])[0]  # some errors have no message
+            row[engine] = {"error": f"{type(exc).__name__}: {first[:120]}"}
     return row
 
 
