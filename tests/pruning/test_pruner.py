@@ -1329,6 +1329,33 @@ def test_resnest_split_attention_prunes_each_split_alike() -> None:
     ), skipped
 
 
+def test_arguments_not_given_are_traced_with_their_defaults() -> None:
+    """Before: fx traced ``mask`` as a tensor, took the ``if mask is not None:`` branch and
+    failed on the example inputs (TraceError: 'NoneType' object has no attribute 'view'),
+    as on timm's Hiera; ``if flag:`` failed to trace at all."""
+
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+
+        def forward(
+            self, x: torch.Tensor, mask: torch.Tensor | None = None, *, flag: bool = False
+        ) -> torch.Tensor:
+            if mask is not None:
+                x = x * mask.view(x.shape[0], 1, 8, 8)
+            y = self.a(x)
+            return self.b(y + 1 if flag else y)
+
+    x = torch.randn(2, 3, 8, 8)
+    model = Masked().eval()
+    with torch.no_grad():
+        expected = model(x)
+    result = prune(model, x, amount=0.5, criterion="l1")
+    assert result.channels == {"a": (8, 4)}
+    assert model(x).shape == expected.shape
+
+
 def test_reasons_are_recorded_once_when_kept_channels_are_viewed_as_many_groups() -> None:
     """timm's EvoNorm (``x.reshape(B, G, C // G, H, W)``) on channels kept for another
     reason: every piece of the split carried the reasons and every union of pieces doubled

@@ -918,7 +918,7 @@ _MAX_UNTRACEABLE = 64
 
 
 def _trace_calling_whole(
-    model: nn.Module, leaves: frozenset[str]
+    model: nn.Module, leaves: frozenset[str], given: int | None = None
 ) -> tuple[fx.Graph, dict[str, str]]:
     """``model``'s graph, with every submodule whose forward fx cannot trace called whole, as
     ``leaf_modules`` would: its parameters and the channels it takes and gives are kept.
@@ -932,7 +932,7 @@ def _trace_calling_whole(
     untraceable: dict[str, str] = {}
     while True:
         try:
-            return _trace(model, leaves | untraceable.keys()), untraceable
+            return _trace(model, leaves | untraceable.keys(), given), untraceable
         except _ModuleTraceError as exc:
             if exc.module in untraceable:
                 raise
@@ -947,11 +947,30 @@ def _trace_calling_whole(
             untraceable[exc.module] = exc.reason
 
 
-def _trace(model: nn.Module, leaves: Iterable[str] = ()) -> fx.Graph:
+def _defaults_not_given(model: nn.Module, given: int) -> dict[str, Any]:
+    """The arguments of ``model.forward`` after the first ``given`` that have a default: the
+    model runs with those values (``mask=None``), so they are traced as such rather than as
+    tensors (fx would take the ``if mask is not None:`` branch)."""
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # a forward without a signature (a C function)
+        return {}
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return {
+        p.name: p.default
+        for i, p in enumerate(parameters)
+        if i >= given
+        and (p.default is None or type(p.default) in (bool, int, float, str))
+        and (p.kind in positional or p.kind is inspect.Parameter.KEYWORD_ONLY)
+    }
+
+
+def _trace(model: nn.Module, leaves: Iterable[str] = (), given: int | None = None) -> fx.Graph:
     """``model``'s fx graph, run by interpreters over the model itself: compiling it into a
     ``GraphModule`` (its Python code) cost more than tracing and was never run.
 
-    The modules named in ``leaves`` appear as single calls, not traced into.
+    The modules named in ``leaves`` appear as single calls, not traced into. Where ``given``
+    (the number of example inputs) is known, the arguments after them keep their defaults.
 
     Raises:
         TraceError: fx failed; a :class:`_ModuleTraceError` when it failed inside a submodule's
@@ -959,7 +978,8 @@ def _trace(model: nn.Module, leaves: Iterable[str] = ()) -> fx.Graph:
     """
     tracer = _Tracer(leaves)
     try:
-        graph = tracer.trace(model)
+        concrete = _defaults_not_given(model, given) if given is not None else {}
+        graph = tracer.trace(model, concrete or None)
     except Exception as exc:
         where = tracer.stack[-1] if tracer.stack else ""
         place = (
@@ -2612,20 +2632,21 @@ def _trace_graph(
     leaves: frozenset[str],
     prune_layer_norms: bool,
 ) -> PruningGraph:
+    given = len(as_input_tuple(example_inputs))
     with kept_modes(model), _CountWatch(model) as counts:
-        graph, untraceable = _trace_calling_whole(model, leaves)
+        graph, untraceable = _trace_calling_whole(model, leaves, given)
         leaves = leaves | untraceable.keys()
         model.train(not model.training)
         try:
             other: fx.Graph | None
-            other, more = _trace_calling_whole(model, leaves)
+            other, more = _trace_calling_whole(model, leaves, given)
         except TraceError:
             other, more = None, {}
         if more:  # called whole in the other mode: so in this one, for one analysis
             untraceable.update(more)
             leaves = leaves | more.keys()
             model.train(not model.training)
-            graph = _trace(model, leaves)
+            graph = _trace(model, leaves, given)
             model.train(not model.training)
     for traced in (graph, other):
         if traced is not None:
