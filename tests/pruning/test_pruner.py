@@ -1329,6 +1329,34 @@ def test_resnest_split_attention_prunes_each_split_alike() -> None:
     ), skipped
 
 
+def test_a_layer_whose_forward_computes_its_weight_is_named_with_the_reason() -> None:
+    """timm's StdConv2d (NF-ResNets, BiT) standardises its weight in forward and calls
+    ``F.conv2d`` with the result. Before: its filters were kept without a word in
+    ``skipped``, which named only the classifier on timm's nf_resnet26."""
+
+    class StdConv2d(nn.Conv2d):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            flat = self.weight.reshape(1, self.out_channels, -1)
+            weight = F.batch_norm(flat, None, None, training=True, eps=1e-6)
+            return F.conv2d(x, weight.reshape_as(self.weight), self.bias, padding=1)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = StdConv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 1)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.b(torch.relu(self.a(x))).mean((2, 3)))
+
+    result = prune(Net().eval(), torch.randn(2, 3, 8, 8), amount=0.5, criterion="l1")
+    assert result.channels == {"b": (8, 4)}
+    assert (
+        "a (16 channels) kept: its forward (StdConv2d) computes the weight it calls `F.conv2d` "
+        "with (as weight standardisation does), which pruning does not follow"
+    ) in result.skipped
+
+
 def test_arguments_not_given_are_traced_with_their_defaults() -> None:
     """Before: fx traced ``mask`` as a tensor, took the ``if mask is not None:`` branch and
     failed on the example inputs (TraceError: 'NoneType' object has no attribute 'view'),

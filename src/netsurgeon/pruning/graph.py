@@ -77,6 +77,9 @@ _FUNCTIONAL_LAYERS: dict[Any, tuple[tuple[type[nn.Module], ...], dict[str, int]]
     F.conv3d: ((nn.Conv3d,), {"weight": 1, "bias": 2}),
 }
 
+# The attribute that holds the output channel count of each type in _FUNCTIONAL_LAYERS.
+_OUTPUT_SIZES = ("out_channels", "out_features", "num_features", "num_channels")
+
 # Modules that act on each channel independently and keep the tensor's layout.
 _PASSTHROUGH_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
@@ -1129,6 +1132,9 @@ class _Analyzer(_EvalInterpreter):
         self.kept = kept  # module name -> why its parameters must not change
         self.leaves = frozenset(leaves)  # modules called whole (leaf_modules), not traced into
         self.untraceable = frozenset(untraceable)  # leaves because fx failed inside them
+        # Layers whose forward computes the weight it calls its functional form with (weight
+        # standardisation): never a source, so named in a note.
+        self.computed_weights: dict[str, str] = shared.computed_weights if shared else {}
         self.info: dict[fx.Node, Any] = {}
         self.shapes: dict[fx.Node, Any] = {}
         # A second trace (the model's other train/eval mode) adds its constraints to the first.
@@ -1582,6 +1588,40 @@ class _Analyzer(_EvalInterpreter):
         self.chain_nodes.add(n.name)
         return info
 
+    def _note_computed(self, tensor: Any, attr: str, fn: Any) -> None:
+        """Name the layer of ``fn``'s type whose own ``attr`` the computed ``tensor`` derives
+        from (``F.conv2d(x, standardise(self.weight))``), looking a few calls back."""
+        types = _FUNCTIONAL_LAYERS[fn][0]
+        frontier, seen = [tensor], 0
+        while frontier and seen < 32:
+            node = frontier.pop()
+            seen += 1
+            if not isinstance(node, fx.Node):
+                continue
+            owner, _, read = str(node.target).rpartition(".")
+            if (
+                node.op == "get_attr"
+                and read == attr
+                and isinstance(self.modules.get(owner), types)
+            ):
+                module = self.modules[owner]
+                size = next(
+                    (
+                        getattr(module, a)
+                        for a in _OUTPUT_SIZES
+                        if type(getattr(module, a, None)) is int
+                    ),
+                    None,
+                )
+                self.computed_weights.setdefault(
+                    owner,
+                    f"{owner} ({size} channels) kept: its forward ({type(module).__name__}) "
+                    f"computes the {attr} it calls `F.{fn.__name__}` with (as weight "
+                    "standardisation does), which pruning does not follow",
+                )
+                return
+            frontier.extend(node.all_input_nodes)
+
     def _functional_layer(
         self, n: fx.Node, fn: Any, info: Any, shape: Any, result: torch.Tensor
     ) -> Any:
@@ -1596,6 +1636,7 @@ class _Analyzer(_EvalInterpreter):
             if tensor is None:
                 continue
             if not (isinstance(tensor, fx.Node) and tensor.op == "get_attr"):
+                self._note_computed(tensor, attr, fn)
                 raise _Unsupported("its tensors are not a layer's own")
             owner, _, read = str(tensor.target).rpartition(".")
             if read != attr:
@@ -2689,6 +2730,11 @@ def _trace_graph(
             f"the model cannot be traced in {mode} mode: only the other was checked"
         )
     pruning_graph.notes.extend(_untraceable_notes(model, untraceable))
+    pruning_graph.notes.extend(
+        note
+        for name, note in analyzer.computed_weights.items()
+        if name not in pruning_graph.source_names
+    )
     return pruning_graph
 
 
