@@ -786,6 +786,46 @@ def test_splits_that_cannot_follow_pruning_keep_their_channels(how: str, reason:
     assert any(s.startswith("a (12 channels) kept:") and reason in s for s in result.skipped)
 
 
+class _SplitAtSizeNet(nn.Module):
+    """CSPNet's stage (``xs, xb = x.split(self.expand_chs // 2)``: the blocks work on the
+    last part) and Res2Net's scales (``torch.split(x, self.width)``, the last part passed on
+    alone), each with its size written in the code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand, self.block = nn.Conv2d(3, 12, 1), nn.Conv2d(6, 6, 3, padding=1)
+        self.transition = nn.Conv2d(12, 12, 1)
+        self.scales = nn.ModuleList(nn.Conv2d(4, 4, 3, padding=1) for _ in range(2))
+        self.head = nn.Conv2d(12, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xs, xb = F.relu(self.expand(x)).split(6, dim=1)
+        y = F.relu(self.transition(torch.cat([xs, F.relu(self.block(xb))], 1)))
+        parts = torch.split(y, 4, 1)
+        out, sp = [], parts[0]
+        for i, conv in enumerate(self.scales):
+            sp = F.relu(conv(sp if i == 0 else sp + parts[i]))
+            out.append(sp)
+        return self.head(torch.cat([*out, parts[-1]], 1)).mean((2, 3))
+
+
+def test_a_split_at_a_written_size_prunes_its_last_part() -> None:
+    """Before: "it splits the channels at fixed sizes", so the layers before a split kept
+    all their filters (timm's cspdarknet53 kept 0.435 of its parameters at amount 0.5)."""
+    model = _SplitAtSizeNet().eval()
+    removed, result = _prune_half_zeroed(model, torch.randn(2, 3, 8, 8))
+    # scales.0's output is added to the transition's second part, which keeps its channels.
+    assert result.channels == {
+        "expand": (12, 9), "block": (6, 3), "transition": (12, 10), "scales.1": (4, 2),
+    }  # fmt: skip
+    assert removed == 3 + 3 + 2 + 2
+    assert any(
+        s.startswith("expand (6 channels) kept:")
+        and "splits the channels at a size written in the code (6)" in s
+        for s in result.skipped
+    ), result.skipped
+
+
 def test_group_norm_streams_split_at_zero_padded_shortcuts() -> None:
     """Found by a review: with GroupNorm instead of BatchNorm, a CIFAR ResNet's residual
     streams were kept whole (the split at the zero-padded channels was refused), with a

@@ -1974,7 +1974,8 @@ class _Analyzer(_EvalInterpreter):
             return self._squeeze(info, shape, result, self._arg(n, 1, "dim"))
         if fn in (torch.chunk, torch.split, torch.tensor_split):
             chunks = self._arg(n, 1, "chunks") if fn is torch.chunk else None
-            return self._split(info, shape, result, self._arg(n, 2, "dim", 0), chunks)
+            size = self._arg(n, 1, "split_size_or_sections") if fn is torch.split else None
+            return self._split(n, info, shape, result, self._arg(n, 2, "dim", 0), chunks, size)
         if fn is F.pad:
             return self._pad(
                 info, shape, self._arg(n, 1, "pad"), self._arg(n, 2, "mode"),
@@ -2037,7 +2038,8 @@ class _Analyzer(_EvalInterpreter):
             return self._squeeze(info, shape, result, self._arg(n, 1, "dim"))
         if method in ("chunk", "split", "tensor_split"):
             chunks = self._arg(n, 1, "chunks") if method == "chunk" else None
-            return self._split(info, shape, result, self._arg(n, 2, "dim", 0), chunks)
+            size = self._arg(n, 1, "split_size") if method == "split" else None
+            return self._split(n, info, shape, result, self._arg(n, 2, "dim", 0), chunks, size)
         if method in ("softmax", "log_softmax"):
             return self._softmax(info, shape, self._arg(n, 1, "dim"))
         if method == "expand":
@@ -2399,22 +2401,36 @@ class _Analyzer(_EvalInterpreter):
             raise _Unsupported("it squeezes the channel dimension")
         return dataclasses.replace(info, dim=info.dim - sum(1 for x in removed if x < info.dim))
 
-    def _split(self, info: Any, shape: Any, result: Any, dim: int, chunks: Any = None) -> Any:
+    def _split(
+        self,
+        n: fx.Node,
+        info: Any,
+        shape: Any,
+        result: Any,
+        dim: int,
+        chunks: Any = None,
+        size: Any = None,
+    ) -> Any:
         if info is None:
             return None
         if dim % len(shape) != info.dim:
             return tuple(info for _ in result)
-        if chunks is None:  # split / tensor_split: sizes written in the model's code
+        if chunks is None and (type(size) is not int or len(result) == 1):
+            # split / tensor_split at sizes written in the model's code (one part: a no-op)
+            if len(result) == 1 and type(size) is int:
+                return (info,)
             raise _Unsupported("it splits the channels at fixed sizes")
-        # chunk(k) splits whatever the width into k parts: the parts stay equal when they
-        # lose the same channels. The layer's filters are cut into k pieces pruned as one
-        # (so a part can also join a residual addition, as in YOLOv8's C2f bottlenecks).
         pieces = _expand(self.spaces, info.segments)
         whole = len(pieces) == 1 and pieces[0].length == self.spaces[pieces[0].space].size
         if info.repeat != 1 or info.fold != 1:
             raise _Unsupported("it splits channels spread over several positions, or folded")
         if not whole:
             raise _Unsupported("it splits channels of several layers or of part of one")
+        if chunks is None:
+            return self._split_at_size(n, pieces[0].space, info, size, len(result))
+        # chunk(k) splits whatever the width into k parts: the parts stay equal when they
+        # lose the same channels. The layer's filters are cut into k pieces pruned as one
+        # (so a part can also join a residual addition, as in YOLOv8's C2f bottlenecks).
         if not isinstance(chunks, int) or len(result) != chunks or info.size % chunks:
             raise _Unsupported("it splits the channels into unequal parts")
         space, width = pieces[0].space, info.size // chunks
@@ -2427,6 +2443,29 @@ class _Analyzer(_EvalInterpreter):
             for kid in kids[1:]:
                 self._union(kids[0], kid)
         return tuple(Channels(info.dim, (Segment(space, j * width, width),)) for j in range(chunks))
+
+    def _split_at_size(
+        self, n: fx.Node, space: int, info: Channels, size: int, parts: int
+    ) -> tuple[Channels, ...]:
+        """``split(size)`` with ``size`` written in the code (CSPNet's ``x.split(
+        self.expand_chs // 2)``): parts of ``size`` channels and a last part of the rest,
+        which may shrink (to one channel) and the split still gives as many parts; the
+        parts before it keep their channels."""
+        cut = size * (parts - 1)
+        why = self._split_space(space, [cut])
+        if why is not None:
+            raise _Unsupported(f"it cannot split these channels: {why}")
+        kids = self.spaces[space].children
+        assert kids is not None
+        self._block_space(
+            kids[0],
+            f"{_describe(n)} splits the channels at a size written in the code ({size}): "
+            "the parts before the last keep theirs",
+        )
+        return tuple(
+            Channels(info.dim, (Segment(space, j * size, min(size, info.size - j * size)),))
+            for j in range(parts)
+        )
 
     def _pad(
         self, info: Any, shape: Any, pad: Sequence[int], mode: Any = None, value: Any = None
