@@ -524,6 +524,29 @@ def test_a_statistic_expanded_to_a_shape_read_at_run_time_keeps_the_channels_pru
     assert result.channels == {"stem": (6, 3), "a": (8, 4)} and removed == 7
 
 
+def test_a_shape_that_views_parameters_of_several_layers_keeps_their_channels() -> None:
+    """Found by a fuzzer: two scales viewed to one kept shape, on two layers pruned apart;
+    the shape cannot fit both, and the prune failed ("Please report this")."""
+
+    class TwoScales(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1)
+            self.g1, self.g2 = nn.Parameter(torch.rand(8) + 0.5), nn.Parameter(torch.rand(8))
+            self.shape, self.head = (8, 1, 1), nn.Conv2d(16, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a, b = self.a(x) * self.g1.view(self.shape), self.b(x) * self.g2.view(self.shape)
+            return self.head(torch.cat([a, b], 1))
+
+    model = TwoScales().eval()
+    x = torch.randn(2, 3, 8, 8)
+    result = prune(model, x, amount=0.5, amounts={"a": 0.75}, criterion="l1")
+    assert result.channels == {} and model.shape == (8, 1, 1)
+    reason = "the model's 'shape' sizes the views of parameters of other channels"
+    assert any(s.startswith("a (8 channels) kept:") and reason in s for s in result.skipped)
+
+
 class _OtherDimensionParameterNet(_StemNet):
     """Parameters whose one long dimension is not the channels': a weight per row, one per
     column (broadcast from the right), a position embedding over flattened positions."""

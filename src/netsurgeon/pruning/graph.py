@@ -1135,6 +1135,11 @@ class _Analyzer(_EvalInterpreter):
         # Layers whose forward computes the weight it calls its functional form with (weight
         # standardisation): never a source, so named in a note.
         self.computed_weights: dict[str, str] = shared.computed_weights if shared else {}
+        # Each entry of a module's tuple that surgery rewrites (module, attribute, index),
+        # with the parameters viewed with it: they must keep the same channels.
+        self.size_entries: dict[tuple[str, str, int], list[Channels]] = (
+            shared.size_entries if shared else {}
+        )
         self.info: dict[fx.Node, Any] = {}
         self.shapes: dict[fx.Node, Any] = {}
         # A second trace (the model's other train/eval mode) adds its constraints to the first.
@@ -1441,6 +1446,14 @@ class _Analyzer(_EvalInterpreter):
                     for seg in _expand(self.spaces, info.segments)
                 ):
                     self._block(info, f"{_describe(n)} shapes other channels with their count")
+        for (owner, attr, _), infos in self.size_entries.items():
+            roots = {
+                self._find(seg.space) for c in infos for seg in _expand(self.spaces, c.segments)
+            }
+            if len(roots) > 1:
+                where = f"'{owner}.{attr}'" if owner else f"the model's '{attr}'"
+                for info in infos:
+                    self._block(info, f"{where} sizes the views of parameters of other channels")
 
     def _arg_infos(self, n: fx.Node) -> list[Any]:
         out: list[Any] = []
@@ -2275,6 +2288,7 @@ class _Analyzer(_EvalInterpreter):
             return False
         if (attr, count.index) not in record.sizes:
             record.sizes += ((attr, count.index),)
+        self.size_entries.setdefault((owner, attr, count.index), []).append(info)
         return True
 
     def _unflatten(self, n: fx.Node, info: Any, shape: Any, result: Any) -> Any:
