@@ -277,6 +277,29 @@ def test_timm_coverage_with_layer_norms(tmp_path: Path) -> None:
     assert row["netsurgeon"]["params_ratio"] < 0.3  # the streams go too (0.556 without)
 
 
+def test_timm_sweep_resumes_and_records_failures(tmp_path: Path) -> None:
+    args = ("--out", "sweep", "--input-size", "32", "--json-out", "out.json")
+    first = run_script("timm_sweep.py", "--models", "resnet18,no_such_model", *args, cwd=tmp_path)
+    assert_ok(first)
+    lines = (tmp_path / "sweep" / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line)["model"] for line in lines] == ["resnet18", "no_such_model"]
+    # A rerun measures only what is missing, and the summary covers every model asked for.
+    proc = run_script(
+        "timm_sweep.py", "--models", "resnet18,no_such_model,resnest14d", *args, cwd=tmp_path
+    )
+    assert_ok(proc)
+    assert len((tmp_path / "sweep" / "results.jsonl").read_text().splitlines()) == 3
+    payload = read_json(tmp_path / "out.json")
+    rows, summary = payload["rows"], payload["summary"]
+    assert list(rows) == ["resnet18", "no_such_model", "resnest14d"]
+    assert summary["stages"] == {"ok": 2, "fails in create": 1}
+    for name in ("resnet18", "resnest14d"):  # only zeroed filters go: rounding at most
+        assert rows[name]["relative_output_change"] < 1e-4
+        assert rows[name]["params_ratio"] < 0.3
+    assert "Unknown model (no_such_model)" in rows["no_such_model"]["error"]
+    assert "| no_such_model | fails in create |" in proc.stdout
+
+
 def test_pruning_vs_torch_pruning_rejects_bad_option(tmp_path: Path) -> None:
     proc = run_script("pruning_vs_torch_pruning.py", "--warmup", "-1", cwd=tmp_path)
     assert_one_line_error(proc, 2, "--warmup -1 is not allowed; it must be >= 0")
