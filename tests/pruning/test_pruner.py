@@ -1384,6 +1384,37 @@ def test_arguments_not_given_are_traced_with_their_defaults() -> None:
     assert model(x).shape == expected.shape
 
 
+@pytest.mark.parametrize("form", ["expand shape", "expand sizes", "view"])
+def test_a_count_that_shapes_another_layers_channels_keeps_both(form: str) -> None:
+    """Found by a fuzzer: a statistic of one layer expanded (or viewed) to the shape of
+    another's output read at run time. Only the other layer kept its channels, so the first
+    was pruned alone and the model failed ("Please report this")."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.head = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1), nn.Conv2d(16, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a, b = self.a(x), self.b(x)
+            stat = a.mean((2, 3), keepdim=True)
+            if form == "expand shape":
+                shaped = stat.expand(b.shape)
+            elif form == "expand sizes":
+                shaped = stat.expand(b.size(0), b.size(1), 8, 8)
+            else:
+                shaped = a.view(b.size(0), b.size(1), 64).view(b.shape)
+            return self.head(torch.cat([shaped, b], 1))
+
+    result = prune(Net().eval(), torch.randn(2, 3, 8, 8), amount=0.5, criterion="l1")
+    assert result.channels == {}
+    for layer in ("a", "b"):
+        assert any(
+            s.startswith(f"{layer} (8 channels) kept:") and "shapes other channels" in s
+            for s in result.skipped
+        ), result.skipped
+
+
 def test_reasons_are_recorded_once_when_kept_channels_are_viewed_as_many_groups() -> None:
     """timm's EvoNorm (``x.reshape(B, G, C // G, H, W)``) on channels kept for another
     reason: every piece of the split carried the reasons and every union of pieces doubled

@@ -1433,7 +1433,7 @@ class _Analyzer(_EvalInterpreter):
         """Checks that need every channel tied: a count may size a view or reshape only of a
         tensor with those channels, whose count pruning changes alike (``x.view(b, c, -1)``
         with ``c`` read from ``x``). A count shaping other channels (a reshape of an attention
-        output to its input's width) would no longer fit them: its channels are kept."""
+        output to its input's width) would no longer fit them: both keep their channels."""
         for n, carried, shaped in self.shaped:
             roots = {
                 self._find(seg.space)
@@ -1445,7 +1445,10 @@ class _Analyzer(_EvalInterpreter):
                     self._find(seg.space) not in roots
                     for seg in _expand(self.spaces, info.segments)
                 ):
-                    self._block(info, f"{_describe(n)} shapes other channels with their count")
+                    # Both: the shaped channels would take the other count's new width.
+                    reason = f"{_describe(n)} shapes other channels with their count"
+                    self._block(info, reason)
+                    self._block(shaped, reason)
         for (owner, attr, _), infos in self.size_entries.items():
             roots = {
                 self._find(seg.space) for c in infos for seg in _expand(self.spaces, c.segments)
