@@ -165,6 +165,32 @@ def test_pruning_zero_channels_keeps_outputs(net: Callable[[], nn.Module]) -> No
     assert sum(old - new for old, new in result.channels.values()) > 0
 
 
+def test_a_channel_shuffle_over_grouped_convolutions_keeps_their_slices_even() -> None:
+    """Found by a fuzzer after ResNeSt's split attention landed: a grouped convolution's
+    slices were cut where a channel shuffle's groups fell inside a concatenation, and its
+    pieces, tied to other layers, lost different numbers of filters: Conv2d(groups=2) then
+    read 4 + 2 filters as 3 + 3, and the outputs changed silently."""
+
+    class Shuffled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.g4 = nn.Conv2d(8, 4, 3, padding=1, groups=4)
+            self.p = nn.Conv2d(8, 4, 1, bias=False)
+            self.g2 = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+            self.head = nn.Conv2d(16, 5, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = self.stem(x)
+            t = torch.cat([self.g4(s), self.p(s), self.g2(s)], 1)
+            return self.head(t.unflatten(1, (2, -1)).transpose(2, 1).flatten(1, 2))
+
+    model = Shuffled().eval()
+    removed, result = _prune_half_zeroed(model, torch.randn(2, 3, 8, 8))
+    assert result.channels == {"stem": (8, 4)} and removed == 4
+    assert any(s.startswith("g2 (8 channels) kept:") for s in result.skipped), result.skipped
+
+
 def test_channels_merged_after_the_dimensions_before_them() -> None:
     """Branches stacked before the channels, then flattened with them and the positions after
     them into a linear layer's features: each branch's copy loses the same channels, each

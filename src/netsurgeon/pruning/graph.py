@@ -2313,7 +2313,12 @@ class _Analyzer(_EvalInterpreter):
         width = info.size // groups
         pieces = [_slice_channels(info, g * width, width) for g in range(groups)]
         reason = f"{_describe(n)} splits the channels into {groups} groups that cannot be aligned"
-        if not self._unify_all(pieces[0], pieces[1:], reason, parts=groups):
+        # A grouped convolution's slices may be cut only where every piece of its space is then
+        # pruned alike: where the groups are pieces of that one space (ResNeSt's radix splits).
+        # Over a concatenation, its pieces would be tied to other layers' channels apart.
+        leaves = _expand(self.spaces, info.segments)
+        alone = len(leaves) == 1 and leaves[0].length == self.spaces[leaves[0].space].size
+        if not self._unify_all(pieces[0], pieces[1:], reason, parts=groups if alone else None):
             return None
         return Channels(j + 1, pieces[0].segments)
 
