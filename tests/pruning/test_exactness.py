@@ -191,6 +191,26 @@ def test_a_channel_shuffle_over_grouped_convolutions_keeps_their_slices_even() -
     assert any(s.startswith("g2 (8 channels) kept:") for s in result.skipped), result.skipped
 
 
+def test_a_call_s_parts_passed_whole_to_cat_and_stack_are_followed() -> None:
+    """``torch.cat(x.split(4, 1), 1)`` and ``torch.stack(x.chunk(2, 1), 1)``: the sequence is
+    one call's result. Before: "not understood (TypeError)", so the layers kept their
+    channels (found by a fuzzer)."""
+
+    class Parts(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1)
+            self.head = nn.Conv2d(8 + 4, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = torch.cat(F.relu(self.a(x)).split(4, 1), 1)
+            b = torch.stack(F.relu(self.b(x)).chunk(2, 1), 1).sum(1)
+            return self.head(torch.cat([a, b], 1)).mean((2, 3))
+
+    removed, result = _prune_half_zeroed(Parts().eval(), torch.randn(2, 3, 8, 8))
+    assert result.channels == {"a": (8, 6), "b": (8, 4)} and removed == 2 + 2
+
+
 def test_channels_merged_after_the_dimensions_before_them() -> None:
     """Branches stacked before the channels, then flattened with them and the positions after
     them into a linear layer's features: each branch's copy loses the same channels, each

@@ -2142,10 +2142,20 @@ class _Analyzer(_EvalInterpreter):
         # the channels lie where they landed.
         return first if first.dim == d_out else dataclasses.replace(first, dim=d_out)
 
+    def _sequence(self, tensors: Any) -> tuple[list[Any], list[Any]]:
+        """The channels and shapes of a call's tensors: a list of them, or one call's tuple of
+        results (``torch.cat(x.split(4, 1), 1)``)."""
+        if isinstance(tensors, fx.Node):
+            info, shape = self.info.get(tensors), self.shapes.get(tensors)
+            if not isinstance(shape, list):
+                raise _Unsupported("it takes a tensor where a sequence of tensors goes")
+            return list(info) if isinstance(info, tuple) else [None] * len(shape), shape
+        return [self.info.get(t) for t in tensors], [self.shapes.get(t) for t in tensors]
+
     def _cat(self, n: fx.Node, result: torch.Tensor) -> Any:
         tensors = self._arg(n, 0, "tensors")
         dim = self._arg(n, 1, "dim", 0) % result.dim()
-        infos = [self.info.get(t) for t in tensors]
+        infos, shapes = self._sequence(tensors)
         for k, info in enumerate(infos):
             # Blocks of a PixelShuffle beside plain channels: those stay, the others can go.
             if info is not None and info.dim == dim and info.fold != 1:
@@ -2158,9 +2168,9 @@ class _Analyzer(_EvalInterpreter):
         if plain and len({i.repeat for i in tracked}) == 1:
             repeat = tracked[0].repeat
             segments: list[Segment] = []
-            for info, tensor in zip(infos, tensors, strict=True):
+            for info, shape in zip(infos, shapes, strict=True):
                 if info is None:  # fixed channels (an input, say) sit beside prunable ones
-                    size = self.shapes[tensor][dim]
+                    size = shape[dim]
                     if size % repeat:
                         raise _Unsupported("it concatenates channels of unequal feature blocks")
                     sid = self._new_space(size // repeat)
@@ -2376,7 +2386,7 @@ class _Analyzer(_EvalInterpreter):
         as SKNet's branches are before they are weighted and summed), along a new dimension."""
         tensors = self._arg(n, 0, "tensors")
         dim = self._arg(n, 1, "dim", 0) % result.dim()
-        infos = [self.info.get(t) for t in tensors]
+        infos, _ = self._sequence(tensors)
         tracked = [i for i in infos if i is not None]
         if not tracked:
             return None
