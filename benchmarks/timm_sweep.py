@@ -253,7 +253,10 @@ def _markdown(summary: dict[str, Any], top: int) -> str:
         "",
         "| parameters left | models |",
         "|---|---|",
-        *(f"| {k} | {v} |" for k, v in sorted(summary["params_ratio_buckets"].items())),
+        *(
+            f"| {k} | {summary['params_ratio_buckets'].get(k, 0)} |"
+            for k in ("<= 0.3", "0.3 - 0.6", "0.6 - 0.9", "> 0.9")
+        ),
         "",
         "largest output changes (of the output scale): "
         + ", ".join(f"{m} {c:.1e}" for m, c in summary["largest_changes"]),

@@ -1264,7 +1264,7 @@ class _Analyzer(_EvalInterpreter):
             sid: The space.
             cuts: Where to cut it.
             parts: Set where the caller then unions ``parts`` equal pieces of the space with
-                each other (SKNet's and ResNeSt's branches): a grouped convolution's equal
+                each other (ResNeSt's radix splits): a grouped convolution's equal
                 slices may then be cut along whole slices, or into equal pieces of slices.
 
         Returns:
@@ -2241,7 +2241,7 @@ class _Analyzer(_EvalInterpreter):
             if copies > 1:
                 merged = self._merge_copies(info, shape, out[j], copies)
                 if merged is not None:
-                    _check_not_literal(literal_list(literal_shape), j)
+                    _check_not_literal(_literal_list(literal_shape), j)
                     return dataclasses.replace(merged, dim=j)
                 continue
             e = d + 1
@@ -2249,7 +2249,7 @@ class _Analyzer(_EvalInterpreter):
             while size < out[j] and e < len(shape):
                 size *= shape[e]
                 e += 1
-            literal = literal_list(literal_shape)
+            literal = _literal_list(literal_shape)
             if size != out[j]:
                 if j + 1 < len(out) and out[j] > 1 and out[j] * out[j + 1] == shape[d]:
                     _check_not_literal(literal, j + 1)
@@ -2326,8 +2326,8 @@ class _Analyzer(_EvalInterpreter):
         # A grouped convolution's slices may be cut only where every piece of its space is then
         # pruned alike: where the groups are pieces of that one space (ResNeSt's radix splits).
         # Over a concatenation, its pieces would be tied to other layers' channels apart.
-        leaves = _expand(self.spaces, info.segments)
-        alone = len(leaves) == 1 and leaves[0].length == self.spaces[leaves[0].space].size
+        own = _expand(self.spaces, info.segments)
+        alone = len(own) == 1 and own[0].length == self.spaces[own[0].space].size
         if not self._unify_all(pieces[0], pieces[1:], reason, parts=groups if alone else None):
             return None
         return Channels(j + 1, pieces[0].segments)
@@ -2560,7 +2560,7 @@ class _Analyzer(_EvalInterpreter):
         return dataclasses.replace(info, dim=info.dim + offset)
 
 
-def literal_list(literal_shape: Any) -> list[Any]:
+def _literal_list(literal_shape: Any) -> list[Any]:
     """The sizes written in a reshape's call, as a list (one size, or none, alone)."""
     return list(literal_shape) if isinstance(literal_shape, (list, tuple)) else [literal_shape]
 
