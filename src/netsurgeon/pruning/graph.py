@@ -780,7 +780,7 @@ class _CountWatch:
                 if type(value) is int:
                     self._saved.append((module, attr, value))
                     module.__dict__[attr] = _WatchedCount(value, self.reads, label)
-                elif type(value) is tuple and all(type(v) is int for v in value):
+                elif size_tuple(value):
                     self._saved.append((module, attr, value))  # a LayerNorm's normalized_shape
                     module.__dict__[attr] = tuple(
                         _WatchedCount(v, self.reads, label) for v in value
@@ -794,8 +794,7 @@ class _CountWatch:
             for attr, value in list(vars(module).items()):
                 if (
                     attr[0] != "_"
-                    and type(value) is tuple
-                    and all(type(v) is int for v in value)
+                    and size_tuple(value)
                     and sorted(value, reverse=True)[:1] == [size]
                     and math.prod(value) == size
                 ):
@@ -810,6 +809,11 @@ class _CountWatch:
         for module, attr, value in self._saved:
             module.__dict__[attr] = value
         self._saved.clear()
+
+
+def size_tuple(value: Any) -> bool:
+    """Whether ``value`` is a tuple of plain ints (a shape kept in a module)."""
+    return type(value) is tuple and all(type(v) is int for v in value)
 
 
 def _read_from(value: Any, label: str) -> bool:
@@ -1334,6 +1338,13 @@ class _Analyzer(_EvalInterpreter):
             self._union(x.space, y.space)
         return True
 
+    def _whole_space(self, info: Channels) -> int | None:
+        """The space whose channels ``info`` holds all of, alone and unsplit (one layer's
+        output), if it does."""
+        pieces = _expand(self.spaces, info.segments)
+        whole = len(pieces) == 1 and pieces[0].length == self.spaces[pieces[0].space].size
+        return pieces[0].space if whole else None
+
     def _unify_all(
         self, first: Channels, others: Sequence[Channels], reason: str, parts: int | None = None
     ) -> bool:
@@ -1784,12 +1795,11 @@ class _Analyzer(_EvalInterpreter):
             return info
         if info is not None:
             if groups > 1:
-                pieces = _expand(self.spaces, info.segments)
-                whole = len(pieces) == 1 and pieces[0].length == self.spaces[pieces[0].space].size
-                if cin // groups == 1 or not whole or info.repeat != 1 or info.fold != 1:
+                space = self._whole_space(info)
+                if cin // groups == 1 or space is None or info.repeat != 1 or info.fold != 1:
                     self._block(info, f"'{name}' is a grouped convolution ({groups} groups)")
                 else:
-                    self._constrain(pieces[0].space, groups)
+                    self._constrain(space, groups)
             self._consumer(name, conv, info)
         else:
             self._fixed_input(name)
@@ -2234,6 +2244,7 @@ class _Analyzer(_EvalInterpreter):
         # ResNeSt's radix softmax, ``(B, radix, C) -> (B, radix * C)``): each index along
         # them holds a copy of the channels, one after the other. Never the batch dimension.
         starts = {math.prod(shape[:k]): math.prod(shape[k:d]) for k in range(d, min(d, 1) - 1, -1)}
+        literal = _literal_list(literal_shape)
         for j in range(len(out)):
             copies = starts.get(math.prod(out[:j]))
             if copies is None:
@@ -2241,7 +2252,7 @@ class _Analyzer(_EvalInterpreter):
             if copies > 1:
                 merged = self._merge_copies(info, shape, out[j], copies)
                 if merged is not None:
-                    _check_not_literal(_literal_list(literal_shape), j)
+                    _check_not_literal(literal, j)
                     return dataclasses.replace(merged, dim=j)
                 continue
             e = d + 1
@@ -2249,7 +2260,6 @@ class _Analyzer(_EvalInterpreter):
             while size < out[j] and e < len(shape):
                 size *= shape[e]
                 e += 1
-            literal = _literal_list(literal_shape)
             if size != out[j]:
                 if j + 1 < len(out) and out[j] > 1 and out[j] * out[j + 1] == shape[d]:
                     _check_not_literal(literal, j + 1)
@@ -2326,8 +2336,7 @@ class _Analyzer(_EvalInterpreter):
         # A grouped convolution's slices may be cut only where every piece of its space is then
         # pruned alike: where the groups are pieces of that one space (ResNeSt's radix splits).
         # Over a concatenation, its pieces would be tied to other layers' channels apart.
-        own = _expand(self.spaces, info.segments)
-        alone = len(own) == 1 and own[0].length == self.spaces[own[0].space].size
+        alone = self._whole_space(info) is not None
         if not self._unify_all(pieces[0], pieces[1:], reason, parts=groups if alone else None):
             return None
         return Channels(j + 1, pieces[0].segments)
@@ -2447,25 +2456,23 @@ class _Analyzer(_EvalInterpreter):
             return None
         if dim % len(shape) != info.dim:
             return tuple(info for _ in result)
-        if chunks is None and (type(size) is not int or len(result) == 1):
-            # split / tensor_split at sizes written in the model's code (one part: a no-op)
-            if len(result) == 1 and type(size) is int:
-                return (info,)
+        if chunks is None and type(size) is not int:  # sizes written in the model's code
             raise _Unsupported("it splits the channels at fixed sizes")
-        pieces = _expand(self.spaces, info.segments)
-        whole = len(pieces) == 1 and pieces[0].length == self.spaces[pieces[0].space].size
+        if chunks is None and len(result) == 1:  # one size, at least the width: a no-op
+            return (info,)
+        space = self._whole_space(info)
         if info.repeat != 1 or info.fold != 1:
             raise _Unsupported("it splits channels spread over several positions, or folded")
-        if not whole:
+        if space is None:
             raise _Unsupported("it splits channels of several layers or of part of one")
         if chunks is None:
-            return self._split_at_size(n, pieces[0].space, info, size, len(result))
+            return self._split_at_size(n, space, info, size, len(result))
         # chunk(k) splits whatever the width into k parts: the parts stay equal when they
         # lose the same channels. The layer's filters are cut into k pieces pruned as one
         # (so a part can also join a residual addition, as in YOLOv8's C2f bottlenecks).
         if not isinstance(chunks, int) or len(result) != chunks or info.size % chunks:
             raise _Unsupported("it splits the channels into unequal parts")
-        space, width = pieces[0].space, info.size // chunks
+        width = info.size // chunks
         if chunks > 1:
             why = self._split_space(space, [j * width for j in range(1, chunks)])
             if why is not None:

@@ -35,7 +35,7 @@ from torch import nn
 
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import atomic_torch_save, check_file_target
-from netsurgeon.pruning.graph import count_attribute, wrapped_model
+from netsurgeon.pruning.graph import count_attribute, size_tuple, wrapped_model
 from netsurgeon.pruning.surgery import gates, sync_recurrent
 
 __all__ = [
@@ -577,7 +577,7 @@ def _resize_parameter(model: nn.Module, name: str, record: Mapping[str, Any], ar
     for key, value in sizes.items():
         built = vars(module).get(key) if isinstance(key, str) and key[:1] != "_" else None
         if not (
-            _size_tuple(built)
+            size_tuple(built)
             and isinstance(value, (list, tuple))
             and len(value) == len(built)
             and all(type(v) is int and v >= 1 for v in value)
@@ -729,10 +729,6 @@ def _record_parameters(model: nn.Module, rebuilt: nn.Module) -> dict[str, dict[s
     return records
 
 
-def _size_tuple(value: Any) -> bool:
-    return type(value) is tuple and all(type(v) is int for v in value)
-
-
 def _changed_tuples(module: nn.Module, built: nn.Module) -> dict[str, list[int]]:
     """The tuples of sizes of ``module`` (the shape a layer scale is viewed to) that pruning
     changed from the ``built`` module's."""
@@ -740,8 +736,8 @@ def _changed_tuples(module: nn.Module, built: nn.Module) -> dict[str, list[int]]
         attr: list(value)
         for attr, value in vars(module).items()
         if attr[0] != "_"
-        and _size_tuple(value)
-        and _size_tuple(old := vars(built).get(attr))
+        and size_tuple(value)
+        and size_tuple(old := vars(built).get(attr))
         and len(old) == len(value)
         and old != value
     }
