@@ -460,3 +460,60 @@ class SplitAttentionNet(nn.Module):
         attn = F.softmax(attn.view(b, 1, 2, -1).transpose(1, 2), dim=1).reshape(b, -1)
         out = (x * attn.view(b, -1, 1, 1).reshape((b, 2, rc // 2, 1, 1))).sum(dim=1)
         return self.fc(out.mean((2, 3)))
+
+
+class MixedConv(nn.Module):
+    """timm's MixedConv2d: the channels split at sizes the module keeps (``self.splits``), a
+    depthwise convolution of its own kernel size on each part, the parts concatenated."""
+
+    def __init__(self, splits: list[int]) -> None:
+        super().__init__()
+        self.splits = splits
+        self.convs = nn.ModuleList(
+            nn.Conv2d(s, s, 2 * i + 1, padding=i, groups=s) for i, s in enumerate(splits)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(x, self.splits, 1)
+        return torch.cat([conv(parts[i]) for i, conv in enumerate(self.convs)], 1)
+
+
+class PartialConv(nn.Module):
+    """FasterNet's partial convolution: a convolution on the first part of a residual
+    stream, the rest passed on, at sizes kept as two counts (``[self.dim_conv3,
+    self.dim_untouched]``)."""
+
+    def __init__(self, dim: int, part: int) -> None:
+        super().__init__()
+        self.dim_conv3, self.dim_untouched = part, dim - part
+        self.conv = nn.Conv2d(part, part, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = torch.split(x, [self.dim_conv3, self.dim_untouched], dim=1)
+        return torch.cat((self.conv(x1), x2), 1)
+
+
+class SplitSizesNet(nn.Module):
+    """Splits at sizes that modules keep: MixNet's mixed depthwise convolution, FasterNet's
+    partial convolution in a residual block, and YOLOv8's C2f (``split((self.c, self.c))``,
+    one count for two parts)."""
+
+    def __init__(self, *, num_classes: int = 5) -> None:
+        super().__init__()
+        self.pw = nn.Conv2d(3, 12, 1)
+        self.bn = nn.BatchNorm2d(12)
+        self.mix = MixedConv([8, 4])
+        self.bn2 = nn.BatchNorm2d(12)
+        self.partial = PartialConv(12, 4)
+        self.mlp = nn.Conv2d(12, 12, 1)
+        self.c = 6
+        self.m = nn.Conv2d(6, 6, 3, padding=1)
+        self.fc = nn.Linear(18, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn(self.pw(x)))
+        y = F.relu(self.bn2(self.mix(y)))
+        y = y + self.mlp(F.relu(self.partial(y)))
+        a, b = y.split((self.c, self.c), 1)
+        y = torch.cat([a, b, F.relu(self.m(b))], 1)
+        return self.fc(y.mean((2, 3)))

@@ -413,6 +413,47 @@ def test_a_pruned_scale_round_trips_with_its_shape(
             io.load(_write(tmp_path, {**payload, "modules": damaged}))
 
 
+def test_the_sizes_a_module_splits_at_round_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sizes kept by modules that are no layers (a list, two ints, one int) are recorded
+    where pruning changed them and restored with their types; damaged ones are refused by
+    name. Without them the split would fail, or, where the sizes still add up, hand the
+    layers the wrong channels."""
+    from tests.pruning.nets import SplitSizesNet
+
+    x = torch.randn(2, 3, 8, 8)
+    model, loaded = _pruned_and_reloaded(tmp_path, monkeypatch, SplitSizesNet, x)
+    assert loaded.mix.splits == model.mix.splits and type(loaded.mix.splits) is list
+    assert (loaded.partial.dim_conv3, loaded.partial.dim_untouched, loaded.c) == (
+        model.partial.dim_conv3, model.partial.dim_untouched, model.c,
+    )  # fmt: skip
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    payload = io.read_checkpoint(tmp_path / "splitsizesnet.pt")
+    records = {k: v for k, v in payload["modules"].items() if v["type"] == "Sizes"}
+    assert records == {
+        "": {"type": "Sizes", "values": {"c": model.c}},
+        "mix": {"type": "Sizes", "values": {"splits": model.mix.splits}},
+        "partial": {"type": "Sizes", "values": {
+            "dim_conv3": model.partial.dim_conv3, "dim_untouched": model.partial.dim_untouched,
+        }},
+    }  # fmt: skip
+    for name, values, match in [
+        ("mix", {"splits": [4]}, r"'mix' has an invalid recorded size 'splits': \[4\]"),
+        ("mix", {"splits": 6}, "invalid recorded size 'splits'"),
+        ("partial", {"dim_conv3": [2]}, "invalid recorded size 'dim_conv3'"),
+        ("partial", {"dim_conv3": True}, "invalid recorded size 'dim_conv3'"),
+        ("partial", {"conv": 2}, "invalid recorded size 'conv'"),
+        ("partial", {"_modules": 2}, "invalid recorded size '_modules'"),
+        ("partial", [2, 4], "invalid recorded sizes"),
+        ("nothing", {"c": 2}, "'nothing' is not in the rebuilt"),
+    ]:
+        damaged = {**payload["modules"], name: {"type": "Sizes", "values": values}}
+        with pytest.raises(CheckpointError, match=match):
+            io.load(_write(tmp_path, {**payload, "modules": damaged}))
+
+
 class NoShiftGroupNormNet(nn.Module):
     """A GroupNorm subclass without a shift, as timm's ``GroupNorm1NoBias``."""
 

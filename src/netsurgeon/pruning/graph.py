@@ -440,6 +440,9 @@ class PruningGraph:
         self.observe = observe
         self.norms = norms
         self.output_shapes: Any = None
+        # Sizes kept by modules that split channels at them (module, attribute, index in the
+        # attribute or None), each with the channels of one part it sizes.
+        self.split_sizes: dict[tuple[str, str, int | None], Channels] = {}
         self.total_macs = 0  # every MAC of one forward pass, as MacCounter counts
         self.mode_sensitive = False  # the forward differs between train and eval mode
         self.notes: list[str] = []
@@ -706,13 +709,29 @@ class _WatchedCount(int):
     reads: dict[str, str]
     label: str
     index: int | None  # its place in a tuple attribute
+    # A size kept by a module that is no layer (``self.splits`` of timm's MixedConv2d), whose
+    # uses are recorded by its label: surgery may rewrite it where it only sizes a split.
+    sizes_split: bool
 
     def __new__(
-        cls, value: int, reads: dict[str, str], label: str, index: int | None = None
+        cls,
+        value: int,
+        reads: dict[str, str],
+        label: str,
+        index: int | None = None,
+        *,
+        sizes_split: bool = False,
     ) -> _WatchedCount:
         count = super().__new__(cls, value)
         count.reads, count.label, count.index = reads, label, index
+        count.sizes_split = sizes_split
         return count
+
+    @property
+    def entry(self) -> tuple[str, str, int | None]:
+        """Where the count is kept: (module, attribute, index in the attribute or None)."""
+        owner, _, attr = self.label.rpartition(".")
+        return owner, attr, self.index
 
     def __reduce__(self) -> Any:  # copies and pickles are plain ints
         return int, (int(self),)
@@ -725,24 +744,45 @@ def _counts_given_to_calls(graph: fx.Graph, reads: dict[str, str]) -> None:
     one that builds a tensor of that size (``y.new_zeros(n, self.conv.out_channels)``)."""
 
     def visit(value: Any) -> Any:
-        if isinstance(value, _WatchedCount):
+        if isinstance(value, _WatchedCount) and not value.sizes_split:
             owner, _, attr = value.label.rpartition(".")
             reads.setdefault(owner, f"has its {attr} used as a number in forward")
         return value
 
+    def visit_size(value: Any) -> Any:
+        if isinstance(value, _WatchedCount) and value.sizes_split:
+            value.reads.setdefault(value.label, _USED_ELSEWHERE)
+        return value
+
     for n in graph.nodes:
+        if n.op in ("call_function", "call_method") and not _splits(n):
+            # A split's sizes are what surgery rewrites; any other use keeps them.
+            fx.node.map_aggregate((n.args, n.kwargs), visit_size)
         if n.op == "call_function" and n.target in _FUNCTIONAL_LAYERS:
             continue  # a layer's own call (F.group_norm(x, self.num_groups, ...)): checked there
         if n.op in ("call_function", "call_method") and (not _takes_shape(n) or _creates(n)):
             fx.node.map_aggregate((n.args, n.kwargs), visit)
 
 
+_USED_ELSEWHERE = "forward also uses it as a number"
+
+
+def _splits(n: fx.Node) -> bool:
+    """Whether ``n`` splits a tensor at sizes it is given (``torch.split(x, [a, b])``)."""
+    return (n.op == "call_method" and n.target == "split") or (
+        n.op == "call_function" and n.target is torch.split
+    )
+
+
 def _watching(name: str) -> Callable[..., Any]:
     plain = getattr(int, name)
 
     def method(self: _WatchedCount, *args: Any) -> Any:
-        owner, _, attr = self.label.rpartition(".")
-        self.reads.setdefault(owner, f"has its {attr} used as a number in forward")
+        if self.sizes_split:
+            self.reads.setdefault(self.label, _USED_ELSEWHERE)
+        else:
+            owner, _, attr = self.label.rpartition(".")
+            self.reads.setdefault(owner, f"has its {attr} used as a number in forward")
         return plain(int(self), *(int(a) if isinstance(a, _WatchedCount) else a for a in args))
 
     return method
@@ -766,7 +806,10 @@ class _CountWatch:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.reads: dict[str, str] = {}
-        self._saved: list[tuple[nn.Module, str, int | tuple[int, ...]]] = []
+        # The labels of the sizes kept by other modules that forward used other than to
+        # split channels at, each with the reason.
+        self.split_reads: dict[str, str] = {}
+        self._saved: list[tuple[nn.Module, str, int | tuple[int, ...] | list[int]]] = []
 
     def __enter__(self) -> _CountWatch:
         for name, module in self.model.named_modules():
@@ -802,6 +845,26 @@ class _CountWatch:
                     label = f"{owner}.{attr}" if owner else attr
                     module.__dict__[attr] = tuple(
                         _WatchedCount(v, self.reads, label, i) for i, v in enumerate(value)
+                    )
+        # Sizes kept by the modules fx traces into (not torch's own, which it calls whole),
+        # which forward may split channels at (``torch.split(x, self.splits, 1)``).
+        for name, module in self.model.named_modules():
+            if isinstance(module, _RESIZED_TYPES) or type(module).__module__.startswith("torch."):
+                continue
+            for attr, value in list(vars(module).items()):
+                if attr[0] == "_":
+                    continue
+                label = f"{name}.{attr}" if name else attr
+                if type(value) is int:
+                    self._saved.append((module, attr, value))
+                    module.__dict__[attr] = _WatchedCount(
+                        value, self.split_reads, label, sizes_split=True
+                    )
+                elif type(value) in (list, tuple) and value and all(type(v) is int for v in value):
+                    self._saved.append((module, attr, value))
+                    module.__dict__[attr] = type(value)(
+                        _WatchedCount(v, self.split_reads, label, i, sizes_split=True)
+                        for i, v in enumerate(value)
                     )
         return self
 
@@ -1123,8 +1186,16 @@ class _Analyzer(_EvalInterpreter):
         leaves: Iterable[str] = (),
         untraceable: Iterable[str] = (),
         prune_layer_norms: bool = False,
+        split_reads: dict[str, str] | None = None,
     ) -> None:
         super().__init__(model, graph=graph)
+        # Labels of sizes kept by modules that forward used other than in a split.
+        self.split_reads = split_reads if split_reads is not None else {}
+        # Each size kept by a module that a split's part has (module, attribute, index),
+        # with the parts: surgery sets it to what they keep.
+        self.split_entries: dict[tuple[str, str, int | None], list[Channels]] = (
+            shared.split_entries if shared else {}
+        )
         self.prune_layer_norms = prune_layer_norms
         self.modules = dict(model.named_modules(remove_duplicate=False))
         self.bare_parameters = shared.bare_parameters if shared else _bare_parameters(model)
@@ -1177,13 +1248,16 @@ class _Analyzer(_EvalInterpreter):
         return sid
 
     def _block_space(self, sid: int, reason: str) -> None:
-        for seg in _expand(self.spaces, [Segment(sid, 0, self.spaces[sid].size)]):
+        self._block_segments([Segment(sid, 0, self.spaces[sid].size)], reason)
+
+    def _block_segments(self, segments: Iterable[Segment], reason: str) -> None:
+        for seg in _expand(self.spaces, segments):
             self.spaces[self._find(seg.space)].keep(reason)
 
     def _block(self, info: Any, reason: str) -> None:
+        # Only the pieces the channels lie in: a split's other parts are pruned on their own.
         for channels in _iter_channels(info):
-            for seg in channels.segments:
-                self._block_space(seg.space, reason)
+            self._block_segments(channels.segments, reason)
 
     def _constrain(self, sid: int, divisor: int) -> None:
         space = self.spaces[self._find(sid)]
@@ -2456,10 +2530,22 @@ class _Analyzer(_EvalInterpreter):
             return None
         if dim % len(shape) != info.dim:
             return tuple(info for _ in result)
-        if chunks is None and type(size) is not int:  # sizes written in the model's code
+        if chunks is None and isinstance(size, (list, tuple)) and len(size) == len(result):
+            return self._split_at_sizes(n, info, size)
+        if chunks is None and (
+            not isinstance(size, int) or (isinstance(size, _WatchedCount) and not size.sizes_split)
+        ):  # a layer's count, which pruning changes, or sizes it cannot follow
             raise _Unsupported("it splits the channels at fixed sizes")
         if chunks is None and len(result) == 1:  # one size, at least the width: a no-op
             return (info,)
+        if (
+            isinstance(size, _WatchedCount)
+            and size.sizes_split
+            and size.label not in self.split_reads
+            and int(size) * len(result) == info.size
+        ):  # equal parts of a size a module keeps (Res2Net's torch.split(x, self.width)): as
+            # one size for several parts, so they lose the same channels and it is rewritten
+            return self._split_at_sizes(n, info, [size] * len(result))
         space = self._whole_space(info)
         if info.repeat != 1 or info.fold != 1:
             raise _Unsupported("it splits channels spread over several positions, or folded")
@@ -2505,6 +2591,57 @@ class _Analyzer(_EvalInterpreter):
             Channels(info.dim, (Segment(space, j * size, min(size, info.size - j * size)),))
             for j in range(parts)
         )
+
+    def _split_at_sizes(self, n: fx.Node, info: Channels, sizes: Sequence[Any]) -> Any:
+        """``torch.split(x, sizes)``: where a part's size is kept by a module (``self.splits``
+        of timm's MixedConv2d, ``[self.dim_conv3, self.dim_untouched]`` of FasterNet) and
+        used only to split, the part is pruned on its own and surgery sets that size to the
+        channels it keeps; parts of one size keep equal numbers. A part whose size is
+        written in forward keeps its channels."""
+        widths = [int(size) for size in sizes]  # int(): not a use of the count
+        if info.repeat != 1 or info.fold != 1:
+            raise _Unsupported("it splits channels spread over several positions, or folded")
+        if min(widths) < 1:
+            raise _Unsupported("it splits off an empty part")
+        starts = list(itertools.accumulate([0, *widths[:-1]]))
+        parts = [_slice_channels(info, a, w) for a, w in zip(starts, widths, strict=True)]
+        by_module = [isinstance(size, _WatchedCount) and size.sizes_split for size in sizes]
+        if not any(by_module):
+            raise _Unsupported("it splits the channels at fixed sizes")
+        # Each part's layers are cut where it begins, so that it is pruned on its own.
+        cut = self._cut_at(info, starts[1:])
+        for part, size, own in zip(parts, sizes, by_module, strict=True):
+            if not own or size.label in self.split_reads:
+                why = (
+                    f"a size that forward also uses as a number ('{size.label}')"
+                    if own
+                    else "a size written in the code"
+                )
+                self._block(part if cut else info, f"{_describe(n)} splits the channels at {why}")
+                continue
+            # One size for several parts (here or in another split): they must stay equal.
+            owned = self.split_entries.setdefault(size.entry, [])
+            reason = f"'{size.label}' sizes several parts"
+            if not owned or owned[0] == part or self._unify(owned[0], part, reason):
+                owned.append(part)
+        return tuple(parts)
+
+    def _cut_at(self, info: Channels, offsets: Sequence[int]) -> bool:
+        """Cut the spaces under ``info`` so that each of ``offsets`` (along ``info``) falls
+        between two pieces; whether they all could be."""
+        for _ in range(4 * len(offsets) + 4):  # each pass cuts one piece
+            position = 0
+            for seg in _expand(self.spaces, info.segments):
+                inner = sorted({seg.start + x - position for x in offsets})
+                inner = [c for c in inner if seg.start < c < seg.start + seg.length]
+                if inner:
+                    if self._split_space(seg.space, inner) is not None:
+                        return False
+                    break  # re-expand: the cut may touch other segments too
+                position += seg.length
+            else:
+                return True
+        return False
 
     def _pad(
         self, info: Any, shape: Any, pad: Sequence[int], mode: Any = None, value: Any = None
@@ -2778,7 +2915,7 @@ def _trace_graph(
     }
     analyzer = _Analyzer(
         model, graph, kept, leaves=leaves, untraceable=untraceable,
-        prune_layer_norms=prune_layer_norms,
+        prune_layer_norms=prune_layer_norms, split_reads=counts.split_reads,
     )  # fmt: skip
     output, macs = _run(model, analyzer, example_inputs)
     mac_records = analyzer.macs
@@ -2787,7 +2924,7 @@ def _trace_graph(
         assert other is not None
         other_analyzer = _Analyzer(
             model, other, kept, shared=analyzer, leaves=leaves, untraceable=untraceable,
-            prune_layer_norms=prune_layer_norms,
+            prune_layer_norms=prune_layer_norms, split_reads=counts.split_reads,
         )  # fmt: skip
         other_output, other_macs = _run(model, other_analyzer, example_inputs)
         if model.training:
@@ -2799,6 +2936,7 @@ def _trace_graph(
         model, graph, analyzer.spaces, analyzer.sources, analyzer.consumers, mac_records,
         observe, norms,
     )  # fmt: skip
+    pruning_graph.split_sizes = {entry: parts[0] for entry, parts in analyzer.split_entries.items()}
     pruning_graph.output_shapes = output_shapes(output)
     pruning_graph.total_macs = macs
     pruning_graph.mode_sensitive = mode_sensitive

@@ -10,7 +10,9 @@ A checkpoint is a ``torch.save`` file holding only tensors and plain types:
   "Conv2d", "in_channels": 64, "out_channels": 40, "groups": 1}}``, and the shape of every
   per-channel parameter cut with them in a module of another type (a layer scale), with the
   tuples of sizes its module views it to where pruning changed them: ``{"blocks.0.scale.scale":
-  {"type": "Parameter", "shape": [40], "sizes": {"shape": [40, 1, 1]}}}``;
+  {"type": "Parameter", "shape": [40], "sizes": {"shape": [40, 1, 1]}}}``; and the sizes
+  that modules of other types keep where pruning changed them, as those a module splits its
+  channels at: ``{"blocks.0.mix": {"type": "Sizes", "values": {"splits": [10, 6]}}}``;
 * ``state_dict`` and ``extra`` (user metadata).
 
 :func:`load` rebuilds the architecture with random initialisation, gives every recorded module
@@ -542,6 +544,9 @@ def _apply_records(model: nn.Module, records: Mapping[str, Mapping[str, Any]], a
         if record["type"] == _PARAMETER:
             _resize_parameter(model, name, record, arch)
             continue
+        if record["type"] == _SIZES:
+            _set_sizes(model, name, record, arch)
+            continue
         try:
             module = model.get_submodule(name)
         except AttributeError as exc:
@@ -668,7 +673,8 @@ def _check_loadable(
 
     Returns:
         Records of the parameters of other modules that pruning resized (a layer scale
-        cut with its channels), which ``records`` need too.
+        cut with its channels) and of the sizes such modules keep (where they split
+        channels), which ``records`` need too.
 
     Raises:
         ConfigError: Naming the architecture and the first names that do not fit.
@@ -684,6 +690,7 @@ def _check_loadable(
         _apply_records(rebuilt, records, arch["name"])
         parameters = _record_parameters(model, rebuilt)
         _apply_records(rebuilt, parameters, arch["name"])
+        parameters.update(_record_sizes(model, rebuilt, parameters))
     except _Unfit as exc:
         problems = [str(exc)]
     else:
@@ -727,6 +734,77 @@ def _record_parameters(model: nn.Module, rebuilt: nn.Module) -> dict[str, dict[s
             if sizes:
                 records[name]["sizes"] = sizes
     return records
+
+
+# The record type of the sizes that a module of another type keeps and pruning changed (the
+# sizes timm's MixedConv2d splits its channels at): ``{"values": {"splits": [10, 6]}}``.
+_SIZES = "Sizes"
+
+
+def _kept_size(value: Any) -> bool:
+    """An int, or a non-empty list or tuple of ints: a size a module may keep."""
+    if type(value) in (list, tuple):
+        return bool(value) and all(type(v) is int for v in value)
+    return type(value) is int
+
+
+def _record_sizes(
+    model: nn.Module, rebuilt: nn.Module, parameters: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The sizes kept by ``model``'s modules of types without a size record that differ from
+    the ``rebuilt`` architecture's (those a parameter record holds aside)."""
+    built = dict(rebuilt.named_modules())
+    records: dict[str, dict[str, Any]] = {}
+    for name, module in model.named_modules():
+        other = built.get(name)
+        if other is None or _spec_of(module) is not None:
+            continue
+        held = {
+            key
+            for parameter, record in parameters.items()
+            if parameter.rpartition(".")[0] == name
+            for key in record.get("sizes", {})
+        }
+        changed = {
+            attr: list(value) if type(value) in (list, tuple) else value
+            for attr, value in vars(module).items()
+            if attr[0] != "_"
+            and attr not in held
+            and _kept_size(value)
+            and type(old := vars(other).get(attr)) is type(value)
+            and (type(value) is int or len(old) == len(value))
+            and old != value
+        }
+        if changed:
+            records[name] = {"type": _SIZES, "values": changed}
+    return records
+
+
+def _set_sizes(model: nn.Module, name: str, record: Mapping[str, Any], arch: str) -> None:
+    """Give module ``name`` of ``model`` the recorded sizes, each of the built one's type.
+
+    Raises:
+        _Unfit: The module is not in ``model``, or a size does not fit the built one.
+    """
+    try:
+        module = model.get_submodule(name)
+    except AttributeError as exc:
+        raise _Unfit(f"module {name!r} is not in the rebuilt {arch!r}") from exc
+    values = record.get("values")
+    if not isinstance(values, Mapping):
+        raise _Unfit(f"module {name!r} has invalid recorded sizes {values!r}")
+    for attr, value in values.items():
+        built = vars(module).get(attr) if isinstance(attr, str) and attr[:1] != "_" else None
+        fits = _kept_size(built) and (
+            type(value) is int
+            if type(built) is int
+            else isinstance(value, (list, tuple))
+            and len(value) == len(built)
+            and all(type(v) is int for v in value)
+        )
+        if not fits:
+            raise _Unfit(f"module {name!r} has an invalid recorded size {attr!r}: {value!r}")
+        setattr(module, attr, value if type(built) is int else type(built)(value))
 
 
 def _changed_tuples(module: nn.Module, built: nn.Module) -> dict[str, list[int]]:

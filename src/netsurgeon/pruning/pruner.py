@@ -51,6 +51,7 @@ from netsurgeon.pruning.surgery import (
     prune_parameter,
     prune_recurrent,
     restorable,
+    set_size,
 )
 
 __all__ = ["Footprint", "PruneResult", "Pruner", "prune"]
@@ -466,6 +467,12 @@ def _apply(
     names = set(out_keep) | set(in_keep) | set(member_keep)
     modules = {name: graph.model.get_submodule(name) for name in names}
     owners = [record.module for record, _ in parameters]
+    # The sizes modules split channels at (timm's MixedConv2d), each set to what its part keeps.
+    split_sizes = []
+    for (owner, attr, index), channels in graph.split_sizes.items():
+        positions = graph.positions(channels, keep)
+        if positions is not None:
+            split_sizes.append((graph.model.get_submodule(owner), attr, index, len(positions)))
     follower = (
         None if optimizer is None else OptimizerFollower(optimizer, [*modules.values(), *owners])
     )
@@ -486,11 +493,13 @@ def _apply(
             prune_conv(module, out_keep=out_keep.get(name), in_keep=in_keep.get(name))
 
     try:
-        with restorable([*modules.values(), *owners]):
+        with restorable([*modules.values(), *owners, *(module for module, *_ in split_sizes)]):
             for record, positions in parameters:
                 attr = record.name.rpartition(".")[2]
                 for owner in (record.module, *(follower.copies(record.module) if follower else ())):
                     prune_parameter(owner, attr, positions, record.channels.dim, record.sizes)
+            for owner, attr, index, size in split_sizes:
+                set_size(owner, attr, index, size)
             for name, module in modules.items():
                 for target in (module, *(follower.copies(module) if follower else ())):
                     cut(target, name)

@@ -179,9 +179,19 @@ def prune_parameter(
     """
     _set_param(module, name, _take(getattr(module, name), keep, dim))
     for attr, index in sizes:
-        value = list(getattr(module, attr))
-        value[index] = len(keep)
-        setattr(module, attr, tuple(value))
+        set_size(module, attr, index, len(keep))
+
+
+def set_size(module: nn.Module, attr: str, index: int | None, size: int) -> None:
+    """Set a size that ``module`` keeps: its int attribute ``attr``, or entry ``index`` of
+    that list or tuple attribute (a new one of the same type)."""
+    if index is None:
+        setattr(module, attr, size)
+        return
+    value = getattr(module, attr)
+    items = list(value)
+    items[index] = size
+    setattr(module, attr, type(value)(items))
 
 
 def gates(rnn: nn.Module) -> int:
@@ -328,7 +338,8 @@ def restorable(modules: list[nn.Module]) -> Iterator[None]:
             dict(m._buffers),
             {
                 **{a: getattr(m, a) for a in SIZE_ATTRIBUTES if hasattr(m, a)},
-                **{a: v for a, v in vars(m).items() if type(v) is tuple},  # a scale's shape
+                # A scale's shape, the sizes a module splits channels at.
+                **{a: v for a, v in vars(m).items() if type(v) in (int, tuple, list)},
             },
         )
         for m in modules
