@@ -755,8 +755,13 @@ def _counts_given_to_calls(graph: fx.Graph, reads: dict[str, str]) -> None:
         return value
 
     for n in graph.nodes:
-        if n.op in ("call_function", "call_method") and not _splits(n):
-            # A split's sizes are what surgery rewrites; any other use keeps them.
+        # A split's sizes are what surgery rewrites; any other use keeps them. A slice of
+        # the channels at one of them is a split too: the analysis decides (_getitem).
+        if (
+            n.op in ("call_function", "call_method")
+            and not _splits(n)
+            and n.target is not operator.getitem
+        ):
             fx.node.map_aggregate((n.args, n.kwargs), visit_size)
         if n.op == "call_function" and n.target in _FUNCTIONAL_LAYERS:
             continue  # a layer's own call (F.group_norm(x, self.num_groups, ...)): checked there
@@ -1534,6 +1539,13 @@ class _Analyzer(_EvalInterpreter):
                     reason = f"{_describe(n)} shapes other channels with their count"
                     self._block(info, reason)
                     self._block(shaped, reason)
+        for entry, parts in list(self.split_entries.items()):
+            label = f"{entry[0]}.{entry[1]}" if entry[0] else entry[1]
+            if label in self.split_reads:  # used otherwise after the split was seen
+                del self.split_entries[entry]
+                for part in parts:
+                    why = f"channels split at a size that forward also uses as a number ('{label}')"
+                    self._block(part, why)
         for (owner, attr, _), infos in self.size_entries.items():
             roots = {
                 self._find(seg.space) for c in infos for seg in _expand(self.spaces, c.segments)
@@ -2270,6 +2282,22 @@ class _Analyzer(_EvalInterpreter):
         raise _Unsupported("it concatenates channels that cannot be aligned")
 
     def _getitem(self, n: fx.Node, result: Any) -> Any:
+        # Sizes kept by modules in the index: a use of them, unless one bounds a slice of the
+        # channels, which is then a split at it (DPN's x[:, :self.num_1x1_c]).
+        sizes: list[_WatchedCount] = []
+        fx.node.map_aggregate(
+            n.args[1],
+            lambda a: sizes.append(a) if isinstance(a, _WatchedCount) and a.sizes_split else a,
+        )
+        consumed: list[_WatchedCount] = []
+        try:
+            return self._index(n, result, consumed)
+        finally:
+            for size in sizes:
+                if not any(size is c for c in consumed):
+                    self.split_reads.setdefault(size.label, _USED_ELSEWHERE)
+
+    def _index(self, n: fx.Node, result: Any, consumed: list[_WatchedCount]) -> Any:
         src = n.args[0]
         info = self.info.get(src) if isinstance(src, fx.Node) else None
         index = n.args[1]
@@ -2300,7 +2328,7 @@ class _Analyzer(_EvalInterpreter):
                 continue
             if p == info.dim:
                 if not _takes_all(item, shape[p]):
-                    raise _Unsupported("it slices the channels")
+                    info = self._slice_at_size(info, item, consumed)
                 new_dim = q
             p += 1
             if isinstance(item, slice):
@@ -2308,6 +2336,38 @@ class _Analyzer(_EvalInterpreter):
         if new_dim is None:  # the channel dim is after every index: it maps one to one
             new_dim = info.dim - p + q
         return dataclasses.replace(info, dim=new_dim)
+
+    def _slice_at_size(self, info: Channels, item: Any, consumed: list[_WatchedCount]) -> Channels:
+        """``x[:, :a]`` or ``x[:, a:]`` with ``a`` a size a module keeps and uses only so: a
+        split there, whose first part's count surgery writes into ``a`` (the second part
+        follows from the width)."""
+        size = None
+        if isinstance(item, slice) and item.step is None:
+            # No == on a kept size: that would record a use of it.
+            from_start = item.start is None or (type(item.start) is int and item.start == 0)
+            if from_start and isinstance(item.stop, _WatchedCount):
+                size, first = item.stop, True
+            elif isinstance(item.start, _WatchedCount) and item.stop is None:
+                size, first = item.start, False
+        if size is not None and size.sizes_split and size.label in self.split_reads:
+            raise _Unsupported(
+                f"it slices the channels at a size that forward also uses as a number "
+                f"('{size.label}')"
+            )
+        if (
+            size is None
+            or not size.sizes_split
+            or not 0 < int(size) < info.size
+            or info.repeat != 1
+            or info.fold != 1
+        ):
+            raise _Unsupported("it slices the channels")
+        consumed.append(size)
+        width = int(size)
+        self._cut_at(info, [width])
+        head = _slice_channels(info, 0, width)
+        self._size_parts(size, head)
+        return head if first else _slice_channels(info, width, info.size - width)
 
     def _reshape(self, n: fx.Node, info: Any, shape: Any, result: Any, literal_shape: Any) -> Any:
         if info is None:
@@ -2619,12 +2679,16 @@ class _Analyzer(_EvalInterpreter):
                 )
                 self._block(part if cut else info, f"{_describe(n)} splits the channels at {why}")
                 continue
-            # One size for several parts (here or in another split): they must stay equal.
-            owned = self.split_entries.setdefault(size.entry, [])
-            reason = f"'{size.label}' sizes several parts"
-            if not owned or owned[0] == part or self._unify(owned[0], part, reason):
-                owned.append(part)
+            self._size_parts(size, part)
         return tuple(parts)
+
+    def _size_parts(self, size: _WatchedCount, part: Channels) -> None:
+        """Record that ``size`` (kept by a module) is the width of ``part``; one size for
+        several parts (here or in another split) keeps them equal."""
+        owned = self.split_entries.setdefault(size.entry, [])
+        reason = f"'{size.label}' sizes several parts"
+        if not owned or owned[0] == part or self._unify(owned[0], part, reason):
+            owned.append(part)
 
     def _cut_at(self, info: Channels, offsets: Sequence[int]) -> bool:
         """Cut the spaces under ``info`` so that each of ``offsets`` (along ``info``) falls
