@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Callable
 
 import pytest
@@ -19,6 +20,7 @@ from tests.pruning.nets import (
     ConcatNet,
     GhostNet,
     GroupNormNet,
+    MixedConv,
     NormActNet,
     PointwiseNet,
     ReorderNet,
@@ -987,27 +989,73 @@ def test_slices_at_sizes_that_modules_keep_follow_pruning() -> None:
 
 
 class _SplitSizesUsedNet(nn.Module):
-    """A split at sizes the module keeps, one of which forward also uses otherwise or writes."""
+    """A split at sizes the module keeps, one of which forward also uses otherwise
+    (subclasses: forward's source is read, so each use has a class of its own)."""
 
-    def __init__(self, how: str) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.how = how
         self.sizes = [4, 8]
         self.a, self.b = nn.Conv2d(3, 12, 1), nn.Conv2d(4, 4, 1)
         self.head = nn.Conv2d(12, 2, 1)
 
+
+class _SplitSizesScaled(_SplitSizesUsedNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.a(x)
-        if self.how == "written":
-            p, q = torch.split(y, [self.sizes[0], 8], 1)
+        p, q = torch.split(self.a(x), self.sizes, 1)
+        return self.head(torch.cat([self.b(p) * self.sizes[0] ** -0.5, q], 1))
+
+
+class _SplitSizesSliced(_SplitSizesUsedNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, q = torch.split(self.a(x), self.sizes, 1)
+        return self.head(torch.cat([self.b(p), q[:, : self.sizes[1]]], 1))
+
+
+class _SplitSizesWritten(_SplitSizesUsedNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, q = torch.split(self.a(x), [self.sizes[0], 8], 1)
+        return self.head(torch.cat([self.b(p), q], 1))
+
+
+class _SplitSizesFactory(_SplitSizesUsedNet):
+    """Uses of a size that leave no trace in the graph: they run while it is traced."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, q = torch.split(self.a(x), self.sizes, 1)
+        return self.head(torch.cat([self.b(p), q], 1)) * torch.ones(self.sizes[0]).sum()
+
+
+class _SplitSizesRange(_SplitSizesUsedNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, q = torch.split(self.a(x), self.sizes, 1)
+        return self.head(torch.cat([self.b(p), q], 1)) * len(range(self.sizes[0]))
+
+
+class _SplitSizesIndex(_SplitSizesUsedNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, q = torch.split(self.a(x), self.sizes, 1)
+        return self.head(torch.cat([self.b(p), q], 1)) * operator.index(self.sizes[0])
+
+
+class _SplitSizesAlsoOther(_SplitSizesUsedNet):
+    """The sizes also split something else than these channels: the batch, the rows, or
+    channels the engine does not follow (the input's)."""
+
+    def __init__(self, other: str) -> None:
+        super().__init__()
+        self.other = other
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, q = torch.split(self.a(x), self.sizes, 1)
+        y = self.head(torch.cat([self.b(p), q], 1))
+        if self.other == "input":
+            u, v = torch.split(x.repeat(1, 4, 1, 1), self.sizes, 1)
         else:
-            p, q = torch.split(y, self.sizes, 1)
-        p = self.b(p)
-        if self.how == "scale":
-            p = p * self.sizes[0] ** -0.5
-        elif self.how == "slice":
-            q = q[:, : self.sizes[1]]
-        return self.head(torch.cat([p, q], 1))
+            u, v = torch.split(y, self.sizes, 0 if self.other == "batch" else 2)
+        return y.sum() + u.sum() - v.sum()
+
+
+_USED = "at a size that forward also uses as a number ('sizes')"
 
 
 @pytest.mark.parametrize(
@@ -1018,17 +1066,60 @@ class _SplitSizesUsedNet(nn.Module):
         ("slice", {"b": (4, 2)}, "at a size that forward also uses as a number ('sizes')"),
         ("written", {"a": (12, 10), "b": (4, 2)}, "splits the channels at a size written in "
          "the code"),
+        ("factory", {"b": (4, 2)}, _USED),
+        ("range", {"b": (4, 2)}, _USED),
+        ("index", {"b": (4, 2)}, _USED),
+        ("batch", {"b": (4, 2)}, _USED),
+        ("rows", {"b": (4, 2)}, _USED),
+        ("input", {"b": (4, 2)}, _USED),
     ],
 )  # fmt: skip
 def test_split_sizes_used_otherwise_keep_their_channels(
     how: str, channels: dict[str, tuple[int, int]], reason: str
 ) -> None:
-    model = _SplitSizesUsedNet(how).eval()
-    x = torch.randn(2, 3, 4, 4)
+    """Found by fuzzing: sizes that also split the batch, rows or the input, or that
+    ``range``, ``operator.index`` or a tensor factory used while the model was traced, were
+    rewritten for the channels' split, which broke those other uses."""
+    make = {
+        "scale": _SplitSizesScaled,
+        "slice": _SplitSizesSliced,
+        "written": _SplitSizesWritten,
+        "factory": _SplitSizesFactory,
+        "range": _SplitSizesRange,
+        "index": _SplitSizesIndex,
+    }
+    model = (make[how]() if how in make else _SplitSizesAlsoOther(how)).eval()
+    x = torch.randn(12, 3, 12, 12)
     _, result = _prune_half_zeroed(model, x)
     assert result.channels == channels
     assert model.sizes == ([2, 8] if how == "written" else [4, 8])
     assert any(s.startswith("a (") and reason in s for s in result.skipped), result.skipped
+
+
+class _MixedConvUncut(nn.Module):
+    """A MixedConv's split inside the slices of a grouped convolution or of GroupNorm's
+    groups (6 channels each), which the engine prunes as wholes."""
+
+    def __init__(self, grouped: bool) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 12, 1)
+        self.g = nn.Conv2d(12, 12, 1, groups=2) if grouped else nn.GroupNorm(2, 12)
+        self.mix, self.head = MixedConv([4, 8]), nn.Conv2d(12, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.mix(F.relu(self.g(self.a(x))))).mean((2, 3))
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_splits_inside_pieces_pruned_as_one_keep_their_channels(grouped: bool) -> None:
+    """Found by fuzzing: a split inside pieces pruned as one (a grouped convolution's
+    slices, GroupNorm's groups) lost a part's channels elsewhere than its new sizes said,
+    and the pruned model computed something else."""
+    model = _MixedConvUncut(grouped).eval()
+    _, result = _prune_half_zeroed(model, torch.randn(2, 3, 6, 6))
+    assert model.mix.splits == [4, 8] and not any(n.startswith("mix.") for n in result.channels)
+    reason = "splits the channels where they cannot be cut"
+    assert any(reason in s for s in result.skipped), result.skipped
 
 
 def test_group_norm_streams_split_at_zero_padded_shortcuts() -> None:

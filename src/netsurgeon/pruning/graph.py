@@ -33,6 +33,7 @@ from torch.nn.utils.weight_norm import WeightNorm
 
 from netsurgeon.errors import TraceError, first_line
 from netsurgeon.modes import kept_buffers, kept_modes
+from netsurgeon.pruning.sources import SourceUses
 from netsurgeon.pruning.stats import MacCounter, as_input_tuple
 from netsurgeon.pruning.surgery import SIZE_ATTRIBUTES
 
@@ -772,6 +773,19 @@ def _counts_given_to_calls(graph: fx.Graph, reads: dict[str, str]) -> None:
 _USED_ELSEWHERE = "forward also uses it as a number"
 
 
+def _kept_sizes(value: Any) -> list[_WatchedCount]:
+    """The sizes kept by modules (not layers) within a call's arguments."""
+    found: list[_WatchedCount] = []
+
+    def visit(a: Any) -> Any:
+        if isinstance(a, _WatchedCount) and a.sizes_split:
+            found.append(a)
+        return a
+
+    fx.node.map_aggregate(value, visit)
+    return found
+
+
 def _splits(n: fx.Node) -> bool:
     """Whether ``n`` splits a tensor at sizes it is given (``torch.split(x, [a, b])``)."""
     return (n.op == "call_method" and n.target == "split") or (
@@ -1196,6 +1210,8 @@ class _Analyzer(_EvalInterpreter):
         super().__init__(model, graph=graph)
         # Labels of sizes kept by modules that forward used other than in a split.
         self.split_reads = split_reads if split_reads is not None else {}
+        self.source_uses: SourceUses | None = shared.source_uses if shared else None
+        self.sized: list[_WatchedCount] = []  # the sizes the current call splits channels at
         # Each size kept by a module that a split's part has (module, attribute, index),
         # with the parts: surgery sets it to what they keep.
         self.split_entries: dict[tuple[str, str, int | None], list[Channels]] = (
@@ -1448,6 +1464,7 @@ class _Analyzer(_EvalInterpreter):
     def run_node(self, n: fx.Node) -> Any:
         result = super().run_node(n)
         self.shapes[n] = _shape_of(result)
+        self.sized = []
         try:
             self._track_counts(n, result)
             self.info[n] = self._visit(n, result)
@@ -1458,6 +1475,12 @@ class _Analyzer(_EvalInterpreter):
             reason = f"{_describe(n)}: not understood ({type(exc).__name__})"
             self._block(self._arg_infos(n), reason)
             self.info[n] = None
+        finally:
+            # Sizes kept by modules that this call did not take as the widths of parts it
+            # splits the channels into: a use that pruning must not change.
+            for size in _kept_sizes((n.args, n.kwargs)):
+                if not any(size is s for s in self.sized):
+                    self.split_reads.setdefault(size.label, _USED_ELSEWHERE)
         return result
 
     def _sizes_an_upsampling(self, n: fx.Node) -> bool:
@@ -2282,22 +2305,6 @@ class _Analyzer(_EvalInterpreter):
         raise _Unsupported("it concatenates channels that cannot be aligned")
 
     def _getitem(self, n: fx.Node, result: Any) -> Any:
-        # Sizes kept by modules in the index: a use of them, unless one bounds a slice of the
-        # channels, which is then a split at it (DPN's x[:, :self.num_1x1_c]).
-        sizes: list[_WatchedCount] = []
-        fx.node.map_aggregate(
-            n.args[1],
-            lambda a: sizes.append(a) if isinstance(a, _WatchedCount) and a.sizes_split else a,
-        )
-        consumed: list[_WatchedCount] = []
-        try:
-            return self._index(n, result, consumed)
-        finally:
-            for size in sizes:
-                if not any(size is c for c in consumed):
-                    self.split_reads.setdefault(size.label, _USED_ELSEWHERE)
-
-    def _index(self, n: fx.Node, result: Any, consumed: list[_WatchedCount]) -> Any:
         src = n.args[0]
         info = self.info.get(src) if isinstance(src, fx.Node) else None
         index = n.args[1]
@@ -2328,7 +2335,7 @@ class _Analyzer(_EvalInterpreter):
                 continue
             if p == info.dim:
                 if not _takes_all(item, shape[p]):
-                    info = self._slice_at_size(info, item, consumed)
+                    info = self._slice_at_size(info, item)
                 new_dim = q
             p += 1
             if isinstance(item, slice):
@@ -2337,10 +2344,10 @@ class _Analyzer(_EvalInterpreter):
             new_dim = info.dim - p + q
         return dataclasses.replace(info, dim=new_dim)
 
-    def _slice_at_size(self, info: Channels, item: Any, consumed: list[_WatchedCount]) -> Channels:
-        """``x[:, :a]`` or ``x[:, a:]`` with ``a`` a size a module keeps and uses only so: a
-        split there, whose first part's count surgery writes into ``a`` (the second part
-        follows from the width)."""
+    def _slice_at_size(self, info: Channels, item: Any) -> Channels:
+        """``x[:, :a]`` or ``x[:, a:]`` with ``a`` a size a module keeps and uses only so (DPN's
+        ``x[:, :self.num_1x1_c]``): a split there, whose first part's count surgery writes
+        into ``a`` (the second part follows from the width)."""
         size = None
         if isinstance(item, slice) and item.step is None:
             # No == on a kept size: that would record a use of it.
@@ -2349,7 +2356,7 @@ class _Analyzer(_EvalInterpreter):
                 size, first = item.stop, True
             elif isinstance(item.start, _WatchedCount) and item.stop is None:
                 size, first = item.start, False
-        if size is not None and size.sizes_split and size.label in self.split_reads:
+        if size is not None and size.sizes_split and self._used_otherwise(size):
             raise _Unsupported(
                 f"it slices the channels at a size that forward also uses as a number "
                 f"('{size.label}')"
@@ -2362,9 +2369,9 @@ class _Analyzer(_EvalInterpreter):
             or info.fold != 1
         ):
             raise _Unsupported("it slices the channels")
-        consumed.append(size)
         width = int(size)
-        self._cut_at(info, [width])
+        if not self._cut_at(info, [width]):  # pieces pruned as one could lose a part entirely
+            raise _Unsupported("it slices the channels where they cannot be cut")
         head = _slice_channels(info, 0, width)
         self._size_parts(size, head)
         return head if first else _slice_channels(info, width, info.size - width)
@@ -2601,8 +2608,8 @@ class _Analyzer(_EvalInterpreter):
         if (
             isinstance(size, _WatchedCount)
             and size.sizes_split
-            and size.label not in self.split_reads
             and int(size) * len(result) == info.size
+            and not self._used_otherwise(size)
         ):  # equal parts of a size a module keeps (Res2Net's torch.split(x, self.width)): as
             # one size for several parts, so they lose the same channels and it is rewritten
             return self._split_at_sizes(n, info, [size] * len(result))
@@ -2668,23 +2675,38 @@ class _Analyzer(_EvalInterpreter):
         by_module = [isinstance(size, _WatchedCount) and size.sizes_split for size in sizes]
         if not any(by_module):
             raise _Unsupported("it splits the channels at fixed sizes")
-        # Each part's layers are cut where it begins, so that it is pruned on its own.
-        cut = self._cut_at(info, starts[1:])
+        # Each part's layers are cut where it begins, so that it is pruned on its own (pieces
+        # pruned as one, by a grouped convolution's slices, could leave a part empty).
+        if not self._cut_at(info, starts[1:]):
+            raise _Unsupported("it splits the channels where they cannot be cut")
         for part, size, own in zip(parts, sizes, by_module, strict=True):
-            if not own or size.label in self.split_reads:
+            if not own or self._used_otherwise(size):
                 why = (
                     f"a size that forward also uses as a number ('{size.label}')"
                     if own
                     else "a size written in the code"
                 )
-                self._block(part if cut else info, f"{_describe(n)} splits the channels at {why}")
+                self._block(part, f"{_describe(n)} splits the channels at {why}")
                 continue
             self._size_parts(size, part)
         return tuple(parts)
 
+    def _used_otherwise(self, size: _WatchedCount) -> bool:
+        """Whether forward uses ``size`` (kept by a module) other than as the width of the
+        channel parts it splits: seen in the trace, or in the source (``range(self.a)``,
+        ``torch.zeros(self.a)``: uses that leave no trace in the graph)."""
+        if self.source_uses is None:
+            self.source_uses = SourceUses(self.module)
+        if size.label not in self.split_reads and self.source_uses.other_than_split(
+            size.entry[0], size.entry[1]
+        ):
+            self.split_reads[size.label] = _USED_ELSEWHERE
+        return size.label in self.split_reads
+
     def _size_parts(self, size: _WatchedCount, part: Channels) -> None:
         """Record that ``size`` (kept by a module) is the width of ``part``; one size for
         several parts (here or in another split) keeps them equal."""
+        self.sized.append(size)
         owned = self.split_entries.setdefault(size.entry, [])
         reason = f"'{size.label}' sizes several parts"
         if not owned or owned[0] == part or self._unify(owned[0], part, reason):
