@@ -1037,6 +1037,16 @@ class _SplitSizesIndex(_SplitSizesUsedNet):
         return self.head(torch.cat([self.b(p), q], 1)) * operator.index(self.sizes[0])
 
 
+class _SplitSizesProperty(_SplitSizesUsedNet):
+    @property
+    def norm(self) -> int:
+        return operator.index(self.sizes[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, q = torch.split(self.a(x), self.sizes, 1)
+        return self.head(torch.cat([self.b(p), q], 1)) / self.norm
+
+
 class _SplitSizesAlsoOther(_SplitSizesUsedNet):
     """The sizes also split something else than these channels: the batch, the rows, or
     channels the engine does not follow (the input's)."""
@@ -1069,6 +1079,7 @@ _USED = "at a size that forward also uses as a number ('sizes')"
         ("factory", {"b": (4, 2)}, _USED),
         ("range", {"b": (4, 2)}, _USED),
         ("index", {"b": (4, 2)}, _USED),
+        ("property", {"b": (4, 2)}, _USED),
         ("batch", {"b": (4, 2)}, _USED),
         ("rows", {"b": (4, 2)}, _USED),
         ("input", {"b": (4, 2)}, _USED),
@@ -1078,7 +1089,8 @@ def test_split_sizes_used_otherwise_keep_their_channels(
     how: str, channels: dict[str, tuple[int, int]], reason: str
 ) -> None:
     """Found by fuzzing: sizes that also split the batch, rows or the input, or that
-    ``range``, ``operator.index`` or a tensor factory used while the model was traced, were
+    ``range``, ``operator.index`` (in forward or a property) or a tensor factory used while
+    the model was traced, were
     rewritten for the channels' split, which broke those other uses."""
     make = {
         "scale": _SplitSizesScaled,
@@ -1087,6 +1099,7 @@ def test_split_sizes_used_otherwise_keep_their_channels(
         "factory": _SplitSizesFactory,
         "range": _SplitSizesRange,
         "index": _SplitSizesIndex,
+        "property": _SplitSizesProperty,
     }
     model = (make[how]() if how in make else _SplitSizesAlsoOther(how)).eval()
     x = torch.randn(12, 3, 12, 12)

@@ -13,13 +13,14 @@ class _Uses(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.a, self.b, self.c, self.d, self.sizes = 4, 8, 2, 3, [4, 8]
+        self.in_channels = 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p, q = torch.split(x, self.sizes, 1)
         r, s = x.split([self.a, self.b], dim=1)
         t = torch.split(x, split_size_or_sections=self.sizes[0], dim=1)[0]
         n = self.a
-        u = x[:, :n] + x[:, : self.a] + q[:, self.b :]
+        u = x[:, :n] + x[:, : self.a] + q[:, self.b :] + x[:, : self.in_channels]
         return torch.cat([p, r, s, t, u, x[:, :: self.c], x * self.d], 1)
 
 
@@ -39,11 +40,81 @@ class _Calls(nn.Module):
     def unused(self) -> int:
         return self.g * 2
 
+    @property
+    def norm(self) -> int:
+        return int(self.i)
+
 
 class _Derived(_Calls):
+    def __init__(self) -> None:
+        super().__init__()
+        self.i, self.j, self.l, self.s = 3, 3, 3, 3
+        self.post = lambda t: t / int(self.m)  # a function kept on the instance
+        self.m = self.j * 2  # __init__ builds the module: its uses are none in forward
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.h
-        return super().forward(x) + torch.zeros(n)
+        y = self.post(super().forward(x) + torch.zeros(n)) / self.norm
+        return self.split(self.s, y)
+
+    def split(self, n: int, t: torch.Tensor) -> torch.Tensor:
+        return t / int(n)  # a method named split is no torch.split
+
+    def extra_repr(self) -> str:
+        return f"l={self.l}"
+
+
+class _KeptChild(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ka = 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, : self.ka]
+
+
+class _LookedUpChild(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.la = 2
+
+
+class _PlainChild(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ca = 2
+
+
+class _Parent(nn.Module):
+    """Code that reads a child's sizes: a module-level function given it, torch's code
+    given it, getattr."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept, self.looked_up, self.child = _KeptChild(), _LookedUpChild(), _PlainChild()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.utils.checkpoint.checkpoint(self.kept, x, use_reentrant=False)
+        name = "la"
+        z = getattr(self.looked_up, name) * int(isinstance(self.child, nn.Module))
+        z = z * len(list(zip(enumerate(self.child), self.child, strict=True)))  # never run
+        return y * z * _width_of(self.child)
+
+
+def _width_of(module: nn.Module) -> int:
+    return int(module.q)
+
+
+class _Wraps(nn.Module):
+    """timm's ConvNormAct: a property reads its convolution's count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.conv.in_channels)
 
 
 class _Escapes(nn.Module):
@@ -56,6 +127,11 @@ class _EscapesByKeyword(nn.Module):
         return _helper(module=self, x=x)
 
 
+class _ReadsItsDict(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, : self.__dict__["n"]]
+
+
 def _helper(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x[:, : module.k]
 
@@ -64,7 +140,8 @@ class _Model(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.uses, self.derived, self.escapes = _Uses(), _Derived(), _Escapes()
-        self.keyword = _EscapesByKeyword()
+        self.keyword, self.parent = _EscapesByKeyword(), _Parent()
+        self.dict, self.wraps = _ReadsItsDict(), _Wraps()
         self.conv = nn.Conv2d(3, 3, 1)
 
 
@@ -74,15 +151,27 @@ class _Model(nn.Module):
         ("uses", "sizes", False),  # split sizes, whole or one of them
         ("uses", "a", False),  # split sizes, slice bounds, and a name given it
         ("uses", "b", False),
+        ("uses", "in_channels", False),  # another module's in_channels is used, not this one
+        ("wraps.conv", "in_channels", True),
         ("uses", "c", True),  # a slice's step
         ("uses", "d", True),  # a number in arithmetic
         ("derived", "e", False),
         ("derived", "f", True),  # range() in a method forward calls
         ("derived", "h", True),  # a name given it, then given to a tensor factory
-        ("derived", "g", False),  # a method forward never calls
+        ("derived", "g", True),  # a method forward does not call: it may reach it otherwise
+        ("derived", "i", True),  # int() in a property
+        ("derived", "j", False),  # used in __init__ only
+        ("derived", "l", False),  # in extra_repr only
+        ("derived", "m", True),  # int() in a lambda kept on the instance
+        ("derived", "s", True),  # given to a method named split, not torch's
+        ("parent", "q", True),  # int() in a module-level function given a child
+        ("parent.kept", "ka", True),  # a child given to torch's code: any use possible
+        ("parent.looked_up", "la", True),  # a child given to getattr
+        ("parent.child", "ca", False),  # isinstance(), zip(), enumerate() read no sizes
         ("escapes", "k", True),  # forward passes self on: any of its sizes may be used
         ("escapes", "anything", True),
         ("keyword", "k", True),
+        ("dict", "n", True),
     ],
 )
 def test_sizes_used_other_than_to_split(owner: str, attr: str, used: bool) -> None:

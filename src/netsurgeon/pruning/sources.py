@@ -1,15 +1,18 @@
-"""What a model's ``forward`` code does with the sizes its modules keep.
+"""What a model's Python code does with the sizes its modules keep.
 
 The engine rewrites a size a module keeps (``self.splits`` of timm's MixedConv2d) when forward
 only splits or slices channels at it. Some uses of such a size leave no trace in a torch.fx
-graph: ``range(self.a)``, ``[0] * self.a`` or ``torch.zeros(1, self.a, 1, 1)`` run while the
+graph: ``range(self.a)``, ``int(self.a)`` or ``torch.zeros(1, self.a, 1, 1)`` run while the
 model is traced and only their results are recorded. :class:`SourceUses` reads the source of
-the methods forward runs to find them, so that those sizes are kept.
+the model's code to find them, so that those sizes are kept: every method of its modules'
+classes (torch's own and ``__init__`` aside; properties and functions kept on an instance
+included) and the module-level functions those call, since forward may reach any of them.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import functools
 import inspect
 import textwrap
@@ -22,6 +25,10 @@ __all__ = ["SourceUses"]
 
 # Calls that split channels at sizes given as their second argument or by these keywords.
 _SPLIT_KEYWORDS = frozenset({"split_size_or_sections", "split_size"})
+# Methods that build or describe a module: what they do with a size is no use in forward.
+_NOT_FORWARD = frozenset({"__init__", "extra_repr", "__repr__", "__str__"})
+# Builtins that read attributes by name.
+_READS_ATTRIBUTES = (getattr, setattr, delattr, hasattr, vars)
 
 
 @functools.cache
@@ -33,48 +40,101 @@ def _tree(function: Callable[..., Any]) -> ast.AST | None:
         return None
 
 
-def _forward_functions(module: nn.Module) -> Iterator[Callable[..., Any] | None]:
-    """``module``'s forward (as set on the instance, as FasterNet does) and the methods of
-    its own that those call as ``self.name(...)`` or ``super().name(...)``, transitively;
-    None for one whose source cannot be read."""
-    forward = getattr(module.forward, "__func__", module.forward)
-    todo, seen = [forward], set()
+def _torch_code(obj: Any) -> bool:
+    """Whether ``obj`` (a class or function) is torch's or Python's own: called whole."""
+    return (getattr(obj, "__module__", None) or "").split(".")[0] in ("torch", "builtins")
+
+
+def _methods(module: nn.Module) -> Iterator[Callable[..., Any]]:
+    """The functions of ``module``'s classes (properties' included, torch's own classes and
+    ``_NOT_FORWARD`` aside) and those kept on the instance (``self.post = lambda t: ...``)."""
+    for cls in type(module).__mro__:
+        if _torch_code(cls):
+            continue
+        for name, value in vars(cls).items():
+            if name not in _NOT_FORWARD:
+                yield from _functions_in(value)
+    for value in vars(module).values():
+        yield from _functions_in(value)
+
+
+def _functions_in(value: Any) -> list[Callable[..., Any]]:
+    """The functions behind a class or instance attribute: a method, a staticmethod or
+    classmethod, a property's accessors, a lambda."""
+    if isinstance(value, property):
+        return [f for f in (value.fget, value.fset, value.fdel) if f is not None]
+    if isinstance(value, functools.cached_property):
+        return [value.func]
+    inner = getattr(value, "__func__", value)
+    return [inner] if inspect.isfunction(inner) else []
+
+
+def _forward_reach(module: nn.Module) -> Iterator[Callable[..., Any]]:
+    """``module``'s forward (as set on the instance, as FasterNet does) and what it reaches
+    through ``self``: methods, properties and functions kept on the instance it names
+    (``self.name``), and its bases' methods it calls as ``super().name(...)``, transitively."""
+    todo = _functions_in(vars(module).get("forward", type(module).forward))
+    seen: set[Callable[..., Any]] = set()
     while todo:
         function = todo.pop()
-        if function in seen:
+        if function in seen or _torch_code(function):
             continue
         seen.add(function)
-        tree = _tree(function)
-        yield function if tree is not None else None
-        if tree is None:
-            continue
-        for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        yield function
+        for node in ast.walk(_tree(function) or ast.Module(body=[], type_ignores=[])):
+            if not isinstance(node, ast.Attribute):
                 continue
-            owner = node.func.value
-            if isinstance(owner, ast.Name) and owner.id == "self":
-                method = inspect.getattr_static(type(module), node.func.attr, None)
-                todo.extend([method] if inspect.isfunction(method) else [])
+            if isinstance(node.value, ast.Name) and node.value.id == "self":
+                static = inspect.getattr_static(type(module), node.attr, None)
+                todo.extend(_functions_in(vars(module).get(node.attr, static)))
             elif (
-                isinstance(owner, ast.Call)
-                and isinstance(owner.func, ast.Name)
-                and owner.func.id == "super"
+                isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Name)
+                and node.value.func.id == "super"
             ):  # super().forward(x): the bases' methods of that name (all of them, simply)
                 for base in type(module).__mro__:
-                    if base.__module__.startswith("torch."):
-                        continue  # nn.Module's own: torch's code, called whole
-                    method = base.__dict__.get(node.func.attr)
-                    todo.extend([method] if inspect.isfunction(method) else [])
+                    if not _torch_code(base):
+                        todo.extend(_functions_in(vars(base).get(node.attr)))
+
+
+def _called(call: ast.Call, function: Callable[..., Any]) -> Any:
+    """What ``call`` calls where its name resolves in ``function``'s globals (``helper(x)``,
+    ``layers.helper(x)``); else None."""
+    node, path = call.func, []
+    while isinstance(node, ast.Attribute):
+        path.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or node.id == "self":
+        return None
+    target = getattr(function, "__globals__", {}).get(node.id, getattr(builtins, node.id, None))
+    for attr in reversed(path):
+        target = getattr(target, attr, None)
+    return target
+
+
+def _from_self(node: ast.AST) -> list[str] | None:
+    """The attribute path of ``self.a.b`` (``["a", "b"]``); None for anything else."""
+    path: list[str] = []
+    while isinstance(node, ast.Attribute):
+        path.append(node.attr)
+        node = node.value
+    return path[::-1] if isinstance(node, ast.Name) and node.id == "self" and path else None
 
 
 def _splits_at(call: ast.Call, node: ast.AST) -> bool:
-    """Whether ``node`` (an argument or keyword of ``call``) gives a ``split`` call its
-    sizes (``torch.split(x, sizes, 1)``, ``x.split(sizes, 1)``, ``split_size=sizes``)."""
-    if not (isinstance(call.func, ast.Attribute) and call.func.attr == "split"):
+    """Whether ``node`` (an argument or keyword of ``call``) gives torch's ``split`` its
+    sizes (``torch.split(x, sizes, 1)``, ``x.split(sizes, 1)``, ``split_size=sizes``); a
+    module's own method named so (``self.split(...)``) is no such call."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr == "split"):
+        return False
+    if _from_self(func.value) is not None or (
+        isinstance(func.value, ast.Name) and func.value.id == "self"
+    ):
         return False
     if isinstance(node, ast.keyword):
         return node.arg in _SPLIT_KEYWORDS
-    method = not (isinstance(call.func.value, ast.Name) and call.func.value.id == "torch")
+    method = not (isinstance(func.value, ast.Name) and func.value.id == "torch")
     position = 0 if method else 1
     return len(call.args) > position and call.args[position] is node
 
@@ -90,55 +150,142 @@ def _aliases(node: ast.AST | None) -> TypeGuard[ast.Assign]:
 
 
 class SourceUses:
-    """For one model: which attribute names its traced code uses other than to split or
-    slice channels (by name: a name used so anywhere counts for every module), and which
-    modules pass themselves on or have a forward whose source cannot be read (all their
-    sizes count as used)."""
+    """For one model: which attributes its code uses other than to split or slice channels
+    (those of a module its code reads through ``self``; by name where read otherwise, as
+    ``m.a``: a name used so counts for every module), and which modules
+    may be read by code that cannot be followed (all their sizes count as used): one that
+    passes ``self`` on, or whose code cannot be read, and a child given to a function whose
+    code cannot be read."""
 
     def __init__(self, model: nn.Module) -> None:
         self._model = model
-        self._names: set[str] | None = None
+        self._names: set[str] | None = None  # attribute names used, whoever's
+        self._uses: set[tuple[str, str]] = set()  # (module, attribute) used
         self._opaque: set[str] = set()
 
     def other_than_split(self, owner: str, attr: str) -> bool:
         """Whether the size ``attr`` of module ``owner`` may be used other than to split."""
         if self._names is None:
-            self._names = set()
-            for name, module in self._model.named_modules():
-                if type(module).__module__.startswith("torch."):
-                    continue  # torch's own modules are called whole, never traced
-                for function in _forward_functions(module):
-                    tree = _tree(function) if function is not None else None
-                    if tree is None or self._scan(tree):
-                        self._opaque.add(name)
-        return owner in self._opaque or attr in self._names
+            self._read()
+        assert self._names is not None
+        opaque = any(owner == o or owner.startswith(f"{o}.") or not o for o in self._opaque)
+        return opaque or attr in self._names or (owner, attr) in self._uses
 
-    def _scan(self, tree: ast.AST) -> bool:
-        """Add the names ``tree`` uses other than to split; whether it passes ``self`` on."""
+    def _read(self) -> None:
+        self._names = set()
+        functions: list[Callable[..., Any]] = []
+        for name, module in self._model.named_modules():
+            if _torch_code(type(module)):
+                continue  # torch's own modules are called whole, never traced
+            # What forward reaches through self may pass it on; names count from every
+            # method, since forward may reach the others in ways not followed here.
+            reached = list(_forward_reach(module))
+            for function in dict.fromkeys([*reached, *_methods(module)]):
+                tree = _tree(function)
+                on_path = function in reached
+                if tree is None:
+                    if on_path:
+                        self._opaque.add(name)
+                    continue
+                if self._scan(tree, function, (name, module), functions, on_path=on_path):
+                    self._opaque.add(name)
+        seen: set[Callable[..., Any]] = set()
+        while functions:  # module-level functions the code calls, transitively
+            function = functions.pop()
+            if function not in seen:
+                seen.add(function)
+                tree = _tree(function)
+                if tree is not None:
+                    self._scan(tree, function, None, functions)
+
+    def _scan(
+        self,
+        tree: ast.AST,
+        function: Callable[..., Any],
+        scope: tuple[str, nn.Module] | None,
+        functions: list[Callable[..., Any]],
+        *,
+        on_path: bool = False,
+    ) -> bool:
+        """Add what ``tree`` uses other than to split, and the functions it calls to
+        ``functions``. ``scope``: the module (and its name) whose method it is;
+        ``on_path``: whether its forward reaches the code, which may then pass the module
+        or its children on; whether it passes the module on."""
         assert self._names is not None
         parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
         # Local names given an attribute (n = self.num_1x1_c): their uses are its uses.
-        aliases: dict[str, list[str]] = {}
+        aliases: dict[str, list[ast.Attribute]] = {}
         for node in ast.walk(tree):
             if _aliases(node):
-                aliases.setdefault(node.targets[0].id, []).append(node.value.attr)
+                aliases.setdefault(node.targets[0].id, []).append(node.value)
         escapes = False
         for node in ast.walk(tree):
             parent = parents.get(node)
             if isinstance(node, ast.Name) and node.id == "self":
-                # self other than self.a (f(self), getattr(self, n)): anything may happen
+                # self other than self.a (f(self), getattr(self, n), self.__dict__[n]):
+                # anything may happen
                 escapes = escapes or not isinstance(parent, ast.Attribute)
+                escapes = escapes or getattr(parent, "attr", None) == "__dict__"
+            if isinstance(node, ast.Call):
+                self._follow(node, function, scope if on_path else None, functions)
             aliased = _aliases(parent) and parent.value is node
-            if isinstance(node, ast.Attribute) and not aliased and not self._splits(node, parents):
-                self._names.add(node.attr)
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.ctx, ast.Load)
+                and not aliased
+                and not self._splits(node, parents)
+            ):
+                self._use(node, scope)
             if (
                 isinstance(node, ast.Name)
                 and isinstance(node.ctx, ast.Load)
                 and node.id in aliases
                 and not self._splits(node, parents)
             ):
-                self._names.update(aliases[node.id])
-        return escapes
+                for attribute in aliases[node.id]:
+                    self._use(attribute, scope)
+        return escapes and on_path
+
+    def _use(self, node: ast.Attribute, scope: tuple[str, nn.Module] | None) -> None:
+        """Record a use of ``node``: of that module's attribute where it is ``self.a`` or
+        ``self.child.a`` (timm's ConvNormAct reads ``self.conv.in_channels``, which is no
+        use of ReXNet's ``self.in_channels``), else of every attribute of that name."""
+        assert self._names is not None
+        path = _from_self(node)
+        if scope is not None and path is not None:
+            name, owner = scope
+            for attr in path[:-1]:
+                owner = getattr(owner, attr, None)
+            if isinstance(owner, nn.Module):
+                self._uses.add((".".join(p for p in (name, *path[:-1]) if p), node.attr))
+                return
+        self._names.add(node.attr)
+
+    def _follow(
+        self,
+        call: ast.Call,
+        function: Callable[..., Any],
+        scope: tuple[str, nn.Module] | None,
+        functions: list[Callable[..., Any]],
+    ) -> None:
+        """Queue the module-level function ``call`` calls. A child module that forward gives
+        to code that cannot be followed (torch's ``checkpoint(self.block, x)``, ``getattr``)
+        is opaque; other builtins (``len``, ``zip``, ``isinstance``) read no sizes."""
+        target = _called(call, function)
+        if inspect.isfunction(target) and not _torch_code(target):
+            functions.append(target)
+            return
+        builtin = getattr(target, "__module__", None) == "builtins"  # len, zip, isinstance
+        if scope is None or (builtin and target not in _READS_ATTRIBUTES):
+            return
+        name, module = scope
+        for arg in [*call.args, *(kw.value for kw in call.keywords)]:
+            path = _from_self(arg)
+            child: Any = module
+            for attr in path or ():
+                child = getattr(child, attr, None)
+            if path and isinstance(child, nn.Module):
+                self._opaque.add(".".join([name, *path]) if name else ".".join(path))
 
     @staticmethod
     def _splits(node: ast.Attribute | ast.Name, parents: dict[ast.AST, ast.AST]) -> bool:
