@@ -394,6 +394,14 @@ class _CountOperandNet(_StemNet):
         return y * self.stem.out_channels + extra.sum(1, keepdim=True)
 
 
+class _CountFactoryNet(_StemNet):
+    """A tensor built from a layer's channel count and nothing traced: it is built while the
+    model is traced, so fx keeps only the tensor."""
+
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        return y * torch.ones(self.stem.out_channels).sum()
+
+
 class _PartSliceNet(_StemNet):
     """A slice of part of the channels (GhostNet's cut when the width is odd)."""
 
@@ -452,6 +460,7 @@ class _ReadNormWeightNet(_StemNet):
         (_ReadBiasNet, "stem (6 channels) kept: ", "'stem.bias' read directly in forward"),
         (_CountAttributeNet, "stem (6 channels) kept: ", "its out_channels used as a number"),
         (_CountOperandNet, "stem (6 channels) kept: ", "its out_channels used as a number"),
+        (_CountFactoryNet, "stem (6 channels) kept: ", "its out_channels used as a number"),
         (_AttributeNet, "f (8 channels) kept: ", "it reads the attribute .mT"),
         (_ClampNet, "a (8 channels) kept: ", "(node clamp) combines channels with a fixed tensor"),
         (_SplitSliceNet, "a (8 channels) kept: ", "it takes a slice of a sequence of tensors"),
@@ -1047,6 +1056,23 @@ class _SplitSizesProperty(_SplitSizesUsedNet):
         return self.head(torch.cat([self.b(p), q], 1)) / self.norm
 
 
+class _SplitSizesBuffer(_SplitSizesUsedNet):
+    """The sizes also split or slice a buffer: that runs while the model is traced."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.register_buffer("gain", torch.linspace(0.5, 1.5, 12))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, q = torch.split(self.a(x), self.sizes, 1)
+        if self.how == "buffer-split":
+            g = torch.split(self.gain, self.sizes)[0]
+        else:
+            g = self.gain[: self.sizes[0]]
+        return self.head(torch.cat([self.b(p), q], 1)) * g.sum()
+
+
 class _SplitSizesAlsoOther(_SplitSizesUsedNet):
     """The sizes also split something else than these channels: the batch, the rows, or
     channels the engine does not follow (the input's)."""
@@ -1080,6 +1106,8 @@ _USED = "at a size that forward also uses as a number ('sizes')"
         ("range", {"b": (4, 2)}, _USED),
         ("index", {"b": (4, 2)}, _USED),
         ("property", {"b": (4, 2)}, _USED),
+        ("buffer-split", {"b": (4, 2)}, _USED),
+        ("buffer-slice", {"b": (4, 2)}, _USED),
         ("batch", {"b": (4, 2)}, _USED),
         ("rows", {"b": (4, 2)}, _USED),
         ("input", {"b": (4, 2)}, _USED),
@@ -1089,8 +1117,8 @@ def test_split_sizes_used_otherwise_keep_their_channels(
     how: str, channels: dict[str, tuple[int, int]], reason: str
 ) -> None:
     """Found by fuzzing: sizes that also split the batch, rows or the input, or that
-    ``range``, ``operator.index`` (in forward or a property) or a tensor factory used while
-    the model was traced, were
+    ``range``, ``operator.index`` (in forward or a property), a tensor factory or a split of
+    a buffer used while the model was traced, were
     rewritten for the channels' split, which broke those other uses."""
     make = {
         "scale": _SplitSizesScaled,
@@ -1101,7 +1129,11 @@ def test_split_sizes_used_otherwise_keep_their_channels(
         "index": _SplitSizesIndex,
         "property": _SplitSizesProperty,
     }
-    model = (make[how]() if how in make else _SplitSizesAlsoOther(how)).eval()
+    if how in make:
+        model = make[how]().eval()
+    else:
+        other = _SplitSizesBuffer if how.startswith("buffer") else _SplitSizesAlsoOther
+        model = other(how).eval()
     x = torch.randn(12, 3, 12, 12)
     _, result = _prune_half_zeroed(model, x)
     assert result.channels == channels

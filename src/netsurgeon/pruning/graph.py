@@ -30,6 +30,7 @@ from torch.fx.operator_schemas import get_signature_for_torch_op
 from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 from torch.nn.utils.weight_norm import WeightNorm
+from torch.overrides import TorchFunctionMode
 
 from netsurgeon.errors import TraceError, first_line
 from netsurgeon.modes import kept_buffers, kept_modes
@@ -746,13 +747,12 @@ def _counts_given_to_calls(graph: fx.Graph, reads: dict[str, str]) -> None:
 
     def visit(value: Any) -> Any:
         if isinstance(value, _WatchedCount) and not value.sizes_split:
-            owner, _, attr = value.label.rpartition(".")
-            reads.setdefault(owner, f"has its {attr} used as a number in forward")
+            _record_use(value)
         return value
 
     def visit_size(value: Any) -> Any:
         if isinstance(value, _WatchedCount) and value.sizes_split:
-            value.reads.setdefault(value.label, _USED_ELSEWHERE)
+            _record_use(value)
         return value
 
     for n in graph.nodes:
@@ -771,6 +771,44 @@ def _counts_given_to_calls(graph: fx.Graph, reads: dict[str, str]) -> None:
 
 
 _USED_ELSEWHERE = "forward also uses it as a number"
+
+
+def _record_use(count: _WatchedCount) -> None:
+    """Record that forward used ``count`` as a number: a layer's count keeps its layer's
+    channels, a size a module keeps keeps its value."""
+    if count.sizes_split:
+        count.reads.setdefault(count.label, _USED_ELSEWHERE)
+    else:
+        owner, _, attr = count.label.rpartition(".")
+        count.reads.setdefault(owner, f"has its {attr} used as a number in forward")
+
+
+class _TraceTimeCalls(TorchFunctionMode):
+    """Torch calls that run while the model is traced because no traced value takes part
+    (``torch.split(self.buffer, self.sizes)``, ``self.buffer[:self.a]``,
+    ``torch.zeros(self.conv.out_channels)``): fx keeps only their result, a constant that
+    pruning would not change, so the counts given to them are uses."""
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        counts: list[_WatchedCount] = []
+        traced = False
+
+        def visit(a: Any) -> Any:
+            nonlocal traced
+            if isinstance(a, fx.Proxy):
+                traced = True
+            elif isinstance(a, _WatchedCount):
+                counts.append(a)
+            return a
+
+        fx.node.map_aggregate((tuple(args), kwargs), visit)
+        if not traced:
+            for count in counts:
+                _record_use(count)
+        return func(*args, **kwargs)
 
 
 def _kept_sizes(value: Any) -> list[_WatchedCount]:
@@ -2975,7 +3013,7 @@ def _trace_graph(
     prune_layer_norms: bool,
 ) -> PruningGraph:
     given = len(as_input_tuple(example_inputs))
-    with kept_modes(model), _CountWatch(model) as counts:
+    with kept_modes(model), _CountWatch(model) as counts, _TraceTimeCalls():
         graph, untraceable = _trace_calling_whole(model, leaves, given)
         leaves = leaves | untraceable.keys()
         model.train(not model.training)
