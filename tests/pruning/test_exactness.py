@@ -908,6 +908,16 @@ def test_a_split_at_a_written_size_prunes_its_last_part() -> None:
     ), result.skipped
 
 
+def test_an_ignored_module_keeps_the_channels_that_pass_through_it() -> None:
+    """Found by fuzzing: FasterNet's partial convolution, ignored, kept its convolution but
+    the channels it passes on untouched were pruned, and its size for them rewritten."""
+    model = SplitSizesNet().eval()
+    result = prune(model, torch.randn(2, 3, 8, 8), amount=0.5, criterion="l1", ignore=["partial"])
+    assert (model.partial.dim_conv3, model.partial.dim_untouched) == (4, 8)
+    assert "pw" not in result.channels and "mlp" not in result.channels
+    assert any("module 'partial': it is ignored" in s for s in result.skipped), result.skipped
+
+
 def test_splits_at_sizes_that_modules_keep_follow_pruning() -> None:
     """Before: "it splits the channels at fixed sizes", so every layer before such a split
     kept its filters (timm's mixnet_s kept 0.596 of its parameters at amount 0.5, now 0.277;

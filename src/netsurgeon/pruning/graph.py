@@ -1698,6 +1698,8 @@ class _Analyzer(_EvalInterpreter):
         if name in self.untraceable:
             raise _Unsupported("torch.fx cannot trace it, so it is called whole")
         if name in self.leaves:
+            if name in self.kept:  # an ignored module
+                raise _Unsupported(f"it {self.kept[name]}")
             raise _Unsupported("it is kept whole (leaf_modules), its inside is not traced")
         if name in self.kept:
             self._block(info, f"'{name}' {self.kept[name]}")
@@ -3005,6 +3007,16 @@ def trace_graph(
         )
 
 
+def _traced_into(model: nn.Module, name: str) -> bool:
+    """Whether fx traces into the submodule ``name``: one not of ``torch.nn``'s own layers
+    (its containers are traced into)."""
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        return False
+    return isinstance(module, nn.Sequential) or not type(module).__module__.startswith("torch.nn")
+
+
 def _trace_graph(
     model: nn.Module,
     example_inputs: Any,
@@ -3013,6 +3025,11 @@ def _trace_graph(
     prune_layer_norms: bool,
 ) -> PruningGraph:
     given = len(as_input_tuple(example_inputs))
+    ignore = list(ignore)
+    # An ignored module that fx would trace into is called whole: it keeps the channels it
+    # takes and gives, and whatever it keeps itself (sizes it splits at included), as well
+    # as its parameters; channels that pass through it untouched would otherwise shrink.
+    leaves = leaves | {name for name in ignore if name and _traced_into(model, name)}
     with kept_modes(model), _CountWatch(model) as counts, _TraceTimeCalls():
         graph, untraceable = _trace_calling_whole(model, leaves, given)
         leaves = leaves | untraceable.keys()
