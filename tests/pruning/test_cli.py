@@ -142,7 +142,7 @@ def test_prune_ignore_keeps_the_named_modules_channels(tmp_path: Path) -> None:
     assert status == 0
     report = json.loads(stdout)
     assert report["ignore"] == ["layer1", "conv1"]
-    assert any("module 'layer1': it is ignored" in line for line in report["skipped"])
+    assert any("'layer1.0.conv1' is ignored" in line for line in report["skipped"])
     model = torchvision.models.resnet18()
     state = torch.load(out, weights_only=True)["state_dict"]
     for name, tensor in model.state_dict().items():

@@ -22,6 +22,7 @@ from tests.pruning.nets import (
     GroupNormNet,
     MixedConv,
     NormActNet,
+    PartialConv,
     PointwiseNet,
     ReorderNet,
     ResNet,
@@ -915,7 +916,66 @@ def test_an_ignored_module_keeps_the_channels_that_pass_through_it() -> None:
     result = prune(model, torch.randn(2, 3, 8, 8), amount=0.5, criterion="l1", ignore=["partial"])
     assert (model.partial.dim_conv3, model.partial.dim_untouched) == (4, 8)
     assert "pw" not in result.channels and "mlp" not in result.channels
-    assert any("module 'partial': it is ignored" in s for s in result.skipped), result.skipped
+    assert any(s.startswith("pw, mlp") and "'partial' is ignored" in s for s in result.skipped)
+
+
+class _SplitAtAChildsSizes(nn.Module):
+    """A parent that splits channels at the sizes its partial convolution keeps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.pc = nn.Conv2d(3, 8, 1), PartialConv(8, 4)
+        self.c, self.head = nn.Conv2d(4, 4, 1), nn.Conv2d(8, 5, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = torch.split(self.stem(x), [self.pc.dim_conv3, self.pc.dim_untouched], 1)
+        return self.head(self.pc(torch.cat([self.c(a), b], 1))).mean((2, 3))
+
+
+class _Pair(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 6, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.a(x), self.b(x)
+
+
+class _TakesAPairWhole(nn.Module):
+    """A module's tuple output taken whole (``list(outs)``), which fx cannot do with a module
+    called whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.pair, self.head = nn.Conv2d(3, 8, 1), _Pair(), nn.Conv2d(14, 5, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = self.pair(F.relu(self.stem(x)))
+        return self.head(torch.cat(list(outs), 1)).mean((2, 3))
+
+
+@pytest.mark.parametrize(
+    ("make", "ignored"), [(_SplitAtAChildsSizes, "pc"), (_TakesAPairWhole, "pair")]
+)
+def test_ignored_modules_stay_as_they_were(make: Callable[[], nn.Module], ignored: str) -> None:
+    """Found by fuzzing: an ignored module's sizes, split at by its parent, were rewritten and
+    the pruned model failed; and calling ignored modules whole (as tried first) made a model
+    that takes one's tuple output whole untraceable."""
+    model, x = make().eval(), torch.randn(2, 3, 8, 8)
+    _zero_half_of_every_group(model, x)
+    state = copy.deepcopy(model.get_submodule(ignored).state_dict())
+    sizes = dict(vars(model.get_submodule(ignored)))
+    with torch.no_grad():
+        expected = model(x)
+    result = prune(model, x, amount=0.5, criterion=_weight_l1, ignore=[ignored])
+    module = model.get_submodule(ignored)
+    assert all(torch.equal(v, state[k]) for k, v in module.state_dict().items())
+    assert {k: v for k, v in vars(module).items() if type(v) is int} == {
+        k: v for k, v in sizes.items() if type(v) is int
+    }
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=0)
+    assert any(f"'{ignored}' is ignored" in s for s in result.skipped), result.skipped
 
 
 def test_splits_at_sizes_that_modules_keep_follow_pruning() -> None:

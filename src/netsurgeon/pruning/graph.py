@@ -1264,6 +1264,8 @@ class _Analyzer(_EvalInterpreter):
         self.spatial_functions = {**_SPATIAL_FUNCTIONS, **_library_spatial_functions()}
         self.passthrough_modules = _PASSTHROUGH_MODULES + _library_passthrough_modules()
         self.kept = kept  # module name -> why its parameters must not change
+        # Those fx traces into (not layers called whole), whose boundaries keep their width.
+        self.kept_within = {name for name in kept if name and _traced_into(model, name)}
         self.leaves = frozenset(leaves)  # modules called whole (leaf_modules), not traced into
         self.untraceable = frozenset(untraceable)  # leaves because fx failed inside them
         # Layers whose forward computes the weight it calls its functional form with (weight
@@ -1503,6 +1505,7 @@ class _Analyzer(_EvalInterpreter):
         result = super().run_node(n)
         self.shapes[n] = _shape_of(result)
         self.sized = []
+        self._kept_boundaries(n)
         try:
             self._track_counts(n, result)
             self.info[n] = self._visit(n, result)
@@ -1520,6 +1523,22 @@ class _Analyzer(_EvalInterpreter):
                 if not any(size is s for s in self.sized):
                     self.split_reads.setdefault(size.label, _USED_ELSEWHERE)
         return result
+
+    def _kept_boundaries(self, n: fx.Node) -> None:
+        """Channels that enter or leave a module that must not change (an ignored one fx
+        traces into) keep their width, so that it takes and gives what it did, also
+        where it passes channels on untouched (FasterNet's partial convolution)."""
+        if not self.kept_within:
+            return
+        inside = self._kept_around(n)
+        for arg in n.all_input_nodes:
+            around = self._kept_around(arg)
+            for module in sorted(inside ^ around):
+                self._block(self.info.get(arg), f"'{module}' {self.kept[module]}")
+
+    def _kept_around(self, n: fx.Node) -> set[str]:
+        """The modules that must not change whose code ``n`` runs in."""
+        return set(n.meta.get("nn_module_stack", ())) & self.kept_within
 
     def _sizes_an_upsampling(self, n: fx.Node) -> bool:
         """Whether ``n`` calls a transposed convolution: a count reaches it only as its
@@ -1605,8 +1624,7 @@ class _Analyzer(_EvalInterpreter):
             if label in self.split_reads:  # used otherwise after the split was seen
                 del self.split_entries[entry]
                 for part in parts:
-                    why = f"channels split at a size that forward also uses as a number ('{label}')"
-                    self._block(part, why)
+                    self._block(part, f"channels split at {self._kept_size(label)}")
         for (owner, attr, _), infos in self.size_entries.items():
             roots = {
                 self._find(seg.space) for c in infos for seg in _expand(self.spaces, c.segments)
@@ -1698,8 +1716,6 @@ class _Analyzer(_EvalInterpreter):
         if name in self.untraceable:
             raise _Unsupported("torch.fx cannot trace it, so it is called whole")
         if name in self.leaves:
-            if name in self.kept:  # an ignored module
-                raise _Unsupported(f"it {self.kept[name]}")
             raise _Unsupported("it is kept whole (leaf_modules), its inside is not traced")
         if name in self.kept:
             self._block(info, f"'{name}' {self.kept[name]}")
@@ -2397,10 +2413,7 @@ class _Analyzer(_EvalInterpreter):
             elif isinstance(item.start, _WatchedCount) and item.stop is None:
                 size, first = item.start, False
         if size is not None and size.sizes_split and self._used_otherwise(size):
-            raise _Unsupported(
-                f"it slices the channels at a size that forward also uses as a number "
-                f"('{size.label}')"
-            )
+            raise _Unsupported(f"it slices the channels at {self._kept_size(size.label)}")
         if (
             size is None
             or not size.sizes_split
@@ -2721,11 +2734,7 @@ class _Analyzer(_EvalInterpreter):
             raise _Unsupported("it splits the channels where they cannot be cut")
         for part, size, own in zip(parts, sizes, by_module, strict=True):
             if not own or self._used_otherwise(size):
-                why = (
-                    f"a size that forward also uses as a number ('{size.label}')"
-                    if own
-                    else "a size written in the code"
-                )
+                why = self._kept_size(size.label) if own else "a size written in the code"
                 self._block(part, f"{_describe(n)} splits the channels at {why}")
                 continue
             self._size_parts(size, part)
@@ -2733,8 +2742,13 @@ class _Analyzer(_EvalInterpreter):
 
     def _used_otherwise(self, size: _WatchedCount) -> bool:
         """Whether forward uses ``size`` (kept by a module) other than as the width of the
-        channel parts it splits: seen in the trace, or in the source (``range(self.a)``,
-        ``torch.zeros(self.a)``: uses that leave no trace in the graph)."""
+        channel parts it splits: seen in the trace, or in the source (``range(self.a)``:
+        uses that leave no trace in the graph); or whether a module that must not change
+        (an ignored one) keeps it."""
+        owner = size.entry[0]
+        for module in sorted(self.kept_within):
+            if owner == module or owner.startswith(f"{module}."):
+                self.split_reads.setdefault(size.label, f"'{module}' {self.kept[module]}")
         if self.source_uses is None:
             self.source_uses = SourceUses(self.module)
         if size.label not in self.split_reads and self.source_uses.other_than_split(
@@ -2742,6 +2756,13 @@ class _Analyzer(_EvalInterpreter):
         ):
             self.split_reads[size.label] = _USED_ELSEWHERE
         return size.label in self.split_reads
+
+    def _kept_size(self, label: str) -> str:
+        """What the size ``label`` (kept by a module) is, that keeps its value."""
+        reason = self.split_reads[label]
+        if reason == _USED_ELSEWHERE:
+            return f"a size that forward also uses as a number ('{label}')"
+        return f"a size of a module that must not change ('{label}': {reason})"
 
     def _size_parts(self, size: _WatchedCount, part: Channels) -> None:
         """Record that ``size`` (kept by a module) is the width of ``part``; one size for
@@ -3025,11 +3046,6 @@ def _trace_graph(
     prune_layer_norms: bool,
 ) -> PruningGraph:
     given = len(as_input_tuple(example_inputs))
-    ignore = list(ignore)
-    # An ignored module that fx would trace into is called whole: it keeps the channels it
-    # takes and gives, and whatever it keeps itself (sizes it splits at included), as well
-    # as its parameters; channels that pass through it untouched would otherwise shrink.
-    leaves = leaves | {name for name in ignore if name and _traced_into(model, name)}
     with kept_modes(model), _CountWatch(model) as counts, _TraceTimeCalls():
         graph, untraceable = _trace_calling_whole(model, leaves, given)
         leaves = leaves | untraceable.keys()
