@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import operator
 from collections.abc import Callable
@@ -401,6 +402,29 @@ class _CountFactoryNet(_StemNet):
 
     def pattern(self, y: torch.Tensor) -> torch.Tensor:
         return y * torch.ones(self.stem.out_channels).sum()
+
+
+class _Both(collections.namedtuple("_Both", "first second")):
+    """A namedtuple whose ``__new__`` takes other arguments than its fields."""
+
+    def __new__(cls, both: torch.Tensor) -> _Both:
+        return super().__new__(cls, both, both)
+
+
+class _NamedTupleAtTraceTime(_StemNet):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("gain", torch.linspace(0.5, 1.5, 8))
+
+    def pattern(self, y: torch.Tensor) -> torch.Tensor:
+        return y * torch.stack(_Both(self.gain)).mean(0).sum()
+
+
+def test_torch_calls_during_the_trace_on_any_arguments() -> None:
+    """Found by fuzzing: the watch on torch calls made during the trace rebuilt their
+    arguments, which this namedtuple does not allow, and the model could not be traced."""
+    removed, result = _prune_half_zeroed(_NamedTupleAtTraceTime().eval(), torch.randn(2, 3, 8, 8))
+    assert removed > 0 and result.channels
 
 
 class _PartSliceNet(_StemNet):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import nn
@@ -185,3 +188,108 @@ def test_a_forward_without_source_counts_as_using_every_size() -> None:
     model = nn.Sequential(_Uses(), opaque())
     uses = SourceUses(model)
     assert uses.other_than_split("1", "a") and not uses.other_than_split("0", "a")
+
+
+def _scaled(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    return y / len(range(module.pa))
+
+
+class _Scaler:
+    """A callable object of one's own that holds the module."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        return y / len(range(self.module.ob))
+
+
+def _unwrapped(method: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def wrapper(*args: torch.Tensor) -> torch.Tensor:  # no functools.wraps
+        return method(*args)
+
+    return wrapper
+
+
+class _Holder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sh, self.al, self.br = 2, 2, 2
+
+
+class _User(nn.Module):
+    def __init__(self, holder: _Holder) -> None:
+        super().__init__()
+        self.holder = holder  # the same module, registered a second time
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y / len(range(self.holder.sh))
+
+
+class _Back(nn.Module):
+    def __init__(self, owner: nn.Module) -> None:
+        super().__init__()
+        self.__dict__["owner"] = owner  # a back-reference, not a child
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y / len(range(self.owner.holder.br))
+
+
+class _This(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.th = 2
+
+    def forward(this, x: torch.Tensor) -> torch.Tensor:
+        name = "th"
+        return x * getattr(this, name)  # a first parameter not named self, passed on
+
+
+class _Reached(nn.Module):
+    """Code forward reaches through objects, a first parameter not named self, and slices of
+    Python sequences (no traced tensors) at kept sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pa, self.la, self.ob, self.dw, self.this = 2, 2, 2, 2, _This()
+        self.ls, self.ml, self.tl, self.tensor_bound = 2, 2, 2, 2
+        self.weights, self.blocks = [1.0, 2.0, 3.0], nn.ModuleList(nn.Identity() for _ in range(3))
+        self.post = functools.partial(_scaled, self)
+        self.posts = [lambda y: y / len(range(self.la))]
+        self.scaler = _Scaler(self)
+        self.holder = _Holder()
+        self.user, self.alias, self.back = _User(self.holder), self.holder, _Back(self)
+
+    @_unwrapped
+    def decorated(self, y: torch.Tensor) -> torch.Tensor:
+        return y / len(range(self.dw))
+
+    def forward(this, x: torch.Tensor) -> torch.Tensor:
+        y = this.posts[0](this.post(this.scaler(this.decorated(x))))
+        y = this.this(y) * sum(this.weights[: this.ls]) + len(range(this.alias.al))
+        for block in this.blocks[: this.ml]:
+            y = block(y)
+        w = this.weights
+        return this.back(this.user(y[:, : this.tensor_bound])) * len(x.tolist()[: w[this.tl]])
+
+
+@pytest.mark.parametrize(
+    ("owner", "attr", "used"),
+    [
+        ("", "pa", True),  # in a module-level function a functools.partial holds
+        ("", "la", True),  # in a lambda kept in a list
+        ("", "ob", True),  # in a callable object's method
+        ("", "dw", True),  # in a method a decorator wraps without functools.wraps
+        ("this", "th", True),  # getattr() on a first parameter not named self
+        ("", "ls", True),  # the bound of a slice of a list attribute
+        ("", "ml", True),  # the bound of a slice of a ModuleList
+        ("", "tl", True),  # an index into a list (given to a local name)
+        ("", "tensor_bound", False),  # the bound of a slice of a traced value
+        ("holder", "sh", True),  # read through another name of the same module
+        ("holder", "al", True),  # read through an alias attribute
+        ("holder", "br", True),  # read through a back-reference kept in __dict__
+    ],
+)
+def test_uses_reached_through_objects_and_other_names(owner: str, attr: str, used: bool) -> None:
+    """Found by fuzzing: each of these uses was missed, and pruning rewrote the size."""
+    assert SourceUses(_Reached()).other_than_split(owner, attr) is used

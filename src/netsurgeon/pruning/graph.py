@@ -795,16 +795,21 @@ class _TraceTimeCalls(TorchFunctionMode):
         kwargs = kwargs or {}
         counts: list[_WatchedCount] = []
         traced = False
-
-        def visit(a: Any) -> Any:
-            nonlocal traced
+        # Looked through, not rebuilt as fx's map_aggregate does: a namedtuple of one's own
+        # may not be rebuilt from its fields.
+        todo: list[Any] = [args, kwargs]
+        while todo:
+            a = todo.pop()
             if isinstance(a, fx.Proxy):
                 traced = True
             elif isinstance(a, _WatchedCount):
                 counts.append(a)
-            return a
-
-        fx.node.map_aggregate((tuple(args), kwargs), visit)
+            elif isinstance(a, list | tuple):
+                todo.extend(a)
+            elif isinstance(a, dict):
+                todo.extend(a.values())
+            elif isinstance(a, slice):
+                todo.extend((a.start, a.stop, a.step))
         if not traced:
             for count in counts:
                 _record_use(count)

@@ -16,7 +16,7 @@ import builtins
 import functools
 import inspect
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from typing import Any, TypeGuard
 
 from torch import nn
@@ -27,17 +27,46 @@ __all__ = ["SourceUses"]
 _SPLIT_KEYWORDS = frozenset({"split_size_or_sections", "split_size"})
 # Methods that build or describe a module: what they do with a size is no use in forward.
 _NOT_FORWARD = frozenset({"__init__", "extra_repr", "__repr__", "__str__"})
+# Calls that make Python sequences (no traced tensors) of what they are given.
+_PYTHON_SEQUENCES = frozenset({"tolist", "numpy", "list", "tuple", "range", "sorted"})
+# What nn.Module keeps on every instance (parameters, children, hooks).
+_MODULE_STATE = frozenset(vars(nn.Module()))
 # Builtins that read attributes by name.
 _READS_ATTRIBUTES = (getattr, setattr, delattr, hasattr, vars)
 
 
 @functools.cache
 def _tree(function: Callable[..., Any]) -> ast.AST | None:
-    """The parsed source of ``function``, or None where it cannot be read."""
+    """The parsed source of ``function``, or None where it cannot be read. A method's first
+    parameter is renamed ``self`` where it has another name (``def forward(this, x)``)."""
     try:
-        return ast.parse(textwrap.dedent(inspect.getsource(function)))
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
     except (OSError, TypeError, SyntaxError, IndentationError):
         return None
+    top = tree.body[0] if isinstance(tree, ast.Module) and tree.body else None
+    if (
+        isinstance(top, ast.FunctionDef | ast.AsyncFunctionDef)
+        and "." in function.__qualname__
+        and top.args.args
+        and top.args.args[0].arg not in ("self", "cls")
+    ):
+        first = top.args.args[0].arg
+        for node in ast.walk(top):
+            if isinstance(node, ast.Name) and node.id == first:
+                node.id = "self"
+    return tree
+
+
+def _inner_functions(function: Callable[..., Any]) -> list[Callable[..., Any]]:
+    """The functions a function wraps: ``__wrapped__`` and those in its closure (a decorator
+    that does not use functools.wraps)."""
+    found = [getattr(function, "__wrapped__", None)]
+    for cell in function.__closure__ or ():
+        try:
+            found.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            continue
+    return [f for f in found if inspect.isfunction(f) and not _torch_code(f)]
 
 
 def _torch_code(obj: Any) -> bool:
@@ -49,24 +78,43 @@ def _methods(module: nn.Module) -> Iterator[Callable[..., Any]]:
     """The functions of ``module``'s classes (properties' included, torch's own classes and
     ``_NOT_FORWARD`` aside) and those kept on the instance (``self.post = lambda t: ...``)."""
     for cls in type(module).__mro__:
-        if _torch_code(cls):
-            continue
-        for name, value in vars(cls).items():
-            if name not in _NOT_FORWARD:
-                yield from _functions_in(value)
-    for value in vars(module).values():
-        yield from _functions_in(value)
+        if not _torch_code(cls):
+            yield from _class_functions(cls)
+    for key, value in vars(module).items():
+        if key not in _MODULE_STATE:
+            yield from _functions_in(value)
 
 
-def _functions_in(value: Any) -> list[Callable[..., Any]]:
+def _functions_in(value: Any, depth: int = 0) -> list[Callable[..., Any]]:
     """The functions behind a class or instance attribute: a method, a staticmethod or
-    classmethod, a property's accessors, a lambda."""
+    classmethod, a property's accessors, a lambda, a ``functools.partial``, those in a list,
+    tuple or dict of them, and the methods of a callable object of a class of one's own."""
     if isinstance(value, property):
         return [f for f in (value.fget, value.fset, value.fdel) if f is not None]
     if isinstance(value, functools.cached_property):
         return [value.func]
+    if isinstance(value, functools.partial):
+        return _functions_in(value.func, depth)
+    if depth < 2 and isinstance(value, list | tuple | dict):
+        items = value.values() if isinstance(value, dict) else value
+        return [f for item in items for f in _functions_in(item, depth + 1)]
     inner = getattr(value, "__func__", value)
-    return [inner] if inspect.isfunction(inner) else []
+    if inspect.isfunction(inner):
+        return [inner]
+    cls = type(value)
+    if callable(value) and not isinstance(value, nn.Module | type) and not _torch_code(cls):
+        return [f for base in cls.__mro__ if not _torch_code(base) for f in _class_functions(base)]
+    return []
+
+
+def _class_functions(cls: type) -> list[Callable[..., Any]]:
+    """The functions defined in ``cls`` (``_NOT_FORWARD`` aside)."""
+    return [
+        f
+        for name, value in vars(cls).items()
+        if name not in _NOT_FORWARD and not isinstance(value, list | tuple | dict)
+        for f in _functions_in(value, depth=2)
+    ]
 
 
 def _forward_reach(module: nn.Module) -> Iterator[Callable[..., Any]]:
@@ -81,6 +129,7 @@ def _forward_reach(module: nn.Module) -> Iterator[Callable[..., Any]]:
             continue
         seen.add(function)
         yield function
+        todo.extend(_inner_functions(function))
         for node in ast.walk(_tree(function) or ast.Module(body=[], type_ignores=[])):
             if not isinstance(node, ast.Attribute):
                 continue
@@ -139,6 +188,27 @@ def _splits_at(call: ast.Call, node: ast.AST) -> bool:
     return len(call.args) > position and call.args[position] is node
 
 
+def _sliced_may_be_traced(
+    bound: ast.Slice, parents: dict[ast.AST, ast.AST], aliases: Container[str]
+) -> bool:
+    """Whether what ``bound`` slices may be a traced tensor: not an attribute (a list, a
+    ModuleList, a buffer: ``self.blocks[:self.k]``), a local name given one, or a Python
+    sequence made from a tensor (``t.tolist()[:self.k]``)."""
+    subscript = parents.get(bound)
+    if isinstance(subscript, ast.Tuple):
+        subscript = parents.get(subscript)
+    if not isinstance(subscript, ast.Subscript):
+        return False
+    value = subscript.value
+    if isinstance(value, ast.Name):
+        return value.id != "self" and value.id not in aliases
+    if isinstance(value, ast.Call):
+        func = value.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        return name not in _PYTHON_SEQUENCES
+    return _from_self(value) is None
+
+
 def _aliases(node: ast.AST | None) -> TypeGuard[ast.Assign]:
     """Whether ``node`` gives one local name an attribute (``n = self.num_1x1_c``)."""
     return (
@@ -160,7 +230,7 @@ class SourceUses:
     def __init__(self, model: nn.Module) -> None:
         self._model = model
         self._names: set[str] | None = None  # attribute names used, whoever's
-        self._uses: set[tuple[str, str]] = set()  # (module, attribute) used
+        self._uses: set[tuple[int, str]] = set()  # (id of the module, attribute) used
         self._opaque: set[str] = set()
 
     def other_than_split(self, owner: str, attr: str) -> bool:
@@ -169,7 +239,8 @@ class SourceUses:
             self._read()
         assert self._names is not None
         opaque = any(owner == o or owner.startswith(f"{o}.") or not o for o in self._opaque)
-        return opaque or attr in self._names or (owner, attr) in self._uses
+        module = self._model.get_submodule(owner)
+        return opaque or attr in self._names or (id(module), attr) in self._uses
 
     def _read(self) -> None:
         self._names = set()
@@ -180,7 +251,9 @@ class SourceUses:
             # What forward reaches through self may pass it on; names count from every
             # method, since forward may reach the others in ways not followed here.
             reached = list(_forward_reach(module))
-            for function in dict.fromkeys([*reached, *_methods(module)]):
+            methods = [*reached, *_methods(module)]
+            methods += [f for method in methods for f in _inner_functions(method)]
+            for function in dict.fromkeys(methods):
                 tree = _tree(function)
                 on_path = function in reached
                 if tree is None:
@@ -194,6 +267,7 @@ class SourceUses:
             function = functions.pop()
             if function not in seen:
                 seen.add(function)
+                functions.extend(_inner_functions(function))
                 tree = _tree(function)
                 if tree is not None:
                     self._scan(tree, function, None, functions)
@@ -233,14 +307,14 @@ class SourceUses:
                 isinstance(node, ast.Attribute)
                 and isinstance(node.ctx, ast.Load)
                 and not aliased
-                and not self._splits(node, parents)
+                and not self._splits(node, parents, aliases)
             ):
                 self._use(node, scope)
             if (
                 isinstance(node, ast.Name)
                 and isinstance(node.ctx, ast.Load)
                 and node.id in aliases
-                and not self._splits(node, parents)
+                and not self._splits(node, parents, aliases)
             ):
                 for attribute in aliases[node.id]:
                     self._use(attribute, scope)
@@ -253,11 +327,11 @@ class SourceUses:
         assert self._names is not None
         path = _from_self(node)
         if scope is not None and path is not None:
-            name, owner = scope
+            owner = scope[1]
             for attr in path[:-1]:
                 owner = getattr(owner, attr, None)
-            if isinstance(owner, nn.Module):
-                self._uses.add((".".join(p for p in (name, *path[:-1]) if p), node.attr))
+            if isinstance(owner, nn.Module):  # by identity: it may have other names
+                self._uses.add((id(owner), node.attr))
                 return
         self._names.add(node.attr)
 
@@ -288,7 +362,9 @@ class SourceUses:
                 self._opaque.add(".".join([name, *path]) if name else ".".join(path))
 
     @staticmethod
-    def _splits(node: ast.Attribute | ast.Name, parents: dict[ast.AST, ast.AST]) -> bool:
+    def _splits(
+        node: ast.Attribute | ast.Name, parents: dict[ast.AST, ast.AST], aliases: Container[str]
+    ) -> bool:
         """Whether ``node`` (``self.a`` or a local name given it, or ``self.a[i]`` through its
         parent) is a width the channels are split or sliced at: a split's sizes, or the bound
         of a slice."""
@@ -300,7 +376,7 @@ class SourceUses:
                 return True  # self.conv.weight: an object reached through, not a size
             node, parent = parent, parents.get(parent)  # self.sizes[0]
         if isinstance(parent, ast.Slice):
-            return node is not parent.step
+            return node is not parent.step and _sliced_may_be_traced(parent, parents, aliases)
         if isinstance(parent, ast.List | ast.Tuple):
             node, parent = parent, parents.get(parent)
         if isinstance(parent, ast.keyword):  # split(x, split_size_or_sections=self.a)
