@@ -840,11 +840,7 @@ def _watching(name: str) -> Callable[..., Any]:
     plain = getattr(int, name)
 
     def method(self: _WatchedCount, *args: Any) -> Any:
-        if self.sizes_split:
-            self.reads.setdefault(self.label, _USED_ELSEWHERE)
-        else:
-            owner, _, attr = self.label.rpartition(".")
-            self.reads.setdefault(owner, f"has its {attr} used as a number in forward")
+        _record_use(self)
         return plain(int(self), *(int(a) if isinstance(a, _WatchedCount) else a for a in args))
 
     return method
@@ -922,7 +918,7 @@ class _CountWatch:
                     module.__dict__[attr] = _WatchedCount(
                         value, self.split_reads, label, sizes_split=True
                     )
-                elif type(value) in (list, tuple) and value and all(type(v) is int for v in value):
+                elif kept_size(value):
                     self._saved.append((module, attr, value))
                     module.__dict__[attr] = type(value)(
                         _WatchedCount(v, self.split_reads, label, i, sizes_split=True)
@@ -939,6 +935,14 @@ class _CountWatch:
 def size_tuple(value: Any) -> bool:
     """Whether ``value`` is a tuple of plain ints (a shape kept in a module)."""
     return type(value) is tuple and all(type(v) is int for v in value)
+
+
+def kept_size(value: Any) -> bool:
+    """Whether ``value`` is an int, or a non-empty list or tuple of ints: a size a module may
+    keep (and split channels at)."""
+    if type(value) in (list, tuple):
+        return bool(value) and all(type(v) is int for v in value)
+    return type(value) is int
 
 
 def _read_from(value: Any, label: str) -> bool:
@@ -2757,7 +2761,7 @@ class _Analyzer(_EvalInterpreter):
         if self.source_uses is None:
             self.source_uses = SourceUses(self.module)
         if size.label not in self.split_reads and self.source_uses.other_than_split(
-            size.entry[0], size.entry[1]
+            owner, size.entry[1]
         ):
             self.split_reads[size.label] = _USED_ELSEWHERE
         return size.label in self.split_reads
@@ -3040,7 +3044,7 @@ def _traced_into(model: nn.Module, name: str) -> bool:
         module = model.get_submodule(name)
     except AttributeError:
         return False
-    return isinstance(module, nn.Sequential) or not type(module).__module__.startswith("torch.nn")
+    return not fx.Tracer().is_leaf_module(module, name)
 
 
 def _trace_graph(

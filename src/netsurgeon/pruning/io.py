@@ -37,7 +37,7 @@ from torch import nn
 
 from netsurgeon.errors import CheckpointError, ConfigError
 from netsurgeon.fileio import atomic_torch_save, check_file_target
-from netsurgeon.pruning.graph import count_attribute, size_tuple, wrapped_model
+from netsurgeon.pruning.graph import count_attribute, kept_size, size_tuple, wrapped_model
 from netsurgeon.pruning.surgery import gates, sync_recurrent
 
 __all__ = [
@@ -741,13 +741,6 @@ def _record_parameters(model: nn.Module, rebuilt: nn.Module) -> dict[str, dict[s
 _SIZES = "Sizes"
 
 
-def _kept_size(value: Any) -> bool:
-    """An int, or a non-empty list or tuple of ints: a size a module may keep."""
-    if type(value) in (list, tuple):
-        return bool(value) and all(type(v) is int for v in value)
-    return type(value) is int
-
-
 def _record_sizes(
     model: nn.Module, rebuilt: nn.Module, parameters: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, dict[str, Any]]:
@@ -770,7 +763,7 @@ def _record_sizes(
             for attr, value in vars(module).items()
             if attr[0] != "_"
             and attr not in held
-            and _kept_size(value)
+            and kept_size(value)
             and type(old := vars(other).get(attr)) is type(value)
             and (type(value) is int or len(old) == len(value))
             and old != value
@@ -795,7 +788,7 @@ def _set_sizes(model: nn.Module, name: str, record: Mapping[str, Any], arch: str
         raise _Unfit(f"module {name!r} has invalid recorded sizes {values!r}")
     for attr, value in values.items():
         built = vars(module).get(attr) if isinstance(attr, str) and attr[:1] != "_" else None
-        fits = _kept_size(built) and (
+        fits = kept_size(built) and (
             type(value) is int
             if type(built) is int
             else isinstance(value, (list, tuple))

@@ -57,6 +57,19 @@ def _tree(function: Callable[..., Any]) -> ast.AST | None:
     return tree
 
 
+@functools.cache
+def _outline(tree: ast.AST) -> tuple[dict[ast.AST, ast.AST], dict[str, list[ast.Attribute]]]:
+    """Of a function's parsed source (the same for every instance of its class): each
+    node's parent, and the local names given an attribute (``n = self.num_1x1_c``), whose
+    uses are its uses."""
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    aliases: dict[str, list[ast.Attribute]] = {}
+    for node in ast.walk(tree):
+        if _aliases(node):
+            aliases.setdefault(node.targets[0].id, []).append(node.value)
+    return parents, aliases
+
+
 def _inner_functions(function: Callable[..., Any]) -> list[Callable[..., Any]]:
     """The functions a function wraps: ``__wrapped__`` and those in its closure (a decorator
     that does not use functools.wraps)."""
@@ -286,12 +299,7 @@ class SourceUses:
         ``on_path``: whether its forward reaches the code, which may then pass the module
         or its children on; whether it passes the module on."""
         assert self._names is not None
-        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
-        # Local names given an attribute (n = self.num_1x1_c): their uses are its uses.
-        aliases: dict[str, list[ast.Attribute]] = {}
-        for node in ast.walk(tree):
-            if _aliases(node):
-                aliases.setdefault(node.targets[0].id, []).append(node.value)
+        parents, aliases = _outline(tree)
         escapes = False
         for node in ast.walk(tree):
             parent = parents.get(node)
